@@ -1,0 +1,60 @@
+# berth build. `make` builds build/berth; see README.md for run/test/bench.
+CC      ?= cc
+PKGS     = libmicrohttpd jansson sqlite3 nettle yaml-0.1
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+
+SRC      = $(shell find src -name '*.c' | sort)
+LIBSRC   = $(filter-out src/main.c,$(SRC))
+OBJ      = $(SRC:src/%.c=build/obj/%.o)
+ASAN_OBJ = $(SRC:src/%.c=build/asan/%.o)
+UNIT     = $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/*.c))
+SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+.PHONY: all deps test-deps run test asan unit bench format clean
+all: deps build/berth
+
+deps:
+	@scripts/deps.sh build
+
+build/berth: $(OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+build/obj/%.o: src/%.c $(wildcard src/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+build/asan/berth: $(ASAN_OBJ)
+	$(CC) $(CFLAGS) $(SANFLAGS) -o $@ $^ $(LDLIBS)
+
+build/asan/%.o: src/%.c $(wildcard src/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -O1 $(SANFLAGS) -c -o $@ $<
+
+build/unit/%: tests/unit/%.c $(filter-out build/asan/main.o,$(ASAN_OBJ))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -O1 $(SANFLAGS) -o $@ $^ $(LDLIBS)
+
+asan: build/asan/berth
+unit: $(UNIT)
+
+run: all
+	mkdir -p data
+	build/berth serve $(if $(CONFIG),-c $(CONFIG),)
+
+test:
+	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory build/berth build/asan/berth $(UNIT)
+	@tests/run.sh
+
+bench:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory build/berth
+	@bench/run.sh
+
+format:
+	clang-format -i $(SRC) $(wildcard src/*.h src/*/*.h tests/unit/*.c)
+
+clean:
+	rm -rf build

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages berth needs to build, test and benchmark.
+# Runs apt-get only when something is missing, so repeated `make` calls stay fast.
+set -euo pipefail
+build_pkgs="build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev nettle-dev
+  libgnutls28-dev libyaml-dev libcurl4-gnutls-dev libarchive-dev"
+test_pkgs="curl jq openssl skopeo containerd docker-registry python3 sqlite3 apache2-utils"
+bench_pkgs="nginx-light wrk"
+case "${1:-build}" in
+  build) pkgs="$build_pkgs" ;;
+  test) pkgs="$build_pkgs $test_pkgs" ;;
+  bench) pkgs="$build_pkgs $test_pkgs $bench_pkgs" ;;
+  *) echo "usage: deps.sh build|test|bench" >&2; exit 2 ;;
+esac
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deps: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+# shellcheck disable=SC2086
+apt-get install -y --no-install-recommends $missing

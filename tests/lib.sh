@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Shared helpers for berth's integration tests. Each test script sources this file, calls
+# `t_ok`/`t_fail`/`t_check`/`t_status` to record results, and ends with `t_finish`, which prints
+# "N passed, N failed" for the script. tests/run.sh sums those lines.
+#
+# Environment:
+#   BERTH      the binary under test (default build/berth; run.sh also passes build/asan/berth)
+#   T_TMP      a per-script scratch directory, removed at exit
+set -u
+T_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BERTH=${BERTH:-$T_ROOT/build/berth}
+T_NAME=$(basename "$0" .sh)
+T_PASS=0
+T_FAIL=0
+T_TMP=$(mktemp -d "/tmp/berth-$T_NAME.XXXXXX")
+T_PIDS=()
+
+t_cleanup() {
+    local p
+    for p in "${T_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${T_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    [ -n "${T_KEEP:-}" ] || rm -rf "$T_TMP"
+}
+trap t_cleanup EXIT
+
+t_ok() { T_PASS=$((T_PASS + 1)); echo "ok   - $T_NAME: $1"; }
+t_fail() {
+    T_FAIL=$((T_FAIL + 1))
+    echo "FAIL - $T_NAME: $1${2:+ ($2)}"
+}
+# t_check NAME CMD...: passes when CMD exits 0.
+t_check() {
+    local name=$1
+    shift
+    if "$@" >"$T_TMP/.check.out" 2>&1; then t_ok "$name"; else t_fail "$name" "$(tail -c 400 "$T_TMP/.check.out" | tr '\n' ' ')"; fi
+}
+# t_eq NAME EXPECTED ACTUAL
+t_eq() {
+    if [ "$2" = "$3" ]; then t_ok "$1"; else t_fail "$1" "expected [$2] got [$3]"; fi
+}
+# t_finish: prints the script's tally; exit status 1 when anything failed.
+t_finish() {
+    echo "$T_PASS passed, $T_FAIL failed"
+    [ "$T_FAIL" -eq 0 ]
+    exit $?
+}
+
+# t_port: a free TCP port on 127.0.0.1.
+t_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# t_wait_http URL [TRIES]: waits until URL answers any HTTP status.
+t_wait_http() {
+    local i
+    for i in $(seq 1 "${2:-100}"); do
+        curl -s -o /dev/null -k "$1" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# berth_start DIR [extra serve args...]: starts berth with storage in DIR/data on a free port,
+# log in DIR/berth.log, config DIR/config.yml when present. Sets BERTH_URL, BERTH_PID, BERTH_PORT.
+berth_start() {
+    local dir=$1
+    shift
+    mkdir -p "$dir"
+    BERTH_PORT=$(t_port)
+    local cfg=()
+    [ -f "$dir/config.yml" ] && cfg=(-c "$dir/config.yml")
+    REGISTRY_HTTP_ADDR=127.0.0.1:$BERTH_PORT REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$dir/data \
+        "$BERTH" serve "${cfg[@]}" "$@" >>"$dir/berth.log" 2>&1 &
+    BERTH_PID=$!
+    T_PIDS+=("$BERTH_PID")
+    BERTH_URL=http://127.0.0.1:$BERTH_PORT
+    t_wait_http "$BERTH_URL/v2/" || {
+        echo "berth did not start; log:" >&2
+        tail -20 "$dir/berth.log" >&2
+        return 1
+    }
+}
+
+# berth_stop: SIGTERM and wait; returns berth's exit status.
+berth_stop() {
+    kill -TERM "$BERTH_PID" 2>/dev/null
+    wait "$BERTH_PID"
+}
+
+# registry_start DIR: starts a real docker-registry (registry:2) on a free port.
+# Sets REG_URL, REG_PID, REG_PORT.
+registry_start() {
+    local dir=$1
+    mkdir -p "$dir/data"
+    REG_PORT=$(t_port)
+    cat >"$dir/registry.yml" <<YML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$REG_PORT
+YML
+    docker-registry serve "$dir/registry.yml" >"$dir/registry.log" 2>&1 &
+    REG_PID=$!
+    T_PIDS+=("$REG_PID")
+    REG_URL=http://127.0.0.1:$REG_PORT
+    t_wait_http "$REG_URL/v2/"
+}
+
+# sha256 of a file, hex only.
+t_sha256() { sha256sum "$1" | cut -d' ' -f1; }
