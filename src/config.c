@@ -1,0 +1,470 @@
+/*
+ * config: see config.h.
+ *
+ * The YAML file is first read into a small generic tree (maps, sequences, scalars); env overrides
+ * are then written into that tree by path, and finally a table of known keys pulls values out of
+ * it, marking each node it consumed. Whatever is left unmarked is reported as unknown. Keeping the
+ * tree generic is what lets REGISTRY_* variables override any key with one mechanism.
+ */
+#include "config.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+extern char **environ;
+
+typedef enum { CN_SCALAR, CN_MAP, CN_SEQ } cn_kind;
+
+typedef struct cnode {
+    cn_kind kind;
+    char *key;   /* key within the parent map (NULL in sequences / root) */
+    char *value; /* scalars */
+    struct cnode **kids;
+    size_t nkids;
+    bool used;
+} cnode;
+
+static cnode *cn_new(cn_kind kind, const char *key)
+{
+    cnode *n = calloc(1, sizeof *n);
+    if (!n) abort();
+    n->kind = kind;
+    n->key = key ? strdup(key) : NULL;
+    return n;
+}
+
+static void cn_free(cnode *n)
+{
+    if (!n) return;
+    for (size_t i = 0; i < n->nkids; i++) cn_free(n->kids[i]);
+    free(n->kids);
+    free(n->key);
+    free(n->value);
+    free(n);
+}
+
+static void cn_add(cnode *parent, cnode *kid)
+{
+    parent->kids = realloc(parent->kids, (parent->nkids + 1) * sizeof *parent->kids);
+    if (!parent->kids) abort();
+    parent->kids[parent->nkids++] = kid;
+}
+
+/* Map lookup; registry:2 matches keys case-insensitively. */
+static cnode *cn_get(cnode *map, const char *key)
+{
+    if (!map || map->kind != CN_MAP) return NULL;
+    for (size_t i = 0; i < map->nkids; i++)
+        if (!strcasecmp(map->kids[i]->key, key)) return map->kids[i];
+    return NULL;
+}
+
+/* Lookup by dotted path ("storage.filesystem.rootdirectory"). When found, the node and every
+ * ancestor on the path are marked used, so report_unused() descends only into known sections. */
+static cnode *cn_path(cnode *root, const char *path)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", path);
+    cnode *trail[16];
+    size_t depth = 0;
+    cnode *n = root;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ".", &save); tok && n && depth < 16;
+         tok = strtok_r(NULL, ".", &save)) {
+        n = cn_get(n, tok);
+        trail[depth++] = n;
+    }
+    if (!n) return NULL;
+    for (size_t i = 0; i < depth; i++) trail[i]->used = true;
+    return n;
+}
+
+static cnode *yaml_to_tree(yaml_document_t *doc, yaml_node_t *yn, const char *key)
+{
+    cnode *n;
+    switch (yn->type) {
+    case YAML_MAPPING_NODE:
+        n = cn_new(CN_MAP, key);
+        for (yaml_node_pair_t *p = yn->data.mapping.pairs.start; p < yn->data.mapping.pairs.top;
+             p++) {
+            yaml_node_t *k = yaml_document_get_node(doc, p->key);
+            yaml_node_t *v = yaml_document_get_node(doc, p->value);
+            if (!k || !v || k->type != YAML_SCALAR_NODE) continue;
+            cn_add(n, yaml_to_tree(doc, v, (const char *)k->data.scalar.value));
+        }
+        return n;
+    case YAML_SEQUENCE_NODE:
+        n = cn_new(CN_SEQ, key);
+        for (yaml_node_item_t *it = yn->data.sequence.items.start; it < yn->data.sequence.items.top;
+             it++) {
+            yaml_node_t *v = yaml_document_get_node(doc, *it);
+            if (v) cn_add(n, yaml_to_tree(doc, v, NULL));
+        }
+        return n;
+    default:
+        n = cn_new(CN_SCALAR, key);
+        n->value = strdup(yn->type == YAML_SCALAR_NODE ? (const char *)yn->data.scalar.value : "");
+        return n;
+    }
+}
+
+static int load_yaml(const char *path, cnode **out)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return berr_set(BERR_CONFIG, "cannot open config %s: %s", path, strerror(errno));
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_file(&parser, f);
+    int rc = 0;
+    if (!yaml_parser_load(&parser, &doc)) {
+        rc = berr_set(BERR_CONFIG, "config %s: %s at line %zu", path,
+                      parser.problem ? parser.problem : "parse error",
+                      parser.problem_mark.line + 1);
+    } else {
+        yaml_node_t *root = yaml_document_get_root_node(&doc);
+        if (root && root->type != YAML_MAPPING_NODE)
+            rc = berr_set(BERR_CONFIG, "config %s: top level must be a mapping", path);
+        else
+            *out = root ? yaml_to_tree(&doc, root, NULL) : cn_new(CN_MAP, NULL);
+        yaml_document_delete(&doc);
+    }
+    yaml_parser_delete(&parser);
+    fclose(f);
+    return rc;
+}
+
+/* REGISTRY_HTTP_ADDR=x -> root.http.addr = x (creating maps on the way). */
+static void apply_env(cnode *root)
+{
+    for (char **e = environ; *e; e++) {
+        if (strncmp(*e, "REGISTRY_", 9) != 0) continue;
+        const char *eq = strchr(*e, '=');
+        if (!eq) continue;
+        char name[256];
+        size_t len = (size_t)(eq - (*e + 9));
+        if (len == 0 || len >= sizeof name) continue;
+        memcpy(name, *e + 9, len);
+        name[len] = '\0';
+        for (char *c = name; *c; c++) *c = (char)tolower((unsigned char)*c);
+        cnode *n = root;
+        char *save = NULL;
+        char *tok = strtok_r(name, "_", &save);
+        while (tok) {
+            char *next = strtok_r(NULL, "_", &save);
+            cnode *kid = cn_get(n, tok);
+            if (!next) {
+                if (kid && kid->kind == CN_SCALAR) {
+                    free(kid->value);
+                } else {
+                    if (kid) { /* a scalar replaces a whole subtree, as in registry:2 */
+                        for (size_t i = 0; i < n->nkids; i++)
+                            if (n->kids[i] == kid) n->kids[i] = cn_new(CN_SCALAR, tok);
+                        cn_free(kid);
+                        kid = cn_get(n, tok);
+                    } else {
+                        kid = cn_new(CN_SCALAR, tok);
+                        cn_add(n, kid);
+                    }
+                }
+                kid->value = strdup(eq + 1);
+                break;
+            }
+            if (!kid || kid->kind != CN_MAP) {
+                if (kid) break; /* path runs through a scalar: ignore, reported as-is */
+                kid = cn_new(CN_MAP, tok);
+                cn_add(n, kid);
+            }
+            n = kid;
+            tok = next;
+        }
+    }
+}
+
+static void report_unused(cnode *n, const char *prefix)
+{
+    for (size_t i = 0; i < n->nkids; i++) {
+        cnode *k = n->kids[i];
+        char path[512];
+        snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", k->key ? k->key : "?");
+        if (!k->used)
+            log_warn("msg=\"unknown configuration key ignored\" key=%s", path);
+        else if (k->kind == CN_MAP)
+            report_unused(k, path);
+    }
+}
+
+int config_parse_duration(const char *s, int64_t *out)
+{
+    if (!s || !*s) return berr_set(BERR_CONFIG, "empty duration");
+    char *end;
+    double total = 0;
+    const char *p = s;
+    if (strspn(s, "0123456789") == strlen(s)) { /* bare number: seconds */
+        *out = strtoll(s, NULL, 10);
+        return 0;
+    }
+    while (*p) {
+        errno = 0;
+        double v = strtod(p, &end);
+        if (end == p || errno) return berr_set(BERR_CONFIG, "invalid duration '%s'", s);
+        p = end;
+        double mul;
+        if (!strncmp(p, "ms", 2)) mul = 0.001, p += 2;
+        else if (!strncmp(p, "us", 2) || !strncmp(p, "µs", 3)) mul = 1e-6, p += (*p == 'u' ? 2 : 3);
+        else if (!strncmp(p, "ns", 2)) mul = 1e-9, p += 2;
+        else if (*p == 'h') mul = 3600, p++;
+        else if (*p == 'm') mul = 60, p++;
+        else if (*p == 's') mul = 1, p++;
+        else if (*p == 'd') mul = 86400, p++;
+        else return berr_set(BERR_CONFIG, "invalid duration '%s' (unit)", s);
+        total += v * mul;
+    }
+    *out = (int64_t)total;
+    return 0;
+}
+
+int config_parse_size(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || v < 0) return berr_set(BERR_CONFIG, "invalid size '%s'", s);
+    while (*end == ' ') end++;
+    double mul = 1;
+    if (!*end || !strcasecmp(end, "b")) mul = 1;
+    else if (!strcasecmp(end, "k") || !strcasecmp(end, "kb") || !strcasecmp(end, "kib")) mul = 1024.0;
+    else if (!strcasecmp(end, "m") || !strcasecmp(end, "mb") || !strcasecmp(end, "mib")) mul = 1048576.0;
+    else if (!strcasecmp(end, "g") || !strcasecmp(end, "gb") || !strcasecmp(end, "gib")) mul = 1073741824.0;
+    else if (!strcasecmp(end, "t") || !strcasecmp(end, "tb") || !strcasecmp(end, "tib")) mul = 1099511627776.0;
+    else return berr_set(BERR_CONFIG, "invalid size '%s' (unit)", s);
+    *out = (int64_t)(v * mul);
+    return 0;
+}
+
+static int parse_bool(const char *key, const char *s, bool *out)
+{
+    if (!strcasecmp(s, "true") || !strcasecmp(s, "yes") || !strcasecmp(s, "on") || !strcmp(s, "1"))
+        *out = true;
+    else if (!strcasecmp(s, "false") || !strcasecmp(s, "no") || !strcasecmp(s, "off") ||
+             !strcmp(s, "0"))
+        *out = false;
+    else
+        return berr_set(BERR_CONFIG, "%s: expected true or false, got '%s'", key, s);
+    return 0;
+}
+
+/* Scalar value at path, or NULL; errors when the path holds a map or sequence. */
+static int get_str(cnode *root, const char *path, const char **out)
+{
+    cnode *n = cn_path(root, path);
+    *out = NULL;
+    if (!n) return 0;
+    if (n->kind != CN_SCALAR) return berr_set(BERR_CONFIG, "%s: expected a single value", path);
+    *out = n->value;
+    return 0;
+}
+
+static int set_str(cnode *root, const char *path, char **dst)
+{
+    const char *v;
+    int rc = get_str(root, path, &v);
+    if (rc == 0 && v) {
+        free(*dst);
+        *dst = strdup(v);
+    }
+    return rc;
+}
+
+static int set_bool(cnode *root, const char *path, bool *dst)
+{
+    const char *v;
+    int rc = get_str(root, path, &v);
+    return (rc == 0 && v) ? parse_bool(path, v, dst) : rc;
+}
+
+static int set_duration(cnode *root, const char *path, int64_t *dst)
+{
+    const char *v;
+    int rc = get_str(root, path, &v);
+    if (rc == 0 && v && config_parse_duration(v, dst) < 0)
+        return berr_set(BERR_CONFIG, "%s: invalid duration '%s'", path, v);
+    return rc;
+}
+
+static int set_size(cnode *root, const char *path, int64_t *dst)
+{
+    const char *v;
+    int rc = get_str(root, path, &v);
+    if (rc == 0 && v && config_parse_size(v, dst) < 0)
+        return berr_set(BERR_CONFIG, "%s: invalid size '%s'", path, v);
+    return rc;
+}
+
+static int set_int(cnode *root, const char *path, int *dst)
+{
+    const char *v;
+    int rc = get_str(root, path, &v);
+    if (rc == 0 && v) {
+        char *end;
+        long x = strtol(v, &end, 10);
+        if (*end || x < 0 || x > 1000000)
+            return berr_set(BERR_CONFIG, "%s: invalid number '%s'", path, v);
+        *dst = (int)x;
+    }
+    return rc;
+}
+
+/* http.headers: {Name: [v1, v2]} as in registry:2 (a scalar value is accepted too). */
+static int load_headers(cnode *root, config *cfg)
+{
+    cnode *h = cn_path(root, "http.headers");
+    if (!h) return 0;
+    if (h->kind != CN_MAP) return berr_set(BERR_CONFIG, "http.headers: expected a mapping");
+    for (size_t i = 0; i < h->nkids; i++) {
+        cnode *k = h->kids[i];
+        k->used = true;
+        size_t nv = k->kind == CN_SEQ ? k->nkids : 1;
+        for (size_t j = 0; j < nv; j++) {
+            cnode *v = k->kind == CN_SEQ ? k->kids[j] : k;
+            if (v->kind != CN_SCALAR)
+                return berr_set(BERR_CONFIG, "http.headers.%s: expected strings", k->key);
+            if (strpbrk(k->key, "\r\n:") || strpbrk(v->value, "\r\n"))
+                return berr_set(BERR_CONFIG, "http.headers.%s: invalid characters", k->key);
+            cfg->headers = realloc(cfg->headers, (cfg->nheaders + 1) * sizeof *cfg->headers);
+            if (!cfg->headers) abort();
+            cfg->headers[cfg->nheaders].name = strdup(k->key);
+            cfg->headers[cfg->nheaders].value = strdup(v->value);
+            cfg->nheaders++;
+        }
+    }
+    return 0;
+}
+
+static int config_extract(cnode *root, config *cfg)
+{
+    int rc = 0;
+    const char *v;
+    if ((rc = get_str(root, "version", &v)) < 0) return rc;
+    if (v && strcmp(v, "0.1") != 0)
+        return berr_set(BERR_CONFIG, "version: unsupported configuration version '%s'", v);
+    if ((rc = get_str(root, "log.level", &v)) < 0) return rc;
+    if (v) {
+        int lvl = log_parse_level(v);
+        if (lvl < 0) return berr_set(BERR_CONFIG, "log.level: unknown level '%s'", v);
+        cfg->log_level = lvl;
+    }
+    cnode *storage = cn_get(root, "storage");
+    if (storage) {
+        for (size_t i = 0; i < storage->nkids; i++) {
+            const char *drv = storage->kids[i]->key;
+            static const char *const other[] = {"s3", "azure", "gcs", "swift", "oss", "inmemory"};
+            for (size_t j = 0; j < sizeof other / sizeof *other; j++)
+                if (!strcasecmp(drv, other[j]))
+                    return berr_set(BERR_CONFIG,
+                                    "storage.%s: storage driver not supported by this berth "
+                                    "(supported: filesystem)",
+                                    drv);
+        }
+    }
+    if ((rc = set_str(root, "storage.filesystem.rootdirectory", &cfg->root)) < 0 ||
+        (rc = set_bool(root, "storage.delete.enabled", &cfg->delete_enabled)) < 0 ||
+        (rc = set_bool(root, "storage.maintenance.uploadpurging.enabled", &cfg->purge_enabled)) <
+            0 ||
+        (rc = set_duration(root, "storage.maintenance.uploadpurging.age", &cfg->purge_age_s)) < 0 ||
+        (rc = set_duration(root, "storage.maintenance.uploadpurging.interval",
+                           &cfg->purge_interval_s)) < 0 ||
+        (rc = set_str(root, "http.addr", &cfg->addr)) < 0 ||
+        (rc = set_str(root, "http.host", &cfg->host)) < 0 ||
+        (rc = set_str(root, "http.tls.certificate", &cfg->tls_cert)) < 0 ||
+        (rc = set_str(root, "http.tls.key", &cfg->tls_key)) < 0 ||
+        (rc = set_int(root, "http.connections", &cfg->connection_limit)) < 0 ||
+        (rc = load_headers(root, cfg)) < 0 ||
+        (rc = set_bool(root, "health.storagedriver.enabled", &cfg->health_enabled)) < 0 ||
+        (rc = set_duration(root, "health.storagedriver.interval", &cfg->health_interval_s)) < 0 ||
+        (rc = set_int(root, "health.storagedriver.threshold", &cfg->health_threshold)) < 0 ||
+        (rc = set_duration(root, "gc.grace", &cfg->gc_grace_s)) < 0 ||
+        (rc = set_size(root, "limits.manifest", &cfg->max_manifest)) < 0)
+        return rc;
+    if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
+        return berr_set(BERR_CONFIG, "http.tls: certificate and key must be given together");
+    if (cfg->health_interval_s < 1) cfg->health_interval_s = 1;
+    if (cfg->health_threshold < 1) cfg->health_threshold = 1;
+    return 0;
+}
+
+int config_load(config *cfg, const char *path)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->log_level = LOG_INFO;
+    cfg->root = strdup("./data");
+    cfg->addr = strdup(":5000");
+    cfg->purge_enabled = true;
+    cfg->purge_age_s = 7 * 86400;
+    cfg->purge_interval_s = 86400;
+    cfg->health_enabled = true;
+    cfg->health_interval_s = 10;
+    cfg->health_threshold = 1;
+    cfg->gc_grace_s = 3600;
+    cfg->max_manifest = 4 * 1024 * 1024;
+    cfg->connection_limit = 1024;
+    cnode *root = NULL;
+    if (path) {
+        cfg->path = strdup(path);
+        int rc = load_yaml(path, &root);
+        if (rc < 0) return rc;
+    } else {
+        root = cn_new(CN_MAP, NULL);
+    }
+    apply_env(root);
+    int rc = config_extract(root, cfg);
+    if (rc == 0) report_unused(root, "");
+    cn_free(root);
+    return rc;
+}
+
+void config_free(config *cfg)
+{
+    free(cfg->path);
+    free(cfg->root);
+    free(cfg->addr);
+    free(cfg->host);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    for (size_t i = 0; i < cfg->nheaders; i++) {
+        free(cfg->headers[i].name);
+        free(cfg->headers[i].value);
+    }
+    free(cfg->headers);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+void config_print_keys(void)
+{
+    fputs("Configuration keys (registry:2 format; override any with REGISTRY_<PATH>):\n"
+          "  version                                  must be 0.1\n"
+          "  log.level                                error|warn|info|debug (info)\n"
+          "  storage.filesystem.rootdirectory         storage directory (./data)\n"
+          "  storage.delete.enabled                   allow DELETE of blobs/manifests (false)\n"
+          "  storage.maintenance.uploadpurging.enabled  purge stale uploads (true)\n"
+          "  storage.maintenance.uploadpurging.age    age of a stale upload (168h)\n"
+          "  storage.maintenance.uploadpurging.interval  how often to purge (24h)\n"
+          "  http.addr                                listen address host:port (:5000)\n"
+          "  http.host                                external base URL for Location headers\n"
+          "  http.headers                             extra response headers {Name: [value]}\n"
+          "  http.tls.certificate / http.tls.key      PEM files: serve HTTPS\n"
+          "  http.connections                         max concurrent connections (1024)\n"
+          "  health.storagedriver.enabled             periodic storage check (true)\n"
+          "  health.storagedriver.interval            check interval (10s)\n"
+          "  health.storagedriver.threshold           failures before unhealthy (1)\n"
+          "  gc.grace                                 gc keeps content younger than this (1h)\n"
+          "  limits.manifest                          largest manifest accepted (4MiB)\n",
+          stdout);
+}

@@ -1,0 +1,54 @@
+/*
+ * config: berth's configuration model and its loader.
+ *
+ * The file is registry:2's YAML format (version 0.1): the keys berth understands keep their
+ * registry:2 meaning, so an existing config works unchanged. Every key can be overridden by an
+ * environment variable REGISTRY_<PATH> (REGISTRY_HTTP_ADDR overrides http.addr), as in registry:2.
+ * Keys berth does not understand are reported by name at start, never silently ignored.
+ * docs/configuration.md documents every key.
+ */
+#ifndef BERTH_CONFIG_H
+#define BERTH_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stddef.h>
+
+typedef struct {
+    char *name;
+    char *value;
+} config_header;
+
+typedef struct {
+    char *path; /* the file loaded, or NULL for defaults only */
+    int log_level;
+    char *root;          /* storage.filesystem.rootdirectory */
+    bool delete_enabled; /* storage.delete.enabled */
+    bool purge_enabled;  /* storage.maintenance.uploadpurging.enabled */
+    int64_t purge_age_s; /* storage.maintenance.uploadpurging.age */
+    int64_t purge_interval_s;
+    char *addr; /* http.addr, "host:port" or ":port" */
+    char *host; /* http.host: external base URL for absolute Locations (optional) */
+    char *tls_cert, *tls_key;
+    config_header *headers; /* http.headers */
+    size_t nheaders;
+    bool health_enabled; /* health.storagedriver.enabled */
+    int64_t health_interval_s;
+    int health_threshold;
+    int64_t gc_grace_s;      /* gc.grace: age below which gc keeps unreferenced content */
+    int64_t max_manifest;    /* berth: limits.manifest (bytes) */
+    int connection_limit;    /* berth: http.connections */
+} config;
+
+/* Loads defaults, then the file (when path is non-NULL), then REGISTRY_* env overrides.
+ * Unknown keys are logged as warnings. Returns 0 or -BERR_CONFIG (detail in berr_msg()). */
+int config_load(config *cfg, const char *path);
+void config_free(config *cfg);
+/* Parses a Go-style duration ("90s", "10m", "1h30m", "168h", bare seconds) into seconds. */
+int config_parse_duration(const char *s, int64_t *out);
+/* Parses a size ("4MiB", "20GiB", "512k", bare bytes). */
+int config_parse_size(const char *s, int64_t *out);
+/* Prints every key with its meaning (for --help). */
+void config_print_keys(void);
+
+#endif

@@ -1,0 +1,87 @@
+/*
+ * http: the libmicrohttpd glue. A request is routed once its headers are in, then fed to its
+ * handler in three steps (begin with headers, data for each piece of the body as it streams,
+ * end when the body is complete), and answered with one response built by the helpers below.
+ * Bodies are never buffered by this layer: uploads stream straight to the store.
+ *
+ * Error convention: a handler step returns 0 or a negative berr; on error the layer answers with
+ * the OCI error JSON ({"errors":[{"code","message","detail"}]}) and the code's status, unless the
+ * handler already chose a response.
+ */
+#ifndef BERTH_HTTP_H
+#define BERTH_HTTP_H
+
+#include "config.h"
+#include "store/store.h"
+
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+typedef struct http_req http_req;
+
+typedef struct {
+    int (*begin)(http_req *r);                                  /* headers received */
+    int (*data)(http_req *r, const char *buf, size_t len);      /* body bytes (may be NULL) */
+    int (*end)(http_req *r);                                    /* body complete: respond */
+    void (*cleanup)(http_req *r);                               /* always called last (may be NULL) */
+} http_handler;
+
+typedef enum { M_GET, M_HEAD, M_PUT, M_POST, M_PATCH, M_DELETE, M_OTHER } http_method;
+
+#define HTTP_MAX_PARTS 4
+
+struct http_req {
+    struct MHD_Connection *conn;
+    const config *cfg;
+    store *store;
+    http_method method;
+    const char *method_str;
+    char *path; /* decoded path, owned */
+    /* routing results (registry/): repository name and the part after the keyword */
+    char name[256];
+    char ref[256];
+    const http_handler *h;
+    void *ctx; /* handler's per-request state */
+    struct MHD_Response *resp;
+    int status;
+    uint64_t body_bytes, resp_bytes;
+    struct timespec start;
+    bool started;  /* handler begin() ran */
+    bool failed;   /* a response (usually an error) is set; the rest of the body is discarded */
+};
+
+typedef struct http_server http_server;
+
+int http_server_start(http_server **out, const config *cfg, store *st);
+/* Stops accepting, waits up to grace_s for in-flight requests, then stops. */
+void http_server_stop(http_server *srv, int grace_s);
+/* Storage health as seen by the periodic check (true when writable). */
+bool http_server_healthy(void);
+void http_server_set_healthy(bool ok);
+
+/* ---- request helpers ---- */
+const char *http_header(http_req *r, const char *name);
+const char *http_query(http_req *r, const char *name);
+/* All values of a repeated query argument; returns how many were stored (up to max). */
+size_t http_query_all(http_req *r, const char *name, const char **out, size_t max);
+
+/* ---- responses (each replaces a previous one) ---- */
+/* Body copied; ct may be NULL. */
+int http_reply(http_req *r, int status, const char *ct, const char *body, size_t len);
+/* Body owned by the response afterwards (freed with free()). */
+int http_reply_owned(http_req *r, int status, const char *ct, char *body, size_t len);
+/* len bytes of fd from off (sendfile); the fd belongs to the response afterwards. */
+int http_reply_fd(http_req *r, int status, int fd, uint64_t off, uint64_t len);
+/* The OCI error JSON for a negative berr (detail from berr_msg()). */
+int http_reply_error(http_req *r, int rc);
+void http_add_header(http_req *r, const char *name, const char *value);
+void http_add_headerf(http_req *r, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Routers: fill r->h (and name/ref); return false when the path is not theirs. */
+bool registry_route(http_req *r);
+bool status_route(http_req *r);
+
+#endif

@@ -1,0 +1,423 @@
+/*
+ * server: libmicrohttpd in thread-per-connection mode. That mode lets sendfile(2) move large
+ * steps per call (blob GETs cost about what nginx pays per GB) and keeps each request's handler
+ * on one thread, which the blocking store calls want. Responses are always queued after the
+ * first call of the access handler (never on it), so keep-alive survives: queueing on the first
+ * call makes libmicrohttpd close the connection. An error found before a large body arrives is
+ * answered at once (the connection then closes) rather than reading gigabytes to discard them.
+ */
+#include "http/http.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct http_server {
+    struct MHD_Daemon *d;
+    const config *cfg;
+    store *st;
+    char *tls_key, *tls_cert;
+    atomic_int inflight;
+};
+
+static atomic_bool server_healthy = true;
+
+bool http_server_healthy(void)
+{
+    return atomic_load(&server_healthy);
+}
+
+void http_server_set_healthy(bool ok)
+{
+    atomic_store(&server_healthy, ok);
+}
+
+static http_method parse_method(const char *m)
+{
+    static const char *const names[] = {"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"};
+    for (int i = 0; i < 6; i++)
+        if (!strcmp(m, names[i])) return (http_method)i;
+    return M_OTHER;
+}
+
+const char *http_header(http_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_query(http_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+typedef struct {
+    const char *name;
+    const char **out;
+    size_t max, n;
+} query_iter;
+
+static enum MHD_Result collect_query(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    query_iter *it = cls;
+    if (value && !strcmp(key, it->name) && it->n < it->max) it->out[it->n++] = value;
+    return MHD_YES;
+}
+
+size_t http_query_all(http_req *r, const char *name, const char **out, size_t max)
+{
+    query_iter it = {name, out, max, 0};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_query, &it);
+    return it.n;
+}
+
+static void set_response(http_req *r, struct MHD_Response *resp, int status, const char *ct,
+                         uint64_t len)
+{
+    if (r->resp) MHD_destroy_response(r->resp);
+    r->resp = resp;
+    r->status = status;
+    r->resp_bytes = len;
+    r->failed = true; /* a response exists: further body bytes are not for the handler */
+    if (!resp) return;
+    if (ct) MHD_add_response_header(resp, "Content-Type", ct);
+    MHD_add_response_header(resp, "Docker-Distribution-API-Version", "registry/2.0");
+    for (size_t i = 0; i < r->cfg->nheaders; i++)
+        MHD_add_response_header(resp, r->cfg->headers[i].name, r->cfg->headers[i].value);
+}
+
+int http_reply(http_req *r, int status, const char *ct, const char *body, size_t len)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)(body ? body : ""), MHD_RESPMEM_MUST_COPY);
+    if (!resp) return berr_set(BERR_INTERNAL, "cannot create response");
+    set_response(r, resp, status, ct, len);
+    return 0;
+}
+
+int http_reply_owned(http_req *r, int status, const char *ct, char *body, size_t len)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(body);
+        return berr_set(BERR_INTERNAL, "cannot create response");
+    }
+    set_response(r, resp, status, ct, len);
+    return 0;
+}
+
+int http_reply_fd(http_req *r, int status, int fd, uint64_t off, uint64_t len)
+{
+    struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(len, fd, off);
+    if (!resp) {
+        close(fd);
+        return berr_set(BERR_INTERNAL, "cannot create response");
+    }
+    set_response(r, resp, status, NULL, len);
+    return 0;
+}
+
+/* JSON string escaping for error messages (ASCII control characters and quotes). */
+static size_t json_escape(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; *s && n + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c < 0x20) {
+            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
+int http_reply_error(http_req *r, int rc)
+{
+    berr code = (berr)(rc < 0 ? -rc : BERR_INTERNAL);
+    if (code <= 0 || code >= BERR__COUNT) code = BERR_INTERNAL;
+    int status = berr_http_status(code);
+    const char *msg = berr_msg();
+    if (!*msg) msg = berr_code_name(code);
+    if (status >= 500) log_error("msg=\"request failed\" method=%s path=\"%s\" err=\"%s\"",
+                                 r->method_str, r->path, msg);
+    char esc[1200], body[1500];
+    json_escape(esc, sizeof esc, msg);
+    int n = snprintf(body, sizeof body, "{\"errors\":[{\"code\":\"%s\",\"message\":\"%s\",\"detail\":null}]}\n",
+                     berr_code_name(code), esc);
+    int ret = http_reply(r, status, "application/json", body, (size_t)n);
+    if (ret == 0 && status == 405) {
+        http_add_header(r, "Allow", r->h ? "GET, HEAD, PUT, POST, PATCH, DELETE" : "GET, HEAD");
+    }
+    if (ret == 0 && code == BERR_UNAUTHORIZED)
+        http_add_header(r, "WWW-Authenticate", "Basic realm=\"berth\"");
+    return ret;
+}
+
+void http_add_header(http_req *r, const char *name, const char *value)
+{
+    if (r->resp) MHD_add_response_header(r->resp, name, value);
+}
+
+void http_add_headerf(http_req *r, const char *name, const char *fmt, ...)
+{
+    char v[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v, sizeof v, fmt, ap);
+    va_end(ap);
+    http_add_header(r, name, v);
+}
+
+/* Bytes of request body still to come, or UINT64_MAX when unknown (chunked). */
+static uint64_t body_remaining(http_req *r)
+{
+    const char *te = http_header(r, "Transfer-Encoding");
+    if (te && strcasecmp(te, "identity") != 0) return UINT64_MAX;
+    const char *cl = http_header(r, "Content-Length");
+    if (!cl) return 0;
+    uint64_t total = strtoull(cl, NULL, 10);
+    return total > r->body_bytes ? total - r->body_bytes : 0;
+}
+
+static enum MHD_Result queue(http_req *r)
+{
+    if (!r->resp) http_reply_error(r, berr_set(BERR_INTERNAL, "handler produced no response"));
+    if (!r->resp) return MHD_NO;
+    enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)r->status, r->resp);
+    MHD_destroy_response(r->resp);
+    r->resp = NULL;
+    return ok;
+}
+
+static void fail(http_req *r, int rc)
+{
+    if (!r->resp) http_reply_error(r, rc);
+    r->failed = true;
+}
+
+/* An error with more than this much body still unread is answered at once (closing). */
+#define DISCARD_LIMIT (1u << 20)
+
+static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *url,
+                           const char *method, const char *version, const char *upload_data,
+                           size_t *upload_data_size, void **con_cls)
+{
+    (void)version;
+    http_server *srv = cls;
+    http_req *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        clock_gettime(CLOCK_MONOTONIC, &r->start);
+        r->conn = conn;
+        r->cfg = srv->cfg;
+        r->store = srv->st;
+        r->method_str = method;
+        r->method = parse_method(method);
+        r->path = strdup(url);
+        r->status = 0;
+        *con_cls = r;
+        atomic_fetch_add(&srv->inflight, 1);
+        berr_clear();
+        if (!r->path) return MHD_NO;
+        if (!registry_route(r) && !status_route(r))
+            fail(r, berr_set(BERR_NOT_FOUND, "no such endpoint"));
+        else if (!r->failed && r->h) {
+            int rc = r->h->begin ? r->h->begin(r) : 0;
+            r->started = true;
+            if (rc < 0) fail(r, rc);
+        } else if (!r->failed) {
+            fail(r, berr_set(BERR_METHOD, "method not allowed"));
+        }
+        if (r->failed && body_remaining(r) > DISCARD_LIMIT) return queue(r);
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        r->body_bytes += n;
+        if (!r->failed && r->h && r->h->data) {
+            int rc = r->h->data(r, upload_data, n);
+            if (rc < 0) {
+                fail(r, rc);
+                if (body_remaining(r) > DISCARD_LIMIT) return queue(r);
+            }
+        }
+        return MHD_YES;
+    }
+    if (!r->failed && r->h && r->h->end) {
+        int rc = r->h->end(r);
+        if (rc < 0) fail(r, rc);
+    }
+    return queue(r);
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    http_server *srv = cls;
+    http_req *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    if (r->h && r->h->cleanup) r->h->cleanup(r);
+    if (r->resp) MHD_destroy_response(r->resp);
+    struct timespec end;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    double ms = (double)(end.tv_sec - r->start.tv_sec) * 1e3 +
+                (double)(end.tv_nsec - r->start.tv_nsec) / 1e6;
+    log_msg(toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? LOG_INFO : LOG_WARN,
+            "msg=request method=%s path=\"%s\" status=%d bytes_in=%llu bytes_out=%llu "
+            "duration_ms=%.3f%s",
+            r->method_str, r->path ? r->path : "", r->status, (unsigned long long)r->body_bytes,
+            (unsigned long long)(r->method == M_HEAD ? 0 : r->resp_bytes), ms,
+            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=true");
+    free(r->path);
+    free(r);
+    atomic_fetch_sub(&srv->inflight, 1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    buf[strcspn(buf, "\n")] = '\0';
+    log_debug("msg=\"http: %s\"", buf);
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    char tmp[4096];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) {
+        if (len + n + 1 > cap) {
+            cap = (len + n + 1) * 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nb;
+        }
+        memcpy(buf + len, tmp, n);
+        len += n;
+    }
+    fclose(f);
+    if (buf) buf[len] = '\0';
+    return buf;
+}
+
+/* "host:port", ":port", "[v6]:port" -> sockaddr. */
+static int parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[256] = "";
+    const char *port;
+    if (addr[0] == '[') {
+        const char *close = strchr(addr, ']');
+        if (!close || close[1] != ':') return berr_set(BERR_CONFIG, "http.addr: bad address %s", addr);
+        snprintf(host, sizeof host, "%.*s", (int)(close - addr - 1), addr + 1);
+        port = close + 2;
+    } else {
+        const char *colon = strrchr(addr, ':');
+        if (!colon) return berr_set(BERR_CONFIG, "http.addr: expected host:port, got %s", addr);
+        snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
+        port = colon + 1;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    if (!*host) hints.ai_family = AF_INET;
+    int e = getaddrinfo(*host ? host : NULL, port, &hints, &res);
+    if (e != 0 || !res)
+        return berr_set(BERR_CONFIG, "http.addr: cannot resolve %s: %s", addr, gai_strerror(e));
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+int http_server_start(http_server **out, const config *cfg, store *st)
+{
+    http_server *srv = calloc(1, sizeof *srv);
+    if (!srv) return berr_set(BERR_INTERNAL, "out of memory");
+    srv->cfg = cfg;
+    srv->st = st;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    int rc = parse_addr(cfg->addr, &ss, &sslen);
+    if (rc < 0) {
+        free(srv);
+        return rc;
+    }
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD |
+                     MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+    if (cfg->tls_cert) {
+        srv->tls_cert = read_file(cfg->tls_cert);
+        srv->tls_key = read_file(cfg->tls_key);
+        if (!srv->tls_cert || !srv->tls_key) {
+            free(srv->tls_cert);
+            free(srv->tls_key);
+            free(srv);
+            return berr_set(BERR_CONFIG, "http.tls: cannot read %s or %s", cfg->tls_cert,
+                            cfg->tls_key);
+        }
+        flags |= MHD_USE_TLS;
+    }
+    struct MHD_OptionItem tls_opts[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, srv->tls_cert},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key},
+        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    struct MHD_OptionItem no_opts[] = {{MHD_OPTION_END, 0, NULL}};
+    srv->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, ahc, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, srv, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(256 * 1024), MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->connection_limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_ARRAY,
+        cfg->tls_cert ? tls_opts : no_opts, MHD_OPTION_END);
+    if (!srv->d) {
+        free(srv->tls_cert);
+        free(srv->tls_key);
+        free(srv);
+        return berr_set(BERR_CONFIG, "cannot listen on %s: %s", cfg->addr, strerror(errno));
+    }
+    *out = srv;
+    return 0;
+}
+
+void http_server_stop(http_server *srv, int grace_s)
+{
+    if (!srv) return;
+    MHD_quiesce_daemon(srv->d);
+    for (int i = 0; i < grace_s * 20 && atomic_load(&srv->inflight) > 0; i++) usleep(50000);
+    if (atomic_load(&srv->inflight) > 0)
+        log_warn("msg=\"shutdown: requests still in flight after grace period\" count=%d",
+                 atomic_load(&srv->inflight));
+    MHD_stop_daemon(srv->d);
+    free(srv->tls_cert);
+    free(srv->tls_key);
+    free(srv);
+}

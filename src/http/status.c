@@ -1,0 +1,42 @@
+/*
+ * status: the endpoints outside the OCI API. `GET /` names the service; `GET /health` (also
+ * `/debug/health`, registry:2's path) answers 200 {"healthy":true} while the periodic storage
+ * check passes and 503 with the reason when storage is not writable.
+ */
+#include "http/http.h"
+#include "util/err.h"
+
+#include <string.h>
+
+static int root_end(http_req *r)
+{
+    static const char body[] = "{\"service\":\"berth\",\"api\":\"/v2/\",\"health\":\"/health\"}\n";
+    return http_reply(r, 200, "application/json", body, sizeof body - 1);
+}
+
+static int health_end(http_req *r)
+{
+    if (http_server_healthy()) {
+        static const char ok[] = "{\"healthy\":true}\n";
+        return http_reply(r, 200, "application/json", ok, sizeof ok - 1);
+    }
+    static const char bad[] = "{\"healthy\":false,\"storage\":\"not writable\"}\n";
+    return http_reply(r, 503, "application/json", bad, sizeof bad - 1);
+}
+
+static const http_handler root_h = {.end = root_end};
+static const http_handler health_h = {.end = health_end};
+
+bool status_route(http_req *r)
+{
+    const http_handler *h;
+    if (!strcmp(r->path, "/"))
+        h = &root_h;
+    else if (!strcmp(r->path, "/health") || !strcmp(r->path, "/debug/health") ||
+             !strcmp(r->path, "/healthz"))
+        h = &health_h;
+    else
+        return false;
+    r->h = (r->method == M_GET || r->method == M_HEAD) ? h : NULL;
+    return true;
+}

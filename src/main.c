@@ -1,0 +1,233 @@
+/*
+ * main: command-line dispatch. `berth serve` runs the registry; `berth gc` and `berth fsck`
+ * work on the same store, and may run while a server is serving it. Every subcommand takes
+ * -c config.yml (registry:2 format). The server thread model: libmicrohttpd's threads serve
+ * requests; one maintenance thread checks storage health and purges stale uploads; the main
+ * thread waits for SIGTERM/SIGINT and shuts down cleanly, letting in-flight requests finish.
+ */
+#include "config.h"
+#include "http/http.h"
+#include "store/store.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BERTH_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+    fputs("usage: berth <command> [-c config.yml] [options]\n"
+          "commands:\n"
+          "  serve               run the registry\n"
+          "  gc [--dry-run] [--grace DURATION]\n"
+          "                      remove unreferenced blobs and untagged manifests (online)\n"
+          "  fsck                re-hash every blob, check every reference; non-zero on problems\n"
+          "  version             print the version\n"
+          "Run `berth serve --help` for the configuration keys.\n",
+          f);
+}
+
+typedef struct {
+    const char *config;
+    bool dry_run;
+    const char *grace;
+    bool help;
+} cli;
+
+static int parse_cli(int argc, char **argv, cli *o)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"dry-run", no_argument, NULL, 'n'},
+                                         {"grace", required_argument, NULL, 'g'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    memset(o, 0, sizeof *o);
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:nh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': o->config = optarg; break;
+        case 'n': o->dry_run = true; break;
+        case 'g': o->grace = optarg; break;
+        case 'h': o->help = true; break;
+        default: return -1;
+        }
+    }
+    if (optind < argc && !o->config) o->config = argv[optind]; /* registry:2 style positional */
+    return 0;
+}
+
+static int load(const cli *o, config *cfg)
+{
+    int rc = config_load(cfg, o->config);
+    if (rc < 0) {
+        fprintf(stderr, "berth: %s\n", berr_msg());
+        return rc;
+    }
+    log_set_level((log_level)cfg->log_level);
+    return 0;
+}
+
+/* ---- serve ---- */
+
+typedef struct {
+    const config *cfg;
+    store *st;
+    volatile bool stop;
+} maint_arg;
+
+static void *maintenance(void *p)
+{
+    maint_arg *m = p;
+    int failures = 0;
+    time_t last_purge = 0;
+    for (int tick = 0; !m->stop; tick++) {
+        if (m->cfg->health_enabled && tick % (int)m->cfg->health_interval_s == 0) {
+            if (store_check_writable(m->st) < 0) {
+                if (++failures >= m->cfg->health_threshold && http_server_healthy()) {
+                    log_error("msg=\"storage health check failed\" err=\"%s\"", berr_msg());
+                    http_server_set_healthy(false);
+                }
+            } else {
+                if (!http_server_healthy()) log_info("msg=\"storage healthy again\"");
+                failures = 0;
+                http_server_set_healthy(true);
+            }
+        }
+        if (m->cfg->purge_enabled && time(NULL) - last_purge >= m->cfg->purge_interval_s) {
+            store_upload_purge(m->st, m->cfg->purge_age_s);
+            last_purge = time(NULL);
+        }
+        sleep(1);
+    }
+    return NULL;
+}
+
+static int cmd_serve(const cli *o)
+{
+    if (o->help) {
+        puts("usage: berth serve [-c config.yml]\n");
+        config_print_keys();
+        return 0;
+    }
+    config cfg;
+    if (load(o, &cfg) < 0) return 1;
+    /* signals are taken by sigwait below; threads started from here inherit the mask */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    store *st;
+    if (store_open(&st, &cfg) < 0) {
+        log_error("msg=\"cannot open storage\" root=%s err=\"%s\"", cfg.root, berr_msg());
+        config_free(&cfg);
+        return 1;
+    }
+    http_server *srv;
+    if (http_server_start(&srv, &cfg, st) < 0) {
+        log_error("msg=\"cannot start server\" err=\"%s\"", berr_msg());
+        store_close(st);
+        config_free(&cfg);
+        return 1;
+    }
+    log_info("msg=\"berth serving\" version=%s addr=%s root=%s tls=%s delete=%s", BERTH_VERSION,
+             cfg.addr, store_root(st), cfg.tls_cert ? "on" : "off",
+             cfg.delete_enabled ? "enabled" : "disabled");
+    maint_arg m = {&cfg, st, false};
+    pthread_t mt;
+    pthread_create(&mt, NULL, maintenance, &m);
+    int sig = 0;
+    sigwait(&set, &sig);
+    log_info("msg=\"shutting down\" signal=%d", sig);
+    http_server_stop(srv, 30);
+    m.stop = true;
+    pthread_join(mt, NULL);
+    store_close(st);
+    config_free(&cfg);
+    log_info("msg=\"stopped\"");
+    return 0;
+}
+
+/* ---- gc, fsck ---- */
+
+static int cmd_gc(const cli *o)
+{
+    config cfg;
+    if (load(o, &cfg) < 0) return 1;
+    store_gc_opts g = {.grace_s = cfg.gc_grace_s, .dry_run = o->dry_run};
+    if (o->grace && config_parse_duration(o->grace, &g.grace_s) < 0) {
+        fprintf(stderr, "berth gc: invalid --grace '%s'\n", o->grace);
+        config_free(&cfg);
+        return 2;
+    }
+    store *st;
+    if (store_open(&st, &cfg) < 0) {
+        fprintf(stderr, "berth gc: %s\n", berr_msg());
+        config_free(&cfg);
+        return 1;
+    }
+    int rc = store_gc(st, &g);
+    printf("%s%zu manifests, %zu blobs (%llu bytes), %zu orphan files\n",
+           g.dry_run ? "would remove " : "removed ", g.manifests_removed, g.blobs_removed,
+           (unsigned long long)g.bytes_removed, g.files_removed);
+    if (rc < 0) fprintf(stderr, "berth gc: %s\n", berr_msg());
+    store_close(st);
+    config_free(&cfg);
+    return rc < 0 ? 1 : 0;
+}
+
+static int cmd_fsck(const cli *o)
+{
+    config cfg;
+    if (load(o, &cfg) < 0) return 1;
+    store *st;
+    if (store_open(&st, &cfg) < 0) {
+        fprintf(stderr, "berth fsck: %s\n", berr_msg());
+        config_free(&cfg);
+        return 1;
+    }
+    long problems = 0;
+    int rc = store_fsck(st, &problems);
+    if (rc < 0) fprintf(stderr, "berth fsck: %s\n", berr_msg());
+    store_close(st);
+    config_free(&cfg);
+    return (rc < 0 || problems > 0) ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("berth %s\n", BERTH_VERSION);
+        return 0;
+    }
+    cli o;
+    if (parse_cli(argc - 1, argv + 1, &o) < 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(cmd, "serve")) return cmd_serve(&o);
+    if (!strcmp(cmd, "gc")) return cmd_gc(&o);
+    if (!strcmp(cmd, "fsck")) return cmd_fsck(&o);
+    fprintf(stderr, "berth: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,28 @@
+/*
+ * registry: the OCI distribution-spec v1.1 handlers. routes.c maps a path to a handler (names
+ * and references are checked against the spec grammar there, before anything else runs);
+ * blobs.c, uploads.c, manifests.c and lists.c implement the endpoints over the store.
+ */
+#ifndef BERTH_REGISTRY_H
+#define BERTH_REGISTRY_H
+
+#include "http/http.h"
+
+extern const http_handler reg_version_h;
+extern const http_handler reg_blob_get_h, reg_blob_delete_h;
+extern const http_handler reg_upload_post_h, reg_upload_patch_h, reg_upload_put_h,
+    reg_upload_get_h, reg_upload_delete_h;
+extern const http_handler reg_manifest_get_h, reg_manifest_put_h, reg_manifest_delete_h;
+extern const http_handler reg_tags_h, reg_catalog_h, reg_referrers_h;
+
+/* Manifest parsing for PUT (manifest.c): validates the JSON and fills req's derived fields.
+ * The returned state owns the strings req points at; free it with reg_manifest_parsed_free. */
+typedef struct reg_manifest_parsed reg_manifest_parsed;
+int reg_manifest_parse(const char *content, size_t len, const char *content_type,
+                       store_manifest_put_req *req, reg_manifest_parsed **out);
+void reg_manifest_parsed_free(reg_manifest_parsed *p);
+
+/* Location of a blob or upload: relative, or under http.host when configured. */
+void reg_location(http_req *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

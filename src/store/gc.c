@@ -1,0 +1,133 @@
+/*
+ * gc: online garbage collection. It runs while the registry serves, from the server or from a
+ * separate `berth gc` process, with no read-only window:
+ *  1. in one metadata transaction, untagged manifests that nothing references (no tag, no index,
+ *     no existing subject) and that are older than the grace period are removed, repeatedly, so
+ *     the children of a removed index follow it;
+ *  2. each blob that no manifest references and that was neither uploaded nor linked within the
+ *     grace period is re-checked and removed in its own short transaction, its file moved to
+ *     trash inside that transaction and unlinked after it commits.
+ * An upload that finishes or a mount that lands refreshes the blob's timestamps under the same
+ * lock, and a manifest PUT checks its blobs under that lock too, so gc never removes a blob that
+ * a push is about to reference: the push either sees the blob (and gc then sees the reference or
+ * the fresh timestamp) or gets MANIFEST_BLOB_UNKNOWN and re-uploads. The grace period (gc.grace,
+ * default 1h) is what protects blobs uploaded by a client that has not yet sent its manifest.
+ * Files in blobs/ without a metadata row (left by a crash between rename and commit) are removed
+ * too once older than the grace period.
+ */
+#include "store/internal.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct {
+    store *s;
+    const char *digest;
+} trash_arg;
+
+static int trash_cb(void *arg)
+{
+    trash_arg *a = arg;
+    return blobfs_trash(&a->s->fs, a->digest);
+}
+
+typedef struct {
+    store *s;
+    const char *digest;
+    bool trashed;
+} orphan_arg;
+
+static int orphan_cb(void *arg)
+{
+    orphan_arg *a = arg;
+    if (a->s->meta->ops->blob_lookup(a->s->meta, NULL, a->digest, NULL) != -BERR_BLOB_UNKNOWN)
+        return 0; /* committed meanwhile: not an orphan any more */
+    int rc = blobfs_trash(&a->s->fs, a->digest);
+    a->trashed = rc == 0;
+    return rc;
+}
+
+/* Orphan files: in blobs/ but unknown to the metadata and older than the cutoff. */
+static void gc_orphans(store *s, store_gc_opts *o, int64_t cutoff)
+{
+    static const char *const algos[] = {"sha256", "sha512"};
+    for (size_t a = 0; a < 2; a++) {
+        char top[4096];
+        snprintf(top, sizeof top, "%s/blobs/%s", s->root, algos[a]);
+        DIR *d1 = opendir(top);
+        if (!d1) continue;
+        struct dirent *e1;
+        while ((e1 = readdir(d1))) {
+            if (e1->d_name[0] == '.') continue;
+            char sub[4400];
+            snprintf(sub, sizeof sub, "%s/%s", top, e1->d_name);
+            DIR *d2 = opendir(sub);
+            if (!d2) continue;
+            struct dirent *e2;
+            while ((e2 = readdir(d2))) {
+                if (e2->d_name[0] == '.') continue;
+                char digest[DIGEST_STR_MAX + 300], path[4800];
+                snprintf(digest, sizeof digest, "%s:%s", algos[a], e2->d_name);
+                snprintf(path, sizeof path, "%s/%s", sub, e2->d_name);
+                struct stat st;
+                if (stat(path, &st) < 0 || (int64_t)st.st_mtime >= cutoff) continue;
+                if (digest_parse(digest, NULL) < 0 ||
+                    s->meta->ops->blob_lookup(s->meta, NULL, digest, NULL) != -BERR_BLOB_UNKNOWN)
+                    continue;
+                log_info("msg=\"gc: %s orphan file\" path=%s", o->dry_run ? "would remove" : "remove",
+                         path);
+                /* re-checked under the write lock, like any blob removal */
+                if (!o->dry_run) {
+                    orphan_arg oa = {s, digest, false};
+                    if (s->meta->ops->locked(s->meta, orphan_cb, &oa) == 0 && oa.trashed)
+                        blobfs_trash_purge(&s->fs, digest);
+                }
+                o->files_removed++;
+            }
+            closedir(d2);
+        }
+        closedir(d1);
+    }
+}
+
+int store_gc(store *s, store_gc_opts *o)
+{
+    int64_t cutoff = store_now() - o->grace_s;
+    store_list cands = {0};
+    int rc = s->meta->ops->gc_manifests(s->meta, cutoff, o->dry_run, &o->manifests_removed, &cands);
+    if (rc < 0) return rc;
+    for (size_t i = 0; rc == 0 && i < cands.n; i++) {
+        const char *digest = cands.items[i];
+        char path[4096];
+        struct stat st;
+        blobfs_path(&s->fs, digest, path, sizeof path);
+        uint64_t size = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+        if (o->dry_run) {
+            log_info("msg=\"gc: would remove blob\" digest=%s size=%llu", digest,
+                     (unsigned long long)size);
+            printf("would remove blob %s (%llu bytes)\n", digest, (unsigned long long)size);
+            o->blobs_removed++;
+            o->bytes_removed += size;
+            continue;
+        }
+        bool removed = false;
+        trash_arg ta = {s, digest};
+        rc = s->meta->ops->gc_blob_remove(s->meta, digest, cutoff, trash_cb, &ta, &removed);
+        if (rc == 0 && removed) {
+            blobfs_trash_purge(&s->fs, digest);
+            log_info("msg=\"gc: removed blob\" digest=%s size=%llu", digest,
+                     (unsigned long long)size);
+            printf("removed blob %s (%llu bytes)\n", digest, (unsigned long long)size);
+            o->blobs_removed++;
+            o->bytes_removed += size;
+        }
+    }
+    store_list_free(&cands);
+    if (rc == 0) gc_orphans(s, o, cutoff);
+    return rc;
+}

@@ -1,0 +1,81 @@
+/*
+ * store/internal.h: the seams inside the store. store_meta_ops is the metadata backend vtable
+ * (SQLite now; a shared engine later); blobfs is the file half. Only the store files include this.
+ */
+#ifndef BERTH_STORE_INTERNAL_H
+#define BERTH_STORE_INTERNAL_H
+
+#include "store/store.h"
+
+/* Runs inside a metadata write transaction; returns 0 or a negative berr (rolls back). */
+typedef int (*store_place_fn)(void *arg);
+
+typedef struct store_meta store_meta;
+
+typedef struct {
+    void (*close)(store_meta *m);
+    /* size of a blob linked to repo (repo NULL: the blob row itself). -BERR_BLOB_UNKNOWN */
+    int (*blob_lookup)(store_meta *m, const char *repo, const char *digest, uint64_t *size);
+    /* Records the blob and links it to repo, calling place() inside the transaction. */
+    int (*blob_commit)(store_meta *m, const char *repo, const char *digest, uint64_t size,
+                       store_place_fn place, void *arg);
+    int (*blob_link)(store_meta *m, const char *repo, const char *from, const char *digest);
+    int (*blob_unlink)(store_meta *m, const char *repo, const char *digest);
+    int (*manifest_get)(store_meta *m, const char *repo, const char *ref, store_manifest *out);
+    int (*manifest_put)(store_meta *m, const store_manifest_put_req *req);
+    int (*manifest_delete)(store_meta *m, const char *repo, const char *digest);
+    int (*tag_delete)(store_meta *m, const char *repo, const char *tag);
+    int (*tags_list)(store_meta *m, const char *repo, const char *last, long n, store_list *out);
+    int (*catalog)(store_meta *m, const char *last, long n, store_list *out);
+    int (*referrers)(store_meta *m, const char *repo, const char *digest, const char *atype,
+                     store_referrer_list *out);
+    /* gc: removes untagged, unreferenced manifests older than cutoff (repeatedly, so an index's
+     * children follow it); then lists blob candidates. dry_run rolls everything back. */
+    int (*gc_manifests)(store_meta *m, int64_t cutoff, bool dry_run, size_t *removed,
+                        store_list *blob_candidates);
+    /* Re-checks one candidate and removes its rows, calling trash() inside the transaction. */
+    int (*gc_blob_remove)(store_meta *m, const char *digest, int64_t cutoff, store_place_fn trash,
+                          void *arg, bool *removed);
+    /* Runs fn while holding the metadata write lock (fn may read through other calls). */
+    int (*locked)(store_meta *m, store_place_fn fn, void *arg);
+    /* fsck walkers: cb returns 0 to go on. */
+    int (*each_blob)(store_meta *m, int (*cb)(void *arg, const char *digest, uint64_t size),
+                     void *arg);
+    int (*each_manifest)(store_meta *m,
+                         int (*cb)(void *arg, const char *repo, const char *digest,
+                                   const char *content, size_t size),
+                         void *arg);
+    /* Reports references whose target is missing (refs, tags, links); cb per problem. */
+    int (*check_refs)(store_meta *m, void (*cb)(void *arg, const char *problem), void *arg);
+} store_meta_ops;
+
+struct store_meta {
+    const store_meta_ops *ops;
+};
+
+int store_meta_sqlite_open(store_meta **out, const char *path);
+
+/* blobfs: the files */
+typedef struct {
+    char *root;
+} blobfs;
+
+/* <root>/blobs/<algo>/<2 hex>/<hex> */
+void blobfs_path(const blobfs *b, const char *digest, char *out, size_t outlen);
+/* Moves a verified file into place (fsyncs the directory); keeps an existing copy. */
+int blobfs_place(const blobfs *b, const char *src, const char *digest);
+/* Moves a blob to <root>/trash/ (inside a gc transaction) and removes it (after commit). */
+int blobfs_trash(const blobfs *b, const char *digest);
+int blobfs_trash_purge(const blobfs *b, const char *digest);
+int fsync_dir(const char *dir);
+int mkdir_p(const char *path);
+
+struct store {
+    char *root;
+    blobfs fs;
+    store_meta *meta;
+};
+
+int64_t store_now(void);
+
+#endif

@@ -1,0 +1,866 @@
+/*
+ * meta_sqlite: the embedded metadata backend (SQLite in WAL mode, synchronous=FULL so a 201 is
+ * durable). Connections live in a small pool; each keeps its own prepared statements, so a
+ * manifest GET is one pool take, one bound statement step and one give-back. Writes use
+ * BEGIN IMMEDIATE so concurrent writers (server threads and a separate `berth gc` process)
+ * queue on the database lock instead of failing on lock upgrade.
+ */
+#include "store/internal.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "util/ref.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define POOL_MAX 16
+
+enum {
+    Q_BLOB_LINKED,
+    Q_BLOB_ROW,
+    Q_BLOB_UPSERT,
+    Q_REPO_ADD,
+    Q_LINK_ADD,
+    Q_LINK_DEL,
+    Q_MAN_BY_TAG,
+    Q_MAN_BY_DIGEST,
+    Q_MAN_EXISTS,
+    Q_MAN_INSERT,
+    Q_REF_INSERT,
+    Q_TAG_UPSERT,
+    Q_REPO_EXISTS,
+    Q_TAGS,
+    Q_CATALOG,
+    Q_REFERRERS,
+    Q_REFERRERS_TYPE,
+    Q__COUNT
+};
+
+static const char *const q_sql[Q__COUNT] = {
+    [Q_BLOB_LINKED] = "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest "
+                      "WHERE rb.repo = ?1 AND rb.digest = ?2",
+    [Q_BLOB_ROW] = "SELECT size FROM blobs WHERE digest = ?1",
+    [Q_BLOB_UPSERT] = "INSERT INTO blobs(digest, size, created) VALUES(?1, ?2, ?3) "
+                      "ON CONFLICT(digest) DO UPDATE SET created = excluded.created",
+    [Q_REPO_ADD] = "INSERT OR IGNORE INTO repos(name, created) VALUES(?1, ?2)",
+    [Q_LINK_ADD] = "INSERT INTO repo_blobs(repo, digest, linked) VALUES(?1, ?2, ?3) "
+                   "ON CONFLICT(repo, digest) DO UPDATE SET linked = excluded.linked",
+    [Q_LINK_DEL] = "DELETE FROM repo_blobs WHERE repo = ?1 AND digest = ?2",
+    [Q_MAN_BY_TAG] = "SELECT m.digest, m.media_type, m.content FROM tags t JOIN manifests m "
+                     "ON m.repo = t.repo AND m.digest = t.digest WHERE t.repo = ?1 AND t.tag = ?2",
+    [Q_MAN_BY_DIGEST] = "SELECT digest, media_type, content FROM manifests "
+                        "WHERE repo = ?1 AND digest = ?2",
+    [Q_MAN_EXISTS] = "SELECT 1 FROM manifests WHERE repo = ?1 AND digest = ?2",
+    [Q_MAN_INSERT] = "INSERT INTO manifests(repo, digest, media_type, content, subject, "
+                     "artifact_type, annotations, created) VALUES(?1,?2,?3,?4,?5,?6,?7,?8) "
+                     "ON CONFLICT(repo, digest) DO UPDATE SET created = excluded.created",
+    [Q_REF_INSERT] = "INSERT OR IGNORE INTO manifest_refs(repo, digest, child, kind) "
+                     "VALUES(?1, ?2, ?3, ?4)",
+    [Q_TAG_UPSERT] = "INSERT INTO tags(repo, tag, digest, updated) VALUES(?1, ?2, ?3, ?4) "
+                     "ON CONFLICT(repo, tag) DO UPDATE SET digest = excluded.digest, "
+                     "updated = excluded.updated",
+    [Q_REPO_EXISTS] = "SELECT 1 FROM repos WHERE name = ?1",
+    [Q_TAGS] = "SELECT tag FROM tags WHERE repo = ?1 AND tag > ?2 ORDER BY tag LIMIT ?3",
+    [Q_CATALOG] = "SELECT name FROM repos WHERE name > ?1 ORDER BY name LIMIT ?2",
+    [Q_REFERRERS] = "SELECT digest, media_type, length(content), artifact_type, annotations "
+                    "FROM manifests WHERE repo = ?1 AND subject = ?2 ORDER BY created, digest",
+    [Q_REFERRERS_TYPE] = "SELECT digest, media_type, length(content), artifact_type, annotations "
+                         "FROM manifests WHERE repo = ?1 AND subject = ?2 AND artifact_type = ?3 "
+                         "ORDER BY created, digest",
+};
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS blobs(digest TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+    "  created INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS repos(name TEXT PRIMARY KEY, created INTEGER NOT NULL)"
+    "  WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS repo_blobs(repo TEXT NOT NULL, digest TEXT NOT NULL,"
+    "  linked INTEGER NOT NULL, PRIMARY KEY(repo, digest)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS repo_blobs_digest ON repo_blobs(digest);"
+    "CREATE TABLE IF NOT EXISTS manifests(repo TEXT NOT NULL, digest TEXT NOT NULL,"
+    "  media_type TEXT NOT NULL, content BLOB NOT NULL, subject TEXT, artifact_type TEXT,"
+    "  annotations TEXT, created INTEGER NOT NULL, PRIMARY KEY(repo, digest));"
+    "CREATE INDEX IF NOT EXISTS manifests_subject ON manifests(repo, subject)"
+    "  WHERE subject IS NOT NULL;"
+    "CREATE TABLE IF NOT EXISTS manifest_refs(repo TEXT NOT NULL, digest TEXT NOT NULL,"
+    "  child TEXT NOT NULL, kind INTEGER NOT NULL, PRIMARY KEY(repo, digest, child, kind))"
+    "  WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS manifest_refs_child ON manifest_refs(child, kind, repo);"
+    "CREATE TABLE IF NOT EXISTS tags(repo TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL,"
+    "  updated INTEGER NOT NULL, PRIMARY KEY(repo, tag)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS tags_digest ON tags(repo, digest);";
+
+/* A manifest is garbage when old enough, untagged, not an index's child, and not a referrer of a
+ * manifest that still exists. */
+#define GC_MANIFEST_WHERE                                                                          \
+    "m.created < ?1 "                                                                              \
+    "AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo AND t.digest = m.digest) "       \
+    "AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.child = m.digest AND r.kind = 1 "     \
+    "  AND r.repo = m.repo) "                                                                      \
+    "AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repo = m.repo "     \
+    "  AND s.digest = m.subject))"
+
+/* A blob is garbage when old enough, referenced by no manifest and not freshly linked. */
+#define GC_BLOB_WHERE                                                                              \
+    "b.created < ?1 "                                                                              \
+    "AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.child = b.digest AND r.kind = 0) "    \
+    "AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND rb.linked >= ?1)"
+
+typedef struct {
+    sqlite3 *db;
+    sqlite3_stmt *st[Q__COUNT];
+} conn;
+
+typedef struct {
+    store_meta base;
+    char *path;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    conn *idle[POOL_MAX];
+    int nidle, nopen;
+} sqlite_meta;
+
+static int db_err(sqlite3 *db, const char *what)
+{
+    int code = sqlite3_errcode(db);
+    if (code == SQLITE_FULL) return berr_set(BERR_IO, "%s: storage full", what);
+    return berr_set(BERR_IO, "%s: %s", what, sqlite3_errmsg(db));
+}
+
+static int conn_open(const char *path, conn **out)
+{
+    conn *c = calloc(1, sizeof *c);
+    if (!c) return berr_set(BERR_INTERNAL, "out of memory");
+    if (sqlite3_open_v2(path, &c->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        int rc = db_err(c->db, "open metadata database");
+        sqlite3_close(c->db);
+        free(c);
+        return rc;
+    }
+    sqlite3_busy_timeout(c->db, 60000);
+    char *msg = NULL;
+    if (sqlite3_exec(c->db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;"
+                     "PRAGMA cache_size=-2000;",
+                     NULL, NULL, &msg) != SQLITE_OK) {
+        int rc = berr_set(BERR_IO, "configure metadata database: %s", msg ? msg : "?");
+        sqlite3_free(msg);
+        sqlite3_close(c->db);
+        free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+static void conn_close(conn *c)
+{
+    for (int i = 0; i < Q__COUNT; i++) sqlite3_finalize(c->st[i]);
+    sqlite3_close(c->db);
+    free(c);
+}
+
+static int conn_take(sqlite_meta *m, conn **out)
+{
+    pthread_mutex_lock(&m->mu);
+    while (m->nidle == 0 && m->nopen >= POOL_MAX) pthread_cond_wait(&m->cv, &m->mu);
+    if (m->nidle > 0) {
+        *out = m->idle[--m->nidle];
+        pthread_mutex_unlock(&m->mu);
+        return 0;
+    }
+    m->nopen++;
+    pthread_mutex_unlock(&m->mu);
+    int rc = conn_open(m->path, out);
+    if (rc < 0) {
+        pthread_mutex_lock(&m->mu);
+        m->nopen--;
+        pthread_cond_signal(&m->cv);
+        pthread_mutex_unlock(&m->mu);
+    }
+    return rc;
+}
+
+static void conn_give(sqlite_meta *m, conn *c)
+{
+    pthread_mutex_lock(&m->mu);
+    m->idle[m->nidle++] = c;
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* The connection's prepared statement q, reset and with bindings cleared. */
+static sqlite3_stmt *stmt(conn *c, int q)
+{
+    if (!c->st[q]) {
+        if (sqlite3_prepare_v3(c->db, q_sql[q], -1, SQLITE_PREPARE_PERSISTENT, &c->st[q], NULL) !=
+            SQLITE_OK) {
+            log_error("msg=\"prepare failed\" err=\"%s\"", sqlite3_errmsg(c->db));
+            return NULL;
+        }
+    } else {
+        sqlite3_reset(c->st[q]);
+        sqlite3_clear_bindings(c->st[q]);
+    }
+    return c->st[q];
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+static char *col_strdup(sqlite3_stmt *s, int i)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return t ? strdup((const char *)t) : NULL;
+}
+
+static int exec(conn *c, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(c->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        int rc = berr_set(sqlite3_errcode(c->db) == SQLITE_FULL ? BERR_IO : BERR_IO, "%s: %s", sql,
+                          msg ? msg : "?");
+        sqlite3_free(msg);
+        return rc;
+    }
+    return 0;
+}
+
+static int begin(conn *c)
+{
+    return exec(c, "BEGIN IMMEDIATE");
+}
+
+static int finish_tx(conn *c, int rc)
+{
+    if (rc == 0) {
+        rc = exec(c, "COMMIT");
+        if (rc < 0) exec(c, "ROLLBACK");
+        return rc;
+    }
+    if (!sqlite3_get_autocommit(c->db)) exec(c, "ROLLBACK");
+    return rc;
+}
+
+/* Steps a write statement to completion. */
+static int step_done(conn *c, sqlite3_stmt *s)
+{
+    if (!s) return berr_set(BERR_INTERNAL, "statement unavailable");
+    int r = sqlite3_step(s);
+    sqlite3_reset(s);
+    return r == SQLITE_DONE ? 0 : db_err(c->db, "write metadata");
+}
+
+/* ---- blobs ---- */
+
+static int sq_blob_lookup(store_meta *base, const char *repo, const char *digest, uint64_t *size)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s = stmt(c, repo ? Q_BLOB_LINKED : Q_BLOB_ROW);
+    if (repo) {
+        bind_text(s, 1, repo);
+        bind_text(s, 2, digest);
+    } else {
+        bind_text(s, 1, digest);
+    }
+    int r = sqlite3_step(s);
+    if (r == SQLITE_ROW) {
+        if (size) *size = (uint64_t)sqlite3_column_int64(s, 0);
+        rc = 0;
+    } else if (r == SQLITE_DONE) {
+        rc = berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
+    } else {
+        rc = db_err(c->db, "blob lookup");
+    }
+    sqlite3_reset(s);
+    conn_give(m, c);
+    return rc;
+}
+
+static int link_blob(conn *c, const char *repo, const char *digest, int64_t now)
+{
+    sqlite3_stmt *s = stmt(c, Q_REPO_ADD);
+    bind_text(s, 1, repo);
+    sqlite3_bind_int64(s, 2, now);
+    int rc = step_done(c, s);
+    if (rc < 0) return rc;
+    s = stmt(c, Q_LINK_ADD);
+    bind_text(s, 1, repo);
+    bind_text(s, 2, digest);
+    sqlite3_bind_int64(s, 3, now);
+    return step_done(c, s);
+}
+
+static int sq_blob_commit(store_meta *base, const char *repo, const char *digest, uint64_t size,
+                          store_place_fn place, void *arg)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    int64_t now = store_now();
+    rc = begin(c);
+    if (rc == 0) rc = place(arg);
+    if (rc == 0) {
+        sqlite3_stmt *s = stmt(c, Q_BLOB_UPSERT);
+        bind_text(s, 1, digest);
+        sqlite3_bind_int64(s, 2, (sqlite3_int64)size);
+        sqlite3_bind_int64(s, 3, now);
+        rc = step_done(c, s);
+    }
+    if (rc == 0) rc = link_blob(c, repo, digest, now);
+    rc = finish_tx(c, rc);
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_blob_link(store_meta *base, const char *repo, const char *from, const char *digest)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    rc = begin(c);
+    if (rc == 0) {
+        sqlite3_stmt *s = stmt(c, from ? Q_BLOB_LINKED : Q_BLOB_ROW);
+        if (from) {
+            bind_text(s, 1, from);
+            bind_text(s, 2, digest);
+        } else {
+            bind_text(s, 1, digest);
+        }
+        int r = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (r == SQLITE_DONE)
+            rc = berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
+        else if (r != SQLITE_ROW)
+            rc = db_err(c->db, "blob lookup");
+    }
+    if (rc == 0) rc = link_blob(c, repo, digest, store_now());
+    rc = finish_tx(c, rc);
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_blob_unlink(store_meta *base, const char *repo, const char *digest)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s = stmt(c, Q_LINK_DEL);
+    bind_text(s, 1, repo);
+    bind_text(s, 2, digest);
+    rc = step_done(c, s);
+    if (rc == 0 && sqlite3_changes(c->db) == 0)
+        rc = berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
+    conn_give(m, c);
+    return rc;
+}
+
+/* ---- manifests ---- */
+
+static int sq_manifest_get(store_meta *base, const char *repo, const char *ref,
+                           store_manifest *out)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s = stmt(c, ref_is_digest(ref) ? Q_MAN_BY_DIGEST : Q_MAN_BY_TAG);
+    bind_text(s, 1, repo);
+    bind_text(s, 2, ref);
+    int r = sqlite3_step(s);
+    if (r == SQLITE_ROW) {
+        snprintf(out->digest, sizeof out->digest, "%s", (const char *)sqlite3_column_text(s, 0));
+        out->media_type = col_strdup(s, 1);
+        out->size = (size_t)sqlite3_column_bytes(s, 2);
+        out->content = malloc(out->size + 1);
+        if (out->content && out->media_type) {
+            memcpy(out->content, sqlite3_column_blob(s, 2), out->size);
+            out->content[out->size] = '\0';
+            rc = 0;
+        } else {
+            free(out->content);
+            free(out->media_type);
+            rc = berr_set(BERR_INTERNAL, "out of memory");
+        }
+    } else if (r == SQLITE_DONE) {
+        rc = berr_set(BERR_MANIFEST_UNKNOWN, "manifest unknown to registry");
+    } else {
+        rc = db_err(c->db, "manifest lookup");
+    }
+    sqlite3_reset(s);
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_manifest_put(store_meta *base, const store_manifest_put_req *q)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    int64_t now = store_now();
+    rc = begin(c);
+    for (size_t i = 0; rc == 0 && i < q->nblobs; i++) {
+        sqlite3_stmt *s = stmt(c, Q_BLOB_LINKED);
+        bind_text(s, 1, q->repo);
+        bind_text(s, 2, q->blobs[i]);
+        int r = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (r == SQLITE_DONE)
+            rc = berr_set(BERR_MANIFEST_BLOB_UNKNOWN, "blob unknown to registry: %s", q->blobs[i]);
+        else if (r != SQLITE_ROW)
+            rc = db_err(c->db, "blob lookup");
+    }
+    for (size_t i = 0; rc == 0 && i < q->nchildren; i++) {
+        sqlite3_stmt *s = stmt(c, Q_MAN_EXISTS);
+        bind_text(s, 1, q->repo);
+        bind_text(s, 2, q->children[i]);
+        int r = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (r == SQLITE_DONE)
+            rc = berr_set(BERR_MANIFEST_BLOB_UNKNOWN, "manifest unknown to registry: %s",
+                          q->children[i]);
+        else if (r != SQLITE_ROW)
+            rc = db_err(c->db, "manifest lookup");
+    }
+    if (rc == 0) {
+        sqlite3_stmt *s = stmt(c, Q_REPO_ADD);
+        bind_text(s, 1, q->repo);
+        sqlite3_bind_int64(s, 2, now);
+        rc = step_done(c, s);
+    }
+    if (rc == 0) {
+        sqlite3_stmt *s = stmt(c, Q_MAN_INSERT);
+        bind_text(s, 1, q->repo);
+        bind_text(s, 2, q->digest);
+        bind_text(s, 3, q->media_type);
+        sqlite3_bind_blob(s, 4, q->content, (int)q->size, SQLITE_STATIC);
+        bind_text(s, 5, q->subject);
+        bind_text(s, 6, q->artifact_type);
+        bind_text(s, 7, q->annotations_json);
+        sqlite3_bind_int64(s, 8, now);
+        rc = step_done(c, s);
+    }
+    for (size_t i = 0; rc == 0 && i < q->nblobs + q->nchildren; i++) {
+        bool blob = i < q->nblobs;
+        sqlite3_stmt *s = stmt(c, Q_REF_INSERT);
+        bind_text(s, 1, q->repo);
+        bind_text(s, 2, q->digest);
+        bind_text(s, 3, blob ? q->blobs[i] : q->children[i - q->nblobs]);
+        sqlite3_bind_int(s, 4, blob ? 0 : 1);
+        rc = step_done(c, s);
+    }
+    for (size_t i = 0; rc == 0 && i < q->ntags; i++) {
+        sqlite3_stmt *s = stmt(c, Q_TAG_UPSERT);
+        bind_text(s, 1, q->repo);
+        bind_text(s, 2, q->tags[i]);
+        bind_text(s, 3, q->digest);
+        sqlite3_bind_int64(s, 4, now);
+        rc = step_done(c, s);
+    }
+    rc = finish_tx(c, rc);
+    conn_give(m, c);
+    return rc;
+}
+
+/* Runs a one-off parameterised write (repo, key) inside the caller's transaction. */
+static int run2(conn *c, const char *sql, const char *a, const char *b, int *changes)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) != SQLITE_OK)
+        return db_err(c->db, "prepare");
+    bind_text(s, 1, a);
+    bind_text(s, 2, b);
+    int r = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (r != SQLITE_DONE) return db_err(c->db, "write metadata");
+    if (changes) *changes = sqlite3_changes(c->db);
+    return 0;
+}
+
+static int sq_manifest_delete(store_meta *base, const char *repo, const char *digest)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    int changes = 0;
+    rc = begin(c);
+    if (rc == 0)
+        rc = run2(c, "DELETE FROM manifests WHERE repo = ?1 AND digest = ?2", repo, digest,
+                  &changes);
+    if (rc == 0 && changes == 0)
+        rc = berr_set(BERR_MANIFEST_UNKNOWN, "manifest unknown to registry");
+    if (rc == 0)
+        rc = run2(c, "DELETE FROM tags WHERE repo = ?1 AND digest = ?2", repo, digest, NULL);
+    if (rc == 0)
+        rc = run2(c, "DELETE FROM manifest_refs WHERE repo = ?1 AND digest = ?2", repo, digest,
+                  NULL);
+    rc = finish_tx(c, rc);
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_tag_delete(store_meta *base, const char *repo, const char *tag)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    int changes = 0;
+    rc = run2(c, "DELETE FROM tags WHERE repo = ?1 AND tag = ?2", repo, tag, &changes);
+    if (rc == 0 && changes == 0) rc = berr_set(BERR_MANIFEST_UNKNOWN, "tag unknown to registry");
+    conn_give(m, c);
+    return rc;
+}
+
+static int list_add(store_list *l, const char *v)
+{
+    char **items = realloc(l->items, (l->n + 1) * sizeof *items);
+    if (!items) return berr_set(BERR_INTERNAL, "out of memory");
+    l->items = items;
+    l->items[l->n] = strdup(v);
+    if (!l->items[l->n]) return berr_set(BERR_INTERNAL, "out of memory");
+    l->n++;
+    return 0;
+}
+
+/* Collects column 0 of s into out, at most n items, flagging `more` when an n+1th exists. */
+static int collect(conn *c, sqlite3_stmt *s, long n, store_list *out)
+{
+    int r, rc = 0;
+    while (rc == 0 && (r = sqlite3_step(s)) == SQLITE_ROW) {
+        if ((long)out->n >= n) {
+            out->more = true;
+            break;
+        }
+        rc = list_add(out, (const char *)sqlite3_column_text(s, 0));
+    }
+    if (rc == 0 && r != SQLITE_ROW && r != SQLITE_DONE) rc = db_err(c->db, "list");
+    sqlite3_reset(s);
+    return rc;
+}
+
+static int sq_tags_list(store_meta *base, const char *repo, const char *last, long n,
+                        store_list *out)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s = stmt(c, Q_REPO_EXISTS);
+    bind_text(s, 1, repo);
+    int r = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (r == SQLITE_DONE) rc = berr_set(BERR_NAME_UNKNOWN, "repository name not known to registry");
+    else if (r != SQLITE_ROW) rc = db_err(c->db, "repository lookup");
+    if (rc == 0) {
+        s = stmt(c, Q_TAGS);
+        bind_text(s, 1, repo);
+        bind_text(s, 2, last ? last : "");
+        sqlite3_bind_int64(s, 3, n + 1);
+        rc = collect(c, s, n, out);
+    }
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_catalog(store_meta *base, const char *last, long n, store_list *out)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s = stmt(c, Q_CATALOG);
+    bind_text(s, 1, last ? last : "");
+    sqlite3_bind_int64(s, 2, n + 1);
+    rc = collect(c, s, n, out);
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_referrers(store_meta *base, const char *repo, const char *digest, const char *atype,
+                        store_referrer_list *out)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s = stmt(c, atype ? Q_REFERRERS_TYPE : Q_REFERRERS);
+    bind_text(s, 1, repo);
+    bind_text(s, 2, digest);
+    if (atype) bind_text(s, 3, atype);
+    int r;
+    while (rc == 0 && (r = sqlite3_step(s)) == SQLITE_ROW) {
+        store_referrer *items = realloc(out->items, (out->n + 1) * sizeof *items);
+        if (!items) {
+            rc = berr_set(BERR_INTERNAL, "out of memory");
+            break;
+        }
+        out->items = items;
+        store_referrer *it = &out->items[out->n++];
+        memset(it, 0, sizeof *it);
+        snprintf(it->digest, sizeof it->digest, "%s", (const char *)sqlite3_column_text(s, 0));
+        it->media_type = col_strdup(s, 1);
+        it->size = (uint64_t)sqlite3_column_int64(s, 2);
+        it->artifact_type = col_strdup(s, 3);
+        it->annotations_json = col_strdup(s, 4);
+    }
+    if (rc == 0 && r != SQLITE_DONE) rc = db_err(c->db, "referrers");
+    sqlite3_reset(s);
+    conn_give(m, c);
+    return rc;
+}
+
+/* ---- gc ---- */
+
+static int query_list(conn *c, const char *sql, int64_t cutoff, store_list *out)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) != SQLITE_OK) return db_err(c->db, "prepare");
+    sqlite3_bind_int64(s, 1, cutoff);
+    int rc = collect(c, s, 1L << 40, out);
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int sq_gc_manifests(store_meta *base, int64_t cutoff, bool dry_run, size_t *removed,
+                           store_list *blobs)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    *removed = 0;
+    rc = begin(c);
+    while (rc == 0) {
+        /* repo and digest of each garbage manifest, joined as "repo@digest" */
+        store_list l = {0};
+        rc = query_list(c, "SELECT m.repo || '@' || m.digest FROM manifests m WHERE " GC_MANIFEST_WHERE,
+                        cutoff, &l);
+        for (size_t i = 0; rc == 0 && i < l.n; i++) {
+            char *at = strchr(l.items[i], '@');
+            *at = '\0';
+            const char *repo = l.items[i], *digest = at + 1;
+            log_info("msg=\"gc: %s manifest\" repo=%s digest=%s", dry_run ? "would remove" : "remove",
+                     repo, digest);
+            rc = run2(c, "DELETE FROM manifests WHERE repo = ?1 AND digest = ?2", repo, digest,
+                      NULL);
+            if (rc == 0)
+                rc = run2(c, "DELETE FROM manifest_refs WHERE repo = ?1 AND digest = ?2", repo,
+                          digest, NULL);
+        }
+        *removed += l.n;
+        bool again = l.n > 0;
+        store_list_free(&l);
+        if (!again) break;
+    }
+    if (rc == 0)
+        rc = query_list(c, "SELECT b.digest FROM blobs b WHERE " GC_BLOB_WHERE, cutoff, blobs);
+    if (dry_run) {
+        if (!sqlite3_get_autocommit(c->db)) exec(c, "ROLLBACK");
+    } else {
+        rc = finish_tx(c, rc);
+    }
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_gc_blob_remove(store_meta *base, const char *digest, int64_t cutoff,
+                             store_place_fn trash, void *arg, bool *removed)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    *removed = false;
+    rc = begin(c);
+    if (rc == 0) {
+        sqlite3_stmt *s;
+        if (sqlite3_prepare_v2(c->db,
+                               "DELETE FROM blobs AS b WHERE b.digest = ?2 AND " GC_BLOB_WHERE, -1,
+                               &s, NULL) != SQLITE_OK) {
+            rc = db_err(c->db, "prepare");
+        } else {
+            sqlite3_bind_int64(s, 1, cutoff);
+            bind_text(s, 2, digest);
+            if (sqlite3_step(s) != SQLITE_DONE) rc = db_err(c->db, "gc blob");
+            sqlite3_finalize(s);
+            *removed = rc == 0 && sqlite3_changes(c->db) == 1;
+        }
+    }
+    if (rc == 0 && *removed)
+        rc = run2(c, "DELETE FROM repo_blobs WHERE digest = ?1", digest, NULL, NULL);
+    if (rc == 0 && *removed) rc = trash(arg);
+    rc = finish_tx(c, rc);
+    if (rc < 0) *removed = false;
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_locked(store_meta *base, store_place_fn fn, void *arg)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    rc = begin(c);
+    if (rc == 0) rc = fn(arg);
+    rc = finish_tx(c, rc);
+    conn_give(m, c);
+    return rc;
+}
+
+/* ---- fsck ---- */
+
+static int sq_each_blob(store_meta *base, int (*cb)(void *, const char *, uint64_t), void *arg)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(c->db, "SELECT digest, size FROM blobs ORDER BY digest", -1, &s, NULL) !=
+        SQLITE_OK) {
+        rc = db_err(c->db, "prepare");
+    } else {
+        while (rc == 0 && sqlite3_step(s) == SQLITE_ROW)
+            rc = cb(arg, (const char *)sqlite3_column_text(s, 0),
+                    (uint64_t)sqlite3_column_int64(s, 1));
+        sqlite3_finalize(s);
+    }
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_each_manifest(store_meta *base,
+                            int (*cb)(void *, const char *, const char *, const char *, size_t),
+                            void *arg)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(c->db, "SELECT repo, digest, content FROM manifests ORDER BY repo, digest",
+                           -1, &s, NULL) != SQLITE_OK) {
+        rc = db_err(c->db, "prepare");
+    } else {
+        while (rc == 0 && sqlite3_step(s) == SQLITE_ROW)
+            rc = cb(arg, (const char *)sqlite3_column_text(s, 0),
+                    (const char *)sqlite3_column_text(s, 1),
+                    (const char *)sqlite3_column_blob(s, 2), (size_t)sqlite3_column_bytes(s, 2));
+        sqlite3_finalize(s);
+    }
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_check_refs(store_meta *base, void (*cb)(void *, const char *), void *arg)
+{
+    static const char *const checks[] = {
+        "SELECT 'manifest ' || r.repo || '@' || r.digest || ' references missing blob ' || r.child "
+        "FROM manifest_refs r WHERE r.kind = 0 AND NOT EXISTS (SELECT 1 FROM blobs b "
+        "WHERE b.digest = r.child)",
+        "SELECT 'manifest ' || r.repo || '@' || r.digest || ' references blob ' || r.child || "
+        "' not linked to the repository' FROM manifest_refs r WHERE r.kind = 0 AND NOT EXISTS "
+        "(SELECT 1 FROM repo_blobs l WHERE l.repo = r.repo AND l.digest = r.child)",
+        "SELECT 'index ' || r.repo || '@' || r.digest || ' references missing manifest ' || "
+        "r.child FROM manifest_refs r WHERE r.kind = 1 AND NOT EXISTS (SELECT 1 FROM manifests m "
+        "WHERE m.repo = r.repo AND m.digest = r.child)",
+        "SELECT 'tag ' || t.repo || ':' || t.tag || ' points at missing manifest ' || t.digest "
+        "FROM tags t WHERE NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo = t.repo AND "
+        "m.digest = t.digest)",
+        "SELECT 'reference from ' || r.repo || '@' || r.digest || ' whose manifest is missing' "
+        "FROM manifest_refs r WHERE NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo = r.repo "
+        "AND m.digest = r.digest)",
+        "SELECT 'repository ' || l.repo || ' links missing blob ' || l.digest FROM repo_blobs l "
+        "WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = l.digest)",
+    };
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    for (size_t i = 0; rc == 0 && i < sizeof checks / sizeof *checks; i++) {
+        sqlite3_stmt *s;
+        if (sqlite3_prepare_v2(c->db, checks[i], -1, &s, NULL) != SQLITE_OK) {
+            rc = db_err(c->db, "prepare");
+            break;
+        }
+        while (sqlite3_step(s) == SQLITE_ROW) cb(arg, (const char *)sqlite3_column_text(s, 0));
+        sqlite3_finalize(s);
+    }
+    conn_give(m, c);
+    return rc;
+}
+
+static void sq_close(store_meta *base)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    for (int i = 0; i < m->nidle; i++) conn_close(m->idle[i]);
+    pthread_mutex_destroy(&m->mu);
+    pthread_cond_destroy(&m->cv);
+    free(m->path);
+    free(m);
+}
+
+static const store_meta_ops sqlite_ops = {
+    .close = sq_close,
+    .blob_lookup = sq_blob_lookup,
+    .blob_commit = sq_blob_commit,
+    .blob_link = sq_blob_link,
+    .blob_unlink = sq_blob_unlink,
+    .manifest_get = sq_manifest_get,
+    .manifest_put = sq_manifest_put,
+    .manifest_delete = sq_manifest_delete,
+    .tag_delete = sq_tag_delete,
+    .tags_list = sq_tags_list,
+    .catalog = sq_catalog,
+    .referrers = sq_referrers,
+    .gc_manifests = sq_gc_manifests,
+    .gc_blob_remove = sq_gc_blob_remove,
+    .locked = sq_locked,
+    .each_blob = sq_each_blob,
+    .each_manifest = sq_each_manifest,
+    .check_refs = sq_check_refs,
+};
+
+int store_meta_sqlite_open(store_meta **out, const char *path)
+{
+    sqlite_meta *m = calloc(1, sizeof *m);
+    if (!m) return berr_set(BERR_INTERNAL, "out of memory");
+    m->base.ops = &sqlite_ops;
+    m->path = strdup(path);
+    pthread_mutex_init(&m->mu, NULL);
+    pthread_cond_init(&m->cv, NULL);
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc == 0) {
+        rc = begin(c);
+        if (rc == 0) rc = exec(c, schema_sql);
+        rc = finish_tx(c, rc);
+        conn_give(m, c);
+    }
+    if (rc < 0) {
+        sq_close(&m->base);
+        return rc;
+    }
+    *out = &m->base;
+    return 0;
+}

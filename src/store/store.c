@@ -1,0 +1,530 @@
+/*
+ * store: lifecycle, crash recovery, blob access and upload sessions; manifests and listings are
+ * passed through to the metadata backend. See store.h for the layout and the invariants.
+ *
+ * Upload sessions live in <root>/uploads/<uuid>/: `data` (the bytes so far), `info` (repo and
+ * digest algorithm) and `hash` (the saved hashing context and the size it covers). A request
+ * works on a session under an exclusive flock on `data`; the hashing context is saved at the end
+ * of each request, so chunked uploads never re-read what was already written, and a session
+ * survives a restart (if `hash` is stale, finishing re-hashes the file).
+ */
+#include "store/internal.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HASH_MAGIC 0x62657274u /* "bert" */
+
+struct store_upload {
+    store *s;
+    char dir[4096];
+    char repo[256];
+    digest_algo algo;
+    int fd;
+    uint64_t size;
+    digest_ctx ctx;
+    bool ctx_valid; /* ctx covers exactly [0, size) */
+};
+
+typedef struct {
+    uint32_t magic;
+    uint32_t algo;
+    uint64_t size;
+    digest_ctx ctx;
+} hash_state;
+
+int64_t store_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+const char *store_root(const store *s)
+{
+    return s->root;
+}
+
+static void rm_rf_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* Finishes or undoes gc removals interrupted by a crash: a trashed blob whose row survived (the
+ * gc transaction rolled back) goes back into place; any other is deleted. */
+static void recover_trash(store *s)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/trash", s->root);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char digest[DIGEST_STR_MAX + 8], path[4096];
+        snprintf(digest, sizeof digest, "%s", e->d_name);
+        char *dash = strchr(digest, '-');
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (dash) *dash = ':';
+        if (dash && digest_parse(digest, NULL) == 0 &&
+            s->meta->ops->blob_lookup(s->meta, NULL, digest, NULL) == 0) {
+            log_warn("msg=\"recovery: restoring blob from interrupted gc\" digest=%s", digest);
+            blobfs_place(&s->fs, path, digest);
+        } else {
+            unlink(path);
+        }
+    }
+    closedir(d);
+}
+
+/* Temporary files (monolithic uploads in flight, health probes) never survive a restart. */
+static void recover_tmp(store *s)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/tmp", s->root);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+}
+
+int store_open(store **out, const config *cfg)
+{
+    store *s = calloc(1, sizeof *s);
+    if (!s) return berr_set(BERR_INTERNAL, "out of memory");
+    s->root = realpath(cfg->root, NULL);
+    if (!s->root) {
+        int rc = mkdir_p(cfg->root);
+        if (rc < 0) {
+            free(s);
+            return rc;
+        }
+        s->root = realpath(cfg->root, NULL);
+    }
+    if (!s->root) {
+        free(s);
+        return berr_set(BERR_IO, "storage root %s: %s", cfg->root, strerror(errno));
+    }
+    s->fs.root = s->root;
+    static const char *const subdirs[] = {"blobs", "uploads", "trash", "tmp"};
+    char p[4096];
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s", s->root, subdirs[i]);
+        int rc = mkdir_p(p);
+        if (rc < 0) {
+            free(s->root);
+            free(s);
+            return rc;
+        }
+    }
+    snprintf(p, sizeof p, "%s/metadata.db", s->root);
+    int rc = store_meta_sqlite_open(&s->meta, p);
+    if (rc < 0) {
+        free(s->root);
+        free(s);
+        return rc;
+    }
+    recover_trash(s);
+    recover_tmp(s);
+    *out = s;
+    return 0;
+}
+
+void store_close(store *s)
+{
+    if (!s) return;
+    s->meta->ops->close(s->meta);
+    free(s->root);
+    free(s);
+}
+
+int store_check_writable(store *s)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/tmp/health-%d-%ld", s->root, (int)getpid(), (long)gettid());
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return berr_set(BERR_UNAVAILABLE, "storage not writable: %s", strerror(errno));
+    int rc = 0;
+    if (write(fd, "ok", 2) != 2 || fsync(fd) < 0)
+        rc = berr_set(BERR_UNAVAILABLE, "storage not writable: %s", strerror(errno));
+    close(fd);
+    unlink(p);
+    return rc;
+}
+
+/* ---- blobs ---- */
+
+int store_blob_open(store *s, const char *repo, const char *digest, store_blob *out)
+{
+    memset(out, 0, sizeof *out);
+    out->fd = -1;
+    uint64_t size;
+    int rc = s->meta->ops->blob_lookup(s->meta, repo, digest, &size);
+    if (rc == -BERR_BLOB_UNKNOWN) {
+        /* manifests are content too: serve them through the blobs endpoint as registry:2 does */
+        store_manifest m;
+        if (s->meta->ops->manifest_get(s->meta, repo, digest, &m) == 0) {
+            out->mem = m.content;
+            out->size = m.size;
+            out->media_type = m.media_type;
+            return 0;
+        }
+        return berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
+    }
+    if (rc < 0) return rc;
+    char path[4096];
+    blobfs_path(&s->fs, digest, path, sizeof path);
+    out->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (out->fd < 0) {
+        log_error("msg=\"blob file missing\" digest=%s err=\"%s\"", digest, strerror(errno));
+        return berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
+    }
+    out->size = size;
+    return 0;
+}
+
+void store_blob_release(store_blob *b)
+{
+    if (b->fd >= 0) close(b->fd);
+    free(b->mem);
+    free(b->media_type);
+    b->fd = -1;
+    b->mem = NULL;
+    b->media_type = NULL;
+}
+
+int store_blob_mount(store *s, const char *repo, const char *from, const char *digest)
+{
+    return s->meta->ops->blob_link(s->meta, repo, from, digest);
+}
+
+int store_blob_unlink(store *s, const char *repo, const char *digest)
+{
+    return s->meta->ops->blob_unlink(s->meta, repo, digest);
+}
+
+/* ---- uploads ---- */
+
+static int upload_dir(store *s, const char *uuid, char *out, size_t len)
+{
+    /* uuids are generated here; anything else never reaches the filesystem */
+    if (strlen(uuid) != STORE_UUID_LEN) return berr_set(BERR_BLOB_UPLOAD_UNKNOWN, "upload unknown");
+    for (const char *p = uuid; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || *p == '-'))
+            return berr_set(BERR_BLOB_UPLOAD_UNKNOWN, "upload unknown");
+    snprintf(out, len, "%s/uploads/%s", s->root, uuid);
+    return 0;
+}
+
+int store_upload_create(store *s, const char *repo, digest_algo algo, char *uuid_out)
+{
+    uint8_t r[16];
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
+        return berr_set(BERR_INTERNAL, "getrandom: %s", strerror(errno));
+    r[6] = (uint8_t)((r[6] & 0x0f) | 0x40);
+    r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
+    snprintf(uuid_out, STORE_UUID_LEN + 1,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1],
+             r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14],
+             r[15]);
+    char dir[4096], p[4200];
+    upload_dir(s, uuid_out, dir, sizeof dir);
+    if (mkdir(dir, 0755) < 0) return berr_set(BERR_IO, "mkdir %s: %s", dir, strerror(errno));
+    snprintf(p, sizeof p, "%s/info", dir);
+    FILE *f = fopen(p, "w");
+    if (!f) return berr_set(BERR_IO, "create %s: %s", p, strerror(errno));
+    fprintf(f, "%s\n%s\n", repo, digest_algo_name(algo));
+    int bad = fclose(f) != 0;
+    snprintf(p, sizeof p, "%s/data", dir);
+    int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 || bad) {
+        if (fd >= 0) close(fd);
+        rm_rf_dir(dir);
+        return berr_set(BERR_IO, "create upload %s: %s", dir, strerror(errno));
+    }
+    close(fd);
+    return 0;
+}
+
+int store_upload_open(store *s, const char *repo, const char *uuid, store_upload **out)
+{
+    char dir[4096], p[4200];
+    int rc = upload_dir(s, uuid, dir, sizeof dir);
+    if (rc < 0) return rc;
+    snprintf(p, sizeof p, "%s/info", dir);
+    FILE *f = fopen(p, "r");
+    if (!f) return berr_set(BERR_BLOB_UPLOAD_UNKNOWN, "upload unknown to registry");
+    char srepo[300] = "", salgo[32] = "";
+    bool ok = fgets(srepo, sizeof srepo, f) && fgets(salgo, sizeof salgo, f);
+    fclose(f);
+    srepo[strcspn(srepo, "\n")] = '\0';
+    salgo[strcspn(salgo, "\n")] = '\0';
+    digest_algo algo;
+    if (!ok || strcmp(srepo, repo) != 0 || digest_algo_parse(salgo, &algo) < 0)
+        return berr_set(BERR_BLOB_UPLOAD_UNKNOWN, "upload unknown to registry");
+    store_upload *u = calloc(1, sizeof *u);
+    if (!u) return berr_set(BERR_INTERNAL, "out of memory");
+    u->s = s;
+    u->algo = algo;
+    snprintf(u->dir, sizeof u->dir, "%s", dir);
+    snprintf(u->repo, sizeof u->repo, "%s", repo);
+    snprintf(p, sizeof p, "%s/data", dir);
+    u->fd = open(p, O_RDWR | O_CLOEXEC);
+    if (u->fd < 0) {
+        free(u);
+        return berr_set(BERR_BLOB_UPLOAD_UNKNOWN, "upload unknown to registry");
+    }
+    while (flock(u->fd, LOCK_EX) < 0 && errno == EINTR) {
+    }
+    struct stat st;
+    /* the session may have been finished or cancelled while we waited for the lock */
+    if (fstat(u->fd, &st) < 0 || st.st_nlink == 0) {
+        close(u->fd);
+        free(u);
+        return berr_set(BERR_BLOB_UPLOAD_UNKNOWN, "upload unknown to registry");
+    }
+    u->size = (uint64_t)st.st_size;
+    snprintf(p, sizeof p, "%s/hash", dir);
+    hash_state hs;
+    int hfd = open(p, O_RDONLY | O_CLOEXEC);
+    if (hfd >= 0) {
+        if (read(hfd, &hs, sizeof hs) == (ssize_t)sizeof hs && hs.magic == HASH_MAGIC &&
+            hs.size == u->size && hs.algo == (uint32_t)algo) {
+            u->ctx = hs.ctx;
+            u->ctx_valid = true;
+        }
+        close(hfd);
+    } else if (u->size == 0) {
+        digest_init(&u->ctx, algo);
+        u->ctx_valid = true;
+    }
+    if (lseek(u->fd, 0, SEEK_END) < 0) {
+        store_upload_close(u);
+        return berr_set(BERR_IO, "seek: %s", strerror(errno));
+    }
+    *out = u;
+    return 0;
+}
+
+uint64_t store_upload_size(const store_upload *u)
+{
+    return u->size;
+}
+
+int store_upload_write(store_upload *u, const void *data, size_t len)
+{
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t n = write(u->fd, p, left);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            int e = errno;
+            /* never leave a partial chunk behind: the session stays at its last good size */
+            if (ftruncate(u->fd, (off_t)u->size) == 0) lseek(u->fd, 0, SEEK_END);
+            if (e == ENOSPC || e == EDQUOT)
+                return berr_set(BERR_IO, "storage full while writing upload");
+            return berr_set(BERR_IO, "write upload: %s", strerror(e));
+        }
+        p += n;
+        left -= (size_t)n;
+    }
+    if (u->ctx_valid) digest_update(&u->ctx, data, len);
+    u->size += len;
+    return 0;
+}
+
+int store_upload_save(store_upload *u)
+{
+    if (!u->ctx_valid) return 0;
+    char p[4200], tmp[4200];
+    snprintf(p, sizeof p, "%s/hash", u->dir);
+    snprintf(tmp, sizeof tmp, "%s/hash.tmp", u->dir);
+    hash_state hs = {.magic = HASH_MAGIC, .algo = (uint32_t)u->algo, .size = u->size, .ctx = u->ctx};
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return berr_set(BERR_IO, "save upload state: %s", strerror(errno));
+    bool ok = write(fd, &hs, sizeof hs) == (ssize_t)sizeof hs;
+    close(fd);
+    if (!ok || rename(tmp, p) < 0) {
+        unlink(tmp);
+        return berr_set(BERR_IO, "save upload state failed");
+    }
+    return 0;
+}
+
+static void upload_remove(store_upload *u)
+{
+    rm_rf_dir(u->dir);
+}
+
+typedef struct {
+    store *s;
+    const char *src;
+    const char *digest;
+} place_arg;
+
+static int place_cb(void *arg)
+{
+    place_arg *a = arg;
+    return blobfs_place(&a->s->fs, a->src, a->digest);
+}
+
+int store_upload_finish(store_upload *u, const char *digest)
+{
+    digest_algo want;
+    int rc = digest_parse(digest, &want);
+    if (rc < 0) return rc;
+    char got[DIGEST_STR_MAX], data[4200];
+    snprintf(data, sizeof data, "%s/data", u->dir);
+    if (u->ctx_valid && want == u->algo) {
+        digest_final(&u->ctx, got);
+        u->ctx_valid = false;
+    } else {
+        rc = digest_file(data, want, got, NULL);
+        if (rc < 0) return rc;
+    }
+    if (strcmp(got, digest) != 0) {
+        upload_remove(u);
+        return berr_set(BERR_DIGEST_INVALID, "provided digest did not match uploaded content");
+    }
+    if (fdatasync(u->fd) < 0) return berr_set(BERR_IO, "fsync upload: %s", strerror(errno));
+    place_arg a = {u->s, data, digest};
+    rc = u->s->meta->ops->blob_commit(u->s->meta, u->repo, digest, u->size, place_cb, &a);
+    if (rc < 0) return rc;
+    upload_remove(u);
+    return 0;
+}
+
+int store_upload_cancel(store_upload *u)
+{
+    upload_remove(u);
+    return 0;
+}
+
+void store_upload_close(store_upload *u)
+{
+    if (!u) return;
+    close(u->fd); /* releases the flock */
+    free(u);
+}
+
+int store_upload_purge(store *s, int64_t max_age)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/uploads", s->root);
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int n = 0;
+    int64_t now = store_now();
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char p[4400];
+        snprintf(p, sizeof p, "%s/%s/data", dir, e->d_name);
+        struct stat st;
+        if (stat(p, &st) == 0 && now - (int64_t)st.st_mtime < max_age) continue;
+        int fd = open(p, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) { /* in use right now */
+            close(fd);
+            continue;
+        }
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        rm_rf_dir(p);
+        if (fd >= 0) close(fd);
+        n++;
+    }
+    closedir(d);
+    if (n) log_info("msg=\"purged stale uploads\" count=%d", n);
+    return n;
+}
+
+/* ---- manifests and listings ---- */
+
+int store_manifest_get(store *s, const char *repo, const char *ref, store_manifest *out)
+{
+    return s->meta->ops->manifest_get(s->meta, repo, ref, out);
+}
+
+void store_manifest_free(store_manifest *m)
+{
+    free(m->media_type);
+    free(m->content);
+    m->media_type = m->content = NULL;
+}
+
+int store_manifest_put(store *s, const store_manifest_put_req *req)
+{
+    return s->meta->ops->manifest_put(s->meta, req);
+}
+
+int store_manifest_delete(store *s, const char *repo, const char *digest)
+{
+    return s->meta->ops->manifest_delete(s->meta, repo, digest);
+}
+
+int store_tag_delete(store *s, const char *repo, const char *tag)
+{
+    return s->meta->ops->tag_delete(s->meta, repo, tag);
+}
+
+int store_tags_list(store *s, const char *repo, const char *last, long n, store_list *out)
+{
+    memset(out, 0, sizeof *out);
+    return s->meta->ops->tags_list(s->meta, repo, last, n, out);
+}
+
+int store_catalog(store *s, const char *last, long n, store_list *out)
+{
+    memset(out, 0, sizeof *out);
+    return s->meta->ops->catalog(s->meta, last, n, out);
+}
+
+void store_list_free(store_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) free(l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+int store_referrers(store *s, const char *repo, const char *digest, const char *artifact_type,
+                    store_referrer_list *out)
+{
+    memset(out, 0, sizeof *out);
+    return s->meta->ops->referrers(s->meta, repo, digest, artifact_type, out);
+}
+
+void store_referrer_list_free(store_referrer_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->items[i].media_type);
+        free(l->items[i].artifact_type);
+        free(l->items[i].annotations_json);
+    }
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}

@@ -1,0 +1,149 @@
+/*
+ * store: berth's one content store. Every API (OCI, and later Helm, mirror, bundles) is a view
+ * over it.
+ *
+ * Two halves:
+ *  - blobs: immutable files named by digest under <root>/blobs/<algo>/<2 hex>/<hex>, written to
+ *    a temporary file while hashing, fsync'd, and renamed into place only after the digest is
+ *    verified (store/blobfs.c). A blob either exists whole and verified or not at all.
+ *  - metadata: repositories, blob links, manifests (their exact bytes), references, tags and
+ *    referrers behind the store_meta_ops vtable (store/meta_sqlite.c is the embedded SQLite/WAL
+ *    backend; a shared engine can implement the same table).
+ *
+ * The rule that keeps online GC safe: a blob file only enters or leaves blobs/ while the metadata
+ * write lock is held (the place/trash callbacks run inside the metadata transaction), so a blob
+ * row and its file never disagree for a committed state, and gc's "is it still unreferenced?"
+ * check and its removal are one atomic step against concurrent uploads, mounts and manifest puts.
+ *
+ * Handlers call only the store_* functions declared here; the store never knows about HTTP.
+ */
+#ifndef BERTH_STORE_H
+#define BERTH_STORE_H
+
+#include "config.h"
+#include "util/digest.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct store store;
+
+/* A manifest as stored: exact bytes, media type, digest. Free with store_manifest_free. */
+typedef struct {
+    char digest[DIGEST_STR_MAX];
+    char *media_type;
+    char *content;
+    size_t size;
+} store_manifest;
+
+/* What a manifest PUT asks the store to record, after the handler parsed and validated it. */
+typedef struct {
+    const char *repo;
+    const char *digest;
+    const char *media_type;
+    const char *content;
+    size_t size;
+    const char *subject;          /* subject.digest or NULL */
+    const char *artifact_type;    /* artifactType, else config.mediaType for images, or NULL */
+    const char *annotations_json; /* compact JSON object or NULL */
+    const char **blobs;           /* config + layers: must be linked in repo */
+    size_t nblobs;
+    const char **children; /* index entries: must be manifests of repo */
+    size_t nchildren;
+    const char **tags; /* tags to point at this manifest */
+    size_t ntags;
+} store_manifest_put_req;
+
+/* A list of strings with a "more after the last one" flag (tags, catalog). */
+typedef struct {
+    char **items;
+    size_t n;
+    bool more;
+} store_list;
+
+typedef struct {
+    char digest[DIGEST_STR_MAX];
+    char *media_type;
+    uint64_t size;
+    char *artifact_type;
+    char *annotations_json;
+} store_referrer;
+
+typedef struct {
+    store_referrer *items;
+    size_t n;
+} store_referrer_list;
+
+/* An open blob: either a file (fd, for sendfile) or bytes held in memory (manifests). */
+typedef struct {
+    int fd;       /* -1 when mem is used */
+    char *mem;    /* malloc'd, when fd == -1 */
+    uint64_t size;
+    char *media_type; /* set for manifests served through the blobs endpoint, else NULL */
+} store_blob;
+
+/* ---- lifecycle ---- */
+/* Opens (creating when absent) the store under cfg->root and recovers from a crash: removes
+ * half-written temporary files and finishes or undoes interrupted gc removals. */
+int store_open(store **out, const config *cfg);
+void store_close(store *s);
+const char *store_root(const store *s);
+/* Writes, syncs and removes a probe file: 0 when storage is writable. */
+int store_check_writable(store *s);
+
+/* ---- blobs ---- */
+/* Opens a blob linked to repo (or a manifest of repo by digest). -BERR_BLOB_UNKNOWN if absent. */
+int store_blob_open(store *s, const char *repo, const char *digest, store_blob *out);
+void store_blob_release(store_blob *b);
+/* Links an existing blob into repo (cross-repository mount). from may be NULL (any repo). */
+int store_blob_mount(store *s, const char *repo, const char *from, const char *digest);
+/* Removes repo's link to a blob; the file goes when gc finds it unreferenced. */
+int store_blob_unlink(store *s, const char *repo, const char *digest);
+
+/* ---- uploads ---- */
+typedef struct store_upload store_upload;
+#define STORE_UUID_LEN 36
+int store_upload_create(store *s, const char *repo, digest_algo algo, char *uuid_out);
+/* Opens a session of repo for exclusive use (concurrent requests on one session wait). */
+int store_upload_open(store *s, const char *repo, const char *uuid, store_upload **out);
+uint64_t store_upload_size(const store_upload *u);
+int store_upload_write(store_upload *u, const void *data, size_t len);
+/* Persists the hash state so a later request resumes without re-reading (end of a PATCH). */
+int store_upload_save(store_upload *u);
+/* Verifies the content against digest, commits the blob, links it to the repo and ends the
+ * session. On digest mismatch the session is ended too and -BERR_DIGEST_INVALID returned. */
+int store_upload_finish(store_upload *u, const char *digest);
+/* Ends the session and deletes its data. */
+int store_upload_cancel(store_upload *u);
+void store_upload_close(store_upload *u);
+/* Removes sessions not touched for max_age seconds; returns how many. */
+int store_upload_purge(store *s, int64_t max_age);
+
+/* ---- manifests, tags, referrers, catalog ---- */
+/* ref is a tag or a digest. -BERR_MANIFEST_UNKNOWN when absent. */
+int store_manifest_get(store *s, const char *repo, const char *ref, store_manifest *out);
+void store_manifest_free(store_manifest *m);
+int store_manifest_put(store *s, const store_manifest_put_req *req);
+int store_manifest_delete(store *s, const char *repo, const char *digest);
+int store_tag_delete(store *s, const char *repo, const char *tag);
+/* -BERR_NAME_UNKNOWN when the repository does not exist. */
+int store_tags_list(store *s, const char *repo, const char *last, long n, store_list *out);
+int store_catalog(store *s, const char *last, long n, store_list *out);
+void store_list_free(store_list *l);
+int store_referrers(store *s, const char *repo, const char *digest, const char *artifact_type,
+                    store_referrer_list *out);
+void store_referrer_list_free(store_referrer_list *l);
+
+/* ---- maintenance (store/gc.c, store/fsck.c) ---- */
+typedef struct {
+    int64_t grace_s; /* keep content younger than this */
+    bool dry_run;
+    size_t manifests_removed, blobs_removed, files_removed;
+    uint64_t bytes_removed;
+} store_gc_opts;
+int store_gc(store *s, store_gc_opts *opts);
+/* Re-hashes every blob and checks every reference; prints each problem; returns the count. */
+int store_fsck(store *s, long *problems);
+
+#endif
