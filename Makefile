@@ -33,9 +33,9 @@ build/asan/%.o: src/%.c $(wildcard src/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -O1 $(SANFLAGS) -c -o $@ $<
 
-build/unit/%: tests/unit/%.c $(filter-out build/asan/main.o,$(ASAN_OBJ))
+build/unit/%: tests/unit/%.c tests/unit/unit.h $(filter-out build/asan/main.o,$(ASAN_OBJ))
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -O1 $(SANFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) -O1 $(SANFLAGS) -Itests/unit -o $@ $< $(filter-out build/asan/main.o,$(ASAN_OBJ)) $(LDLIBS)
 
 asan: build/asan/berth
 unit: $(UNIT)
