@@ -49,6 +49,8 @@ struct http_req {
     uint64_t body_bytes, resp_bytes;
     struct timespec start;
     bool started;  /* handler begin() ran */
+    bool initialized; /* first access-handler call done */
+    bool raw_escaped; /* the raw path held percent-escapes other than %3A */
     bool failed;   /* a response (usually an error) is set; the rest of the body is discarded */
 };
 

@@ -219,10 +219,9 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
     (void)version;
     http_server *srv = cls;
     http_req *r = *con_cls;
-    if (!r) {
-        r = calloc(1, sizeof *r);
-        if (!r) return MHD_NO;
-        clock_gettime(CLOCK_MONOTONIC, &r->start);
+    if (!r) return MHD_NO; /* uri_cb allocates every request */
+    if (!r->initialized) {
+        r->initialized = true;
         r->conn = conn;
         r->cfg = srv->cfg;
         r->store = srv->st;
@@ -266,6 +265,20 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
     return queue(r);
 }
 
+/* Sees the raw request target before libmicrohttpd decodes it: names and references never
+ * contain escapes, so a path that needed them (%2F, %2e...) is refused by the router. */
+static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)conn;
+    http_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    clock_gettime(CLOCK_MONOTONIC, &r->start);
+    for (const char *p = uri; *p && *p != '?'; p++)
+        if (*p == '%' && !(p[1] == '3' && (p[2] == 'A' || p[2] == 'a'))) r->raw_escaped = true;
+    return r;
+}
+
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
@@ -274,6 +287,10 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     http_req *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
+    if (!r->initialized) { /* the request never reached the handler */
+        free(r);
+        return;
+    }
     if (r->h && r->h->cleanup) r->h->cleanup(r);
     if (r->resp) MHD_destroy_response(r->resp);
     struct timespec end;
@@ -393,7 +410,7 @@ int http_server_start(http_server **out, const config *cfg, store *st)
     struct MHD_OptionItem no_opts[] = {{MHD_OPTION_END, 0, NULL}};
     srv->d = MHD_start_daemon(
         flags, 0, NULL, NULL, ahc, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_NOTIFY_COMPLETED, completed, srv, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, srv, MHD_OPTION_URI_LOG_CALLBACK, uri_cb, srv, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(256 * 1024), MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->connection_limit,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_ARRAY,

@@ -65,6 +65,7 @@ bool registry_route(http_req *r)
         return true;
     }
     if (p[3] != '/') return false;
+    if (r->raw_escaped) goto bad_name;
     const char *rest = p + 4;
     if (!strcmp(rest, "_catalog")) {
         r->h = pick(r, &reg_catalog_h, NULL, NULL, NULL, NULL);

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Server-level behaviour: registry:2 config compatibility (unknown keys reported, env overrides,
+# http.headers, deletes disabled), real TLS, health (503 when storage is not writable), one log
+# line per request, and a clean SIGTERM shutdown that lets an in-flight upload finish.
+. "$(dirname "$0")/../lib.sh"
+
+# --- a registry:2 config file, unchanged, with keys berth does not know ---
+d=$T_TMP/cfg
+mkdir -p "$d"
+cat >"$d/config.yml" <<YML
+version: 0.1
+log:
+  level: info
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /nonexistent/overridden/by/env
+  delete:
+    enabled: false
+http:
+  addr: :1
+  secret: asecretforlocaldevelopment
+  headers:
+    X-Content-Type-Options: [nosniff]
+    X-Berth-Test: [one]
+health:
+  storagedriver:
+    enabled: true
+    interval: 1s
+    threshold: 1
+YML
+berth_start "$d"
+t_check "config: unknown key storage.cache reported by name" grep -q 'key=storage.cache' "$d/berth.log"
+t_check "config: unknown key http.secret reported by name" grep -q 'key=http.secret' "$d/berth.log"
+t_check "config: unknown key log.fields reported by name" grep -q 'key=log.fields' "$d/berth.log"
+t_check "config: env override of rootdirectory used" test -f "$d/data/metadata.db"
+hdrs=$(curl -s -D - -o /dev/null "$BERTH_URL/v2/" | tr -d '\r')
+t_check "http.headers: X-Content-Type-Options sent" grep -q '^X-Content-Type-Options: nosniff' <<<"$hdrs"
+t_check "http.headers: custom header sent" grep -q '^X-Berth-Test: one' <<<"$hdrs"
+t_eq "GET / answers 200" 200 "$(curl -s -o /dev/null -w '%{http_code}' "$BERTH_URL/")"
+t_eq "GET /health answers 200 when writable" 200 "$(curl -s -o /dev/null -w '%{http_code}' "$BERTH_URL/health")"
+
+# one structured line per request: method, path, status, bytes, duration
+curl -s -o /dev/null "$BERTH_URL/v2/some/repo/tags/list"
+sleep 0.2
+line=$(grep 'path="/v2/some/repo/tags/list"' "$d/berth.log" | tail -1)
+t_check "log: request line has method, status, bytes and duration" \
+    grep -qE 'method=GET .*status=404 bytes_in=0 bytes_out=[0-9]+ duration_ms=[0-9.]+' <<<"$line"
+
+# deletes disabled -> 405 UNSUPPORTED
+body=$(curl -s -X DELETE "$BERTH_URL/v2/x/manifests/latest")
+t_eq "deletes disabled: 405" 405 "$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$BERTH_URL/v2/x/manifests/latest")"
+t_eq "deletes disabled: UNSUPPORTED code" UNSUPPORTED "$(jq -r '.errors[0].code' <<<"$body")"
+
+# storage not writable -> /health 503 (the probe directory replaced by a file)
+rm -rf "$d/data/tmp" && touch "$d/data/tmp"
+ok=0
+for _ in $(seq 1 40); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$BERTH_URL/health")" = 503 ] && ok=1 && break
+    sleep 0.1
+done
+t_eq "health: 503 when storage is not writable" 1 "$ok"
+rm -f "$d/data/tmp" && mkdir "$d/data/tmp"
+ok=0
+for _ in $(seq 1 40); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$BERTH_URL/health")" = 200 ] && ok=1 && break
+    sleep 0.1
+done
+t_eq "health: back to 200 when storage recovers" 1 "$ok"
+
+# --- SIGTERM lets an in-flight upload finish ---
+head -c 3000000 /dev/urandom >"$T_TMP/big"
+dg=sha256:$(t_sha256 "$T_TMP/big")
+loc=$(curl -s -D - -o /dev/null -X POST "$BERTH_URL/v2/slow/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
+curl -s -o /dev/null -w '%{http_code}' --limit-rate 1500k -X PUT --data-binary @"$T_TMP/big" \
+    "$BERTH_URL$loc?digest=$dg" >"$T_TMP/slow.status" &
+slow=$!
+sleep 0.7
+kill -TERM "$BERTH_PID"
+wait "$slow"
+t_eq "shutdown: in-flight upload finished with 201" 201 "$(cat "$T_TMP/slow.status")"
+wait "$BERTH_PID"
+t_eq "shutdown: exit status 0 after SIGTERM" 0 "$?"
+t_check "shutdown: no new connections after stop" bash -c "! curl -s -m 2 -o /dev/null $BERTH_URL/v2/"
+
+# the committed blob survives the restart
+berth_start "$d"
+t_eq "restart: blob uploaded during shutdown is there" "$(t_sha256 "$T_TMP/big")" \
+    "$(curl -s "$BERTH_URL/v2/slow/blobs/$dg" | sha256sum | cut -d' ' -f1)"
+berth_stop
+
+# a config error is reported clearly and berth refuses to start
+printf 'storage:\n  delete:\n    enabled: perhaps\n' >"$T_TMP/bad.yml"
+out=$("$BERTH" serve -c "$T_TMP/bad.yml" 2>&1)
+t_eq "config: invalid value refused (exit 1)" 1 "$?"
+t_check "config: error names the key" grep -q 'storage.delete.enabled' <<<"$out"
+printf 'storage:\n  s3:\n    bucket: x\n' >"$T_TMP/s3.yml"
+out=$("$BERTH" serve -c "$T_TMP/s3.yml" 2>&1)
+t_check "config: unsupported storage driver refused by name" grep -q 'storage.s3' <<<"$out"
+
+# --- real TLS ---
+td=$T_TMP/tls
+mkdir -p "$td/certs"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$td/key.pem" -out "$td/cert.pem" 2>/dev/null
+cat >"$td/config.yml" <<YML
+version: 0.1
+http:
+  tls:
+    certificate: $td/cert.pem
+    key: $td/key.pem
+YML
+BERTH_PORT=$(t_port)
+REGISTRY_HTTP_ADDR=127.0.0.1:$BERTH_PORT REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$td/data \
+    "$BERTH" serve -c "$td/config.yml" >>"$td/berth.log" 2>&1 &
+BERTH_PID=$!
+T_PIDS+=("$BERTH_PID")
+t_wait_http "https://127.0.0.1:$BERTH_PORT/v2/"
+t_eq "tls: /v2/ over https with the CA" 200 \
+    "$(curl -s --cacert "$td/cert.pem" -o /dev/null -w '%{http_code}' "https://localhost:$BERTH_PORT/v2/")"
+t_check "tls: untrusted certificate refused by curl" bash -c "! curl -s -o /dev/null https://localhost:$BERTH_PORT/v2/"
+t_check "tls: TLS 1.1 refused" bash -c "! curl -s --cacert $td/cert.pem --tls-max 1.1 -o /dev/null https://localhost:$BERTH_PORT/v2/"
+# skopeo pushes over verified TLS (cert dir holds the CA as ca.crt)
+cp "$td/cert.pem" "$td/certs/ca.crt"
+python3 "$T_ROOT/tests/fixtures/mkimage.py" image "$td/layout" --layers 2 --seed 7 --tag v1 >/dev/null 2>&1
+t_check "tls: skopeo copy into berth over https" skopeo copy -q --dest-cert-dir "$td/certs" \
+    "oci:$td/layout:v1" "docker://localhost:$BERTH_PORT/tls/img:v1"
+t_check "tls: skopeo inspect over https" skopeo inspect --cert-dir "$td/certs" "docker://localhost:$BERTH_PORT/tls/img:v1"
+t_check "clean shutdown on SIGTERM (tls)" berth_stop
+t_finish
