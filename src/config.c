@@ -43,7 +43,8 @@ static cnode *cn_new(cn_kind kind, const char *key)
 static void cn_free(cnode *n)
 {
     if (!n) return;
-    for (size_t i = 0; i < n->nkids; i++) cn_free(n->kids[i]);
+    for (size_t i = 0; i < n->nkids; i++)
+        cn_free(n->kids[i]);
     free(n->kids);
     free(n->key);
     free(n->value);
@@ -82,7 +83,8 @@ static cnode *cn_path(cnode *root, const char *path)
         trail[depth++] = n;
     }
     if (!n) return NULL;
-    for (size_t i = 0; i < depth; i++) trail[i]->used = true;
+    for (size_t i = 0; i < depth; i++)
+        trail[i]->used = true;
     return n;
 }
 
@@ -125,9 +127,9 @@ static int load_yaml(const char *path, cnode **out)
     yaml_parser_set_input_file(&parser, f);
     int rc = 0;
     if (!yaml_parser_load(&parser, &doc)) {
-        rc = berr_set(BERR_CONFIG, "config %s: %s at line %zu", path,
-                      parser.problem ? parser.problem : "parse error",
-                      parser.problem_mark.line + 1);
+        rc =
+            berr_set(BERR_CONFIG, "config %s: %s at line %zu", path,
+                     parser.problem ? parser.problem : "parse error", parser.problem_mark.line + 1);
     } else {
         yaml_node_t *root = yaml_document_get_root_node(&doc);
         if (root && root->type != YAML_MAPPING_NODE)
@@ -153,7 +155,8 @@ static void apply_env(cnode *root)
         if (len == 0 || len >= sizeof name) continue;
         memcpy(name, *e + 9, len);
         name[len] = '\0';
-        for (char *c = name; *c; c++) *c = (char)tolower((unsigned char)*c);
+        for (char *c = name; *c; c++)
+            *c = (char)tolower((unsigned char)*c);
         cnode *n = root;
         char *save = NULL;
         char *tok = strtok_r(name, "_", &save);
@@ -217,14 +220,22 @@ int config_parse_duration(const char *s, int64_t *out)
         if (end == p || errno) return berr_set(BERR_CONFIG, "invalid duration '%s'", s);
         p = end;
         double mul;
-        if (!strncmp(p, "ms", 2)) mul = 0.001, p += 2;
-        else if (!strncmp(p, "us", 2) || !strncmp(p, "µs", 3)) mul = 1e-6, p += (*p == 'u' ? 2 : 3);
-        else if (!strncmp(p, "ns", 2)) mul = 1e-9, p += 2;
-        else if (*p == 'h') mul = 3600, p++;
-        else if (*p == 'm') mul = 60, p++;
-        else if (*p == 's') mul = 1, p++;
-        else if (*p == 'd') mul = 86400, p++;
-        else return berr_set(BERR_CONFIG, "invalid duration '%s' (unit)", s);
+        if (!strncmp(p, "ms", 2))
+            mul = 0.001, p += 2;
+        else if (!strncmp(p, "us", 2) || !strncmp(p, "µs", 3))
+            mul = 1e-6, p += (*p == 'u' ? 2 : 3);
+        else if (!strncmp(p, "ns", 2))
+            mul = 1e-9, p += 2;
+        else if (*p == 'h')
+            mul = 3600, p++;
+        else if (*p == 'm')
+            mul = 60, p++;
+        else if (*p == 's')
+            mul = 1, p++;
+        else if (*p == 'd')
+            mul = 86400, p++;
+        else
+            return berr_set(BERR_CONFIG, "invalid duration '%s' (unit)", s);
         total += v * mul;
     }
     *out = (int64_t)total;
@@ -237,14 +248,21 @@ int config_parse_size(const char *s, int64_t *out)
     errno = 0;
     double v = strtod(s, &end);
     if (end == s || errno || v < 0) return berr_set(BERR_CONFIG, "invalid size '%s'", s);
-    while (*end == ' ') end++;
+    while (*end == ' ')
+        end++;
     double mul = 1;
-    if (!*end || !strcasecmp(end, "b")) mul = 1;
-    else if (!strcasecmp(end, "k") || !strcasecmp(end, "kb") || !strcasecmp(end, "kib")) mul = 1024.0;
-    else if (!strcasecmp(end, "m") || !strcasecmp(end, "mb") || !strcasecmp(end, "mib")) mul = 1048576.0;
-    else if (!strcasecmp(end, "g") || !strcasecmp(end, "gb") || !strcasecmp(end, "gib")) mul = 1073741824.0;
-    else if (!strcasecmp(end, "t") || !strcasecmp(end, "tb") || !strcasecmp(end, "tib")) mul = 1099511627776.0;
-    else return berr_set(BERR_CONFIG, "invalid size '%s' (unit)", s);
+    if (!*end || !strcasecmp(end, "b"))
+        mul = 1;
+    else if (!strcasecmp(end, "k") || !strcasecmp(end, "kb") || !strcasecmp(end, "kib"))
+        mul = 1024.0;
+    else if (!strcasecmp(end, "m") || !strcasecmp(end, "mb") || !strcasecmp(end, "mib"))
+        mul = 1048576.0;
+    else if (!strcasecmp(end, "g") || !strcasecmp(end, "gb") || !strcasecmp(end, "gib"))
+        mul = 1073741824.0;
+    else if (!strcasecmp(end, "t") || !strcasecmp(end, "tb") || !strcasecmp(end, "tib"))
+        mul = 1099511627776.0;
+    else
+        return berr_set(BERR_CONFIG, "invalid size '%s' (unit)", s);
     *out = (int64_t)(v * mul);
     return 0;
 }
@@ -386,6 +404,7 @@ static int config_extract(cnode *root, config *cfg)
         (rc = set_str(root, "http.tls.certificate", &cfg->tls_cert)) < 0 ||
         (rc = set_str(root, "http.tls.key", &cfg->tls_key)) < 0 ||
         (rc = set_int(root, "http.connections", &cfg->connection_limit)) < 0 ||
+        (rc = set_int(root, "http.threads", &cfg->threads)) < 0 ||
         (rc = load_headers(root, cfg)) < 0 ||
         (rc = set_bool(root, "health.storagedriver.enabled", &cfg->health_enabled)) < 0 ||
         (rc = set_duration(root, "health.storagedriver.interval", &cfg->health_interval_s)) < 0 ||
@@ -415,6 +434,7 @@ int config_load(config *cfg, const char *path)
     cfg->gc_grace_s = 3600;
     cfg->max_manifest = 4 * 1024 * 1024;
     cfg->connection_limit = 1024;
+    cfg->threads = 1;
     cnode *root = NULL;
     if (path) {
         cfg->path = strdup(path);
@@ -461,6 +481,7 @@ void config_print_keys(void)
           "  http.headers                             extra response headers {Name: [value]}\n"
           "  http.tls.certificate / http.tls.key      PEM files: serve HTTPS\n"
           "  http.connections                         max concurrent connections (1024)\n"
+          "  http.threads                             event-loop threads (1)\n"
           "  health.storagedriver.enabled             periodic storage check (true)\n"
           "  health.storagedriver.interval            check interval (10s)\n"
           "  health.storagedriver.threshold           failures before unhealthy (1)\n"

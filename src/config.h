@@ -35,9 +35,10 @@ typedef struct {
     bool health_enabled; /* health.storagedriver.enabled */
     int64_t health_interval_s;
     int health_threshold;
-    int64_t gc_grace_s;      /* gc.grace: age below which gc keeps unreferenced content */
-    int64_t max_manifest;    /* berth: limits.manifest (bytes) */
-    int connection_limit;    /* berth: http.connections */
+    int64_t gc_grace_s;   /* gc.grace: age below which gc keeps unreferenced content */
+    int64_t max_manifest; /* berth: limits.manifest (bytes) */
+    int connection_limit; /* berth: http.connections */
+    int threads;          /* berth: http.threads (event-loop threads) */
 } config;
 
 /* Loads defaults, then the file (when path is non-NULL), then REGISTRY_* env overrides.

@@ -54,11 +54,20 @@ static int parse_cli(int argc, char **argv, cli *o)
     optind = 1;
     while ((c = getopt_long(argc, argv, "c:nh", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': o->config = optarg; break;
-        case 'n': o->dry_run = true; break;
-        case 'g': o->grace = optarg; break;
-        case 'h': o->help = true; break;
-        default: return -1;
+        case 'c':
+            o->config = optarg;
+            break;
+        case 'n':
+            o->dry_run = true;
+            break;
+        case 'g':
+            o->grace = optarg;
+            break;
+        case 'h':
+            o->help = true;
+            break;
+        default:
+            return -1;
         }
     }
     if (optind < argc && !o->config) o->config = argv[optind]; /* registry:2 style positional */

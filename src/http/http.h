@@ -2,7 +2,9 @@
  * http: the libmicrohttpd glue. A request is routed once its headers are in, then fed to its
  * handler in three steps (begin with headers, data for each piece of the body as it streams,
  * end when the body is complete), and answered with one response built by the helpers below.
- * Bodies are never buffered by this layer: uploads stream straight to the store.
+ * Bodies are never buffered by this layer: uploads stream straight to the store. begin() and
+ * data() run on the event loop and must not wait; an end() that may (fsync, metadata writes)
+ * is marked `offload` and runs on a worker thread while its connection is suspended.
  *
  * Error convention: a handler step returns 0 or a negative berr; on error the layer answers with
  * the OCI error JSON ({"errors":[{"code","message","detail"}]}) and the code's status, unless the
@@ -22,10 +24,11 @@
 typedef struct http_req http_req;
 
 typedef struct {
-    int (*begin)(http_req *r);                                  /* headers received */
-    int (*data)(http_req *r, const char *buf, size_t len);      /* body bytes (may be NULL) */
-    int (*end)(http_req *r);                                    /* body complete: respond */
-    void (*cleanup)(http_req *r);                               /* always called last (may be NULL) */
+    int (*begin)(http_req *r);                             /* headers received */
+    int (*data)(http_req *r, const char *buf, size_t len); /* body bytes (may be NULL) */
+    int (*end)(http_req *r);                               /* body complete: respond */
+    void (*cleanup)(http_req *r);                          /* always called last (may be NULL) */
+    bool offload; /* end() may block (fsync, metadata writes): run it on a worker thread */
 } http_handler;
 
 typedef enum { M_GET, M_HEAD, M_PUT, M_POST, M_PATCH, M_DELETE, M_OTHER } http_method;
@@ -48,10 +51,11 @@ struct http_req {
     int status;
     uint64_t body_bytes, resp_bytes;
     struct timespec start;
-    bool started;  /* handler begin() ran */
+    bool started;     /* handler begin() ran */
     bool initialized; /* first access-handler call done */
+    bool offloaded;   /* end() handed to a worker; the connection is suspended until it is done */
     bool raw_escaped; /* the raw path held percent-escapes other than %3A */
-    bool failed;   /* a response (usually an error) is set; the rest of the body is discarded */
+    bool failed;      /* a response (usually an error) is set; the rest of the body is discarded */
 };
 
 typedef struct http_server http_server;

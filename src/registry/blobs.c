@@ -17,16 +17,19 @@ typedef enum { RANGE_NONE, RANGE_OK, RANGE_UNSATISFIABLE } range_result;
 static range_result parse_range(const char *h, uint64_t size, uint64_t *off, uint64_t *len)
 {
     if (!h) return RANGE_NONE;
-    while (*h == ' ') h++;
+    while (*h == ' ')
+        h++;
     if (strncasecmp(h, "bytes=", 6) != 0) return RANGE_NONE;
     const char *p = h + 6;
-    while (*p == ' ') p++;
+    while (*p == ' ')
+        p++;
     if (strchr(p, ',')) return RANGE_NONE;
     char *end;
     if (*p == '-') {
         if (!isdigit((unsigned char)p[1])) return RANGE_NONE;
         unsigned long long n = strtoull(p + 1, &end, 10);
-        while (*end == ' ') end++;
+        while (*end == ' ')
+            end++;
         if (*end) return RANGE_NONE;
         if (n == 0 || size == 0) return RANGE_UNSATISFIABLE;
         if (n > size) n = size;
@@ -44,7 +47,8 @@ static range_result parse_range(const char *h, uint64_t size, uint64_t *off, uin
     } else {
         if (!isdigit((unsigned char)*p)) return RANGE_NONE;
         b = strtoull(p, &end, 10);
-        while (*end == ' ') end++;
+        while (*end == ' ')
+            end++;
         if (*end || b < a) return RANGE_NONE;
         if (b >= size) b = size ? size - 1 : 0;
     }
@@ -60,8 +64,8 @@ static int blob_get_end(http_req *r)
     int rc = store_blob_open(r->store, r->name, r->ref, &b);
     if (rc < 0) return rc;
     uint64_t off = 0, len = b.size;
-    range_result rr = r->method == M_GET ? parse_range(http_header(r, "Range"), b.size, &off, &len)
-                                         : RANGE_NONE;
+    range_result rr =
+        r->method == M_GET ? parse_range(http_header(r, "Range"), b.size, &off, &len) : RANGE_NONE;
     if (rr == RANGE_UNSATISFIABLE) {
         store_blob_release(&b);
         rc = http_reply_error(r, berr_set(BERR_RANGE_INVALID, "requested range not satisfiable"));
@@ -76,7 +80,8 @@ static int blob_get_end(http_req *r)
         rc = http_reply(r, status, NULL, b.mem + off, (size_t)len);
     }
     if (rc == 0) {
-        http_add_header(r, "Content-Type", b.media_type ? b.media_type : "application/octet-stream");
+        http_add_header(r, "Content-Type",
+                        b.media_type ? b.media_type : "application/octet-stream");
         http_add_header(r, "Docker-Content-Digest", r->ref);
         http_add_header(r, "Accept-Ranges", "bytes");
         http_add_headerf(r, "ETag", "\"%s\"", r->ref);
@@ -100,4 +105,4 @@ static int blob_delete_end(http_req *r)
 }
 
 const http_handler reg_blob_get_h = {.end = blob_get_end};
-const http_handler reg_blob_delete_h = {.end = blob_delete_end};
+const http_handler reg_blob_delete_h = {.end = blob_delete_end, .offload = true};

@@ -41,7 +41,8 @@ static int reply_json(http_req *r, json_t *obj, const char *ct)
 static json_t *string_array(const store_list *l)
 {
     json_t *a = json_array();
-    for (size_t i = 0; i < l->n; i++) json_array_append_new(a, json_string(l->items[i]));
+    for (size_t i = 0; i < l->n; i++)
+        json_array_append_new(a, json_string(l->items[i]));
     return a;
 }
 
@@ -76,8 +77,8 @@ static int catalog_end(http_req *r)
     json_object_set_new(o, "repositories", string_array(&l));
     rc = reply_json(r, o, "application/json");
     if (rc == 0 && l.more && l.n > 0)
-        http_add_headerf(r, "Link", "</v2/_catalog?last=%s&n=%ld>; rel=\"next\"",
-                         l.items[l.n - 1], n);
+        http_add_headerf(r, "Link", "</v2/_catalog?last=%s&n=%ld>; rel=\"next\"", l.items[l.n - 1],
+                         n);
     store_list_free(&l);
     return rc;
 }
@@ -98,7 +99,8 @@ static int referrers_end(http_req *r)
         json_object_set_new(d, "mediaType", json_string(it->media_type));
         json_object_set_new(d, "digest", json_string(it->digest));
         json_object_set_new(d, "size", json_integer((json_int_t)it->size));
-        if (it->artifact_type) json_object_set_new(d, "artifactType", json_string(it->artifact_type));
+        if (it->artifact_type)
+            json_object_set_new(d, "artifactType", json_string(it->artifact_type));
         if (it->annotations_json) {
             json_t *ann = json_loads(it->annotations_json, 0, NULL);
             if (ann) json_object_set_new(d, "annotations", ann);

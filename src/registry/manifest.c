@@ -37,7 +37,8 @@ void reg_manifest_parsed_free(reg_manifest_parsed *p)
 static char *bare_type(const char *ct)
 {
     size_t n = strcspn(ct, ";");
-    while (n > 0 && ct[n - 1] == ' ') n--;
+    while (n > 0 && ct[n - 1] == ' ')
+        n--;
     char *s = strndup(ct, n);
     return s;
 }

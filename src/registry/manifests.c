@@ -51,7 +51,8 @@ static int put_data(http_req *r, const char *data, size_t len)
                         (long long)r->cfg->max_manifest);
     if (c->len + len > c->cap) {
         size_t cap = c->cap ? c->cap : 4096;
-        while (cap < c->len + len) cap *= 2;
+        while (cap < c->len + len)
+            cap *= 2;
         char *nb = realloc(c->buf, cap);
         if (!nb) return berr_set(BERR_INTERNAL, "out of memory");
         c->buf = nb;
@@ -105,7 +106,8 @@ static int put_end(http_req *r)
         reg_location(r, "/v2/%s/manifests/%s", r->name, digest);
         http_add_header(r, "Docker-Content-Digest", digest);
         if (req.subject) http_add_header(r, "OCI-Subject", req.subject);
-        for (size_t i = 0; i < nextra; i++) http_add_header(r, "OCI-Tag", extra[i]);
+        for (size_t i = 0; i < nextra; i++)
+            http_add_header(r, "OCI-Tag", extra[i]);
     }
     reg_manifest_parsed_free(parsed);
     return rc;
@@ -130,5 +132,5 @@ static int delete_end(http_req *r)
 }
 
 const http_handler reg_manifest_get_h = {.end = get_end};
-const http_handler reg_manifest_put_h = {put_begin, put_data, put_end, put_cleanup};
-const http_handler reg_manifest_delete_h = {.end = delete_end};
+const http_handler reg_manifest_put_h = {put_begin, put_data, put_end, put_cleanup, true};
+const http_handler reg_manifest_delete_h = {.end = delete_end, .offload = true};

@@ -10,8 +10,8 @@
 
 extern const http_handler reg_version_h;
 extern const http_handler reg_blob_get_h, reg_blob_delete_h;
-extern const http_handler reg_upload_post_h, reg_upload_patch_h, reg_upload_put_h,
-    reg_upload_get_h, reg_upload_delete_h;
+extern const http_handler reg_upload_post_h, reg_upload_patch_h, reg_upload_put_h, reg_upload_get_h,
+    reg_upload_delete_h;
 extern const http_handler reg_manifest_get_h, reg_manifest_put_h, reg_manifest_delete_h;
 extern const http_handler reg_tags_h, reg_catalog_h, reg_referrers_h;
 

@@ -89,7 +89,7 @@ bool registry_route(http_req *r)
         if (!set_name(r, rest, (size_t)(end - rest))) goto bad_name;
         h = pick(r, NULL, NULL, &reg_upload_post_h, NULL, NULL);
     } else if ((end = kw_before_last(rest, "uploads", &last)) && end - rest > 6 &&
-        !memcmp(end - 6, "/blobs", 6)) {
+               !memcmp(end - 6, "/blobs", 6)) {
         end -= 6;
         if (!set_name(r, rest, (size_t)(end - rest))) goto bad_name;
         if (!*last) {
@@ -151,7 +151,8 @@ void reg_location(http_req *r, const char *fmt, ...)
     va_end(ap);
     if (r->cfg->host) {
         size_t hl = strlen(r->cfg->host);
-        while (hl > 0 && r->cfg->host[hl - 1] == '/') hl--;
+        while (hl > 0 && r->cfg->host[hl - 1] == '/')
+            hl--;
         http_add_headerf(r, "Location", "%.*s%s", (int)hl, r->cfg->host, path);
     } else {
         http_add_header(r, "Location", path);

@@ -17,10 +17,11 @@
 typedef struct {
     store_upload *u;
     char uuid[STORE_UUID_LEN + 1];
-    const char *digest;        /* commit at end (POST ?digest=, PUT) */
+    const char *digest; /* commit at end (POST ?digest=, PUT) */
+    const char *mount;  /* POST ?mount= */
     bool has_range;
-    uint64_t range_end;        /* inclusive end promised by Content-Range */
-    bool ended;                /* committed or cancelled: nothing left to save */
+    uint64_t range_end; /* inclusive end promised by Content-Range */
+    bool ended;         /* committed or cancelled: nothing left to save */
 } up_ctx;
 
 static up_ctx *ctx_of(http_req *r)
@@ -52,10 +53,12 @@ static int check_content_range(http_req *r, up_ctx *c)
 {
     const char *h = http_header(r, "Content-Range");
     if (!h) return 0;
-    while (*h == ' ') h++;
+    while (*h == ' ')
+        h++;
     if (!strncasecmp(h, "bytes", 5)) {
         h += 5;
-        while (*h == ' ' || *h == '=') h++;
+        while (*h == ' ' || *h == '=')
+            h++;
     }
     char *end;
     if (!isdigit((unsigned char)*h)) return berr_set(BERR_RANGE_INVALID, "invalid Content-Range");
@@ -88,7 +91,8 @@ static int range_failure(http_req *r, up_ctx *c, int rc)
 static int up_open(http_req *r, up_ctx *c)
 {
     snprintf(c->uuid, sizeof c->uuid, "%.*s", STORE_UUID_LEN, r->ref);
-    if (strlen(r->ref) != STORE_UUID_LEN) return berr_set(BERR_BLOB_UPLOAD_UNKNOWN, "upload unknown to registry");
+    if (strlen(r->ref) != STORE_UUID_LEN)
+        return berr_set(BERR_BLOB_UPLOAD_UNKNOWN, "upload unknown to registry");
     return store_upload_open(r->store, r->name, c->uuid, &c->u);
 }
 
@@ -105,6 +109,9 @@ static int commit(http_req *r, up_ctx *c)
 {
     int rc = store_upload_finish(c->u, c->digest);
     c->ended = rc == 0 || rc == -BERR_DIGEST_INVALID;
+    if (!c->ended) store_upload_save(c->u);
+    store_upload_close(c->u);
+    c->u = NULL;
     if (rc < 0) return rc;
     rc = http_reply(r, 201, NULL, NULL, 0);
     if (rc == 0) {
@@ -120,26 +127,17 @@ static int post_begin(http_req *r)
 {
     up_ctx *c = ctx_of(r);
     if (!c) return berr_set(BERR_INTERNAL, "out of memory");
-    const char *mount = http_query(r, "mount");
-    if (mount) {
-        int rc = digest_parse(mount, NULL);
-        if (rc < 0) return rc;
+    int rc;
+    c->mount = http_query(r, "mount");
+    if (c->mount) {
+        if ((rc = digest_parse(c->mount, NULL)) < 0) return rc;
         const char *from = http_query(r, "from");
         if (from && !ref_name_valid(from))
             return berr_set(BERR_NAME_INVALID, "invalid repository name in from");
-        rc = store_blob_mount(r->store, r->name, from, mount);
-        if (rc == 0) {
-            rc = http_reply(r, 201, NULL, NULL, 0);
-            reg_location(r, "/v2/%s/blobs/%s", r->name, mount);
-            http_add_header(r, "Docker-Content-Digest", mount);
-            return rc;
-        }
-        if (rc != -BERR_BLOB_UNKNOWN) return rc;
-        /* unknown: fall back to a new upload session (202) */
+        return 0; /* decided in post_end, on a worker: mounting writes metadata */
     }
     digest_algo algo = DIGEST_SHA256;
     c->digest = http_query(r, "digest");
-    int rc;
     if (c->digest) {
         if ((rc = digest_parse(c->digest, &algo)) < 0) return rc;
     } else if (http_query(r, "digest-algorithm")) {
@@ -153,8 +151,21 @@ static int post_begin(http_req *r)
 static int post_end(http_req *r)
 {
     up_ctx *c = r->ctx;
+    int rc;
+    if (c->mount) {
+        rc = store_blob_mount(r->store, r->name, http_query(r, "from"), c->mount);
+        if (rc == 0) {
+            rc = http_reply(r, 201, NULL, NULL, 0);
+            reg_location(r, "/v2/%s/blobs/%s", r->name, c->mount);
+            http_add_header(r, "Docker-Content-Digest", c->mount);
+            return rc;
+        }
+        if (rc != -BERR_BLOB_UNKNOWN) return rc;
+        /* unknown blob: fall back to a new upload session (202), as the spec asks */
+        if ((rc = store_upload_create(r->store, r->name, DIGEST_SHA256, c->uuid)) < 0) return rc;
+    }
     if (c->u) return commit(r, c);
-    int rc = http_reply(r, 202, NULL, NULL, 0);
+    rc = http_reply(r, 202, NULL, NULL, 0);
     if (rc == 0) add_progress(r, c->uuid, 0);
     return rc;
 }
@@ -173,8 +184,14 @@ static int patch_begin(http_req *r)
 static int patch_end(http_req *r)
 {
     up_ctx *c = r->ctx;
-    int rc = http_reply(r, 202, NULL, NULL, 0);
-    if (rc == 0) add_progress(r, c->uuid, store_upload_size(c->u));
+    uint64_t size = store_upload_size(c->u);
+    /* save and unlock before answering, so the client's next request finds the session free */
+    int rc = store_upload_save(c->u);
+    store_upload_close(c->u);
+    c->u = NULL;
+    if (rc < 0) return rc;
+    rc = http_reply(r, 202, NULL, NULL, 0);
+    if (rc == 0) add_progress(r, c->uuid, size);
     return rc;
 }
 
@@ -205,8 +222,11 @@ static int status_end(http_req *r)
     if (!c) return berr_set(BERR_INTERNAL, "out of memory");
     int rc = up_open(r, c);
     if (rc < 0) return rc;
+    uint64_t size = store_upload_size(c->u);
+    store_upload_close(c->u);
+    c->u = NULL;
     rc = http_reply(r, 204, NULL, NULL, 0);
-    if (rc == 0) add_progress(r, c->uuid, store_upload_size(c->u));
+    if (rc == 0) add_progress(r, c->uuid, size);
     return rc;
 }
 
@@ -221,8 +241,8 @@ static int delete_end(http_req *r)
     return http_reply(r, 204, NULL, NULL, 0);
 }
 
-const http_handler reg_upload_post_h = {post_begin, up_data, post_end, up_cleanup};
-const http_handler reg_upload_patch_h = {patch_begin, up_data, patch_end, up_cleanup};
-const http_handler reg_upload_put_h = {put_begin, up_data, put_end, up_cleanup};
-const http_handler reg_upload_get_h = {NULL, NULL, status_end, up_cleanup};
-const http_handler reg_upload_delete_h = {NULL, NULL, delete_end, up_cleanup};
+const http_handler reg_upload_post_h = {post_begin, up_data, post_end, up_cleanup, true};
+const http_handler reg_upload_patch_h = {patch_begin, up_data, patch_end, up_cleanup, false};
+const http_handler reg_upload_put_h = {put_begin, up_data, put_end, up_cleanup, true};
+const http_handler reg_upload_get_h = {NULL, NULL, status_end, up_cleanup, false};
+const http_handler reg_upload_delete_h = {NULL, NULL, delete_end, up_cleanup, true};

@@ -83,8 +83,7 @@ int store_fsck(store *s, long *problems)
     int rc = s->meta->ops->each_blob(s->meta, check_blob, &st);
     if (rc == 0) rc = s->meta->ops->each_manifest(s->meta, check_manifest, &st);
     if (rc == 0) rc = s->meta->ops->check_refs(s->meta, ref_problem, &st);
-    printf("checked %ld blobs, %ld manifests: %ld problems\n", st.blobs, st.manifests,
-           st.problems);
+    printf("checked %ld blobs, %ld manifests: %ld problems\n", st.blobs, st.manifests, st.problems);
     *problems = st.problems;
     return rc;
 }

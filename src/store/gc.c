@@ -79,8 +79,8 @@ static void gc_orphans(store *s, store_gc_opts *o, int64_t cutoff)
                 if (digest_parse(digest, NULL) < 0 ||
                     s->meta->ops->blob_lookup(s->meta, NULL, digest, NULL) != -BERR_BLOB_UNKNOWN)
                     continue;
-                log_info("msg=\"gc: %s orphan file\" path=%s", o->dry_run ? "would remove" : "remove",
-                         path);
+                log_info("msg=\"gc: %s orphan file\" path=%s",
+                         o->dry_run ? "would remove" : "remove", path);
                 /* re-checked under the write lock, like any blob removal */
                 if (!o->dry_run) {
                     orphan_arg oa = {s, digest, false};

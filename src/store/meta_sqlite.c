@@ -97,16 +97,16 @@ static const char schema_sql[] =
  * manifest that still exists. */
 #define GC_MANIFEST_WHERE                                                                          \
     "m.created < ?1 "                                                                              \
-    "AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo AND t.digest = m.digest) "       \
-    "AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.child = m.digest AND r.kind = 1 "     \
+    "AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo AND t.digest = m.digest) "         \
+    "AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.child = m.digest AND r.kind = 1 "       \
     "  AND r.repo = m.repo) "                                                                      \
-    "AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repo = m.repo "     \
+    "AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repo = m.repo "       \
     "  AND s.digest = m.subject))"
 
 /* A blob is garbage when old enough, referenced by no manifest and not freshly linked. */
 #define GC_BLOB_WHERE                                                                              \
     "b.created < ?1 "                                                                              \
-    "AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.child = b.digest AND r.kind = 0) "    \
+    "AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.child = b.digest AND r.kind = 0) "      \
     "AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND rb.linked >= ?1)"
 
 typedef struct {
@@ -160,7 +160,8 @@ static int conn_open(const char *path, conn **out)
 
 static void conn_close(conn *c)
 {
-    for (int i = 0; i < Q__COUNT; i++) sqlite3_finalize(c->st[i]);
+    for (int i = 0; i < Q__COUNT; i++)
+        sqlite3_finalize(c->st[i]);
     sqlite3_close(c->db);
     free(c);
 }
@@ -168,7 +169,8 @@ static void conn_close(conn *c)
 static int conn_take(sqlite_meta *m, conn **out)
 {
     pthread_mutex_lock(&m->mu);
-    while (m->nidle == 0 && m->nopen >= POOL_MAX) pthread_cond_wait(&m->cv, &m->mu);
+    while (m->nidle == 0 && m->nopen >= POOL_MAX)
+        pthread_cond_wait(&m->cv, &m->mu);
     if (m->nidle > 0) {
         *out = m->idle[--m->nidle];
         pthread_mutex_unlock(&m->mu);
@@ -373,8 +375,7 @@ static int sq_blob_unlink(store_meta *base, const char *repo, const char *digest
 
 /* ---- manifests ---- */
 
-static int sq_manifest_get(store_meta *base, const char *repo, const char *ref,
-                           store_manifest *out)
+static int sq_manifest_get(store_meta *base, const char *repo, const char *ref, store_manifest *out)
 {
     sqlite_meta *m = (sqlite_meta *)base;
     conn *c;
@@ -483,8 +484,7 @@ static int sq_manifest_put(store_meta *base, const store_manifest_put_req *q)
 static int run2(conn *c, const char *sql, const char *a, const char *b, int *changes)
 {
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) != SQLITE_OK)
-        return db_err(c->db, "prepare");
+    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) != SQLITE_OK) return db_err(c->db, "prepare");
     bind_text(s, 1, a);
     bind_text(s, 2, b);
     int r = sqlite3_step(s);
@@ -568,8 +568,10 @@ static int sq_tags_list(store_meta *base, const char *repo, const char *last, lo
     bind_text(s, 1, repo);
     int r = sqlite3_step(s);
     sqlite3_reset(s);
-    if (r == SQLITE_DONE) rc = berr_set(BERR_NAME_UNKNOWN, "repository name not known to registry");
-    else if (r != SQLITE_ROW) rc = db_err(c->db, "repository lookup");
+    if (r == SQLITE_DONE)
+        rc = berr_set(BERR_NAME_UNKNOWN, "repository name not known to registry");
+    else if (r != SQLITE_ROW)
+        rc = db_err(c->db, "repository lookup");
     if (rc == 0) {
         s = stmt(c, Q_TAGS);
         bind_text(s, 1, repo);
@@ -652,14 +654,15 @@ static int sq_gc_manifests(store_meta *base, int64_t cutoff, bool dry_run, size_
     while (rc == 0) {
         /* repo and digest of each garbage manifest, joined as "repo@digest" */
         store_list l = {0};
-        rc = query_list(c, "SELECT m.repo || '@' || m.digest FROM manifests m WHERE " GC_MANIFEST_WHERE,
-                        cutoff, &l);
+        rc = query_list(
+            c, "SELECT m.repo || '@' || m.digest FROM manifests m WHERE " GC_MANIFEST_WHERE, cutoff,
+            &l);
         for (size_t i = 0; rc == 0 && i < l.n; i++) {
             char *at = strchr(l.items[i], '@');
             *at = '\0';
             const char *repo = l.items[i], *digest = at + 1;
-            log_info("msg=\"gc: %s manifest\" repo=%s digest=%s", dry_run ? "would remove" : "remove",
-                     repo, digest);
+            log_info("msg=\"gc: %s manifest\" repo=%s digest=%s",
+                     dry_run ? "would remove" : "remove", repo, digest);
             rc = run2(c, "DELETE FROM manifests WHERE repo = ?1 AND digest = ?2", repo, digest,
                       NULL);
             if (rc == 0)
@@ -758,8 +761,9 @@ static int sq_each_manifest(store_meta *base,
     int rc = conn_take(m, &c);
     if (rc < 0) return rc;
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(c->db, "SELECT repo, digest, content FROM manifests ORDER BY repo, digest",
-                           -1, &s, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(c->db,
+                           "SELECT repo, digest, content FROM manifests ORDER BY repo, digest", -1,
+                           &s, NULL) != SQLITE_OK) {
         rc = db_err(c->db, "prepare");
     } else {
         while (rc == 0 && sqlite3_step(s) == SQLITE_ROW)
@@ -803,7 +807,8 @@ static int sq_check_refs(store_meta *base, void (*cb)(void *, const char *), voi
             rc = db_err(c->db, "prepare");
             break;
         }
-        while (sqlite3_step(s) == SQLITE_ROW) cb(arg, (const char *)sqlite3_column_text(s, 0));
+        while (sqlite3_step(s) == SQLITE_ROW)
+            cb(arg, (const char *)sqlite3_column_text(s, 0));
         sqlite3_finalize(s);
     }
     conn_give(m, c);
@@ -813,7 +818,8 @@ static int sq_check_refs(store_meta *base, void (*cb)(void *, const char *), voi
 static void sq_close(store_meta *base)
 {
     sqlite_meta *m = (sqlite_meta *)base;
-    for (int i = 0; i < m->nidle; i++) conn_close(m->idle[i]);
+    for (int i = 0; i < m->nidle; i++)
+        conn_close(m->idle[i]);
     pthread_mutex_destroy(&m->mu);
     pthread_cond_destroy(&m->cv);
     free(m->path);

@@ -4,7 +4,8 @@
  *
  * Upload sessions live in <root>/uploads/<uuid>/: `data` (the bytes so far), `info` (repo and
  * digest algorithm) and `hash` (the saved hashing context and the size it covers). A request
- * works on a session under an exclusive flock on `data`; the hashing context is saved at the end
+ * works on a session under an exclusive flock on `data` (taken without waiting: a second
+ * concurrent request on one session is refused); the hashing context is saved at the end
  * of each request, so chunked uploads never re-read what was already written, and a session
  * survives a restart (if `hash` is stale, finishing re-hashes the file).
  */
@@ -299,7 +300,11 @@ int store_upload_open(store *s, const char *repo, const char *uuid, store_upload
         free(u);
         return berr_set(BERR_BLOB_UPLOAD_UNKNOWN, "upload unknown to registry");
     }
-    while (flock(u->fd, LOCK_EX) < 0 && errno == EINTR) {
+    /* the event loop must never wait: a session another request is writing is busy */
+    if (flock(u->fd, LOCK_EX | LOCK_NB) < 0) {
+        close(u->fd);
+        free(u);
+        return berr_set(BERR_BLOB_UPLOAD_INVALID, "upload session is in use by another request");
     }
     struct stat st;
     /* the session may have been finished or cancelled while we waited for the lock */
@@ -365,7 +370,8 @@ int store_upload_save(store_upload *u)
     char p[4200], tmp[4200];
     snprintf(p, sizeof p, "%s/hash", u->dir);
     snprintf(tmp, sizeof tmp, "%s/hash.tmp", u->dir);
-    hash_state hs = {.magic = HASH_MAGIC, .algo = (uint32_t)u->algo, .size = u->size, .ctx = u->ctx};
+    hash_state hs = {
+        .magic = HASH_MAGIC, .algo = (uint32_t)u->algo, .size = u->size, .ctx = u->ctx};
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return berr_set(BERR_IO, "save upload state: %s", strerror(errno));
     bool ok = write(fd, &hs, sizeof hs) == (ssize_t)sizeof hs;
@@ -506,7 +512,8 @@ int store_catalog(store *s, const char *last, long n, store_list *out)
 
 void store_list_free(store_list *l)
 {
-    for (size_t i = 0; i < l->n; i++) free(l->items[i]);
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
     free(l->items);
     memset(l, 0, sizeof *l);
 }

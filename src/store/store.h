@@ -77,8 +77,8 @@ typedef struct {
 
 /* An open blob: either a file (fd, for sendfile) or bytes held in memory (manifests). */
 typedef struct {
-    int fd;       /* -1 when mem is used */
-    char *mem;    /* malloc'd, when fd == -1 */
+    int fd;    /* -1 when mem is used */
+    char *mem; /* malloc'd, when fd == -1 */
     uint64_t size;
     char *media_type; /* set for manifests served through the blobs endpoint, else NULL */
 } store_blob;
@@ -105,7 +105,8 @@ int store_blob_unlink(store *s, const char *repo, const char *digest);
 typedef struct store_upload store_upload;
 #define STORE_UUID_LEN 36
 int store_upload_create(store *s, const char *repo, digest_algo algo, char *uuid_out);
-/* Opens a session of repo for exclusive use (concurrent requests on one session wait). */
+/* Opens a session of repo for exclusive use; -BERR_BLOB_UPLOAD_INVALID when another request
+ * holds it. */
 int store_upload_open(store *s, const char *repo, const char *uuid, store_upload **out);
 uint64_t store_upload_size(const store_upload *u);
 int store_upload_write(store_upload *u, const void *data, size_t len);

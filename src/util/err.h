@@ -27,14 +27,14 @@ typedef enum {
     BERR_UNSUPPORTED,
     BERR_TOOMANYREQUESTS,
     /* berth-internal conditions with their own statuses */
-    BERR_RANGE_INVALID,  /* 416: chunk out of order / range not satisfiable */
-    BERR_TOO_LARGE,      /* 413: body over a limit */
-    BERR_NOT_FOUND,      /* 404 for non-OCI paths */
-    BERR_METHOD,         /* 405 method not allowed on this route */
-    BERR_CONFIG,         /* configuration problem (start-up only) */
-    BERR_IO,             /* storage failure: 500 */
-    BERR_INTERNAL,       /* bug or resource exhaustion: 500 */
-    BERR_UNAVAILABLE,    /* 503: storage not writable, shutting down */
+    BERR_RANGE_INVALID, /* 416: chunk out of order / range not satisfiable */
+    BERR_TOO_LARGE,     /* 413: body over a limit */
+    BERR_NOT_FOUND,     /* 404 for non-OCI paths */
+    BERR_METHOD,        /* 405 method not allowed on this route */
+    BERR_CONFIG,        /* configuration problem (start-up only) */
+    BERR_IO,            /* storage failure: 500 */
+    BERR_INTERNAL,      /* bug or resource exhaustion: 500 */
+    BERR_UNAVAILABLE,   /* 503: storage not writable, shutting down */
     BERR__COUNT
 } berr;
 

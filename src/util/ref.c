@@ -27,7 +27,8 @@ static bool component_valid(const char *s, size_t n)
             j = i + 1;
             if (j < n && s[j] == '_') j++;
         } else if (s[i] == '-') {
-            while (j < n && s[j] == '-') j++;
+            while (j < n && s[j] == '-')
+                j++;
         } else {
             return false;
         }
