@@ -25,7 +25,7 @@ static int page_size(http_req *r, long *n)
     if (!s) return 0;
     char *end;
     long v = strtol(s, &end, 10);
-    if (!*s || *end || v < 0) return berr_set(BERR_UNSUPPORTED, "invalid n: %s", s);
+    if (!*s || *end || v < 0) return berr_set(BERR_PAGINATION_NUMBER_INVALID, "invalid n: %s", s);
     *n = v > LIST_DEFAULT_N ? LIST_DEFAULT_N : v;
     return 0;
 }

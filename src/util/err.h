@@ -26,6 +26,7 @@ typedef enum {
     BERR_DENIED,
     BERR_UNSUPPORTED,
     BERR_TOOMANYREQUESTS,
+    BERR_PAGINATION_NUMBER_INVALID, /* registry:2's code for a bad n */
     /* berth-internal conditions with their own statuses */
     BERR_RANGE_INVALID, /* 416: chunk out of order / range not satisfiable */
     BERR_TOO_LARGE,     /* 413: body over a limit */
