@@ -1,0 +1,817 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of berth, docker-registry (registry:2) and nginx. Run via bench/run.sh.
+
+Every server runs pinned to CPU 0 (taskset -c 0) on a free 127.0.0.1 port; curl and wrk run
+pinned to CPU 1. berth and docker-registry get the same registry:2-format config (only the
+root directory and listen address differ); nginx serves the same bytes as static files at the
+same URL paths. Server CPU time is utime+stime from /proc/PID/stat summed over the server's
+process tree (nginx: master + worker); RSS likewise sums VmRSS/VmHWM over the tree.
+
+Measurements (units: MiB = 2^20 bytes, GiB = 2^30 bytes):
+  1. push: monolithic blob upload (POST /v2/bench/blobs/uploads/, then PUT <Location>&digest=
+     with the body), wall time of both requests as curl reports it, best of 3 distinct random
+     blobs. nginx: one PUT to its WebDAV module (no digest check, no POST).
+  2. blob GET CPU: the server's CPU ms per GiB served while curl GETs the blob N times.
+  3. manifest GET by tag: wrk -t1 -c32 with the OCI manifest Accept header.
+  4. idle RSS (after start + one /v2/ request + 1 s) and peak RSS (VmHWM at the end).
+"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+MIB = 1 << 20
+GIB = 1 << 30
+CLK = os.sysconf("SC_CLK_TCK")
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+BERTH = os.environ.get("BERTH", "build/berth")
+BLOB_MIB = int(os.environ.get("BENCH_BLOB_MIB", "256"))
+GETS = int(os.environ.get("BENCH_GETS", "16"))
+WRK_SECS = int(os.environ.get("BENCH_WRK_SECS", "10"))
+JSON_OUT = os.environ.get("BENCH_JSON", "build/bench.json")
+KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
+STRICT = os.environ.get("BENCH_STRICT", "") not in ("", "0")
+WAIT_QUIET = int(os.environ.get("BENCH_WAIT_QUIET", "30"))
+PUSHES = 3
+BUSY_WARNINGS = []
+
+# The one config both registries read; @ROOTDIR@ and @ADDR@ are the only per-server changes.
+# accesslog.disabled and the in-memory blob descriptor cache are registry:2 settings that keep
+# the peer at its best (nginx runs with access_log off too); berth may ignore them.
+SHARED_CONFIG = """version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: @ROOTDIR@
+  cache:
+    blobdescriptor: inmemory
+  delete:
+    enabled: true
+http:
+  addr: @ADDR@
+"""
+
+NGINX_CONFIG = """worker_processes 1;
+daemon off;
+user root;
+pid @DIR@/nginx.pid;
+error_log @DIR@/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path @DIR@/body;
+    proxy_temp_path @DIR@/proxy;
+    fastcgi_temp_path @DIR@/fastcgi;
+    uwsgi_temp_path @DIR@/uwsgi;
+    scgi_temp_path @DIR@/scgi;
+    types { }
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:@PORT@;
+        root @DIR@/www;
+        location /v2/bench/manifests/ { default_type @OCI@; }
+        location /push/ {
+            dav_methods PUT;
+            client_max_body_size 0;
+            create_full_put_path on;
+        }
+    }
+}
+"""
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cpu_busy_fraction(secs):
+    """Share of all CPUs' time spent non-idle over secs (a quiet-machine check)."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+    t0, i0 = sample()
+    time.sleep(secs)
+    t1, i1 = sample()
+    return 1 - (i1 - i0) / max(1, t1 - t0)
+
+
+def cpu_user_system_ticks():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[0] + v[1] + v[2]  # user + nice + system, all CPUs (not irq/softirq)
+
+
+RUN_START = {}
+DISK = {}
+
+
+def disk_speed(src, dst):
+    """MiB/s of writing src's bytes to dst and fdatasync'ing them: what a server that makes
+    each blob durable before answering can reach at best on this disk."""
+    with open(src, "rb") as f:
+        data = f.read()
+    os.sync()
+    t0 = time.time()
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    secs = time.time() - t0
+    os.unlink(dst)
+    return len(data) / MIB / secs
+
+
+def mark_run_start():
+    t = os.times()
+    RUN_START.update(sys=cpu_user_system_ticks(), wall=time.time(),
+                     own=t.user + t.system + t.children_user + t.children_system)
+
+
+def foreign_cpu_fraction(servers):
+    """Share of all CPUs' time used in user/system mode by anything but the servers, this
+    script and its curl/wrk children since mark_run_start(): other work on the machine."""
+    if not RUN_START:
+        return None
+    t = os.times()
+    own = (t.user + t.system + t.children_user + t.children_system - RUN_START["own"]) * CLK
+    own += sum(s.final_ticks for s in servers)
+    used = cpu_user_system_ticks() - RUN_START["sys"]
+    span = (time.time() - RUN_START["wall"]) * CLK * (os.cpu_count() or 1)
+    return max(0.0, used - own) / span if span > 0 else None
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def proc_stat(pid):
+    """(ppid, utime+stime ticks) of one process, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
+    return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def process_tree(pid):
+    """pid and all its descendants."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = proc_stat(d)
+            if st:
+                children.setdefault(st[0], []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def status_kib(pid, field):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def curl(args, timeout=300):
+    """Runs curl on the load CPU; returns its stdout (the -w output)."""
+    cmd = ["taskset", "-c", LOAD_CPU, "curl", "-sS", "--max-time", str(timeout)] + args
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 10)
+    if r.returncode != 0:
+        raise RuntimeError(f"curl {' '.join(args)}: exit {r.returncode}: {r.stderr.strip()}")
+    return r.stdout
+
+
+class Server:
+    def __init__(self, key, label, kind):
+        self.key, self.label, self.kind = key, label, kind  # kind: "registry" | "static"
+        self.proc = None
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.error = None
+        self.m = {}  # metrics
+        self.failed = set()  # phases that failed for this server
+        self.final_ticks = 0  # CPU ticks of the server over its life, read before stopping
+
+    @property
+    def ok(self):
+        return self.proc is not None and self.error is None and self.proc.poll() is None
+
+    def start(self, cmd, logpath):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        self.logpath = logpath
+        self.logf = open(logpath, "ab")
+        try:
+            self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd, stdout=self.logf,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, start_new_session=True)
+        except OSError as e:
+            self.error = f"cannot start: {e}"
+            return
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                # the first request, also part of the idle-RSS protocol
+                code = curl(["-o", "/dev/null", "-w", "%{http_code}", self.url + "/v2/"], 5)
+                log(f"  {self.label}: up on {self.url} (pid {self.proc.pid}, /v2/ -> {code})")
+                return
+            except (OSError, RuntimeError):
+                time.sleep(0.05)
+        self.error = "did not start: " + self.log_tail()
+        self.stop()
+
+    def log_tail(self, n=600):
+        try:
+            with open(self.logpath, "rb") as f:
+                return f.read()[-n:].decode(errors="replace").strip().replace("\n", " | ")
+        except OSError:
+            return ""
+
+    def cpu_ticks(self):
+        return sum((proc_stat(p) or (0, 0))[1] for p in process_tree(self.proc.pid))
+
+    def mem_kib(self, field):
+        return sum(status_kib(p, field) for p in process_tree(self.proc.pid))
+
+    def affinity(self):
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("Cpus_allowed_list:"):
+                        return line.split()[1]
+        except OSError:
+            pass
+        return "?"
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        except ProcessLookupError:
+            pass
+
+    def fail(self, phase, err):
+        msg = f"{phase}: {err}"
+        if self.proc is not None and self.proc.poll() is not None:
+            msg += f" (server exited {self.proc.returncode}; log: {self.log_tail()})"
+        log(f"  {self.label}: FAILED {msg}")
+        self.failed.add(phase)
+        self.m.setdefault("errors", []).append(msg)
+
+
+def parse_headers(text):
+    hdrs = {}
+    for line in text.splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            hdrs[k.strip().lower()] = v.strip()
+    return hdrs
+
+
+def upload_blob(srv, path, digest, tmp):
+    """Monolithic upload; returns (seconds, POST+PUT as curl timed them, http code)."""
+    hdr = os.path.join(tmp, "post.hdr")
+    out = curl(["-X", "POST", "-o", "/dev/null", "-D", hdr, "-w", "%{http_code} %{time_total}",
+                srv.url + "/v2/bench/blobs/uploads/"]).split()
+    if out[0] != "202":
+        raise RuntimeError(f"POST uploads/ -> {out[0]}")
+    with open(hdr) as f:
+        loc = parse_headers(f.read()).get("location")
+    if not loc:
+        raise RuntimeError("POST uploads/ gave no Location")
+    loc = urllib.parse.urljoin(srv.url + "/", loc)
+    loc += ("&" if "?" in loc else "?") + "digest=" + digest
+    put = curl(["-X", "PUT", "-T", path, "-o", "/dev/null", "-H", "Expect:",
+                "-H", "Content-Type: application/octet-stream",
+                "-w", "%{http_code} %{time_total}", loc]).split()
+    if put[0] != "201":
+        raise RuntimeError(f"PUT upload -> {put[0]}")
+    return float(out[1]) + float(put[1])
+
+
+def push_once(srv, path, digest, i, tmp):
+    """One timed push; returns its wall seconds."""
+    if srv.kind == "registry":
+        secs = upload_blob(srv, path, digest, tmp)
+        code = curl(["-I", "-o", "/dev/null", "-w", "%{http_code}",
+                     f"{srv.url}/v2/bench/blobs/{digest}"])
+        if code != "200":
+            raise RuntimeError(f"HEAD pushed blob -> {code}")
+        return secs
+    out = curl(["-X", "PUT", "-T", path, "-o", "/dev/null", "-H", "Expect:",
+                "-w", "%{http_code} %{time_total}", f"{srv.url}/push/blob{i}"]).split()
+    if out[0] not in ("201", "204"):
+        raise RuntimeError(f"PUT /push/blob{i} -> {out[0]}")
+    return float(out[1])
+
+
+def bench_push(servers, blobs, tmp):
+    """Attempt i of every server before attempt i+1 of any, so drift hits all alike; each
+    push starts with no dirty pages left over from the previous one."""
+    size = os.path.getsize(blobs[0][0])
+    for s in servers:
+        s.push_times, s.push_ticks = [], 0
+    for i, (path, digest) in enumerate(blobs):
+        for s in servers:
+            if not s.ok or "push" in s.failed:
+                continue
+            os.sync()
+            t0 = s.cpu_ticks()
+            try:
+                s.push_times.append(push_once(s, path, digest, i, tmp))
+            except Exception as e:  # noqa: BLE001
+                s.fail("push", e)
+                continue
+            s.push_ticks += s.cpu_ticks() - t0
+    for s in servers:
+        if s.push_times and "push" not in s.failed:
+            s.m["push_times_s"] = [round(t, 4) for t in s.push_times]
+            s.m["push_mib_s"] = size / MIB / min(s.push_times)
+            s.m["push_cpu_ms_per_gib"] = (s.push_ticks * 1000 / CLK
+                                          / (len(s.push_times) * size / GIB))
+            s.m["push_cpu_busy_pct"] = s.push_ticks * 100 / CLK / sum(s.push_times)
+    os.sync()
+
+
+def get_blob(srv, url, size):
+    out = curl(["-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}",
+                url]).split()
+    if out[0] != "200" or int(out[1]) != size:
+        raise RuntimeError(f"GET blob -> {out[0]}, {out[1]} bytes (want 200, {size})")
+    return float(out[2])
+
+
+GET_ROUNDS = 4
+
+
+def bench_get(servers, digest, size):
+    """GETS GETs per server, in GET_ROUNDS interleaved rounds, after one untimed warm-up."""
+    live = []
+    for s in servers:
+        if s.ok:
+            try:
+                get_blob(s, f"{s.url}/v2/bench/blobs/{digest}", size)
+                s.get_ticks, s.get_secs, s.get_n = 0, 0.0, 0
+                live.append(s)
+            except Exception as e:  # noqa: BLE001
+                s.fail("blob GET", e)
+    per_round = [GETS // GET_ROUNDS + (1 if r < GETS % GET_ROUNDS else 0)
+                 for r in range(GET_ROUNDS)]
+    for n in per_round:
+        for s in live:
+            if "blob GET" in s.failed or not s.ok:
+                continue
+            url = f"{s.url}/v2/bench/blobs/{digest}"
+            t0 = s.cpu_ticks()
+            try:
+                for _ in range(n):
+                    s.get_secs += get_blob(s, url, size)
+                    s.get_n += 1
+            except Exception as e:  # noqa: BLE001
+                s.fail("blob GET", e)
+                continue
+            s.get_ticks += s.cpu_ticks() - t0
+    for s in live:
+        if "blob GET" not in s.failed and s.get_n:
+            total = s.get_n * size
+            s.m["get_count"] = s.get_n
+            s.m["get_cpu_ticks"] = s.get_ticks
+            s.m["get_cpu_ms_per_gib"] = s.get_ticks * 1000 / CLK / (total / GIB)
+            s.m["get_mib_s"] = total / MIB / s.get_secs
+
+
+def put_small_blob(srv, data, tmp, name):
+    path = os.path.join(tmp, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    upload_blob(srv, path, digest, tmp)
+    return digest
+
+
+def make_manifest(config, layer):
+    m = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + hashlib.sha256(config).hexdigest(), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": "sha256:" + hashlib.sha256(layer).hexdigest(), "size": len(layer)}],
+        "annotations": {"org.opencontainers.image.title": "berth-bench"},
+    }
+    return json.dumps(m, indent=3).encode()
+
+
+def run_wrk(url, secs):
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", "-c32", f"-d{secs}s", "--latency",
+           "-H", f"Accept: {OCI_MANIFEST}", url]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 30)
+    if r.returncode != 0:
+        raise RuntimeError(f"wrk exit {r.returncode}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def wrk_value(text, pattern, conv=float, default=None):
+    m = re.search(pattern, text)
+    return conv(m.group(1)) if m else default
+
+
+def latency_ms(s):
+    m = re.match(r"([\d.]+)(us|ms|s)$", s)
+    if not m:
+        return None
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+
+def manifest_setup(srv, manifest, config, layer, tmp):
+    """Pushes config + layer + manifest (registries) and checks that the server answers the
+    tag with exactly the manifest's bytes; nginx has them as a static file already."""
+    url = f"{srv.url}/v2/bench/manifests/latest"
+    if srv.kind == "registry":
+        put_small_blob(srv, config, tmp, "config.json")
+        put_small_blob(srv, layer, tmp, "layer.bin")
+        mpath = os.path.join(tmp, "manifest.json")
+        with open(mpath, "wb") as f:
+            f.write(manifest)
+        code = curl(["-X", "PUT", "--data-binary", "@" + mpath, "-o", "/dev/null",
+                     "-H", f"Content-Type: {OCI_MANIFEST}", "-w", "%{http_code}", url])
+        if code != "201":
+            raise RuntimeError(f"PUT manifest -> {code}")
+    body = os.path.join(tmp, "got.json")
+    out = curl(["-o", body, "-H", f"Accept: {OCI_MANIFEST}", "-w",
+                "%{http_code} %{content_type}", url]).split(None, 1)
+    with open(body, "rb") as f:
+        got = f.read()
+    if out[0] != "200" or got != manifest:
+        raise RuntimeError(f"GET manifest -> {out[0]}, body "
+                           f"{'matches' if got == manifest else 'differs'}")
+    ctype = out[1].strip() if len(out) > 1 else ""
+    if ctype.split(";")[0] != OCI_MANIFEST:
+        srv.m.setdefault("warnings", []).append(f"manifest Content-Type is {ctype!r}")
+    run_wrk(url, 1)  # warm-up
+    srv.wrk = {"reqs": 0, "secs": 0.0, "ticks": 0, "non2xx": 0, "p50": [], "p99": [],
+               "sockerr": []}
+
+
+WRK_ROUNDS = 2
+
+
+def bench_manifest(servers, manifest, config, layer, tmp):
+    """wrk against each server in WRK_ROUNDS interleaved rounds of WRK_SECS/WRK_ROUNDS s."""
+    live = []
+    for s in servers:
+        if s.ok:
+            try:
+                manifest_setup(s, manifest, config, layer, tmp)
+                live.append(s)
+            except Exception as e:  # noqa: BLE001
+                s.fail("manifest GET", e)
+    os.sync()
+    secs = max(1, round(WRK_SECS / WRK_ROUNDS))
+    for _ in range(WRK_ROUNDS):
+        for s in live:
+            if "manifest GET" in s.failed or not s.ok:
+                continue
+            w = s.wrk
+            try:
+                t0 = s.cpu_ticks()
+                text = run_wrk(f"{s.url}/v2/bench/manifests/latest", secs)
+                w["ticks"] += s.cpu_ticks() - t0
+                m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b", text)
+                if not m:
+                    raise RuntimeError("cannot parse wrk output: " + text)
+                w["reqs"] += int(m.group(1))
+                w["secs"] += float(m.group(2)) * {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60}[
+                    m.group(3)]
+            except Exception as e:  # noqa: BLE001
+                s.fail("manifest GET", e)
+                continue
+            w["non2xx"] += wrk_value(text, r"Non-2xx or 3xx responses:\s+(\d+)", int, 0)
+            w["p50"].append(latency_ms(wrk_value(text, r"\s50%\s+(\S+)", str, "")))
+            w["p99"].append(latency_ms(wrk_value(text, r"\s99%\s+(\S+)", str, "")))
+            err = re.search(r"Socket errors:.*", text)
+            if err:
+                w["sockerr"].append(err.group(0))
+    for s in live:
+        w = s.wrk
+        if "manifest GET" in s.failed or not w["secs"]:
+            continue
+        s.m["manifest_requests"] = w["reqs"]
+        s.m["manifest_rps"] = w["reqs"] / w["secs"]
+        s.m["manifest_non2xx"] = w["non2xx"]
+        p50 = [v for v in w["p50"] if v is not None]
+        p99 = [v for v in w["p99"] if v is not None]
+        s.m["manifest_p50_ms"] = sum(p50) / len(p50) if p50 else None
+        s.m["manifest_p99_ms"] = max(p99) if p99 else None  # worst round
+        s.m["manifest_cpu_pct"] = w["ticks"] * 100 / CLK / w["secs"]
+        s.m["manifest_cpu_us_per_req"] = w["ticks"] * 1e6 / CLK / w["reqs"] if w["reqs"] else None
+        if w["non2xx"]:
+            s.m.setdefault("warnings", []).append(f"{w['non2xx']} non-2xx manifest responses")
+            s.m["manifest_rps"] = None  # an error flood is not throughput
+        for e in w["sockerr"]:
+            s.m.setdefault("warnings", []).append("wrk " + e)
+
+
+def fmt(v, nd=1):
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        if v >= 100:
+            return f"{v:,.0f}"
+        return f"{v:.{nd}f}" if v >= 1 else f"{v:.{max(nd, 2)}f}"
+    return str(v)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def main():
+    started = time.time()
+    tmp = tempfile.mkdtemp(prefix="berth-bench.")
+    servers = []
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        return run(tmp, servers, started)
+    finally:
+        for s in servers:
+            s.stop()
+        if KEEP:
+            log(f"bench: kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(tmp, servers, started):
+    berth = Server("berth", "berth", "registry")
+    reg = Server("registry", "docker-registry", "registry")
+    ngx = Server("nginx", "nginx", "static")
+    servers += [berth, reg, ngx]
+
+    # ---- test data: PUSHES distinct random blobs (so no server can skip a known digest)
+    # Servers and load generators inherit this: other work on the machine then disturbs the
+    # figures less (all three servers alike). Needs root; without it, runs at normal priority.
+    try:
+        os.nice(-10)
+    except OSError:
+        pass
+    busy = cpu_busy_fraction(1.0)
+    deadline = time.time() + WAIT_QUIET
+    if busy > 0.05 and WAIT_QUIET > 0:
+        log(f"bench: machine {busy:.0%} busy; waiting up to {WAIT_QUIET} s for it to settle")
+    while busy > 0.05 and time.time() < deadline:
+        busy = cpu_busy_fraction(2.0)
+    if busy > 0.05:
+        BUSY_WARNINGS.append(f"machine was {busy:.0%} busy before the run: figures are noisy")
+        log("bench: warning: " + BUSY_WARNINGS[-1])
+    mark_run_start()
+    log(f"bench: temp dir {tmp}; generating {PUSHES} x {BLOB_MIB} MiB random blobs")
+    size = BLOB_MIB * MIB
+    rand = os.urandom(size)
+    blobs = []
+    for i in range(PUSHES):
+        path = os.path.join(tmp, f"blob{i}")
+        data = memoryview(rand)
+        head = hashlib.sha256(f"berth-bench-{i}-{time.time()}".encode()).digest()
+        h = hashlib.sha256(head)
+        h.update(data[len(head):])
+        with open(path, "wb") as f:
+            f.write(head)
+            f.write(data[len(head):])
+        blobs.append((path, "sha256:" + h.hexdigest()))
+    del rand, data
+    DISK["fdatasync_mib_s"] = disk_speed(blobs[0][0], os.path.join(tmp, "disk.test"))
+    log(f"bench: temp dir's disk writes {DISK['fdatasync_mib_s']:.0f} MiB/s (write + fdatasync)")
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    layer = os.urandom(4096)
+    manifest = make_manifest(config, layer)
+
+    # ---- configs and servers
+    base = os.path.join(tmp, "config.yml")
+    with open(base, "w") as f:
+        f.write(SHARED_CONFIG)
+    for srv in (berth, reg):
+        d = os.path.join(tmp, srv.key)
+        os.makedirs(os.path.join(d, "data"))
+        cfg = os.path.join(d, "config.yml")
+        with open(cfg, "w") as f:
+            f.write(SHARED_CONFIG.replace("@ROOTDIR@", os.path.join(d, "data"))
+                    .replace("@ADDR@", f"127.0.0.1:{srv.port}"))
+        srv.config = cfg
+    nd = os.path.join(tmp, "nginx")
+    for sub in ("www/push", "www/v2/bench/blobs", "www/v2/bench/manifests", "body"):
+        os.makedirs(os.path.join(nd, sub))
+    with open(os.path.join(nd, "nginx.conf"), "w") as f:
+        f.write(NGINX_CONFIG.replace("@DIR@", nd).replace("@PORT@", str(ngx.port))
+                .replace("@OCI@", OCI_MANIFEST))
+    shutil.copyfile(blobs[0][0], os.path.join(nd, "www/v2/bench/blobs", blobs[0][1]))
+    with open(os.path.join(nd, "www/v2/bench/manifests/latest"), "wb") as f:
+        f.write(manifest)
+
+    log("bench: starting servers on CPU " + SERVER_CPU)
+    if os.access(BERTH, os.X_OK):
+        # run a private copy: a rebuild of build/berth mid-run must not change the subject
+        binary = os.path.join(tmp, "berth.bin")
+        shutil.copy2(BERTH, binary)
+        berth.start([binary, "serve", "-c", berth.config],
+                    os.path.join(tmp, "berth.log"))
+    else:
+        berth.error = f"{BERTH} not built"
+    reg.start(["docker-registry", "serve", reg.config], os.path.join(tmp, "registry.log"))
+    ngx.start(["nginx", "-p", nd, "-c", os.path.join(nd, "nginx.conf")],
+              os.path.join(tmp, "nginx.log"))
+    for s in servers:
+        if s.error:
+            log(f"  {s.label}: {s.error}")
+
+    time.sleep(1)
+    for s in servers:
+        if s.ok:
+            s.m["idle_rss_mib"] = s.mem_kib("VmRSS") / 1024
+            s.m["cpus_allowed"] = s.affinity()
+            s.m["processes"] = len(process_tree(s.proc.pid))
+
+    log("bench: push")
+    bench_push(servers, blobs, tmp)
+    log("bench: blob GET")
+    bench_get(servers, blobs[0][1], size)
+    log("bench: manifest GET")
+    bench_manifest(servers, manifest, config, layer, tmp)
+    for s in servers:
+        if s.ok:
+            s.m["peak_rss_mib"] = s.mem_kib("VmHWM") / 1024
+            s.final_ticks = s.cpu_ticks()
+        elif s.proc is not None and s.error is None:
+            s.error = f"exited {s.proc.returncode} during the run: {s.log_tail()}"
+
+    return report(servers, started)
+
+
+def report(servers, started):
+    berth, reg, ngx = servers
+    rows = [
+        # (key, label, digits, informational?)
+        ("push_mib_s", "push MiB/s (best of 3)", 0),
+        ("push_cpu_ms_per_gib", "push server CPU ms/GiB", 0),
+        ("push_cpu_busy_pct", "push server CPU busy %", 0),
+        ("get_cpu_ms_per_gib", "blob GET server CPU ms/GiB", 0),
+        ("get_mib_s", "blob GET MiB/s (curl)", 0),
+        ("manifest_rps", "manifest GET req/s", 0),
+        ("manifest_p99_ms", "manifest GET p99 ms", 2),
+        ("manifest_cpu_pct", "manifest server CPU %", 0),
+        ("manifest_cpu_us_per_req", "manifest server CPU us/req", 1),
+        ("idle_rss_mib", "idle RSS MiB", 2),
+        ("peak_rss_mib", "peak RSS MiB", 2),
+    ]
+    head = ["", "berth", "docker-registry", "nginx", "berth/registry", "berth/nginx"]
+    table = []
+    for key, label, nd in rows:
+        b, r, n = (s.m.get(key) for s in servers)
+        table.append([label, fmt(b, nd), fmt(r, nd), fmt(n, nd),
+                      fmt(ratio(b, r), 2), fmt(ratio(b, n), 2)])
+    widths = [max(len(row[i]) for row in [head] + table) for i in range(len(head))]
+    line = lambda row: "  ".join(  # noqa: E731
+        (c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])) for i, c in enumerate(row))
+
+    print()
+    print(f"berth benchmark: {BLOB_MIB} MiB blob, {GETS} GETs, wrk -t1 -c32 -d{WRK_SECS}s; "
+          f"servers on CPU {SERVER_CPU}, load on CPU {LOAD_CPU}")
+    print(line(head))
+    print("  ".join("-" * w for w in widths))
+    for row in table:
+        print(line(row))
+    print("notes: nginx push is a WebDAV PUT without digest check; nginx CPU/RSS are "
+          "master+worker.")
+    if DISK:
+        print(f"       the temp dir's disk takes {DISK['fdatasync_mib_s']:.0f} MiB/s of "
+              "write + fdatasync (a bound for a server that fsyncs blobs).")
+
+    b = berth.m
+    targets = [
+        ("push MiB/s berth >= 3x docker-registry",
+         ratio(b.get("push_mib_s"), reg.m.get("push_mib_s")), ">=", 3.0, "x"),
+        ("blob GET CPU/GiB berth <= 1.2x nginx",
+         ratio(b.get("get_cpu_ms_per_gib"), ngx.m.get("get_cpu_ms_per_gib")), "<=", 1.2, "x"),
+        ("manifest req/s berth >= 20x docker-registry",
+         ratio(b.get("manifest_rps"), reg.m.get("manifest_rps")), ">=", 20.0, "x"),
+        ("manifest req/s berth >= 0.5x nginx",
+         ratio(b.get("manifest_rps"), ngx.m.get("manifest_rps")), ">=", 0.5, "x"),
+        ("idle RSS berth < 4 MiB", b.get("idle_rss_mib"), "<", 4.0, " MiB"),
+    ]
+    results = []
+    print()
+    print("targets:")
+    for name, value, op, goal, unit in targets:
+        if value is None:
+            ok = False
+        else:
+            ok = {">=": value >= goal, "<=": value <= goal, "<": value < goal}[op]
+        shown = "n/a" if value is None else f"{value:.2f}{unit}"
+        print(f"  {'PASS' if ok else 'MISS'}  {name:46s} {shown}")
+        results.append({"target": name, "value": value, "op": op, "goal": goal, "pass": ok})
+    problems = []
+    for s in servers:
+        if s.error:
+            problems.append(f"{s.label}: {s.error}")
+        for e in s.m.get("errors", []):
+            problems.append(f"{s.label}: {e}")
+        for w in s.m.get("warnings", []):
+            problems.append(f"{s.label}: warning: {w}")
+    problems += BUSY_WARNINGS
+    foreign = foreign_cpu_fraction(servers)
+    if foreign is not None and foreign > 0.10:
+        problems.append(f"other processes used {foreign:.0%} of the machine's CPU during the "
+                        "run: figures are noisy")
+    if problems:
+        print()
+        print("problems:")
+        for p in problems:
+            print("  " + p)
+    elapsed = time.time() - started
+    passed = sum(r["pass"] for r in results)
+    print()
+    print(f"{passed}/{len(results)} targets met; bench took {elapsed:.0f} s")
+
+    doc = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "params": {"blob_mib": BLOB_MIB, "pushes": PUSHES, "gets": GETS,
+                   "wrk": f"-t1 -c32 -d{WRK_SECS}s", "server_cpu": SERVER_CPU,
+                   "load_cpu": LOAD_CPU, "clk_tck": CLK, "nproc": os.cpu_count(),
+                   "units": "MiB=2^20 bytes, GiB=2^30 bytes",
+                   "disk_write_fdatasync_mib_s": DISK.get("fdatasync_mib_s"),
+                   "nice": os.nice(0)},
+        "servers": {s.key: dict(s.m, error=s.error) for s in servers},
+        "ratios": {
+            "berth_over_registry": {k: ratio(b.get(k), reg.m.get(k)) for k, _, _ in rows},
+            "berth_over_nginx": {k: ratio(b.get(k), ngx.m.get(k)) for k, _, _ in rows},
+        },
+        "targets": results,
+        "warnings": problems,
+        "elapsed_s": round(elapsed, 1),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(JSON_OUT)), exist_ok=True)
+    with open(JSON_OUT, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    print(f"results written to {JSON_OUT}")
+
+    if any(s.error or s.m.get("errors") for s in servers):
+        return 1
+    if STRICT and passed < len(results):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
