@@ -57,8 +57,9 @@ static void test_digests(void)
     digest_buf(DIGEST_SHA256, "hello\n", 6, out);
     CHECK_STR(out, "sha256:5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03");
     digest_buf(DIGEST_SHA512, "", 0, out);
-    CHECK_STR(out, "sha512:cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d8"
-                   "5f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e");
+    CHECK_STR(out,
+              "sha512:cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d8"
+              "5f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e");
     /* incremental == one-shot, and a saved context resumes */
     digest_ctx c, saved;
     digest_init(&c, DIGEST_SHA256);
@@ -68,8 +69,11 @@ static void test_digests(void)
     digest_final(&saved, out);
     CHECK_STR(out, "sha256:5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03");
     digest_algo a;
-    CHECK(digest_parse("sha256:5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03", &a) == 0 && a == DIGEST_SHA256);
-    CHECK(digest_parse("sha256:5891B5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03", &a) == -BERR_DIGEST_INVALID);
+    CHECK(digest_parse("sha256:5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03",
+                       &a) == 0 &&
+          a == DIGEST_SHA256);
+    CHECK(digest_parse("sha256:5891B5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03",
+                       &a) == -BERR_DIGEST_INVALID);
     CHECK(digest_parse("sha256:abc", &a) == -BERR_DIGEST_INVALID);
     CHECK(digest_parse("md5:d41d8cd98f00b204e9800998ecf8427e", &a) == -BERR_DIGEST_INVALID);
     CHECK(digest_parse(":abc", &a) == -BERR_DIGEST_INVALID);
