@@ -495,7 +495,7 @@ int http_server_start(http_server **out, const config *cfg, store *st)
     srv->d = MHD_start_daemon(
         flags, 0, NULL, NULL, ahc, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_NOTIFY_COMPLETED, completed, srv, MHD_OPTION_URI_LOG_CALLBACK, uri_cb, srv,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024), MHD_OPTION_CONNECTION_LIMIT,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(1024 * 1024), MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)cfg->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
         MHD_OPTION_THREAD_POOL_SIZE, pool, MHD_OPTION_ARRAY, cfg->tls_cert ? tls_opts : no_opts,

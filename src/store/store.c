@@ -36,7 +36,12 @@ struct store_upload {
     uint64_t size;
     digest_ctx ctx;
     bool ctx_valid; /* ctx covers exactly [0, size) */
+    uint64_t flushed; /* writeback started up to here (sync_file_range) */
 };
+
+/* Writeback is started every WRITEBACK_STEP bytes while an upload streams in, so the fdatasync
+ * that commits it finds little left to write. */
+#define WRITEBACK_STEP (8u << 20)
 
 typedef struct {
     uint32_t magic;
@@ -314,6 +319,7 @@ int store_upload_open(store *s, const char *repo, const char *uuid, store_upload
         return berr_set(BERR_BLOB_UPLOAD_UNKNOWN, "upload unknown to registry");
     }
     u->size = (uint64_t)st.st_size;
+    u->flushed = u->size;
     snprintf(p, sizeof p, "%s/hash", dir);
     hash_state hs;
     int hfd = open(p, O_RDONLY | O_CLOEXEC);
@@ -361,6 +367,11 @@ int store_upload_write(store_upload *u, const void *data, size_t len)
     }
     if (u->ctx_valid) digest_update(&u->ctx, data, len);
     u->size += len;
+    if (u->size - u->flushed >= WRITEBACK_STEP) {
+        sync_file_range(u->fd, (off_t)u->flushed, (off_t)(u->size - u->flushed),
+                        SYNC_FILE_RANGE_WRITE);
+        u->flushed = u->size;
+    }
     return 0;
 }
 
