@@ -266,7 +266,8 @@ static void *worker(void *arg)
     }
 }
 
-/* An error with more than this much body still unread is answered at once (closing). */
+/* An error found with the headers, with more than this much body announced, is answered at
+ * once (the connection then closes) instead of reading the body to discard it. */
 #define DISCARD_LIMIT (1u << 20)
 
 static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *url,
@@ -308,10 +309,9 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
         r->body_bytes += n;
         if (!r->failed && r->h && r->h->data) {
             int rc = r->h->data(r, upload_data, n);
-            if (rc < 0) {
-                fail(r, rc);
-                if (body_remaining(r) > DISCARD_LIMIT) return queue(r);
-            }
+            /* libmicrohttpd accepts a response only before or after the body: an error found
+             * mid-body is answered once the rest has been read and discarded */
+            if (rc < 0) fail(r, rc);
         }
         return MHD_YES;
     }
