@@ -75,7 +75,7 @@ static void gc_orphans(store *s, store_gc_opts *o, int64_t cutoff)
                 snprintf(digest, sizeof digest, "%s:%s", algos[a], e2->d_name);
                 snprintf(path, sizeof path, "%s/%s", sub, e2->d_name);
                 struct stat st;
-                if (stat(path, &st) < 0 || (int64_t)st.st_mtime >= cutoff) continue;
+                if (stat(path, &st) < 0 || (int64_t)st.st_mtime * 1000 >= cutoff) continue;
                 if (digest_parse(digest, NULL) < 0 ||
                     s->meta->ops->blob_lookup(s->meta, NULL, digest, NULL) != -BERR_BLOB_UNKNOWN)
                     continue;
@@ -97,7 +97,7 @@ static void gc_orphans(store *s, store_gc_opts *o, int64_t cutoff)
 
 int store_gc(store *s, store_gc_opts *o)
 {
-    int64_t cutoff = store_now() - o->grace_s;
+    int64_t cutoff = store_now() - o->grace_s * 1000;
     store_list cands = {0};
     int rc = s->meta->ops->gc_manifests(s->meta, cutoff, o->dry_run, &o->manifests_removed, &cands);
     if (rc < 0) return rc;

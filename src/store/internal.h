@@ -76,6 +76,7 @@ struct store {
     store_meta *meta;
 };
 
+/* Milliseconds since the epoch: metadata timestamps (gc compares them with its cutoff). */
 int64_t store_now(void);
 
 #endif

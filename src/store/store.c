@@ -52,7 +52,9 @@ typedef struct {
 
 int64_t store_now(void)
 {
-    return (int64_t)time(NULL);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 const char *store_root(const store *s)
@@ -458,7 +460,7 @@ int store_upload_purge(store *s, int64_t max_age)
     if (!d) return 0;
     struct dirent *e;
     int n = 0;
-    int64_t now = store_now();
+    int64_t now = (int64_t)time(NULL);
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
         char p[4400];
