@@ -265,29 +265,32 @@ static int step_done(conn *c, sqlite3_stmt *s)
 
 /* ---- blobs ---- */
 
+/* Looks a blob up (linked to repo, or the row itself when repo is NULL) on c. Returns 0, or
+ * -missing when absent. */
+static int blob_find(conn *c, const char *repo, const char *digest, uint64_t *size, berr missing)
+{
+    sqlite3_stmt *s = stmt(c, repo ? Q_BLOB_LINKED : Q_BLOB_ROW);
+    bind_text(s, 1, repo ? repo : digest);
+    if (repo) bind_text(s, 2, digest);
+    int r = sqlite3_step(s), rc = 0;
+    if (r == SQLITE_ROW) {
+        if (size) *size = (uint64_t)sqlite3_column_int64(s, 0);
+    } else if (r == SQLITE_DONE) {
+        rc = berr_set(missing, "blob unknown to registry: %s", digest);
+    } else {
+        rc = db_err(c->db, "blob lookup");
+    }
+    sqlite3_reset(s);
+    return rc;
+}
+
 static int sq_blob_lookup(store_meta *base, const char *repo, const char *digest, uint64_t *size)
 {
     sqlite_meta *m = (sqlite_meta *)base;
     conn *c;
     int rc = conn_take(m, &c);
     if (rc < 0) return rc;
-    sqlite3_stmt *s = stmt(c, repo ? Q_BLOB_LINKED : Q_BLOB_ROW);
-    if (repo) {
-        bind_text(s, 1, repo);
-        bind_text(s, 2, digest);
-    } else {
-        bind_text(s, 1, digest);
-    }
-    int r = sqlite3_step(s);
-    if (r == SQLITE_ROW) {
-        if (size) *size = (uint64_t)sqlite3_column_int64(s, 0);
-        rc = 0;
-    } else if (r == SQLITE_DONE) {
-        rc = berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
-    } else {
-        rc = db_err(c->db, "blob lookup");
-    }
-    sqlite3_reset(s);
+    rc = blob_find(c, repo, digest, size, BERR_BLOB_UNKNOWN);
     conn_give(m, c);
     return rc;
 }
@@ -336,21 +339,7 @@ static int sq_blob_link(store_meta *base, const char *repo, const char *from, co
     int rc = conn_take(m, &c);
     if (rc < 0) return rc;
     rc = begin(c);
-    if (rc == 0) {
-        sqlite3_stmt *s = stmt(c, from ? Q_BLOB_LINKED : Q_BLOB_ROW);
-        if (from) {
-            bind_text(s, 1, from);
-            bind_text(s, 2, digest);
-        } else {
-            bind_text(s, 1, digest);
-        }
-        int r = sqlite3_step(s);
-        sqlite3_reset(s);
-        if (r == SQLITE_DONE)
-            rc = berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
-        else if (r != SQLITE_ROW)
-            rc = db_err(c->db, "blob lookup");
-    }
+    if (rc == 0) rc = blob_find(c, from, digest, NULL, BERR_BLOB_UNKNOWN);
     if (rc == 0) rc = link_blob(c, repo, digest, store_now());
     rc = finish_tx(c, rc);
     conn_give(m, c);
@@ -417,17 +406,8 @@ static int sq_manifest_put(store_meta *base, const store_manifest_put_req *q)
     if (rc < 0) return rc;
     int64_t now = store_now();
     rc = begin(c);
-    for (size_t i = 0; rc == 0 && i < q->nblobs; i++) {
-        sqlite3_stmt *s = stmt(c, Q_BLOB_LINKED);
-        bind_text(s, 1, q->repo);
-        bind_text(s, 2, q->blobs[i]);
-        int r = sqlite3_step(s);
-        sqlite3_reset(s);
-        if (r == SQLITE_DONE)
-            rc = berr_set(BERR_MANIFEST_BLOB_UNKNOWN, "blob unknown to registry: %s", q->blobs[i]);
-        else if (r != SQLITE_ROW)
-            rc = db_err(c->db, "blob lookup");
-    }
+    for (size_t i = 0; rc == 0 && i < q->nblobs; i++)
+        rc = blob_find(c, q->repo, q->blobs[i], NULL, BERR_MANIFEST_BLOB_UNKNOWN);
     for (size_t i = 0; rc == 0 && i < q->nchildren; i++) {
         sqlite3_stmt *s = stmt(c, Q_MAN_EXISTS);
         bind_text(s, 1, q->repo);

@@ -35,7 +35,7 @@ struct store_upload {
     int fd;
     uint64_t size;
     digest_ctx ctx;
-    bool ctx_valid; /* ctx covers exactly [0, size) */
+    bool ctx_valid;   /* ctx covers exactly [0, size) */
     uint64_t flushed; /* writeback started up to here (sync_file_range) */
 };
 
