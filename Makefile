@@ -1,6 +1,6 @@
 # berth build. `make` builds build/berth; see README.md for run/test/bench.
 CC      ?= cc
-PKGS     = libmicrohttpd jansson sqlite3 nettle yaml-0.1
+PKGS     = libmicrohttpd jansson sqlite3 nettle yaml-0.1 libcurl
 CFLAGS  ?= -O2 -g
 # Paths are built with snprintf into PATH_MAX buffers; truncation there is not a bug class we hit.
 CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-format-truncation -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

@@ -242,6 +242,39 @@ int config_parse_duration(const char *s, int64_t *out)
     return 0;
 }
 
+int config_parse_duration_ms(const char *s, int64_t *out)
+{
+    /* milliseconds matter for timeouts: "500ms", "1.5s" */
+    if (!s || !*s) return berr_set(BERR_CONFIG, "empty duration");
+    char *end;
+    double total = 0;
+    const char *p = s;
+    if (strspn(s, "0123456789") == strlen(s)) {
+        *out = strtoll(s, NULL, 10) * 1000;
+        return 0;
+    }
+    while (*p) {
+        errno = 0;
+        double v = strtod(p, &end);
+        if (end == p || errno) return berr_set(BERR_CONFIG, "invalid duration '%s'", s);
+        p = end;
+        double mul;
+        if (!strncmp(p, "ms", 2))
+            mul = 1, p += 2;
+        else if (*p == 'h')
+            mul = 3600000, p++;
+        else if (*p == 'm')
+            mul = 60000, p++;
+        else if (*p == 's')
+            mul = 1000, p++;
+        else
+            return berr_set(BERR_CONFIG, "invalid duration '%s' (unit)", s);
+        total += v * mul;
+    }
+    *out = (int64_t)total;
+    return 0;
+}
+
 int config_parse_size(const char *s, int64_t *out)
 {
     char *end;
@@ -366,6 +399,130 @@ static int load_headers(cnode *root, config *cfg)
     return 0;
 }
 
+/* The store prefix of a mirror: its name lowercased, ':' and other characters the repository
+ * grammar refuses turned into '-'. */
+static char *mirror_local_name(const char *name)
+{
+    char *l = strdup(name);
+    for (char *c = l; *c; c++) {
+        *c = (char)tolower((unsigned char)*c);
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '.')) *c = '-';
+    }
+    return l;
+}
+
+static void mirror_defaults(config_mirror *m, const char *name)
+{
+    memset(m, 0, sizeof *m);
+    m->name = strdup(name);
+    m->local = mirror_local_name(name);
+    m->connect_ms = 5000;
+    m->transfer_ms = 600000;
+    m->revalidate_s = 300;
+    m->library_prefix = !strcasecmp(name, "docker.io");
+}
+
+static void mirror_add_url(config_mirror *m, const char *url)
+{
+    m->urls = realloc(m->urls, (m->nurls + 1) * sizeof *m->urls);
+    if (!m->urls) abort();
+    size_t n = strlen(url);
+    while (n > 0 && url[n - 1] == '/')
+        n--;
+    m->urls[m->nurls++] = strndup(url, n);
+}
+
+static int read_credentials_file(config_mirror *m, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return berr_set(BERR_CONFIG, "mirrors.%s.credentials_file: cannot open %s", m->name, path);
+    char line[1024] = "";
+    bool ok = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    line[strcspn(line, "\r\n")] = '\0';
+    char *colon = strchr(line, ':');
+    if (!ok || !colon)
+        return berr_set(BERR_CONFIG, "mirrors.%s.credentials_file: expected user:password",
+                        m->name);
+    *colon = '\0';
+    m->username = strdup(line);
+    m->password = strdup(colon + 1);
+    return 0;
+}
+
+/* mnode is the mirror's own map (its name holds dots, so paths are taken from it). */
+static int load_mirror(cnode *mnode, const char *name, config_mirror *m)
+{
+    int rc = 0;
+    mirror_defaults(m, name);
+    mnode->used = true;
+    cnode *root = mnode;
+    cnode *urls = cn_path(root, "urls");
+    if (!urls || (urls->kind == CN_SEQ && urls->nkids == 0))
+        return berr_set(BERR_CONFIG, "mirrors.%s.urls: at least one URL is required", name);
+    for (size_t i = 0; i < (urls->kind == CN_SEQ ? urls->nkids : 1); i++) {
+        cnode *u = urls->kind == CN_SEQ ? urls->kids[i] : urls;
+        if (u->kind != CN_SCALAR ||
+            (strncmp(u->value, "http://", 7) && strncmp(u->value, "https://", 8)))
+            return berr_set(BERR_CONFIG, "mirrors.%s.urls: expected http(s) URLs", name);
+        mirror_add_url(m, u->value);
+    }
+    const char *cred = NULL;
+    int64_t ms;
+    if ((rc = set_str(root, "username", &m->username)) < 0 ||
+        (rc = set_str(root, "password", &m->password)) < 0 ||
+        (rc = get_str(root, "credentials_file", &cred)) < 0 ||
+        (rc = set_str(root, "tls.ca", &m->ca_file)) < 0 ||
+        (rc = set_bool(root, "tls.insecure", &m->insecure)) < 0 ||
+        (rc = set_duration(root, "revalidate", &m->revalidate_s)) < 0)
+        return rc;
+    if (cred && (rc = read_credentials_file(m, cred)) < 0) return rc;
+    const char *v;
+    if ((rc = get_str(root, "timeout.connect", &v)) < 0) return rc;
+    if (v && (rc = config_parse_duration_ms(v, &ms)) < 0) return rc;
+    if (v) m->connect_ms = ms;
+    if ((rc = get_str(root, "timeout.transfer", &v)) < 0) return rc;
+    if (v && (rc = config_parse_duration_ms(v, &ms)) < 0) return rc;
+    if (v) m->transfer_ms = ms;
+    return 0;
+}
+
+static int load_mirrors(cnode *root, config *cfg)
+{
+    cnode *ms = cn_path(root, "mirrors");
+    if (ms && ms->kind != CN_MAP) return berr_set(BERR_CONFIG, "mirrors: expected a mapping");
+    for (size_t i = 0; ms && i < ms->nkids; i++) {
+        cfg->mirrors = realloc(cfg->mirrors, (cfg->nmirrors + 1) * sizeof *cfg->mirrors);
+        if (!cfg->mirrors) abort();
+        if (ms->kids[i]->kind != CN_MAP)
+            return berr_set(BERR_CONFIG, "mirrors.%s: expected a mapping", ms->kids[i]->key);
+        int rc = load_mirror(ms->kids[i], ms->kids[i]->key, &cfg->mirrors[cfg->nmirrors]);
+        cfg->nmirrors++;
+        if (rc < 0) return rc;
+    }
+    const char *remote;
+    int rc = get_str(root, "proxy.remoteurl", &remote);
+    if (rc < 0 || !remote) return rc;
+    if (strncmp(remote, "http://", 7) && strncmp(remote, "https://", 8))
+        return berr_set(BERR_CONFIG, "proxy.remoteurl: expected an http(s) URL");
+    const char *host = strstr(remote, "://") + 3;
+    char name[256];
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(host, "/"), host);
+    /* registry-1.docker.io is Docker Hub: clients call it docker.io */
+    if (!strcmp(name, "registry-1.docker.io")) snprintf(name, sizeof name, "docker.io");
+    cfg->proxy = calloc(1, sizeof *cfg->proxy);
+    if (!cfg->proxy) abort();
+    mirror_defaults(cfg->proxy, name);
+    mirror_add_url(cfg->proxy, remote);
+    int64_t ttl = 0;
+    if ((rc = set_str(root, "proxy.username", &cfg->proxy->username)) < 0 ||
+        (rc = set_str(root, "proxy.password", &cfg->proxy->password)) < 0 ||
+        (rc = set_duration(root, "proxy.ttl", &ttl)) < 0)
+        return rc;
+    return 0;
+}
+
 static int config_extract(cnode *root, config *cfg)
 {
     int rc = 0;
@@ -410,7 +567,8 @@ static int config_extract(cnode *root, config *cfg)
         (rc = set_duration(root, "health.storagedriver.interval", &cfg->health_interval_s)) < 0 ||
         (rc = set_int(root, "health.storagedriver.threshold", &cfg->health_threshold)) < 0 ||
         (rc = set_duration(root, "gc.grace", &cfg->gc_grace_s)) < 0 ||
-        (rc = set_size(root, "limits.manifest", &cfg->max_manifest)) < 0)
+        (rc = set_size(root, "limits.manifest", &cfg->max_manifest)) < 0 ||
+        (rc = load_mirrors(root, cfg)) < 0)
         return rc;
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
         return berr_set(BERR_CONFIG, "http.tls: certificate and key must be given together");
@@ -450,8 +608,25 @@ int config_load(config *cfg, const char *path)
     return rc;
 }
 
+static void mirror_free(config_mirror *m)
+{
+    free(m->name);
+    free(m->local);
+    for (size_t i = 0; i < m->nurls; i++)
+        free(m->urls[i]);
+    free(m->urls);
+    free(m->username);
+    free(m->password);
+    free(m->ca_file);
+}
+
 void config_free(config *cfg)
 {
+    for (size_t i = 0; i < cfg->nmirrors; i++)
+        mirror_free(&cfg->mirrors[i]);
+    free(cfg->mirrors);
+    if (cfg->proxy) mirror_free(cfg->proxy);
+    free(cfg->proxy);
     free(cfg->path);
     free(cfg->root);
     free(cfg->addr);
@@ -486,6 +661,13 @@ void config_print_keys(void)
           "  health.storagedriver.interval            check interval (10s)\n"
           "  health.storagedriver.threshold           failures before unhealthy (1)\n"
           "  gc.grace                                 gc keeps content younger than this (1h)\n"
-          "  limits.manifest                          largest manifest accepted (4MiB)\n",
+          "  limits.manifest                          largest manifest accepted (4MiB)\n"
+          "  proxy.remoteurl, proxy.username, proxy.password\n"
+          "                                           default upstream (registry:2 proxy mode)\n"
+          "  mirrors.<name>.urls                      upstream endpoints, tried in order\n"
+          "  mirrors.<name>.username / password / credentials_file\n"
+          "  mirrors.<name>.tls.ca / tls.insecure     upstream TLS trust\n"
+          "  mirrors.<name>.timeout.connect / transfer (5s / 10m)\n"
+          "  mirrors.<name>.revalidate                min interval between tag checks (5m)\n",
           stdout);
 }

@@ -19,6 +19,20 @@ typedef struct {
     char *value;
 } config_header;
 
+/* One upstream registry mirrored through berth (`mirrors.<name>`, or `proxy.remoteurl`). */
+typedef struct {
+    char *name;  /* as clients name it: "docker.io", "ghcr.io", "host:5000" */
+    char *local; /* prefix of cached repositories in the store ("docker.io", "host-5000") */
+    char **urls; /* endpoints, tried in order */
+    size_t nurls;
+    char *username, *password;
+    char *ca_file;
+    bool insecure;
+    int64_t connect_ms, transfer_ms;
+    int64_t revalidate_s;
+    bool library_prefix; /* docker.io: one-component names live under library/ */
+} config_mirror;
+
 typedef struct {
     char *path; /* the file loaded, or NULL for defaults only */
     int log_level;
@@ -35,10 +49,13 @@ typedef struct {
     bool health_enabled; /* health.storagedriver.enabled */
     int64_t health_interval_s;
     int health_threshold;
-    int64_t gc_grace_s;   /* gc.grace: age below which gc keeps unreferenced content */
-    int64_t max_manifest; /* berth: limits.manifest (bytes) */
-    int connection_limit; /* berth: http.connections */
-    int threads;          /* berth: http.threads (event-loop threads) */
+    int64_t gc_grace_s;     /* gc.grace: age below which gc keeps unreferenced content */
+    int64_t max_manifest;   /* berth: limits.manifest (bytes) */
+    int connection_limit;   /* berth: http.connections */
+    int threads;            /* berth: http.threads (event-loop threads) */
+    config_mirror *mirrors; /* berth: mirrors.<name> */
+    size_t nmirrors;
+    config_mirror *proxy; /* registry:2 proxy.remoteurl: the default upstream, or NULL */
 } config;
 
 /* Loads defaults, then the file (when path is non-NULL), then REGISTRY_* env overrides.
@@ -47,6 +64,8 @@ int config_load(config *cfg, const char *path);
 void config_free(config *cfg);
 /* Parses a Go-style duration ("90s", "10m", "1h30m", "168h", bare seconds) into seconds. */
 int config_parse_duration(const char *s, int64_t *out);
+/* The same in milliseconds ("500ms", "1.5s"). */
+int config_parse_duration_ms(const char *s, int64_t *out);
 /* Parses a size ("4MiB", "20GiB", "512k", bare bytes). */
 int config_parse_size(const char *s, int64_t *out);
 /* Prints every key with its meaning (for --help). */

@@ -7,6 +7,7 @@
  */
 #include "config.h"
 #include "http/http.h"
+#include "proxy/upstream.h"
 #include "store/store.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -136,6 +137,7 @@ static int cmd_serve(const cli *o)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    upstream_global_init();
     store *st;
     if (store_open(&st, &cfg) < 0) {
         log_error("msg=\"cannot open storage\" root=%s err=\"%s\"", cfg.root, berr_msg());

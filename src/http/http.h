@@ -31,6 +31,10 @@ typedef struct {
     bool offload; /* end() may block (fsync, metadata writes): run it on a worker thread */
 } http_handler;
 
+/* An end() may return HTTP_OFFLOAD to be called again on a worker thread (r->on_worker set),
+ * when it finds it must wait after all (an upstream fetch on a cache miss). */
+#define HTTP_OFFLOAD 1
+
 typedef enum { M_GET, M_HEAD, M_PUT, M_POST, M_PATCH, M_DELETE, M_OTHER } http_method;
 
 #define HTTP_MAX_PARTS 4
@@ -54,6 +58,11 @@ struct http_req {
     bool started;     /* handler begin() ran */
     bool initialized; /* first access-handler call done */
     bool offloaded;   /* end() handed to a worker; the connection is suspended until it is done */
+    bool on_worker;   /* end() is running on a worker thread */
+    /* mirror routing (registry/mirror.c): the upstream and its repository name, when the
+     * request is for cached upstream content; name then holds the local (store) name */
+    const config_mirror *mirror;
+    char upstream_repo[256];
     bool raw_escaped; /* the raw path held percent-escapes other than %3A */
     bool failed;      /* a response (usually an error) is set; the rest of the body is discarded */
 };

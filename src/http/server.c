@@ -25,7 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define WORKERS 4
+#define WORKERS 8
 
 /* Per-connection memory (request headers, read buffer). libmicrohttpd clears the pool between
  * requests, so its size is paid on every request: measured on one core, 1 MiB pools served
@@ -111,6 +111,7 @@ static void set_response(http_req *r, struct MHD_Response *resp, int status, con
     if (!resp) return;
     if (ct) MHD_add_response_header(resp, "Content-Type", ct);
     MHD_add_response_header(resp, "Docker-Distribution-API-Version", "registry/2.0");
+    if (r->mirror) MHD_add_response_header(resp, "OCI-Namespace", r->mirror->name);
     for (size_t i = 0; i < r->cfg->nheaders; i++)
         MHD_add_response_header(resp, r->cfg->headers[i].name, r->cfg->headers[i].value);
 }
@@ -266,6 +267,7 @@ static void *worker(void *arg)
         srv->qlen--;
         pthread_mutex_unlock(&srv->mu);
         berr_clear();
+        r->on_worker = true;
         int rc = r->h->end(r);
         if (rc < 0) fail(r, rc);
         MHD_resume_connection(r->conn);
@@ -323,13 +325,13 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
     }
     if (r->offloaded) return queue(r); /* resumed by the worker that ran end() */
     if (!r->failed && r->h && r->h->end) {
-        if (r->h->offload) {
+        int rc = r->h->offload ? HTTP_OFFLOAD : r->h->end(r);
+        if (rc == HTTP_OFFLOAD) {
             r->offloaded = true;
             MHD_suspend_connection(conn);
             offload(srv, r);
             return MHD_YES;
         }
-        int rc = r->h->end(r);
         if (rc < 0) fail(r, rc);
     }
     return queue(r);

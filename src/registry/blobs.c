@@ -62,6 +62,10 @@ static int blob_get_end(http_req *r)
 {
     store_blob b;
     int rc = store_blob_open(r->store, r->name, r->ref, &b);
+    if (rc == -BERR_BLOB_UNKNOWN && r->mirror) {
+        if ((rc = reg_mirror_blob_fill(r)) != 0) return rc; /* an error, or HTTP_OFFLOAD */
+        rc = store_blob_open(r->store, r->name, r->ref, &b);
+    }
     if (rc < 0) return rc;
     uint64_t off = 0, len = b.size;
     range_result rr =

@@ -20,6 +20,7 @@ typedef struct {
 
 static int get_end(http_req *r)
 {
+    if (r->mirror) return reg_mirror_manifest_get(r);
     store_manifest m;
     int rc = store_manifest_get(r->store, r->name, r->ref, &m);
     if (rc < 0) return rc;

@@ -80,6 +80,11 @@ bool registry_route(http_req *r)
         end = rest + len - 10;
         if (!set_name(r, rest, (size_t)(end - rest))) goto bad_name;
         r->h = pick(r, &reg_tags_h, NULL, NULL, NULL, NULL);
+        int rc = r->h ? reg_mirror_route(r) : 0;
+        if (rc < 0) {
+            r->failed = true;
+            http_reply_error(r, rc);
+        }
         return true;
     }
     /* /v2/<name>/blobs/uploads/ (also without the trailing slash) and .../uploads/<uuid> */
@@ -131,6 +136,7 @@ bool registry_route(http_req *r)
     } else if (ref_is_uuid && !*r->ref) {
         rc = berr_set(BERR_BLOB_UPLOAD_UNKNOWN, "upload unknown");
     }
+    if (rc == 0) rc = reg_mirror_route(r);
     if (rc < 0) {
         r->failed = true;
         http_reply_error(r, rc);

@@ -25,6 +25,10 @@ typedef struct {
     int (*manifest_put)(store_meta *m, const store_manifest_put_req *req);
     int (*manifest_delete)(store_meta *m, const char *repo, const char *digest);
     int (*tag_delete)(store_meta *m, const char *repo, const char *tag);
+    /* Records that a mirrored tag was just checked upstream. */
+    int (*tag_checked)(store_meta *m, const char *repo, const char *tag);
+    /* 0 when the repository exists, -BERR_NAME_UNKNOWN when not. */
+    int (*repo_exists)(store_meta *m, const char *repo);
     int (*tags_list)(store_meta *m, const char *repo, const char *last, long n, store_list *out);
     int (*catalog)(store_meta *m, const char *last, long n, store_list *out);
     int (*referrers)(store_meta *m, const char *repo, const char *digest, const char *atype,
@@ -75,8 +79,5 @@ struct store {
     blobfs fs;
     store_meta *meta;
 };
-
-/* Milliseconds since the epoch: metadata timestamps (gc compares them with its cutoff). */
-int64_t store_now(void);
 
 #endif

@@ -31,6 +31,7 @@ enum {
     Q_MAN_INSERT,
     Q_REF_INSERT,
     Q_TAG_UPSERT,
+    Q_TAG_CHECKED,
     Q_REPO_EXISTS,
     Q_TAGS,
     Q_CATALOG,
@@ -49,19 +50,23 @@ static const char *const q_sql[Q__COUNT] = {
     [Q_LINK_ADD] = "INSERT INTO repo_blobs(repo, digest, linked) VALUES(?1, ?2, ?3) "
                    "ON CONFLICT(repo, digest) DO UPDATE SET linked = excluded.linked",
     [Q_LINK_DEL] = "DELETE FROM repo_blobs WHERE repo = ?1 AND digest = ?2",
-    [Q_MAN_BY_TAG] = "SELECT m.digest, m.media_type, m.content FROM tags t JOIN manifests m "
-                     "ON m.repo = t.repo AND m.digest = t.digest WHERE t.repo = ?1 AND t.tag = ?2",
-    [Q_MAN_BY_DIGEST] = "SELECT digest, media_type, content FROM manifests "
+    [Q_MAN_BY_TAG] =
+        "SELECT m.digest, m.media_type, m.content, t.checked FROM tags t JOIN manifests m "
+        "ON m.repo = t.repo AND m.digest = t.digest WHERE t.repo = ?1 AND t.tag = ?2",
+    [Q_MAN_BY_DIGEST] = "SELECT digest, media_type, content, NULL FROM manifests "
                         "WHERE repo = ?1 AND digest = ?2",
     [Q_MAN_EXISTS] = "SELECT 1 FROM manifests WHERE repo = ?1 AND digest = ?2",
-    [Q_MAN_INSERT] = "INSERT INTO manifests(repo, digest, media_type, content, subject, "
-                     "artifact_type, annotations, created) VALUES(?1,?2,?3,?4,?5,?6,?7,?8) "
-                     "ON CONFLICT(repo, digest) DO UPDATE SET created = excluded.created",
+    [Q_MAN_INSERT] =
+        "INSERT INTO manifests(repo, digest, media_type, content, subject, "
+        "artifact_type, annotations, created, mirrored) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9) "
+        "ON CONFLICT(repo, digest) DO UPDATE SET created = excluded.created",
     [Q_REF_INSERT] = "INSERT OR IGNORE INTO manifest_refs(repo, digest, child, kind) "
                      "VALUES(?1, ?2, ?3, ?4)",
-    [Q_TAG_UPSERT] = "INSERT INTO tags(repo, tag, digest, updated) VALUES(?1, ?2, ?3, ?4) "
-                     "ON CONFLICT(repo, tag) DO UPDATE SET digest = excluded.digest, "
-                     "updated = excluded.updated",
+    [Q_TAG_UPSERT] =
+        "INSERT INTO tags(repo, tag, digest, updated, checked) VALUES(?1, ?2, ?3, ?4, ?5) "
+        "ON CONFLICT(repo, tag) DO UPDATE SET digest = excluded.digest, "
+        "updated = excluded.updated, checked = excluded.checked",
+    [Q_TAG_CHECKED] = "UPDATE tags SET checked = ?3 WHERE repo = ?1 AND tag = ?2",
     [Q_REPO_EXISTS] = "SELECT 1 FROM repos WHERE name = ?1",
     [Q_TAGS] = "SELECT tag FROM tags WHERE repo = ?1 AND tag > ?2 ORDER BY tag LIMIT ?3",
     [Q_CATALOG] = "SELECT name FROM repos WHERE name > ?1 ORDER BY name LIMIT ?2",
@@ -82,7 +87,8 @@ static const char schema_sql[] =
     "CREATE INDEX IF NOT EXISTS repo_blobs_digest ON repo_blobs(digest);"
     "CREATE TABLE IF NOT EXISTS manifests(repo TEXT NOT NULL, digest TEXT NOT NULL,"
     "  media_type TEXT NOT NULL, content BLOB NOT NULL, subject TEXT, artifact_type TEXT,"
-    "  annotations TEXT, created INTEGER NOT NULL, PRIMARY KEY(repo, digest));"
+    "  annotations TEXT, created INTEGER NOT NULL, mirrored INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY(repo, digest));"
     "CREATE INDEX IF NOT EXISTS manifests_subject ON manifests(repo, subject)"
     "  WHERE subject IS NOT NULL;"
     "CREATE TABLE IF NOT EXISTS manifest_refs(repo TEXT NOT NULL, digest TEXT NOT NULL,"
@@ -90,7 +96,7 @@ static const char schema_sql[] =
     "  WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS manifest_refs_child ON manifest_refs(child, kind, repo);"
     "CREATE TABLE IF NOT EXISTS tags(repo TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL,"
-    "  updated INTEGER NOT NULL, PRIMARY KEY(repo, tag)) WITHOUT ROWID;"
+    "  updated INTEGER NOT NULL, checked INTEGER, PRIMARY KEY(repo, tag)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS tags_digest ON tags(repo, digest);";
 
 /* A manifest is garbage when old enough, untagged, not an index's child, and not a referrer of a
@@ -378,6 +384,7 @@ static int sq_manifest_get(store_meta *base, const char *repo, const char *ref, 
         snprintf(out->digest, sizeof out->digest, "%s", (const char *)sqlite3_column_text(s, 0));
         out->media_type = col_strdup(s, 1);
         out->size = (size_t)sqlite3_column_bytes(s, 2);
+        out->checked = sqlite3_column_int64(s, 3);
         out->content = malloc(out->size + 1);
         if (out->content && out->media_type) {
             memcpy(out->content, sqlite3_column_blob(s, 2), out->size);
@@ -406,9 +413,10 @@ static int sq_manifest_put(store_meta *base, const store_manifest_put_req *q)
     if (rc < 0) return rc;
     int64_t now = store_now();
     rc = begin(c);
-    for (size_t i = 0; rc == 0 && i < q->nblobs; i++)
+    /* mirrored manifests reference content fetched later, on demand */
+    for (size_t i = 0; rc == 0 && !q->mirrored && i < q->nblobs; i++)
         rc = blob_find(c, q->repo, q->blobs[i], NULL, BERR_MANIFEST_BLOB_UNKNOWN);
-    for (size_t i = 0; rc == 0 && i < q->nchildren; i++) {
+    for (size_t i = 0; rc == 0 && !q->mirrored && i < q->nchildren; i++) {
         sqlite3_stmt *s = stmt(c, Q_MAN_EXISTS);
         bind_text(s, 1, q->repo);
         bind_text(s, 2, q->children[i]);
@@ -436,6 +444,7 @@ static int sq_manifest_put(store_meta *base, const store_manifest_put_req *q)
         bind_text(s, 6, q->artifact_type);
         bind_text(s, 7, q->annotations_json);
         sqlite3_bind_int64(s, 8, now);
+        sqlite3_bind_int(s, 9, q->mirrored ? 1 : 0);
         rc = step_done(c, s);
     }
     for (size_t i = 0; rc == 0 && i < q->nblobs + q->nchildren; i++) {
@@ -453,6 +462,7 @@ static int sq_manifest_put(store_meta *base, const store_manifest_put_req *q)
         bind_text(s, 2, q->tags[i]);
         bind_text(s, 3, q->digest);
         sqlite3_bind_int64(s, 4, now);
+        if (q->mirrored) sqlite3_bind_int64(s, 5, now);
         rc = step_done(c, s);
     }
     rc = finish_tx(c, rc);
@@ -493,6 +503,38 @@ static int sq_manifest_delete(store_meta *base, const char *repo, const char *di
         rc = run2(c, "DELETE FROM manifest_refs WHERE repo = ?1 AND digest = ?2", repo, digest,
                   NULL);
     rc = finish_tx(c, rc);
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_tag_checked(store_meta *base, const char *repo, const char *tag)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s = stmt(c, Q_TAG_CHECKED);
+    bind_text(s, 1, repo);
+    bind_text(s, 2, tag);
+    sqlite3_bind_int64(s, 3, store_now());
+    rc = step_done(c, s);
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_repo_exists(store_meta *base, const char *repo)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s = stmt(c, Q_REPO_EXISTS);
+    bind_text(s, 1, repo);
+    int r = sqlite3_step(s);
+    sqlite3_reset(s);
+    rc = r == SQLITE_ROW    ? 0
+         : r == SQLITE_DONE ? berr_set(BERR_NAME_UNKNOWN, "repository unknown")
+                            : db_err(c->db, "repository lookup");
     conn_give(m, c);
     return rc;
 }
@@ -760,13 +802,16 @@ static int sq_check_refs(store_meta *base, void (*cb)(void *, const char *), voi
 {
     static const char *const checks[] = {
         "SELECT 'manifest ' || r.repo || '@' || r.digest || ' references missing blob ' || r.child "
-        "FROM manifest_refs r WHERE r.kind = 0 AND NOT EXISTS (SELECT 1 FROM blobs b "
+        "FROM manifest_refs r JOIN manifests m ON m.repo = r.repo AND m.digest = r.digest "
+        "WHERE m.mirrored = 0 AND r.kind = 0 AND NOT EXISTS (SELECT 1 FROM blobs b "
         "WHERE b.digest = r.child)",
         "SELECT 'manifest ' || r.repo || '@' || r.digest || ' references blob ' || r.child || "
-        "' not linked to the repository' FROM manifest_refs r WHERE r.kind = 0 AND NOT EXISTS "
+        "' not linked to the repository' FROM manifest_refs r JOIN manifests m ON m.repo = r.repo "
+        "AND m.digest = r.digest WHERE m.mirrored = 0 AND r.kind = 0 AND NOT EXISTS "
         "(SELECT 1 FROM repo_blobs l WHERE l.repo = r.repo AND l.digest = r.child)",
         "SELECT 'index ' || r.repo || '@' || r.digest || ' references missing manifest ' || "
-        "r.child FROM manifest_refs r WHERE r.kind = 1 AND NOT EXISTS (SELECT 1 FROM manifests m "
+        "r.child FROM manifest_refs r JOIN manifests p ON p.repo = r.repo AND p.digest = r.digest "
+        "WHERE p.mirrored = 0 AND r.kind = 1 AND NOT EXISTS (SELECT 1 FROM manifests m "
         "WHERE m.repo = r.repo AND m.digest = r.child)",
         "SELECT 'tag ' || t.repo || ':' || t.tag || ' points at missing manifest ' || t.digest "
         "FROM tags t WHERE NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo = t.repo AND "
@@ -816,6 +861,8 @@ static const store_meta_ops sqlite_ops = {
     .manifest_put = sq_manifest_put,
     .manifest_delete = sq_manifest_delete,
     .tag_delete = sq_tag_delete,
+    .tag_checked = sq_tag_checked,
+    .repo_exists = sq_repo_exists,
     .tags_list = sq_tags_list,
     .catalog = sq_catalog,
     .referrers = sq_referrers,

@@ -511,6 +511,16 @@ int store_tag_delete(store *s, const char *repo, const char *tag)
     return s->meta->ops->tag_delete(s->meta, repo, tag);
 }
 
+int store_tag_checked(store *s, const char *repo, const char *tag)
+{
+    return s->meta->ops->tag_checked(s->meta, repo, tag);
+}
+
+int store_repo_exists(store *s, const char *repo)
+{
+    return s->meta->ops->repo_exists(s->meta, repo);
+}
+
 int store_tags_list(store *s, const char *repo, const char *last, long n, store_list *out)
 {
     memset(out, 0, sizeof *out);

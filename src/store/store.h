@@ -35,6 +35,7 @@ typedef struct {
     char *media_type;
     char *content;
     size_t size;
+    int64_t checked; /* by tag, mirrored: when the tag was last checked upstream (ms), else 0 */
 } store_manifest;
 
 /* What a manifest PUT asks the store to record, after the handler parsed and validated it. */
@@ -53,6 +54,7 @@ typedef struct {
     size_t nchildren;
     const char **tags; /* tags to point at this manifest */
     size_t ntags;
+    bool mirrored; /* cached from an upstream: blobs and children arrive later, on demand */
 } store_manifest_put_req;
 
 /* A list of strings with a "more after the last one" flag (tags, catalog). */
@@ -82,6 +84,9 @@ typedef struct {
     uint64_t size;
     char *media_type; /* set for manifests served through the blobs endpoint, else NULL */
 } store_blob;
+
+/* Milliseconds since the epoch: the clock of every metadata timestamp. */
+int64_t store_now(void);
 
 /* ---- lifecycle ---- */
 /* Opens (creating when absent) the store under cfg->root and recovers from a crash: removes
@@ -128,6 +133,8 @@ void store_manifest_free(store_manifest *m);
 int store_manifest_put(store *s, const store_manifest_put_req *req);
 int store_manifest_delete(store *s, const char *repo, const char *digest);
 int store_tag_delete(store *s, const char *repo, const char *tag);
+int store_tag_checked(store *s, const char *repo, const char *tag);
+int store_repo_exists(store *s, const char *repo);
 /* -BERR_NAME_UNKNOWN when the repository does not exist. */
 int store_tags_list(store *s, const char *repo, const char *last, long n, store_list *out);
 int store_catalog(store *s, const char *last, long n, store_list *out);

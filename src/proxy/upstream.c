@@ -1,0 +1,395 @@
+/*
+ * upstream: see upstream.h. One libcurl easy handle per thread (kept in a pthread key, so
+ * connections to an upstream are reused by that thread and freed when it ends). Tokens are cached
+ * process-wide by (mirror, scope) until shortly before they expire.
+ */
+#include "proxy/upstream.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <jansson.h>
+#include <nettle/base64.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define MANIFEST_MAX (4 * 1024 * 1024)
+#define ERRBODY_MAX (64 * 1024)
+
+static pthread_key_t curl_key;
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_free_handle(void *h)
+{
+    curl_easy_cleanup(h);
+}
+
+static void make_key(void)
+{
+    pthread_key_create(&curl_key, curl_free_handle);
+}
+
+void upstream_global_init(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    pthread_once(&curl_once, make_key);
+}
+
+static CURL *thread_curl(void)
+{
+    pthread_once(&curl_once, make_key);
+    CURL *c = pthread_getspecific(curl_key);
+    if (!c) {
+        c = curl_easy_init();
+        pthread_setspecific(curl_key, c);
+    } else {
+        curl_easy_reset(c);
+    }
+    return c;
+}
+
+/* ---- token cache ---- */
+
+typedef struct token {
+    char *key; /* mirror \n scope */
+    char *value;
+    time_t expires;
+    struct token *next;
+} token;
+
+static pthread_mutex_t tok_mu = PTHREAD_MUTEX_INITIALIZER;
+static token *tokens;
+
+static char *token_get(const char *key)
+{
+    char *v = NULL;
+    time_t now = time(NULL);
+    pthread_mutex_lock(&tok_mu);
+    for (token *t = tokens; t; t = t->next)
+        if (!strcmp(t->key, key) && t->expires > now) v = strdup(t->value);
+    pthread_mutex_unlock(&tok_mu);
+    return v;
+}
+
+static void token_put(const char *key, const char *value, long ttl)
+{
+    pthread_mutex_lock(&tok_mu);
+    token *t = tokens;
+    while (t && strcmp(t->key, key))
+        t = t->next;
+    if (!t) {
+        t = calloc(1, sizeof *t);
+        if (!t) abort();
+        t->key = strdup(key);
+        t->next = tokens;
+        tokens = t;
+    }
+    free(t->value);
+    t->value = strdup(value);
+    t->expires = time(NULL) + (ttl > 30 ? ttl - 10 : ttl);
+    pthread_mutex_unlock(&tok_mu);
+}
+
+/* ---- challenge parsing: scheme k="v", k=v, ... ---- */
+
+bool upstream_parse_challenge(const char *h, upstream_challenge *c)
+{
+    memset(c, 0, sizeof *c);
+    while (*h == ' ')
+        h++;
+    size_t n = strcspn(h, " ");
+    if (n == 0 || n >= sizeof c->scheme) return false;
+    memcpy(c->scheme, h, n);
+    h += n;
+    while (*h) {
+        while (*h == ' ' || *h == ',')
+            h++;
+        const char *eq = strchr(h, '=');
+        if (!eq) break;
+        char key[32];
+        size_t kl = (size_t)(eq - h);
+        if (kl >= sizeof key) return false;
+        memcpy(key, h, kl);
+        key[kl] = '\0';
+        h = eq + 1;
+        char val[512];
+        size_t vl = 0;
+        if (*h == '"') {
+            h++;
+            while (*h && *h != '"' && vl < sizeof val - 1) {
+                if (*h == '\\' && h[1]) h++;
+                val[vl++] = *h++;
+            }
+            if (*h == '"') h++;
+        } else {
+            while (*h && *h != ',' && *h != ' ' && vl < sizeof val - 1)
+                val[vl++] = *h++;
+        }
+        val[vl] = '\0';
+        if (!strcasecmp(key, "realm"))
+            snprintf(c->realm, sizeof c->realm, "%s", val);
+        else if (!strcasecmp(key, "service"))
+            snprintf(c->service, sizeof c->service, "%s", val);
+        else if (!strcasecmp(key, "scope"))
+            snprintf(c->scope, sizeof c->scope, "%s", val);
+    }
+    return true;
+}
+
+/* ---- one HTTP exchange ---- */
+
+typedef struct {
+    CURL *curl;
+    upstream_resp *out;
+    upstream_sink sink;
+    void *arg;
+    size_t limit;     /* for buffered bodies */
+    size_t delivered; /* bytes handed to sink */
+    bool sink_failed;
+    char challenge[1024];
+} xfer;
+
+static size_t on_header(char *buf, size_t size, size_t n, void *p)
+{
+    xfer *x = p;
+    size_t len = size * n;
+    char line[1200];
+    size_t l = len < sizeof line - 1 ? len : sizeof line - 1;
+    memcpy(line, buf, l);
+    line[l] = '\0';
+    line[strcspn(line, "\r\n")] = '\0';
+    if (!strncmp(line, "HTTP/", 5)) { /* a new response (after a redirect): start over */
+        x->out->content_type[0] = x->out->digest[0] = x->challenge[0] = '\0';
+        return len;
+    }
+    char *colon = strchr(line, ':');
+    if (!colon) return len;
+    *colon = '\0';
+    char *v = colon + 1;
+    while (*v == ' ')
+        v++;
+    if (!strcasecmp(line, "Content-Type"))
+        snprintf(x->out->content_type, sizeof x->out->content_type, "%s", v);
+    else if (!strcasecmp(line, "Docker-Content-Digest") && digest_parse(v, NULL) == 0)
+        snprintf(x->out->digest, sizeof x->out->digest, "%s", v);
+    else if (!strcasecmp(line, "WWW-Authenticate"))
+        snprintf(x->challenge, sizeof x->challenge, "%s", v);
+    else if (!strcasecmp(line, "Retry-After"))
+        x->out->retry_after = strtol(v, NULL, 10);
+    return len;
+}
+
+static size_t on_body(char *buf, size_t size, size_t n, void *p)
+{
+    xfer *x = p;
+    size_t len = size * n;
+    long status = 0;
+    curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (status == 200 && x->sink) {
+        if (x->sink(x->arg, buf, len) < 0) {
+            x->sink_failed = true;
+            return 0; /* aborts the transfer */
+        }
+        x->delivered += len;
+        return len;
+    }
+    size_t limit = status == 200 ? x->limit : ERRBODY_MAX;
+    if (x->out->len + len > limit) return 0;
+    char *nb = realloc(x->out->body, x->out->len + len + 1);
+    if (!nb) return 0;
+    x->out->body = nb;
+    memcpy(nb + x->out->len, buf, len);
+    x->out->len += len;
+    nb[x->out->len] = '\0';
+    return len;
+}
+
+/* Performs one request; returns 0 with out->status set, or -BERR_UNAVAILABLE. */
+static int perform(const config_mirror *m, const char *url, bool head, const char *accept,
+                   const char *auth, xfer *x, bool blob)
+{
+    CURL *c = thread_curl();
+    if (!c) return berr_set(BERR_INTERNAL, "curl_easy_init failed");
+    x->curl = c;
+    upstream_resp_free(x->out);
+    memset(x->out, 0, sizeof *x->out);
+    x->challenge[0] = '\0';
+    struct curl_slist *hdrs = NULL;
+    char h[2200];
+    if (accept) {
+        snprintf(h, sizeof h, "Accept: %s", accept);
+        hdrs = curl_slist_append(hdrs, h);
+    }
+    if (auth) {
+        snprintf(h, sizeof h, "Authorization: %s", auth);
+        hdrs = curl_slist_append(hdrs, h);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_NOBODY, head ? 1L : 0L);
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "berth");
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)m->connect_ms);
+    if (blob) { /* a large blob may take long: fail when it stalls, not on total time */
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME,
+                         (long)(m->transfer_ms / 1000 > 0 ? m->transfer_ms / 1000 : 1));
+    } else {
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(m->connect_ms + m->transfer_ms));
+    }
+    if (m->ca_file) curl_easy_setopt(c, CURLOPT_CAINFO, m->ca_file);
+    if (m->insecure) {
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
+    CURLcode cc = curl_easy_perform(c);
+    curl_slist_free_all(hdrs);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->out->status);
+    if (x->sink_failed) return berr_set(BERR_IO, "storing upstream data failed");
+    if (cc != CURLE_OK) {
+        /* a 4xx/5xx whose body we stopped reading is still an answer */
+        if (x->out->status >= 400 && cc == CURLE_WRITE_ERROR) return 0;
+        return berr_set(BERR_UNAVAILABLE, "upstream %s: %s", m->name, curl_easy_strerror(cc));
+    }
+    return 0;
+}
+
+/* "Basic <base64(user:password)>" for a mirror with credentials, else NULL (malloc'd). */
+static char *basic_auth(const config_mirror *m)
+{
+    if (!m->username) return NULL;
+    char cred[520];
+    int n = snprintf(cred, sizeof cred, "%s:%s", m->username, m->password ? m->password : "");
+    if (n < 0 || (size_t)n >= sizeof cred) return NULL;
+    char *enc = malloc(BASE64_ENCODE_RAW_LENGTH((size_t)n) + 8);
+    if (!enc) return NULL;
+    memcpy(enc, "Basic ", 6);
+    base64_encode_raw(enc + 6, (size_t)n, (const uint8_t *)cred);
+    enc[6 + BASE64_ENCODE_RAW_LENGTH((size_t)n)] = '\0';
+    return enc;
+}
+
+/* Fetches a Bearer token for the challenge; returns a malloc'd "Bearer ..." or NULL. */
+static char *fetch_token(const config_mirror *m, const upstream_challenge *ch, const char *scope)
+{
+    char key[1024];
+    snprintf(key, sizeof key, "%s\n%s", m->name, scope);
+    char *cached = token_get(key);
+    if (cached) return cached;
+    CURL *c = thread_curl();
+    char *esc_service = curl_easy_escape(c, ch->service, 0);
+    char *esc_scope = curl_easy_escape(c, scope, 0);
+    char url[2048];
+    snprintf(url, sizeof url, "%s%sservice=%s&scope=%s", ch->realm,
+             strchr(ch->realm, '?') ? "&" : "?", esc_service ? esc_service : "",
+             esc_scope ? esc_scope : "");
+    curl_free(esc_service);
+    curl_free(esc_scope);
+    upstream_resp r = {0};
+    xfer x = {.out = &r, .limit = ERRBODY_MAX};
+    char *basic = basic_auth(m);
+    char *result = NULL;
+    if (perform(m, url, false, "application/json", basic, &x, false) == 0 && r.status == 200 &&
+        r.body) {
+        json_t *j = json_loadb(r.body, r.len, 0, NULL);
+        const char *t = json_string_value(json_object_get(j, "token"));
+        if (!t) t = json_string_value(json_object_get(j, "access_token"));
+        json_t *exp = json_object_get(j, "expires_in");
+        if (t) {
+            token_put(key, t, json_is_integer(exp) ? (long)json_integer_value(exp) : 60);
+            size_t len = strlen(t) + 8;
+            result = malloc(len);
+            if (result) snprintf(result, len, "Bearer %s", t);
+        }
+        json_decref(j);
+    } else {
+        log_warn("msg=\"upstream token request failed\" mirror=%s status=%ld", m->name, r.status);
+    }
+    upstream_resp_free(&r);
+    free(basic);
+    return result;
+}
+
+/* Runs a request against each URL in turn, answering auth challenges once. */
+static int request(const config_mirror *m, const char *repo, const char *path, bool head,
+                   const char *accept, upstream_sink sink, void *arg, upstream_resp *out)
+{
+    char scope[400];
+    snprintf(scope, sizeof scope, "repository:%s:pull", repo);
+    char key[1024];
+    snprintf(key, sizeof key, "%s\n%s", m->name, scope);
+    int rc = berr_set(BERR_UNAVAILABLE, "upstream %s has no URL", m->name);
+    for (size_t i = 0; i < m->nurls; i++) {
+        char url[2048];
+        snprintf(url, sizeof url, "%s/v2/%s/%s", m->urls[i], repo, path);
+        xfer x = {.out = out, .sink = sink, .arg = arg, .limit = MANIFEST_MAX};
+        char *tok = token_get(key), *auth = NULL;
+        if (tok) {
+            auth = malloc(strlen(tok) + 8);
+            if (auth) sprintf(auth, "Bearer %s", tok);
+            free(tok);
+        }
+        rc = perform(m, url, head, accept, auth, &x, sink != NULL);
+        if (rc == 0 && out->status == 401 && x.challenge[0] && x.delivered == 0) {
+            upstream_challenge ch;
+            char *retry = NULL;
+            if (upstream_parse_challenge(x.challenge, &ch)) {
+                if (!strcasecmp(ch.scheme, "Bearer") && ch.realm[0])
+                    retry = fetch_token(m, &ch, ch.scope[0] ? ch.scope : scope);
+                else if (!strcasecmp(ch.scheme, "Basic") && !auth)
+                    retry = basic_auth(m);
+            }
+            if (retry) rc = perform(m, url, head, accept, retry, &x, sink != NULL);
+            free(retry);
+        }
+        free(auth);
+        if (rc == 0 && out->status < 500) return 0;
+        if (x.delivered > 0) break; /* bytes already went to the sink: no second source */
+        if (rc == -BERR_IO) return rc;
+    }
+    if (rc == 0) return 0; /* a 5xx answer from the last URL */
+    return rc;
+}
+
+static const char manifest_accept[] =
+    "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, "
+    "application/vnd.docker.distribution.manifest.list.v2+json, "
+    "application/vnd.docker.distribution.manifest.v2+json";
+
+int upstream_manifest(const config_mirror *m, const char *repo, const char *ref, bool head,
+                      upstream_resp *out)
+{
+    char path[400];
+    snprintf(path, sizeof path, "manifests/%s", ref);
+    memset(out, 0, sizeof *out);
+    return request(m, repo, path, head, manifest_accept, NULL, NULL, out);
+}
+
+int upstream_blob(const config_mirror *m, const char *repo, const char *digest, upstream_sink sink,
+                  void *arg, upstream_resp *out)
+{
+    char path[400];
+    snprintf(path, sizeof path, "blobs/%s", digest);
+    memset(out, 0, sizeof *out);
+    return request(m, repo, path, false, NULL, sink, arg, out);
+}
+
+void upstream_resp_free(upstream_resp *r)
+{
+    free(r->body);
+    r->body = NULL;
+    r->len = 0;
+}

@@ -1,0 +1,48 @@
+/*
+ * upstream: the client side of the mirror. Talks the distribution API to an upstream registry
+ * through libcurl: anonymous, Basic, and the Bearer token flow (parse the WWW-Authenticate
+ * challenge, fetch a token from the realm for the service and scope, cache it until it expires,
+ * retry once). Redirects to blob storage are followed (without our Authorization header when the
+ * host changes). A mirror's URLs are tried in order when one cannot be reached or answers 5xx.
+ */
+#ifndef BERTH_UPSTREAM_H
+#define BERTH_UPSTREAM_H
+
+#include "config.h"
+#include "util/digest.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct {
+    long status;
+    char content_type[256];
+    char digest[DIGEST_STR_MAX]; /* Docker-Content-Digest, when sent */
+    long retry_after;            /* seconds, from a 429 */
+    char *body;                  /* buffered body (manifests, error bodies) */
+    size_t len;
+} upstream_resp;
+
+/* Receives a blob's bytes as they arrive; a negative return aborts the transfer. */
+typedef int (*upstream_sink)(void *arg, const char *data, size_t len);
+
+/* Call once before threads start. */
+void upstream_global_init(void);
+
+/* GET (or HEAD) /v2/<repo>/manifests/<ref>. Returns 0 when an upstream answered (see status),
+ * -BERR_UNAVAILABLE when none could be reached in time. */
+int upstream_manifest(const config_mirror *m, const char *repo, const char *ref, bool head,
+                      upstream_resp *out);
+/* GET /v2/<repo>/blobs/<digest>, streaming a 200's body into sink. */
+int upstream_blob(const config_mirror *m, const char *repo, const char *digest, upstream_sink sink,
+                  void *arg, upstream_resp *out);
+void upstream_resp_free(upstream_resp *r);
+
+/* Parses a WWW-Authenticate value into scheme and realm/service/scope (exposed for tests). */
+typedef struct {
+    char scheme[16];
+    char realm[512], service[256], scope[512];
+} upstream_challenge;
+bool upstream_parse_challenge(const char *header, upstream_challenge *c);
+
+#endif
