@@ -5,6 +5,7 @@
  * requests; one maintenance thread checks storage health and purges stale uploads; the main
  * thread waits for SIGTERM/SIGINT and shuts down cleanly, letting in-flight requests finish.
  */
+#include "clientcfg.h"
 #include "config.h"
 #include "http/http.h"
 #include "proxy/upstream.h"
@@ -31,6 +32,9 @@ static void usage(FILE *f)
           "  gc [--dry-run] [--grace DURATION]\n"
           "                      remove unreferenced blobs and untagged manifests (online)\n"
           "  fsck                re-hash every blob, check every reference; non-zero on problems\n"
+          "  client-config --for containerd|k3s|docker|podman --endpoint URL\n"
+          "                [--registries docker.io,ghcr.io,...]\n"
+          "                      print the client files that use berth as a mirror\n"
           "  version             print the version\n"
           "Run `berth serve --help` for the configuration keys.\n",
           f);
@@ -41,6 +45,7 @@ typedef struct {
     bool dry_run;
     const char *grace;
     bool help;
+    const char *client, *endpoint, *registries;
 } cli;
 
 static int parse_cli(int argc, char **argv, cli *o)
@@ -49,6 +54,9 @@ static int parse_cli(int argc, char **argv, cli *o)
                                          {"dry-run", no_argument, NULL, 'n'},
                                          {"grace", required_argument, NULL, 'g'},
                                          {"help", no_argument, NULL, 'h'},
+                                         {"for", required_argument, NULL, 'f'},
+                                         {"endpoint", required_argument, NULL, 'e'},
+                                         {"registries", required_argument, NULL, 'r'},
                                          {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof *o);
     int c;
@@ -66,6 +74,15 @@ static int parse_cli(int argc, char **argv, cli *o)
             break;
         case 'h':
             o->help = true;
+            break;
+        case 'f':
+            o->client = optarg;
+            break;
+        case 'e':
+            o->endpoint = optarg;
+            break;
+        case 'r':
+            o->registries = optarg;
             break;
         default:
             return -1;
@@ -215,6 +232,37 @@ static int cmd_fsck(const cli *o)
     return (rc < 0 || problems > 0) ? 1 : 0;
 }
 
+/* The registries come from --registries, else from the config's mirrors, else docker.io. */
+static int cmd_client_config(const cli *o)
+{
+    if (!o->client || !o->endpoint) {
+        fputs("usage: berth client-config --for containerd|k3s|docker|podman --endpoint URL "
+              "[--registries a,b] [-c config.yml]\n",
+              stderr);
+        return 2;
+    }
+    const char *regs[64];
+    size_t n = 0;
+    char buf[2048] = "";
+    config cfg = {0};
+    bool have_cfg = false;
+    if (o->registries) {
+        snprintf(buf, sizeof buf, "%s", o->registries);
+        char *save = NULL;
+        for (char *t = strtok_r(buf, ",", &save); t && n < 64; t = strtok_r(NULL, ",", &save))
+            regs[n++] = t;
+    } else if (o->config) {
+        if (load(o, &cfg) < 0) return 1;
+        have_cfg = true;
+        for (size_t i = 0; i < cfg.nmirrors && n < 64; i++) regs[n++] = cfg.mirrors[i].name;
+    }
+    if (n == 0) regs[n++] = "docker.io";
+    int rc = clientcfg_print(stdout, o->client, o->endpoint, regs, n);
+    if (have_cfg) config_free(&cfg);
+    if (rc < 0) fprintf(stderr, "berth client-config: unknown client '%s'\n", o->client);
+    return rc < 0 ? 2 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -238,6 +286,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "serve")) return cmd_serve(&o);
     if (!strcmp(cmd, "gc")) return cmd_gc(&o);
     if (!strcmp(cmd, "fsck")) return cmd_fsck(&o);
+    if (!strcmp(cmd, "client-config")) return cmd_client_config(&o);
     fprintf(stderr, "berth: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;
