@@ -33,12 +33,15 @@ int clientcfg_print(FILE *out, const char *client, const char *endpoint, const c
     if (!strcmp(client, "containerd")) {
         for (size_t i = 0; i < nregs; i++) {
             fprintf(out, "# /etc/containerd/certs.d/%s/hosts.toml\n", regs[i]);
-            fprintf(out, "server = \"https://%s\"\n\n[host.\"%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n\n",
+            fprintf(out,
+                    "server = \"https://%s\"\n\n[host.\"%s\"]\n  capabilities = [\"pull\", "
+                    "\"resolve\"]\n\n",
                     upstream_server(regs[i]), endpoint);
         }
         fputs("# containerd's config.toml must point at that directory:\n"
               "#   [plugins.\"io.containerd.grpc.v1.cri\".registry]\n"
-              "#     config_path = \"/etc/containerd/certs.d\"\n", out);
+              "#     config_path = \"/etc/containerd/certs.d\"\n",
+              out);
         return 0;
     }
     if (!strcmp(client, "k3s")) {
@@ -48,8 +51,10 @@ int clientcfg_print(FILE *out, const char *client, const char *endpoint, const c
         return 0;
     }
     if (!strcmp(client, "docker")) {
-        fprintf(out, "# /etc/docker/daemon.json (Docker uses mirrors for docker.io only)\n"
-                     "{\n  \"registry-mirrors\": [\"%s\"]%s", endpoint, plain ? ",\n" : "\n");
+        fprintf(out,
+                "# /etc/docker/daemon.json (Docker uses mirrors for docker.io only)\n"
+                "{\n  \"registry-mirrors\": [\"%s\"]%s",
+                endpoint, plain ? ",\n" : "\n");
         if (plain) fprintf(out, "  \"insecure-registries\": [\"%s\"]\n", host);
         fputs("}\n", out);
         return 0;
@@ -57,8 +62,9 @@ int clientcfg_print(FILE *out, const char *client, const char *endpoint, const c
     if (!strcmp(client, "podman")) {
         fputs("# /etc/containers/registries.conf.d/berth.conf\n", out);
         for (size_t i = 0; i < nregs; i++)
-            fprintf(out, "[[registry]]\nprefix = \"%s\"\nlocation = \"%s\"\n\n[[registry.mirror]]\n"
-                         "location = \"%s/%s\"\n%s\n",
+            fprintf(out,
+                    "[[registry]]\nprefix = \"%s\"\nlocation = \"%s\"\n\n[[registry.mirror]]\n"
+                    "location = \"%s/%s\"\n%s\n",
                     regs[i], regs[i], host, regs[i], plain ? "insecure = true\n" : "");
         return 0;
     }

@@ -50,14 +50,11 @@ typedef struct {
 
 static int parse_cli(int argc, char **argv, cli *o)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"dry-run", no_argument, NULL, 'n'},
-                                         {"grace", required_argument, NULL, 'g'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {"for", required_argument, NULL, 'f'},
-                                         {"endpoint", required_argument, NULL, 'e'},
-                                         {"registries", required_argument, NULL, 'r'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},     {"dry-run", no_argument, NULL, 'n'},
+        {"grace", required_argument, NULL, 'g'},      {"help", no_argument, NULL, 'h'},
+        {"for", required_argument, NULL, 'f'},        {"endpoint", required_argument, NULL, 'e'},
+        {"registries", required_argument, NULL, 'r'}, {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof *o);
     int c;
     optind = 1;
@@ -254,7 +251,8 @@ static int cmd_client_config(const cli *o)
     } else if (o->config) {
         if (load(o, &cfg) < 0) return 1;
         have_cfg = true;
-        for (size_t i = 0; i < cfg.nmirrors && n < 64; i++) regs[n++] = cfg.mirrors[i].name;
+        for (size_t i = 0; i < cfg.nmirrors && n < 64; i++)
+            regs[n++] = cfg.mirrors[i].name;
     }
     if (n == 0) regs[n++] = "docker.io";
     int rc = clientcfg_print(stdout, o->client, o->endpoint, regs, n);

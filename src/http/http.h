@@ -89,6 +89,10 @@ int http_reply(http_req *r, int status, const char *ct, const char *body, size_t
 int http_reply_owned(http_req *r, int status, const char *ct, char *body, size_t len);
 /* len bytes of fd from off (sendfile); the fd belongs to the response afterwards. */
 int http_reply_fd(http_req *r, int status, int fd, uint64_t off, uint64_t len);
+/* size bytes produced by reader (libmicrohttpd's content reader callback); free_cb(cls) when
+ * the response is done. */
+int http_reply_stream(http_req *r, int status, uint64_t size, MHD_ContentReaderCallback reader,
+                      void *cls, MHD_ContentReaderFreeCallback free_cb);
 /* The OCI error JSON for a negative berr (detail from berr_msg()). */
 int http_reply_error(http_req *r, int rc);
 void http_add_header(http_req *r, const char *name, const char *value);

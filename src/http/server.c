@@ -147,6 +147,19 @@ int http_reply_fd(http_req *r, int status, int fd, uint64_t off, uint64_t len)
     return 0;
 }
 
+int http_reply_stream(http_req *r, int status, uint64_t size, MHD_ContentReaderCallback reader,
+                      void *cls, MHD_ContentReaderFreeCallback free_cb)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(size, 256 * 1024, reader, cls, free_cb);
+    if (!resp) {
+        free_cb(cls);
+        return berr_set(BERR_INTERNAL, "cannot create response");
+    }
+    set_response(r, resp, status, NULL, size);
+    return 0;
+}
+
 /* JSON string escaping for error messages (ASCII control characters and quotes). */
 static size_t json_escape(char *out, size_t cap, const char *s)
 {

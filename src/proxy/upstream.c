@@ -165,6 +165,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *p)
     line[strcspn(line, "\r\n")] = '\0';
     if (!strncmp(line, "HTTP/", 5)) { /* a new response (after a redirect): start over */
         x->out->content_type[0] = x->out->digest[0] = x->challenge[0] = '\0';
+        x->out->content_length = -1;
         return len;
     }
     char *colon = strchr(line, ':');
@@ -179,6 +180,8 @@ static size_t on_header(char *buf, size_t size, size_t n, void *p)
         snprintf(x->out->digest, sizeof x->out->digest, "%s", v);
     else if (!strcasecmp(line, "WWW-Authenticate"))
         snprintf(x->challenge, sizeof x->challenge, "%s", v);
+    else if (!strcasecmp(line, "Content-Length"))
+        x->out->content_length = strtoll(v, NULL, 10);
     else if (!strcasecmp(line, "Retry-After"))
         x->out->retry_after = strtol(v, NULL, 10);
     return len;
@@ -218,6 +221,7 @@ static int perform(const config_mirror *m, const char *url, bool head, const cha
     x->curl = c;
     upstream_resp_free(x->out);
     memset(x->out, 0, sizeof *x->out);
+    x->out->content_length = -1;
     x->challenge[0] = '\0';
     struct curl_slist *hdrs = NULL;
     char h[2200];

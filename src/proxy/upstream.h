@@ -19,6 +19,7 @@ typedef struct {
     char content_type[256];
     char digest[DIGEST_STR_MAX]; /* Docker-Content-Digest, when sent */
     long retry_after;            /* seconds, from a 429 */
+    long long content_length;    /* -1 when not announced */
     char *body;                  /* buffered body (manifests, error bodies) */
     size_t len;
 } upstream_resp;

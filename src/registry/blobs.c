@@ -60,12 +60,15 @@ static range_result parse_range(const char *h, uint64_t size, uint64_t *off, uin
 
 static int blob_get_end(http_req *r)
 {
+    int rc = reg_blob_serve(r);
+    if (rc == -BERR_BLOB_UNKNOWN && r->mirror) return reg_mirror_blob_miss(r);
+    return rc;
+}
+
+int reg_blob_serve(http_req *r)
+{
     store_blob b;
     int rc = store_blob_open(r->store, r->name, r->ref, &b);
-    if (rc == -BERR_BLOB_UNKNOWN && r->mirror) {
-        if ((rc = reg_mirror_blob_fill(r)) != 0) return rc; /* an error, or HTTP_OFFLOAD */
-        rc = store_blob_open(r->store, r->name, r->ref, &b);
-    }
     if (rc < 0) return rc;
     uint64_t off = 0, len = b.size;
     range_result rr =

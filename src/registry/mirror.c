@@ -25,6 +25,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #define NEGATIVE_TTL_S 10
 
@@ -307,128 +308,274 @@ int reg_mirror_manifest_get(http_req *r)
     return rc;
 }
 
-/* ---- blobs: one fill per digest, however many clients ---- */
+/* ---- blobs: one fill per digest, streamed to every client while it fills ----
+ *
+ * A fill runs on its own thread: it creates an upload session in the mirror repository and
+ * writes the upstream's bytes into it, hashing as they arrive. Every client asking for that blob
+ * meanwhile gets a response that reads the growing file: the reader serves what has landed and,
+ * when it has caught up, suspends its connection until the fill writes more (the fill resumes
+ * it). The last byte is held back until the digest is verified and the blob committed; a fill
+ * that fails or turns out corrupt cuts every reader's connection, so no client ever sees a
+ * clean end of wrong bytes, and nothing is committed. */
+
+typedef enum { FILL_STARTING, FILL_STREAMING, FILL_DONE, FILL_FAILED } fill_state;
+
+typedef struct waiter {
+    struct MHD_Connection *conn;
+    struct waiter *next;
+} waiter;
 
 typedef struct fill {
     char digest[DIGEST_STR_MAX];
-    bool done;
+    char repo[256], upstream_repo[256];
+    const config_mirror *mirror;
+    store *st;
+    fill_state state;
     int rc;
-    int waiters;
-    pthread_cond_t cv;
+    char err[256]; /* the failure's detail, for every client of the fill */
+    int64_t size;  /* from the upstream's Content-Length, -1 when unknown */
+    uint64_t written;
+    store_upload *u;
+    upstream_resp resp;
+    int refs;
+    waiter *waiters;
     struct fill *next;
 } fill;
 
 static pthread_mutex_t fill_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fill_cv = PTHREAD_COND_INITIALIZER;
 static fill *fills;
 
-typedef struct {
-    store_upload *u;
-} sink_arg;
-
-static int sink_write(void *arg, const char *data, size_t len)
+/* Called with fill_mu held. */
+static void wake_readers(fill *f)
 {
-    sink_arg *a = arg;
-    return store_upload_write(a->u, data, len);
+    while (f->waiters) {
+        waiter *w = f->waiters;
+        f->waiters = w->next;
+        MHD_resume_connection(w->conn);
+        free(w);
+    }
 }
 
-/* Fetches a blob from upstream into the store; returns 0 or a negative berr. */
-static int fetch_blob(http_req *r)
+/* Called with fill_mu held. */
+static void fill_release(fill *f)
 {
-    const config_mirror *mi = r->mirror;
+    if (--f->refs > 0) return;
+    upstream_resp_free(&f->resp);
+    free(f);
+}
+
+static int fill_sink(void *arg, const char *data, size_t len)
+{
+    fill *f = arg;
+    int rc = store_upload_write(f->u, data, len);
+    if (rc < 0) return rc;
+    pthread_mutex_lock(&fill_mu);
+    if (f->state == FILL_STARTING) {
+        f->size = f->resp.content_length;
+        f->state = FILL_STREAMING;
+        pthread_cond_broadcast(&fill_cv);
+    }
+    f->written += len;
+    wake_readers(f);
+    pthread_mutex_unlock(&fill_mu);
+    return 0;
+}
+
+static int fetch_into(fill *f)
+{
+    const config_mirror *mi = f->mirror;
     char key[600];
-    snprintf(key, sizeof key, "%s\n%s\nblob %s", mi->name, r->upstream_repo, r->ref);
+    snprintf(key, sizeof key, "%s\n%s\nblob %s", mi->name, f->upstream_repo, f->digest);
     if (neg_hit(key)) return berr_set(BERR_BLOB_UNKNOWN, "blob unknown to upstream %s", mi->name);
     if (in_backoff(mi))
         return berr_set(BERR_TOOMANYREQUESTS, "upstream %s is rate limiting", mi->name);
     digest_algo algo;
-    digest_parse(r->ref, &algo);
+    digest_parse(f->digest, &algo);
     char uuid[STORE_UUID_LEN + 1];
-    int rc = store_upload_create(r->store, r->name, algo, uuid);
-    sink_arg a = {NULL};
-    if (rc == 0) rc = store_upload_open(r->store, r->name, uuid, &a.u);
+    int rc = store_upload_create(f->st, f->repo, algo, uuid);
+    if (rc == 0) rc = store_upload_open(f->st, f->repo, uuid, &f->u);
     if (rc < 0) return rc;
-    upstream_resp u;
-    rc = upstream_blob(mi, r->upstream_repo, r->ref, sink_write, &a, &u);
-    if (rc == 0 && u.status == 200) {
-        rc = store_upload_finish(a.u, r->ref); /* verifies the digest, commits, links */
+    rc = upstream_blob(mi, f->upstream_repo, f->digest, fill_sink, f, &f->resp);
+    if (rc == 0 && f->resp.status == 200) {
+        rc = store_upload_finish(f->u, f->digest); /* verifies the digest, commits, links */
         if (rc == -BERR_DIGEST_INVALID) {
             log_error("msg=\"upstream sent corrupt blob: nothing committed\" mirror=%s digest=%s",
-                      mi->name, r->ref);
+                      mi->name, f->digest);
             rc = berr_set(BERR_UNAVAILABLE, "upstream %s sent content that does not match %s",
-                          mi->name, r->ref);
+                          mi->name, f->digest);
         } else if (rc == 0) {
             mark_up(mi, true, NULL);
         }
     } else {
-        store_upload_cancel(a.u);
-        if (rc == 0 && u.status == 404) {
+        store_upload_cancel(f->u);
+        if (rc == 0 && f->resp.status == 404) {
             mark_up(mi, true, NULL);
             neg_add(key);
             rc = berr_set(BERR_BLOB_UNKNOWN, "blob unknown to upstream %s", mi->name);
         } else if (rc != -BERR_IO) {
-            rc = unavailable(mi, rc, &u);
+            rc = unavailable(mi, rc, &f->resp);
         }
     }
-    store_upload_close(a.u);
-    upstream_resp_free(&u);
     return rc;
 }
 
-/* Joins the fill of r->ref (starting it when none runs) and waits for its result. */
-static int fill_blob(http_req *r)
+static void *fill_main(void *arg)
+{
+    fill *f = arg;
+    berr_clear();
+    int rc = fetch_into(f);
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", berr_msg());
+    store_upload_close(f->u);
+    pthread_mutex_lock(&fill_mu);
+    f->u = NULL;
+    f->state = rc == 0 ? FILL_DONE : FILL_FAILED;
+    f->rc = rc;
+    snprintf(f->err, sizeof f->err, "%s", msg);
+    for (fill **p = &fills; *p; p = &(*p)->next)
+        if (*p == f) {
+            *p = f->next;
+            break;
+        }
+    wake_readers(f);
+    pthread_cond_broadcast(&fill_cv);
+    fill_release(f);
+    pthread_mutex_unlock(&fill_mu);
+    return NULL;
+}
+
+/* Finds the running fill of r->ref or starts one; returns it with a reference held. */
+static fill *fill_join(http_req *r)
 {
     pthread_mutex_lock(&fill_mu);
     fill *f = fills;
     while (f && strcmp(f->digest, r->ref))
         f = f->next;
     if (f) {
-        f->waiters++;
-        while (!f->done)
-            pthread_cond_wait(&f->cv, &fill_mu);
-        int rc = f->rc;
-        if (--f->waiters == 0) {
-            pthread_cond_destroy(&f->cv);
-            free(f);
-        }
+        f->refs++;
         pthread_mutex_unlock(&fill_mu);
-        return rc;
+        return f;
     }
     f = calloc(1, sizeof *f);
     if (!f) {
         pthread_mutex_unlock(&fill_mu);
-        return berr_set(BERR_INTERNAL, "out of memory");
+        return NULL;
     }
     snprintf(f->digest, sizeof f->digest, "%s", r->ref);
-    pthread_cond_init(&f->cv, NULL);
-    f->waiters = 1;
+    snprintf(f->repo, sizeof f->repo, "%s", r->name);
+    snprintf(f->upstream_repo, sizeof f->upstream_repo, "%s", r->upstream_repo);
+    f->mirror = r->mirror;
+    f->st = r->store;
+    f->size = -1;
+    f->refs = 2; /* the fill thread's and the caller's */
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, fill_main, f) != 0) {
+        pthread_attr_destroy(&attr);
+        pthread_mutex_unlock(&fill_mu);
+        free(f);
+        return NULL;
+    }
+    pthread_attr_destroy(&attr);
     f->next = fills;
     fills = f;
     pthread_mutex_unlock(&fill_mu);
-
-    int rc = fetch_blob(r);
-
-    pthread_mutex_lock(&fill_mu);
-    for (fill **p = &fills; *p; p = &(*p)->next)
-        if (*p == f) {
-            *p = f->next;
-            break;
-        }
-    f->done = true;
-    f->rc = rc;
-    pthread_cond_broadcast(&f->cv);
-    if (--f->waiters == 0) {
-        pthread_cond_destroy(&f->cv);
-        free(f);
-    }
-    pthread_mutex_unlock(&fill_mu);
-    return rc;
+    return f;
 }
 
-/* Called by the blob GET handler when the blob is not in the mirror repository yet. */
-int reg_mirror_blob_fill(http_req *r)
+typedef struct {
+    fill *f;
+    int fd;
+    struct MHD_Connection *conn;
+} stream_ctx;
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    stream_ctx *c = cls;
+    fill *f = c->f;
+    pthread_mutex_lock(&fill_mu);
+    if (f->state == FILL_FAILED) {
+        pthread_mutex_unlock(&fill_mu);
+        return MHD_CONTENT_READER_END_WITH_ERROR; /* cut: the client must not take this as whole */
+    }
+    uint64_t limit = f->written;
+    if (f->state != FILL_DONE && f->size > 0 && limit >= (uint64_t)f->size)
+        limit = (uint64_t)f->size - 1; /* the last byte waits for the digest check */
+    if (pos < limit) {
+        pthread_mutex_unlock(&fill_mu);
+        size_t want = limit - pos < max ? (size_t)(limit - pos) : max;
+        ssize_t n = pread(c->fd, buf, want, (off_t)pos);
+        return n > 0 ? n : MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    if (f->state == FILL_DONE) {
+        pthread_mutex_unlock(&fill_mu);
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    waiter *w = malloc(sizeof *w);
+    if (!w) {
+        pthread_mutex_unlock(&fill_mu);
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    w->conn = c->conn;
+    w->next = f->waiters;
+    f->waiters = w;
+    MHD_suspend_connection(c->conn); /* the fill resumes it when more bytes land */
+    pthread_mutex_unlock(&fill_mu);
+    return 0;
+}
+
+static void stream_free(void *cls)
+{
+    stream_ctx *c = cls;
+    if (c->fd >= 0) close(c->fd);
+    pthread_mutex_lock(&fill_mu);
+    fill_release(c->f);
+    pthread_mutex_unlock(&fill_mu);
+    free(c);
+}
+
+int reg_mirror_blob_miss(http_req *r)
 {
     /* the same content may already be here under another name: link it instead of fetching */
-    if (store_blob_mount(r->store, r->name, NULL, r->ref) == 0) return 0;
+    if (store_blob_mount(r->store, r->name, NULL, r->ref) == 0) return reg_blob_serve(r);
     if (!r->on_worker) return HTTP_OFFLOAD;
-    return fill_blob(r);
+    fill *f = fill_join(r);
+    if (!f) return berr_set(BERR_INTERNAL, "cannot start a fill");
+    pthread_mutex_lock(&fill_mu);
+    while (f->state == FILL_STARTING)
+        pthread_cond_wait(&fill_cv, &fill_mu);
+    int fd = -1;
+    if (f->state == FILL_STREAMING && f->size > 0 && f->u) fd = store_upload_reader(f->u);
+    while (f->state == FILL_STREAMING && fd < 0)
+        pthread_cond_wait(&fill_cv, &fill_mu);
+    fill_state st = f->state;
+    int rc = f->rc;
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", f->err);
+    if (fd < 0) fill_release(f);
+    pthread_mutex_unlock(&fill_mu);
+    if (fd < 0) {
+        if (st == FILL_DONE) return reg_blob_serve(r);
+        return berr_set((berr)-rc, "%s", msg);
+    }
+    stream_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        pthread_mutex_lock(&fill_mu);
+        fill_release(f);
+        pthread_mutex_unlock(&fill_mu);
+        return berr_set(BERR_INTERNAL, "out of memory");
+    }
+    c->f = f;
+    c->fd = fd;
+    c->conn = r->conn;
+    rc = http_reply_stream(r, 200, (uint64_t)f->size, stream_read, c, stream_free);
+    if (rc == 0) {
+        http_add_header(r, "Content-Type", "application/octet-stream");
+        http_add_header(r, "Docker-Content-Digest", r->ref);
+    }
+    return rc;
 }

@@ -25,8 +25,11 @@ void reg_manifest_parsed_free(reg_manifest_parsed *p);
 /* Mirror (mirror.c): routing, and the cache-miss paths of manifest and blob GETs. */
 int reg_mirror_route(http_req *r);
 int reg_mirror_manifest_get(http_req *r);
-/* 0 when the blob is now in r->name, HTTP_OFFLOAD to continue on a worker, or an error. */
-int reg_mirror_blob_fill(http_req *r);
+/* A blob GET that missed in a mirror repository: link, fetch or join the running fetch, and
+ * answer (streaming while it fills). HTTP_OFFLOAD to continue on a worker. */
+int reg_mirror_blob_miss(http_req *r);
+/* Serves r->ref from r->name (blobs.c). */
+int reg_blob_serve(http_req *r);
 
 /* Location of a blob or upload: relative, or under http.host when configured. */
 void reg_location(http_req *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -377,6 +377,14 @@ int store_upload_write(store_upload *u, const void *data, size_t len)
     return 0;
 }
 
+int store_upload_reader(store_upload *u)
+{
+    char p[4200];
+    snprintf(p, sizeof p, "%s/data", u->dir);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    return fd >= 0 ? fd : berr_set(BERR_IO, "open %s: %s", p, strerror(errno));
+}
+
 int store_upload_save(store_upload *u)
 {
     if (!u->ctx_valid) return 0;

@@ -115,6 +115,9 @@ int store_upload_create(store *s, const char *repo, digest_algo algo, char *uuid
 int store_upload_open(store *s, const char *repo, const char *uuid, store_upload **out);
 uint64_t store_upload_size(const store_upload *u);
 int store_upload_write(store_upload *u, const void *data, size_t len);
+/* A new read-only descriptor of the session's data, valid after the session ends (a reader
+ * streaming the upload while it is written). */
+int store_upload_reader(store_upload *u);
 /* Persists the hash state so a later request resumes without re-reading (end of a PATCH). */
 int store_upload_save(store_upload *u);
 /* Verifies the content against digest, commits the blob, links it to the repo and ends the
