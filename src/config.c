@@ -523,6 +523,24 @@ static int load_mirrors(cnode *root, config *cfg)
     return 0;
 }
 
+/* cache.pin: names as clients write them ("docker.io/library/nginx"), with a mirror name that
+ * holds a port written as stored ("host-5000/..."); fnmatch patterns allowed. */
+static int load_pins(cnode *root, config *cfg)
+{
+    cnode *p = cn_path(root, "cache.pin");
+    if (!p) return 0;
+    if (p->kind == CN_MAP) return berr_set(BERR_CONFIG, "cache.pin: expected a list of names");
+    size_t n = p->kind == CN_SEQ ? p->nkids : 1;
+    for (size_t i = 0; i < n; i++) {
+        cnode *v = p->kind == CN_SEQ ? p->kids[i] : p;
+        if (v->kind != CN_SCALAR) return berr_set(BERR_CONFIG, "cache.pin: expected names");
+        cfg->pins = realloc(cfg->pins, (cfg->npins + 1) * sizeof *cfg->pins);
+        if (!cfg->pins) abort();
+        cfg->pins[cfg->npins++] = strdup(v->value);
+    }
+    return 0;
+}
+
 static int config_extract(cnode *root, config *cfg)
 {
     int rc = 0;
@@ -568,7 +586,9 @@ static int config_extract(cnode *root, config *cfg)
         (rc = set_int(root, "health.storagedriver.threshold", &cfg->health_threshold)) < 0 ||
         (rc = set_duration(root, "gc.grace", &cfg->gc_grace_s)) < 0 ||
         (rc = set_size(root, "limits.manifest", &cfg->max_manifest)) < 0 ||
-        (rc = load_mirrors(root, cfg)) < 0)
+        (rc = load_mirrors(root, cfg)) < 0 ||
+        (rc = set_size(root, "cache.maxsize", &cfg->cache_max)) < 0 ||
+        (rc = load_pins(root, cfg)) < 0)
         return rc;
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
         return berr_set(BERR_CONFIG, "http.tls: certificate and key must be given together");
@@ -626,6 +646,9 @@ void config_free(config *cfg)
         mirror_free(&cfg->mirrors[i]);
     free(cfg->mirrors);
     if (cfg->proxy) mirror_free(cfg->proxy);
+    for (size_t i = 0; i < cfg->npins; i++)
+        free(cfg->pins[i]);
+    free(cfg->pins);
     free(cfg->proxy);
     free(cfg->path);
     free(cfg->root);
@@ -668,6 +691,8 @@ void config_print_keys(void)
           "  mirrors.<name>.username / password / credentials_file\n"
           "  mirrors.<name>.tls.ca / tls.insecure     upstream TLS trust\n"
           "  mirrors.<name>.timeout.connect / transfer (5s / 10m)\n"
-          "  mirrors.<name>.revalidate                min interval between tag checks (5m)\n",
+          "  mirrors.<name>.revalidate                min interval between tag checks (5m)\n"
+          "  cache.maxsize                            space for mirrored content (no limit)\n"
+          "  cache.pin                                mirrored repositories never evicted\n",
           stdout);
 }

@@ -56,6 +56,9 @@ typedef struct {
     config_mirror *mirrors; /* berth: mirrors.<name> */
     size_t nmirrors;
     config_mirror *proxy; /* registry:2 proxy.remoteurl: the default upstream, or NULL */
+    int64_t cache_max;    /* berth: cache.maxsize, bytes of mirrored content (0: no limit) */
+    char **pins;          /* berth: cache.pin, repository names or patterns kept from eviction */
+    size_t npins;
 } config;
 
 /* Loads defaults, then the file (when path is non-NULL), then REGISTRY_* env overrides.

@@ -8,6 +8,7 @@
 #include "clientcfg.h"
 #include "config.h"
 #include "http/http.h"
+#include "registry/registry.h"
 #include "proxy/upstream.h"
 #include "store/store.h"
 #include "util/err.h"
@@ -126,6 +127,7 @@ static void *maintenance(void *p)
                 http_server_set_healthy(true);
             }
         }
+        if (m->cfg->nmirrors || m->cfg->proxy) reg_mirror_maintain(m->st, m->cfg, tick % 5 == 0);
         if (m->cfg->purge_enabled && time(NULL) - last_purge >= m->cfg->purge_interval_s) {
             store_upload_purge(m->st, m->cfg->purge_age_s);
             last_purge = time(NULL);

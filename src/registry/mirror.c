@@ -189,10 +189,64 @@ static int unavailable(const config_mirror *m, int rc, const upstream_resp *u)
     return berr_set(BERR_UNAVAILABLE, "upstream %s unavailable: %s", m->name, why);
 }
 
+/* ---- last access, batched: serving never writes ---- */
+
+typedef struct {
+    char repo[256];
+    char digest[DIGEST_STR_MAX];
+    int64_t when;
+} access_rec;
+
+#define ACCESS_MAX 4096
+static access_rec accesses[ACCESS_MAX];
+static size_t naccesses;
+
+static void note_access(const char *repo, const char *digest)
+{
+    pthread_mutex_lock(&state_mu);
+    size_t i = 0;
+    while (i < naccesses && (strcmp(accesses[i].digest, digest) || strcmp(accesses[i].repo, repo)))
+        i++;
+    if (i == naccesses && naccesses < ACCESS_MAX) {
+        snprintf(accesses[i].repo, sizeof accesses[i].repo, "%s", repo);
+        snprintf(accesses[i].digest, sizeof accesses[i].digest, "%s", digest);
+        naccesses++;
+    }
+    if (i < naccesses) accesses[i].when = store_now();
+    pthread_mutex_unlock(&state_mu);
+}
+
+void reg_mirror_maintain(store *st, const config *cfg, bool evict)
+{
+    static access_rec batch[ACCESS_MAX];
+    static store_access list[ACCESS_MAX];
+    pthread_mutex_lock(&state_mu);
+    size_t n = naccesses;
+    memcpy(batch, accesses, n * sizeof *batch);
+    naccesses = 0;
+    pthread_mutex_unlock(&state_mu);
+    for (size_t i = 0; i < n; i++)
+        list[i] = (store_access){batch[i].repo, batch[i].digest, batch[i].when};
+    if (store_touch(st, list, n) < 0)
+        log_warn("msg=\"recording access times failed\" err=\"%s\"", berr_msg());
+    if (!evict || cfg->cache_max <= 0) return;
+    store_evict_opts o = {.max_bytes = (uint64_t)cfg->cache_max,
+                          .pins = (const char *const *)cfg->pins,
+                          .npins = cfg->npins};
+    if (store_evict(st, &o) < 0)
+        log_warn("msg=\"mirror eviction failed\" err=\"%s\"", berr_msg());
+    else if (o.manifests_evicted)
+        log_info("msg=\"mirror space over its limit: evicted\" manifests=%zu blobs=%zu "
+                 "bytes_before=%llu bytes_after=%llu",
+                 o.manifests_evicted, o.blobs_evicted, (unsigned long long)o.bytes_before,
+                 (unsigned long long)o.bytes_after);
+}
+
 /* ---- manifests ---- */
 
 static int serve_manifest(http_req *r, store_manifest *m)
 {
+    note_access(r->name, m->digest);
     int rc = http_reply_owned(r, 200, m->media_type, m->content, m->size);
     m->content = NULL;
     if (rc == 0) {
@@ -393,7 +447,8 @@ static int fetch_into(fill *f)
     digest_algo algo;
     digest_parse(f->digest, &algo);
     char uuid[STORE_UUID_LEN + 1];
-    int rc = store_upload_create(f->st, f->repo, algo, uuid);
+    int rc = store_repo_mark_mirror(f->st, f->repo);
+    if (rc == 0) rc = store_upload_create(f->st, f->repo, algo, uuid);
     if (rc == 0) rc = store_upload_open(f->st, f->repo, uuid, &f->u);
     if (rc < 0) return rc;
     rc = upstream_blob(mi, f->upstream_repo, f->digest, fill_sink, f, &f->resp);

@@ -28,6 +28,9 @@ int reg_mirror_manifest_get(http_req *r);
 /* A blob GET that missed in a mirror repository: link, fetch or join the running fetch, and
  * answer (streaming while it fills). HTTP_OFFLOAD to continue on a worker. */
 int reg_mirror_blob_miss(http_req *r);
+/* Periodic mirror upkeep (from the maintenance thread): records batched access times and, when
+ * evict is set and cache.maxsize is configured, evicts down to the limit. */
+void reg_mirror_maintain(store *st, const config *cfg, bool evict);
 /* Serves r->ref from r->name (blobs.c). */
 int reg_blob_serve(http_req *r);
 

@@ -42,6 +42,14 @@ typedef struct {
                           void *arg, bool *removed);
     /* Runs fn while holding the metadata write lock (fn may read through other calls). */
     int (*locked)(store_meta *m, store_place_fn fn, void *arg);
+    /* mirror space (store/evict.c) */
+    int (*repo_mark_mirror)(store_meta *m, const char *repo);
+    int (*touch)(store_meta *m, const store_access *a, size_t n);
+    int (*mirror_usage)(store_meta *m, uint64_t *bytes);
+    int (*mirror_lru)(store_meta *m, size_t max, store_list *out); /* "repo@digest", oldest first */
+    int (*mirror_evict)(store_meta *m, const char *repo, const char *digest, store_list *freed);
+    int (*mirror_blob_remove)(store_meta *m, const char *digest, store_place_fn trash, void *arg,
+                              bool *removed);
     /* fsck walkers: cb returns 0 to go on. */
     int (*each_blob)(store_meta *m, int (*cb)(void *arg, const char *digest, uint64_t size),
                      void *arg);

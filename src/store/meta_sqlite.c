@@ -23,6 +23,8 @@ enum {
     Q_BLOB_ROW,
     Q_BLOB_UPSERT,
     Q_REPO_ADD,
+    Q_REPO_MIRROR,
+    Q_TOUCH,
     Q_LINK_ADD,
     Q_LINK_DEL,
     Q_MAN_BY_TAG,
@@ -47,6 +49,9 @@ static const char *const q_sql[Q__COUNT] = {
     [Q_BLOB_UPSERT] = "INSERT INTO blobs(digest, size, created) VALUES(?1, ?2, ?3) "
                       "ON CONFLICT(digest) DO UPDATE SET created = excluded.created",
     [Q_REPO_ADD] = "INSERT OR IGNORE INTO repos(name, created) VALUES(?1, ?2)",
+    [Q_REPO_MIRROR] = "INSERT INTO repos(name, created, mirrored) VALUES(?1, ?2, 1) "
+                      "ON CONFLICT(name) DO UPDATE SET mirrored = 1",
+    [Q_TOUCH] = "UPDATE manifests SET accessed = ?3 WHERE repo = ?1 AND digest = ?2",
     [Q_LINK_ADD] = "INSERT INTO repo_blobs(repo, digest, linked) VALUES(?1, ?2, ?3) "
                    "ON CONFLICT(repo, digest) DO UPDATE SET linked = excluded.linked",
     [Q_LINK_DEL] = "DELETE FROM repo_blobs WHERE repo = ?1 AND digest = ?2",
@@ -80,7 +85,8 @@ static const char *const q_sql[Q__COUNT] = {
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS blobs(digest TEXT PRIMARY KEY, size INTEGER NOT NULL,"
     "  created INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS repos(name TEXT PRIMARY KEY, created INTEGER NOT NULL)"
+    "CREATE TABLE IF NOT EXISTS repos(name TEXT PRIMARY KEY, created INTEGER NOT NULL,"
+    "  mirrored INTEGER NOT NULL DEFAULT 0)"
     "  WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS repo_blobs(repo TEXT NOT NULL, digest TEXT NOT NULL,"
     "  linked INTEGER NOT NULL, PRIMARY KEY(repo, digest)) WITHOUT ROWID;"
@@ -88,6 +94,7 @@ static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS manifests(repo TEXT NOT NULL, digest TEXT NOT NULL,"
     "  media_type TEXT NOT NULL, content BLOB NOT NULL, subject TEXT, artifact_type TEXT,"
     "  annotations TEXT, created INTEGER NOT NULL, mirrored INTEGER NOT NULL DEFAULT 0,"
+    "  accessed INTEGER,"
     "  PRIMARY KEY(repo, digest));"
     "CREATE INDEX IF NOT EXISTS manifests_subject ON manifests(repo, subject)"
     "  WHERE subject IS NOT NULL;"
@@ -429,7 +436,7 @@ static int sq_manifest_put(store_meta *base, const store_manifest_put_req *q)
             rc = db_err(c->db, "manifest lookup");
     }
     if (rc == 0) {
-        sqlite3_stmt *s = stmt(c, Q_REPO_ADD);
+        sqlite3_stmt *s = stmt(c, q->mirrored ? Q_REPO_MIRROR : Q_REPO_ADD);
         bind_text(s, 1, q->repo);
         sqlite3_bind_int64(s, 2, now);
         rc = step_done(c, s);
@@ -658,7 +665,7 @@ static int query_list(conn *c, const char *sql, int64_t cutoff, store_list *out)
 {
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) != SQLITE_OK) return db_err(c->db, "prepare");
-    sqlite3_bind_int64(s, 1, cutoff);
+    if (sqlite3_bind_parameter_count(s) > 0) sqlite3_bind_int64(s, 1, cutoff);
     int rc = collect(c, s, 1L << 40, out);
     sqlite3_finalize(s);
     return rc;
@@ -748,6 +755,157 @@ static int sq_locked(store_meta *base, store_place_fn fn, void *arg)
     rc = begin(c);
     if (rc == 0) rc = fn(arg);
     rc = finish_tx(c, rc);
+    conn_give(m, c);
+    return rc;
+}
+
+/* ---- mirror space: access times and eviction ---- */
+
+/* Blobs that only mirrored repositories use: the ones eviction may take. */
+#define MIRROR_ONLY_BLOB                                                                           \
+    "EXISTS (SELECT 1 FROM repo_blobs l JOIN repos r ON r.name = l.repo "                          \
+    "  WHERE l.digest = b.digest AND r.mirrored = 1) "                                             \
+    "AND NOT EXISTS (SELECT 1 FROM repo_blobs l JOIN repos r ON r.name = l.repo "                  \
+    "  WHERE l.digest = b.digest AND r.mirrored = 0)"
+
+static int sq_repo_mark_mirror(store_meta *base, const char *repo)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s = stmt(c, Q_REPO_MIRROR);
+    bind_text(s, 1, repo);
+    sqlite3_bind_int64(s, 2, store_now());
+    rc = step_done(c, s);
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_touch(store_meta *base, const store_access *a, size_t n)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    rc = begin(c);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        sqlite3_stmt *s = stmt(c, Q_TOUCH);
+        bind_text(s, 1, a[i].repo);
+        bind_text(s, 2, a[i].digest);
+        sqlite3_bind_int64(s, 3, a[i].when);
+        rc = step_done(c, s);
+    }
+    rc = finish_tx(c, rc);
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_mirror_usage(store_meta *base, uint64_t *bytes)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(c->db,
+                           "SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE " MIRROR_ONLY_BLOB,
+                           -1, &s, NULL) != SQLITE_OK) {
+        rc = db_err(c->db, "prepare");
+    } else {
+        if (sqlite3_step(s) == SQLITE_ROW)
+            *bytes = (uint64_t)sqlite3_column_int64(s, 0);
+        else
+            rc = db_err(c->db, "mirror usage");
+        sqlite3_finalize(s);
+    }
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_mirror_lru(store_meta *base, size_t max, store_list *out)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(c->db,
+                           "SELECT m.repo || '@' || m.digest FROM manifests m JOIN repos r "
+                           "ON r.name = m.repo WHERE r.mirrored = 1 "
+                           "ORDER BY COALESCE(m.accessed, m.created) ASC LIMIT ?1",
+                           -1, &s, NULL) != SQLITE_OK) {
+        rc = db_err(c->db, "prepare");
+    } else {
+        sqlite3_bind_int64(s, 1, (sqlite3_int64)max);
+        rc = collect(c, s, (long)max, out);
+        sqlite3_finalize(s);
+    }
+    conn_give(m, c);
+    return rc;
+}
+
+/* Removes one mirrored manifest (its tags and references), then lists the blobs that only
+ * mirrored repositories use and that no manifest references any more. */
+static int sq_mirror_evict(store_meta *base, const char *repo, const char *digest,
+                           store_list *freed)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    rc = begin(c);
+    if (rc == 0)
+        rc = run2(c, "DELETE FROM manifests WHERE repo = ?1 AND digest = ?2 AND mirrored = 1", repo,
+                  digest, NULL);
+    if (rc == 0)
+        rc = run2(c, "DELETE FROM tags WHERE repo = ?1 AND digest = ?2", repo, digest, NULL);
+    if (rc == 0)
+        rc = run2(c, "DELETE FROM manifest_refs WHERE repo = ?1 AND digest = ?2", repo, digest,
+                  NULL);
+    rc = finish_tx(c, rc);
+    if (rc == 0)
+        rc = query_list(
+            c,
+            "SELECT b.digest FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM "
+            "manifest_refs r WHERE r.child = b.digest AND r.kind = 0) AND " MIRROR_ONLY_BLOB,
+            0, freed);
+    conn_give(m, c);
+    return rc;
+}
+
+/* Removes a blob that only mirrored repositories use and nothing references (re-checked under
+ * the write lock), moving its file with trash() inside the transaction. */
+static int sq_mirror_blob_remove(store_meta *base, const char *digest, store_place_fn trash,
+                                 void *arg, bool *removed)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    *removed = false;
+    rc = begin(c);
+    if (rc == 0) {
+        sqlite3_stmt *s;
+        if (sqlite3_prepare_v2(
+                c->db,
+                "DELETE FROM blobs AS b WHERE b.digest = ?1 AND NOT EXISTS (SELECT 1 "
+                "FROM manifest_refs r WHERE r.child = b.digest AND r.kind = 0) "
+                "AND " MIRROR_ONLY_BLOB,
+                -1, &s, NULL) != SQLITE_OK) {
+            rc = db_err(c->db, "prepare");
+        } else {
+            bind_text(s, 1, digest);
+            if (sqlite3_step(s) != SQLITE_DONE) rc = db_err(c->db, "evict blob");
+            sqlite3_finalize(s);
+            *removed = rc == 0 && sqlite3_changes(c->db) == 1;
+        }
+    }
+    if (rc == 0 && *removed)
+        rc = run2(c, "DELETE FROM repo_blobs WHERE digest = ?1", digest, NULL, NULL);
+    if (rc == 0 && *removed) rc = trash(arg);
+    rc = finish_tx(c, rc);
+    if (rc < 0) *removed = false;
     conn_give(m, c);
     return rc;
 }
@@ -869,6 +1027,12 @@ static const store_meta_ops sqlite_ops = {
     .gc_manifests = sq_gc_manifests,
     .gc_blob_remove = sq_gc_blob_remove,
     .locked = sq_locked,
+    .repo_mark_mirror = sq_repo_mark_mirror,
+    .touch = sq_touch,
+    .mirror_usage = sq_mirror_usage,
+    .mirror_lru = sq_mirror_lru,
+    .mirror_evict = sq_mirror_evict,
+    .mirror_blob_remove = sq_mirror_blob_remove,
     .each_blob = sq_each_blob,
     .each_manifest = sq_each_manifest,
     .check_refs = sq_check_refs,

@@ -146,6 +146,28 @@ int store_referrers(store *s, const char *repo, const char *digest, const char *
                     store_referrer_list *out);
 void store_referrer_list_free(store_referrer_list *l);
 
+/* ---- mirror space (store/evict.c) ---- */
+typedef struct {
+    const char *repo;
+    const char *digest;
+    int64_t when; /* ms */
+} store_access;
+/* Marks a repository as mirrored content (read-only, evictable). */
+int store_repo_mark_mirror(store *s, const char *repo);
+/* Records last-access times of manifests, in one batch (never per request). */
+int store_touch(store *s, const store_access *a, size_t n);
+/* Evicts least recently used mirrored images until mirrored content uses at most max_bytes.
+ * Manifests of repositories matching a pin pattern (fnmatch) stay, with everything they
+ * reference; content pushed to local repositories is never touched. */
+typedef struct {
+    uint64_t max_bytes;
+    const char *const *pins;
+    size_t npins;
+    size_t manifests_evicted, blobs_evicted;
+    uint64_t bytes_before, bytes_after;
+} store_evict_opts;
+int store_evict(store *s, store_evict_opts *o);
+
 /* ---- maintenance (store/gc.c, store/fsck.c) ---- */
 typedef struct {
     int64_t grace_s; /* keep content younger than this */

@@ -1,0 +1,91 @@
+/*
+ * evict: keeps mirrored content within its space limit (cache.maxsize). Mirrored images are
+ * evicted least recently used first: the manifest goes (with its tags and references), then
+ * every blob that only mirrored repositories use and that no remaining manifest references.
+ * A blob shared with a kept image, with pushed content or with a pinned repository is therefore
+ * never removed; pinned repositories' manifests are skipped. Last access comes from batched
+ * touches (store_touch), so serving a request never writes. Blob files leave through trash/
+ * inside the metadata transaction, exactly as in gc.
+ */
+#include "store/internal.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <fnmatch.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define LRU_BATCH 64
+
+int store_repo_mark_mirror(store *s, const char *repo)
+{
+    return s->meta->ops->repo_mark_mirror(s->meta, repo);
+}
+
+int store_touch(store *s, const store_access *a, size_t n)
+{
+    return n ? s->meta->ops->touch(s->meta, a, n) : 0;
+}
+
+static bool pinned(const store_evict_opts *o, const char *repo)
+{
+    for (size_t i = 0; i < o->npins; i++)
+        if (!strcmp(o->pins[i], repo) || fnmatch(o->pins[i], repo, 0) == 0) return true;
+    return false;
+}
+
+typedef struct {
+    store *s;
+    const char *digest;
+} trash_arg;
+
+static int trash_cb(void *arg)
+{
+    trash_arg *a = arg;
+    return blobfs_trash(&a->s->fs, a->digest);
+}
+
+int store_evict(store *s, store_evict_opts *o)
+{
+    uint64_t used = 0;
+    int rc = s->meta->ops->mirror_usage(s->meta, &used);
+    o->bytes_before = o->bytes_after = used;
+    if (rc < 0 || used <= o->max_bytes) return rc;
+    store_list lru = {0};
+    rc = s->meta->ops->mirror_lru(s->meta, LRU_BATCH, &lru);
+    for (size_t i = 0; rc == 0 && i < lru.n && used > o->max_bytes; i++) {
+        char *at = strchr(lru.items[i], '@');
+        if (!at) continue;
+        *at = '\0';
+        const char *repo = lru.items[i], *digest = at + 1;
+        if (pinned(o, repo)) continue;
+        store_list freed = {0};
+        rc = s->meta->ops->mirror_evict(s->meta, repo, digest, &freed);
+        if (rc == 0) {
+            o->manifests_evicted++;
+            log_info("msg=\"evicted mirrored manifest\" repo=%s digest=%s", repo, digest);
+        }
+        for (size_t j = 0; rc == 0 && j < freed.n; j++) {
+            char path[4096];
+            struct stat st;
+            blobfs_path(&s->fs, freed.items[j], path, sizeof path);
+            uint64_t size = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+            bool removed = false;
+            trash_arg ta = {s, freed.items[j]};
+            rc = s->meta->ops->mirror_blob_remove(s->meta, freed.items[j], trash_cb, &ta, &removed);
+            if (rc == 0 && removed) {
+                blobfs_trash_purge(&s->fs, freed.items[j]);
+                o->blobs_evicted++;
+                used = used > size ? used - size : 0;
+                log_info("msg=\"evicted mirrored blob\" digest=%s size=%llu", freed.items[j],
+                         (unsigned long long)size);
+            }
+        }
+        store_list_free(&freed);
+    }
+    store_list_free(&lru);
+    if (rc == 0) rc = s->meta->ops->mirror_usage(s->meta, &used);
+    o->bytes_after = used;
+    return rc;
+}
