@@ -45,6 +45,7 @@ STRICT = os.environ.get("BENCH_STRICT", "") not in ("", "0")
 WAIT_QUIET = int(os.environ.get("BENCH_WAIT_QUIET", "30"))
 PUSHES = 3
 BUSY_WARNINGS = []
+MIRROR_ERRORS = []  # failures of the mirror section as a whole (e.g. the upstream)
 
 # The one config both registries read; @ROOTDIR@ and @ADDR@ are the only per-server changes.
 # accesslog.disabled and the in-memory blob descriptor cache are registry:2 settings that keep
@@ -232,12 +233,12 @@ class Server:
     def ok(self):
         return self.proc is not None and self.error is None and self.proc.poll() is None
 
-    def start(self, cmd, logpath):
+    def start(self, cmd, logpath, cpu=SERVER_CPU):
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
         self.logpath = logpath
         self.logf = open(logpath, "ab")
         try:
-            self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd, stdout=self.logf,
+            self.proc = subprocess.Popen(["taskset", "-c", cpu] + cmd, stdout=self.logf,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=env, start_new_session=True)
         except OSError as e:
@@ -311,11 +312,11 @@ def parse_headers(text):
     return hdrs
 
 
-def upload_blob(srv, path, digest, tmp):
+def upload_blob(srv, path, digest, tmp, repo="bench"):
     """Monolithic upload; returns (seconds, POST+PUT as curl timed them, http code)."""
     hdr = os.path.join(tmp, "post.hdr")
     out = curl(["-X", "POST", "-o", "/dev/null", "-D", hdr, "-w", "%{http_code} %{time_total}",
-                srv.url + "/v2/bench/blobs/uploads/"]).split()
+                f"{srv.url}/v2/{repo}/blobs/uploads/"]).split()
     if out[0] != "202":
         raise RuntimeError(f"POST uploads/ -> {out[0]}")
     with open(hdr) as f:
@@ -423,12 +424,12 @@ def bench_get(servers, digest, size):
             s.m["get_mib_s"] = total / MIB / s.get_secs
 
 
-def put_small_blob(srv, data, tmp, name):
+def put_small_blob(srv, data, tmp, name, repo="bench"):
     path = os.path.join(tmp, name)
     with open(path, "wb") as f:
         f.write(data)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    upload_blob(srv, path, digest, tmp)
+    upload_blob(srv, path, digest, tmp, repo)
     return digest
 
 
@@ -555,6 +556,295 @@ def bench_manifest(servers, manifest, config, layer, tmp):
             s.m.setdefault("warnings", []).append("wrk " + e)
 
 
+# ---- mirror: berth as a pull-through cache vs docker-registry's proxy mode -----------------
+
+MIRROR_NS = "up.example"
+MIRROR_REPO = "bench/img"
+MIRROR_REVALIDATE = "5m"
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(4 * MIB)
+            if not b:
+                break
+            h.update(b)
+    return "sha256:" + h.hexdigest()
+
+
+def fetch_blob(url, size, out="/dev/null"):
+    """One GET of a blob into out; returns curl's wall seconds (time_total)."""
+    r = curl(["-o", out, "-w", "%{http_code} %{size_download} %{time_total}", url]).split()
+    if r[0] != "200" or int(r[1]) != size:
+        raise RuntimeError(f"GET {url} -> {r[0]}, {r[1]} bytes (want 200, {size})")
+    return float(r[2])
+
+
+def fetch_manifest(url, tmp):
+    """GET of a manifest with the OCI Accept header; returns its bytes (raises on non-200)."""
+    body = os.path.join(tmp, "mirror-got.json")
+    code = curl(["-o", body, "-H", f"Accept: {OCI_MANIFEST}", "-w", "%{http_code}", url])
+    with open(body, "rb") as f:
+        got = f.read()
+    if code != "200":
+        raise RuntimeError(f"GET {url} -> {code}: {got[:200]!r}")
+    return got
+
+
+def parse_wrk(text):
+    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b", text)
+    if not m:
+        raise RuntimeError("cannot parse wrk output: " + text)
+    return {"reqs": int(m.group(1)),
+            "secs": float(m.group(2)) * {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60}[m.group(3)],
+            "non2xx": wrk_value(text, r"Non-2xx or 3xx responses:\s+(\d+)", int, 0),
+            "p50": latency_ms(wrk_value(text, r"\s50%\s+(\S+)", str, "")),
+            "p99": latency_ms(wrk_value(text, r"\s99%\s+(\S+)", str, "")),
+            "sockerr": (re.search(r"Socket errors:.*", text) or [None])[0]}
+
+
+def mirror_configs(tmp, up, proxies):
+    """Writes the upstream's config (SHARED_CONFIG as is) and the two proxies' (SHARED_CONFIG
+    plus berth's mirrors: section / registry:2's proxy: section)."""
+    upurl = up.url
+    extra = {
+        "upstream": "",
+        "berth_mirror": (f"mirrors:\n  {MIRROR_NS}:\n    urls: [{upurl}]\n"
+                         f"    revalidate: {MIRROR_REVALIDATE}\n"),
+        "berth_verify": (f"mirrors:\n  {MIRROR_NS}:\n    urls: [{upurl}]\n"
+                         f"    revalidate: {MIRROR_REVALIDATE}\n"),
+        "registry_proxy": f"proxy:\n  remoteurl: {upurl}\n",
+    }
+    for srv in [up] + proxies:
+        d = os.path.join(tmp, "mirror", srv.key)
+        os.makedirs(os.path.join(d, "data"))
+        srv.config = os.path.join(d, "config.yml")
+        with open(srv.config, "w") as f:
+            f.write(SHARED_CONFIG.replace("@ROOTDIR@", os.path.join(d, "data"))
+                    .replace("@ADDR@", f"127.0.0.1:{srv.port}") + extra[srv.key])
+
+
+def bench_mirror(tmp, binary, ms):
+    """ms: dict of Servers upstream, berth_mirror, berth_verify, registry_proxy (not started).
+    Fills ms[...].m and returns the direct-pull metrics."""
+    up, bm, bv, rp = ms["upstream"], ms["berth_mirror"], ms["berth_verify"], ms["registry_proxy"]
+    direct = {}
+    size = BLOB_MIB * MIB
+    # a blob no server has seen: berth keeps one content-addressed store for all repositories
+    path = os.path.join(tmp, "mirror-blob")
+    data = os.urandom(size)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with open(path, "wb") as f:
+        f.write(data)
+    del data
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [digest]}}).encode()
+    m = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
+                   "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest, "size": size}],
+        "annotations": {"org.opencontainers.image.title": "berth-bench-mirror"},
+    }
+    manifest = json.dumps(m, indent=3).encode()
+    mdigest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    direct["blob_digest"], direct["manifest_digest"] = digest, mdigest
+
+    mirror_configs(tmp, up, [bm, bv, rp])
+    log(f"bench: mirror: upstream docker-registry on CPU {LOAD_CPU}")
+    up.start(["docker-registry", "serve", up.config], os.path.join(tmp, "upstream.log"),
+             cpu=LOAD_CPU)
+    if not up.ok:
+        raise RuntimeError(f"upstream: {up.error}")
+    put_small_blob(up, config, tmp, "mirror-config.json", MIRROR_REPO)
+    upload_blob(up, path, digest, tmp, MIRROR_REPO)
+    mpath = os.path.join(tmp, "mirror-manifest.json")
+    with open(mpath, "wb") as f:
+        f.write(manifest)
+    code = curl(["-X", "PUT", "--data-binary", "@" + mpath, "-o", "/dev/null",
+                 "-H", f"Content-Type: {OCI_MANIFEST}", "-w", "%{http_code}",
+                 f"{up.url}/v2/{MIRROR_REPO}/manifests/latest"])
+    if code != "201":
+        raise RuntimeError(f"upstream: PUT manifest -> {code}")
+    if fetch_manifest(f"{up.url}/v2/{MIRROR_REPO}/manifests/latest", tmp) != manifest:
+        raise RuntimeError("upstream: GET manifest differs from the pushed bytes")
+    os.unlink(mpath)
+
+    log(f"bench: mirror: berth (mirrors: {MIRROR_NS}) and docker-registry (proxy: remoteurl) "
+        f"on CPU {SERVER_CPU}")
+    bm.start([binary, "serve", "-c", bm.config], os.path.join(tmp, "berth_mirror.log"))
+    rp.start(["docker-registry", "serve", rp.config], os.path.join(tmp, "registry_proxy.log"))
+    time.sleep(0.5)
+    for s in (bm, rp):
+        if s.ok:
+            s.m["idle_rss_mib"] = s.mem_kib("VmRSS") / 1024
+            s.m["cpus_allowed"] = s.affinity()
+        elif s.error:
+            s.fail("start", s.error)
+
+    # 1. direct pull from the upstream (its page cache is warm from the push), best of 2
+    os.sync()
+    direct_url = f"{up.url}/v2/{MIRROR_REPO}/blobs/{digest}"
+    times = [fetch_blob(direct_url, size) for _ in range(2)]
+    direct["cold_pull_times_s"] = [round(t, 4) for t in times]
+    direct["cold_pull_s"] = min(times)
+    direct["cold_pull_mib_s"] = size / MIB / min(times)
+
+    # 1b. cold pulls through the proxies, curl -o /dev/null (each proxy fetches once)
+    blob_urls = {bm.key: f"{bm.url}/v2/{MIRROR_NS}/{MIRROR_REPO}/blobs/{digest}",
+                 bv.key: f"{bv.url}/v2/{MIRROR_NS}/{MIRROR_REPO}/blobs/{digest}",
+                 rp.key: f"{rp.url}/v2/{MIRROR_REPO}/blobs/{digest}"}
+    for s in (bm, rp):
+        if not s.ok:
+            continue
+        os.sync()
+        t0, u0 = s.cpu_ticks(), up.cpu_ticks()
+        try:
+            secs = fetch_blob(blob_urls[s.key], size)
+        except Exception as e:  # noqa: BLE001
+            s.fail("mirror cold pull", e)
+            continue
+        s.m["cold_pull_s"] = secs
+        s.m["cold_pull_mib_s"] = size / MIB / secs
+        s.m["cold_cpu_ms_per_gib"] = (s.cpu_ticks() - t0) * 1000 / CLK / (size / GIB)
+        s.m["cold_upstream_cpu_ms"] = (up.cpu_ticks() - u0) * 1000 / CLK
+    os.sync()
+
+    # 3. correctness of cold-pulled bytes: the timed pulls went to /dev/null, so a second,
+    # untimed cold pull through a fresh berth (same config, empty store) goes to a file
+    # (tmpfs when there is room), and so does one through the registry proxy's now warm cache
+    # and berth's (the committed copy).
+    sinkdir = "/dev/shm" if os.path.isdir("/dev/shm") else tmp
+    try:
+        st = os.statvfs(sinkdir)
+        if st.f_bavail * st.f_frsize < 2 * size:
+            sinkdir = tmp
+    except OSError:
+        sinkdir = tmp
+    sink = os.path.join(sinkdir, f"berth-bench-mirror-{os.getpid()}.blob")
+    bv.start([binary, "serve", "-c", bv.config], os.path.join(tmp, "berth_verify.log"))
+    try:
+        for s, what, key in ((bv, "cold", "cold_sha256_ok"), (bm, "warm", "warm_sha256_ok"),
+                             (rp, "warm", "warm_sha256_ok")):
+            if not s.ok:
+                continue
+            try:
+                fetch_blob(blob_urls[s.key], size, sink)
+                got = sha256_file(sink)
+            except Exception as e:  # noqa: BLE001
+                s.fail(f"mirror {what} pull", e)
+                continue
+            s.m[key] = got == digest
+            if got != digest:
+                s.fail(f"mirror {what} pull", f"bytes hash to {got}, want {digest}")
+            os.unlink(sink)
+    finally:
+        if os.path.exists(sink):
+            os.unlink(sink)
+    if bv.ok:
+        bm.m["cold_sha256_ok"] = bv.m.get("cold_sha256_ok")
+        bv.final_ticks = bv.cpu_ticks()
+        bv.stop()
+
+    # 2. manifest by tag: one warming request (checked byte for byte), then wrk
+    murls = {bm.key: f"{bm.url}/v2/{MIRROR_REPO}/manifests/latest?ns={MIRROR_NS}",
+             rp.key: f"{rp.url}/v2/{MIRROR_REPO}/manifests/latest"}
+    live = []
+    for s in (bm, rp):
+        if not s.ok:
+            continue
+        try:
+            got = fetch_manifest(murls[s.key], tmp)
+            gd = "sha256:" + hashlib.sha256(got).hexdigest()
+            s.m["manifest_sha256_ok"] = gd == mdigest
+            if gd != mdigest:
+                raise RuntimeError(f"manifest body hashes to {gd}, upstream's is {mdigest}")
+            if s is bm:  # the path-prefix form names the same content
+                alt = f"{bm.url}/v2/{MIRROR_NS}/{MIRROR_REPO}/manifests/latest"
+                if fetch_manifest(alt, tmp) != manifest:
+                    raise RuntimeError(f"GET {alt}: body differs from the upstream's manifest")
+            s.wrk = {"reqs": 0, "secs": 0.0, "ticks": 0, "up_ticks": 0, "non2xx": 0,
+                     "p50": [], "p99": [], "sockerr": []}
+            live.append(s)
+        except Exception as e:  # noqa: BLE001
+            s.fail("mirror manifest GET", e)
+    os.sync()
+    secs = max(1, round(WRK_SECS / WRK_ROUNDS))
+    for _ in range(WRK_ROUNDS):
+        for s in live:
+            if "mirror manifest GET" in s.failed or not s.ok:
+                continue
+            w = s.wrk
+            try:
+                t0, u0 = s.cpu_ticks(), up.cpu_ticks()
+                r = parse_wrk(run_wrk(murls[s.key], secs))
+                w["ticks"] += s.cpu_ticks() - t0
+                w["up_ticks"] += up.cpu_ticks() - u0
+            except Exception as e:  # noqa: BLE001
+                s.fail("mirror manifest GET", e)
+                continue
+            for k in ("reqs", "secs", "non2xx"):
+                w[k] += r[k]
+            w["p50"].append(r["p50"])
+            w["p99"].append(r["p99"])
+            if r["sockerr"]:
+                w["sockerr"].append(r["sockerr"])
+    for s in live:
+        w = s.wrk
+        if "mirror manifest GET" in s.failed or not w["secs"]:
+            continue
+        s.m["manifest_requests"] = w["reqs"]
+        s.m["manifest_rps"] = w["reqs"] / w["secs"]
+        s.m["manifest_non2xx"] = w["non2xx"]
+        p50 = [v for v in w["p50"] if v is not None]
+        p99 = [v for v in w["p99"] if v is not None]
+        s.m["manifest_p50_ms"] = sum(p50) / len(p50) if p50 else None
+        s.m["manifest_p99_ms"] = max(p99) if p99 else None
+        s.m["manifest_cpu_us_per_req"] = w["ticks"] * 1e6 / CLK / w["reqs"] if w["reqs"] else None
+        s.m["manifest_upstream_cpu_pct"] = w["up_ticks"] * 100 / CLK / w["secs"]
+        if w["non2xx"]:
+            s.fail("mirror manifest GET", f"{w['non2xx']} non-2xx responses under wrk")
+            s.m["manifest_rps"] = None
+        for e in w["sockerr"]:
+            s.m.setdefault("warnings", []).append("mirror wrk " + e)
+
+    for s in (up, bm, rp):
+        if s.ok:
+            s.m["peak_rss_mib"] = s.mem_kib("VmHWM") / 1024
+            s.final_ticks = s.cpu_ticks()
+        elif s.proc is not None and s.error is None:
+            s.error = f"exited {s.proc.returncode} during the mirror run: {s.log_tail()}"
+    return direct
+
+
+MIRROR_ROWS = [
+    # (key, label, digits)
+    ("cold_pull_s", "cold blob pull s (curl)", 3),
+    ("cold_pull_mib_s", "cold blob pull MiB/s", 0),
+    ("cold_cpu_ms_per_gib", "cold pull proxy CPU ms/GiB", 0),
+    ("manifest_rps", "manifest GET req/s (warm)", 0),
+    ("manifest_p99_ms", "manifest GET p99 ms", 2),
+    ("manifest_cpu_us_per_req", "manifest proxy CPU us/req", 1),
+    ("manifest_upstream_cpu_pct", "upstream CPU % during wrk", 1),
+    ("peak_rss_mib", "peak RSS MiB", 2),
+]
+
+
+def print_table(head, table):
+    widths = [max(len(row[i]) for row in [head] + table) for i in range(len(head))]
+    line = lambda row: "  ".join(  # noqa: E731
+        (c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])) for i, c in enumerate(row))
+    print(line(head))
+    print("  ".join("-" * w for w in widths))
+    for row in table:
+        print(line(row))
+
+
 def fmt(v, nd=1):
     if v is None:
         return "n/a"
@@ -660,9 +950,9 @@ def run(tmp, servers, started):
         f.write(manifest)
 
     log("bench: starting servers on CPU " + SERVER_CPU)
+    # run a private copy: a rebuild of build/berth mid-run must not change the subject
+    binary = os.path.join(tmp, "berth.bin")
     if os.access(BERTH, os.X_OK):
-        # run a private copy: a rebuild of build/berth mid-run must not change the subject
-        binary = os.path.join(tmp, "berth.bin")
         shutil.copy2(BERTH, binary)
         berth.start([binary, "serve", "-c", berth.config],
                     os.path.join(tmp, "berth.log"))
@@ -695,11 +985,34 @@ def run(tmp, servers, started):
         elif s.proc is not None and s.error is None:
             s.error = f"exited {s.proc.returncode} during the run: {s.log_tail()}"
 
-    return report(servers, started)
+    # ---- mirror section: the three servers above are done; CPU 0 is left to the proxies
+    for s in (berth, reg, ngx):
+        s.stop()
+    mirror = {"upstream": Server("upstream", "upstream docker-registry", "registry"),
+              "berth_mirror": Server("berth_mirror", "berth (mirror)", "registry"),
+              "berth_verify": Server("berth_verify", "berth (mirror, verify pull)", "registry"),
+              "registry_proxy": Server("registry_proxy", "docker-registry (proxy)", "registry")}
+    servers += mirror.values()
+    direct = {}
+    if berth.error or not os.access(binary, os.X_OK):
+        MIRROR_ERRORS.append("mirror section skipped: berth did not run")
+    else:
+        try:
+            direct = bench_mirror(tmp, binary, mirror)
+        except Exception as e:  # noqa: BLE001
+            MIRROR_ERRORS.append(f"mirror section: {e}")
+            log("bench: mirror: FAILED " + MIRROR_ERRORS[-1])
+        for s in mirror.values():
+            if s.ok and not s.final_ticks:
+                s.final_ticks = s.cpu_ticks()
+            s.stop()
+
+    return report(servers[:3], mirror, direct, started)
 
 
-def report(servers, started):
+def report(servers, mirror, direct, started):
     berth, reg, ngx = servers
+    bm, rp, up = mirror["berth_mirror"], mirror["registry_proxy"], mirror["upstream"]
     rows = [
         # (key, label, digits, informational?)
         ("push_mib_s", "push MiB/s (best of 3)", 0),
@@ -720,22 +1033,33 @@ def report(servers, started):
         b, r, n = (s.m.get(key) for s in servers)
         table.append([label, fmt(b, nd), fmt(r, nd), fmt(n, nd),
                       fmt(ratio(b, r), 2), fmt(ratio(b, n), 2)])
-    widths = [max(len(row[i]) for row in [head] + table) for i in range(len(head))]
-    line = lambda row: "  ".join(  # noqa: E731
-        (c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])) for i, c in enumerate(row))
 
     print()
     print(f"berth benchmark: {BLOB_MIB} MiB blob, {GETS} GETs, wrk -t1 -c32 -d{WRK_SECS}s; "
           f"servers on CPU {SERVER_CPU}, load on CPU {LOAD_CPU}")
-    print(line(head))
-    print("  ".join("-" * w for w in widths))
-    for row in table:
-        print(line(row))
+    print_table(head, table)
     print("notes: nginx push is a WebDAV PUT without digest check; nginx CPU/RSS are "
           "master+worker.")
     if DISK:
         print(f"       the temp dir's disk takes {DISK['fdatasync_mib_s']:.0f} MiB/s of "
               "write + fdatasync (a bound for a server that fsyncs blobs).")
+
+    mhead = ["mirror", "berth", "docker-registry", "direct", "berth/registry", "berth/direct"]
+    mtable = []
+    for key, label, nd in MIRROR_ROWS:
+        b, r, d = bm.m.get(key), rp.m.get(key), direct.get(key)
+        mtable.append([label, fmt(b, nd), fmt(r, nd), fmt(d, nd),
+                       fmt(ratio(b, r), 2), fmt(ratio(b, d), 2)])
+    print()
+    print(f"mirror (pull-through cache): upstream docker-registry on CPU {LOAD_CPU} with the load; "
+          f"berth (mirrors: {MIRROR_NS}, revalidate {MIRROR_REVALIDATE}) and docker-registry "
+          f"(proxy: remoteurl) on CPU {SERVER_CPU}")
+    print_table(mhead, mtable)
+    print(f"notes: cold pull = first GET of a {BLOB_MIB} MiB layer (curl -o /dev/null, empty cache); "
+          "direct = the same GET from the")
+    print("       upstream, best of 2, warm page cache. Manifest by tag: docker-registry's proxy "
+          "asks the upstream every time;")
+    print("       berth answers from its store until the tag is due for revalidation.")
 
     b = berth.m
     targets = [
@@ -748,6 +1072,10 @@ def report(servers, started):
         ("manifest req/s berth >= 0.5x nginx",
          ratio(b.get("manifest_rps"), ngx.m.get("manifest_rps")), ">=", 0.5, "x"),
         ("idle RSS berth < 4 MiB", b.get("idle_rss_mib"), "<", 4.0, " MiB"),
+        ("mirror cold pull berth <= 1.3x direct",
+         ratio(bm.m.get("cold_pull_s"), direct.get("cold_pull_s")), "<=", 1.3, "x"),
+        ("mirror manifest req/s berth >= 50x registry proxy",
+         ratio(bm.m.get("manifest_rps"), rp.m.get("manifest_rps")), ">=", 50.0, "x"),
     ]
     results = []
     print()
@@ -758,10 +1086,10 @@ def report(servers, started):
         else:
             ok = {">=": value >= goal, "<=": value <= goal, "<": value < goal}[op]
         shown = "n/a" if value is None else f"{value:.2f}{unit}"
-        print(f"  {'PASS' if ok else 'MISS'}  {name:46s} {shown}")
+        print(f"  {'PASS' if ok else 'MISS'}  {name:50s} {shown}")
         results.append({"target": name, "value": value, "op": op, "goal": goal, "pass": ok})
-    problems = []
-    for s in servers:
+    problems = list(MIRROR_ERRORS)
+    for s in servers + list(mirror.values()):
         if s.error:
             problems.append(f"{s.label}: {s.error}")
         for e in s.m.get("errors", []):
@@ -769,7 +1097,7 @@ def report(servers, started):
         for w in s.m.get("warnings", []):
             problems.append(f"{s.label}: warning: {w}")
     problems += BUSY_WARNINGS
-    foreign = foreign_cpu_fraction(servers)
+    foreign = foreign_cpu_fraction(servers + list(mirror.values()))
     if foreign is not None and foreign > 0.10:
         problems.append(f"other processes used {foreign:.0%} of the machine's CPU during the "
                         "run: figures are noisy")
@@ -796,6 +1124,19 @@ def report(servers, started):
             "berth_over_registry": {k: ratio(b.get(k), reg.m.get(k)) for k, _, _ in rows},
             "berth_over_nginx": {k: ratio(b.get(k), ngx.m.get(k)) for k, _, _ in rows},
         },
+        "mirror": {
+            "params": {"namespace": MIRROR_NS, "repository": MIRROR_REPO,
+                       "revalidate": MIRROR_REVALIDATE, "blob_mib": BLOB_MIB,
+                       "upstream_cpu": LOAD_CPU, "proxy_cpu": SERVER_CPU},
+            "servers": {s.key: dict(s.m, error=s.error) for s in mirror.values()},
+            "direct": direct,
+            "ratios": {
+                "berth_over_registry_proxy": {k: ratio(bm.m.get(k), rp.m.get(k))
+                                              for k, _, _ in MIRROR_ROWS},
+                "berth_over_direct": {k: ratio(bm.m.get(k), direct.get(k))
+                                      for k, _, _ in MIRROR_ROWS},
+            },
+        },
         "targets": results,
         "warnings": problems,
         "elapsed_s": round(elapsed, 1),
@@ -806,7 +1147,8 @@ def report(servers, started):
         f.write("\n")
     print(f"results written to {JSON_OUT}")
 
-    if any(s.error or s.m.get("errors") for s in servers):
+    if MIRROR_ERRORS or any(s.error or s.m.get("errors")
+                            for s in servers + list(mirror.values())):
         return 1
     if STRICT and passed < len(results):
         return 1
