@@ -257,75 +257,87 @@ static int serve_manifest(http_req *r, store_manifest *m)
     return rc;
 }
 
-/* Stores an upstream manifest byte for byte (tagged when ref is a tag) and serves it. */
-static int store_upstream_manifest(http_req *r, upstream_resp *u)
+/* Stores an upstream manifest byte for byte (tagged when ref is a tag); returns it in out. */
+static int store_upstream_manifest(const reg_mirror_ctx *c, const char *ref, upstream_resp *u,
+                                   store_manifest *out)
 {
     digest_algo algo = DIGEST_SHA256;
-    bool by_digest = ref_is_digest(r->ref);
-    if (by_digest) digest_parse(r->ref, &algo);
+    bool by_digest = ref_is_digest(ref);
+    if (by_digest) digest_parse(ref, &algo);
     char digest[DIGEST_STR_MAX];
     digest_buf(algo, u->body, u->len, digest);
-    if (by_digest && strcmp(digest, r->ref) != 0)
+    if (by_digest && strcmp(digest, ref) != 0)
         return berr_set(BERR_UNAVAILABLE, "upstream %s sent a manifest that does not match %s",
-                        r->mirror->name, r->ref);
+                        c->mirror->name, ref);
     if (!by_digest && u->digest[0] && !strncmp(u->digest, "sha256:", 7) &&
         strcmp(u->digest, digest) != 0)
         return berr_set(BERR_UNAVAILABLE, "upstream %s sent a manifest whose digest is not %s",
-                        r->mirror->name, u->digest);
+                        c->mirror->name, u->digest);
     store_manifest_put_req req;
     reg_manifest_parsed *parsed;
     int rc = reg_manifest_parse(u->body, u->len, u->content_type, &req, &parsed);
     if (rc < 0) return rc;
-    const char *tags[1] = {r->ref};
-    req.repo = r->name;
+    const char *tags[1] = {ref};
+    req.repo = c->local;
     req.digest = digest;
     req.tags = tags;
     req.ntags = by_digest ? 0 : 1;
     req.mirrored = true;
-    rc = store_manifest_put(r->store, &req);
-    store_manifest m = {0};
+    rc = store_manifest_put(c->st, &req);
     if (rc == 0) {
-        snprintf(m.digest, sizeof m.digest, "%s", digest);
-        m.media_type = strdup(req.media_type);
-        m.content = u->body;
-        m.size = u->len;
+        memset(out, 0, sizeof *out);
+        snprintf(out->digest, sizeof out->digest, "%s", digest);
+        out->media_type = strdup(req.media_type);
+        out->content = u->body;
+        out->size = u->len;
         u->body = NULL;
     }
     reg_manifest_parsed_free(parsed);
-    if (rc < 0) return rc;
-    return serve_manifest(r, &m);
+    return rc;
 }
 
-int reg_mirror_manifest_get(http_req *r)
+int reg_mirror_manifest_fetch(const reg_mirror_ctx *c, const char *ref, store_manifest *out)
 {
-    const config_mirror *mi = r->mirror;
+    const config_mirror *mi = c->mirror;
     store_manifest m;
-    int rc = store_manifest_get(r->store, r->name, r->ref, &m);
+    int rc = store_manifest_get(c->st, c->local, ref, &m);
     if (rc < 0 && rc != -BERR_MANIFEST_UNKNOWN) return rc;
     bool cached = rc == 0;
-    bool by_digest = ref_is_digest(r->ref);
-    if (cached && (by_digest || store_now() - m.checked < mi->revalidate_s * 1000))
-        return serve_manifest(r, &m);
-    if (!r->on_worker) {
-        if (cached) store_manifest_free(&m);
-        return HTTP_OFFLOAD;
+    bool by_digest = ref_is_digest(ref);
+    if (cached && (by_digest || store_now() - m.checked < mi->revalidate_s * 1000)) {
+        *out = m;
+        return 0;
     }
     char key[600];
-    snprintf(key, sizeof key, "%s\n%s\nmanifest %s", mi->name, r->upstream_repo, r->ref);
+    snprintf(key, sizeof key, "%s\n%s\nmanifest %s", mi->name, c->upstream_repo, ref);
     if (!cached && neg_hit(key))
         return berr_set(BERR_MANIFEST_UNKNOWN, "manifest unknown to upstream %s", mi->name);
     if (in_backoff(mi)) {
-        if (cached) return serve_manifest(r, &m);
+        if (cached) {
+            *out = m;
+            return 0;
+        }
         return berr_set(BERR_TOOMANYREQUESTS, "upstream %s is rate limiting", mi->name);
     }
     upstream_resp u;
     /* with a cached copy, a HEAD tells whether the tag moved without being charged a pull */
-    rc = upstream_manifest(mi, r->upstream_repo, r->ref, cached, &u);
+    rc = upstream_manifest(mi, c->upstream_repo, ref, cached, &u);
+    if (!transient(rc, &u) && cached && u.status == 200 &&
+        !(u.digest[0] && !strcmp(u.digest, m.digest))) {
+        /* the tag moved (or the upstream sent no digest): fetch the manifest */
+        upstream_resp_free(&u);
+        rc = upstream_manifest(mi, c->upstream_repo, ref, false, &u);
+        if (rc == 0 && u.status == 200) {
+            store_manifest_free(&m);
+            cached = false;
+        }
+    }
     if (transient(rc, &u)) {
         int err = unavailable(mi, rc, &u);
         upstream_resp_free(&u);
-        if (cached) return serve_manifest(r, &m);
-        return err;
+        if (!cached) return err;
+        *out = m; /* stale-if-error */
+        return 0;
     }
     mark_up(mi, true, NULL);
     if (u.status == 404) {
@@ -334,22 +346,11 @@ int reg_mirror_manifest_get(http_req *r)
         neg_add(key);
         return berr_set(BERR_MANIFEST_UNKNOWN, "manifest unknown to upstream %s", mi->name);
     }
-    if (cached && u.status == 200 && u.digest[0] && !strcmp(u.digest, m.digest)) {
+    if (cached) { /* HEAD confirmed the cached digest */
         upstream_resp_free(&u);
-        store_tag_checked(r->store, r->name, r->ref);
-        return serve_manifest(r, &m);
-    }
-    if (cached) { /* the tag moved (or the upstream sent no digest): fetch the manifest */
-        store_manifest_free(&m);
-        upstream_resp_free(&u);
-        rc = upstream_manifest(mi, r->upstream_repo, r->ref, false, &u);
-        if (transient(rc, &u)) {
-            int err = unavailable(mi, rc, &u);
-            upstream_resp_free(&u);
-            if (store_manifest_get(r->store, r->name, r->ref, &m) == 0)
-                return serve_manifest(r, &m);
-            return err;
-        }
+        store_tag_checked(c->st, c->local, ref);
+        *out = m;
+        return 0;
     }
     if (u.status != 200 || !u.body) {
         long st = u.status;
@@ -357,9 +358,30 @@ int reg_mirror_manifest_get(http_req *r)
         return berr_set(st == 404 ? BERR_MANIFEST_UNKNOWN : BERR_UNAVAILABLE,
                         "upstream %s answered %ld", mi->name, st);
     }
-    rc = store_upstream_manifest(r, &u);
+    rc = store_upstream_manifest(c, ref, &u, out);
     upstream_resp_free(&u);
     return rc;
+}
+
+static reg_mirror_ctx ctx_of_req(const http_req *r)
+{
+    return (reg_mirror_ctx){r->store, r->mirror, r->name, r->upstream_repo};
+}
+
+int reg_mirror_manifest_get(http_req *r)
+{
+    store_manifest m;
+    int rc = store_manifest_get(r->store, r->name, r->ref, &m);
+    if (rc < 0 && rc != -BERR_MANIFEST_UNKNOWN) return rc;
+    /* the hot path: a cached digest, or a tag checked recently, is served on the event loop */
+    if (rc == 0 &&
+        (ref_is_digest(r->ref) || store_now() - m.checked < r->mirror->revalidate_s * 1000))
+        return serve_manifest(r, &m);
+    if (rc == 0) store_manifest_free(&m);
+    if (!r->on_worker) return HTTP_OFFLOAD;
+    reg_mirror_ctx c = ctx_of_req(r);
+    if ((rc = reg_mirror_manifest_fetch(&c, r->ref, &m)) < 0) return rc;
+    return serve_manifest(r, &m);
 }
 
 /* ---- blobs: one fill per digest, streamed to every client while it fills ----
@@ -500,12 +522,12 @@ static void *fill_main(void *arg)
     return NULL;
 }
 
-/* Finds the running fill of r->ref or starts one; returns it with a reference held. */
-static fill *fill_join(http_req *r)
+/* Finds the running fill of digest or starts one; returns it with a reference held. */
+static fill *fill_join(const reg_mirror_ctx *c, const char *digest)
 {
     pthread_mutex_lock(&fill_mu);
     fill *f = fills;
-    while (f && strcmp(f->digest, r->ref))
+    while (f && strcmp(f->digest, digest))
         f = f->next;
     if (f) {
         f->refs++;
@@ -517,11 +539,11 @@ static fill *fill_join(http_req *r)
         pthread_mutex_unlock(&fill_mu);
         return NULL;
     }
-    snprintf(f->digest, sizeof f->digest, "%s", r->ref);
-    snprintf(f->repo, sizeof f->repo, "%s", r->name);
-    snprintf(f->upstream_repo, sizeof f->upstream_repo, "%s", r->upstream_repo);
-    f->mirror = r->mirror;
-    f->st = r->store;
+    snprintf(f->digest, sizeof f->digest, "%s", digest);
+    snprintf(f->repo, sizeof f->repo, "%s", c->local);
+    snprintf(f->upstream_repo, sizeof f->upstream_repo, "%s", c->upstream_repo);
+    f->mirror = c->mirror;
+    f->st = c->st;
     f->size = -1;
     f->refs = 2; /* the fill thread's and the caller's */
     pthread_t t;
@@ -597,7 +619,8 @@ int reg_mirror_blob_miss(http_req *r)
     /* the same content may already be here under another name: link it instead of fetching */
     if (store_blob_mount(r->store, r->name, NULL, r->ref) == 0) return reg_blob_serve(r);
     if (!r->on_worker) return HTTP_OFFLOAD;
-    fill *f = fill_join(r);
+    reg_mirror_ctx mc = ctx_of_req(r);
+    fill *f = fill_join(&mc, r->ref);
     if (!f) return berr_set(BERR_INTERNAL, "cannot start a fill");
     pthread_mutex_lock(&fill_mu);
     while (f->state == FILL_STARTING)
@@ -633,4 +656,28 @@ int reg_mirror_blob_miss(http_req *r)
         http_add_header(r, "Docker-Content-Digest", r->ref);
     }
     return rc;
+}
+
+int reg_mirror_blob_ensure(const reg_mirror_ctx *c, const char *digest, bool *fetched)
+{
+    *fetched = false;
+    store_blob b;
+    if (store_blob_open(c->st, c->local, digest, &b) == 0) {
+        store_blob_release(&b);
+        return 0;
+    }
+    if (store_blob_mount(c->st, c->local, NULL, digest) == 0) return 0;
+    fill *f = fill_join(c, digest);
+    if (!f) return berr_set(BERR_INTERNAL, "cannot start a fill");
+    pthread_mutex_lock(&fill_mu);
+    while (f->state != FILL_DONE && f->state != FILL_FAILED)
+        pthread_cond_wait(&fill_cv, &fill_mu);
+    int rc = f->rc;
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", f->err);
+    fill_release(f);
+    pthread_mutex_unlock(&fill_mu);
+    if (rc < 0) return berr_set((berr)-rc, "%s", msg);
+    *fetched = true;
+    return 0;
 }

@@ -22,7 +22,18 @@ int reg_manifest_parse(const char *content, size_t len, const char *content_type
                        store_manifest_put_req *req, reg_manifest_parsed **out);
 void reg_manifest_parsed_free(reg_manifest_parsed *p);
 
-/* Mirror (mirror.c): routing, and the cache-miss paths of manifest and blob GETs. */
+/* Mirror (mirror.c): routing, and the cache-miss paths of manifest and blob GETs. The core
+ * works on a reg_mirror_ctx, so `berth sync` uses the same code as the server. */
+typedef struct {
+    store *st;
+    const config_mirror *mirror;
+    const char *local;         /* repository in the store: "<mirror>/<upstream repo>" */
+    const char *upstream_repo; /* repository at the upstream */
+} reg_mirror_ctx;
+/* The manifest for ref, from the store or the upstream (revalidating tags, stale-if-error). */
+int reg_mirror_manifest_fetch(const reg_mirror_ctx *c, const char *ref, store_manifest *out);
+/* Makes sure a blob is in the store (fetching it whole when not); *fetched says whether it was. */
+int reg_mirror_blob_ensure(const reg_mirror_ctx *c, const char *digest, bool *fetched);
 int reg_mirror_route(http_req *r);
 int reg_mirror_manifest_get(http_req *r);
 /* A blob GET that missed in a mirror repository: link, fetch or join the running fetch, and
