@@ -33,6 +33,8 @@ static void usage(FILE *f)
           "  gc [--dry-run] [--grace DURATION]\n"
           "                      remove unreferenced blobs and untagged manifests (online)\n"
           "  fsck                re-hash every blob, check every reference; non-zero on problems\n"
+          "  sync [-c config.yml] list.yml\n"
+          "                      pull the listed images into the mirror ahead of time\n"
           "  client-config --for containerd|k3s|docker|podman --endpoint URL\n"
           "                [--registries docker.io,ghcr.io,...]\n"
           "                      print the client files that use berth as a mirror\n"
@@ -47,6 +49,7 @@ typedef struct {
     const char *grace;
     bool help;
     const char *client, *endpoint, *registries;
+    const char *positional; /* first non-option argument */
 } cli;
 
 static int parse_cli(int argc, char **argv, cli *o)
@@ -86,7 +89,7 @@ static int parse_cli(int argc, char **argv, cli *o)
             return -1;
         }
     }
-    if (optind < argc && !o->config) o->config = argv[optind]; /* registry:2 style positional */
+    if (optind < argc) o->positional = argv[optind];
     return 0;
 }
 
@@ -263,6 +266,29 @@ static int cmd_client_config(const cli *o)
     return rc < 0 ? 2 : 0;
 }
 
+static int cmd_sync(const cli *o)
+{
+    if (!o->positional) {
+        fputs("usage: berth sync -c config.yml list.yml\n", stderr);
+        return 2;
+    }
+    config cfg;
+    if (load(o, &cfg) < 0) return 1;
+    signal(SIGPIPE, SIG_IGN);
+    upstream_global_init();
+    store *st;
+    if (store_open(&st, &cfg) < 0) {
+        fprintf(stderr, "berth sync: %s\n", berr_msg());
+        config_free(&cfg);
+        return 1;
+    }
+    int rc = reg_sync(st, &cfg, o->positional);
+    if (rc < 0) fprintf(stderr, "berth sync: %s\n", berr_msg());
+    store_close(st);
+    config_free(&cfg);
+    return rc < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -283,7 +309,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* registry:2 style: `serve config.yml` */
+    if (strcmp(cmd, "sync") != 0 && !o.config) o.config = o.positional;
     if (!strcmp(cmd, "serve")) return cmd_serve(&o);
+    if (!strcmp(cmd, "sync")) return cmd_sync(&o);
     if (!strcmp(cmd, "gc")) return cmd_gc(&o);
     if (!strcmp(cmd, "fsck")) return cmd_fsck(&o);
     if (!strcmp(cmd, "client-config")) return cmd_client_config(&o);

@@ -391,6 +391,12 @@ int upstream_blob(const config_mirror *m, const char *repo, const char *digest, 
     return request(m, repo, path, false, NULL, sink, arg, out);
 }
 
+int upstream_tags(const config_mirror *m, const char *repo, upstream_resp *out)
+{
+    memset(out, 0, sizeof *out);
+    return request(m, repo, "tags/list?n=10000", false, "application/json", NULL, NULL, out);
+}
+
 void upstream_resp_free(upstream_resp *r)
 {
     free(r->body);

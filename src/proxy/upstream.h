@@ -37,6 +37,8 @@ int upstream_manifest(const config_mirror *m, const char *repo, const char *ref,
 /* GET /v2/<repo>/blobs/<digest>, streaming a 200's body into sink. */
 int upstream_blob(const config_mirror *m, const char *repo, const char *digest, upstream_sink sink,
                   void *arg, upstream_resp *out);
+/* GET /v2/<repo>/tags/list (body buffered). */
+int upstream_tags(const config_mirror *m, const char *repo, upstream_resp *out);
 void upstream_resp_free(upstream_resp *r);
 
 /* Parses a WWW-Authenticate value into scheme and realm/service/scope (exposed for tests). */

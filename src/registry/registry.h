@@ -42,6 +42,8 @@ int reg_mirror_blob_miss(http_req *r);
 /* Periodic mirror upkeep (from the maintenance thread): records batched access times and, when
  * evict is set and cache.maxsize is configured, evicts down to the limit. */
 void reg_mirror_maintain(store *st, const config *cfg, bool evict);
+/* `berth sync` (sync.c): fills the mirror from a list file; 0 when everything synced. */
+int reg_sync(store *s, const config *cfg, const char *list_path);
 /* Serves r->ref from r->name (blobs.c). */
 int reg_blob_serve(http_req *r);
 
