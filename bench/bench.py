@@ -14,6 +14,20 @@ Measurements (units: MiB = 2^20 bytes, GiB = 2^30 bytes):
   2. blob GET CPU: the server's CPU ms per GiB served while curl GETs the blob N times.
   3. manifest GET by tag: wrk -t1 -c32 with the OCI manifest Accept header.
   4. idle RSS (after start + one /v2/ request + 1 s) and peak RSS (VmHWM at the end).
+
+Mirror section (after the above; those three servers are stopped first): a docker-registry
+UPSTREAM on CPU 1 (with curl/wrk) holds bench/img:latest (config + one BLOB_MIB MiB random layer,
+pushed with POST/PUT + PUT manifest). On CPU 0: berth with `mirrors: {up.example: {urls:
+[upstream], revalidate: 5m}}` and docker-registry with `proxy: {remoteurl: upstream}`, each with
+its own empty store (the rest of the config is SHARED_CONFIG).
+  5. cold pull: curl -o /dev/null of the layer through each proxy, once, empty cache (berth via
+     /v2/up.example/bench/img/blobs/<digest>), vs the same GET straight from the upstream (best
+     of 2, warm page cache). The bytes are checked too: a second berth with an empty store is
+     pulled cold into a file (tmpfs) and hashed; the first berth's and the registry proxy's
+     copies are pulled warm and hashed.
+  6. warm manifest GET by tag: one checked GET (body = the upstream's manifest bytes; berth via
+     ?ns=up.example and the path-prefix form), then wrk -t1 -c32 on each proxy (berth via
+     ?ns=); any non-2xx fails it. Upstream CPU during wrk shows who asks the upstream.
 """
 import hashlib
 import json
@@ -629,6 +643,7 @@ def mirror_configs(tmp, up, proxies):
 def bench_mirror(tmp, binary, ms):
     """ms: dict of Servers upstream, berth_mirror, berth_verify, registry_proxy (not started).
     Fills ms[...].m and returns the direct-pull metrics."""
+    t_start = time.time()
     up, bm, bv, rp = ms["upstream"], ms["berth_mirror"], ms["berth_verify"], ms["registry_proxy"]
     direct = {}
     size = BLOB_MIB * MIB
@@ -661,6 +676,7 @@ def bench_mirror(tmp, binary, ms):
              cpu=LOAD_CPU)
     if not up.ok:
         raise RuntimeError(f"upstream: {up.error}")
+    up.m["cpus_allowed"] = up.affinity()
     put_small_blob(up, config, tmp, "mirror-config.json", MIRROR_REPO)
     upload_blob(up, path, digest, tmp, MIRROR_REPO)
     mpath = os.path.join(tmp, "mirror-manifest.json")
@@ -819,6 +835,8 @@ def bench_mirror(tmp, binary, ms):
             s.final_ticks = s.cpu_ticks()
         elif s.proc is not None and s.error is None:
             s.error = f"exited {s.proc.returncode} during the mirror run: {s.log_tail()}"
+    direct["section_elapsed_s"] = round(time.time() - t_start, 1)
+    log(f"bench: mirror section took {direct['section_elapsed_s']} s")
     return direct
 
 

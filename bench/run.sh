@@ -3,8 +3,11 @@
 #
 # Servers are pinned to CPU 0, load generators (curl, wrk) to CPU 1, all on 127.0.0.1.
 # Prints a table with ratios berth/peer and a PASS/MISS summary per target, and writes the
-# results as JSON to build/bench.json. The work is done by bench/bench.py (stdlib only);
-# this wrapper checks the tools and runs it from the repository root.
+# results as JSON to build/bench.json. A last "mirror" section puts an upstream docker-registry
+# on CPU 1 and compares berth's pull-through cache (mirrors:) with docker-registry's proxy mode
+# (cold layer pull vs a direct pull; warm manifest-by-tag req/s). The work is done by
+# bench/bench.py (stdlib only); this wrapper checks the tools and runs it from the repository
+# root.
 #
 # Environment (all optional):
 #   BERTH             berth binary (default build/berth)
