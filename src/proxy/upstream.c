@@ -76,6 +76,15 @@ static char *token_get(const char *key)
     return v;
 }
 
+/* Forgets a token the upstream refused (rotated keys, revoked), so the next one is fetched. */
+static void token_drop(const char *key)
+{
+    pthread_mutex_lock(&tok_mu);
+    for (token *t = tokens; t; t = t->next)
+        if (!strcmp(t->key, key)) t->expires = 0;
+    pthread_mutex_unlock(&tok_mu);
+}
+
 static void token_put(const char *key, const char *value, long ttl)
 {
     pthread_mutex_lock(&tok_mu);
@@ -351,8 +360,12 @@ static int request(const config_mirror *m, const char *repo, const char *path, b
             upstream_challenge ch;
             char *retry = NULL;
             if (upstream_parse_challenge(x.challenge, &ch)) {
-                if (!strcasecmp(ch.scheme, "Bearer") && ch.realm[0])
+                if (!strcasecmp(ch.scheme, "Bearer") && ch.realm[0]) {
+                    char tkey[1024];
+                    snprintf(tkey, sizeof tkey, "%s\n%s", m->name, ch.scope[0] ? ch.scope : scope);
+                    if (auth) token_drop(tkey); /* the token we sent was refused */
                     retry = fetch_token(m, &ch, ch.scope[0] ? ch.scope : scope);
+                }
                 else if (!strcasecmp(ch.scheme, "Basic") && !auth)
                     retry = basic_auth(m);
             }

@@ -469,13 +469,14 @@ static int fetch_into(fill *f)
     digest_algo algo;
     digest_parse(f->digest, &algo);
     char uuid[STORE_UUID_LEN + 1];
-    int rc = store_repo_mark_mirror(f->st, f->repo);
-    if (rc == 0) rc = store_upload_create(f->st, f->repo, algo, uuid);
+    int rc = store_upload_create(f->st, f->repo, algo, uuid);
     if (rc == 0) rc = store_upload_open(f->st, f->repo, uuid, &f->u);
     if (rc < 0) return rc;
     rc = upstream_blob(mi, f->upstream_repo, f->digest, fill_sink, f, &f->resp);
     if (rc == 0 && f->resp.status == 200) {
         rc = store_upload_finish(f->u, f->digest); /* verifies the digest, commits, links */
+        /* the repository exists from here on; it holds mirrored (evictable) content */
+        if (rc == 0) rc = store_repo_mark_mirror(f->st, f->repo);
         if (rc == -BERR_DIGEST_INVALID) {
             log_error("msg=\"upstream sent corrupt blob: nothing committed\" mirror=%s digest=%s",
                       mi->name, f->digest);

@@ -135,7 +135,6 @@ static void sync_image(store *s, const config *cfg, sync_stats *st, const char *
         return;
     }
     reg_mirror_ctx c = {s, m, local, up};
-    store_repo_mark_mirror(s, local);
     if (at) {
         manifest(&c, st, at + 1, 0);
         return;
