@@ -365,8 +365,7 @@ static int request(const config_mirror *m, const char *repo, const char *path, b
                     snprintf(tkey, sizeof tkey, "%s\n%s", m->name, ch.scope[0] ? ch.scope : scope);
                     if (auth) token_drop(tkey); /* the token we sent was refused */
                     retry = fetch_token(m, &ch, ch.scope[0] ? ch.scope : scope);
-                }
-                else if (!strcasecmp(ch.scheme, "Basic") && !auth)
+                } else if (!strcasecmp(ch.scheme, "Basic") && !auth)
                     retry = basic_auth(m);
             }
             if (retry) rc = perform(m, url, head, accept, retry, &x, sink != NULL);

@@ -618,7 +618,10 @@ static void stream_free(void *cls)
 int reg_mirror_blob_miss(http_req *r)
 {
     /* the same content may already be here under another name: link it instead of fetching */
-    if (store_blob_mount(r->store, r->name, NULL, r->ref) == 0) return reg_blob_serve(r);
+    if (store_blob_mount(r->store, r->name, NULL, r->ref) == 0) {
+        store_repo_mark_mirror(r->store, r->name);
+        return reg_blob_serve(r);
+    }
     if (!r->on_worker) return HTTP_OFFLOAD;
     reg_mirror_ctx mc = ctx_of_req(r);
     fill *f = fill_join(&mc, r->ref);
@@ -667,7 +670,8 @@ int reg_mirror_blob_ensure(const reg_mirror_ctx *c, const char *digest, bool *fe
         store_blob_release(&b);
         return 0;
     }
-    if (store_blob_mount(c->st, c->local, NULL, digest) == 0) return 0;
+    if (store_blob_mount(c->st, c->local, NULL, digest) == 0)
+        return store_repo_mark_mirror(c->st, c->local);
     fill *f = fill_join(c, digest);
     if (!f) return berr_set(BERR_INTERNAL, "cannot start a fill");
     pthread_mutex_lock(&fill_mu);
