@@ -105,7 +105,7 @@ static void mark_up(const config_mirror *m, bool up, const char *why)
         if (up)
             log_info("msg=\"upstream reachable again\" mirror=%s", m->name);
         else
-            log_warn("msg=\"upstream unavailable: serving cached content\" mirror=%s err=\"%s\"",
+            log_warn("msg=\"upstream unavailable: only cached content is served until it answers\" mirror=%s err=\"%s\"",
                      m->name, why);
     }
     pthread_mutex_unlock(&state_mu);
