@@ -264,6 +264,8 @@ static int perform(const config_mirror *m, const char *url, bool head, const cha
         curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
     }
+    /* large reads: each one is hashed, written and handed to streaming readers */
+    curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 512L * 1024);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
@@ -354,6 +356,8 @@ static int request(const config_mirror *m, const char *repo, const char *path, b
             auth = malloc(strlen(tok) + 8);
             if (auth) sprintf(auth, "Bearer %s", tok);
             free(tok);
+        } else {
+            auth = basic_auth(m); /* with credentials, Basic upfront saves a 401 round trip */
         }
         rc = perform(m, url, head, accept, auth, &x, sink != NULL);
         if (rc == 0 && out->status == 401 && x.challenge[0] && x.delivered == 0) {

@@ -105,7 +105,8 @@ static void mark_up(const config_mirror *m, bool up, const char *why)
         if (up)
             log_info("msg=\"upstream reachable again\" mirror=%s", m->name);
         else
-            log_warn("msg=\"upstream unavailable: only cached content is served until it answers\" mirror=%s err=\"%s\"",
+            log_warn("msg=\"upstream unavailable: only cached content is served until it answers\" "
+                     "mirror=%s err=\"%s\"",
                      m->name, why);
     }
     pthread_mutex_unlock(&state_mu);
@@ -296,6 +297,58 @@ static int store_upstream_manifest(const reg_mirror_ctx *c, const char *ref, ups
     return rc;
 }
 
+/* ---- single flight of upstream manifest checks ---- */
+
+typedef struct flight {
+    char key[600];
+    struct flight *next;
+} flight;
+static flight *flights;
+static pthread_cond_t flight_cv = PTHREAD_COND_INITIALIZER;
+
+/* True when the caller is to check key upstream; false after waiting for another's check. */
+static bool flight_lead(const char *key)
+{
+    pthread_mutex_lock(&state_mu);
+    flight *f = flights;
+    while (f && strcmp(f->key, key))
+        f = f->next;
+    if (f) {
+        do {
+            pthread_cond_wait(&flight_cv, &state_mu);
+            for (f = flights; f && strcmp(f->key, key);)
+                f = f->next;
+        } while (f);
+        pthread_mutex_unlock(&state_mu);
+        return false;
+    }
+    f = calloc(1, sizeof *f);
+    if (f) {
+        snprintf(f->key, sizeof f->key, "%s", key);
+        f->next = flights;
+        flights = f;
+    }
+    pthread_mutex_unlock(&state_mu);
+    return true;
+}
+
+static void flight_done(const char *key)
+{
+    pthread_mutex_lock(&state_mu);
+    for (flight **p = &flights; *p; p = &(*p)->next)
+        if (!strcmp((*p)->key, key)) {
+            flight *f = *p;
+            *p = f->next;
+            free(f);
+            break;
+        }
+    pthread_cond_broadcast(&flight_cv);
+    pthread_mutex_unlock(&state_mu);
+}
+
+static int manifest_check(const reg_mirror_ctx *c, const char *ref, const char *key, bool cached,
+                          store_manifest *cm, store_manifest *out);
+
 int reg_mirror_manifest_fetch(const reg_mirror_ctx *c, const char *ref, store_manifest *out)
 {
     const config_mirror *mi = c->mirror;
@@ -312,6 +365,26 @@ int reg_mirror_manifest_fetch(const reg_mirror_ctx *c, const char *ref, store_ma
     snprintf(key, sizeof key, "%s\n%s\nmanifest %s", mi->name, c->upstream_repo, ref);
     if (!cached && neg_hit(key))
         return berr_set(BERR_MANIFEST_UNKNOWN, "manifest unknown to upstream %s", mi->name);
+    /* one upstream check per tag at a time: latecomers wait for it and take its result */
+    if (!flight_lead(key)) {
+        if (cached) store_manifest_free(&m);
+        if (store_manifest_get(c->st, c->local, ref, out) == 0) return 0;
+        if (neg_hit(key))
+            return berr_set(BERR_MANIFEST_UNKNOWN, "manifest unknown to upstream %s", mi->name);
+        return berr_set(BERR_UNAVAILABLE, "upstream %s unavailable", mi->name);
+    }
+    rc = manifest_check(c, ref, key, cached, &m, out);
+    flight_done(key);
+    return rc;
+}
+
+/* The upstream part of reg_mirror_manifest_fetch, run by one request per tag at a time. */
+static int manifest_check(const reg_mirror_ctx *c, const char *ref, const char *key, bool cached,
+                          store_manifest *cm, store_manifest *out)
+{
+    const config_mirror *mi = c->mirror;
+    store_manifest m = *cm;
+    int rc;
     if (in_backoff(mi)) {
         if (cached) {
             *out = m;
@@ -396,6 +469,8 @@ int reg_mirror_manifest_get(http_req *r)
 
 typedef enum { FILL_STARTING, FILL_STREAMING, FILL_DONE, FILL_FAILED } fill_state;
 
+#define WAKE_STEP (1u << 20)
+
 typedef struct waiter {
     struct MHD_Connection *conn;
     struct waiter *next;
@@ -411,6 +486,7 @@ typedef struct fill {
     char err[256]; /* the failure's detail, for every client of the fill */
     int64_t size;  /* from the upstream's Content-Length, -1 when unknown */
     uint64_t written;
+    uint64_t woken; /* written, as of the last wake */
     store_upload *u;
     upstream_resp resp;
     int refs;
@@ -453,7 +529,11 @@ static int fill_sink(void *arg, const char *data, size_t len)
         pthread_cond_broadcast(&fill_cv);
     }
     f->written += len;
-    wake_readers(f);
+    /* readers are woken in steps, not per read: each wake costs a resume and a send */
+    if (f->written - f->woken >= WAKE_STEP) {
+        f->woken = f->written;
+        wake_readers(f);
+    }
     pthread_mutex_unlock(&fill_mu);
     return 0;
 }
