@@ -1,10 +1,11 @@
 # berth build. `make` builds build/berth; see README.md for run/test/bench.
 CC      ?= cc
-PKGS     = libmicrohttpd jansson sqlite3 nettle yaml-0.1 libcurl
+PKGS     = libmicrohttpd jansson sqlite3 nettle yaml-0.1
 CFLAGS  ?= -O2 -g
 # Paths are built with snprintf into PATH_MAX buffers; truncation there is not a bug class we hit.
-CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-format-truncation -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+# libcurl: headers only; it is loaded with dlopen when a mirror needs it (src/proxy/upstream.c)
+CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-format-truncation -Isrc $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -ldl
 
 SRC      = $(shell find src -name '*.c' | sort)
 LIBSRC   = $(filter-out src/main.c,$(SRC))

@@ -156,7 +156,11 @@ static int cmd_serve(const cli *o)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
-    upstream_global_init();
+    if ((cfg.nmirrors || cfg.proxy) && upstream_global_init() < 0) {
+        log_error("msg=\"mirrors are configured but libcurl cannot be loaded\"");
+        config_free(&cfg);
+        return 1;
+    }
     store *st;
     if (store_open(&st, &cfg) < 0) {
         log_error("msg=\"cannot open storage\" root=%s err=\"%s\"", cfg.root, berr_msg());
@@ -275,7 +279,11 @@ static int cmd_sync(const cli *o)
     config cfg;
     if (load(o, &cfg) < 0) return 1;
     signal(SIGPIPE, SIG_IGN);
-    upstream_global_init();
+    if (upstream_global_init() < 0) {
+        fprintf(stderr, "berth sync: %s\n", berr_msg());
+        config_free(&cfg);
+        return 1;
+    }
     store *st;
     if (store_open(&st, &cfg) < 0) {
         fprintf(stderr, "berth sync: %s\n", berr_msg());

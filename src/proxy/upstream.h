@@ -27,8 +27,8 @@ typedef struct {
 /* Receives a blob's bytes as they arrive; a negative return aborts the transfer. */
 typedef int (*upstream_sink)(void *arg, const char *data, size_t len);
 
-/* Call once before threads start. */
-void upstream_global_init(void);
+/* Loads libcurl (once); 0, or -BERR_CONFIG when it cannot be loaded. */
+int upstream_global_init(void);
 
 /* GET (or HEAD) /v2/<repo>/manifests/<ref>. Returns 0 when an upstream answered (see status),
  * -BERR_UNAVAILABLE when none could be reached in time. */
