@@ -204,16 +204,17 @@ static void report_unused(cnode *n, const char *prefix)
     }
 }
 
-int config_parse_duration(const char *s, int64_t *out)
+/* Go-style durations ("90s", "1h30m", "500ms") or bare seconds, in seconds. */
+static int parse_duration(const char *s, double *secs)
 {
     if (!s || !*s) return berr_set(BERR_CONFIG, "empty duration");
+    if (strspn(s, "0123456789") == strlen(s)) {
+        *secs = (double)strtoll(s, NULL, 10);
+        return 0;
+    }
     char *end;
     double total = 0;
     const char *p = s;
-    if (strspn(s, "0123456789") == strlen(s)) { /* bare number: seconds */
-        *out = strtoll(s, NULL, 10);
-        return 0;
-    }
     while (*p) {
         errno = 0;
         double v = strtod(p, &end);
@@ -238,41 +239,24 @@ int config_parse_duration(const char *s, int64_t *out)
             return berr_set(BERR_CONFIG, "invalid duration '%s' (unit)", s);
         total += v * mul;
     }
-    *out = (int64_t)total;
+    *secs = total;
     return 0;
+}
+
+int config_parse_duration(const char *s, int64_t *out)
+{
+    double secs;
+    int rc = parse_duration(s, &secs);
+    if (rc == 0) *out = (int64_t)secs;
+    return rc;
 }
 
 int config_parse_duration_ms(const char *s, int64_t *out)
 {
-    /* milliseconds matter for timeouts: "500ms", "1.5s" */
-    if (!s || !*s) return berr_set(BERR_CONFIG, "empty duration");
-    char *end;
-    double total = 0;
-    const char *p = s;
-    if (strspn(s, "0123456789") == strlen(s)) {
-        *out = strtoll(s, NULL, 10) * 1000;
-        return 0;
-    }
-    while (*p) {
-        errno = 0;
-        double v = strtod(p, &end);
-        if (end == p || errno) return berr_set(BERR_CONFIG, "invalid duration '%s'", s);
-        p = end;
-        double mul;
-        if (!strncmp(p, "ms", 2))
-            mul = 1, p += 2;
-        else if (*p == 'h')
-            mul = 3600000, p++;
-        else if (*p == 'm')
-            mul = 60000, p++;
-        else if (*p == 's')
-            mul = 1000, p++;
-        else
-            return berr_set(BERR_CONFIG, "invalid duration '%s' (unit)", s);
-        total += v * mul;
-    }
-    *out = (int64_t)total;
-    return 0;
+    double secs;
+    int rc = parse_duration(s, &secs);
+    if (rc == 0) *out = (int64_t)(secs * 1000 + 0.5);
+    return rc;
 }
 
 int config_parse_size(const char *s, int64_t *out)

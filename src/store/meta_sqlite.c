@@ -118,9 +118,10 @@ static const char schema_sql[] =
 
 /* A blob is garbage when old enough, referenced by no manifest and not freshly linked. */
 #define GC_BLOB_WHERE                                                                              \
-    "b.created < ?1 "                                                                              \
+    "b.created < :cutoff "                                                                         \
     "AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.child = b.digest AND r.kind = 0) "      \
-    "AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND rb.linked >= ?1)"
+    "AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND rb.linked >= "     \
+    ":cutoff)"
 
 typedef struct {
     sqlite3 *db;
@@ -714,7 +715,9 @@ static int sq_gc_manifests(store_meta *base, int64_t cutoff, bool dry_run, size_
     return rc;
 }
 
-static int sq_gc_blob_remove(store_meta *base, const char *digest, int64_t cutoff,
+/* Deletes the blob row matching `DELETE ... WHERE b.digest = :digest AND <cond>` (cond may use
+ * :cutoff), its links, and moves its file with trash() inside the same transaction. */
+static int blob_remove_where(store_meta *base, const char *sql, const char *digest, int64_t cutoff,
                              store_place_fn trash, void *arg, bool *removed)
 {
     sqlite_meta *m = (sqlite_meta *)base;
@@ -725,14 +728,13 @@ static int sq_gc_blob_remove(store_meta *base, const char *digest, int64_t cutof
     rc = begin(c);
     if (rc == 0) {
         sqlite3_stmt *s;
-        if (sqlite3_prepare_v2(c->db,
-                               "DELETE FROM blobs AS b WHERE b.digest = ?2 AND " GC_BLOB_WHERE, -1,
-                               &s, NULL) != SQLITE_OK) {
+        if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) != SQLITE_OK) {
             rc = db_err(c->db, "prepare");
         } else {
-            sqlite3_bind_int64(s, 1, cutoff);
-            bind_text(s, 2, digest);
-            if (sqlite3_step(s) != SQLITE_DONE) rc = db_err(c->db, "gc blob");
+            bind_text(s, sqlite3_bind_parameter_index(s, ":digest"), digest);
+            int ci = sqlite3_bind_parameter_index(s, ":cutoff");
+            if (ci) sqlite3_bind_int64(s, ci, cutoff);
+            if (sqlite3_step(s) != SQLITE_DONE) rc = db_err(c->db, "remove blob");
             sqlite3_finalize(s);
             *removed = rc == 0 && sqlite3_changes(c->db) == 1;
         }
@@ -744,6 +746,14 @@ static int sq_gc_blob_remove(store_meta *base, const char *digest, int64_t cutof
     if (rc < 0) *removed = false;
     conn_give(m, c);
     return rc;
+}
+
+static int sq_gc_blob_remove(store_meta *base, const char *digest, int64_t cutoff,
+                             store_place_fn trash, void *arg, bool *removed)
+{
+    return blob_remove_where(base,
+                             "DELETE FROM blobs AS b WHERE b.digest = :digest AND " GC_BLOB_WHERE,
+                             digest, cutoff, trash, arg, removed);
 }
 
 static int sq_locked(store_meta *base, store_place_fn fn, void *arg)
@@ -879,35 +889,11 @@ static int sq_mirror_evict(store_meta *base, const char *repo, const char *diges
 static int sq_mirror_blob_remove(store_meta *base, const char *digest, store_place_fn trash,
                                  void *arg, bool *removed)
 {
-    sqlite_meta *m = (sqlite_meta *)base;
-    conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
-    *removed = false;
-    rc = begin(c);
-    if (rc == 0) {
-        sqlite3_stmt *s;
-        if (sqlite3_prepare_v2(
-                c->db,
-                "DELETE FROM blobs AS b WHERE b.digest = ?1 AND NOT EXISTS (SELECT 1 "
-                "FROM manifest_refs r WHERE r.child = b.digest AND r.kind = 0) "
-                "AND " MIRROR_ONLY_BLOB,
-                -1, &s, NULL) != SQLITE_OK) {
-            rc = db_err(c->db, "prepare");
-        } else {
-            bind_text(s, 1, digest);
-            if (sqlite3_step(s) != SQLITE_DONE) rc = db_err(c->db, "evict blob");
-            sqlite3_finalize(s);
-            *removed = rc == 0 && sqlite3_changes(c->db) == 1;
-        }
-    }
-    if (rc == 0 && *removed)
-        rc = run2(c, "DELETE FROM repo_blobs WHERE digest = ?1", digest, NULL, NULL);
-    if (rc == 0 && *removed) rc = trash(arg);
-    rc = finish_tx(c, rc);
-    if (rc < 0) *removed = false;
-    conn_give(m, c);
-    return rc;
+    return blob_remove_where(base,
+                             "DELETE FROM blobs AS b WHERE b.digest = :digest AND NOT EXISTS "
+                             "(SELECT 1 FROM manifest_refs r WHERE r.child = b.digest AND "
+                             "r.kind = 0) AND " MIRROR_ONLY_BLOB,
+                             digest, 0, trash, arg, removed);
 }
 
 /* ---- fsck ---- */
