@@ -462,6 +462,15 @@ static int load_mirror(cnode *mnode, const char *name, config_mirror *m)
         (rc = set_duration(root, "revalidate", &m->revalidate_s)) < 0)
         return rc;
     if (cred && (rc = read_credentials_file(m, cred)) < 0) return rc;
+    cnode *pats = cn_path(root, "repositories");
+    for (size_t i = 0; pats && i < (pats->kind == CN_SEQ ? pats->nkids : 1); i++) {
+        cnode *v = pats->kind == CN_SEQ ? pats->kids[i] : pats;
+        if (v->kind != CN_SCALAR)
+            return berr_set(BERR_CONFIG, "mirrors.%s.repositories: expected patterns", name);
+        m->repos = realloc(m->repos, (m->nrepos + 1) * sizeof *m->repos);
+        if (!m->repos) abort();
+        m->repos[m->nrepos++] = strdup(v->value);
+    }
     const char *v;
     if ((rc = get_str(root, "timeout.connect", &v)) < 0) return rc;
     if (v && (rc = config_parse_duration_ms(v, &ms)) < 0) return rc;
@@ -622,6 +631,9 @@ static void mirror_free(config_mirror *m)
     free(m->username);
     free(m->password);
     free(m->ca_file);
+    for (size_t i = 0; i < m->nrepos; i++)
+        free(m->repos[i]);
+    free(m->repos);
 }
 
 void config_free(config *cfg)
@@ -676,6 +688,7 @@ void config_print_keys(void)
           "  mirrors.<name>.tls.ca / tls.insecure     upstream TLS trust\n"
           "  mirrors.<name>.timeout.connect / transfer (5s / 10m)\n"
           "  mirrors.<name>.revalidate                min interval between tag checks (5m)\n"
+          "  mirrors.<name>.repositories              upstream names served (patterns; all)\n"
           "  cache.maxsize                            space for mirrored content (no limit)\n"
           "  cache.pin                                mirrored repositories never evicted\n",
           stdout);

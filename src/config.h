@@ -31,6 +31,8 @@ typedef struct {
     int64_t connect_ms, transfer_ms;
     int64_t revalidate_s;
     bool library_prefix; /* docker.io: one-component names live under library/ */
+    char **repos;        /* repositories: fnmatch patterns of upstream names served (all if none) */
+    size_t nrepos;
 } config_mirror;
 
 typedef struct {

@@ -19,6 +19,7 @@
 #include "util/log.h"
 #include "util/ref.h"
 
+#include <fnmatch.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,19 @@ static const config_mirror *find_mirror(const config *cfg, const char *name, siz
     return NULL;
 }
 
+bool reg_mirror_serves(const config_mirror *m, const char *upstream_repo)
+{
+    if (m->nrepos == 0) return true;
+    for (size_t i = 0; i < m->nrepos; i++) {
+        const char *p = m->repos[i];
+        if (!strcmp(p, "**") || fnmatch(p, upstream_repo, 0) == 0) return true;
+        /* a pattern ending in "/" and two stars takes everything below that prefix */
+        size_t n = strlen(p);
+        if (n > 3 && !strcmp(p + n - 3, "/**") && !strncmp(p, upstream_repo, n - 2)) return true;
+    }
+    return false;
+}
+
 int reg_mirror_route(http_req *r)
 {
     const config *cfg = r->cfg;
@@ -61,6 +75,13 @@ int reg_mirror_route(http_req *r)
         snprintf(r->upstream_repo, sizeof r->upstream_repo, "library/%s", up);
     else
         snprintf(r->upstream_repo, sizeof r->upstream_repo, "%s", up);
+    if (!reg_mirror_serves(m, r->upstream_repo)) {
+        /* not this mirror's: an ordinary local repository of that name, or nothing */
+        r->upstream_repo[0] = '\0';
+        if (write && m != cfg->proxy)
+            return berr_set(BERR_DENIED, "%s is a read-only mirror", m->name);
+        return 0;
+    }
     char local[512];
     snprintf(local, sizeof local, "%s/%s", m->local, r->upstream_repo);
     if (strlen(local) >= sizeof r->name || !ref_name_valid(local))

@@ -35,6 +35,8 @@ int reg_mirror_manifest_fetch(const reg_mirror_ctx *c, const char *ref, store_ma
 /* Makes sure a blob is in the store (fetching it whole when not); *fetched says whether it was. */
 int reg_mirror_blob_ensure(const reg_mirror_ctx *c, const char *digest, bool *fetched);
 int reg_mirror_route(http_req *r);
+/* Whether a mirror serves an upstream repository (its `repositories` patterns). */
+bool reg_mirror_serves(const config_mirror *m, const char *upstream_repo);
 int reg_mirror_manifest_get(http_req *r);
 /* A blob GET that missed in a mirror repository: link, fetch or join the running fetch, and
  * answer (streaming while it fills). HTTP_OFFLOAD to continue on a worker. */

@@ -134,6 +134,11 @@ static void sync_image(store *s, const config *cfg, sync_stats *st, const char *
         st->errors++;
         return;
     }
+    if (!reg_mirror_serves(m, up)) {
+        printf("error   %s: not among the repositories mirror %s serves\n", ref, m->name);
+        st->errors++;
+        return;
+    }
     reg_mirror_ctx c = {s, m, local, up};
     if (at) {
         manifest(&c, st, at + 1, 0);

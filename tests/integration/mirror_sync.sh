@@ -25,6 +25,9 @@ mirrors:
     urls: [$REG_URL]
     revalidate: 1s
     timeout: {connect: 1s, transfer: 10s}
+  quay.io:
+    urls: [$REG_URL]
+    repositories: ["org/app"]
 YML
 cat >"$T_TMP/list.yml" <<YML
 images:
@@ -42,9 +45,18 @@ t_check "sync: the tag not matching the pattern (old) skipped" bash -c "! grep -
 t_eq "sync again: exit 0" 0 "$?"
 t_check "sync again: nothing fetched (resumable)" grep -q 'fetched 0 blobs' "$T_TMP/sync2.out"
 
+# a mirror's repositories patterns: quay.io serves only org/app
+berth_start "$T_TMP/b"
+t_eq "repositories: a served name pulls" 200 "$(curl -s -o /dev/null -w '%{http_code}' "$BERTH_URL/v2/quay.io/org/app/manifests/v1")"
+t_eq "repositories: another name is not mirrored (404)" 404 "$(curl -s -o /dev/null -w '%{http_code}' "$BERTH_URL/v2/quay.io/org/multi/manifests/v1")"
+t_eq "repositories: not mirrored through ns either" 404 "$(curl -s -o /dev/null -w '%{http_code}' "$BERTH_URL/v2/org/multi/manifests/v1?ns=quay.io")"
+t_eq "repositories: and not writable under the mirror's name" 403 "$(curl -s -o /dev/null -w '%{http_code}' -X POST "$BERTH_URL/v2/quay.io/org/multi/blobs/uploads/")"
+printf 'images:\n  - quay.io/org/multi:v1\n' >"$T_TMP/q.yml"
+"$BERTH" sync -c "$T_TMP/b/config.yml" "$T_TMP/q.yml" >"$T_TMP/syncq.out" 2>&1
+t_check "repositories: sync refuses a name the mirror does not serve" grep -q 'not among the repositories mirror quay.io serves' "$T_TMP/syncq.out"
+
 # offline: the upstream goes away; what was synced is served
 kill "$REG_PID"; wait "$REG_PID" 2>/dev/null
-berth_start "$T_TMP/b"
 t_check "offline: synced image by digest pulls" skopeo copy -q --src-tls-verify=false \
     "docker://127.0.0.1:$BERTH_PORT/ghcr.io/org/app@$app_digest" "oci:$T_TMP/o-app:x"
 t_check "offline: synced arm64 platform pulls" skopeo copy -q --src-tls-verify=false --override-arch arm64 \
