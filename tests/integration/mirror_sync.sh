@@ -66,11 +66,11 @@ t_check "offline: amd64 was filtered out, so it cannot pull" bash -c "! skopeo c
 berth_stop
 
 # a failing entry makes sync exit non-zero, naming it
-printf 'images:\n  - ghcr.io/org/missing:v1\n  - quay.io/none/x:v1\n' >"$T_TMP/bad.yml"
+printf 'images:\n  - ghcr.io/org/missing:v1\n  - unknown.example/none/x:v1\n' >"$T_TMP/bad.yml"
 "$BERTH" sync -c "$T_TMP/b/config.yml" "$T_TMP/bad.yml" >"$T_TMP/sync3.out" 2>&1
 t_eq "sync: failures exit 1" 1 "$?"
 t_check "sync: names the unreachable entry" grep -q 'ghcr.io/org/missing' "$T_TMP/sync3.out"
-t_check "sync: names the unconfigured registry" grep -q 'quay.io/none/x:v1: the registry is not one of the configured mirrors' "$T_TMP/sync3.out"
+t_check "sync: names the unconfigured registry" grep -q 'unknown.example/none/x:v1: the registry is not one of the configured mirrors' "$T_TMP/sync3.out"
 printf 'storage:\n  filesystem:\n    rootdirectory: %s\n' "$T_TMP/b/data" >"$T_TMP/fsck.yml"
 t_check "fsck clean after sync" "$BERTH" fsck -c "$T_TMP/fsck.yml"
 t_finish
