@@ -114,3 +114,31 @@ YML
 
 # sha256 of a file, hex only.
 t_sha256() { sha256sum "$1" | cut -d' ' -f1; }
+
+# containerd_start DIR: a private containerd (native snapshotter, no CRI) with its root, state
+# and sockets under DIR, log in DIR/containerd.log. Sets CTR=(ctr -a DIR/ctd.sock) and CTD_PID,
+# and waits until it answers.
+containerd_start() {
+    local d=$1
+    mkdir -p "$d/root" "$d/state"
+    cat >"$d/config.toml" <<TOML
+version = 2
+root = "$d/root"
+state = "$d/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.overlayfs",
+  "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
+[grpc]
+  address = "$d/ctd.sock"
+[ttrpc]
+  address = "$d/ctd-ttrpc.sock"
+TOML
+    containerd -c "$d/config.toml" >"$d/containerd.log" 2>&1 &
+    CTD_PID=$!
+    T_PIDS+=("$CTD_PID")
+    CTR=(ctr -a "$d/ctd.sock")
+    local i
+    for i in $(seq 1 100); do "${CTR[@]}" version >/dev/null 2>&1 && return 0; sleep 0.1; done
+    return 1
+}

@@ -107,7 +107,6 @@ t_check "copied-out artifact has the same digest and blobs" layout_ok "$W/art-ou
 # ---- 4. containerd pulls through a hosts.toml mirror (?ns=upstream.example:5000) -----------
 C=$T_TMP/ctd
 mkdir -p "$C/root" "$C/state" "$C/hosts/upstream.example:5000"
-cat >"$C/config.toml" <<EOF
 version = 2
 root = "$C/root"
 state = "$C/state"
@@ -126,11 +125,7 @@ server = "http://upstream.example:5000"
 [host."http://$B"]
   capabilities = ["pull", "resolve"]
 EOF
-containerd -c "$C/config.toml" >"$C/containerd.log" 2>&1 &
-CTD_PID=$!
-T_PIDS+=("$CTD_PID")
-CTR=(ctr -a "$C/ctd.sock")
-for _ in $(seq 1 100); do "${CTR[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
+containerd_start "$C"
 t_check "private containerd is up" "${CTR[@]}" version
 REF=upstream.example:5000/test/img:v1
 t_check "ctr images pull via hosts.toml mirror (native snapshotter)" "${CTR[@]}" images pull --http-dump \

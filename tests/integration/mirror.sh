@@ -556,7 +556,6 @@ t_check "skopeo inspect --raw equals the upstream bytes" cmp "$W/sk.raw" "$(blob
 # ---- 12. containerd with hosts.toml (adds ?ns=) ------------------------------------------------
 CT=$T_TMP/ctd
 mkdir -p "$CT/root" "$CT/state" "$CT/hosts/ghcr.io" "$CT/hosts/docker.io"
-cat >"$CT/config.toml" <<EOF
 version = 2
 root = "$CT/root"
 state = "$CT/state"
@@ -581,11 +580,7 @@ server = "https://registry-1.docker.io"
 [host."http://$BH"]
   capabilities = ["pull", "resolve"]
 EOF
-containerd -c "$CT/config.toml" >"$CT/containerd.log" 2>&1 &
-CTD_PID=$!
-T_PIDS+=("$CTD_PID")
-CTR=(ctr -a "$CT/ctd.sock")
-for _ in $(seq 1 100); do "${CTR[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
+containerd_start "$CT"
 t_check "private containerd is up" "${CTR[@]}" version
 ctr_digest() { "${CTR[@]}" images ls 2>&1 | awk -v r="$1" '$1==r {print $3}'; }
 ctr_pull() { timeout 60 "${CTR[@]}" images pull --http-dump --hosts-dir "$CT/hosts" --snapshotter native "$@"; }

@@ -35,7 +35,6 @@ awk -v dir="$C/hosts" '/^# \/etc\/containerd\/certs.d\//{split($2, p, "/"); f=di
     system("mkdir -p " dir "/" p[5]); next} /^# /{f=""; next} f{print > f}' "$C/out.txt"
 t_check "client-config: a hosts.toml for docker.io" grep -q "http://127.0.0.1:$BERTH_PORT" "$C/hosts/docker.io/hosts.toml"
 t_check "client-config: a hosts.toml for ghcr.io" grep -q 'server = "https://ghcr.io"' "$C/hosts/ghcr.io/hosts.toml"
-cat >"$C/config.toml" <<EOF
 version = 2
 root = "$C/root"
 state = "$C/state"
@@ -48,10 +47,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 [ttrpc]
   address = "$C/ctd-ttrpc.sock"
 EOF
-containerd -c "$C/config.toml" >"$C/containerd.log" 2>&1 &
-T_PIDS+=("$!")
-CTR=(ctr -a "$C/ctd.sock")
-for _ in $(seq 1 100); do "${CTR[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
+containerd_start "$C"
 t_check "containerd pulls docker.io/library/alpine:3 through berth" "${CTR[@]}" images pull \
     --hosts-dir "$C/hosts" --snapshotter native docker.io/library/alpine:3
 t_check "containerd pulls ghcr.io/org/app:v1 through berth" "${CTR[@]}" images pull --http-dump \
