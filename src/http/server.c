@@ -2,13 +2,14 @@
  * server: libmicrohttpd driven by an epoll event loop (one thread by default, `http.threads`
  * for more), plus a small pool of worker threads for the steps that may block (committing an
  * upload, writing metadata): such a step suspends its connection, runs on a worker, and resumes
- * it with the response ready, so a slow fsync never stalls other clients. Measured on one core
- * against thread-per-connection mode: 2-3x the small-request rate (one epoll_wait serves many
- * ready connections, where a thread per connection pays a context switch per request) and the
- * same CPU per GB on sendfile blob GETs. Responses are always queued after the
- * first call of the access handler (never on it), so keep-alive survives: queueing on the first
- * call makes libmicrohttpd close the connection. An error found before a large body arrives is
- * answered at once (the connection then closes) rather than reading gigabytes to discard them.
+ * it with the response ready, so a slow fsync never stalls other clients. Compared on one core
+ * (noisy runs) with thread-per-connection mode, the loop served as many or more small requests
+ * (a thread per connection pays a context switch per request) at a similar CPU cost per GB of
+ * sendfile blob GETs, though libmicrohttpd sends only 128 KiB per call in this mode.
+ * Responses are always queued after the first call of the access handler (never on it), so
+ * keep-alive survives: queueing on the first call makes libmicrohttpd close the connection.
+ * An error found before a large body arrives is answered at once (the connection then closes)
+ * rather than reading gigabytes to discard them.
  */
 #include "http/http.h"
 #include "util/err.h"
