@@ -55,8 +55,39 @@ printf 'images:\n  - quay.io/org/multi:v1\n' >"$T_TMP/q.yml"
 "$BERTH" sync -c "$T_TMP/b/config.yml" "$T_TMP/q.yml" >"$T_TMP/syncq.out" 2>&1
 t_check "repositories: sync refuses a name the mirror does not serve" grep -q 'not among the repositories mirror quay.io serves' "$T_TMP/syncq.out"
 
+berth_stop
+
+# a stalled upstream (accepts, never answers): a cached tag due for revalidation is still
+# served, bounded by the mirror's timeouts, not by the stall
+SP=$(t_port)
+python3 "$T_ROOT/tests/fixtures/mirror_stallproxy.py" "$SP" "$REG_PORT" "$T_TMP/stall" &
+T_PIDS+=("$!")
+t_wait_http "http://127.0.0.1:$SP/v2/"
+mkdir -p "$T_TMP/s"
+cat >"$T_TMP/s/config.yml" <<YML
+version: 0.1
+mirrors:
+  ghcr.io:
+    urls: [http://127.0.0.1:$SP]
+    revalidate: 1s
+    timeout: {connect: 1s, transfer: 2s}
+YML
+berth_start "$T_TMP/s"
+t_eq "stall: tag cached while the upstream answers" 200 "$(curl -s -o "$T_TMP/s1" -w '%{http_code}' "$BERTH_URL/v2/ghcr.io/org/app/manifests/v1")"
+touch "$T_TMP/stall"
+sleep 1.2
+t_eq "stall: the cached tag is served when its check stalls" 200 \
+    "$(curl -s -m 20 -o "$T_TMP/s2" -w '%{http_code}' "$BERTH_URL/v2/ghcr.io/org/app/manifests/v1")"
+t_eq "stall: with the same bytes" "$(t_sha256 "$T_TMP/s1")" "$(t_sha256 "$T_TMP/s2")"
+t_check "stall: the outage was logged" grep -q 'upstream unavailable' "$T_TMP/s/berth.log"
+code=$(curl -s -m 20 -o "$T_TMP/s3" -w '%{http_code}' "$BERTH_URL/v2/ghcr.io/org/never/manifests/v1")
+t_check "stall: an uncached tag gets an error, not a hang ($code)" bash -c "[ $code -ge 500 ] && jq -e '.errors[0].code' $T_TMP/s3"
+berth_stop
+rm -f "$T_TMP/stall"
+
 # offline: the upstream goes away; what was synced is served
 kill "$REG_PID"; wait "$REG_PID" 2>/dev/null
+berth_start "$T_TMP/b"
 t_check "offline: synced image by digest pulls" skopeo copy -q --src-tls-verify=false \
     "docker://127.0.0.1:$BERTH_PORT/ghcr.io/org/app@$app_digest" "oci:$T_TMP/o-app:x"
 t_check "offline: synced arm64 platform pulls" skopeo copy -q --src-tls-verify=false --override-arch arm64 \
