@@ -107,18 +107,6 @@ t_check "copied-out artifact has the same digest and blobs" layout_ok "$W/art-ou
 # ---- 4. containerd pulls through a hosts.toml mirror (?ns=upstream.example:5000) -----------
 C=$T_TMP/ctd
 mkdir -p "$C/root" "$C/state" "$C/hosts/upstream.example:5000"
-version = 2
-root = "$C/root"
-state = "$C/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.overlayfs",
-  "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "$C/ctd.sock"
-[ttrpc]
-  address = "$C/ctd-ttrpc.sock"
-EOF
 cat >"$C/hosts/upstream.example:5000/hosts.toml" <<EOF
 server = "http://upstream.example:5000"
 

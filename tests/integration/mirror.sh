@@ -556,18 +556,6 @@ t_check "skopeo inspect --raw equals the upstream bytes" cmp "$W/sk.raw" "$(blob
 # ---- 12. containerd with hosts.toml (adds ?ns=) ------------------------------------------------
 CT=$T_TMP/ctd
 mkdir -p "$CT/root" "$CT/state" "$CT/hosts/ghcr.io" "$CT/hosts/docker.io"
-version = 2
-root = "$CT/root"
-state = "$CT/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.overlayfs",
-  "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "$CT/ctd.sock"
-[ttrpc]
-  address = "$CT/ctd-ttrpc.sock"
-EOF
 cat >"$CT/hosts/ghcr.io/hosts.toml" <<EOF
 server = "https://ghcr.io"
 

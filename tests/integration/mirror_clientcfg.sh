@@ -35,18 +35,6 @@ awk -v dir="$C/hosts" '/^# \/etc\/containerd\/certs.d\//{split($2, p, "/"); f=di
     system("mkdir -p " dir "/" p[5]); next} /^# /{f=""; next} f{print > f}' "$C/out.txt"
 t_check "client-config: a hosts.toml for docker.io" grep -q "http://127.0.0.1:$BERTH_PORT" "$C/hosts/docker.io/hosts.toml"
 t_check "client-config: a hosts.toml for ghcr.io" grep -q 'server = "https://ghcr.io"' "$C/hosts/ghcr.io/hosts.toml"
-version = 2
-root = "$C/root"
-state = "$C/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.overlayfs",
-  "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "$C/ctd.sock"
-[ttrpc]
-  address = "$C/ctd-ttrpc.sock"
-EOF
 containerd_start "$C"
 t_check "containerd pulls docker.io/library/alpine:3 through berth" "${CTR[@]}" images pull \
     --hosts-dir "$C/hosts" --snapshotter native docker.io/library/alpine:3
