@@ -1,6 +1,6 @@
 # berth build. `make` builds build/berth; see README.md for run/test/bench.
 CC      ?= cc
-PKGS     = libmicrohttpd jansson sqlite3 nettle yaml-0.1
+PKGS     = libmicrohttpd jansson sqlite3 nettle yaml-0.1 libarchive
 CFLAGS  ?= -O2 -g
 # Paths are built with snprintf into PATH_MAX buffers; truncation there is not a bug class we hit.
 # libcurl: headers only; it is loaded with dlopen when a mirror needs it (src/proxy/upstream.c)
@@ -54,6 +54,8 @@ bench:
 	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory build/berth
 	@bench/run.sh
+
+-include tests/fuzz/fuzz.mk
 
 format:
 	clang-format -i $(SRC) $(wildcard src/*.h src/*/*.h tests/unit/*.c)

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/ref.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -516,6 +517,76 @@ static int load_mirrors(cnode *root, config *cfg)
     return 0;
 }
 
+/* helm.upstreams.<name>: {url, username, password, credentials_file, tls, timeout, refresh} */
+static int load_helm_upstream(cnode *n, const char *name, config_mirror *m)
+{
+    int rc;
+    mirror_defaults(m, name);
+    m->revalidate_s = 600;
+    n->used = true;
+    const char *url, *cred = NULL, *v;
+    int64_t ms;
+    if ((rc = get_str(n, "url", &url)) < 0) return rc;
+    if (!url || (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)))
+        return berr_set(BERR_CONFIG, "helm.upstreams.%s.url: an http(s) URL is required", name);
+    for (const char *c = name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '_' ||
+              (*c == '.' && c != name)))
+            return berr_set(BERR_CONFIG,
+                            "helm.upstreams.%s: a name is lowercase letters, digits, '.', '-', '_'",
+                            name);
+    mirror_add_url(m, url);
+    if ((rc = set_str(n, "username", &m->username)) < 0 ||
+        (rc = set_str(n, "password", &m->password)) < 0 ||
+        (rc = get_str(n, "credentials_file", &cred)) < 0 ||
+        (rc = set_str(n, "tls.ca", &m->ca_file)) < 0 ||
+        (rc = set_bool(n, "tls.insecure", &m->insecure)) < 0 ||
+        (rc = set_duration(n, "refresh", &m->revalidate_s)) < 0)
+        return rc;
+    if (cred && (rc = read_credentials_file(m, cred)) < 0) return rc;
+    if ((rc = get_str(n, "timeout.connect", &v)) < 0) return rc;
+    if (v && (rc = config_parse_duration_ms(v, &ms)) < 0) return rc;
+    if (v) m->connect_ms = ms;
+    if ((rc = get_str(n, "timeout.transfer", &v)) < 0) return rc;
+    if (v && (rc = config_parse_duration_ms(v, &ms)) < 0) return rc;
+    if (v) m->transfer_ms = ms;
+    return 0;
+}
+
+static int load_helm(cnode *root, config *cfg)
+{
+    config_helm *h = &cfg->helm;
+    int rc;
+    if ((rc = set_bool(root, "helm.enabled", &h->enabled)) < 0 ||
+        (rc = set_str(root, "helm.oci_prefix", &h->oci_prefix)) < 0 ||
+        (rc = set_bool(root, "helm.allow_overwrite", &h->allow_overwrite)) < 0 ||
+        (rc = set_int(root, "helm.depth", &h->depth)) < 0 ||
+        (rc = set_size(root, "helm.max_upload_size", &h->max_upload)) < 0 ||
+        (rc = set_size(root, "helm.max_uncompressed", &h->max_uncompressed)) < 0)
+        return rc;
+    size_t pl = strlen(h->oci_prefix);
+    while (pl > 0 && h->oci_prefix[pl - 1] == '/')
+        h->oci_prefix[--pl] = '\0';
+    if (!pl || !ref_name_valid(h->oci_prefix))
+        return berr_set(BERR_CONFIG, "helm.oci_prefix: '%s' is not a repository name",
+                        h->oci_prefix);
+    if (h->depth > 8) return berr_set(BERR_CONFIG, "helm.depth: at most 8");
+    cnode *ups = cn_path(root, "helm.upstreams");
+    if (ups && ups->kind != CN_MAP)
+        return berr_set(BERR_CONFIG, "helm.upstreams: expected a mapping");
+    for (size_t i = 0; ups && i < ups->nkids; i++) {
+        h->upstreams = realloc(h->upstreams, (h->nupstreams + 1) * sizeof *h->upstreams);
+        if (!h->upstreams) abort();
+        if (ups->kids[i]->kind != CN_MAP)
+            return berr_set(BERR_CONFIG, "helm.upstreams.%s: expected a mapping",
+                            ups->kids[i]->key);
+        rc = load_helm_upstream(ups->kids[i], ups->kids[i]->key, &h->upstreams[h->nupstreams]);
+        h->nupstreams++;
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
 /* cache.pin: names as clients write them ("docker.io/library/nginx"), with a mirror name that
  * holds a port written as stored ("host-5000/..."); fnmatch patterns allowed. */
 static int load_pins(cnode *root, config *cfg)
@@ -581,7 +652,7 @@ static int config_extract(cnode *root, config *cfg)
         (rc = set_size(root, "limits.manifest", &cfg->max_manifest)) < 0 ||
         (rc = load_mirrors(root, cfg)) < 0 ||
         (rc = set_size(root, "cache.maxsize", &cfg->cache_max)) < 0 ||
-        (rc = load_pins(root, cfg)) < 0)
+        (rc = load_pins(root, cfg)) < 0 || (rc = load_helm(root, cfg)) < 0)
         return rc;
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
         return berr_set(BERR_CONFIG, "http.tls: certificate and key must be given together");
@@ -606,6 +677,10 @@ int config_load(config *cfg, const char *path)
     cfg->max_manifest = 4 * 1024 * 1024;
     cfg->connection_limit = 1024;
     cfg->threads = 1;
+    cfg->helm.enabled = true;
+    cfg->helm.oci_prefix = strdup("charts");
+    cfg->helm.max_upload = 64 * 1024 * 1024;
+    cfg->helm.max_uncompressed = 256 * 1024 * 1024;
     cnode *root = NULL;
     if (path) {
         cfg->path = strdup(path);
@@ -646,6 +721,10 @@ void config_free(config *cfg)
         free(cfg->pins[i]);
     free(cfg->pins);
     free(cfg->proxy);
+    for (size_t i = 0; i < cfg->helm.nupstreams; i++)
+        mirror_free(&cfg->helm.upstreams[i]);
+    free(cfg->helm.upstreams);
+    free(cfg->helm.oci_prefix);
     free(cfg->path);
     free(cfg->root);
     free(cfg->addr);
@@ -690,6 +769,15 @@ void config_print_keys(void)
           "  mirrors.<name>.revalidate                min interval between tag checks (5m)\n"
           "  mirrors.<name>.repositories              upstream names served (patterns; all)\n"
           "  cache.maxsize                            space for mirrored content (no limit)\n"
-          "  cache.pin                                mirrored repositories never evicted\n",
+          "  cache.pin                                mirrored repositories never evicted\n"
+          "  helm.enabled                             serve the Helm chart repository (true)\n"
+          "  helm.oci_prefix                          charts at oci://<berth>/<prefix>/ (charts)\n"
+          "  helm.allow_overwrite                     re-uploading a version replaces it (false)\n"
+          "  helm.depth                               tenancy depth, as ChartMuseum's (0)\n"
+          "  helm.max_upload_size                     largest chart .tgz accepted (64MiB)\n"
+          "  helm.max_uncompressed                    largest unpacked chart accepted (256MiB)\n"
+          "  helm.upstreams.<name>.url                upstream HTTP chart repository\n"
+          "  helm.upstreams.<name>.username / password / credentials_file / tls / timeout\n"
+          "  helm.upstreams.<name>.refresh            min interval between index fetches (10m)\n",
           stdout);
 }

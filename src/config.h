@@ -35,6 +35,18 @@ typedef struct {
     size_t nrepos;
 } config_mirror;
 
+/* The Helm chart repository (`helm:`, src/helm/). */
+typedef struct {
+    bool enabled;              /* helm.enabled (true) */
+    char *oci_prefix;          /* helm.oci_prefix: charts live at oci://<berth>/<prefix>/<name> */
+    bool allow_overwrite;      /* helm.allow_overwrite: re-upload of a version replaces it */
+    int depth;                 /* helm.depth: tenancy depth (ChartMuseum's --depth) */
+    int64_t max_upload;        /* helm.max_upload_size: largest .tgz accepted */
+    int64_t max_uncompressed;  /* helm.max_uncompressed: largest unpacked chart accepted */
+    config_mirror *upstreams;  /* helm.upstreams.<name>: url in urls[0], refresh in revalidate_s */
+    size_t nupstreams;
+} config_helm;
+
 typedef struct {
     char *path; /* the file loaded, or NULL for defaults only */
     int log_level;
@@ -61,6 +73,7 @@ typedef struct {
     int64_t cache_max;    /* berth: cache.maxsize, bytes of mirrored content (0: no limit) */
     char **pins;          /* berth: cache.pin, repository names or patterns kept from eviction */
     size_t npins;
+    config_helm helm;
 } config;
 
 /* Loads defaults, then the file (when path is non-NULL), then REGISTRY_* env overrides.

@@ -7,6 +7,7 @@
  */
 #include "clientcfg.h"
 #include "config.h"
+#include "helm/helm.h"
 #include "http/http.h"
 #include "registry/registry.h"
 #include "proxy/upstream.h"
@@ -156,7 +157,7 @@ static int cmd_serve(const cli *o)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
-    if ((cfg.nmirrors || cfg.proxy) && upstream_global_init() < 0) {
+    if ((cfg.nmirrors || cfg.proxy || cfg.helm.nupstreams) && upstream_global_init() < 0) {
         log_error("msg=\"mirrors are configured but libcurl cannot be loaded\"");
         config_free(&cfg);
         return 1;
@@ -186,6 +187,8 @@ static int cmd_serve(const cli *o)
     http_server_stop(srv, 30);
     m.stop = true;
     pthread_join(mt, NULL);
+    helm_views_free();
+    helm_mirror_free();
     store_close(st);
     config_free(&cfg);
     log_info("msg=\"stopped\"");

@@ -64,6 +64,8 @@ struct http_req {
     const config_mirror *mirror;
     char upstream_repo[256];
     bool raw_escaped; /* the raw path held percent-escapes other than %3A */
+    bool plain_errors; /* errors as {"error":"..."} (the Helm/ChartMuseum API), not OCI JSON */
+    const void *aux;   /* router's extra result (helm/: the upstream chart repository) */
     bool failed;      /* a response (usually an error) is set; the rest of the body is discarded */
 };
 
@@ -102,5 +104,6 @@ void http_add_headerf(http_req *r, const char *name, const char *fmt, ...)
 /* Routers: fill r->h (and name/ref); return false when the path is not theirs. */
 bool registry_route(http_req *r);
 bool status_route(http_req *r);
+bool helm_route(http_req *r);
 
 #endif

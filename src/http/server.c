@@ -192,6 +192,10 @@ int http_reply_error(http_req *r, int rc)
                   msg);
     char esc[1200], body[1500];
     json_escape(esc, sizeof esc, msg);
+    if (r->plain_errors) {
+        int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", esc);
+        return http_reply(r, status, "application/json", body, (size_t)n);
+    }
     int n = snprintf(body, sizeof body,
                      "{\"errors\":[{\"code\":\"%s\",\"message\":\"%s\",\"detail\":null}]}\n",
                      berr_code_name(code), esc);
@@ -313,7 +317,7 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
         atomic_fetch_add(&srv->inflight, 1);
         berr_clear();
         if (!r->path) return MHD_NO;
-        if (!registry_route(r) && !status_route(r))
+        if (!registry_route(r) && !status_route(r) && !helm_route(r))
             fail(r, berr_set(BERR_NOT_FOUND, "no such endpoint"));
         else if (!r->failed && r->h) {
             int rc = r->h->begin ? r->h->begin(r) : 0;

@@ -481,6 +481,17 @@ int upstream_tags(const config_mirror *m, const char *repo, upstream_resp *out)
     return request(m, repo, "tags/list?n=10000", false, "application/json", NULL, NULL, out);
 }
 
+int upstream_get_url(const config_mirror *m, const char *url, upstream_sink sink, void *arg,
+                     size_t limit, upstream_resp *out)
+{
+    memset(out, 0, sizeof *out);
+    xfer x = {.out = out, .sink = sink, .arg = arg, .limit = limit};
+    char *auth = basic_auth(m);
+    int rc = perform(m, url, false, NULL, auth, &x, sink != NULL);
+    free(auth);
+    return rc;
+}
+
 void upstream_resp_free(upstream_resp *r)
 {
     free(r->body);

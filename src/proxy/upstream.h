@@ -39,6 +39,10 @@ int upstream_blob(const config_mirror *m, const char *repo, const char *digest, 
                   void *arg, upstream_resp *out);
 /* GET /v2/<repo>/tags/list (body buffered). */
 int upstream_tags(const config_mirror *m, const char *repo, upstream_resp *out);
+/* GET of any URL with the mirror's credentials (Basic), TLS settings and timeouts (for Helm
+ * chart repositories): a 200's body goes to sink, or is buffered up to limit when sink is NULL. */
+int upstream_get_url(const config_mirror *m, const char *url, upstream_sink sink, void *arg,
+                     size_t limit, upstream_resp *out);
 void upstream_resp_free(upstream_resp *r);
 
 /* Parses a WWW-Authenticate value into scheme and realm/service/scope (exposed for tests). */

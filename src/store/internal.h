@@ -59,6 +59,10 @@ typedef struct {
                          void *arg);
     /* Reports references whose target is missing (refs, tags, links); cb per problem. */
     int (*check_refs)(store_meta *m, void (*cb)(void *arg, const char *problem), void *arg);
+    /* Helm charts: tagged chart manifests of repositories starting with prefix */
+    int (*charts)(store_meta *m, const char *prefix, store_chart_list *out);
+    /* a number that changes whenever the set of charts does (any process) */
+    int (*charts_gen)(store_meta *m, int64_t *gen);
 } store_meta_ops;
 
 struct store_meta {

@@ -39,6 +39,8 @@ enum {
     Q_CATALOG,
     Q_REFERRERS,
     Q_REFERRERS_TYPE,
+    Q_CHARTS,
+    Q_CHARTS_GEN,
     Q__COUNT
 };
 
@@ -62,9 +64,11 @@ static const char *const q_sql[Q__COUNT] = {
                         "WHERE repo = ?1 AND digest = ?2",
     [Q_MAN_EXISTS] = "SELECT 1 FROM manifests WHERE repo = ?1 AND digest = ?2",
     [Q_MAN_INSERT] =
-        "INSERT INTO manifests(repo, digest, media_type, content, subject, "
-        "artifact_type, annotations, created, mirrored) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9) "
-        "ON CONFLICT(repo, digest) DO UPDATE SET created = excluded.created",
+        "INSERT INTO manifests(repo, digest, media_type, content, subject, artifact_type, "
+        "annotations, created, mirrored, chart_tag, chart_entry) "
+        "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11) "
+        "ON CONFLICT(repo, digest) DO UPDATE SET created = excluded.created, "
+        "chart_tag = excluded.chart_tag, chart_entry = excluded.chart_entry",
     [Q_REF_INSERT] = "INSERT OR IGNORE INTO manifest_refs(repo, digest, child, kind) "
                      "VALUES(?1, ?2, ?3, ?4)",
     [Q_TAG_UPSERT] =
@@ -80,6 +84,11 @@ static const char *const q_sql[Q__COUNT] = {
     [Q_REFERRERS_TYPE] = "SELECT digest, media_type, length(content), artifact_type, annotations "
                          "FROM manifests WHERE repo = ?1 AND subject = ?2 AND artifact_type = ?3 "
                          "ORDER BY created, digest",
+    /* charts in index.yaml: a chart manifest counts under the tag its version maps to */
+    [Q_CHARTS] = "SELECT m.repo, m.chart_tag, m.chart_entry, m.digest FROM manifests m "
+                 "JOIN tags t ON t.repo = m.repo AND t.digest = m.digest AND t.tag = m.chart_tag "
+                 "WHERE m.chart_entry IS NOT NULL AND substr(m.repo, 1, length(?1)) = ?1",
+    [Q_CHARTS_GEN] = "SELECT gen FROM charts_gen",
 };
 
 static const char schema_sql[] =
@@ -105,6 +114,29 @@ static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS tags(repo TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL,"
     "  updated INTEGER NOT NULL, checked INTEGER, PRIMARY KEY(repo, tag)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS tags_digest ON tags(repo, digest);";
+
+/* Helm charts (a view over manifests, see src/helm/): manifests of Helm charts carry their
+ * index.yaml entry; charts_gen counts changes to the set of indexed charts, kept by triggers so
+ * every writer (server, `berth gc`, eviction) moves it and an index cache can trust it. */
+static const char charts_schema_sql[] =
+    "CREATE INDEX IF NOT EXISTS manifests_charts ON manifests(repo) WHERE chart_entry IS NOT NULL;"
+    "CREATE TABLE IF NOT EXISTS charts_gen(gen INTEGER NOT NULL);"
+    "INSERT INTO charts_gen(gen) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM charts_gen);"
+    "CREATE TRIGGER IF NOT EXISTS charts_tag_ins AFTER INSERT ON tags WHEN EXISTS (SELECT 1 FROM "
+    "  manifests m WHERE m.repo = NEW.repo AND m.digest = NEW.digest AND m.chart_entry IS NOT NULL)"
+    "  BEGIN UPDATE charts_gen SET gen = gen + 1; END;"
+    "CREATE TRIGGER IF NOT EXISTS charts_tag_upd AFTER UPDATE OF digest ON tags WHEN "
+    "  OLD.digest != NEW.digest AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo = NEW.repo AND "
+    "  m.digest IN (OLD.digest, NEW.digest) AND m.chart_entry IS NOT NULL)"
+    "  BEGIN UPDATE charts_gen SET gen = gen + 1; END;"
+    "CREATE TRIGGER IF NOT EXISTS charts_tag_del AFTER DELETE ON tags WHEN EXISTS (SELECT 1 FROM "
+    "  manifests m WHERE m.repo = OLD.repo AND m.digest = OLD.digest AND m.chart_entry IS NOT NULL)"
+    "  BEGIN UPDATE charts_gen SET gen = gen + 1; END;"
+    "CREATE TRIGGER IF NOT EXISTS charts_man_del AFTER DELETE ON manifests WHEN "
+    "  OLD.chart_entry IS NOT NULL BEGIN UPDATE charts_gen SET gen = gen + 1; END;"
+    "CREATE TRIGGER IF NOT EXISTS charts_man_upd AFTER UPDATE OF chart_entry ON manifests "
+    "  BEGIN UPDATE charts_gen SET gen = gen + 1; END;";
+
 
 /* A manifest is garbage when old enough, untagged, not an index's child, and not a referrer of a
  * manifest that still exists. */
@@ -250,6 +282,20 @@ static int exec(conn *c, const char *sql)
         return rc;
     }
     return 0;
+}
+
+/* Adds a column to a table created by an older berth. */
+static int add_column(conn *c, const char *table, const char *col, const char *decl)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT 1 FROM pragma_table_info('%s') WHERE name = '%s'", table, col);
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) != SQLITE_OK) return db_err(c->db, "schema");
+    int r = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (r == SQLITE_ROW) return 0;
+    snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN %s %s", table, col, decl);
+    return exec(c, sql);
 }
 
 static int begin(conn *c)
@@ -453,6 +499,8 @@ static int sq_manifest_put(store_meta *base, const store_manifest_put_req *q)
         bind_text(s, 7, q->annotations_json);
         sqlite3_bind_int64(s, 8, now);
         sqlite3_bind_int(s, 9, q->mirrored ? 1 : 0);
+        bind_text(s, 10, q->chart_entry ? q->chart_tag : NULL);
+        bind_text(s, 11, q->chart_tag ? q->chart_entry : NULL);
         rc = step_done(c, s);
     }
     for (size_t i = 0; rc == 0 && i < q->nblobs + q->nchildren; i++) {
@@ -995,7 +1043,60 @@ static void sq_close(store_meta *base)
     free(m);
 }
 
+static int sq_charts(store_meta *base, const char *prefix, store_chart_list *out)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s = stmt(c, Q_CHARTS);
+    if (!s) rc = berr_set(BERR_INTERNAL, "statement unavailable");
+    else bind_text(s, 1, prefix);
+    int r = SQLITE_DONE;
+    while (rc == 0 && (r = sqlite3_step(s)) == SQLITE_ROW) {
+        store_chart *items = realloc(out->items, (out->n + 1) * sizeof *items);
+        if (!items) {
+            rc = berr_set(BERR_INTERNAL, "out of memory");
+            break;
+        }
+        out->items = items;
+        store_chart *it = &out->items[out->n++];
+        it->repo = col_strdup(s, 0);
+        it->tag = col_strdup(s, 1);
+        it->entry = col_strdup(s, 2);
+        snprintf(it->digest, sizeof it->digest, "%s", (const char *)sqlite3_column_text(s, 3));
+        if (!it->repo || !it->tag || !it->entry) rc = berr_set(BERR_INTERNAL, "out of memory");
+    }
+    if (rc == 0 && r != SQLITE_DONE) rc = db_err(c->db, "chart listing");
+    if (s) sqlite3_reset(s);
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_charts_gen(store_meta *base, int64_t *gen)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s = stmt(c, Q_CHARTS_GEN);
+    if (!s) {
+        conn_give(m, c);
+        return berr_set(BERR_INTERNAL, "statement unavailable");
+    }
+    int r = sqlite3_step(s);
+    if (r == SQLITE_ROW)
+        *gen = sqlite3_column_int64(s, 0);
+    else
+        rc = db_err(c->db, "chart generation");
+    sqlite3_reset(s);
+    conn_give(m, c);
+    return rc;
+}
+
 static const store_meta_ops sqlite_ops = {
+    .charts = sq_charts,
+    .charts_gen = sq_charts_gen,
     .close = sq_close,
     .blob_lookup = sq_blob_lookup,
     .blob_commit = sq_blob_commit,
@@ -1037,6 +1138,9 @@ int store_meta_sqlite_open(store_meta **out, const char *path)
     if (rc == 0) {
         rc = begin(c);
         if (rc == 0) rc = exec(c, schema_sql);
+        if (rc == 0) rc = add_column(c, "manifests", "chart_tag", "TEXT");
+        if (rc == 0) rc = add_column(c, "manifests", "chart_entry", "TEXT");
+        if (rc == 0) rc = exec(c, charts_schema_sql);
         rc = finish_tx(c, rc);
         conn_give(m, c);
     }

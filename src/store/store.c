@@ -447,6 +447,40 @@ int store_upload_finish(store_upload *u, const char *digest)
     return 0;
 }
 
+int store_upload_digest(store_upload *u, char *out)
+{
+    if (u->ctx_valid) {
+        digest_ctx copy = u->ctx;
+        digest_final(&copy, out);
+        return 0;
+    }
+    char data[4200];
+    snprintf(data, sizeof data, "%s/data", u->dir);
+    return digest_file(data, u->algo, out, NULL);
+}
+
+void store_upload_set_repo(store_upload *u, const char *repo)
+{
+    snprintf(u->repo, sizeof u->repo, "%s", repo);
+}
+
+int store_blob_put(store *s, const char *repo, const void *data, size_t len, char *digest_out)
+{
+    digest_buf(DIGEST_SHA256, data, len, digest_out);
+    if (s->meta->ops->blob_lookup(s->meta, repo, digest_out, NULL) == 0) return 0;
+    char uuid[STORE_UUID_LEN + 1];
+    int rc = store_upload_create(s, repo, DIGEST_SHA256, uuid);
+    if (rc < 0) return rc;
+    store_upload *u;
+    rc = store_upload_open(s, repo, uuid, &u);
+    if (rc < 0) return rc;
+    rc = store_upload_write(u, data, len);
+    if (rc == 0) rc = store_upload_finish(u, digest_out);
+    if (rc < 0) store_upload_cancel(u);
+    store_upload_close(u);
+    return rc;
+}
+
 int store_upload_cancel(store_upload *u)
 {
     upload_remove(u);
@@ -554,6 +588,30 @@ int store_referrers(store *s, const char *repo, const char *digest, const char *
 {
     memset(out, 0, sizeof *out);
     return s->meta->ops->referrers(s->meta, repo, digest, artifact_type, out);
+}
+
+int store_charts(store *s, const char *prefix, store_chart_list *out)
+{
+    memset(out, 0, sizeof *out);
+    int rc = s->meta->ops->charts(s->meta, prefix, out);
+    if (rc < 0) store_chart_list_free(out);
+    return rc;
+}
+
+void store_chart_list_free(store_chart_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->items[i].repo);
+        free(l->items[i].tag);
+        free(l->items[i].entry);
+    }
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+int store_charts_gen(store *s, int64_t *gen)
+{
+    return s->meta->ops->charts_gen(s->meta, gen);
 }
 
 void store_referrer_list_free(store_referrer_list *l)

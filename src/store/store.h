@@ -55,6 +55,10 @@ typedef struct {
     const char **tags; /* tags to point at this manifest */
     size_t ntags;
     bool mirrored; /* cached from an upstream: blobs and children arrive later, on demand */
+    /* Helm charts (src/helm/): the tag the chart's version maps to and its index.yaml entry
+     * (JSON); both NULL for everything else */
+    const char *chart_tag;
+    const char *chart_entry;
 } store_manifest_put_req;
 
 /* A list of strings with a "more after the last one" flag (tags, catalog). */
@@ -123,6 +127,12 @@ int store_upload_save(store_upload *u);
 /* Verifies the content against digest, commits the blob, links it to the repo and ends the
  * session. On digest mismatch the session is ended too and -BERR_DIGEST_INVALID returned. */
 int store_upload_finish(store_upload *u, const char *digest);
+/* The digest of what the session holds so far (sha256), without ending it. */
+int store_upload_digest(store_upload *u, char *out);
+/* The repository the blob is linked to when the session finishes (default: the session's). */
+void store_upload_set_repo(store_upload *u, const char *repo);
+/* Stores a small in-memory blob and links it to repo; its digest (sha256) in digest_out. */
+int store_blob_put(store *s, const char *repo, const void *data, size_t len, char *digest_out);
 /* Ends the session and deletes its data. */
 int store_upload_cancel(store_upload *u);
 void store_upload_close(store_upload *u);
@@ -145,6 +155,21 @@ void store_list_free(store_list *l);
 int store_referrers(store *s, const char *repo, const char *digest, const char *artifact_type,
                     store_referrer_list *out);
 void store_referrer_list_free(store_referrer_list *l);
+
+/* ---- Helm charts: a view over chart manifests (src/helm/) ---- */
+typedef struct {
+    char *repo, *tag, *entry; /* entry: the index.yaml entry as JSON */
+    char digest[DIGEST_STR_MAX];
+} store_chart;
+typedef struct {
+    store_chart *items;
+    size_t n;
+} store_chart_list;
+/* Tagged chart manifests of repositories whose names start with prefix (unordered). */
+int store_charts(store *s, const char *prefix, store_chart_list *out);
+void store_chart_list_free(store_chart_list *l);
+/* Changes whenever the set of charts does, whichever process changed it. */
+int store_charts_gen(store *s, int64_t *gen);
 
 /* ---- mirror space (store/evict.c) ---- */
 typedef struct {

@@ -33,6 +33,8 @@ static const struct {
     [BERR_TOO_LARGE] = {"SIZE_INVALID", 413},
     [BERR_NOT_FOUND] = {"NOT_FOUND", 404},
     [BERR_METHOD] = {"UNSUPPORTED", 405},
+    [BERR_BAD_REQUEST] = {"UNSUPPORTED", 400},
+    [BERR_CONFLICT] = {"DENIED", 409},
     [BERR_CONFIG] = {"UNKNOWN", 500},
     [BERR_IO] = {"UNKNOWN", 500},
     [BERR_INTERNAL] = {"UNKNOWN", 500},

@@ -32,6 +32,8 @@ typedef enum {
     BERR_TOO_LARGE,     /* 413: body over a limit */
     BERR_NOT_FOUND,     /* 404 for non-OCI paths */
     BERR_METHOD,        /* 405 method not allowed on this route */
+    BERR_BAD_REQUEST,   /* 400 for non-OCI APIs (Helm): the request is malformed */
+    BERR_CONFLICT,      /* 409: exists already (a chart version without overwrite) */
     BERR_CONFIG,        /* configuration problem (start-up only) */
     BERR_IO,            /* storage failure: 500 */
     BERR_INTERNAL,      /* bug or resource exhaustion: 500 */

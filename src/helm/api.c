@@ -1,0 +1,628 @@
+/*
+ * helm/api: the ChartMuseum-compatible HTTP API over the store (same paths, bodies and status
+ * codes, so `helm repo add`, helm-push and existing scripts work):
+ *
+ *   GET|HEAD [/<tenant>]/index.yaml            GET [/<tenant>]/charts/<name>-<version>.tgz[.prov]
+ *   POST /api[/<tenant>]/charts (raw .tgz, or multipart fields chart and prov)
+ *   POST /api[/<tenant>]/prov                   GET /api[/<tenant>]/charts[?offset=&limit=]
+ *   GET|HEAD /api[/<tenant>]/charts/<name>      GET|HEAD|DELETE /api[/<tenant>]/charts/<name>/<ver>
+ *   GET|HEAD /<upstream>/index.yaml, /<upstream>/charts/<file>   (mirror.c)
+ *
+ * <tenant> is exactly helm.depth path components. An upload streams into an upload session of
+ * the store (multipart bodies through libmicrohttpd's post processor), is inspected from that
+ * file, and only a valid chart is committed; anything refused leaves nothing behind. Errors are
+ * {"error":"..."} with ChartMuseum's statuses.
+ */
+#include "helm/helm.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PROV_MAX (1u << 20)
+#define MAX_COMPS 16
+
+/* ---- responses ---- */
+
+static int reply_json(http_req *r, int status, const char *body)
+{
+    return http_reply(r, status, "application/json", body, strlen(body));
+}
+
+static int reply_buf(http_req *r, int status, helm_buf *b)
+{
+    if (b->oom) {
+        free(b->buf);
+        return berr_set(BERR_INTERNAL, "out of memory");
+    }
+    int rc = http_reply_owned(r, status, "application/json", b->buf, b->len);
+    b->buf = NULL;
+    return rc;
+}
+
+static const char *tenant_of(http_req *r)
+{
+    return r->name;
+}
+
+/* ---- index.yaml ---- */
+
+static int index_end(http_req *r)
+{
+    helm_view *v;
+    int rc = helm_view_get(r->store, r->cfg, tenant_of(r), &v);
+    if (rc < 0) return rc;
+    rc = http_reply(r, 200, "application/x-yaml", v->yaml, v->yaml_len);
+    helm_view_put(v);
+    return rc;
+}
+
+/* ---- chart files ---- */
+
+/* Finds the chart manifest for "<name>-<version>" (names may hold '-': every split is tried). */
+static int find_chart_file(http_req *r, const char *base, char *repo, size_t repolen,
+                           store_manifest *m)
+{
+    size_t n = strlen(base);
+    for (size_t i = 1; i + 1 < n; i++) {
+        if (base[i] != '-') continue;
+        char name[HELM_NAME_MAX + 1], ver[HELM_VERSION_MAX + 1];
+        if (i > HELM_NAME_MAX || n - i - 1 > HELM_VERSION_MAX) continue;
+        memcpy(name, base, i);
+        name[i] = '\0';
+        snprintf(ver, sizeof ver, "%s", base + i + 1);
+        if (!helm_name_valid(name) || !helm_semver_valid(ver)) continue;
+        for (char *p = ver; *p; p++)
+            if (*p == '+') *p = '_';
+        helm_repo_name(r->cfg, tenant_of(r), name, repo, repolen);
+        if (store_manifest_get(r->store, repo, ver, m) == 0) return 0;
+    }
+    return berr_set(BERR_NOT_FOUND, "chart %.200s not found", base);
+}
+
+/* The digest and size of a manifest's layer of media type mt. */
+static int manifest_layer(const store_manifest *m, const char *mt, char *digest, uint64_t *size)
+{
+    json_t *j = json_loadb(m->content, m->size, 0, NULL), *l;
+    size_t i;
+    int rc = -BERR_NOT_FOUND;
+    json_array_foreach(json_object_get(j, "layers"), i, l)
+    {
+        const char *lmt = json_string_value(json_object_get(l, "mediaType"));
+        const char *d = json_string_value(json_object_get(l, "digest"));
+        if (lmt && d && !strcmp(lmt, mt)) {
+            snprintf(digest, DIGEST_STR_MAX, "%s", d);
+            if (size) *size = (uint64_t)json_integer_value(json_object_get(l, "size"));
+            rc = 0;
+            break;
+        }
+    }
+    json_decref(j);
+    return rc;
+}
+
+int helm_serve_layer(http_req *r, const char *repo, const char *digest, const char *ct)
+{
+    store_blob b;
+    int rc = store_blob_open(r->store, repo, digest, &b);
+    if (rc < 0) return berr_set(BERR_NOT_FOUND, "chart content missing");
+    if (b.fd >= 0) {
+        rc = http_reply_fd(r, 200, b.fd, 0, b.size);
+        b.fd = -1;
+    } else {
+        rc = http_reply_owned(r, 200, NULL, b.mem, b.size);
+        b.mem = NULL;
+    }
+    store_blob_release(&b);
+    if (rc == 0) http_add_header(r, "Content-Type", ct);
+    return rc;
+}
+
+static int file_end(http_req *r)
+{
+    const char *file = r->ref;
+    size_t n = strlen(file);
+    bool prov = n > 9 && !strcmp(file + n - 9, ".tgz.prov");
+    if (!prov && !(n > 4 && !strcmp(file + n - 4, ".tgz")))
+        return berr_set(BERR_NOT_FOUND, "no such file");
+    char base[300];
+    snprintf(base, sizeof base, "%.*s", (int)(n - (prov ? 9 : 4)), file);
+    char repo[512], digest[DIGEST_STR_MAX];
+    store_manifest m;
+    int rc = find_chart_file(r, base, repo, sizeof repo, &m);
+    if (rc < 0) return rc;
+    rc = manifest_layer(&m, prov ? HELM_MT_PROV : HELM_MT_CHART, digest, NULL);
+    store_manifest_free(&m);
+    if (rc < 0) return berr_set(BERR_NOT_FOUND, "%s not found", file);
+    return helm_serve_layer(r, repo, digest,
+                            prov ? "application/pgp-signature" : "application/x-tar");
+}
+
+/* ---- listings ---- */
+
+static void add_versions(helm_buf *b, const helm_chart *c)
+{
+    helm_buf_add(b, "[", 1);
+    for (size_t i = 0; i < c->n; i++) {
+        if (i) helm_buf_add(b, ",", 1);
+        helm_buf_add(b, c->versions[i].json, strlen(c->versions[i].json));
+    }
+    helm_buf_add(b, "]", 1);
+}
+
+static int list_end(http_req *r)
+{
+    const char *off_s = http_query(r, "offset"), *lim_s = http_query(r, "limit");
+    long off = off_s ? strtol(off_s, NULL, 10) : 0, lim = lim_s ? strtol(lim_s, NULL, 10) : -1;
+    if (off < 0 || (lim_s && lim < 0))
+        return berr_set(BERR_BAD_REQUEST, "offset and limit must be non-negative numbers");
+    helm_view *v;
+    int rc = helm_view_get(r->store, r->cfg, tenant_of(r), &v);
+    if (rc < 0) return rc;
+    helm_buf b = {0};
+    helm_buf_add(&b, "{", 1);
+    size_t shown = 0;
+    for (size_t i = (size_t)off; i < v->ncharts && (lim < 0 || shown < (size_t)lim); i++) {
+        json_t *k = json_string(v->charts[i].name);
+        char *ks = json_dumps(k, JSON_ENCODE_ANY);
+        json_decref(k);
+        if (shown++) helm_buf_add(&b, ",", 1);
+        helm_buf_addf(&b, "%s:", ks ? ks : "\"\"");
+        free(ks);
+        add_versions(&b, &v->charts[i]);
+    }
+    helm_buf_add(&b, "}\n", 2);
+    helm_view_put(v);
+    return reply_buf(r, 200, &b);
+}
+
+/* r->ref: "<name>" or "<name>/<version>" */
+static int chart_end(http_req *r)
+{
+    helm_view *v;
+    int rc = helm_view_get(r->store, r->cfg, tenant_of(r), &v);
+    if (rc < 0) return rc;
+    const helm_chart *c = helm_view_chart(v, r->ref);
+    if (!c) {
+        helm_view_put(v);
+        return berr_set(BERR_NOT_FOUND, "chart not found");
+    }
+    helm_buf b = {0};
+    add_versions(&b, c);
+    helm_buf_add(&b, "\n", 1);
+    helm_view_put(v);
+    return reply_buf(r, 200, &b);
+}
+
+static void split_version(http_req *r, char *name, size_t nl, const char **version)
+{
+    const char *slash = strchr(r->ref, '/');
+    snprintf(name, nl, "%.*s", (int)(slash - r->ref), r->ref);
+    *version = slash + 1;
+}
+
+static int version_end(http_req *r)
+{
+    char name[HELM_NAME_MAX + 1];
+    const char *version;
+    split_version(r, name, sizeof name, &version);
+    helm_view *v;
+    int rc = helm_view_get(r->store, r->cfg, tenant_of(r), &v);
+    if (rc < 0) return rc;
+    const helm_version *hv = helm_view_version(v, name, version);
+    if (!hv) {
+        helm_view_put(v);
+        return berr_set(BERR_NOT_FOUND, "no chart version found for %s-%.130s", name, version);
+    }
+    helm_buf b = {0};
+    helm_buf_add(&b, hv->json, strlen(hv->json));
+    helm_buf_add(&b, "\n", 1);
+    helm_view_put(v);
+    return reply_buf(r, 200, &b);
+}
+
+static int delete_end(http_req *r)
+{
+    char name[HELM_NAME_MAX + 1];
+    const char *version;
+    split_version(r, name, sizeof name, &version);
+    helm_view *v;
+    int rc = helm_view_get(r->store, r->cfg, tenant_of(r), &v);
+    if (rc < 0) return rc;
+    const helm_version *hv = helm_view_version(v, name, version);
+    if (!hv || !strcmp(version, "latest")) {
+        helm_view_put(v);
+        return berr_set(BERR_NOT_FOUND, "no chart version found for %s-%.130s", name, version);
+    }
+    rc = store_manifest_delete(r->store, hv->repo, hv->digest);
+    helm_view_put(v);
+    if (rc == -BERR_MANIFEST_UNKNOWN)
+        return berr_set(BERR_NOT_FOUND, "no chart version found for %s-%.130s", name, version);
+    if (rc < 0) return rc;
+    return reply_json(r, 200, "{\"deleted\":true}\n");
+}
+
+/* ---- uploads ---- */
+
+typedef struct {
+    bool prov_only; /* POST /api/prov */
+    store_upload *u;
+    struct MHD_PostProcessor *pp;
+    uint64_t chart_bytes;
+    bool chart_seen;
+    char *prov;
+    size_t prov_len;
+    int err;
+} up_ctx;
+
+static int prov_add(up_ctx *c, const char *data, size_t len)
+{
+    if (c->prov_len + len > PROV_MAX)
+        return berr_set(BERR_TOO_LARGE, "provenance file larger than 1 MiB");
+    char *p = realloc(c->prov, c->prov_len + len + 1);
+    if (!p) return berr_set(BERR_INTERNAL, "out of memory");
+    memcpy(p + c->prov_len, data, len);
+    c->prov = p;
+    c->prov_len += len;
+    c->prov[c->prov_len] = '\0';
+    return 0;
+}
+
+static int chart_add(http_req *r, up_ctx *c, const char *data, size_t len)
+{
+    c->chart_seen = true;
+    c->chart_bytes += len;
+    if (c->chart_bytes > (uint64_t)r->cfg->helm.max_upload)
+        return berr_set(BERR_TOO_LARGE, "chart larger than %lld bytes",
+                        (long long)r->cfg->helm.max_upload);
+    return len ? store_upload_write(c->u, data, len) : 0;
+}
+
+static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *filename, const char *content_type,
+                                 const char *transfer_encoding, const char *data, uint64_t off,
+                                 size_t size)
+{
+    (void)kind;
+    (void)filename;
+    (void)content_type;
+    (void)transfer_encoding;
+    (void)off;
+    http_req *r = cls;
+    up_ctx *c = r->ctx;
+    int rc = 0;
+    if (!key) return MHD_YES;
+    if (!strcmp(key, "chart") && !c->prov_only)
+        rc = chart_add(r, c, data, size);
+    else if (!strcmp(key, "prov"))
+        rc = prov_add(c, data, size);
+    if (rc < 0) {
+        c->err = rc;
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+static int upload_begin(http_req *r, bool prov_only)
+{
+    const char *cl = http_header(r, "Content-Length");
+    int64_t limit = prov_only ? (int64_t)PROV_MAX * 2 : r->cfg->helm.max_upload + 65536;
+    if (cl && strtoll(cl, NULL, 10) > limit)
+        return berr_set(BERR_TOO_LARGE, "request body larger than %lld bytes", (long long)limit);
+    up_ctx *c = calloc(1, sizeof *c);
+    if (!c) return berr_set(BERR_INTERNAL, "out of memory");
+    r->ctx = c;
+    c->prov_only = prov_only;
+    const char *ct = http_header(r, "Content-Type");
+    if (ct && !strncasecmp(ct, "multipart/form-data", 19)) {
+        c->pp = MHD_create_post_processor(r->conn, 65536, post_iter, r);
+        if (!c->pp) return berr_set(BERR_BAD_REQUEST, "malformed multipart/form-data request");
+    }
+    if (prov_only) return 0;
+    char uuid[STORE_UUID_LEN + 1];
+    int rc = store_upload_create(r->store, r->cfg->helm.oci_prefix, DIGEST_SHA256, uuid);
+    if (rc == 0) rc = store_upload_open(r->store, r->cfg->helm.oci_prefix, uuid, &c->u);
+    return rc;
+}
+
+static int chart_upload_begin(http_req *r)
+{
+    return upload_begin(r, false);
+}
+
+static int prov_upload_begin(http_req *r)
+{
+    return upload_begin(r, true);
+}
+
+static int upload_data(http_req *r, const char *data, size_t len)
+{
+    up_ctx *c = r->ctx;
+    if (c->pp) {
+        if (MHD_post_process(c->pp, data, len) != MHD_YES)
+            return c->err ? c->err
+                          : berr_set(BERR_BAD_REQUEST, "malformed multipart/form-data request");
+        return 0;
+    }
+    return c->prov_only ? prov_add(c, data, len) : chart_add(r, c, data, len);
+}
+
+static bool want_overwrite(http_req *r)
+{
+    const char *f = http_query(r, "force");
+    return r->cfg->helm.allow_overwrite || (f && strcmp(f, "false") != 0 && strcmp(f, "0") != 0);
+}
+
+/* name and version from a provenance file's signed Chart.yaml part. */
+static int prov_chart(const char *prov, size_t len, helm_chart_info *ci)
+{
+    static const char begin[] = "-----BEGIN PGP SIGNED MESSAGE-----";
+    const char *p = memmem(prov, len, begin, sizeof begin - 1);
+    const char *body = p ? strstr(p, "\n\n") : NULL;
+    if (!body) return berr_set(BERR_BAD_REQUEST, "not a provenance file (no signed message)");
+    body += 2;
+    const char *end = strstr(body, "\n...\n");
+    const char *sig = strstr(body, "-----BEGIN PGP SIGNATURE-----");
+    if (!end || (sig && sig < end)) end = sig;
+    if (!end) return berr_set(BERR_BAD_REQUEST, "not a provenance file (no signature)");
+    json_t *meta;
+    int rc = helm_yaml_to_json(body, (size_t)(end - body), "provenance file", &meta);
+    if (rc < 0) return rc;
+    memset(ci, 0, sizeof *ci);
+    ci->meta = meta;
+    rc = helm_chart_check_meta(meta, ci);
+    if (rc < 0) helm_chart_info_free(ci);
+    return rc;
+}
+
+/* Adds a provenance file to a chart that is already stored. */
+static int prov_attach(http_req *r, const char *prov, size_t len, bool overwrite)
+{
+    helm_chart_info pc;
+    int rc = prov_chart(prov, len, &pc);
+    if (rc < 0) return rc;
+    char repo[512], chart_digest[DIGEST_STR_MAX], prov_digest[DIGEST_STR_MAX];
+    helm_repo_name(r->cfg, tenant_of(r), pc.name, repo, sizeof repo);
+    store_manifest m;
+    rc = store_manifest_get(r->store, repo, pc.tag, &m);
+    if (rc < 0) {
+        rc = berr_set(BERR_NOT_FOUND,
+                      "chart %s-%s not found: upload the chart first, or both together",
+                      pc.name, pc.version);
+        helm_chart_info_free(&pc);
+        return rc;
+    }
+    uint64_t chart_size = 0;
+    bool has_prov = manifest_layer(&m, HELM_MT_PROV, prov_digest, NULL) == 0;
+    rc = manifest_layer(&m, HELM_MT_CHART, chart_digest, &chart_size);
+    json_t *man = json_loadb(m.content, m.size, 0, NULL);
+    const char *cfg_digest =
+        json_string_value(json_object_get(json_object_get(man, "config"), "digest"));
+    char created[64] = "";
+    const char *cr = json_string_value(
+        json_object_get(json_object_get(man, "annotations"), "org.opencontainers.image.created"));
+    if (cr) snprintf(created, sizeof created, "%s", cr);
+    store_manifest_free(&m);
+    if (rc == 0 && has_prov && !overwrite)
+        rc = berr_set(BERR_CONFLICT, "%s-%s.tgz.prov already exists", pc.name, pc.version);
+    helm_chart_info ci = {0};
+    store_blob b = {.fd = -1};
+    if (rc == 0 && (!cfg_digest || store_blob_open(r->store, repo, cfg_digest, &b) < 0))
+        rc = berr_set(BERR_IO, "chart %s-%s: its metadata is missing", pc.name, pc.version);
+    if (rc == 0) {
+        char *buf = malloc(b.size + 1);
+        if (buf && b.fd >= 0 && pread(b.fd, buf, b.size, 0) == (ssize_t)b.size)
+            ci.meta = json_loadb(buf, b.size, 0, NULL);
+        free(buf);
+        store_blob_release(&b);
+        if (!ci.meta || helm_chart_check_meta(ci.meta, &ci) < 0)
+            rc = berr_set(BERR_IO, "chart %s-%s: unreadable metadata", pc.name, pc.version);
+    }
+    json_decref(man);
+    if (rc == 0) {
+        helm_store_req q = {.repo = repo,
+                            .info = &ci,
+                            .chart_digest = chart_digest,
+                            .chart_size = chart_size,
+                            .prov = prov,
+                            .prov_len = len,
+                            .overwrite = true,
+                            .created = created[0] ? created : NULL};
+        rc = helm_chart_store(r->store, &q);
+    }
+    helm_chart_info_free(&ci);
+    helm_chart_info_free(&pc);
+    return rc;
+}
+
+static int upload_end(http_req *r)
+{
+    up_ctx *c = r->ctx;
+    if (c->pp) {
+        enum MHD_Result ok = MHD_destroy_post_processor(c->pp);
+        c->pp = NULL;
+        if (c->err) return c->err;
+        if (ok != MHD_YES) return berr_set(BERR_BAD_REQUEST, "truncated multipart/form-data request");
+    }
+    bool overwrite = want_overwrite(r);
+    if (c->prov_only) {
+        if (!c->prov_len) return berr_set(BERR_BAD_REQUEST, "no provenance file in the request");
+        int rc = prov_attach(r, c->prov, c->prov_len, overwrite);
+        return rc < 0 ? rc : reply_json(r, 201, "{\"saved\":true}\n");
+    }
+    if (!c->chart_bytes) return berr_set(BERR_BAD_REQUEST, "no chart in the request");
+    int fd = store_upload_reader(c->u);
+    if (fd < 0) return fd;
+    helm_chart_info ci;
+    int rc = helm_chart_inspect(fd, r->cfg->helm.max_uncompressed, &ci);
+    close(fd);
+    if (rc < 0) return rc;
+    char repo[512], digest[DIGEST_STR_MAX];
+    helm_repo_name(r->cfg, tenant_of(r), ci.name, repo, sizeof repo);
+    store_manifest old;
+    if (!overwrite && store_manifest_get(r->store, repo, ci.tag, &old) == 0) {
+        store_manifest_free(&old);
+        rc = berr_set(BERR_CONFLICT, "%s-%s.tgz already exists", ci.name, ci.version);
+    }
+    if (rc == 0) rc = store_upload_digest(c->u, digest);
+    if (rc == 0) {
+        store_upload_set_repo(c->u, repo);
+        rc = store_upload_finish(c->u, digest);
+        if (rc == 0) {
+            store_upload_close(c->u);
+            c->u = NULL;
+        }
+    }
+    if (rc == 0) {
+        helm_store_req q = {.repo = repo,
+                            .info = &ci,
+                            .chart_digest = digest,
+                            .chart_size = c->chart_bytes,
+                            .prov = c->prov,
+                            .prov_len = c->prov_len,
+                            .overwrite = overwrite};
+        rc = helm_chart_store(r->store, &q);
+    }
+    if (rc == 0)
+        log_info("msg=\"chart saved\" repo=%s version=%s digest=%s", repo, ci.version, digest);
+    helm_chart_info_free(&ci);
+    return rc < 0 ? rc : reply_json(r, 201, "{\"saved\":true}\n");
+}
+
+static void upload_cleanup(http_req *r)
+{
+    up_ctx *c = r->ctx;
+    if (!c) return;
+    if (c->pp) MHD_destroy_post_processor(c->pp);
+    if (c->u) {
+        store_upload_cancel(c->u); /* anything not committed leaves nothing behind */
+        store_upload_close(c->u);
+    }
+    free(c->prov);
+    free(c);
+    r->ctx = NULL;
+}
+
+/* ---- upstream mirrors ---- */
+
+static int mirror_index_end(http_req *r)
+{
+    return helm_mirror_index(r, r->aux);
+}
+
+static int mirror_file_end(http_req *r)
+{
+    return helm_mirror_chart(r, r->aux, r->ref);
+}
+
+static const http_handler index_h = {.end = index_end, .offload = true};
+static const http_handler file_h = {.end = file_end, .offload = true};
+static const http_handler list_h = {.end = list_end, .offload = true};
+static const http_handler chart_h = {.end = chart_end, .offload = true};
+static const http_handler version_h = {.end = version_end, .offload = true};
+static const http_handler delete_h = {.end = delete_end, .offload = true};
+static const http_handler upload_h = {chart_upload_begin, upload_data, upload_end, upload_cleanup,
+                                      true};
+static const http_handler prov_h = {prov_upload_begin, upload_data, upload_end, upload_cleanup,
+                                    true};
+static const http_handler mirror_index_h = {.end = mirror_index_end, .offload = true};
+static const http_handler mirror_file_h = {.end = mirror_file_end, .offload = true};
+
+/* ---- routing ---- */
+
+static bool is_get(http_req *r)
+{
+    return r->method == M_GET || r->method == M_HEAD;
+}
+
+static bool join(http_req *r, char **comps, int from, int n, char *out, size_t outlen)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (int i = from; i < from + n; i++) {
+        if (!helm_name_valid(comps[i])) return false;
+        int w = snprintf(out + len, outlen - len, "%s%s", len ? "/" : "", comps[i]);
+        if (w < 0 || (size_t)w >= outlen - len) return false;
+        len += (size_t)w;
+    }
+    (void)r;
+    return true;
+}
+
+bool helm_route(http_req *r)
+{
+    const config_helm *hc = &r->cfg->helm;
+    if (!hc->enabled || r->path[0] != '/' || r->raw_escaped) return false;
+    char path[1024];
+    if (strlen(r->path) >= sizeof path) return false;
+    snprintf(path, sizeof path, "%s", r->path + 1);
+    char *comps[MAX_COMPS];
+    int n = 0;
+    for (char *save = NULL, *t = strtok_r(path, "/", &save); t; t = strtok_r(NULL, "/", &save)) {
+        if (n == MAX_COMPS) return false;
+        comps[n++] = t;
+    }
+    if (n == 0) return false;
+    int d = hc->depth;
+    const http_handler *h = NULL;
+    bool matched = false;
+    if (!strcmp(comps[0], "api") && n >= 2 + d) {
+        if (!join(r, comps, 1, d, r->name, sizeof r->name)) return false;
+        int k = 1 + d; /* "charts" or "prov" */
+        int rest = n - k - 1;
+        if (!strcmp(comps[k], "prov") && rest == 0) {
+            matched = true;
+            h = r->method == M_POST ? &prov_h : NULL;
+        } else if (!strcmp(comps[k], "charts") && rest >= 0 && rest <= 2) {
+            matched = true;
+            if (rest >= 1 && !helm_name_valid(comps[k + 1])) return false;
+            if (rest == 0)
+                h = r->method == M_POST ? &upload_h : is_get(r) ? &list_h : NULL;
+            else if (rest == 1)
+                h = is_get(r) ? &chart_h : NULL;
+            else
+                h = is_get(r) ? &version_h : r->method == M_DELETE ? &delete_h : NULL;
+            if (rest == 1) snprintf(r->ref, sizeof r->ref, "%s", comps[k + 1]);
+            if (rest == 2) {
+                if (strlen(comps[k + 2]) > HELM_VERSION_MAX) return false;
+                snprintf(r->ref, sizeof r->ref, "%s/%s", comps[k + 1], comps[k + 2]);
+            }
+        }
+    }
+    if (!matched && n >= 2) {
+        const config_mirror *up = helm_upstream_find(r->cfg, comps[0]);
+        if (up && n == 2 && !strcmp(comps[1], "index.yaml")) {
+            matched = true;
+            r->aux = up;
+            snprintf(r->name, sizeof r->name, "%s", up->name);
+            h = is_get(r) ? &mirror_index_h : NULL;
+        } else if (up && n == 3 && !strcmp(comps[1], "charts")) {
+            matched = true;
+            r->aux = up;
+            snprintf(r->name, sizeof r->name, "%s", up->name);
+            snprintf(r->ref, sizeof r->ref, "%s", comps[2]);
+            h = is_get(r) ? &mirror_file_h : NULL;
+        }
+    }
+    if (!matched && n == d + 1 && !strcmp(comps[d], "index.yaml")) {
+        if (!join(r, comps, 0, d, r->name, sizeof r->name)) return false;
+        matched = true;
+        h = is_get(r) ? &index_h : NULL;
+    }
+    if (!matched && n == d + 2 && !strcmp(comps[d], "charts")) {
+        if (!join(r, comps, 0, d, r->name, sizeof r->name)) return false;
+        matched = true;
+        snprintf(r->ref, sizeof r->ref, "%s", comps[d + 1]);
+        h = is_get(r) ? &file_h : NULL;
+    }
+    if (!matched) {
+        r->name[0] = r->ref[0] = '\0';
+        return false;
+    }
+    r->plain_errors = true;
+    r->h = h;
+    return true;
+}

@@ -1,0 +1,596 @@
+/*
+ * helm/chart: chart archives and their metadata. An archive is read with libarchive straight
+ * from the upload's file, entry by entry, and never extracted: only Chart.yaml's bytes are kept.
+ * The declared sizes are summed before any data is inflated, so a bomb is refused before it
+ * costs anything. Chart.yaml is parsed with libyaml into JSON (the form Helm's OCI config blob
+ * and index entries use); scalars stay text as Helm reads them, except the boolean fields.
+ * The stored form of a chart is the OCI chart manifest `helm push` writes (see helm.h).
+ */
+#include "helm/helm.h"
+#include "registry/registry.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "util/ref.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <ctype.h>
+#include <pthread.h>
+#include <regex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#define CHART_YAML_MAX (1u << 20)
+#define YAML_NODES_MAX 100000
+#define YAML_DEPTH_MAX 64
+#define ARCHIVE_ENTRIES_MAX 100000
+
+/* ---- SemVer ---- */
+
+static const char semver_re[] =
+    "^(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)"
+    "(-((0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\\.(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    "(\\+([0-9a-zA-Z-]+(\\.[0-9a-zA-Z-]+)*))?$";
+
+static regex_t semver_compiled;
+static bool semver_ready;
+static pthread_once_t semver_once = PTHREAD_ONCE_INIT;
+
+static void semver_init(void)
+{
+    semver_ready = regcomp(&semver_compiled, semver_re, REG_EXTENDED | REG_NOSUB) == 0;
+}
+
+bool helm_semver_valid(const char *v)
+{
+    if (strlen(v) > HELM_VERSION_MAX) return false;
+    pthread_once(&semver_once, semver_init);
+    return semver_ready && regexec(&semver_compiled, v, 0, NULL, 0) == 0;
+}
+
+/* Compares numeric identifiers of any length. */
+static int num_cmp(const char *a, size_t al, const char *b, size_t bl)
+{
+    if (al != bl) return al < bl ? -1 : 1;
+    int c = memcmp(a, b, al);
+    return c < 0 ? -1 : c > 0;
+}
+
+static bool all_digits(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)s[i])) return false;
+    return n > 0;
+}
+
+int helm_semver_cmp(const char *a, const char *b)
+{
+    const char *pa = a, *pb = b;
+    /* major.minor.patch */
+    for (int i = 0; i < 3; i++) {
+        size_t la = strspn(pa, "0123456789"), lb = strspn(pb, "0123456789");
+        int c = num_cmp(pa, la, pb, lb);
+        if (c) return c;
+        pa += la;
+        pb += lb;
+        if (i < 2) {
+            if (*pa == '.') pa++;
+            if (*pb == '.') pb++;
+        }
+    }
+    size_t ra = strcspn(pa, "+"), rb = strcspn(pb, "+");
+    bool prea = *pa == '-', preb = *pb == '-';
+    if (!prea && preb) return 1;
+    if (prea && !preb) return -1;
+    if (prea && preb) {
+        const char *xa = pa + 1, *xb = pb + 1, *ea = pa + ra, *eb = pb + rb;
+        while (xa < ea && xb < eb) {
+            size_t la = strcspn(xa, ".+"), lb = strcspn(xb, ".+");
+            if (xa + la > ea) la = (size_t)(ea - xa);
+            if (xb + lb > eb) lb = (size_t)(eb - xb);
+            bool na = all_digits(xa, la), nb = all_digits(xb, lb);
+            int c;
+            if (na && nb)
+                c = num_cmp(xa, la, xb, lb);
+            else if (na != nb)
+                c = na ? -1 : 1;
+            else {
+                size_t m = la < lb ? la : lb;
+                c = memcmp(xa, xb, m);
+                c = c ? (c < 0 ? -1 : 1) : (la == lb ? 0 : (la < lb ? -1 : 1));
+            }
+            if (c) return c;
+            xa += la;
+            xb += lb;
+            if (xa < ea && *xa == '.') xa++;
+            if (xb < eb && *xb == '.') xb++;
+        }
+        if (xa < ea) return 1;
+        if (xb < eb) return -1;
+    }
+    int c = strcmp(a, b); /* same precedence: a stable order by build metadata */
+    return c < 0 ? -1 : c > 0;
+}
+
+bool helm_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > HELM_NAME_MAX) return false;
+    bool prev_sep = true;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        bool sep = c == '.' || c == '_' || c == '-';
+        if (!alnum && !sep) return false;
+        if (sep && prev_sep) return false;
+        prev_sep = sep;
+    }
+    return !prev_sep;
+}
+
+/* ---- YAML -> JSON ---- */
+
+typedef struct {
+    yaml_document_t *doc;
+    size_t budget;
+    const char *what;
+    int rc;
+} conv;
+
+static bool is_null_word(const char *s)
+{
+    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
+           !strcmp(s, "NULL");
+}
+
+static json_t *node_json(conv *c, yaml_node_t *n, const char *key, int depth)
+{
+    if (!n || c->rc) return NULL;
+    if (depth > YAML_DEPTH_MAX || c->budget-- == 0) {
+        c->rc = berr_set(BERR_BAD_REQUEST, "%s: too deeply nested or too large", c->what);
+        return NULL;
+    }
+    switch (n->type) {
+    case YAML_SCALAR_NODE: {
+        const char *v = (const char *)n->data.scalar.value;
+        bool plain = n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+        if (plain && is_null_word(v)) return json_null();
+        /* Helm's typed fields: booleans stay booleans, everything else is read as text */
+        if (plain && key && (!strcmp(key, "deprecated") || !strcmp(key, "enabled"))) {
+            if (!strcasecmp(v, "true")) return json_true();
+            if (!strcasecmp(v, "false")) return json_false();
+        }
+        return json_stringn(v, n->data.scalar.length);
+    }
+    case YAML_SEQUENCE_NODE: {
+        json_t *a = json_array();
+        for (yaml_node_item_t *it = n->data.sequence.items.start;
+             it < n->data.sequence.items.top && !c->rc; it++) {
+            json_t *v = node_json(c, yaml_document_get_node(c->doc, *it), NULL, depth + 1);
+            if (v) json_array_append_new(a, v);
+        }
+        return a;
+    }
+    case YAML_MAPPING_NODE: {
+        json_t *o = json_object();
+        for (yaml_node_pair_t *p = n->data.mapping.pairs.start;
+             p < n->data.mapping.pairs.top && !c->rc; p++) {
+            yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+            if (!k || k->type != YAML_SCALAR_NODE) {
+                c->rc = berr_set(BERR_BAD_REQUEST, "%s: mapping keys must be scalars", c->what);
+                break;
+            }
+            const char *ks = (const char *)k->data.scalar.value;
+            if (json_object_get(o, ks)) {
+                c->rc = berr_set(BERR_BAD_REQUEST, "%s: key '%.100s' appears twice", c->what, ks);
+                break;
+            }
+            json_t *v = node_json(c, yaml_document_get_node(c->doc, p->value), ks, depth + 1);
+            if (v) json_object_set_new(o, ks, v);
+        }
+        return o;
+    }
+    default:
+        return json_null();
+    }
+}
+
+int helm_yaml_to_json(const char *text, size_t len, const char *what, json_t **out)
+{
+    *out = NULL;
+    yaml_parser_t p;
+    yaml_document_t doc;
+    if (!yaml_parser_initialize(&p)) return berr_set(BERR_INTERNAL, "out of memory");
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&p, &doc)) {
+        int rc = berr_set(BERR_BAD_REQUEST, "%s: invalid YAML: %s at line %zu", what,
+                          p.problem ? p.problem : "error", p.problem_mark.line + 1);
+        yaml_parser_delete(&p);
+        return rc;
+    }
+    conv c = {&doc, YAML_NODES_MAX + len, what, 0}; /* aliases cannot multiply the input */
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    json_t *j = root ? node_json(&c, root, NULL, 0) : NULL;
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&p);
+    if (c.rc) {
+        json_decref(j);
+        return c.rc;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return berr_set(BERR_BAD_REQUEST, "%s: expected a mapping", what);
+    }
+    *out = j;
+    return 0;
+}
+
+/* ---- metadata ---- */
+
+int helm_chart_check_meta(json_t *meta, helm_chart_info *info)
+{
+    const char *api = json_string_value(json_object_get(meta, "apiVersion"));
+    const char *name = json_string_value(json_object_get(meta, "name"));
+    const char *version = json_string_value(json_object_get(meta, "version"));
+    if (!api || !*api) return berr_set(BERR_BAD_REQUEST, "Chart.yaml: apiVersion is required");
+    if (strcmp(api, "v1") && strcmp(api, "v2"))
+        return berr_set(BERR_BAD_REQUEST, "Chart.yaml: apiVersion '%.40s' is not v1 or v2", api);
+    if (!name || !*name) return berr_set(BERR_BAD_REQUEST, "Chart.yaml: name is required");
+    if (!helm_name_valid(name))
+        return berr_set(BERR_BAD_REQUEST,
+                        "Chart.yaml: name '%.130s' must be lowercase letters and digits "
+                        "separated by '.', '_' or '-' (it names an OCI repository)",
+                        name);
+    if (!version || !*version) return berr_set(BERR_BAD_REQUEST, "Chart.yaml: version is required");
+    if (!helm_semver_valid(version))
+        return berr_set(BERR_BAD_REQUEST, "Chart.yaml: version '%.130s' is not a SemVer 2 version",
+                        version);
+    snprintf(info->name, sizeof info->name, "%s", name);
+    snprintf(info->version, sizeof info->version, "%s", version);
+    snprintf(info->tag, sizeof info->tag, "%s", version);
+    for (char *p = info->tag; *p; p++)
+        if (*p == '+') *p = '_';
+    return 0;
+}
+
+void helm_chart_info_free(helm_chart_info *info)
+{
+    json_decref(info->meta);
+    info->meta = NULL;
+}
+
+/* ---- archives ---- */
+
+/* A path inside the archive: relative, no "." / ".." components; returns its first component's
+ * length and whether it has more components. */
+static int check_path(const char *path, size_t *top_len, bool *deeper)
+{
+    if (!*path) return berr_set(BERR_BAD_REQUEST, "chart archive: an entry has an empty name");
+    if (path[0] == '/')
+        return berr_set(BERR_BAD_REQUEST, "chart archive: absolute path '%.200s'", path);
+    const char *p = path;
+    size_t first = 0;
+    int comps = 0;
+    while (*p) {
+        size_t n = strcspn(p, "/");
+        if ((n == 2 && !memcmp(p, "..", 2)))
+            return berr_set(BERR_BAD_REQUEST, "chart archive: path '%.200s' leaves the chart",
+                            path);
+        if (n > 0 && !(n == 1 && p[0] == '.')) {
+            if (comps == 0) first = (size_t)(p - path) + n;
+            comps++;
+        }
+        p += n;
+        while (*p == '/')
+            p++;
+    }
+    if (comps == 0) return berr_set(BERR_BAD_REQUEST, "chart archive: entry '%.200s'", path);
+    *top_len = first;
+    *deeper = comps > 1;
+    return 0;
+}
+
+int helm_chart_inspect(int fd, int64_t max_uncompressed, helm_chart_info *info)
+{
+    memset(info, 0, sizeof *info);
+    unsigned char magic[2];
+    if (pread(fd, magic, 2, 0) != 2 || magic[0] != 0x1f || magic[1] != 0x8b)
+        return berr_set(BERR_BAD_REQUEST, "chart archive: not gzip-compressed (a chart is a .tgz)");
+    struct archive *a = archive_read_new();
+    if (!a) return berr_set(BERR_INTERNAL, "out of memory");
+    archive_read_support_filter_gzip(a);
+    archive_read_support_format_tar(a);
+    int rc = 0;
+    if (lseek(fd, 0, SEEK_SET) < 0 || archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK) {
+        rc = berr_set(BERR_BAD_REQUEST, "chart archive: %s", archive_error_string(a));
+        archive_read_free(a);
+        return rc;
+    }
+    char top[256] = "";
+    char *chart_yaml = NULL;
+    size_t chart_yaml_len = 0;
+    int64_t total = 0;
+    size_t entries = 0;
+    struct archive_entry *e;
+    int r;
+    while (rc == 0 && (r = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
+        if (++entries > ARCHIVE_ENTRIES_MAX) {
+            rc = berr_set(BERR_BAD_REQUEST, "chart archive: more than %d entries",
+                          ARCHIVE_ENTRIES_MAX);
+            break;
+        }
+        const char *path = archive_entry_pathname(e);
+        if (!path) {
+            rc = berr_set(BERR_BAD_REQUEST, "chart archive: an entry has no name");
+            break;
+        }
+        size_t tl = 0;
+        bool deeper = false;
+        if ((rc = check_path(path, &tl, &deeper)) < 0) break;
+        const char *start = path;
+        while (*start == '.' && start[1] == '/')
+            start += 2;
+        tl -= (size_t)(start - path);
+        if (!top[0]) {
+            if (tl >= sizeof top) {
+                rc = berr_set(BERR_BAD_REQUEST, "chart archive: top-level name too long");
+                break;
+            }
+            memcpy(top, start, tl);
+            top[tl] = '\0';
+        } else if (strlen(top) != tl || memcmp(top, start, tl) != 0) {
+            rc = berr_set(BERR_BAD_REQUEST,
+                          "chart archive: '%.200s' is outside the chart's directory '%s' (a chart "
+                          "has one top-level directory)",
+                          path, top);
+            break;
+        }
+        mode_t type = archive_entry_filetype(e);
+        if (type != AE_IFREG && type != AE_IFDIR) {
+            rc = berr_set(BERR_BAD_REQUEST,
+                          "chart archive: '%.200s' is not a regular file or directory (links and "
+                          "devices are refused)",
+                          path);
+            break;
+        }
+        if (archive_entry_hardlink(e)) {
+            rc = berr_set(BERR_BAD_REQUEST, "chart archive: '%.200s' is a hard link", path);
+            break;
+        }
+        if (type == AE_IFDIR) continue;
+        if (!deeper) {
+            rc = berr_set(BERR_BAD_REQUEST,
+                          "chart archive: file '%.200s' at the top level (a chart is one directory)",
+                          path);
+            break;
+        }
+        int64_t size = archive_entry_size(e);
+        if (size < 0 || total + size > max_uncompressed) {
+            rc = berr_set(BERR_BAD_REQUEST, "chart archive: unpacks to more than %lld bytes",
+                          (long long)max_uncompressed);
+            break;
+        }
+        total += size;
+        const char *rest = start + tl;
+        while (*rest == '/')
+            rest++;
+        if (!strcmp(rest, "Chart.yaml")) {
+            if (size > (int64_t)CHART_YAML_MAX) {
+                rc = berr_set(BERR_BAD_REQUEST, "chart archive: Chart.yaml larger than 1 MiB");
+                break;
+            }
+            free(chart_yaml);
+            chart_yaml = malloc((size_t)size + 1);
+            if (!chart_yaml) {
+                rc = berr_set(BERR_INTERNAL, "out of memory");
+                break;
+            }
+            la_ssize_t got = 0, n;
+            while (got < size && (n = archive_read_data(a, chart_yaml + got, (size_t)(size - got))) > 0)
+                got += n;
+            if (got != size) {
+                rc = berr_set(BERR_BAD_REQUEST, "chart archive: Chart.yaml is truncated");
+                break;
+            }
+            chart_yaml[size] = '\0';
+            chart_yaml_len = (size_t)size;
+        } else if (archive_read_data_skip(a) != ARCHIVE_OK) {
+            rc = berr_set(BERR_BAD_REQUEST, "chart archive: %s", archive_error_string(a));
+            break;
+        }
+    }
+    if (rc == 0 && r != ARCHIVE_EOF)
+        rc = berr_set(BERR_BAD_REQUEST, "chart archive: %s",
+                      archive_error_string(a) ? archive_error_string(a) : "unreadable");
+    if (rc == 0 && archive_filter_code(a, 0) != ARCHIVE_FILTER_GZIP)
+        rc = berr_set(BERR_BAD_REQUEST, "chart archive: not gzip-compressed");
+    if (rc == 0 && entries == 0) rc = berr_set(BERR_BAD_REQUEST, "chart archive: empty");
+    if (rc == 0 && !chart_yaml)
+        rc = berr_set(BERR_BAD_REQUEST, "chart archive: no Chart.yaml in '%s/'", top);
+    archive_read_free(a);
+    if (rc == 0) rc = helm_yaml_to_json(chart_yaml, chart_yaml_len, "Chart.yaml", &info->meta);
+    free(chart_yaml);
+    if (rc == 0) rc = helm_chart_check_meta(info->meta, info);
+    if (rc < 0) helm_chart_info_free(info);
+    return rc;
+}
+
+/* ---- storing ---- */
+
+void helm_now_rfc3339(char *out, size_t len)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char base[32];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, len, "%s.%09ldZ", base, ts.tv_nsec);
+}
+
+void helm_repo_name(const config *cfg, const char *tenant, const char *name, char *out,
+                    size_t outlen)
+{
+    if (tenant && *tenant)
+        snprintf(out, outlen, "%s/%s/%s", cfg->helm.oci_prefix, tenant, name);
+    else
+        snprintf(out, outlen, "%s/%s", cfg->helm.oci_prefix, name);
+}
+
+/* The index entry: the chart's metadata plus urls, created and digest (hex of the .tgz). */
+static char *make_entry(json_t *meta, const char *name, const char *version,
+                        const char *chart_digest, const char *created)
+{
+    json_t *e = json_deep_copy(meta);
+    if (!e) return NULL;
+    char url[300];
+    snprintf(url, sizeof url, "charts/%s-%s.tgz", name, version);
+    json_object_set_new(e, "urls", json_pack("[s]", url));
+    json_object_set_new(e, "created", json_string(created));
+    json_object_set_new(e, "digest", json_string(digest_hex(chart_digest)));
+    char *s = json_dumps(e, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(e);
+    return s;
+}
+
+int helm_chart_store(store *s, const helm_store_req *q)
+{
+    const helm_chart_info *ci = q->info;
+    store_manifest old;
+    if (!q->overwrite && store_manifest_get(s, q->repo, ci->tag, &old) == 0) {
+        store_manifest_free(&old);
+        return berr_set(BERR_CONFLICT, "%s-%s.tgz already exists", ci->name, ci->version);
+    }
+    char *cfg_json = json_dumps(ci->meta, JSON_COMPACT);
+    if (!cfg_json) return berr_set(BERR_INTERNAL, "out of memory");
+    char cfg_digest[DIGEST_STR_MAX], prov_digest[DIGEST_STR_MAX];
+    size_t cfg_len = strlen(cfg_json);
+    int rc = store_blob_put(s, q->repo, cfg_json, cfg_len, cfg_digest);
+    free(cfg_json);
+    if (rc == 0 && q->prov) rc = store_blob_put(s, q->repo, q->prov, q->prov_len, prov_digest);
+    if (rc < 0) return rc;
+    char created[64];
+    if (q->created)
+        snprintf(created, sizeof created, "%s", q->created);
+    else
+        helm_now_rfc3339(created, sizeof created);
+    json_t *layers = json_pack("[{s:s,s:s,s:I}]", "mediaType", HELM_MT_CHART, "digest",
+                               q->chart_digest, "size", (json_int_t)q->chart_size);
+    if (q->prov)
+        json_array_append_new(layers, json_pack("{s:s,s:s,s:I}", "mediaType", HELM_MT_PROV,
+                                                "digest", prov_digest, "size",
+                                                (json_int_t)q->prov_len));
+    json_t *ann = json_pack("{s:s,s:s,s:s}", "org.opencontainers.image.created", created,
+                            "org.opencontainers.image.title", ci->name,
+                            "org.opencontainers.image.version", ci->version);
+    const char *desc = json_string_value(json_object_get(ci->meta, "description"));
+    if (desc) json_object_set_new(ann, "org.opencontainers.image.description", json_string(desc));
+    json_t *man = json_pack("{s:i,s:s,s:{s:s,s:s,s:I},s:o,s:o}", "schemaVersion", 2, "mediaType",
+                            "application/vnd.oci.image.manifest.v1+json", "config", "mediaType",
+                            HELM_MT_CONFIG, "digest", cfg_digest, "size", (json_int_t)cfg_len,
+                            "layers", layers, "annotations", ann);
+    char *content = man ? json_dumps(man, JSON_COMPACT) : NULL;
+    json_decref(man);
+    char *entry = make_entry(ci->meta, ci->name, ci->version, q->chart_digest, created);
+    if (!content || !entry) {
+        free(content);
+        free(entry);
+        return berr_set(BERR_INTERNAL, "out of memory");
+    }
+    size_t len = strlen(content);
+    store_manifest_put_req req;
+    reg_manifest_parsed *parsed;
+    rc = reg_manifest_parse(content, len, NULL, &req, &parsed);
+    if (rc == 0) {
+        char digest[DIGEST_STR_MAX];
+        digest_buf(DIGEST_SHA256, content, len, digest);
+        const char *tags[1] = {ci->tag};
+        req.repo = q->repo;
+        req.digest = digest;
+        req.tags = tags;
+        req.ntags = 1;
+        req.mirrored = q->mirrored;
+        req.chart_tag = ci->tag;
+        req.chart_entry = entry;
+        if (q->mirrored) store_repo_mark_mirror(s, q->repo);
+        rc = store_manifest_put(s, &req);
+        reg_manifest_parsed_free(parsed);
+    }
+    free(content);
+    free(entry);
+    return rc;
+}
+
+/* ---- charts pushed over OCI ---- */
+
+int helm_oci_entry(store *s, const config *cfg, const char *repo, const char *content, size_t len,
+                   char **entry, char tag[HELM_VERSION_MAX + 1])
+{
+    *entry = NULL;
+    if (!cfg->helm.enabled) return 0;
+    size_t pl = strlen(cfg->helm.oci_prefix);
+    if (strncmp(repo, cfg->helm.oci_prefix, pl) != 0 || repo[pl] != '/') return 0;
+    int slashes = 0;
+    for (const char *p = repo + pl + 1; *p; p++)
+        slashes += *p == '/';
+    if (slashes != cfg->helm.depth) return 0;
+    const char *name = strrchr(repo, '/') + 1;
+    json_t *man = json_loadb(content, len, 0, NULL);
+    const char *cfg_mt = json_string_value(json_object_get(json_object_get(man, "config"), "mediaType"));
+    const char *cfg_digest = json_string_value(json_object_get(json_object_get(man, "config"), "digest"));
+    const char *chart_digest = NULL, *created = NULL;
+    json_t *layers = json_object_get(man, "layers"), *l;
+    size_t i;
+    json_array_foreach(layers, i, l)
+    {
+        const char *mt = json_string_value(json_object_get(l, "mediaType"));
+        if (mt && !strcmp(mt, HELM_MT_CHART))
+            chart_digest = json_string_value(json_object_get(l, "digest"));
+    }
+    created = json_string_value(
+        json_object_get(json_object_get(man, "annotations"), "org.opencontainers.image.created"));
+    int rc = 0;
+    if (!cfg_mt || strcmp(cfg_mt, HELM_MT_CONFIG) || !cfg_digest || !chart_digest ||
+        strncmp(chart_digest, "sha256:", 7))
+        goto out;
+    store_blob b;
+    if (store_blob_open(s, repo, cfg_digest, &b) < 0) goto out; /* the put reports it */
+    char *buf = NULL;
+    if (b.size <= CHART_YAML_MAX) {
+        buf = malloc(b.size + 1);
+        if (buf && b.fd >= 0) {
+            if (pread(b.fd, buf, b.size, 0) != (ssize_t)b.size) {
+                free(buf);
+                buf = NULL;
+            }
+        } else if (buf) {
+            memcpy(buf, b.mem, b.size);
+        }
+    }
+    size_t blen = b.size;
+    store_blob_release(&b);
+    if (!buf) goto out;
+    json_t *meta = json_loadb(buf, blen, 0, NULL);
+    free(buf);
+    helm_chart_info ci = {.meta = meta};
+    if (!json_is_object(meta) || helm_chart_check_meta(meta, &ci) < 0 || strcmp(ci.name, name)) {
+        log_warn("msg=\"helm chart pushed over OCI not indexed\" repo=%s reason=\"%s\"", repo,
+                 json_is_object(meta) ? berr_msg() : "config is not a JSON object");
+        berr_clear();
+        json_decref(meta);
+        goto out;
+    }
+    char now[64];
+    if (!created) helm_now_rfc3339(now, sizeof now);
+    *entry = make_entry(meta, ci.name, ci.version, chart_digest, created ? created : now);
+    snprintf(tag, HELM_VERSION_MAX + 1, "%s", ci.tag);
+    json_decref(meta);
+    if (!*entry) rc = berr_set(BERR_INTERNAL, "out of memory");
+out:
+    json_decref(man);
+    return rc;
+}

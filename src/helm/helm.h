@@ -1,0 +1,141 @@
+/*
+ * helm: the Helm chart repository, a view over the one content store.
+ *
+ * A chart is stored the way `helm push` stores it: an OCI manifest in repository
+ * <helm.oci_prefix>/[<tenant>/]<name>, tagged with its version ('+' written '_'), whose config
+ * blob is Chart.yaml as JSON and whose layers are the .tgz (and the .prov when there is one).
+ * Charts uploaded through the ChartMuseum API (api.c) are written in that form, and charts
+ * pushed over OCI are indexed the same way, so both protocols see one set of charts.
+ *
+ * Each chart manifest carries its index.yaml entry (JSON) in the metadata store, written in the
+ * manifest's own transaction; index.c renders index.yaml from those entries, caching the result
+ * until the store's chart generation moves. chart.c reads and checks chart archives (libarchive,
+ * never extracted) and Chart.yaml (libyaml). mirror.c serves upstream HTTP chart repositories.
+ */
+#ifndef BERTH_HELM_H
+#define BERTH_HELM_H
+
+#include "http/http.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#define HELM_MT_CONFIG "application/vnd.cncf.helm.config.v1+json"
+#define HELM_MT_CHART "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+#define HELM_MT_PROV "application/vnd.cncf.helm.chart.provenance.v1.prov"
+
+/* ---- chart.c ---- */
+#define HELM_NAME_MAX 128
+#define HELM_VERSION_MAX 128
+
+typedef struct {
+    json_t *meta; /* Chart.yaml as JSON (owned) */
+    char name[HELM_NAME_MAX + 1];
+    char version[HELM_VERSION_MAX + 1];
+    char tag[HELM_VERSION_MAX + 1]; /* the version as an OCI tag ('+' -> '_') */
+} helm_chart_info;
+
+/* Strict SemVer 2.0.0 (no leading "v"). */
+bool helm_semver_valid(const char *v);
+/* SemVer precedence (build metadata ignored, then compared as text for a stable order). */
+int helm_semver_cmp(const char *a, const char *b);
+/* Chart names become OCI repository components: [a-z0-9]+([._-][a-z0-9]+)*. */
+bool helm_name_valid(const char *name);
+
+/* Reads a chart archive from fd (offset 0): gzip, tar, one top-level directory holding
+ * Chart.yaml, no absolute or ".." paths, no links or devices, at most max_uncompressed bytes
+ * unpacked. Fills info from a valid Chart.yaml. -BERR_BAD_REQUEST with a message naming what is
+ * wrong. */
+int helm_chart_inspect(int fd, int64_t max_uncompressed, helm_chart_info *info);
+/* Checks Chart.yaml metadata (apiVersion, name, SemVer version) and fills info's strings. */
+int helm_chart_check_meta(json_t *meta, helm_chart_info *info);
+void helm_chart_info_free(helm_chart_info *info);
+/* Parses YAML text (Chart.yaml, a .prov's signed part) into JSON. -BERR_BAD_REQUEST. */
+int helm_yaml_to_json(const char *text, size_t len, const char *what, json_t **out);
+
+/* Stores a chart whose .tgz is the blob chart_digest (linked to the chart's repository) as an
+ * OCI chart manifest tagged with its version, with prov (may be NULL) as a provenance layer.
+ * -BERR_CONFLICT when the version exists and overwrite is false. */
+typedef struct {
+    const char *repo;
+    const helm_chart_info *info;
+    const char *chart_digest;
+    uint64_t chart_size;
+    const char *prov;
+    size_t prov_len;
+    bool overwrite;
+    bool mirrored; /* cached from an upstream chart repository */
+    const char *created; /* RFC 3339 time for the entry, or NULL for now */
+} helm_store_req;
+int helm_chart_store(store *s, const helm_store_req *q);
+
+/* For a manifest PUT over OCI: when repo is a chart repository under the prefix and the manifest
+ * is a Helm chart whose config is in the store, sets *entry (malloc'd JSON) and tag so the chart
+ * is indexed. Returns 0 (with *entry NULL when it is not an indexable chart). */
+int helm_oci_entry(store *s, const config *cfg, const char *repo, const char *content, size_t len,
+                   char **entry, char tag[HELM_VERSION_MAX + 1]);
+
+/* The repository of a chart: "<prefix>/<tenant>/<name>" (tenant may be ""). */
+void helm_repo_name(const config *cfg, const char *tenant, const char *name, char *out,
+                    size_t outlen);
+/* Now as RFC 3339 with nanoseconds, UTC. */
+void helm_now_rfc3339(char *out, size_t len);
+
+/* ---- index.c ---- */
+typedef struct {
+    const char *name;    /* chart name */
+    const char *version; /* its version */
+    const char *json;    /* the entry as compact JSON */
+    const char *repo;
+    const char *tag;
+    const char *digest; /* manifest digest */
+} helm_version;
+
+typedef struct {
+    const char *name;
+    const helm_version *versions; /* newest first */
+    size_t n;
+} helm_chart;
+
+/* The charts of one tenant as of the store's current chart generation: shared, read-only. */
+typedef struct helm_view {
+    int64_t gen;
+    char *tenant;
+    helm_chart *charts; /* sorted by name */
+    size_t ncharts;
+    helm_version *versions;
+    size_t nversions;
+    char *yaml; /* index.yaml */
+    size_t yaml_len;
+    int refs;
+    struct helm_view *next;
+} helm_view;
+
+int helm_view_get(store *s, const config *cfg, const char *tenant, helm_view **out);
+void helm_view_put(helm_view *v);
+const helm_chart *helm_view_chart(const helm_view *v, const char *name);
+/* A version of a chart ("latest": the newest), or NULL. */
+const helm_version *helm_view_version(const helm_view *v, const char *name, const char *version);
+/* Renders a JSON value as block YAML at indent (used for index.yaml and rewritten indexes). */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    bool oom;
+} helm_buf;
+void helm_buf_add(helm_buf *b, const char *s, size_t n);
+void helm_buf_addf(helm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void helm_yaml_value(helm_buf *b, json_t *v, int indent);
+void helm_yaml_scalar(helm_buf *b, json_t *v);
+void helm_views_free(void);
+
+/* ---- api.c ---- */
+/* Answers with a blob of repo (sendfile) as content type ct. */
+int helm_serve_layer(http_req *r, const char *repo, const char *digest, const char *ct);
+
+/* ---- mirror.c: upstream HTTP chart repositories ---- */
+const config_mirror *helm_upstream_find(const config *cfg, const char *name);
+int helm_mirror_index(http_req *r, const config_mirror *up);
+int helm_mirror_chart(http_req *r, const config_mirror *up, const char *file);
+void helm_mirror_free(void);
+
+#endif

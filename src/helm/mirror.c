@@ -1,0 +1,478 @@
+/*
+ * helm/mirror: upstream HTTP chart repositories (`helm.upstreams.<name>`).
+ *
+ * GET /<name>/index.yaml serves the upstream's index with every chart URL rewritten to
+ * charts/<chart>-<version>.tgz under berth. The index is fetched at most once per `refresh`
+ * interval (one fetch at a time per upstream); the last good copy is kept on disk
+ * (<root>/helm/upstreams/<name>/index.yaml, replaced atomically) and served, stale, whenever the
+ * upstream cannot be reached, including after a restart.
+ *
+ * GET /<name>/charts/<file> serves the chart from the store when it is there, without asking the
+ * upstream. Otherwise the chart is fetched from the URL the upstream index gives, hashed while it
+ * streams into an upload session, refused unless its sha256 equals the index's digest, checked
+ * like an uploaded chart, and stored as a mirrored (evictable) OCI chart in
+ * <helm.oci_prefix>/<name>/<chart>, so it is pullable over OCI as well.
+ */
+#include "helm/helm.h"
+#include "proxy/upstream.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define INDEX_MAX (256u << 20)
+#define RETRY_AFTER_FAILURE_S 5
+
+typedef struct snap {
+    json_t *files; /* "<chart>-<version>.tgz" -> {"url", "digest", "name", "version", "created"} */
+    char *yaml;    /* the rewritten index */
+    size_t yaml_len;
+    int refs;
+} snap;
+
+typedef struct up_state {
+    const config_mirror *up;
+    pthread_mutex_t mu;       /* guards cur, fetched, tried */
+    pthread_mutex_t fetch_mu; /* one index fetch at a time */
+    pthread_mutex_t chart_mu; /* one chart fetch at a time */
+    snap *cur;
+    time_t fetched, tried;
+    struct up_state *next;
+} up_state;
+
+static pthread_mutex_t states_mu = PTHREAD_MUTEX_INITIALIZER;
+static up_state *states;
+
+const config_mirror *helm_upstream_find(const config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->helm.nupstreams; i++)
+        if (!strcmp(cfg->helm.upstreams[i].name, name)) return &cfg->helm.upstreams[i];
+    return NULL;
+}
+
+static up_state *state_of(const config_mirror *up)
+{
+    pthread_mutex_lock(&states_mu);
+    up_state *s = states;
+    while (s && s->up != up)
+        s = s->next;
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (s) {
+            s->up = up;
+            pthread_mutex_init(&s->mu, NULL);
+            pthread_mutex_init(&s->fetch_mu, NULL);
+            pthread_mutex_init(&s->chart_mu, NULL);
+            s->next = states;
+            states = s;
+        }
+    }
+    pthread_mutex_unlock(&states_mu);
+    return s;
+}
+
+static void snap_put(snap *s)
+{
+    if (s && __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        json_decref(s->files);
+        free(s->yaml);
+        free(s);
+    }
+}
+
+static snap *snap_get(up_state *st)
+{
+    pthread_mutex_lock(&st->mu);
+    snap *s = st->cur;
+    if (s) __atomic_add_fetch(&s->refs, 1, __ATOMIC_ACQ_REL);
+    pthread_mutex_unlock(&st->mu);
+    return s;
+}
+
+/* An entry URL resolved against the repository URL. */
+static void resolve_url(const config_mirror *up, const char *u, char *out, size_t len)
+{
+    if (strstr(u, "://"))
+        snprintf(out, len, "%s", u);
+    else if (u[0] == '/') {
+        const char *base = up->urls[0];
+        const char *host = strstr(base, "://") + 3;
+        snprintf(out, len, "%.*s%s", (int)(strcspn(host, "/") + (size_t)(host - base)), base, u);
+    } else
+        snprintf(out, len, "%s/%s", up->urls[0], u);
+}
+
+/* Parses an upstream index and builds its rewritten form. */
+static int snap_build(const config_mirror *up, const char *text, size_t len, snap **out)
+{
+    json_t *idx;
+    int rc = helm_yaml_to_json(text, len, "upstream index.yaml", &idx);
+    if (rc < 0) return rc;
+    json_t *entries = json_object_get(idx, "entries");
+    if (!json_is_object(entries)) {
+        json_decref(idx);
+        return berr_set(BERR_BAD_REQUEST, "upstream index.yaml: no entries");
+    }
+    json_t *files = json_object();
+    const char *name;
+    json_t *list;
+    json_object_foreach(entries, name, list)
+    {
+        size_t i;
+        json_t *e;
+        json_array_foreach(list, i, e)
+        {
+            const char *ver = json_string_value(json_object_get(e, "version"));
+            json_t *urls = json_object_get(e, "urls");
+            const char *u = json_string_value(json_array_get(urls, 0));
+            if (!ver || !u || !helm_name_valid(name) || !helm_semver_valid(ver)) continue;
+            char file[300], abs[2048];
+            snprintf(file, sizeof file, "%s-%s.tgz", name, ver);
+            resolve_url(up, u, abs, sizeof abs);
+            const char *dg = json_string_value(json_object_get(e, "digest"));
+            const char *cr = json_string_value(json_object_get(e, "created"));
+            json_object_set_new(files, file,
+                                json_pack("{s:s,s:s?,s:s,s:s,s:s?}", "url", abs, "digest", dg,
+                                          "name", name, "version", ver, "created", cr));
+            char rel[320];
+            snprintf(rel, sizeof rel, "charts/%s", file);
+            json_object_set_new(e, "urls", json_pack("[s]", rel));
+        }
+    }
+    helm_buf b = {0};
+    helm_yaml_value(&b, idx, 0);
+    json_decref(idx);
+    if (b.oom) {
+        free(b.buf);
+        json_decref(files);
+        return berr_set(BERR_INTERNAL, "out of memory");
+    }
+    snap *s = calloc(1, sizeof *s);
+    if (!s) {
+        free(b.buf);
+        json_decref(files);
+        return berr_set(BERR_INTERNAL, "out of memory");
+    }
+    s->files = files;
+    s->yaml = b.buf;
+    s->yaml_len = b.len;
+    s->refs = 1;
+    *out = s;
+    return 0;
+}
+
+static void index_path(store *s, const config_mirror *up, char *out, size_t len)
+{
+    snprintf(out, len, "%s/helm/upstreams/%s", store_root(s), up->name);
+}
+
+/* Keeps the last good upstream index on disk (written whole, then renamed). */
+static void index_save(store *s, const config_mirror *up, const char *text, size_t len)
+{
+    char dir[4096], tmp[4200], final[4200];
+    index_path(s, up, dir, sizeof dir);
+    char mk[4096];
+    snprintf(mk, sizeof mk, "%s/helm", store_root(s));
+    mkdir(mk, 0755);
+    snprintf(mk, sizeof mk, "%s/helm/upstreams", store_root(s));
+    mkdir(mk, 0755);
+    mkdir(dir, 0755);
+    snprintf(tmp, sizeof tmp, "%s/index.yaml.tmp", dir);
+    snprintf(final, sizeof final, "%s/index.yaml", dir);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    bool ok = fd >= 0;
+    for (size_t off = 0; ok && off < len;) {
+        ssize_t n = write(fd, text + off, len - off);
+        if (n < 0 && errno == EINTR) continue;
+        ok = n > 0;
+        if (ok) off += (size_t)n;
+    }
+    if (ok) ok = fdatasync(fd) == 0;
+    if (fd >= 0) close(fd);
+    if (ok) ok = rename(tmp, final) == 0;
+    if (!ok) {
+        unlink(tmp);
+        log_warn("msg=\"cannot keep upstream chart index\" upstream=%s", up->name);
+    }
+}
+
+static char *index_load(store *s, const config_mirror *up, size_t *len)
+{
+    char p[4200];
+    index_path(s, up, p, sizeof p);
+    strncat(p, "/index.yaml", sizeof p - strlen(p) - 1);
+    FILE *f = fopen(p, "rb");
+    if (!f) return NULL;
+    char *buf = NULL;
+    size_t cap = 0, n = 0, got;
+    char tmp[65536];
+    while ((got = fread(tmp, 1, sizeof tmp, f)) > 0) {
+        if (n + got + 1 > cap) {
+            cap = (n + got + 1) * 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nb;
+        }
+        memcpy(buf + n, tmp, got);
+        n += got;
+    }
+    fclose(f);
+    if (buf) buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static void install(up_state *st, snap *s, time_t fetched)
+{
+    pthread_mutex_lock(&st->mu);
+    snap *old = st->cur;
+    st->cur = s;
+    if (fetched) st->fetched = fetched;
+    pthread_mutex_unlock(&st->mu);
+    snap_put(old);
+}
+
+/* A snapshot of the upstream index: refreshed when older than the interval; when the upstream
+ * fails, the last good one (from memory or disk). */
+static int index_current(store *s, up_state *st, snap **out)
+{
+    const config_mirror *up = st->up;
+    time_t now = time(NULL);
+    pthread_mutex_lock(&st->mu);
+    bool fresh = st->cur && now - st->fetched < up->revalidate_s;
+    bool backoff = st->cur && now - st->tried < RETRY_AFTER_FAILURE_S;
+    pthread_mutex_unlock(&st->mu);
+    if (!fresh && !backoff) {
+        pthread_mutex_lock(&st->fetch_mu);
+        pthread_mutex_lock(&st->mu);
+        fresh = st->cur && time(NULL) - st->fetched < up->revalidate_s;
+        pthread_mutex_unlock(&st->mu);
+        if (!fresh) {
+            char url[2100];
+            snprintf(url, sizeof url, "%s/index.yaml", up->urls[0]);
+            upstream_resp resp;
+            int rc = upstream_get_url(up, url, NULL, NULL, INDEX_MAX, &resp);
+            snap *ns = NULL;
+            if (rc == 0 && resp.status == 200 && resp.body &&
+                snap_build(up, resp.body, resp.len, &ns) == 0) {
+                index_save(s, up, resp.body, resp.len);
+                install(st, ns, time(NULL));
+                log_info("msg=\"chart index refreshed\" upstream=%s bytes=%zu", up->name,
+                         resp.len);
+            } else {
+                log_warn("msg=\"chart index refresh failed: serving the last good copy\" "
+                         "upstream=%s status=%ld err=\"%s\"",
+                         up->name, resp.status, rc < 0 ? berr_msg() : "");
+                pthread_mutex_lock(&st->mu);
+                st->tried = time(NULL);
+                bool have = st->cur != NULL;
+                pthread_mutex_unlock(&st->mu);
+                if (!have) { /* first request since start: the copy on disk */
+                    size_t len;
+                    char *text = index_load(s, up, &len);
+                    if (text && snap_build(up, text, len, &ns) == 0) install(st, ns, 0);
+                    free(text);
+                }
+            }
+            upstream_resp_free(&resp);
+        }
+        pthread_mutex_unlock(&st->fetch_mu);
+    }
+    *out = snap_get(st);
+    if (!*out)
+        return berr_set(BERR_UNAVAILABLE, "upstream chart repository %s unavailable and no copy "
+                                          "of its index is kept",
+                        up->name);
+    return 0;
+}
+
+int helm_mirror_index(http_req *r, const config_mirror *up)
+{
+    up_state *st = state_of(up);
+    if (!st) return berr_set(BERR_INTERNAL, "out of memory");
+    snap *s;
+    int rc = index_current(r->store, st, &s);
+    if (rc < 0) return rc;
+    rc = http_reply(r, 200, "application/x-yaml", s->yaml, s->yaml_len);
+    snap_put(s);
+    return rc;
+}
+
+/* ---- charts ---- */
+
+/* The stored chart for file, trying each "<name>-<version>" split. */
+static bool stored_chart(http_req *r, const config_mirror *up, const char *file, char *repo,
+                         size_t rl, char *digest)
+{
+    size_t n = strlen(file);
+    if (n <= 4 || strcmp(file + n - 4, ".tgz")) return false;
+    for (size_t i = 1; i + 5 < n; i++) {
+        if (file[i] != '-' || i > HELM_NAME_MAX) continue;
+        char name[HELM_NAME_MAX + 1], ver[HELM_VERSION_MAX + 1];
+        memcpy(name, file, i);
+        name[i] = '\0';
+        snprintf(ver, sizeof ver, "%.*s", (int)(n - 4 - i - 1), file + i + 1);
+        if (!helm_name_valid(name) || !helm_semver_valid(ver)) continue;
+        for (char *p = ver; *p; p++)
+            if (*p == '+') *p = '_';
+        helm_repo_name(r->cfg, up->name, name, repo, rl);
+        store_manifest m;
+        if (store_manifest_get(r->store, repo, ver, &m) < 0) continue;
+        json_t *j = json_loadb(m.content, m.size, 0, NULL), *l;
+        size_t k;
+        bool found = false;
+        json_array_foreach(json_object_get(j, "layers"), k, l)
+        {
+            const char *mt = json_string_value(json_object_get(l, "mediaType"));
+            const char *d = json_string_value(json_object_get(l, "digest"));
+            if (mt && d && !strcmp(mt, HELM_MT_CHART)) {
+                snprintf(digest, DIGEST_STR_MAX, "%s", d);
+                found = true;
+            }
+        }
+        json_decref(j);
+        store_manifest_free(&m);
+        if (found) return true;
+    }
+    return false;
+}
+
+typedef struct {
+    store_upload *u;
+    uint64_t n, max;
+} fill;
+
+static int fill_sink(void *arg, const char *data, size_t len)
+{
+    fill *f = arg;
+    f->n += len;
+    if (f->n > f->max) return berr_set(BERR_TOO_LARGE, "upstream chart too large");
+    return store_upload_write(f->u, data, len);
+}
+
+/* Fetches file from the upstream, verifies and stores it. */
+static int fetch_chart(http_req *r, up_state *st, const char *file)
+{
+    const config_mirror *up = st->up;
+    snap *s;
+    int rc = index_current(r->store, st, &s);
+    if (rc < 0) return rc;
+    json_t *f = json_object_get(s->files, file);
+    if (!f) {
+        snap_put(s);
+        return berr_set(BERR_NOT_FOUND, "chart %.200s is not in %s's index", file, up->name);
+    }
+    char url[2048], want[DIGEST_STR_MAX] = "", name[HELM_NAME_MAX + 1], created[64] = "";
+    snprintf(url, sizeof url, "%s", json_string_value(json_object_get(f, "url")));
+    snprintf(name, sizeof name, "%s", json_string_value(json_object_get(f, "name")));
+    const char *dg = json_string_value(json_object_get(f, "digest"));
+    if (dg) snprintf(want, sizeof want, "sha256:%s", dg);
+    const char *cr = json_string_value(json_object_get(f, "created"));
+    if (cr) snprintf(created, sizeof created, "%s", cr);
+    snap_put(s);
+    if (!want[0] || digest_parse(want, NULL) < 0)
+        return berr_set(BERR_UNAVAILABLE, "%s's index gives no sha256 digest for %.200s",
+                        up->name, file);
+    char repo[512], uuid[STORE_UUID_LEN + 1];
+    helm_repo_name(r->cfg, up->name, name, repo, sizeof repo);
+    rc = store_upload_create(r->store, repo, DIGEST_SHA256, uuid);
+    store_upload *u = NULL;
+    if (rc == 0) rc = store_upload_open(r->store, repo, uuid, &u);
+    if (rc < 0) return rc;
+    fill fl = {u, 0, (uint64_t)r->cfg->helm.max_upload};
+    upstream_resp resp;
+    rc = upstream_get_url(up, url, fill_sink, &fl, 0, &resp);
+    long status = resp.status;
+    upstream_resp_free(&resp);
+    if (rc == 0 && status != 200)
+        rc = status == 404 ? berr_set(BERR_NOT_FOUND, "%s: %.200s not found upstream", up->name,
+                                      file)
+                           : berr_set(BERR_UNAVAILABLE, "%s answered %ld for %.200s", up->name,
+                                      status, file);
+    char got[DIGEST_STR_MAX];
+    if (rc == 0) rc = store_upload_digest(u, got);
+    if (rc == 0 && strcmp(got, want) != 0)
+        rc = berr_set(BERR_UNAVAILABLE,
+                      "%.200s from %s does not match the digest in its index (got %s): refused",
+                      file, up->name, got);
+    helm_chart_info ci = {0};
+    if (rc == 0) {
+        int fd = store_upload_reader(u);
+        rc = fd < 0 ? fd : helm_chart_inspect(fd, r->cfg->helm.max_uncompressed, &ci);
+        if (fd >= 0) close(fd);
+        if (rc < 0)
+            rc = berr_set(BERR_UNAVAILABLE, "%.200s from %s is not a valid chart: %s", file,
+                          up->name, berr_msg());
+        else if (strcmp(ci.name, name))
+            rc = berr_set(BERR_UNAVAILABLE, "%.200s from %s holds chart '%s'", file, up->name,
+                          ci.name);
+    }
+    if (rc == 0) rc = store_upload_finish(u, got);
+    if (rc == 0) {
+        store_upload_close(u);
+        u = NULL;
+        helm_store_req q = {.repo = repo,
+                            .info = &ci,
+                            .chart_digest = got,
+                            .chart_size = fl.n,
+                            .overwrite = true,
+                            .mirrored = true,
+                            .created = created[0] ? created : NULL};
+        rc = helm_chart_store(r->store, &q);
+    }
+    if (u) {
+        store_upload_cancel(u);
+        store_upload_close(u);
+    }
+    if (rc == 0)
+        log_info("msg=\"chart cached\" upstream=%s file=%s digest=%s", up->name, file, got);
+    else
+        log_warn("msg=\"chart fetch failed\" upstream=%s file=%s err=\"%s\"", up->name, file,
+                 berr_msg());
+    helm_chart_info_free(&ci);
+    return rc;
+}
+
+int helm_mirror_chart(http_req *r, const config_mirror *up, const char *file)
+{
+    up_state *st = state_of(up);
+    if (!st) return berr_set(BERR_INTERNAL, "out of memory");
+    char repo[512], digest[DIGEST_STR_MAX];
+    if (!stored_chart(r, up, file, repo, sizeof repo, digest)) {
+        pthread_mutex_lock(&st->chart_mu);
+        int rc = 0;
+        if (!stored_chart(r, up, file, repo, sizeof repo, digest)) rc = fetch_chart(r, st, file);
+        pthread_mutex_unlock(&st->chart_mu);
+        if (rc < 0) return rc;
+        if (!stored_chart(r, up, file, repo, sizeof repo, digest))
+            return berr_set(BERR_INTERNAL, "chart %.200s stored but not found", file);
+    }
+    return helm_serve_layer(r, repo, digest, "application/x-tar");
+}
+
+void helm_mirror_free(void)
+{
+    pthread_mutex_lock(&states_mu);
+    while (states) {
+        up_state *n = states->next;
+        snap_put(states->cur);
+        pthread_mutex_destroy(&states->mu);
+        pthread_mutex_destroy(&states->fetch_mu);
+        pthread_mutex_destroy(&states->chart_mu);
+        free(states);
+        states = n;
+    }
+    pthread_mutex_unlock(&states_mu);
+}
