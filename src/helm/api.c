@@ -353,7 +353,9 @@ static int upload_data(http_req *r, const char *data, size_t len)
 static bool want_overwrite(http_req *r)
 {
     const char *f = http_query(r, "force");
-    return r->cfg->helm.allow_overwrite || (f && strcmp(f, "false") != 0 && strcmp(f, "0") != 0);
+    if (r->cfg->helm.allow_overwrite) return true;
+    if (!http_query_has(r, "force")) return false;
+    return !f || (strcmp(f, "false") != 0 && strcmp(f, "0") != 0);
 }
 
 /* name and version from a provenance file's signed Chart.yaml part. */

@@ -81,6 +81,8 @@ void http_server_set_healthy(bool ok);
 /* ---- request helpers ---- */
 const char *http_header(http_req *r, const char *name);
 const char *http_query(http_req *r, const char *name);
+/* Whether the query holds the argument at all (with or without a value: "?force"). */
+bool http_query_has(http_req *r, const char *name);
 /* All values of a repeated query argument; returns how many were stored (up to max). */
 size_t http_query_all(http_req *r, const char *name, const char **out, size_t max);
 

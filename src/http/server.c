@@ -79,6 +79,14 @@ const char *http_query(http_req *r, const char *name)
     return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+bool http_query_has(http_req *r, const char *name)
+{
+    const char *v = NULL;
+    size_t vl = 0;
+    return MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name), &v,
+                                         &vl) == MHD_YES;
+}
+
 typedef struct {
     const char *name;
     const char **out;
