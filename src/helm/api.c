@@ -50,14 +50,18 @@ static const char *tenant_of(http_req *r)
 
 /* ---- index.yaml ---- */
 
+static void view_release(void *v)
+{
+    helm_view_put(v);
+}
+
 static int index_end(http_req *r)
 {
     helm_view *v;
     int rc = helm_view_get(r->store, r->cfg, tenant_of(r), &v);
     if (rc < 0) return rc;
-    rc = http_reply(r, 200, "application/x-yaml", v->yaml, v->yaml_len);
-    helm_view_put(v);
-    return rc;
+    /* the view's bytes are sent as they are; the response holds a reference until sent */
+    return http_reply_shared(r, 200, "application/x-yaml", v->yaml, v->yaml_len, view_release, v);
 }
 
 /* ---- chart files ---- */
@@ -166,13 +170,13 @@ static int list_end(http_req *r)
     helm_buf_add(&b, "{", 1);
     size_t shown = 0;
     for (size_t i = (size_t)off; i < v->ncharts && (lim < 0 || shown < (size_t)lim); i++) {
-        json_t *k = json_string(v->charts[i].name);
+        json_t *k = json_string(v->charts[i]->name);
         char *ks = json_dumps(k, JSON_ENCODE_ANY);
         json_decref(k);
         if (shown++) helm_buf_add(&b, ",", 1);
         helm_buf_addf(&b, "%s:", ks ? ks : "\"\"");
         free(ks);
-        add_versions(&b, &v->charts[i]);
+        add_versions(&b, v->charts[i]);
     }
     helm_buf_add(&b, "}\n", 2);
     helm_view_put(v);
@@ -409,7 +413,7 @@ static int prov_attach(http_req *r, const char *prov, size_t len, bool overwrite
     if (cr) snprintf(created, sizeof created, "%s", cr);
     store_manifest_free(&m);
     if (rc == 0 && has_prov && !overwrite)
-        rc = berr_set(BERR_CONFLICT, "%s-%s.tgz.prov already exists", pc.name, pc.version);
+        rc = berr_set(BERR_CONFLICT, "file already exists");
     helm_chart_info ci = {0};
     store_blob b = {.fd = -1};
     if (rc == 0 && (!cfg_digest || store_blob_open(r->store, repo, cfg_digest, &b) < 0))
@@ -467,12 +471,12 @@ static int upload_end(http_req *r)
     store_manifest old;
     if (!overwrite && store_manifest_get(r->store, repo, ci.tag, &old) == 0) {
         store_manifest_free(&old);
-        rc = berr_set(BERR_CONFLICT, "%s-%s.tgz already exists", ci.name, ci.version);
+        rc = berr_set(BERR_CONFLICT, "file already exists");
     }
+    store_new_blob nb;
     if (rc == 0) rc = store_upload_digest(c->u, digest);
     if (rc == 0) {
-        store_upload_set_repo(c->u, repo);
-        rc = store_upload_finish(c->u, digest);
+        rc = store_upload_place(c->u, digest, &nb);
         if (rc == 0) {
             store_upload_close(c->u);
             c->u = NULL;
@@ -483,6 +487,7 @@ static int upload_end(http_req *r)
                             .info = &ci,
                             .chart_digest = digest,
                             .chart_size = c->chart_bytes,
+                            .chart_new = true,
                             .prov = c->prov,
                             .prov_len = c->prov_len,
                             .overwrite = overwrite};

@@ -441,20 +441,37 @@ void helm_repo_name(const config *cfg, const char *tenant, const char *name, cha
         snprintf(out, outlen, "%s/%s", cfg->helm.oci_prefix, name);
 }
 
-/* The index entry: the chart's metadata plus urls, created and digest (hex of the .tgz). */
-static char *make_entry(json_t *meta, const char *name, const char *version,
-                        const char *chart_digest, const char *created)
+void helm_entry_free(helm_entry *e)
 {
+    free(e->json);
+    free(e->yaml);
+    e->json = e->yaml = NULL;
+}
+
+/* The index entry: the chart's metadata plus urls, created and digest (hex of the .tgz), as JSON
+ * and as the index.yaml text it is written as (rendered once, here, not per index build). */
+static int make_entry(json_t *meta, const helm_chart_info *ci, const char *chart_digest,
+                      const char *created, helm_entry *out)
+{
+    memset(out, 0, sizeof *out);
     json_t *e = json_deep_copy(meta);
-    if (!e) return NULL;
+    if (!e) return berr_set(BERR_INTERNAL, "out of memory");
     char url[300];
-    snprintf(url, sizeof url, "charts/%s-%s.tgz", name, version);
+    snprintf(url, sizeof url, "charts/%s-%s.tgz", ci->name, ci->version);
     json_object_set_new(e, "urls", json_pack("[s]", url));
     json_object_set_new(e, "created", json_string(created));
     json_object_set_new(e, "digest", json_string(digest_hex(chart_digest)));
-    char *s = json_dumps(e, JSON_COMPACT | JSON_SORT_KEYS);
+    out->json = json_dumps(e, JSON_COMPACT | JSON_SORT_KEYS);
+    helm_buf b = {0};
+    helm_yaml_entry(&b, e);
     json_decref(e);
-    return s;
+    out->yaml = b.buf;
+    snprintf(out->tag, sizeof out->tag, "%s", ci->tag);
+    if (!out->json || b.oom || !out->yaml) {
+        helm_entry_free(out);
+        return berr_set(BERR_INTERNAL, "out of memory");
+    }
+    return 0;
 }
 
 int helm_chart_store(store *s, const helm_store_req *q)
@@ -463,15 +480,26 @@ int helm_chart_store(store *s, const helm_store_req *q)
     store_manifest old;
     if (!q->overwrite && store_manifest_get(s, q->repo, ci->tag, &old) == 0) {
         store_manifest_free(&old);
-        return berr_set(BERR_CONFLICT, "%s-%s.tgz already exists", ci->name, ci->version);
+        return berr_set(BERR_CONFLICT, "file already exists");
     }
     char *cfg_json = json_dumps(ci->meta, JSON_COMPACT);
     if (!cfg_json) return berr_set(BERR_INTERNAL, "out of memory");
-    char cfg_digest[DIGEST_STR_MAX], prov_digest[DIGEST_STR_MAX];
+    /* the .tgz, config and .prov are recorded in the manifest's own transaction: one commit */
+    store_new_blob nb[3];
+    size_t nnb = 0;
+    if (q->chart_new) {
+        snprintf(nb[0].digest, sizeof nb[0].digest, "%s", q->chart_digest);
+        nb[0].size = q->chart_size;
+        nnb = 1;
+    }
     size_t cfg_len = strlen(cfg_json);
-    int rc = store_blob_put(s, q->repo, cfg_json, cfg_len, cfg_digest);
+    store_new_blob *cfgb = &nb[nnb++], *provb = NULL;
+    int rc = store_blob_place_mem(s, cfg_json, cfg_len, cfgb);
     free(cfg_json);
-    if (rc == 0 && q->prov) rc = store_blob_put(s, q->repo, q->prov, q->prov_len, prov_digest);
+    if (rc == 0 && q->prov) {
+        provb = &nb[nnb++];
+        rc = store_blob_place_mem(s, q->prov, q->prov_len, provb);
+    }
     if (rc < 0) return rc;
     char created[64];
     if (q->created)
@@ -480,9 +508,9 @@ int helm_chart_store(store *s, const helm_store_req *q)
         helm_now_rfc3339(created, sizeof created);
     json_t *layers = json_pack("[{s:s,s:s,s:I}]", "mediaType", HELM_MT_CHART, "digest",
                                q->chart_digest, "size", (json_int_t)q->chart_size);
-    if (q->prov)
+    if (provb)
         json_array_append_new(layers, json_pack("{s:s,s:s,s:I}", "mediaType", HELM_MT_PROV,
-                                                "digest", prov_digest, "size",
+                                                "digest", provb->digest, "size",
                                                 (json_int_t)q->prov_len));
     json_t *ann = json_pack("{s:s,s:s,s:s}", "org.opencontainers.image.created", created,
                             "org.opencontainers.image.title", ci->name,
@@ -491,15 +519,16 @@ int helm_chart_store(store *s, const helm_store_req *q)
     if (desc) json_object_set_new(ann, "org.opencontainers.image.description", json_string(desc));
     json_t *man = json_pack("{s:i,s:s,s:{s:s,s:s,s:I},s:o,s:o}", "schemaVersion", 2, "mediaType",
                             "application/vnd.oci.image.manifest.v1+json", "config", "mediaType",
-                            HELM_MT_CONFIG, "digest", cfg_digest, "size", (json_int_t)cfg_len,
+                            HELM_MT_CONFIG, "digest", cfgb->digest, "size", (json_int_t)cfg_len,
                             "layers", layers, "annotations", ann);
     char *content = man ? json_dumps(man, JSON_COMPACT) : NULL;
     json_decref(man);
-    char *entry = make_entry(ci->meta, ci->name, ci->version, q->chart_digest, created);
-    if (!content || !entry) {
+    helm_entry entry;
+    rc = content ? make_entry(ci->meta, ci, q->chart_digest, created, &entry)
+                 : berr_set(BERR_INTERNAL, "out of memory");
+    if (rc < 0) {
         free(content);
-        free(entry);
-        return berr_set(BERR_INTERNAL, "out of memory");
+        return rc;
     }
     size_t len = strlen(content);
     store_manifest_put_req req;
@@ -515,22 +544,25 @@ int helm_chart_store(store *s, const helm_store_req *q)
         req.ntags = 1;
         req.mirrored = q->mirrored;
         req.chart_tag = ci->tag;
-        req.chart_entry = entry;
+        req.chart_entry = entry.json;
+        req.chart_yaml = entry.yaml;
+        req.new_blobs = nb;
+        req.nnew_blobs = nnb;
         if (q->mirrored) store_repo_mark_mirror(s, q->repo);
         rc = store_manifest_put(s, &req);
         reg_manifest_parsed_free(parsed);
     }
     free(content);
-    free(entry);
+    helm_entry_free(&entry);
     return rc;
 }
 
 /* ---- charts pushed over OCI ---- */
 
 int helm_oci_entry(store *s, const config *cfg, const char *repo, const char *content, size_t len,
-                   char **entry, char tag[HELM_VERSION_MAX + 1])
+                   helm_entry *e)
 {
-    *entry = NULL;
+    memset(e, 0, sizeof *e);
     if (!cfg->helm.enabled) return 0;
     size_t pl = strlen(cfg->helm.oci_prefix);
     if (strncmp(repo, cfg->helm.oci_prefix, pl) != 0 || repo[pl] != '/') return 0;
@@ -586,10 +618,8 @@ int helm_oci_entry(store *s, const config *cfg, const char *repo, const char *co
     }
     char now[64];
     if (!created) helm_now_rfc3339(now, sizeof now);
-    *entry = make_entry(meta, ci.name, ci.version, chart_digest, created ? created : now);
-    snprintf(tag, HELM_VERSION_MAX + 1, "%s", ci.tag);
+    rc = make_entry(meta, &ci, chart_digest, created ? created : now, e);
     json_decref(meta);
-    if (!*entry) rc = berr_set(BERR_INTERNAL, "out of memory");
 out:
     json_decref(man);
     return rc;

@@ -61,6 +61,7 @@ typedef struct {
     const helm_chart_info *info;
     const char *chart_digest;
     uint64_t chart_size;
+    bool chart_new; /* the .tgz was placed (store_upload_place) and is recorded with the chart */
     const char *prov;
     size_t prov_len;
     bool overwrite;
@@ -69,11 +70,17 @@ typedef struct {
 } helm_store_req;
 int helm_chart_store(store *s, const helm_store_req *q);
 
+/* A chart's index entry: JSON (the API's form) and an index.yaml list item. */
+typedef struct {
+    char *json, *yaml;
+    char tag[HELM_VERSION_MAX + 1];
+} helm_entry;
+void helm_entry_free(helm_entry *e);
 /* For a manifest PUT over OCI: when repo is a chart repository under the prefix and the manifest
- * is a Helm chart whose config is in the store, sets *entry (malloc'd JSON) and tag so the chart
- * is indexed. Returns 0 (with *entry NULL when it is not an indexable chart). */
+ * is a Helm chart whose config is in the store, fills e so the chart is indexed. Returns 0 (with
+ * e->json NULL when it is not an indexable chart). */
 int helm_oci_entry(store *s, const config *cfg, const char *repo, const char *content, size_t len,
-                   char **entry, char tag[HELM_VERSION_MAX + 1]);
+                   helm_entry *e);
 
 /* The repository of a chart: "<prefix>/<tenant>/<name>" (tenant may be ""). */
 void helm_repo_name(const config *cfg, const char *tenant, const char *name, char *out,
@@ -89,22 +96,25 @@ typedef struct {
     const char *repo;
     const char *tag;
     const char *digest; /* manifest digest */
+    const char *yaml;   /* (while building) */
 } helm_version;
 
+/* All versions of one chart: shared between views, immutable. */
 typedef struct {
     const char *name;
-    const helm_version *versions; /* newest first */
+    helm_version *versions; /* newest first */
     size_t n;
+    char *yaml; /* its block of index.yaml */
+    size_t yaml_len;
+    int refs;
 } helm_chart;
 
-/* The charts of one tenant as of the store's current chart generation: shared, read-only. */
+/* The charts of one tenant as of a point in the store's chart change log: shared, read-only. */
 typedef struct helm_view {
     int64_t gen;
     char *tenant;
-    helm_chart *charts; /* sorted by name */
+    helm_chart **charts; /* sorted by name */
     size_t ncharts;
-    helm_version *versions;
-    size_t nversions;
     char *yaml; /* index.yaml */
     size_t yaml_len;
     int refs;
@@ -126,6 +136,8 @@ void helm_buf_add(helm_buf *b, const char *s, size_t n);
 void helm_buf_addf(helm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void helm_yaml_value(helm_buf *b, json_t *v, int indent);
 void helm_yaml_scalar(helm_buf *b, json_t *v);
+/* An index entry as a list item under a chart name ("  - key: ...", keys sorted). */
+void helm_yaml_entry(helm_buf *b, json_t *entry);
 void helm_views_free(void);
 
 /* ---- api.c ---- */

@@ -419,7 +419,8 @@ static int fetch_chart(http_req *r, up_state *st, const char *file)
             rc = berr_set(BERR_UNAVAILABLE, "%.200s from %s holds chart '%s'", file, up->name,
                           ci.name);
     }
-    if (rc == 0) rc = store_upload_finish(u, got);
+    store_new_blob nb;
+    if (rc == 0) rc = store_upload_place(u, got, &nb);
     if (rc == 0) {
         store_upload_close(u);
         u = NULL;
@@ -427,6 +428,7 @@ static int fetch_chart(http_req *r, up_state *st, const char *file)
                             .info = &ci,
                             .chart_digest = got,
                             .chart_size = fl.n,
+                            .chart_new = true,
                             .overwrite = true,
                             .mirrored = true,
                             .created = created[0] ? created : NULL};

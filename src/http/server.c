@@ -134,6 +134,19 @@ int http_reply(http_req *r, int status, const char *ct, const char *body, size_t
     return 0;
 }
 
+int http_reply_shared(http_req *r, int status, const char *ct, const char *body, size_t len,
+                      void (*release)(void *), void *cls)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer_with_free_callback_cls(len, (void *)body, release, cls);
+    if (!resp) {
+        release(cls);
+        return berr_set(BERR_INTERNAL, "cannot create response");
+    }
+    set_response(r, resp, status, ct, len);
+    return 0;
+}
+
 int http_reply_owned(http_req *r, int status, const char *ct, char *body, size_t len)
 {
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);

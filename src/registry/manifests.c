@@ -103,18 +103,19 @@ static int put_end(http_req *r)
     req.tags = tags;
     req.ntags = ntags;
     /* a Helm chart pushed over OCI (helm push) is indexed in index.yaml too */
-    char *chart_entry = NULL, chart_tag[HELM_VERSION_MAX + 1];
-    rc = helm_oci_entry(r->store, r->cfg, r->name, c->buf, c->len, &chart_entry, chart_tag);
+    helm_entry chart;
+    rc = helm_oci_entry(r->store, r->cfg, r->name, c->buf, c->len, &chart);
     if (rc < 0) {
         reg_manifest_parsed_free(parsed);
         return rc;
     }
-    if (chart_entry) {
-        req.chart_tag = chart_tag;
-        req.chart_entry = chart_entry;
+    if (chart.json) {
+        req.chart_tag = chart.tag;
+        req.chart_entry = chart.json;
+        req.chart_yaml = chart.yaml;
     }
     rc = store_manifest_put(r->store, &req);
-    free(chart_entry);
+    helm_entry_free(&chart);
     if (rc == 0) rc = http_reply(r, 201, NULL, NULL, 0);
     if (rc == 0) {
         reg_location(r, "/v2/%s/manifests/%s", r->name, digest);

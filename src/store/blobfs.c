@@ -62,6 +62,30 @@ int blobfs_place(const blobfs *b, const char *src, const char *digest)
     return fsync_dir(dir);
 }
 
+int blobfs_preplace(const blobfs *b, const char *src, const char *digest, bool *placed)
+{
+    char dst[4096], dir[4096];
+    blobfs_path(b, digest, dst, sizeof dst);
+    *placed = false;
+    struct stat st;
+    if (stat(dst, &st) == 0) return 0; /* the commit keeps the existing copy */
+    snprintf(dir, sizeof dir, "%s", dst);
+    *strrchr(dir, '/') = '\0';
+    int rc = mkdir_p(dir);
+    if (rc < 0) return rc;
+    if (rename(src, dst) < 0) return berr_set(BERR_IO, "rename into %s: %s", dst, strerror(errno));
+    *placed = true;
+    return fsync_dir(dir);
+}
+
+bool blobfs_exists(const blobfs *b, const char *digest)
+{
+    char p[4096];
+    blobfs_path(b, digest, p, sizeof p);
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
 static void trash_path(const blobfs *b, const char *digest, char *out, size_t outlen)
 {
     const char *colon = strchr(digest, ':');

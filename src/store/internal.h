@@ -59,10 +59,13 @@ typedef struct {
                          void *arg);
     /* Reports references whose target is missing (refs, tags, links); cb per problem. */
     int (*check_refs)(store_meta *m, void (*cb)(void *arg, const char *problem), void *arg);
-    /* Helm charts: tagged chart manifests of repositories starting with prefix */
-    int (*charts)(store_meta *m, const char *prefix, store_chart_list *out);
-    /* a number that changes whenever the set of charts does (any process) */
-    int (*charts_gen)(store_meta *m, int64_t *gen);
+    /* Helm charts: tagged chart manifests of repositories starting with prefix (exact: of the
+     * repository prefix) */
+    int (*charts)(store_meta *m, const char *prefix, bool exact, store_chart_list *out);
+    /* the chart change log's newest and oldest sequence numbers (0 when empty) */
+    int (*charts_gen)(store_meta *m, int64_t *latest, int64_t *oldest);
+    /* repositories starting with prefix whose charts changed after sequence number since */
+    int (*charts_changes)(store_meta *m, int64_t since, const char *prefix, store_list *out);
 } store_meta_ops;
 
 struct store_meta {
@@ -80,6 +83,12 @@ typedef struct {
 void blobfs_path(const blobfs *b, const char *digest, char *out, size_t outlen);
 /* Moves a verified file into place (fsyncs the directory); keeps an existing copy. */
 int blobfs_place(const blobfs *b, const char *src, const char *digest);
+/* Moves a verified file into place before its commit, outside the metadata lock (the fsyncs
+ * then run in parallel with other commits): *placed says whether it did; when the blob already
+ * exists, src stays and the commit's place step resolves it. A placed file without a row is an
+ * orphan that gc removes only once it is older than the grace period. */
+int blobfs_preplace(const blobfs *b, const char *src, const char *digest, bool *placed);
+bool blobfs_exists(const blobfs *b, const char *digest);
 /* Moves a blob to <root>/trash/ (inside a gc transaction) and removes it (after commit). */
 int blobfs_trash(const blobfs *b, const char *digest);
 int blobfs_trash_purge(const blobfs *b, const char *digest);

@@ -10,6 +10,7 @@
 #include "util/log.h"
 #include "util/ref.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -40,7 +41,9 @@ enum {
     Q_REFERRERS,
     Q_REFERRERS_TYPE,
     Q_CHARTS,
+    Q_CHARTS_REPO,
     Q_CHARTS_GEN,
+    Q_CHARTS_CHANGES,
     Q__COUNT
 };
 
@@ -65,10 +68,11 @@ static const char *const q_sql[Q__COUNT] = {
     [Q_MAN_EXISTS] = "SELECT 1 FROM manifests WHERE repo = ?1 AND digest = ?2",
     [Q_MAN_INSERT] =
         "INSERT INTO manifests(repo, digest, media_type, content, subject, artifact_type, "
-        "annotations, created, mirrored, chart_tag, chart_entry) "
-        "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11) "
+        "annotations, created, mirrored, chart_tag, chart_entry, chart_yaml) "
+        "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12) "
         "ON CONFLICT(repo, digest) DO UPDATE SET created = excluded.created, "
-        "chart_tag = excluded.chart_tag, chart_entry = excluded.chart_entry",
+        "chart_tag = excluded.chart_tag, chart_entry = excluded.chart_entry, "
+        "chart_yaml = excluded.chart_yaml",
     [Q_REF_INSERT] = "INSERT OR IGNORE INTO manifest_refs(repo, digest, child, kind) "
                      "VALUES(?1, ?2, ?3, ?4)",
     [Q_TAG_UPSERT] =
@@ -85,10 +89,15 @@ static const char *const q_sql[Q__COUNT] = {
                          "FROM manifests WHERE repo = ?1 AND subject = ?2 AND artifact_type = ?3 "
                          "ORDER BY created, digest",
     /* charts in index.yaml: a chart manifest counts under the tag its version maps to */
-    [Q_CHARTS] = "SELECT m.repo, m.chart_tag, m.chart_entry, m.digest FROM manifests m "
+    [Q_CHARTS] = "SELECT m.repo, m.chart_tag, m.chart_entry, m.digest, m.chart_yaml FROM manifests m "
                  "JOIN tags t ON t.repo = m.repo AND t.digest = m.digest AND t.tag = m.chart_tag "
                  "WHERE m.chart_entry IS NOT NULL AND substr(m.repo, 1, length(?1)) = ?1",
-    [Q_CHARTS_GEN] = "SELECT gen FROM charts_gen",
+    [Q_CHARTS_REPO] = "SELECT m.repo, m.chart_tag, m.chart_entry, m.digest, m.chart_yaml "
+                      "FROM manifests m JOIN tags t ON t.repo = m.repo AND t.digest = m.digest "
+                      "AND t.tag = m.chart_tag WHERE m.chart_entry IS NOT NULL AND m.repo = ?1",
+    [Q_CHARTS_GEN] = "SELECT coalesce(max(seq), 0), coalesce(min(seq), 0) FROM charts_changes",
+    [Q_CHARTS_CHANGES] = "SELECT DISTINCT repo FROM charts_changes WHERE seq > ?1 "
+                         "AND substr(repo, 1, length(?2)) = ?2",
 };
 
 static const char schema_sql[] =
@@ -116,26 +125,30 @@ static const char schema_sql[] =
     "CREATE INDEX IF NOT EXISTS tags_digest ON tags(repo, digest);";
 
 /* Helm charts (a view over manifests, see src/helm/): manifests of Helm charts carry their
- * index.yaml entry; charts_gen counts changes to the set of indexed charts, kept by triggers so
- * every writer (server, `berth gc`, eviction) moves it and an index cache can trust it. */
+ * index.yaml entry. charts_changes logs every change to the set of indexed charts by repository,
+ * written by triggers so every writer (server, `berth gc`, eviction) records it; an index cache
+ * catches up by re-reading only the repositories logged since its sequence number. The log keeps
+ * its last 50,000 changes; a cache older than that rebuilds. */
+#define CHART_CHANGED(r) "BEGIN INSERT INTO charts_changes(repo) VALUES(" r "); END;"
 static const char charts_schema_sql[] =
     "CREATE INDEX IF NOT EXISTS manifests_charts ON manifests(repo) WHERE chart_entry IS NOT NULL;"
-    "CREATE TABLE IF NOT EXISTS charts_gen(gen INTEGER NOT NULL);"
-    "INSERT INTO charts_gen(gen) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM charts_gen);"
+    "CREATE TABLE IF NOT EXISTS charts_changes(seq INTEGER PRIMARY KEY, repo TEXT NOT NULL);"
+    "CREATE TRIGGER IF NOT EXISTS charts_changes_prune AFTER INSERT ON charts_changes "
+    "  WHEN NEW.seq % 1000 = 0 BEGIN DELETE FROM charts_changes WHERE seq < NEW.seq - 50000; END;"
     "CREATE TRIGGER IF NOT EXISTS charts_tag_ins AFTER INSERT ON tags WHEN EXISTS (SELECT 1 FROM "
     "  manifests m WHERE m.repo = NEW.repo AND m.digest = NEW.digest AND m.chart_entry IS NOT NULL)"
-    "  BEGIN UPDATE charts_gen SET gen = gen + 1; END;"
+    "  " CHART_CHANGED("NEW.repo")
     "CREATE TRIGGER IF NOT EXISTS charts_tag_upd AFTER UPDATE OF digest ON tags WHEN "
     "  OLD.digest != NEW.digest AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo = NEW.repo AND "
     "  m.digest IN (OLD.digest, NEW.digest) AND m.chart_entry IS NOT NULL)"
-    "  BEGIN UPDATE charts_gen SET gen = gen + 1; END;"
+    "  " CHART_CHANGED("NEW.repo")
     "CREATE TRIGGER IF NOT EXISTS charts_tag_del AFTER DELETE ON tags WHEN EXISTS (SELECT 1 FROM "
     "  manifests m WHERE m.repo = OLD.repo AND m.digest = OLD.digest AND m.chart_entry IS NOT NULL)"
-    "  BEGIN UPDATE charts_gen SET gen = gen + 1; END;"
+    "  " CHART_CHANGED("OLD.repo")
     "CREATE TRIGGER IF NOT EXISTS charts_man_del AFTER DELETE ON manifests WHEN "
-    "  OLD.chart_entry IS NOT NULL BEGIN UPDATE charts_gen SET gen = gen + 1; END;"
+    "  OLD.chart_entry IS NOT NULL " CHART_CHANGED("OLD.repo")
     "CREATE TRIGGER IF NOT EXISTS charts_man_upd AFTER UPDATE OF chart_entry ON manifests "
-    "  BEGIN UPDATE charts_gen SET gen = gen + 1; END;";
+    "  " CHART_CHANGED("NEW.repo");
 
 
 /* A manifest is garbage when old enough, untagged, not an index's child, and not a referrer of a
@@ -467,6 +480,15 @@ static int sq_manifest_put(store_meta *base, const store_manifest_put_req *q)
     if (rc < 0) return rc;
     int64_t now = store_now();
     rc = begin(c);
+    if (rc == 0 && q->check) rc = q->check(q->check_arg);
+    for (size_t i = 0; rc == 0 && i < q->nnew_blobs; i++) {
+        sqlite3_stmt *s = stmt(c, Q_BLOB_UPSERT);
+        bind_text(s, 1, q->new_blobs[i].digest);
+        sqlite3_bind_int64(s, 2, (sqlite3_int64)q->new_blobs[i].size);
+        sqlite3_bind_int64(s, 3, now);
+        rc = step_done(c, s);
+        if (rc == 0) rc = link_blob(c, q->repo, q->new_blobs[i].digest, now);
+    }
     /* mirrored manifests reference content fetched later, on demand */
     for (size_t i = 0; rc == 0 && !q->mirrored && i < q->nblobs; i++)
         rc = blob_find(c, q->repo, q->blobs[i], NULL, BERR_MANIFEST_BLOB_UNKNOWN);
@@ -501,6 +523,7 @@ static int sq_manifest_put(store_meta *base, const store_manifest_put_req *q)
         sqlite3_bind_int(s, 9, q->mirrored ? 1 : 0);
         bind_text(s, 10, q->chart_entry ? q->chart_tag : NULL);
         bind_text(s, 11, q->chart_tag ? q->chart_entry : NULL);
+        bind_text(s, 12, q->chart_tag && q->chart_entry ? q->chart_yaml : NULL);
         rc = step_done(c, s);
     }
     for (size_t i = 0; rc == 0 && i < q->nblobs + q->nchildren; i++) {
@@ -1043,13 +1066,13 @@ static void sq_close(store_meta *base)
     free(m);
 }
 
-static int sq_charts(store_meta *base, const char *prefix, store_chart_list *out)
+static int sq_charts(store_meta *base, const char *prefix, bool exact, store_chart_list *out)
 {
     sqlite_meta *m = (sqlite_meta *)base;
     conn *c;
     int rc = conn_take(m, &c);
     if (rc < 0) return rc;
-    sqlite3_stmt *s = stmt(c, Q_CHARTS);
+    sqlite3_stmt *s = stmt(c, exact ? Q_CHARTS_REPO : Q_CHARTS);
     if (!s) rc = berr_set(BERR_INTERNAL, "statement unavailable");
     else bind_text(s, 1, prefix);
     int r = SQLITE_DONE;
@@ -1065,7 +1088,9 @@ static int sq_charts(store_meta *base, const char *prefix, store_chart_list *out
         it->tag = col_strdup(s, 1);
         it->entry = col_strdup(s, 2);
         snprintf(it->digest, sizeof it->digest, "%s", (const char *)sqlite3_column_text(s, 3));
-        if (!it->repo || !it->tag || !it->entry) rc = berr_set(BERR_INTERNAL, "out of memory");
+        it->yaml = col_strdup(s, 4);
+        if (!it->repo || !it->tag || !it->entry || !it->yaml)
+            rc = berr_set(BERR_INTERNAL, "out of memory (or a chart entry without YAML)");
     }
     if (rc == 0 && r != SQLITE_DONE) rc = db_err(c->db, "chart listing");
     if (s) sqlite3_reset(s);
@@ -1073,7 +1098,7 @@ static int sq_charts(store_meta *base, const char *prefix, store_chart_list *out
     return rc;
 }
 
-static int sq_charts_gen(store_meta *base, int64_t *gen)
+static int sq_charts_gen(store_meta *base, int64_t *latest, int64_t *oldest)
 {
     sqlite_meta *m = (sqlite_meta *)base;
     conn *c;
@@ -1085,11 +1110,31 @@ static int sq_charts_gen(store_meta *base, int64_t *gen)
         return berr_set(BERR_INTERNAL, "statement unavailable");
     }
     int r = sqlite3_step(s);
-    if (r == SQLITE_ROW)
-        *gen = sqlite3_column_int64(s, 0);
-    else
-        rc = db_err(c->db, "chart generation");
+    if (r == SQLITE_ROW) {
+        *latest = sqlite3_column_int64(s, 0);
+        if (oldest) *oldest = sqlite3_column_int64(s, 1);
+    } else {
+        rc = db_err(c->db, "chart changes");
+    }
     sqlite3_reset(s);
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_charts_changes(store_meta *base, int64_t since, const char *prefix, store_list *out)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s = stmt(c, Q_CHARTS_CHANGES);
+    if (!s) {
+        conn_give(m, c);
+        return berr_set(BERR_INTERNAL, "statement unavailable");
+    }
+    sqlite3_bind_int64(s, 1, since);
+    bind_text(s, 2, prefix);
+    rc = collect(c, s, LONG_MAX - 1, out);
     conn_give(m, c);
     return rc;
 }
@@ -1097,6 +1142,7 @@ static int sq_charts_gen(store_meta *base, int64_t *gen)
 static const store_meta_ops sqlite_ops = {
     .charts = sq_charts,
     .charts_gen = sq_charts_gen,
+    .charts_changes = sq_charts_changes,
     .close = sq_close,
     .blob_lookup = sq_blob_lookup,
     .blob_commit = sq_blob_commit,
@@ -1140,6 +1186,7 @@ int store_meta_sqlite_open(store_meta **out, const char *path)
         if (rc == 0) rc = exec(c, schema_sql);
         if (rc == 0) rc = add_column(c, "manifests", "chart_tag", "TEXT");
         if (rc == 0) rc = add_column(c, "manifests", "chart_entry", "TEXT");
+        if (rc == 0) rc = add_column(c, "manifests", "chart_yaml", "TEXT");
         if (rc == 0) rc = exec(c, charts_schema_sql);
         rc = finish_tx(c, rc);
         conn_give(m, c);

@@ -413,21 +413,27 @@ typedef struct {
     store *s;
     const char *src;
     const char *digest;
+    bool placed; /* blobfs_preplace moved it already */
 } place_arg;
 
 static int place_cb(void *arg)
 {
     place_arg *a = arg;
+    if (a->placed)
+        return blobfs_exists(&a->s->fs, a->digest)
+                   ? 0
+                   : berr_set(BERR_IO, "blob %s vanished before its commit", a->digest);
     return blobfs_place(&a->s->fs, a->src, a->digest);
 }
 
-int store_upload_finish(store_upload *u, const char *digest)
+/* Hashes, checks and syncs the session's data (the first half of finishing it). */
+static int upload_verify(store_upload *u, const char *digest, char *data, size_t dlen)
 {
     digest_algo want;
     int rc = digest_parse(digest, &want);
     if (rc < 0) return rc;
-    char got[DIGEST_STR_MAX], data[4200];
-    snprintf(data, sizeof data, "%s/data", u->dir);
+    char got[DIGEST_STR_MAX];
+    snprintf(data, dlen, "%s/data", u->dir);
     if (u->ctx_valid && want == u->algo) {
         digest_final(&u->ctx, got);
         u->ctx_valid = false;
@@ -440,7 +446,59 @@ int store_upload_finish(store_upload *u, const char *digest)
         return berr_set(BERR_DIGEST_INVALID, "provided digest did not match uploaded content");
     }
     if (fdatasync(u->fd) < 0) return berr_set(BERR_IO, "fsync upload: %s", strerror(errno));
-    place_arg a = {u->s, data, digest};
+    return 0;
+}
+
+int store_upload_place(store_upload *u, const char *digest, store_new_blob *out)
+{
+    char data[4200];
+    int rc = upload_verify(u, digest, data, sizeof data);
+    if (rc < 0) return rc;
+    bool placed;
+    rc = blobfs_preplace(&u->s->fs, data, digest, &placed);
+    if (rc < 0) return rc;
+    snprintf(out->digest, sizeof out->digest, "%s", digest);
+    out->size = u->size;
+    upload_remove(u);
+    return 0;
+}
+
+int store_blob_place_mem(store *s, const void *data, size_t len, store_new_blob *out)
+{
+    digest_buf(DIGEST_SHA256, data, len, out->digest);
+    out->size = len;
+    if (blobfs_exists(&s->fs, out->digest)) return 0;
+    char p[4200];
+    uint64_t r;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint64_t)store_now();
+    snprintf(p, sizeof p, "%s/tmp/blob-%016llx", s->root, (unsigned long long)r);
+    int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) return berr_set(BERR_IO, "create %s: %s", p, strerror(errno));
+    bool ok = true;
+    for (size_t off = 0; ok && off < len;) {
+        ssize_t n = write(fd, (const char *)data + off, len - off);
+        if (n < 0 && errno == EINTR) continue;
+        ok = n > 0;
+        if (ok) off += (size_t)n;
+    }
+    int e = errno;
+    if (ok) ok = fdatasync(fd) == 0;
+    close(fd);
+    bool placed = false;
+    int rc = ok ? blobfs_preplace(&s->fs, p, out->digest, &placed)
+                : berr_set(BERR_IO, "write %s: %s", p, e == ENOSPC ? "storage full" : strerror(e));
+    if (!placed) unlink(p);
+    return rc;
+}
+
+int store_upload_finish(store_upload *u, const char *digest)
+{
+    char data[4200];
+    int rc = upload_verify(u, digest, data, sizeof data);
+    if (rc < 0) return rc;
+    place_arg a = {u->s, data, digest, false};
+    rc = blobfs_preplace(&u->s->fs, data, digest, &a.placed);
+    if (rc < 0) return rc;
     rc = u->s->meta->ops->blob_commit(u->s->meta, u->repo, digest, u->size, place_cb, &a);
     if (rc < 0) return rc;
     upload_remove(u);
@@ -457,28 +515,6 @@ int store_upload_digest(store_upload *u, char *out)
     char data[4200];
     snprintf(data, sizeof data, "%s/data", u->dir);
     return digest_file(data, u->algo, out, NULL);
-}
-
-void store_upload_set_repo(store_upload *u, const char *repo)
-{
-    snprintf(u->repo, sizeof u->repo, "%s", repo);
-}
-
-int store_blob_put(store *s, const char *repo, const void *data, size_t len, char *digest_out)
-{
-    digest_buf(DIGEST_SHA256, data, len, digest_out);
-    if (s->meta->ops->blob_lookup(s->meta, repo, digest_out, NULL) == 0) return 0;
-    char uuid[STORE_UUID_LEN + 1];
-    int rc = store_upload_create(s, repo, DIGEST_SHA256, uuid);
-    if (rc < 0) return rc;
-    store_upload *u;
-    rc = store_upload_open(s, repo, uuid, &u);
-    if (rc < 0) return rc;
-    rc = store_upload_write(u, data, len);
-    if (rc == 0) rc = store_upload_finish(u, digest_out);
-    if (rc < 0) store_upload_cancel(u);
-    store_upload_close(u);
-    return rc;
 }
 
 int store_upload_cancel(store_upload *u)
@@ -538,8 +574,30 @@ void store_manifest_free(store_manifest *m)
     m->media_type = m->content = NULL;
 }
 
+typedef struct {
+    store *s;
+    const store_manifest_put_req *req;
+} new_blobs_arg;
+
+static int new_blobs_check(void *arg)
+{
+    new_blobs_arg *a = arg;
+    for (size_t i = 0; i < a->req->nnew_blobs; i++)
+        if (!blobfs_exists(&a->s->fs, a->req->new_blobs[i].digest))
+            return berr_set(BERR_IO, "blob %s vanished before its commit",
+                            a->req->new_blobs[i].digest);
+    return 0;
+}
+
 int store_manifest_put(store *s, const store_manifest_put_req *req)
 {
+    if (req->nnew_blobs) {
+        store_manifest_put_req q = *req;
+        new_blobs_arg a = {s, req};
+        q.check = new_blobs_check;
+        q.check_arg = &a;
+        return s->meta->ops->manifest_put(s->meta, &q);
+    }
     return s->meta->ops->manifest_put(s->meta, req);
 }
 
@@ -593,8 +651,24 @@ int store_referrers(store *s, const char *repo, const char *digest, const char *
 int store_charts(store *s, const char *prefix, store_chart_list *out)
 {
     memset(out, 0, sizeof *out);
-    int rc = s->meta->ops->charts(s->meta, prefix, out);
+    int rc = s->meta->ops->charts(s->meta, prefix, false, out);
     if (rc < 0) store_chart_list_free(out);
+    return rc;
+}
+
+int store_charts_repo(store *s, const char *repo, store_chart_list *out)
+{
+    memset(out, 0, sizeof *out);
+    int rc = s->meta->ops->charts(s->meta, repo, true, out);
+    if (rc < 0) store_chart_list_free(out);
+    return rc;
+}
+
+int store_charts_changes(store *s, int64_t since, const char *prefix, store_list *out)
+{
+    memset(out, 0, sizeof *out);
+    int rc = s->meta->ops->charts_changes(s->meta, since, prefix, out);
+    if (rc < 0) store_list_free(out);
     return rc;
 }
 
@@ -604,14 +678,15 @@ void store_chart_list_free(store_chart_list *l)
         free(l->items[i].repo);
         free(l->items[i].tag);
         free(l->items[i].entry);
+        free(l->items[i].yaml);
     }
     free(l->items);
     memset(l, 0, sizeof *l);
 }
 
-int store_charts_gen(store *s, int64_t *gen)
+int store_charts_gen(store *s, int64_t *latest, int64_t *oldest)
 {
-    return s->meta->ops->charts_gen(s->meta, gen);
+    return s->meta->ops->charts_gen(s->meta, latest, oldest);
 }
 
 void store_referrer_list_free(store_referrer_list *l)

@@ -10,10 +10,14 @@
  *    referrers behind the store_meta_ops vtable (store/meta_sqlite.c is the embedded SQLite/WAL
  *    backend; a shared engine can implement the same table).
  *
- * The rule that keeps online GC safe: a blob file only enters or leaves blobs/ while the metadata
- * write lock is held (the place/trash callbacks run inside the metadata transaction), so a blob
- * row and its file never disagree for a committed state, and gc's "is it still unreferenced?"
- * check and its removal are one atomic step against concurrent uploads, mounts and manifest puts.
+ * The rule that keeps online GC safe: a blob file only leaves blobs/ while the metadata write
+ * lock is held, and a commit checks inside its transaction that its file is there (the
+ * place/trash callbacks run inside the metadata transaction), so a blob row and its file never
+ * disagree for a committed state, and gc's "is it still unreferenced?" check and its removal are
+ * one atomic step against concurrent uploads, mounts and manifest puts. A new file is renamed
+ * into blobs/ (and its directory fsync'd) just before its transaction, outside the lock, so
+ * concurrent commits do not queue behind each other's fsyncs; until its row commits it is an
+ * orphan, which gc removes only when older than the grace period.
  *
  * Handlers call only the store_* functions declared here; the store never knows about HTTP.
  */
@@ -38,6 +42,14 @@ typedef struct {
     int64_t checked; /* by tag, mirrored: when the tag was last checked upstream (ms), else 0 */
 } store_manifest;
 
+/* A blob whose file is in place but not yet recorded (store_upload_place, store_blob_place_mem):
+ * the store_manifest_put that lists it in new_blobs records it and links it to the repository in
+ * the manifest's own transaction. */
+typedef struct {
+    char digest[DIGEST_STR_MAX];
+    uint64_t size;
+} store_new_blob;
+
 /* What a manifest PUT asks the store to record, after the handler parsed and validated it. */
 typedef struct {
     const char *repo;
@@ -59,6 +71,12 @@ typedef struct {
      * (JSON); both NULL for everything else */
     const char *chart_tag;
     const char *chart_entry;
+    const char *chart_yaml; /* the same entry as an index.yaml list item */
+    const store_new_blob *new_blobs; /* recorded and linked first, in the same transaction */
+    size_t nnew_blobs;
+    /* set by the store itself: checked inside the transaction */
+    int (*check)(void *arg);
+    void *check_arg;
 } store_manifest_put_req;
 
 /* A list of strings with a "more after the last one" flag (tags, catalog). */
@@ -129,10 +147,11 @@ int store_upload_save(store_upload *u);
 int store_upload_finish(store_upload *u, const char *digest);
 /* The digest of what the session holds so far (sha256), without ending it. */
 int store_upload_digest(store_upload *u, char *out);
-/* The repository the blob is linked to when the session finishes (default: the session's). */
-void store_upload_set_repo(store_upload *u, const char *repo);
-/* Stores a small in-memory blob and links it to repo; its digest (sha256) in digest_out. */
-int store_blob_put(store *s, const char *repo, const void *data, size_t len, char *digest_out);
+/* Verifies the content against digest and places it as a blob file without recording it (see
+ * store_new_blob); ends the session. */
+int store_upload_place(store_upload *u, const char *digest, store_new_blob *out);
+/* The same for a small in-memory blob (sha256). */
+int store_blob_place_mem(store *s, const void *data, size_t len, store_new_blob *out);
 /* Ends the session and deletes its data. */
 int store_upload_cancel(store_upload *u);
 void store_upload_close(store_upload *u);
@@ -159,6 +178,7 @@ void store_referrer_list_free(store_referrer_list *l);
 /* ---- Helm charts: a view over chart manifests (src/helm/) ---- */
 typedef struct {
     char *repo, *tag, *entry; /* entry: the index.yaml entry as JSON */
+    char *yaml;               /* and as an index.yaml list item */
     char digest[DIGEST_STR_MAX];
 } store_chart;
 typedef struct {
@@ -167,9 +187,14 @@ typedef struct {
 } store_chart_list;
 /* Tagged chart manifests of repositories whose names start with prefix (unordered). */
 int store_charts(store *s, const char *prefix, store_chart_list *out);
+/* The same for one repository. */
+int store_charts_repo(store *s, const char *repo, store_chart_list *out);
 void store_chart_list_free(store_chart_list *l);
-/* Changes whenever the set of charts does, whichever process changed it. */
-int store_charts_gen(store *s, int64_t *gen);
+/* The chart change log (any process's changes): its newest sequence number, and the oldest it
+ * still holds (a reader that saw less than oldest - 1 has missed changes). */
+int store_charts_gen(store *s, int64_t *latest, int64_t *oldest);
+/* Repositories starting with prefix whose charts changed after sequence number since. */
+int store_charts_changes(store *s, int64_t since, const char *prefix, store_list *out);
 
 /* ---- mirror space (store/evict.c) ---- */
 typedef struct {
