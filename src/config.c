@@ -89,8 +89,17 @@ static cnode *cn_path(cnode *root, const char *path)
     return n;
 }
 
-static cnode *yaml_to_tree(yaml_document_t *doc, yaml_node_t *yn, const char *key)
+/* Aliases make a YAML document a graph, not a tree: an alias inside its own anchor would recurse
+ * forever and nested aliases expand exponentially ("billion laughs"), so the copy is bounded. */
+#define CONFIG_MAX_DEPTH 64
+#define CONFIG_MAX_NODES 100000
+
+/* NULL when the document nests deeper than CONFIG_MAX_DEPTH or expands beyond *budget nodes. */
+static cnode *yaml_to_tree(yaml_document_t *doc, yaml_node_t *yn, const char *key, int depth,
+                           size_t *budget)
 {
+    if (depth > CONFIG_MAX_DEPTH || *budget == 0) return NULL;
+    (*budget)--;
     cnode *n;
     switch (yn->type) {
     case YAML_MAPPING_NODE:
@@ -100,7 +109,13 @@ static cnode *yaml_to_tree(yaml_document_t *doc, yaml_node_t *yn, const char *ke
             yaml_node_t *k = yaml_document_get_node(doc, p->key);
             yaml_node_t *v = yaml_document_get_node(doc, p->value);
             if (!k || !v || k->type != YAML_SCALAR_NODE) continue;
-            cn_add(n, yaml_to_tree(doc, v, (const char *)k->data.scalar.value));
+            cnode *kid =
+                yaml_to_tree(doc, v, (const char *)k->data.scalar.value, depth + 1, budget);
+            if (!kid) {
+                cn_free(n);
+                return NULL;
+            }
+            cn_add(n, kid);
         }
         return n;
     case YAML_SEQUENCE_NODE:
@@ -108,7 +123,13 @@ static cnode *yaml_to_tree(yaml_document_t *doc, yaml_node_t *yn, const char *ke
         for (yaml_node_item_t *it = yn->data.sequence.items.start; it < yn->data.sequence.items.top;
              it++) {
             yaml_node_t *v = yaml_document_get_node(doc, *it);
-            if (v) cn_add(n, yaml_to_tree(doc, v, NULL));
+            if (!v) continue;
+            cnode *kid = yaml_to_tree(doc, v, NULL, depth + 1, budget);
+            if (!kid) {
+                cn_free(n);
+                return NULL;
+            }
+            cn_add(n, kid);
         }
         return n;
     default:
@@ -135,8 +156,11 @@ static int load_yaml(const char *path, cnode **out)
         yaml_node_t *root = yaml_document_get_root_node(&doc);
         if (root && root->type != YAML_MAPPING_NODE)
             rc = berr_set(BERR_CONFIG, "config %s: top level must be a mapping", path);
-        else
-            *out = root ? yaml_to_tree(&doc, root, NULL) : cn_new(CN_MAP, NULL);
+        else if (!root)
+            *out = cn_new(CN_MAP, NULL);
+        else if (!(*out = yaml_to_tree(&doc, root, NULL, 0, &(size_t){CONFIG_MAX_NODES})))
+            rc =
+                berr_set(BERR_CONFIG, "config %s: nested too deeply or too large (aliases?)", path);
         yaml_document_delete(&doc);
     }
     yaml_parser_delete(&parser);
@@ -211,6 +235,7 @@ static int parse_duration(const char *s, double *secs)
     if (!s || !*s) return berr_set(BERR_CONFIG, "empty duration");
     if (strspn(s, "0123456789") == strlen(s)) {
         *secs = (double)strtoll(s, NULL, 10);
+        if (*secs >= 9e15) return berr_set(BERR_CONFIG, "duration '%s' out of range", s);
         return 0;
     }
     char *end;
@@ -240,6 +265,9 @@ static int parse_duration(const char *s, double *secs)
             return berr_set(BERR_CONFIG, "invalid duration '%s' (unit)", s);
         total += v * mul;
     }
+    /* in range for milliseconds in an int64_t; also refuses nan and inf */
+    if (!(total > -9e15 && total < 9e15))
+        return berr_set(BERR_CONFIG, "duration '%s' out of range", s);
     *secs = total;
     return 0;
 }
@@ -281,6 +309,7 @@ int config_parse_size(const char *s, int64_t *out)
         mul = 1099511627776.0;
     else
         return berr_set(BERR_CONFIG, "invalid size '%s' (unit)", s);
+    if (!(v * mul < 9e18)) return berr_set(BERR_CONFIG, "size '%s' out of range", s); /* nan too */
     *out = (int64_t)(v * mul);
     return 0;
 }
@@ -384,6 +413,15 @@ static int load_headers(cnode *root, config *cfg)
     return 0;
 }
 
+/* "http://host..." or "https://host...": an upstream URL needs a host. */
+static bool http_url(const char *u)
+{
+    const char *host = !strncmp(u, "http://", 7)    ? u + 7
+                       : !strncmp(u, "https://", 8) ? u + 8
+                                                    : NULL;
+    return host && *host && *host != '/';
+}
+
 /* The store prefix of a mirror: its name lowercased, ':' and other characters the repository
  * grammar refuses turned into '-'. */
 static char *mirror_local_name(const char *name)
@@ -448,8 +486,7 @@ static int load_mirror(cnode *mnode, const char *name, config_mirror *m)
         return berr_set(BERR_CONFIG, "mirrors.%s.urls: at least one URL is required", name);
     for (size_t i = 0; i < (urls->kind == CN_SEQ ? urls->nkids : 1); i++) {
         cnode *u = urls->kind == CN_SEQ ? urls->kids[i] : urls;
-        if (u->kind != CN_SCALAR ||
-            (strncmp(u->value, "http://", 7) && strncmp(u->value, "https://", 8)))
+        if (u->kind != CN_SCALAR || !http_url(u->value))
             return berr_set(BERR_CONFIG, "mirrors.%s.urls: expected http(s) URLs", name);
         mirror_add_url(m, u->value);
     }
@@ -498,8 +535,7 @@ static int load_mirrors(cnode *root, config *cfg)
     const char *remote;
     int rc = get_str(root, "proxy.remoteurl", &remote);
     if (rc < 0 || !remote) return rc;
-    if (strncmp(remote, "http://", 7) && strncmp(remote, "https://", 8))
-        return berr_set(BERR_CONFIG, "proxy.remoteurl: expected an http(s) URL");
+    if (!http_url(remote)) return berr_set(BERR_CONFIG, "proxy.remoteurl: expected an http(s) URL");
     const char *host = strstr(remote, "://") + 3;
     char name[256];
     snprintf(name, sizeof name, "%.*s", (int)strcspn(host, "/"), host);
@@ -527,7 +563,7 @@ static int load_helm_upstream(cnode *n, const char *name, config_mirror *m)
     const char *url, *cred = NULL, *v;
     int64_t ms;
     if ((rc = get_str(n, "url", &url)) < 0) return rc;
-    if (!url || (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)))
+    if (!url || !http_url(url))
         return berr_set(BERR_CONFIG, "helm.upstreams.%s.url: an http(s) URL is required", name);
     for (const char *c = name; *c; c++)
         if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '_' ||
@@ -619,7 +655,7 @@ static int config_extract(cnode *root, config *cfg)
         cfg->log_level = lvl;
     }
     cnode *storage = cn_get(root, "storage");
-    if (storage) {
+    if (storage && storage->kind == CN_MAP) {
         for (size_t i = 0; i < storage->nkids; i++) {
             const char *drv = storage->kids[i]->key;
             static const char *const other[] = {"s3", "azure", "gcs", "swift", "oss", "inmemory"};

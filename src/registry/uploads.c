@@ -5,11 +5,11 @@
  * and commits after the digest is verified, GET reports progress, DELETE cancels. The body is
  * hashed as it streams in, so committing never re-reads the file.
  */
+#include "registry/httpparse.h"
 #include "registry/registry.h"
 #include "util/err.h"
 #include "util/ref.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,20 +53,9 @@ static int check_content_range(http_req *r, up_ctx *c)
 {
     const char *h = http_header(r, "Content-Range");
     if (!h) return 0;
-    while (*h == ' ')
-        h++;
-    if (!strncasecmp(h, "bytes", 5)) {
-        h += 5;
-        while (*h == ' ' || *h == '=')
-            h++;
-    }
-    char *end;
-    if (!isdigit((unsigned char)*h)) return berr_set(BERR_RANGE_INVALID, "invalid Content-Range");
-    unsigned long long a = strtoull(h, &end, 10);
-    if (*end != '-' || !isdigit((unsigned char)end[1]))
+    uint64_t a, b;
+    if (!reg_parse_content_range(h, &a, &b))
         return berr_set(BERR_RANGE_INVALID, "invalid Content-Range");
-    unsigned long long b = strtoull(end + 1, &end, 10);
-    if (*end && *end != '/') return berr_set(BERR_RANGE_INVALID, "invalid Content-Range");
     uint64_t size = store_upload_size(c->u);
     if (b < a || a != size)
         return berr_set(BERR_RANGE_INVALID, "chunk out of order: the upload is at offset %llu",
