@@ -139,6 +139,9 @@ void helm_yaml_scalar(helm_buf *b, json_t *v);
 /* An index entry as a list item under a chart name ("  - key: ...", keys sorted). */
 void helm_yaml_entry(helm_buf *b, json_t *entry);
 void helm_views_free(void);
+/* Brings the cached views up to date (and builds the default tenant's at start), so a GET
+ * rarely pays for a build: called each second by the maintenance thread. */
+void helm_views_warm(store *s, const config *cfg);
 
 /* ---- api.c ---- */
 /* Answers with a blob of repo (sendfile) as content type ct. */

@@ -525,6 +525,21 @@ int helm_view_get(store *s, const config *cfg, const char *tenant, helm_view **o
     return 0;
 }
 
+void helm_views_warm(store *s, const config *cfg)
+{
+    char tenants[16][256];
+    size_t n = 0;
+    pthread_mutex_lock(&views_mu);
+    for (helm_view *v = views; v && n < 16; v = v->next)
+        snprintf(tenants[n++], sizeof tenants[0], "%s", v->tenant);
+    pthread_mutex_unlock(&views_mu);
+    if (n == 0 && cfg->helm.depth == 0) tenants[n++][0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        helm_view *v;
+        if (helm_view_get(s, cfg, tenants[i], &v) == 0) helm_view_put(v);
+    }
+}
+
 void helm_views_free(void)
 {
     pthread_mutex_lock(&views_mu);

@@ -40,6 +40,7 @@ enum {
     Q_CATALOG,
     Q_REFERRERS,
     Q_REFERRERS_TYPE,
+    Q_CHART_INSERT,
     Q_CHARTS,
     Q_CHARTS_REPO,
     Q_CHARTS_GEN,
@@ -68,11 +69,11 @@ static const char *const q_sql[Q__COUNT] = {
     [Q_MAN_EXISTS] = "SELECT 1 FROM manifests WHERE repo = ?1 AND digest = ?2",
     [Q_MAN_INSERT] =
         "INSERT INTO manifests(repo, digest, media_type, content, subject, artifact_type, "
-        "annotations, created, mirrored, chart_tag, chart_entry, chart_yaml) "
-        "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12) "
-        "ON CONFLICT(repo, digest) DO UPDATE SET created = excluded.created, "
-        "chart_tag = excluded.chart_tag, chart_entry = excluded.chart_entry, "
-        "chart_yaml = excluded.chart_yaml",
+        "annotations, created, mirrored) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9) "
+        "ON CONFLICT(repo, digest) DO UPDATE SET created = excluded.created",
+    [Q_CHART_INSERT] = "INSERT INTO charts(repo, digest, tag, entry, yaml) VALUES(?1,?2,?3,?4,?5) "
+                       "ON CONFLICT(repo, digest) DO UPDATE SET tag = excluded.tag, "
+                       "entry = excluded.entry, yaml = excluded.yaml",
     [Q_REF_INSERT] = "INSERT OR IGNORE INTO manifest_refs(repo, digest, child, kind) "
                      "VALUES(?1, ?2, ?3, ?4)",
     [Q_TAG_UPSERT] =
@@ -89,12 +90,13 @@ static const char *const q_sql[Q__COUNT] = {
                          "FROM manifests WHERE repo = ?1 AND subject = ?2 AND artifact_type = ?3 "
                          "ORDER BY created, digest",
     /* charts in index.yaml: a chart manifest counts under the tag its version maps to */
-    [Q_CHARTS] = "SELECT m.repo, m.chart_tag, m.chart_entry, m.digest, m.chart_yaml FROM manifests m "
-                 "JOIN tags t ON t.repo = m.repo AND t.digest = m.digest AND t.tag = m.chart_tag "
-                 "WHERE m.chart_entry IS NOT NULL AND substr(m.repo, 1, length(?1)) = ?1",
-    [Q_CHARTS_REPO] = "SELECT m.repo, m.chart_tag, m.chart_entry, m.digest, m.chart_yaml "
-                      "FROM manifests m JOIN tags t ON t.repo = m.repo AND t.digest = m.digest "
-                      "AND t.tag = m.chart_tag WHERE m.chart_entry IS NOT NULL AND m.repo = ?1",
+    /* ?2 is ?1 with its last character incremented: the range of names starting with ?1 */
+    [Q_CHARTS] = "SELECT c.repo, c.tag, c.entry, c.digest, c.yaml FROM charts c "
+                 "JOIN tags t ON t.repo = c.repo AND t.digest = c.digest AND t.tag = c.tag "
+                 "WHERE c.repo >= ?1 AND c.repo < ?2",
+    [Q_CHARTS_REPO] = "SELECT c.repo, c.tag, c.entry, c.digest, c.yaml FROM charts c "
+                      "JOIN tags t ON t.repo = c.repo AND t.digest = c.digest AND t.tag = c.tag "
+                      "WHERE c.repo = ?1",
     [Q_CHARTS_GEN] = "SELECT coalesce(max(seq), 0), coalesce(min(seq), 0) FROM charts_changes",
     [Q_CHARTS_CHANGES] = "SELECT DISTINCT repo FROM charts_changes WHERE seq > ?1 "
                          "AND substr(repo, 1, length(?2)) = ?2",
@@ -131,24 +133,24 @@ static const char schema_sql[] =
  * its last 50,000 changes; a cache older than that rebuilds. */
 #define CHART_CHANGED(r) "BEGIN INSERT INTO charts_changes(repo) VALUES(" r "); END;"
 static const char charts_schema_sql[] =
-    "CREATE INDEX IF NOT EXISTS manifests_charts ON manifests(repo) WHERE chart_entry IS NOT NULL;"
+    "CREATE TABLE IF NOT EXISTS charts(repo TEXT NOT NULL, digest TEXT NOT NULL, tag TEXT NOT NULL,"
+    "  entry TEXT NOT NULL, yaml TEXT NOT NULL, PRIMARY KEY(repo, digest)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS charts_changes(seq INTEGER PRIMARY KEY, repo TEXT NOT NULL);"
     "CREATE TRIGGER IF NOT EXISTS charts_changes_prune AFTER INSERT ON charts_changes "
     "  WHEN NEW.seq % 1000 = 0 BEGIN DELETE FROM charts_changes WHERE seq < NEW.seq - 50000; END;"
+    /* a chart row lives as long as its manifest */
+    "CREATE TRIGGER IF NOT EXISTS charts_manifest_del AFTER DELETE ON manifests "
+    "  BEGIN DELETE FROM charts WHERE repo = OLD.repo AND digest = OLD.digest; END;"
+    "CREATE TRIGGER IF NOT EXISTS charts_ins AFTER INSERT ON charts " CHART_CHANGED("NEW.repo")
+    "CREATE TRIGGER IF NOT EXISTS charts_upd AFTER UPDATE ON charts " CHART_CHANGED("NEW.repo")
+    "CREATE TRIGGER IF NOT EXISTS charts_del AFTER DELETE ON charts " CHART_CHANGED("OLD.repo")
     "CREATE TRIGGER IF NOT EXISTS charts_tag_ins AFTER INSERT ON tags WHEN EXISTS (SELECT 1 FROM "
-    "  manifests m WHERE m.repo = NEW.repo AND m.digest = NEW.digest AND m.chart_entry IS NOT NULL)"
-    "  " CHART_CHANGED("NEW.repo")
+    "  charts c WHERE c.repo = NEW.repo AND c.digest = NEW.digest) " CHART_CHANGED("NEW.repo")
     "CREATE TRIGGER IF NOT EXISTS charts_tag_upd AFTER UPDATE OF digest ON tags WHEN "
-    "  OLD.digest != NEW.digest AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo = NEW.repo AND "
-    "  m.digest IN (OLD.digest, NEW.digest) AND m.chart_entry IS NOT NULL)"
-    "  " CHART_CHANGED("NEW.repo")
+    "  OLD.digest != NEW.digest AND EXISTS (SELECT 1 FROM charts c WHERE c.repo = NEW.repo AND "
+    "  c.digest IN (OLD.digest, NEW.digest)) " CHART_CHANGED("NEW.repo")
     "CREATE TRIGGER IF NOT EXISTS charts_tag_del AFTER DELETE ON tags WHEN EXISTS (SELECT 1 FROM "
-    "  manifests m WHERE m.repo = OLD.repo AND m.digest = OLD.digest AND m.chart_entry IS NOT NULL)"
-    "  " CHART_CHANGED("OLD.repo")
-    "CREATE TRIGGER IF NOT EXISTS charts_man_del AFTER DELETE ON manifests WHEN "
-    "  OLD.chart_entry IS NOT NULL " CHART_CHANGED("OLD.repo")
-    "CREATE TRIGGER IF NOT EXISTS charts_man_upd AFTER UPDATE OF chart_entry ON manifests "
-    "  " CHART_CHANGED("NEW.repo");
+    "  charts c WHERE c.repo = OLD.repo AND c.digest = OLD.digest) " CHART_CHANGED("OLD.repo");
 
 
 /* A manifest is garbage when old enough, untagged, not an index's child, and not a referrer of a
@@ -295,20 +297,6 @@ static int exec(conn *c, const char *sql)
         return rc;
     }
     return 0;
-}
-
-/* Adds a column to a table created by an older berth. */
-static int add_column(conn *c, const char *table, const char *col, const char *decl)
-{
-    char sql[256];
-    snprintf(sql, sizeof sql, "SELECT 1 FROM pragma_table_info('%s') WHERE name = '%s'", table, col);
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) != SQLITE_OK) return db_err(c->db, "schema");
-    int r = sqlite3_step(s);
-    sqlite3_finalize(s);
-    if (r == SQLITE_ROW) return 0;
-    snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN %s %s", table, col, decl);
-    return exec(c, sql);
 }
 
 static int begin(conn *c)
@@ -521,9 +509,15 @@ static int sq_manifest_put(store_meta *base, const store_manifest_put_req *q)
         bind_text(s, 7, q->annotations_json);
         sqlite3_bind_int64(s, 8, now);
         sqlite3_bind_int(s, 9, q->mirrored ? 1 : 0);
-        bind_text(s, 10, q->chart_entry ? q->chart_tag : NULL);
-        bind_text(s, 11, q->chart_tag ? q->chart_entry : NULL);
-        bind_text(s, 12, q->chart_tag && q->chart_entry ? q->chart_yaml : NULL);
+        rc = step_done(c, s);
+    }
+    if (rc == 0 && q->chart_tag && q->chart_entry && q->chart_yaml) {
+        sqlite3_stmt *s = stmt(c, Q_CHART_INSERT);
+        bind_text(s, 1, q->repo);
+        bind_text(s, 2, q->digest);
+        bind_text(s, 3, q->chart_tag);
+        bind_text(s, 4, q->chart_entry);
+        bind_text(s, 5, q->chart_yaml);
         rc = step_done(c, s);
     }
     for (size_t i = 0; rc == 0 && i < q->nblobs + q->nchildren; i++) {
@@ -1073,8 +1067,16 @@ static int sq_charts(store_meta *base, const char *prefix, bool exact, store_cha
     int rc = conn_take(m, &c);
     if (rc < 0) return rc;
     sqlite3_stmt *s = stmt(c, exact ? Q_CHARTS_REPO : Q_CHARTS);
-    if (!s) rc = berr_set(BERR_INTERNAL, "statement unavailable");
-    else bind_text(s, 1, prefix);
+    char upper[600];
+    snprintf(upper, sizeof upper, "%s", prefix);
+    size_t ul = strlen(upper);
+    if (ul) upper[ul - 1] = (char)(upper[ul - 1] + 1);
+    if (!s) {
+        rc = berr_set(BERR_INTERNAL, "statement unavailable");
+    } else {
+        bind_text(s, 1, prefix);
+        if (!exact) bind_text(s, 2, upper);
+    }
     int r = SQLITE_DONE;
     while (rc == 0 && (r = sqlite3_step(s)) == SQLITE_ROW) {
         store_chart *items = realloc(out->items, (out->n + 1) * sizeof *items);
@@ -1184,9 +1186,6 @@ int store_meta_sqlite_open(store_meta **out, const char *path)
     if (rc == 0) {
         rc = begin(c);
         if (rc == 0) rc = exec(c, schema_sql);
-        if (rc == 0) rc = add_column(c, "manifests", "chart_tag", "TEXT");
-        if (rc == 0) rc = add_column(c, "manifests", "chart_entry", "TEXT");
-        if (rc == 0) rc = add_column(c, "manifests", "chart_yaml", "TEXT");
         if (rc == 0) rc = exec(c, charts_schema_sql);
         rc = finish_tx(c, rc);
         conn_give(m, c);
