@@ -61,7 +61,8 @@ static int index_end(http_req *r)
     int rc = helm_view_get(r->store, r->cfg, tenant_of(r), &v);
     if (rc < 0) return rc;
     /* the view's bytes are sent as they are; the response holds a reference until sent */
-    return http_reply_shared(r, 200, "application/x-yaml", v->yaml, v->yaml_len, view_release, v);
+    return http_reply_iov(r, 200, "application/x-yaml", v->iov, v->niov, v->yaml_len, view_release,
+                          v);
 }
 
 /* ---- chart files ---- */

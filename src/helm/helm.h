@@ -115,7 +115,10 @@ typedef struct helm_view {
     char *tenant;
     helm_chart **charts; /* sorted by name */
     size_t ncharts;
-    char *yaml; /* index.yaml */
+    /* index.yaml: a header, each chart's block, a footer (sent as they are, with writev) */
+    char head[64], foot[128];
+    struct MHD_IoVec *iov;
+    unsigned int niov;
     size_t yaml_len;
     int refs;
     struct helm_view *next;

@@ -9,7 +9,8 @@
  * re-reading only the charts logged since, sharing every other chart with the old view, and
  * concatenating the blocks. Nothing parses entries, reads blobs or scans storage, and an
  * unchanged index costs one small query. Views and charts are reference-counted and immutable,
- * so requests read them without locks, and a response sends the view's bytes without copying.
+ * so requests read them without locks; a response sends the blocks with writev, never copying
+ * or concatenating them.
  */
 #include "helm/helm.h"
 #include "util/err.h"
@@ -247,7 +248,7 @@ static void view_free(helm_view *v)
     for (size_t i = 0; i < v->ncharts; i++)
         chart_put(v->charts[i]);
     free(v->charts);
-    free(v->yaml);
+    free(v->iov);
     free(v->tenant);
     free(v);
 }
@@ -357,22 +358,23 @@ static int charts_from_rows(store_chart_list *l, size_t plen, helm_chart ***out,
     return 0;
 }
 
+/* index.yaml as pieces: nothing is copied, whatever the number of charts. */
 static int render(helm_view *v)
 {
-    helm_buf b = {0};
-    helm_buf_add(&b, "apiVersion: v1\n", 15);
-    helm_buf_add(&b, v->ncharts ? "entries:\n" : "entries: {}\n", v->ncharts ? 9 : 12);
-    for (size_t i = 0; i < v->ncharts; i++)
-        helm_buf_add(&b, v->charts[i]->yaml, v->charts[i]->yaml_len);
+    v->iov = calloc(v->ncharts + 2, sizeof *v->iov);
+    if (!v->iov) return berr_set(BERR_INTERNAL, "out of memory");
+    snprintf(v->head, sizeof v->head, "apiVersion: v1\n%s",
+             v->ncharts ? "entries:\n" : "entries: {}\n");
     char now[64];
     helm_now_rfc3339(now, sizeof now);
-    helm_buf_addf(&b, "generated: \"%s\"\nserverInfo: {}\n", now);
-    if (b.oom) {
-        free(b.buf);
-        return berr_set(BERR_INTERNAL, "out of memory");
-    }
-    v->yaml = b.buf;
-    v->yaml_len = b.len;
+    snprintf(v->foot, sizeof v->foot, "generated: \"%s\"\nserverInfo: {}\n", now);
+    v->iov[v->niov++] = (struct MHD_IoVec){v->head, strlen(v->head)};
+    for (size_t i = 0; i < v->ncharts; i++)
+        v->iov[v->niov++] = (struct MHD_IoVec){v->charts[i]->yaml, v->charts[i]->yaml_len};
+    v->iov[v->niov++] = (struct MHD_IoVec){v->foot, strlen(v->foot)};
+    v->yaml_len = 0;
+    for (unsigned int i = 0; i < v->niov; i++)
+        v->yaml_len += v->iov[i].iov_len;
     return 0;
 }
 

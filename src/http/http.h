@@ -89,9 +89,9 @@ size_t http_query_all(http_req *r, const char *name, const char **out, size_t ma
 /* ---- responses (each replaces a previous one) ---- */
 /* Body copied; ct may be NULL. */
 int http_reply(http_req *r, int status, const char *ct, const char *body, size_t len);
-/* Body not copied: release(cls) is called when the response no longer needs it (also on error). */
-int http_reply_shared(http_req *r, int status, const char *ct, const char *body, size_t len,
-                      void (*release)(void *), void *cls);
+/* Body gathered from n pieces (sent with writev, never copied); release(cls) when done. */
+int http_reply_iov(http_req *r, int status, const char *ct, const struct MHD_IoVec *iov,
+                   unsigned int n, uint64_t len, void (*release)(void *), void *cls);
 /* Body owned by the response afterwards (freed with free()). */
 int http_reply_owned(http_req *r, int status, const char *ct, char *body, size_t len);
 /* len bytes of fd from off (sendfile); the fd belongs to the response afterwards. */

@@ -134,11 +134,10 @@ int http_reply(http_req *r, int status, const char *ct, const char *body, size_t
     return 0;
 }
 
-int http_reply_shared(http_req *r, int status, const char *ct, const char *body, size_t len,
-                      void (*release)(void *), void *cls)
+int http_reply_iov(http_req *r, int status, const char *ct, const struct MHD_IoVec *iov,
+                   unsigned int n, uint64_t len, void (*release)(void *), void *cls)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer_with_free_callback_cls(len, (void *)body, release, cls);
+    struct MHD_Response *resp = MHD_create_response_from_iovec(iov, n, release, cls);
     if (!resp) {
         release(cls);
         return berr_set(BERR_INTERNAL, "cannot create response");
