@@ -1,10 +1,11 @@
 # berth build. `make` builds build/berth; see README.md for run/test/bench.
 CC      ?= cc
-PKGS     = libmicrohttpd jansson sqlite3 nettle yaml-0.1 libarchive
+PKGS     = libmicrohttpd jansson sqlite3 nettle yaml-0.1
 CFLAGS  ?= -O2 -g
 # Paths are built with snprintf into PATH_MAX buffers; truncation there is not a bug class we hit.
-# libcurl: headers only; it is loaded with dlopen when a mirror needs it (src/proxy/upstream.c)
-CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-format-truncation -Isrc $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null)
+# libcurl and libarchive: headers only; they are loaded with dlopen when first needed (a mirror,
+# a chart upload: src/proxy/upstream.c, src/helm/chart.c), so a plain registry does not map them
+CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-format-truncation -Isrc $(shell pkg-config --cflags $(PKGS) libcurl libarchive 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -ldl
 
 SRC      = $(shell find src -name '*.c' | sort)
