@@ -679,6 +679,7 @@ static int config_extract(cnode *root, config *cfg)
         (rc = set_str(root, "http.tls.certificate", &cfg->tls_cert)) < 0 ||
         (rc = set_str(root, "http.tls.key", &cfg->tls_key)) < 0 ||
         (rc = set_int(root, "http.connections", &cfg->connection_limit)) < 0 ||
+        (rc = set_int(root, "http.connections_per_ip", &cfg->connections_per_ip)) < 0 ||
         (rc = set_int(root, "http.threads", &cfg->threads)) < 0 ||
         (rc = load_headers(root, cfg)) < 0 ||
         (rc = set_bool(root, "health.storagedriver.enabled", &cfg->health_enabled)) < 0 ||
@@ -690,6 +691,8 @@ static int config_extract(cnode *root, config *cfg)
         (rc = set_size(root, "cache.maxsize", &cfg->cache_max)) < 0 ||
         (rc = load_pins(root, cfg)) < 0 || (rc = load_helm(root, cfg)) < 0)
         return rc;
+    if (cfg->connections_per_ip < 0) /* default: a quarter of the slots, at least 16 */
+        cfg->connections_per_ip = cfg->connection_limit / 4 > 16 ? cfg->connection_limit / 4 : 16;
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
         return berr_set(BERR_CONFIG, "http.tls: certificate and key must be given together");
     if (cfg->health_interval_s < 1) cfg->health_interval_s = 1;
@@ -712,6 +715,7 @@ int config_load(config *cfg, const char *path)
     cfg->gc_grace_s = 3600;
     cfg->max_manifest = 4 * 1024 * 1024;
     cfg->connection_limit = 1024;
+    cfg->connections_per_ip = -1;
     cfg->threads = 1;
     cfg->helm.enabled = true;
     cfg->helm.oci_prefix = strdup("charts");
@@ -790,6 +794,7 @@ void config_print_keys(void)
           "  http.headers                             extra response headers {Name: [value]}\n"
           "  http.tls.certificate / http.tls.key      PEM files: serve HTTPS\n"
           "  http.connections                         max concurrent connections (1024)\n"
+          "  http.connections_per_ip                  max from one address (a quarter; 0: none)\n"
           "  http.threads                             event-loop threads (1)\n"
           "  health.storagedriver.enabled             periodic storage check (true)\n"
           "  health.storagedriver.interval            check interval (10s)\n"

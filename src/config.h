@@ -66,6 +66,7 @@ typedef struct {
     int64_t gc_grace_s;     /* gc.grace: age below which gc keeps unreferenced content */
     int64_t max_manifest;   /* berth: limits.manifest (bytes) */
     int connection_limit;   /* berth: http.connections */
+    int connections_per_ip; /* berth: http.connections_per_ip (0: no limit) */
     int threads;            /* berth: http.threads (event-loop threads) */
     config_mirror *mirrors; /* berth: mirrors.<name> */
     size_t nmirrors;

@@ -542,7 +542,8 @@ int http_server_start(http_server **out, const config *cfg, store *st)
         flags, 0, NULL, NULL, ahc, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_NOTIFY_COMPLETED, completed, srv, MHD_OPTION_URI_LOG_CALLBACK, uri_cb, srv,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_POOL, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)cfg->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+        (unsigned)cfg->connection_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)cfg->connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
         MHD_OPTION_THREAD_POOL_SIZE, pool, MHD_OPTION_ARRAY, cfg->tls_cert ? tls_opts : no_opts,
         MHD_OPTION_END);

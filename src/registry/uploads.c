@@ -34,8 +34,14 @@ static void up_cleanup(http_req *r)
 {
     up_ctx *c = r->ctx;
     if (!c) return;
-    /* a request cut short still leaves a resumable session: its hash state covers what landed */
-    if (c->u && !c->ended) store_upload_save(c->u);
+    /* a request cut short by the client still leaves a resumable session (its hash state covers
+     * what landed); one the server refused (storage full, a bad chunk) leaves it as it was */
+    if (c->u && !c->ended) {
+        if (r->failed)
+            store_upload_rollback(c->u);
+        else
+            store_upload_save(c->u);
+    }
     store_upload_close(c->u);
     free(c);
     r->ctx = NULL;
@@ -176,6 +182,7 @@ static int patch_end(http_req *r)
     uint64_t size = store_upload_size(c->u);
     /* save and unlock before answering, so the client's next request finds the session free */
     int rc = store_upload_save(c->u);
+    if (rc < 0) store_upload_rollback(c->u); /* refused: the session stays where it was */
     store_upload_close(c->u);
     c->u = NULL;
     if (rc < 0) return rc;

@@ -187,7 +187,7 @@ typedef struct {
 static int db_err(sqlite3 *db, const char *what)
 {
     int code = sqlite3_errcode(db);
-    if (code == SQLITE_FULL) return berr_set(BERR_IO, "%s: storage full", what);
+    if (code == SQLITE_FULL) return berr_set(BERR_STORAGE_FULL, "%s: storage full", what);
     return berr_set(BERR_IO, "%s: %s", what, sqlite3_errmsg(db));
 }
 
@@ -291,8 +291,9 @@ static int exec(conn *c, const char *sql)
 {
     char *msg = NULL;
     if (sqlite3_exec(c->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        int rc = berr_set(sqlite3_errcode(c->db) == SQLITE_FULL ? BERR_IO : BERR_IO, "%s: %s", sql,
-                          msg ? msg : "?");
+        int rc = sqlite3_errcode(c->db) == SQLITE_FULL
+                     ? berr_set(BERR_STORAGE_FULL, "%s: storage full", sql)
+                     : berr_set(BERR_IO, "%s: %s", sql, msg ? msg : "?");
         sqlite3_free(msg);
         return rc;
     }
@@ -304,14 +305,26 @@ static int begin(conn *c)
     return exec(c, "BEGIN IMMEDIATE");
 }
 
+/* Commits (rc == 0) or rolls back. A failed COMMIT keeps its own error: SQLite may have rolled
+ * the transaction back already, and a ROLLBACK then must not replace the reason. */
 static int finish_tx(conn *c, int rc)
 {
     if (rc == 0) {
         rc = exec(c, "COMMIT");
-        if (rc < 0) exec(c, "ROLLBACK");
+        if (rc < 0 && !sqlite3_get_autocommit(c->db)) {
+            char keep[1024];
+            snprintf(keep, sizeof keep, "%s", berr_msg());
+            exec(c, "ROLLBACK");
+            berr_set((berr)-rc, "%s", keep);
+        }
         return rc;
     }
-    if (!sqlite3_get_autocommit(c->db)) exec(c, "ROLLBACK");
+    if (!sqlite3_get_autocommit(c->db)) {
+        char keep[1024];
+        snprintf(keep, sizeof keep, "%s", berr_msg());
+        exec(c, "ROLLBACK");
+        berr_set((berr)-rc, "%s", keep);
+    }
     return rc;
 }
 

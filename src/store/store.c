@@ -37,6 +37,7 @@ struct store_upload {
     digest_ctx ctx;
     bool ctx_valid;   /* ctx covers exactly [0, size) */
     uint64_t flushed; /* writeback started up to here (sync_file_range) */
+    uint64_t opened;  /* size when opened: where a rollback returns */
 };
 
 /* Writeback is started every WRITEBACK_STEP bytes while an upload streams in, so the fdatasync
@@ -238,6 +239,13 @@ int store_blob_unlink(store *s, const char *repo, const char *digest)
 
 /* ---- uploads ---- */
 
+/* An I/O failure: 507 when the disk (or quota) is full, else 500; the message names both. */
+static int storage_err(const char *what, int e)
+{
+    if (e == ENOSPC || e == EDQUOT) return berr_set(BERR_STORAGE_FULL, "%s: storage full", what);
+    return berr_set(BERR_IO, "%s: %s", what, strerror(e));
+}
+
 static int upload_dir(store *s, const char *uuid, char *out, size_t len)
 {
     /* uuids are generated here; anything else never reaches the filesystem */
@@ -322,6 +330,7 @@ int store_upload_open(store *s, const char *repo, const char *uuid, store_upload
     }
     u->size = (uint64_t)st.st_size;
     u->flushed = u->size;
+    u->opened = u->size;
     snprintf(p, sizeof p, "%s/hash", dir);
     hash_state hs;
     int hfd = open(p, O_RDONLY | O_CLOEXEC);
@@ -360,9 +369,7 @@ int store_upload_write(store_upload *u, const void *data, size_t len)
             int e = errno;
             /* never leave a partial chunk behind: the session stays at its last good size */
             if (ftruncate(u->fd, (off_t)u->size) == 0) lseek(u->fd, 0, SEEK_END);
-            if (e == ENOSPC || e == EDQUOT)
-                return berr_set(BERR_IO, "storage full while writing upload");
-            return berr_set(BERR_IO, "write upload: %s", strerror(e));
+            return storage_err("write upload", e);
         }
         p += n;
         left -= (size_t)n;
@@ -394,14 +401,30 @@ int store_upload_save(store_upload *u)
     hash_state hs = {
         .magic = HASH_MAGIC, .algo = (uint32_t)u->algo, .size = u->size, .ctx = u->ctx};
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return berr_set(BERR_IO, "save upload state: %s", strerror(errno));
+    if (fd < 0) return storage_err("save upload state", errno);
     bool ok = write(fd, &hs, sizeof hs) == (ssize_t)sizeof hs;
+    int e = errno;
     close(fd);
-    if (!ok || rename(tmp, p) < 0) {
+    if (ok && rename(tmp, p) < 0) {
+        ok = false;
+        e = errno;
+    }
+    if (!ok) {
         unlink(tmp);
-        return berr_set(BERR_IO, "save upload state failed");
+        return storage_err("save upload state", e);
     }
     return 0;
+}
+
+void store_upload_rollback(store_upload *u)
+{
+    if (u->size == u->opened) return;
+    if (ftruncate(u->fd, (off_t)u->opened) == 0) {
+        lseek(u->fd, 0, SEEK_END);
+        u->size = u->flushed = u->opened;
+        /* the saved hash state (if any) is the one for this size; ours ran past it */
+        u->ctx_valid = false;
+    }
 }
 
 static void upload_remove(store_upload *u)
@@ -485,8 +508,7 @@ int store_blob_place_mem(store *s, const void *data, size_t len, store_new_blob 
     if (ok) ok = fdatasync(fd) == 0;
     close(fd);
     bool placed = false;
-    int rc = ok ? blobfs_preplace(&s->fs, p, out->digest, &placed)
-                : berr_set(BERR_IO, "write %s: %s", p, e == ENOSPC ? "storage full" : strerror(e));
+    int rc = ok ? blobfs_preplace(&s->fs, p, out->digest, &placed) : storage_err("write blob", e);
     if (!placed) unlink(p);
     return rc;
 }

@@ -142,6 +142,8 @@ int store_upload_write(store_upload *u, const void *data, size_t len);
 int store_upload_reader(store_upload *u);
 /* Persists the hash state so a later request resumes without re-reading (end of a PATCH). */
 int store_upload_save(store_upload *u);
+/* Undoes what this open wrote (a refused request): the session is back at its size when opened. */
+void store_upload_rollback(store_upload *u);
 /* Verifies the content against digest, commits the blob, links it to the repo and ends the
  * session. On digest mismatch the session is ended too and -BERR_DIGEST_INVALID returned. */
 int store_upload_finish(store_upload *u, const char *digest);

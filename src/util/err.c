@@ -37,6 +37,7 @@ static const struct {
     [BERR_CONFLICT] = {"DENIED", 409},
     [BERR_CONFIG] = {"UNKNOWN", 500},
     [BERR_IO] = {"UNKNOWN", 500},
+    [BERR_STORAGE_FULL] = {"DENIED", 507},
     [BERR_INTERNAL] = {"UNKNOWN", 500},
     [BERR_UNAVAILABLE] = {"UNAVAILABLE", 503},
 };

@@ -36,6 +36,7 @@ typedef enum {
     BERR_CONFLICT,      /* 409: exists already (a chart version without overwrite) */
     BERR_CONFIG,        /* configuration problem (start-up only) */
     BERR_IO,            /* storage failure: 500 */
+    BERR_STORAGE_FULL,  /* 507: the disk (or quota) is full; nothing stored was harmed */
     BERR_INTERNAL,      /* bug or resource exhaustion: 500 */
     BERR_UNAVAILABLE,   /* 503: storage not writable, shutting down */
     BERR__COUNT

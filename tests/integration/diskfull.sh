@@ -160,6 +160,12 @@ t_check "fill: the push that hit the full disk ($failed) got a clean error ($(de
     clean_error "${FILL_CODE:-none}" "$T_TMP/fill.body"
 t_check "fill: the error message names the cause" names_cause "$T_TMP/fill.body"
 t_eq "fill: berth still answers /v2/" 200 "$(curl -s -m 10 -o /dev/null -w '%{http_code}' "$BERTH_URL/v2/")"
+# A refused upload gives its bytes back (the session rolls back to where the request began), so
+# the filesystem has room again; take what is left so the next steps start from a full disk.
+sleep 0.5
+echo "# fill: $(avail_kb) kB free once the refused upload rolled back"
+dd if=/dev/zero of="$MNT/filler" bs=4k 2>/dev/null
+echo "# fill: $(avail_kb) kB free after the filler"
 
 # --- every upload style while the disk is full ---
 head -c 1000000 /dev/urandom >"$T_TMP/one.bin"
@@ -275,7 +281,7 @@ t_check "full: berth fsck is clean while the disk is full ($(tail -1 "$T_TMP/fsc
 grep -v '^checked' "$T_TMP/fsck.full" | head -5 | sed 's/^/# fsck (full): /'
 
 # --- free space: a push works again ---
-rm -f "$MNT/ballast"
+rm -f "$MNT/ballast" "$MNT/filler"
 echo "# after removing the ballast: $(avail_kb) kB free"
 t_check "freed: skopeo pushes a new image" "${SK[@]}" copy -q --dest-tls-verify=false \
     "oci:$T_TMP/src4:v1" "docker://$HP/full/img4:v1"
