@@ -623,6 +623,146 @@ static int load_helm(cnode *root, config *cfg)
     return 0;
 }
 
+/* A list of strings: a scalar or a sequence of scalars. */
+static int str_list(cnode *n, const char *what, char ***out, size_t *nout)
+{
+    if (!n) return 0;
+    n->used = true;
+    if (n->kind == CN_MAP) return berr_set(BERR_CONFIG, "%s: expected a list", what);
+    size_t cnt = n->kind == CN_SEQ ? n->nkids : 1;
+    for (size_t i = 0; i < cnt; i++) {
+        cnode *v = n->kind == CN_SEQ ? n->kids[i] : n;
+        if (v->kind != CN_SCALAR) return berr_set(BERR_CONFIG, "%s: expected names", what);
+        *out = realloc(*out, (*nout + 1) * sizeof **out);
+        if (!*out) abort();
+        (*out)[(*nout)++] = strdup(v->value);
+    }
+    return 0;
+}
+
+static int actions(cnode *n, const char *what, unsigned *out)
+{
+    char **l = NULL;
+    size_t nl = 0;
+    int rc = str_list(n, what, &l, &nl);
+    unsigned a = 0;
+    for (size_t i = 0; rc == 0 && i < nl; i++) {
+        if (!strcasecmp(l[i], "pull"))
+            a |= CONFIG_PULL;
+        else if (!strcasecmp(l[i], "push"))
+            a |= CONFIG_PUSH;
+        else if (!strcasecmp(l[i], "delete"))
+            a |= CONFIG_DELETE;
+        else if (!strcasecmp(l[i], "none"))
+            ;
+        else
+            rc = berr_set(BERR_CONFIG, "%s: unknown action '%s' (pull, push, delete, none)", what,
+                          l[i]);
+    }
+    for (size_t i = 0; i < nl; i++)
+        free(l[i]);
+    free(l);
+    if (rc == 0 && n) *out = a;
+    return rc;
+}
+
+static int load_auth(cnode *root, config *cfg)
+{
+    config_auth *a = &cfg->auth;
+    int rc;
+    a->authenticated = CONFIG_PULL | CONFIG_PUSH | CONFIG_DELETE;
+    a->mirror = CONFIG_PULL;
+    if ((rc = set_str(root, "auth.htpasswd.path", &a->htpasswd)) < 0 ||
+        (rc = set_str(root, "auth.htpasswd.realm", &a->realm)) < 0)
+        return rc;
+    for (const char *other = "token\0silly\0"; *other; other += strlen(other) + 1) {
+        char key[64];
+        snprintf(key, sizeof key, "auth.%s", other);
+        if (cn_path(root, key))
+            return berr_set(BERR_CONFIG, "%s: not supported by this berth (supported: htpasswd)",
+                            key);
+    }
+    a->enabled = a->htpasswd != NULL;
+    if (!a->realm) a->realm = strdup("berth");
+    if ((rc = actions(cn_path(root, "access.anonymous"), "access.anonymous", &a->anonymous)) < 0 ||
+        (rc = actions(cn_path(root, "access.default"), "access.default", &a->authenticated)) <
+            0 ||
+        (rc = actions(cn_path(root, "access.mirror"), "access.mirror", &a->mirror)) < 0 ||
+        (rc = str_list(cn_path(root, "access.admins"), "access.admins", &a->admins,
+                       &a->nadmins)) < 0)
+        return rc;
+    cnode *g = cn_path(root, "access.groups");
+    if (g && g->kind != CN_MAP) return berr_set(BERR_CONFIG, "access.groups: expected a mapping");
+    for (size_t i = 0; g && i < g->nkids; i++) {
+        a->groups = realloc(a->groups, (a->ngroups + 1) * sizeof *a->groups);
+        if (!a->groups) abort();
+        config_group *cg = &a->groups[a->ngroups++];
+        memset(cg, 0, sizeof *cg);
+        cg->name = strdup(g->kids[i]->key);
+        if ((rc = str_list(g->kids[i], "access.groups", &cg->members, &cg->nmembers)) < 0)
+            return rc;
+    }
+    cnode *rl = cn_path(root, "access.rules");
+    if (rl && rl->kind != CN_SEQ) return berr_set(BERR_CONFIG, "access.rules: expected a list");
+    for (size_t i = 0; rl && i < rl->nkids; i++) {
+        cnode *r = rl->kids[i];
+        if (r->kind != CN_MAP)
+            return berr_set(BERR_CONFIG, "access.rules[%zu]: expected a mapping", i);
+        a->rules = realloc(a->rules, (a->nrules + 1) * sizeof *a->rules);
+        if (!a->rules) abort();
+        config_rule *cr = &a->rules[a->nrules++];
+        memset(cr, 0, sizeof *cr);
+        for (size_t k = 0; k < r->nkids; k++) {
+            const char *key = r->kids[k]->key;
+            if (strcasecmp(key, "repositories") && strcasecmp(key, "users") &&
+                strcasecmp(key, "groups") && strcasecmp(key, "actions"))
+                return berr_set(BERR_CONFIG,
+                                "access.rules[%zu]: unknown key '%s' (repositories, users, groups, "
+                                "actions)",
+                                i, key);
+        }
+        char what[64];
+        snprintf(what, sizeof what, "access.rules[%zu]", i);
+        if ((rc = str_list(cn_get(r, "repositories"), what, &cr->repos, &cr->nrepos)) < 0 ||
+            (rc = str_list(cn_get(r, "users"), what, &cr->users, &cr->nusers)) < 0 ||
+            (rc = str_list(cn_get(r, "groups"), what, &cr->groups, &cr->ngroups)) < 0 ||
+            (rc = actions(cn_get(r, "actions"), what, &cr->actions)) < 0)
+            return rc;
+        if (!cr->nrepos)
+            return berr_set(BERR_CONFIG, "access.rules[%zu]: repositories is required", i);
+        if (!cr->nusers && !cr->ngroups)
+            return berr_set(BERR_CONFIG, "access.rules[%zu]: users or groups is required", i);
+    }
+    if (!a->enabled && (cn_path(root, "access") != NULL))
+        return berr_set(BERR_CONFIG, "access: needs auth.htpasswd (who is asking)");
+    return 0;
+}
+
+static void strs_free(char **l, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(l[i]);
+    free(l);
+}
+
+static void auth_free(config_auth *a)
+{
+    free(a->realm);
+    free(a->htpasswd);
+    strs_free(a->admins, a->nadmins);
+    for (size_t i = 0; i < a->ngroups; i++) {
+        free(a->groups[i].name);
+        strs_free(a->groups[i].members, a->groups[i].nmembers);
+    }
+    free(a->groups);
+    for (size_t i = 0; i < a->nrules; i++) {
+        strs_free(a->rules[i].repos, a->rules[i].nrepos);
+        strs_free(a->rules[i].users, a->rules[i].nusers);
+        strs_free(a->rules[i].groups, a->rules[i].ngroups);
+    }
+    free(a->rules);
+}
+
 /* cache.pin: names as clients write them ("docker.io/library/nginx"), with a mirror name that
  * holds a port written as stored ("host-5000/..."); fnmatch patterns allowed. */
 static int load_pins(cnode *root, config *cfg)
@@ -689,7 +829,8 @@ static int config_extract(cnode *root, config *cfg)
         (rc = set_size(root, "limits.manifest", &cfg->max_manifest)) < 0 ||
         (rc = load_mirrors(root, cfg)) < 0 ||
         (rc = set_size(root, "cache.maxsize", &cfg->cache_max)) < 0 ||
-        (rc = load_pins(root, cfg)) < 0 || (rc = load_helm(root, cfg)) < 0)
+        (rc = load_pins(root, cfg)) < 0 || (rc = load_helm(root, cfg)) < 0 ||
+        (rc = load_auth(root, cfg)) < 0)
         return rc;
     if (cfg->connections_per_ip < 0) /* default: a quarter of the slots, at least 16 */
         cfg->connections_per_ip = cfg->connection_limit / 4 > 16 ? cfg->connection_limit / 4 : 16;
@@ -765,6 +906,7 @@ void config_free(config *cfg)
         mirror_free(&cfg->helm.upstreams[i]);
     free(cfg->helm.upstreams);
     free(cfg->helm.oci_prefix);
+    auth_free(&cfg->auth);
     free(cfg->path);
     free(cfg->root);
     free(cfg->addr);
@@ -811,6 +953,10 @@ void config_print_keys(void)
           "  mirrors.<name>.repositories              upstream names served (patterns; all)\n"
           "  cache.maxsize                            space for mirrored content (no limit)\n"
           "  cache.pin                                mirrored repositories never evicted\n"
+          "  auth.htpasswd.path / realm               bcrypt htpasswd file: Basic sign-in\n"
+          "  access.anonymous / default / mirror      actions without sign-in (none), for a\n"
+          "                                           signed-in user (all), in mirror space (pull)\n"
+          "  access.admins / groups / rules           per-repository policies (docs/auth.md)\n"
           "  helm.enabled                             serve the Helm chart repository (true)\n"
           "  helm.oci_prefix                          charts at oci://<berth>/<prefix>/ (charts)\n"
           "  helm.allow_overwrite                     re-uploading a version replaces it (false)\n"

@@ -35,6 +35,41 @@ typedef struct {
     size_t nrepos;
 } config_mirror;
 
+/* Access control (`auth:` as registry:2, `access:` berth's policies; src/auth/). */
+#define CONFIG_PULL 1u
+#define CONFIG_PUSH 2u
+#define CONFIG_DELETE 4u
+typedef struct {
+    char *name;
+    char **members;
+    size_t nmembers;
+} config_group;
+
+typedef struct {
+    char **repos; /* fnmatch patterns ('*' also matches '/') */
+    size_t nrepos;
+    char **users; /* names, "*" (any signed-in user), "anonymous" */
+    size_t nusers;
+    char **groups;
+    size_t ngroups;
+    unsigned actions; /* CONFIG_PULL | CONFIG_PUSH | CONFIG_DELETE */
+} config_rule;
+
+typedef struct {
+    bool enabled;          /* auth.htpasswd configured */
+    char *realm;           /* auth.htpasswd.realm */
+    char *htpasswd;        /* auth.htpasswd.path (bcrypt entries; re-read when it changes) */
+    unsigned anonymous;    /* access.anonymous: what anyone may do unsigned (none) */
+    unsigned authenticated; /* access.default: a signed-in user when no rule matches (all) */
+    unsigned mirror;       /* access.mirror: the most a non-admin may do in mirror space (pull) */
+    char **admins;         /* access.admins: may do everything */
+    size_t nadmins;
+    config_group *groups;  /* access.groups.<name>: [users] */
+    size_t ngroups;
+    config_rule *rules;    /* access.rules: first match decides */
+    size_t nrules;
+} config_auth;
+
 /* The Helm chart repository (`helm:`, src/helm/). */
 typedef struct {
     bool enabled;              /* helm.enabled (true) */
@@ -75,6 +110,7 @@ typedef struct {
     char **pins;          /* berth: cache.pin, repository names or patterns kept from eviction */
     size_t npins;
     config_helm helm;
+    config_auth auth;
 } config;
 
 /* Loads defaults, then the file (when path is non-NULL), then REGISTRY_* env overrides.

@@ -5,6 +5,7 @@
  * requests; one maintenance thread checks storage health and purges stale uploads; the main
  * thread waits for SIGTERM/SIGINT and shuts down cleanly, letting in-flight requests finish.
  */
+#include "auth/auth.h"
 #include "clientcfg.h"
 #include "config.h"
 #include "helm/helm.h"
@@ -190,6 +191,7 @@ static int cmd_serve(const cli *o)
     pthread_join(mt, NULL);
     helm_views_free();
     helm_mirror_free();
+    auth_free_cache();
     store_close(st);
     config_free(&cfg);
     log_info("msg=\"stopped\"");

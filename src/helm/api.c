@@ -13,6 +13,7 @@
  * file, and only a valid chart is committed; anything refused leaves nothing behind. Errors are
  * {"error":"..."} with ChartMuseum's statuses.
  */
+#include "auth/auth.h"
 #include "helm/helm.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -55,11 +56,53 @@ static void view_release(void *v)
     helm_view_put(v);
 }
 
+typedef struct {
+    helm_view *v;
+    struct MHD_IoVec *iov;
+} filtered;
+
+static void filtered_release(void *p)
+{
+    filtered *f = p;
+    helm_view_put(f->v);
+    free(f->iov);
+    free(f);
+}
+
+/* The charts of a view this caller may pull: the view itself when that is all of them. */
+static bool chart_visible(http_req *r, const helm_chart *c)
+{
+    return c->n == 0 || auth_allowed(r, c->versions[0].repo, CONFIG_PULL);
+}
+
 static int index_end(http_req *r)
 {
     helm_view *v;
     int rc = helm_view_get(r->store, r->cfg, tenant_of(r), &v);
     if (rc < 0) return rc;
+    bool all = true;
+    for (size_t i = 0; all && i < v->ncharts; i++)
+        all = chart_visible(r, v->charts[i]);
+    if (!all) {
+        filtered *f = calloc(1, sizeof *f);
+        if (f) f->iov = calloc(v->niov, sizeof *f->iov);
+        if (!f || !f->iov) {
+            free(f);
+            helm_view_put(v);
+            return berr_set(BERR_INTERNAL, "out of memory");
+        }
+        f->v = v;
+        unsigned n = 1;
+        uint64_t len = 0;
+        for (size_t i = 0; i < v->ncharts; i++)
+            if (chart_visible(r, v->charts[i])) f->iov[n++] = v->iov[i + 1];
+        static const char none[] = "apiVersion: v1\nentries: {}\n";
+        f->iov[0] = n > 1 ? v->iov[0] : (struct MHD_IoVec){none, sizeof none - 1};
+        f->iov[n++] = v->iov[v->niov - 1];
+        for (unsigned i = 0; i < n; i++)
+            len += f->iov[i].iov_len;
+        return http_reply_iov(r, 200, "application/x-yaml", f->iov, n, len, filtered_release, f);
+    }
     /* the view's bytes are sent as they are; the response holds a reference until sent */
     return http_reply_iov(r, 200, "application/x-yaml", v->iov, v->niov, v->yaml_len, view_release,
                           v);
@@ -139,6 +182,10 @@ static int file_end(http_req *r)
     store_manifest m;
     int rc = find_chart_file(r, base, repo, sizeof repo, &m);
     if (rc < 0) return rc;
+    if ((rc = auth_require(r, repo, CONFIG_PULL)) < 0) {
+        store_manifest_free(&m);
+        return rc;
+    }
     rc = manifest_layer(&m, prov ? HELM_MT_PROV : HELM_MT_CHART, digest, NULL);
     store_manifest_free(&m);
     if (rc < 0) return berr_set(BERR_NOT_FOUND, "%s not found", file);
@@ -170,7 +217,13 @@ static int list_end(http_req *r)
     helm_buf b = {0};
     helm_buf_add(&b, "{", 1);
     size_t shown = 0;
-    for (size_t i = (size_t)off; i < v->ncharts && (lim < 0 || shown < (size_t)lim); i++) {
+    for (size_t i = 0, skip = (size_t)off; i < v->ncharts && (lim < 0 || shown < (size_t)lim);
+         i++) {
+        if (!chart_visible(r, v->charts[i])) continue;
+        if (skip) {
+            skip--;
+            continue;
+        }
         json_t *k = json_string(v->charts[i]->name);
         char *ks = json_dumps(k, JSON_ENCODE_ANY);
         json_decref(k);
@@ -191,7 +244,7 @@ static int chart_end(http_req *r)
     int rc = helm_view_get(r->store, r->cfg, tenant_of(r), &v);
     if (rc < 0) return rc;
     const helm_chart *c = helm_view_chart(v, r->ref);
-    if (!c) {
+    if (!c || !chart_visible(r, c)) {
         helm_view_put(v);
         return berr_set(BERR_NOT_FOUND, "chart not found");
     }
@@ -218,7 +271,7 @@ static int version_end(http_req *r)
     int rc = helm_view_get(r->store, r->cfg, tenant_of(r), &v);
     if (rc < 0) return rc;
     const helm_version *hv = helm_view_version(v, name, version);
-    if (!hv) {
+    if (!hv || !auth_allowed(r, hv->repo, CONFIG_PULL)) {
         helm_view_put(v);
         return berr_set(BERR_NOT_FOUND, "no chart version found for %s-%.130s", name, version);
     }
@@ -242,7 +295,8 @@ static int delete_end(http_req *r)
         helm_view_put(v);
         return berr_set(BERR_NOT_FOUND, "no chart version found for %s-%.130s", name, version);
     }
-    rc = store_manifest_delete(r->store, hv->repo, hv->digest);
+    rc = auth_require(r, hv->repo, CONFIG_DELETE);
+    if (rc == 0) rc = store_manifest_delete(r->store, hv->repo, hv->digest);
     helm_view_put(v);
     if (rc == -BERR_MANIFEST_UNKNOWN)
         return berr_set(BERR_NOT_FOUND, "no chart version found for %s-%.130s", name, version);
@@ -393,6 +447,10 @@ static int prov_attach(http_req *r, const char *prov, size_t len, bool overwrite
     if (rc < 0) return rc;
     char repo[512], chart_digest[DIGEST_STR_MAX], prov_digest[DIGEST_STR_MAX];
     helm_repo_name(r->cfg, tenant_of(r), pc.name, repo, sizeof repo);
+    if ((rc = auth_require(r, repo, CONFIG_PUSH)) < 0) {
+        helm_chart_info_free(&pc);
+        return rc;
+    }
     store_manifest m;
     rc = store_manifest_get(r->store, repo, pc.tag, &m);
     if (rc < 0) {
@@ -469,6 +527,10 @@ static int upload_end(http_req *r)
     if (rc < 0) return rc;
     char repo[512], digest[DIGEST_STR_MAX];
     helm_repo_name(r->cfg, tenant_of(r), ci.name, repo, sizeof repo);
+    if ((rc = auth_require(r, repo, CONFIG_PUSH)) < 0) {
+        helm_chart_info_free(&ci);
+        return rc;
+    }
     store_manifest old;
     if (!overwrite && store_manifest_get(r->store, repo, ci.tag, &old) == 0) {
         store_manifest_free(&old);
@@ -518,7 +580,10 @@ static void upload_cleanup(http_req *r)
 
 static int mirror_index_end(http_req *r)
 {
-    return helm_mirror_index(r, r->aux);
+    char repo[512];
+    helm_repo_name(r->cfg, "", ((const config_mirror *)r->aux)->name, repo, sizeof repo);
+    int rc = auth_require(r, repo, CONFIG_PULL);
+    return rc < 0 ? rc : helm_mirror_index(r, r->aux);
 }
 
 static int mirror_file_end(http_req *r)

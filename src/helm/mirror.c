@@ -13,6 +13,7 @@
  * like an uploaded chart, and stored as a mirrored (evictable) OCI chart in
  * <helm.oci_prefix>/<name>/<chart>, so it is pullable over OCI as well.
  */
+#include "auth/auth.h"
 #include "helm/helm.h"
 #include "proxy/upstream.h"
 #include "util/err.h"
@@ -451,6 +452,10 @@ int helm_mirror_chart(http_req *r, const config_mirror *up, const char *file)
 {
     up_state *st = state_of(up);
     if (!st) return berr_set(BERR_INTERNAL, "out of memory");
+    char area[512];
+    helm_repo_name(r->cfg, "", up->name, area, sizeof area);
+    int arc = auth_require(r, area, CONFIG_PULL);
+    if (arc < 0) return arc;
     char repo[512], digest[DIGEST_STR_MAX];
     if (!stored_chart(r, up, file, repo, sizeof repo, digest)) {
         pthread_mutex_lock(&st->chart_mu);

@@ -65,6 +65,8 @@ struct http_req {
     char upstream_repo[256];
     bool raw_escaped; /* the raw path held percent-escapes other than %3A */
     bool plain_errors; /* errors as {"error":"..."} (the Helm/ChartMuseum API), not OCI JSON */
+    bool signed_in;    /* auth/: the caller proved who it is */
+    char user[128];
     const void *aux;   /* router's extra result (helm/: the upstream chart repository) */
     bool failed;      /* a response (usually an error) is set; the rest of the body is discarded */
 };

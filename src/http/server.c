@@ -11,6 +11,7 @@
  * An error found before a large body arrives is answered at once (the connection then closes)
  * rather than reading gigabytes to discard them.
  */
+#include "auth/auth.h"
 #include "http/http.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -212,9 +213,13 @@ int http_reply_error(http_req *r, int rc)
                   msg);
     char esc[1200], body[1500];
     json_escape(esc, sizeof esc, msg);
+    char challenge[300];
+    auth_challenge(r->cfg, challenge, sizeof challenge);
     if (r->plain_errors) {
         int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", esc);
-        return http_reply(r, status, "application/json", body, (size_t)n);
+        int ret = http_reply(r, status, "application/json", body, (size_t)n);
+        if (ret == 0 && code == BERR_UNAUTHORIZED) http_add_header(r, "WWW-Authenticate", challenge);
+        return ret;
     }
     int n = snprintf(body, sizeof body,
                      "{\"errors\":[{\"code\":\"%s\",\"message\":\"%s\",\"detail\":null}]}\n",
@@ -223,8 +228,7 @@ int http_reply_error(http_req *r, int rc)
     if (ret == 0 && status == 405) {
         http_add_header(r, "Allow", r->h ? "GET, HEAD, PUT, POST, PATCH, DELETE" : "GET, HEAD");
     }
-    if (ret == 0 && code == BERR_UNAUTHORIZED)
-        http_add_header(r, "WWW-Authenticate", "Basic realm=\"berth\"");
+    if (ret == 0 && code == BERR_UNAUTHORIZED) http_add_header(r, "WWW-Authenticate", challenge);
     return ret;
 }
 
@@ -337,8 +341,11 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
         atomic_fetch_add(&srv->inflight, 1);
         berr_clear();
         if (!r->path) return MHD_NO;
+        int arc;
         if (!registry_route(r) && !status_route(r) && !helm_route(r))
             fail(r, berr_set(BERR_NOT_FOUND, "no such endpoint"));
+        else if (!r->failed && (arc = auth_request(r)) < 0)
+            fail(r, arc);
         else if (!r->failed && r->h) {
             int rc = r->h->begin ? r->h->begin(r) : 0;
             r->started = true;

@@ -2,6 +2,7 @@
  * lists: /v2/ (version check), tags list, catalog and referrers. Listings come sorted from the
  * metadata store (byte order) and paginate with n/last and an RFC 8288 Link header.
  */
+#include "auth/auth.h"
 #include "registry/registry.h"
 #include "util/err.h"
 
@@ -73,12 +74,22 @@ static int catalog_end(http_req *r)
     store_list l;
     rc = store_catalog(r->store, http_query(r, "last"), n, &l);
     if (rc < 0) return rc;
+    /* a caller sees only the repositories it may pull (the page may come out shorter) */
+    char *last_seen = l.n ? strdup(l.items[l.n - 1]) : NULL;
+    size_t kept = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        if (auth_allowed(r, l.items[i], CONFIG_PULL))
+            l.items[kept++] = l.items[i];
+        else
+            free(l.items[i]);
+    }
+    l.n = kept;
     json_t *o = json_object();
     json_object_set_new(o, "repositories", string_array(&l));
     rc = reply_json(r, o, "application/json");
-    if (rc == 0 && l.more && l.n > 0)
-        http_add_headerf(r, "Link", "</v2/_catalog?last=%s&n=%ld>; rel=\"next\"", l.items[l.n - 1],
-                         n);
+    if (rc == 0 && l.more && last_seen)
+        http_add_headerf(r, "Link", "</v2/_catalog?last=%s&n=%ld>; rel=\"next\"", last_seen, n);
+    free(last_seen);
     store_list_free(&l);
     return rc;
 }

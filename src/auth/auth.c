@@ -1,0 +1,306 @@
+/*
+ * auth: see auth.h.
+ *
+ * The htpasswd file is read at start and again whenever its inode, size or mtime change (checked
+ * at most once a second), so adding a user or changing a password needs no restart. Only bcrypt
+ * entries ($2a$, $2b$, $2y$) are accepted, as in registry:2; they are checked with libcrypt's
+ * crypt_r. A bcrypt check costs milliseconds by design, so a successful sign-in is remembered
+ * (keyed by a SHA-256 of user and password, compared in constant time) until the file changes.
+ * Passwords are never logged; failed sign-ins log only the user name.
+ */
+#include "auth/auth.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <crypt.h>
+#include <fnmatch.h>
+#include <nettle/base64.h>
+#include <nettle/sha2.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+
+typedef struct {
+    char *user, *hash;
+} ht_entry;
+
+#define CACHE_SLOTS 64
+
+static struct {
+    pthread_mutex_t mu;
+    ht_entry *e;
+    size_t n;
+    struct stat st;
+    bool loaded;
+    time_t checked;
+    uint64_t version;
+    struct {
+        uint8_t key[SHA256_DIGEST_SIZE];
+        uint64_t version;
+        bool used;
+    } cache[CACHE_SLOTS];
+    size_t next_slot;
+} ht = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static bool ct_equal(const void *a, const void *b, size_t n)
+{
+    const volatile uint8_t *x = a, *y = b;
+    uint8_t d = 0;
+    for (size_t i = 0; i < n; i++)
+        d |= (uint8_t)(x[i] ^ y[i]);
+    return d == 0;
+}
+
+static void ht_clear(void)
+{
+    for (size_t i = 0; i < ht.n; i++) {
+        free(ht.e[i].user);
+        free(ht.e[i].hash);
+    }
+    free(ht.e);
+    ht.e = NULL;
+    ht.n = 0;
+}
+
+/* Re-reads the file when it changed; called with ht.mu held. */
+static void ht_refresh(const char *path)
+{
+    time_t now = time(NULL);
+    if (ht.loaded && now == ht.checked) return;
+    ht.checked = now;
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        if (ht.loaded) log_warn("msg=\"htpasswd file unreadable: keeping the users read before\"");
+        return;
+    }
+    if (ht.loaded && st.st_ino == ht.st.st_ino && st.st_size == ht.st.st_size &&
+        st.st_mtim.tv_sec == ht.st.st_mtim.tv_sec && st.st_mtim.tv_nsec == ht.st.st_mtim.tv_nsec)
+        return;
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    ht_clear();
+    char line[1024];
+    size_t lineno = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0] || line[0] == '#') continue;
+        char *colon = strchr(line, ':');
+        if (!colon || strncmp(colon + 1, "$2", 2) != 0) {
+            log_warn("msg=\"htpasswd: line skipped (only user:bcrypt entries)\" line=%zu", lineno);
+            continue;
+        }
+        *colon = '\0';
+        ht_entry *ne = realloc(ht.e, (ht.n + 1) * sizeof *ht.e);
+        if (!ne) break;
+        ht.e = ne;
+        ht.e[ht.n].user = strdup(line);
+        ht.e[ht.n].hash = strdup(colon + 1);
+        ht.n++;
+    }
+    fclose(f);
+    ht.st = st;
+    ht.loaded = true;
+    ht.version++;
+    log_info("msg=\"htpasswd loaded\" users=%zu", ht.n);
+}
+
+static void cache_key(const char *user, const char *pass, uint8_t *key)
+{
+    struct sha256_ctx c;
+    sha256_init(&c);
+    sha256_update(&c, strlen(user) + 1, (const uint8_t *)user); /* with its NUL: a separator */
+    sha256_update(&c, strlen(pass), (const uint8_t *)pass);
+    sha256_digest(&c, SHA256_DIGEST_SIZE, key);
+}
+
+/* Checks user:pass against the file; true when they match. */
+static bool verify(const config *cfg, const char *user, const char *pass)
+{
+    uint8_t key[SHA256_DIGEST_SIZE];
+    cache_key(user, pass, key);
+    pthread_mutex_lock(&ht.mu);
+    ht_refresh(cfg->auth.htpasswd);
+    uint64_t version = ht.version;
+    bool hit = false;
+    for (size_t i = 0; i < CACHE_SLOTS; i++)
+        if (ht.cache[i].used && ht.cache[i].version == version &&
+            ct_equal(ht.cache[i].key, key, sizeof key))
+            hit = true;
+    char *hash = NULL;
+    for (size_t i = 0; !hit && i < ht.n; i++)
+        if (!strcmp(ht.e[i].user, user)) hash = strdup(ht.e[i].hash);
+    pthread_mutex_unlock(&ht.mu);
+    if (hit) return true;
+    if (!hash) return false;
+    struct crypt_data *cd = calloc(1, sizeof *cd);
+    bool ok = false;
+    if (cd) {
+        const char *out = crypt_r(pass, hash, cd);
+        size_t hl = strlen(hash);
+        ok = out && out[0] == '$' && strlen(out) == hl && ct_equal(out, hash, hl);
+        free(cd);
+    }
+    free(hash);
+    if (ok) {
+        pthread_mutex_lock(&ht.mu);
+        if (ht.version == version) {
+            size_t s = ht.next_slot++ % CACHE_SLOTS;
+            memcpy(ht.cache[s].key, key, sizeof key);
+            ht.cache[s].version = version;
+            ht.cache[s].used = true;
+        }
+        pthread_mutex_unlock(&ht.mu);
+    }
+    return ok;
+}
+
+void auth_free_cache(void)
+{
+    pthread_mutex_lock(&ht.mu);
+    ht_clear();
+    ht.loaded = false;
+    memset(ht.cache, 0, sizeof ht.cache);
+    pthread_mutex_unlock(&ht.mu);
+}
+
+void auth_challenge(const config *cfg, char *out, size_t len)
+{
+    snprintf(out, len, "Basic realm=\"%s\"", cfg->auth.realm ? cfg->auth.realm : "berth");
+}
+
+/* ---- policies ---- */
+
+static bool listed(char *const *l, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(l[i], s)) return true;
+    return false;
+}
+
+static bool in_group(const config_auth *a, const char *group, const char *user)
+{
+    for (size_t i = 0; i < a->ngroups; i++)
+        if (!strcmp(a->groups[i].name, group))
+            return listed(a->groups[i].members, a->groups[i].nmembers, user);
+    return false;
+}
+
+static bool rule_matches(const config_auth *a, const config_rule *rl, const char *user,
+                         const char *repo)
+{
+    bool repo_ok = false;
+    for (size_t i = 0; i < rl->nrepos && !repo_ok; i++)
+        repo_ok = fnmatch(rl->repos[i], repo, 0) == 0;
+    if (!repo_ok) return false;
+    if (!user) return listed(rl->users, rl->nusers, "anonymous");
+    if (listed(rl->users, rl->nusers, user) || listed(rl->users, rl->nusers, "*")) return true;
+    for (size_t i = 0; i < rl->ngroups; i++)
+        if (in_group(a, rl->groups[i], user)) return true;
+    return false;
+}
+
+static unsigned allowed_actions(const config_auth *a, const char *user, const char *repo,
+                                bool mirror_space)
+{
+    if (user && listed(a->admins, a->nadmins, user)) return CONFIG_PULL | CONFIG_PUSH | CONFIG_DELETE;
+    unsigned allowed = user ? a->authenticated : a->anonymous;
+    for (size_t i = 0; i < a->nrules; i++) {
+        if (rule_matches(a, &a->rules[i], user, repo)) {
+            allowed = a->rules[i].actions;
+            break;
+        }
+    }
+    if (mirror_space) allowed &= a->mirror;
+    return allowed;
+}
+
+bool auth_allowed(const http_req *r, const char *repo, unsigned action)
+{
+    const config_auth *a = &r->cfg->auth;
+    if (!a->enabled) return true;
+    unsigned got = allowed_actions(a, r->signed_in ? r->user : NULL, repo, r->mirror != NULL);
+    return (got & action) == action;
+}
+
+int auth_require(http_req *r, const char *repo, unsigned action)
+{
+    if (auth_allowed(r, repo, action)) return 0;
+    const char *what = action == CONFIG_PULL ? "pull" : action == CONFIG_PUSH ? "push" : "delete";
+    if (!r->signed_in)
+        return berr_set(BERR_UNAUTHORIZED, "authentication required to %s %s", what, repo);
+    return berr_set(BERR_DENIED, "%s may not %s %s", r->user, what, repo);
+}
+
+/* ---- requests ---- */
+
+/* Parses "Basic base64(user:pass)"; 0, or -1 when malformed. */
+static int parse_basic(const char *h, char *user, size_t ul, char *pass, size_t pl)
+{
+    if (strncasecmp(h, "Basic ", 6) != 0) return -1;
+    const char *b64 = h + 6;
+    while (*b64 == ' ')
+        b64++;
+    size_t n = strlen(b64);
+    if (n > 2048) return -1;
+    uint8_t dec[1600];
+    size_t dl = sizeof dec;
+    struct base64_decode_ctx ctx;
+    base64_decode_init(&ctx);
+    if (!base64_decode_update(&ctx, &dl, dec, n, b64) || !base64_decode_final(&ctx)) return -1;
+    uint8_t *colon = memchr(dec, ':', dl);
+    if (!colon) return -1;
+    size_t ulen = (size_t)(colon - dec), plen = dl - ulen - 1;
+    if (ulen == 0 || ulen >= ul || plen >= pl || memchr(dec, '\0', dl)) return -1;
+    memcpy(user, dec, ulen);
+    user[ulen] = '\0';
+    memcpy(pass, colon + 1, plen);
+    pass[plen] = '\0';
+    return 0;
+}
+
+int auth_request(http_req *r)
+{
+    const config_auth *a = &r->cfg->auth;
+    if (!a->enabled) return 0;
+    const char *h = http_header(r, "Authorization");
+    if (h) {
+        char user[256], pass[1024];
+        if (parse_basic(h, user, sizeof user, pass, sizeof pass) < 0)
+            return berr_set(BERR_UNAUTHORIZED, "unsupported or malformed Authorization header");
+        bool ok = verify(r->cfg, user, pass);
+        memset(pass, 0, sizeof pass);
+        if (!ok) {
+            log_warn("msg=\"sign-in refused\" user=\"%.100s\"", user);
+            return berr_set(BERR_UNAUTHORIZED, "invalid username or password");
+        }
+        snprintf(r->user, sizeof r->user, "%s", user);
+        r->signed_in = true;
+    }
+    if (!r->h) return 0; /* no handler (405): nothing to protect */
+    bool oci = !strncmp(r->path, "/v2", 3) && !r->plain_errors;
+    if (!oci && !r->plain_errors) return 0; /* /, /health: public, for load balancers */
+    /* the API root, the catalog and the Helm API: callers that signed in, or anyone when some
+     * anonymous access is configured; listings are filtered and items checked one by one */
+    if (!strcmp(r->path, "/v2/") || !strcmp(r->path, "/v2")) {
+        /* always a challenge for an unsigned caller: clients learn here how to sign in (and a
+         * client without credentials goes on anonymously) */
+        if (!r->signed_in) return berr_set(BERR_UNAUTHORIZED, "authentication required");
+        return 0;
+    }
+    if (r->plain_errors || !r->name[0]) {
+        bool anon = a->anonymous != 0;
+        for (size_t i = 0; !anon && i < a->nrules; i++)
+            anon = listed(a->rules[i].users, a->rules[i].nusers, "anonymous");
+        if (!r->signed_in && !anon) return berr_set(BERR_UNAUTHORIZED, "authentication required");
+        return 0;
+    }
+    unsigned action = (r->method == M_GET || r->method == M_HEAD) ? CONFIG_PULL
+                      : r->method == M_DELETE                       ? CONFIG_DELETE
+                                                                    : CONFIG_PUSH;
+    return auth_require(r, r->name, action);
+}

@@ -1,0 +1,25 @@
+/*
+ * auth: who is asking, and may they. Basic sign-in against a registry:2 htpasswd file (bcrypt
+ * entries, re-read when the file changes), then berth's per-repository policies (`access:`).
+ * Every API (OCI, Helm, mirror fills) asks the same question: may this identity do this action
+ * (pull, push, delete) on this repository.
+ */
+#ifndef BERTH_AUTH_H
+#define BERTH_AUTH_H
+
+#include "http/http.h"
+
+/* Signs the request in (from its Authorization header) and checks what its route needs: an OCI
+ * route its repository and the method's action; other routes only that the caller is known or
+ * anonymous access is on (their handlers ask auth_allowed per item). 0, or -BERR_UNAUTHORIZED
+ * (the response then carries the challenge) / -BERR_DENIED. No-op when auth is off. */
+int auth_request(http_req *r);
+/* May the request's identity do action (CONFIG_PULL...) on repo? (true when auth is off) */
+bool auth_allowed(const http_req *r, const char *repo, unsigned action);
+/* The same, as an error for a handler to return: -BERR_UNAUTHORIZED or -BERR_DENIED. */
+int auth_require(http_req *r, const char *repo, unsigned action);
+/* The challenge for a 401 (WWW-Authenticate value). */
+void auth_challenge(const config *cfg, char *out, size_t len);
+void auth_free_cache(void);
+
+#endif
