@@ -90,14 +90,64 @@ static bool plain_safe(const char *s)
     return true;
 }
 
+/* A string as a YAML double-quoted scalar, escaped as jansson escapes JSON ('"', '\\', C0
+ * controls) and also where jansson writes raw what YAML may not hold raw or reads as a line break:
+ * DEL, C1 controls (U+0085 is a YAML line break), U+2028/U+2029, the BOM and U+FFFE/U+FFFF. One
+ * such character written raw makes the whole index.yaml unreadable ("control characters are not
+ * allowed") or changes the string. Works on the byte length, so a NUL is escaped too. */
+static void yaml_quoted(helm_buf *b, const char *s, size_t n)
+{
+    helm_buf_add(b, "\"", 1);
+    size_t run = 0; /* start of the bytes not yet written */
+    for (size_t i = 0; i < n;) {
+        const unsigned char *u = (const unsigned char *)s + i;
+        unsigned cp = 0x110000; /* none */
+        size_t len = 1;
+        const char *esc = NULL;
+        if (u[0] == '"') esc = "\\\"";
+        else if (u[0] == '\\') esc = "\\\\";
+        else if (u[0] == '\b') esc = "\\b";
+        else if (u[0] == '\f') esc = "\\f";
+        else if (u[0] == '\n') esc = "\\n";
+        else if (u[0] == '\r') esc = "\\r";
+        else if (u[0] == '\t') esc = "\\t";
+        else if (u[0] < 0x20 || u[0] == 0x7f) cp = u[0];
+        else if (u[0] == 0xc2 && i + 1 < n && u[1] >= 0x80 && u[1] <= 0x9f) cp = u[1], len = 2;
+        else if (i + 2 < n && ((u[0] == 0xe2 && u[1] == 0x80 && (u[2] == 0xa8 || u[2] == 0xa9)) ||
+                               (u[0] == 0xef && u[1] == 0xbb && u[2] == 0xbf) ||
+                               (u[0] == 0xef && u[1] == 0xbf && (u[2] == 0xbe || u[2] == 0xbf))))
+            cp = (unsigned)(u[0] & 0x0f) << 12 | (unsigned)(u[1] & 0x3f) << 6 | (u[2] & 0x3f), len = 3;
+        if (!esc && cp == 0x110000) {
+            i += len;
+            continue;
+        }
+        helm_buf_add(b, s + run, i - run);
+        if (esc) {
+            helm_buf_add(b, esc, strlen(esc));
+        } else {
+            char seq[8];
+            snprintf(seq, sizeof seq, "\\u%04X", cp);
+            helm_buf_add(b, seq, 6);
+        }
+        i += len;
+        run = i;
+    }
+    helm_buf_add(b, s + run, n - run);
+    helm_buf_add(b, "\"", 1);
+}
+
 void helm_yaml_scalar(helm_buf *b, json_t *v)
 {
-    if (json_is_string(v) && plain_safe(json_string_value(v))) {
-        helm_buf_add(b, json_string_value(v), json_string_length(v));
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        size_t n = json_string_length(v);
+        if (strlen(s) == n && plain_safe(s))
+            helm_buf_add(b, s, n);
+        else
+            yaml_quoted(b, s, n);
         return;
     }
-    /* JSON's string escapes are valid in YAML double-quoted scalars; numbers, booleans and null
-     * are the same in both */
+    /* numbers, booleans and null are the same in JSON and YAML */
     char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
     if (!s) {
         b->oom = true;
@@ -122,11 +172,26 @@ static int key_cmp(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static void yaml_key(helm_buf *b, const char *k)
+/* A mapping key and its ':'. YAML limits an implicit key to 1024 characters, so a long one is
+ * written as an explicit key ("? key", then ':' on the next line at the key's indent), as Go's
+ * yaml does for keys over 128. */
+static void yaml_key(helm_buf *b, const char *k, int indent)
 {
+    helm_buf kb = {0};
     json_t *ks = json_string(k);
-    helm_yaml_scalar(b, ks);
+    helm_yaml_scalar(&kb, ks);
     json_decref(ks);
+    if (kb.oom || !kb.buf) {
+        b->oom = true;
+    } else if (kb.len <= 128) {
+        helm_buf_add(b, kb.buf, kb.len);
+    } else {
+        helm_buf_add(b, "? ", 2);
+        helm_buf_add(b, kb.buf, kb.len);
+        helm_buf_add(b, "\n", 1);
+        pad(b, indent);
+    }
+    free(kb.buf);
     helm_buf_add(b, ":", 1);
 }
 
@@ -166,7 +231,7 @@ static void yaml_map(helm_buf *b, json_t *o, int indent, bool first_inline)
     qsort(keys, n, sizeof *keys, key_cmp);
     for (i = 0; i < n; i++) {
         if (!(first_inline && i == 0)) pad(b, indent);
-        yaml_key(b, keys[i]);
+        yaml_key(b, keys[i], indent);
         yaml_after_key(b, json_object_get(o, keys[i]), indent);
     }
     free(keys);
@@ -292,7 +357,7 @@ static int chart_build(const char *name, store_chart *rows, size_t n, helm_chart
         qsort(c->versions, c->n, sizeof *c->versions, version_cmp);
         helm_buf b = {0};
         pad(&b, 2);
-        yaml_key(&b, c->name);
+        yaml_key(&b, c->name, 2);
         helm_buf_add(&b, "\n", 1);
         for (size_t i = 0; i < c->n; i++) {
             helm_buf_add(&b, c->versions[i].yaml, strlen(c->versions[i].yaml));

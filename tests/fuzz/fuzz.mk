@@ -4,7 +4,8 @@
 #   make fuzz [FUZZ_SECONDS=300]    runs each target for FUZZ_SECONDS; the growing corpus lives in
 #                                   build/fuzz/corpus/<target>/ (seeds: tests/fuzz/corpus/<target>/),
 #                                   crashes in build/fuzz/artifacts/<target>/
-#   make fuzz-<target>              one target only (ref digest range manifest config challenge)
+#   make fuzz-<target>              one target only (ref digest range manifest config challenge
+#                                   chartyaml chart_tgz semver)
 #   make -k fuzz                    go on with the other targets after a crash
 #
 # tests/integration/fuzz.sh (part of `make test`) runs every target for a few seconds.
@@ -14,12 +15,17 @@ FUZZ_SECONDS ?= 300
 # tests/fuzz/dict/<target>.dict when present).
 FUZZ_TARGETS  = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 # The library sources the targets exercise (archived, so each target links only what it needs).
+# src/helm/chart.c (chartyaml, chart_tgz, semver) also holds helm_chart_store and helm_oci_entry,
+# so its object needs the index renderer and the store (sqlite metadata, blob files) to link.
 FUZZ_SRC      = src/util/ref.c src/util/digest.c src/util/err.c src/util/log.c src/config.c \
-                src/registry/httpparse.c src/registry/manifest.c src/proxy/upstream.c
+                src/registry/httpparse.c src/registry/manifest.c src/proxy/upstream.c \
+                src/helm/chart.c src/helm/index.c src/store/store.c src/store/evict.c \
+                src/store/blobfs.c src/store/meta_sqlite.c
 FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 # The Makefile's CFLAGS (-std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc + pkg-config), under
-# clang, which does not know every gcc warning name the Makefile turns off.
-FUZZ_CFLAGS   = $(CFLAGS) -O1 -g -Wno-unknown-warning-option $(FUZZ_SAN)
+# clang, which does not know every gcc warning name the Makefile turns off and warns about the
+# multi-line SQL literals of src/store/meta_sqlite.c (-Wstring-concatenation, which gcc lacks).
+FUZZ_CFLAGS   = $(CFLAGS) -O1 -g -Wno-unknown-warning-option -Wno-string-concatenation $(FUZZ_SAN)
 FUZZ_OBJ      = $(FUZZ_SRC:src/%.c=build/fuzz/obj/%.o)
 FUZZ_BINS     = $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 

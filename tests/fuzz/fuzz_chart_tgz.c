@@ -1,0 +1,114 @@
+/*
+ * Fuzzes chart archive inspection (helm_chart_inspect, src/helm/chart.c: libarchive gzip + tar,
+ * path checks, the size limit, Chart.yaml). The input is handed over in a memfd, as an upload's
+ * file is. Two forms, so the fuzzer reaches the tar layer as well as the gzip one:
+ *  - the input as it is (a .tgz, or anything else: the seeds are real chart archives);
+ *  - "TAR:" followed by a tar stream, which the target wraps in a gzip of stored (uncompressed)
+ *    deflate blocks with the right CRC, so mutations of the tar headers are not lost to CRC
+ *    mismatches.
+ * max_uncompressed is 1 MiB, so a bomb is refused early and no input can take long.
+ *
+ * Invariants: 0 or -BERR_BAD_REQUEST (-BERR_INTERNAL only for out of memory); on success a JSON
+ * object whose name passes helm_name_valid and version helm_semver_valid, equal to info's strings,
+ * and info's tag is the version with '+' written '_'; on failure a message and no metadata;
+ * helm_chart_info_free releases everything (LeakSanitizer); no crash, no hang.
+ */
+#include "fuzz.h"
+#include "helm/helm.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define MAX_UNCOMPRESSED (1 << 20)
+
+static int fd = -1;
+static uint32_t crc_table[256];
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc, (void)argv;
+    log_set_level(LOG_ERROR);
+    fd = memfd_create("berth-fuzz-chart", 0);
+    if (fd < 0) abort();
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+    return 0;
+}
+
+static uint32_t crc32_of(const uint8_t *p, size_t n)
+{
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++)
+        c = crc_table[(c ^ p[i]) & 0xff] ^ (c >> 8);
+    return c ^ 0xffffffffu;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16), p[3] = (uint8_t)(v >> 24);
+}
+
+/* RFC 1952 gzip member holding p[0..n) in stored deflate blocks (RFC 1951 BTYPE 00). */
+static uint8_t *gzip_stored(const uint8_t *p, size_t n, size_t *outlen)
+{
+    size_t blocks = n / 65535 + 1;
+    uint8_t *out = malloc(10 + blocks * 5 + n + 8), *o = out;
+    if (!out) abort();
+    static const uint8_t hdr[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
+    memcpy(o, hdr, 10);
+    o += 10;
+    size_t off = 0;
+    do {
+        size_t k = n - off < 65535 ? n - off : 65535;
+        *o++ = off + k == n ? 1 : 0; /* BFINAL, BTYPE 00 */
+        o[0] = (uint8_t)k, o[1] = (uint8_t)(k >> 8);
+        o[2] = (uint8_t)~k, o[3] = (uint8_t)(~k >> 8);
+        o += 4;
+        memcpy(o, p + off, k);
+        o += k;
+        off += k;
+    } while (off < n);
+    put_le32(o, crc32_of(p, n));
+    put_le32(o + 4, (uint32_t)n);
+    o += 8;
+    *outlen = (size_t)(o - out);
+    return out;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    uint8_t *wrapped = NULL;
+    if (size >= 4 && !memcmp(data, "TAR:", 4)) {
+        wrapped = gzip_stored(data + 4, size - 4, &size);
+        data = wrapped;
+    }
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, data, size, 0) != (ssize_t)size) abort();
+    free(wrapped);
+
+    helm_chart_info info;
+    memset(&info, 0x5a, sizeof info); /* inspect must initialise it itself */
+    berr_clear();
+    int rc = helm_chart_inspect(fd, MAX_UNCOMPRESSED, &info);
+    FUZZ_ASSERT(rc == 0 || rc == -BERR_BAD_REQUEST || rc == -BERR_INTERNAL);
+    if (rc == 0) {
+        FUZZ_ASSERT(json_is_object(info.meta));
+        const char *name = json_string_value(json_object_get(info.meta, "name"));
+        const char *version = json_string_value(json_object_get(info.meta, "version"));
+        FUZZ_ASSERT(name && !strcmp(name, info.name) && helm_name_valid(info.name));
+        FUZZ_ASSERT(version && !strcmp(version, info.version) && helm_semver_valid(info.version));
+        FUZZ_ASSERT(strlen(info.tag) == strlen(info.version));
+        for (size_t i = 0; info.version[i]; i++)
+            FUZZ_ASSERT(info.tag[i] == (info.version[i] == '+' ? '_' : info.version[i]));
+    } else {
+        FUZZ_ASSERT(info.meta == NULL && berr_msg()[0]);
+    }
+    helm_chart_info_free(&info);
+    FUZZ_ASSERT(info.meta == NULL);
+    return 0;
+}
