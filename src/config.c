@@ -818,6 +818,8 @@ static int config_extract(cnode *root, config *cfg)
         (rc = set_str(root, "http.host", &cfg->host)) < 0 ||
         (rc = set_str(root, "http.tls.certificate", &cfg->tls_cert)) < 0 ||
         (rc = set_str(root, "http.tls.key", &cfg->tls_key)) < 0 ||
+        (rc = str_list(cn_path(root, "http.tls.clientcas"), "http.tls.clientcas",
+                       &cfg->tls_clientcas, &cfg->ntls_clientcas)) < 0 ||
         (rc = set_int(root, "http.connections", &cfg->connection_limit)) < 0 ||
         (rc = set_int(root, "http.connections_per_ip", &cfg->connections_per_ip)) < 0 ||
         (rc = set_int(root, "http.threads", &cfg->threads)) < 0 ||
@@ -834,6 +836,8 @@ static int config_extract(cnode *root, config *cfg)
         return rc;
     if (cfg->connections_per_ip < 0) /* default: a quarter of the slots, at least 16 */
         cfg->connections_per_ip = cfg->connection_limit / 4 > 16 ? cfg->connection_limit / 4 : 16;
+    if (cfg->ntls_clientcas && !cfg->tls_cert)
+        return berr_set(BERR_CONFIG, "http.tls.clientcas: needs http.tls.certificate and key");
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
         return berr_set(BERR_CONFIG, "http.tls: certificate and key must be given together");
     if (cfg->health_interval_s < 1) cfg->health_interval_s = 1;
@@ -913,6 +917,7 @@ void config_free(config *cfg)
     free(cfg->host);
     free(cfg->tls_cert);
     free(cfg->tls_key);
+    strs_free(cfg->tls_clientcas, cfg->ntls_clientcas);
     for (size_t i = 0; i < cfg->nheaders; i++) {
         free(cfg->headers[i].name);
         free(cfg->headers[i].value);
@@ -935,6 +940,7 @@ void config_print_keys(void)
           "  http.host                                external base URL for Location headers\n"
           "  http.headers                             extra response headers {Name: [value]}\n"
           "  http.tls.certificate / http.tls.key      PEM files: serve HTTPS\n"
+          "  http.tls.clientcas                       CA files: require client certificates\n"
           "  http.connections                         max concurrent connections (1024)\n"
           "  http.connections_per_ip                  max from one address (a quarter; 0: none)\n"
           "  http.threads                             event-loop threads (1)\n"

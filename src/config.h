@@ -93,6 +93,8 @@ typedef struct {
     char *addr; /* http.addr, "host:port" or ":port" */
     char *host; /* http.host: external base URL for absolute Locations (optional) */
     char *tls_cert, *tls_key;
+    char **tls_clientcas; /* http.tls.clientcas: CA files; a client must show a certificate */
+    size_t ntls_clientcas;
     config_header *headers; /* http.headers */
     size_t nheaders;
     bool health_enabled; /* health.storagedriver.enabled */

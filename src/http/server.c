@@ -16,6 +16,8 @@
 #include "util/err.h"
 #include "util/log.h"
 
+#include <gnutls/gnutls.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -39,7 +41,7 @@ struct http_server {
     struct MHD_Daemon *d;
     const config *cfg;
     store *st;
-    char *tls_key, *tls_cert;
+    char *tls_key, *tls_cert, *tls_trust;
     atomic_int inflight;
     /* worker pool: a FIFO of suspended requests whose end() is to run */
     pthread_t workers[WORKERS];
@@ -316,6 +318,21 @@ static void *worker(void *arg)
     }
 }
 
+/* http.tls.clientcas: the client showed a certificate that chains to one of the CAs (GnuTLS
+ * checks the chain, validity and signature); else the request is refused. */
+static int client_cert_check(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    gnutls_session_t session = ci ? (gnutls_session_t)ci->tls_session : NULL;
+    unsigned int status = 0, n = 0;
+    if (!session || !gnutls_certificate_get_peers(session, &n) || n == 0)
+        return berr_set(BERR_DENIED, "a client certificate is required");
+    if (gnutls_certificate_verify_peers2(session, &status) != GNUTLS_E_SUCCESS || status != 0)
+        return berr_set(BERR_DENIED, "client certificate not trusted");
+    return 0;
+}
+
 /* An error found with the headers, with more than this much body announced, is answered at
  * once (the connection then closes) instead of reading the body to discard it. */
 #define DISCARD_LIMIT (1u << 20)
@@ -342,7 +359,9 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
         berr_clear();
         if (!r->path) return MHD_NO;
         int arc;
-        if (!registry_route(r) && !status_route(r) && !helm_route(r))
+        if (srv->tls_trust && (arc = client_cert_check(conn)) < 0)
+            fail(r, arc);
+        else if (!registry_route(r) && !status_route(r) && !helm_route(r))
             fail(r, berr_set(BERR_NOT_FOUND, "no such endpoint"));
         else if (!r->failed && (arc = auth_request(r)) < 0)
             fail(r, arc);
@@ -536,12 +555,31 @@ int http_server_start(http_server **out, const config *cfg, store *st)
             return berr_set(BERR_CONFIG, "http.tls: cannot read %s or %s", cfg->tls_cert,
                             cfg->tls_key);
         }
+        for (size_t i = 0; i < cfg->ntls_clientcas; i++) {
+            char *ca = read_file(cfg->tls_clientcas[i]);
+            if (!ca) {
+                free(srv->tls_cert);
+                free(srv->tls_key);
+                free(srv->tls_trust);
+                free(srv);
+                return berr_set(BERR_CONFIG, "http.tls.clientcas: cannot read %s",
+                                cfg->tls_clientcas[i]);
+            }
+            size_t have = srv->tls_trust ? strlen(srv->tls_trust) : 0;
+            char *all = realloc(srv->tls_trust, have + strlen(ca) + 2);
+            if (!all) abort();
+            snprintf(all + have, strlen(ca) + 2, "%s\n", ca);
+            srv->tls_trust = all;
+            free(ca);
+        }
         flags |= MHD_USE_TLS;
     }
     struct MHD_OptionItem tls_opts[] = {
         {MHD_OPTION_HTTPS_MEM_CERT, 0, srv->tls_cert},
         {MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key},
         {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
+        /* with clientcas, clients are asked for a certificate (checked per request: ahc) */
+        {srv->tls_trust ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0, srv->tls_trust},
         {MHD_OPTION_END, 0, NULL},
     };
     struct MHD_OptionItem no_opts[] = {{MHD_OPTION_END, 0, NULL}};
@@ -579,5 +617,6 @@ void http_server_stop(http_server *srv, int grace_s)
     stop_workers(srv);
     free(srv->tls_cert);
     free(srv->tls_key);
+    free(srv->tls_trust);
     free(srv);
 }
