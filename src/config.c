@@ -373,6 +373,20 @@ static int set_size(cnode *root, const char *path, int64_t *dst)
     return rc;
 }
 
+static int set_double(cnode *root, const char *path, double *dst)
+{
+    const char *v;
+    int rc = get_str(root, path, &v);
+    if (rc == 0 && v) {
+        char *end;
+        double x = strtod(v, &end);
+        if (*end || !(x >= 0 && x <= 1e9))
+            return berr_set(BERR_CONFIG, "%s: invalid number '%s'", path, v);
+        *dst = x;
+    }
+    return rc;
+}
+
 static int set_int(cnode *root, const char *path, int *dst)
 {
     const char *v;
@@ -829,6 +843,10 @@ static int config_extract(cnode *root, config *cfg)
         (rc = set_int(root, "health.storagedriver.threshold", &cfg->health_threshold)) < 0 ||
         (rc = set_duration(root, "gc.grace", &cfg->gc_grace_s)) < 0 ||
         (rc = set_size(root, "limits.manifest", &cfg->max_manifest)) < 0 ||
+        (rc = set_double(root, "limits.rate", &cfg->rate_limit)) < 0 ||
+        (rc = set_double(root, "limits.burst", &cfg->rate_burst)) < 0 ||
+        (rc = set_int(root, "limits.uploads", &cfg->max_bodies)) < 0 ||
+        (rc = set_size(root, "storage.quota", &cfg->quota)) < 0 ||
         (rc = load_mirrors(root, cfg)) < 0 ||
         (rc = set_size(root, "cache.maxsize", &cfg->cache_max)) < 0 ||
         (rc = load_pins(root, cfg)) < 0 || (rc = load_helm(root, cfg)) < 0 ||
@@ -949,6 +967,9 @@ void config_print_keys(void)
           "  health.storagedriver.threshold           failures before unhealthy (1)\n"
           "  gc.grace                                 gc keeps content younger than this (1h)\n"
           "  limits.manifest                          largest manifest accepted (4MiB)\n"
+          "  limits.rate / limits.burst               requests/s per address, burst (no limit)\n"
+          "  limits.uploads                           concurrent requests with a body (no limit)\n"
+          "  storage.quota                            most bytes of blobs stored (no limit)\n"
           "  proxy.remoteurl, proxy.username, proxy.password\n"
           "                                           default upstream (registry:2 proxy mode)\n"
           "  mirrors.<name>.urls                      upstream endpoints, tried in order\n"

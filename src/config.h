@@ -102,6 +102,10 @@ typedef struct {
     int health_threshold;
     int64_t gc_grace_s;     /* gc.grace: age below which gc keeps unreferenced content */
     int64_t max_manifest;   /* berth: limits.manifest (bytes) */
+    double rate_limit;      /* berth: limits.rate, requests per second per address (0: none) */
+    double rate_burst;      /* berth: limits.burst (default: the rate) */
+    int max_bodies;         /* berth: limits.uploads, concurrent requests with a body (0: none) */
+    int64_t quota;          /* berth: storage.quota, bytes of blobs (0: none) */
     int connection_limit;   /* berth: http.connections */
     int connections_per_ip; /* berth: http.connections_per_ip (0: no limit) */
     int threads;            /* berth: http.threads (event-loop threads) */

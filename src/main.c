@@ -134,6 +134,7 @@ static void *maintenance(void *p)
         }
         if (m->cfg->nmirrors || m->cfg->proxy) reg_mirror_maintain(m->st, m->cfg, tick % 5 == 0);
         if (m->cfg->helm.enabled) helm_views_warm(m->st, m->cfg);
+        if (m->cfg->quota > 0 && tick % 5 == 0) store_refresh_usage(m->st);
         if (m->cfg->purge_enabled && time(NULL) - last_purge >= m->cfg->purge_interval_s) {
             store_upload_purge(m->st, m->cfg->purge_age_s);
             last_purge = time(NULL);

@@ -66,6 +66,8 @@ struct http_req {
     bool raw_escaped; /* the raw path held percent-escapes other than %3A */
     bool plain_errors; /* errors as {"error":"..."} (the Helm/ChartMuseum API), not OCI JSON */
     bool signed_in;    /* auth/: the caller proved who it is */
+    bool holds_body_slot; /* limits.c: counted among the concurrent request bodies */
+    long retry_after;     /* seconds, sent with a 429 */
     char user[128];
     const void *aux;   /* router's extra result (helm/: the upstream chart repository) */
     bool failed;      /* a response (usually an error) is set; the rest of the body is discarded */
@@ -107,6 +109,12 @@ int http_reply_error(http_req *r, int rc);
 void http_add_header(http_req *r, const char *name, const char *value);
 void http_add_headerf(http_req *r, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Admission (limits.c): per-address rate and concurrent bodies; 0 or -BERR_TOOMANYREQUESTS
+ * (r->retry_after set). limits_done releases what limits_admit took. */
+struct sockaddr;
+int limits_admit(http_req *r, const struct sockaddr *client);
+void limits_done(http_req *r);
 
 /* Routers: fill r->h (and name/ref); return false when the path is not theirs. */
 bool registry_route(http_req *r);

@@ -221,6 +221,8 @@ int http_reply_error(http_req *r, int rc)
         int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", esc);
         int ret = http_reply(r, status, "application/json", body, (size_t)n);
         if (ret == 0 && code == BERR_UNAUTHORIZED) http_add_header(r, "WWW-Authenticate", challenge);
+        if (ret == 0 && code == BERR_TOOMANYREQUESTS && r->retry_after > 0)
+            http_add_headerf(r, "Retry-After", "%ld", r->retry_after);
         return ret;
     }
     int n = snprintf(body, sizeof body,
@@ -231,6 +233,8 @@ int http_reply_error(http_req *r, int rc)
         http_add_header(r, "Allow", r->h ? "GET, HEAD, PUT, POST, PATCH, DELETE" : "GET, HEAD");
     }
     if (ret == 0 && code == BERR_UNAUTHORIZED) http_add_header(r, "WWW-Authenticate", challenge);
+    if (ret == 0 && code == BERR_TOOMANYREQUESTS && r->retry_after > 0)
+        http_add_headerf(r, "Retry-After", "%ld", r->retry_after);
     return ret;
 }
 
@@ -359,7 +363,11 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
         berr_clear();
         if (!r->path) return MHD_NO;
         int arc;
-        if (srv->tls_trust && (arc = client_cert_check(conn)) < 0)
+        const union MHD_ConnectionInfo *ca =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        if ((arc = limits_admit(r, ca ? ca->client_addr : NULL)) < 0)
+            fail(r, arc);
+        else if (srv->tls_trust && (arc = client_cert_check(conn)) < 0)
             fail(r, arc);
         else if (!registry_route(r) && !status_route(r) && !helm_route(r))
             fail(r, berr_set(BERR_NOT_FOUND, "no such endpoint"));
@@ -428,6 +436,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     }
     if (r->h && r->h->cleanup) r->h->cleanup(r);
+    limits_done(r);
     if (r->resp) MHD_destroy_response(r->resp);
     struct timespec end;
     clock_gettime(CLOCK_MONOTONIC, &end);

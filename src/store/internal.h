@@ -46,6 +46,7 @@ typedef struct {
     int (*repo_mark_mirror)(store_meta *m, const char *repo);
     int (*touch)(store_meta *m, const store_access *a, size_t n);
     int (*mirror_usage)(store_meta *m, uint64_t *bytes);
+    int (*usage)(store_meta *m, uint64_t *bytes); /* all blobs */
     int (*mirror_lru)(store_meta *m, size_t max, store_list *out); /* "repo@digest", oldest first */
     int (*mirror_evict)(store_meta *m, const char *repo, const char *digest, store_list *freed);
     int (*mirror_blob_remove)(store_meta *m, const char *digest, store_place_fn trash, void *arg,
@@ -99,6 +100,8 @@ struct store {
     char *root;
     blobfs fs;
     store_meta *meta;
+    int64_t quota;        /* storage.quota (0: none) */
+    _Atomic int64_t used; /* bytes of blobs, refreshed by store_refresh_usage, raised by commits */
 };
 
 #endif

@@ -889,6 +889,27 @@ static int sq_touch(store_meta *base, const store_access *a, size_t n)
     return rc;
 }
 
+static int sq_usage(store_meta *base, uint64_t *bytes)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(c->db, "SELECT COALESCE(SUM(size), 0) FROM blobs", -1, &s, NULL) !=
+        SQLITE_OK) {
+        rc = db_err(c->db, "prepare");
+    } else {
+        if (sqlite3_step(s) == SQLITE_ROW)
+            *bytes = (uint64_t)sqlite3_column_int64(s, 0);
+        else
+            rc = db_err(c->db, "usage");
+        sqlite3_finalize(s);
+    }
+    conn_give(m, c);
+    return rc;
+}
+
 static int sq_mirror_usage(store_meta *base, uint64_t *bytes)
 {
     sqlite_meta *m = (sqlite_meta *)base;
@@ -1155,6 +1176,7 @@ static int sq_charts_changes(store_meta *base, int64_t since, const char *prefix
 }
 
 static const store_meta_ops sqlite_ops = {
+    .usage = sq_usage,
     .charts = sq_charts,
     .charts_gen = sq_charts_gen,
     .charts_changes = sq_charts_changes,

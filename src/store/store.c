@@ -160,6 +160,8 @@ int store_open(store **out, const config *cfg)
     }
     recover_trash(s);
     recover_tmp(s);
+    s->quota = cfg->quota;
+    if (s->quota > 0) store_refresh_usage(s);
     *out = s;
     return 0;
 }
@@ -170,6 +172,24 @@ void store_close(store *s)
     s->meta->ops->close(s->meta);
     free(s->root);
     free(s);
+}
+
+int store_refresh_usage(store *s)
+{
+    uint64_t b = 0;
+    int rc = s->meta->ops->usage(s->meta, &b);
+    if (rc == 0) s->used = (int64_t)b;
+    return rc;
+}
+
+/* storage.quota: refuses bytes that would take the store past it (uploads in flight count as
+ * they are written; the count is refreshed from the metadata every few seconds). */
+static int quota_check(store *s, uint64_t more)
+{
+    if (s->quota > 0 && s->used + (int64_t)more > s->quota)
+        return berr_set(BERR_STORAGE_FULL, "storage quota of %lld bytes reached",
+                        (long long)s->quota);
+    return 0;
 }
 
 int store_check_writable(store *s)
@@ -360,6 +380,8 @@ uint64_t store_upload_size(const store_upload *u)
 
 int store_upload_write(store_upload *u, const void *data, size_t len)
 {
+    int qrc = quota_check(u->s, u->size + len);
+    if (qrc < 0) return qrc;
     const char *p = data;
     size_t left = len;
     while (left > 0) {
@@ -480,6 +502,7 @@ int store_upload_place(store_upload *u, const char *digest, store_new_blob *out)
     bool placed;
     rc = blobfs_preplace(&u->s->fs, data, digest, &placed);
     if (rc < 0) return rc;
+    if (placed) u->s->used += (int64_t)u->size;
     snprintf(out->digest, sizeof out->digest, "%s", digest);
     out->size = u->size;
     upload_remove(u);
@@ -491,6 +514,8 @@ int store_blob_place_mem(store *s, const void *data, size_t len, store_new_blob 
     digest_buf(DIGEST_SHA256, data, len, out->digest);
     out->size = len;
     if (blobfs_exists(&s->fs, out->digest)) return 0;
+    int qrc = quota_check(s, len);
+    if (qrc < 0) return qrc;
     char p[4200];
     uint64_t r;
     if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint64_t)store_now();
@@ -523,6 +548,7 @@ int store_upload_finish(store_upload *u, const char *digest)
     if (rc < 0) return rc;
     rc = u->s->meta->ops->blob_commit(u->s->meta, u->repo, digest, u->size, place_cb, &a);
     if (rc < 0) return rc;
+    if (a.placed) u->s->used += (int64_t)u->size;
     upload_remove(u);
     return 0;
 }

@@ -116,6 +116,9 @@ int64_t store_now(void);
 int store_open(store **out, const config *cfg);
 void store_close(store *s);
 const char *store_root(const store *s);
+/* Re-counts the bytes of stored blobs (for storage.quota); cheap enough to run every few
+ * seconds. */
+int store_refresh_usage(store *s);
 /* Writes, syncs and removes a probe file: 0 when storage is writable. */
 int store_check_writable(store *s);
 
