@@ -365,4 +365,13 @@ t_eq "an expired token is not reused: a second token request" 2 \
 t_check "berth 2 is still serving" curl -sf --max-time 5 -o /dev/null "$BERTH_URL/v2/"
 berth_stop
 t_eq "berth 2 stops cleanly" 0 $?
+# secrets: upstream passwords (and the Basic credentials made of them) appear in no log line and
+# no error body berth sent
+b64() { printf '%s' "$1" | base64; }
+printf '%s\n' shortpw user:pass user:wrong '=pass' '=wrong' '"pass' '"wrong' \
+    "$(b64 user:pass)" "$(b64 user:wrong)" "$(b64 short:shortpw)" >"$T_TMP/secrets"
+t_check "no upstream password or Basic credential in berth's logs" bash -c \
+    "! grep -qF -f '$T_TMP/secrets' '$B1/berth.log' '$B2/berth.log'"
+t_check "no upstream password in the error bodies berth answered" bash -c \
+    "! cat '$W'/* 2>/dev/null | grep -aqE 'shortpw|user:pass|user:wrong'"
 t_finish
