@@ -689,14 +689,26 @@ static int load_auth(cnode *root, config *cfg)
     if ((rc = set_str(root, "auth.htpasswd.path", &a->htpasswd)) < 0 ||
         (rc = set_str(root, "auth.htpasswd.realm", &a->realm)) < 0)
         return rc;
-    for (const char *other = "token\0silly\0"; *other; other += strlen(other) + 1) {
+    if ((rc = set_str(root, "auth.token.realm", &a->token_realm)) < 0 ||
+        (rc = set_str(root, "auth.token.service", &a->token_service)) < 0 ||
+        (rc = set_str(root, "auth.token.issuer", &a->token_issuer)) < 0 ||
+        (rc = set_str(root, "auth.token.rootcertbundle", &a->token_bundle)) < 0)
+        return rc;
+    cn_path(root, "auth.token.autoredirect"); /* registry:2's; berth's challenge is absolute */
+    a->token = a->token_realm || a->token_bundle;
+    if (a->token && (!a->token_realm || !a->token_service || !a->token_issuer || !a->token_bundle))
+        return berr_set(BERR_CONFIG,
+                        "auth.token: realm, service, issuer and rootcertbundle are all required");
+    if (a->token && a->htpasswd)
+        return berr_set(BERR_CONFIG, "auth: htpasswd and token cannot be used together");
+    for (const char *other = "silly\0"; *other; other += strlen(other) + 1) {
         char key[64];
         snprintf(key, sizeof key, "auth.%s", other);
         if (cn_path(root, key))
             return berr_set(BERR_CONFIG, "%s: not supported by this berth (supported: htpasswd)",
                             key);
     }
-    a->enabled = a->htpasswd != NULL;
+    a->enabled = a->htpasswd != NULL || a->token;
     if (!a->realm) a->realm = strdup("berth");
     if ((rc = actions(cn_path(root, "access.anonymous"), "access.anonymous", &a->anonymous)) < 0 ||
         (rc = actions(cn_path(root, "access.default"), "access.default", &a->authenticated)) <
@@ -748,7 +760,7 @@ static int load_auth(cnode *root, config *cfg)
             return berr_set(BERR_CONFIG, "access.rules[%zu]: users or groups is required", i);
     }
     if (!a->enabled && (cn_path(root, "access") != NULL))
-        return berr_set(BERR_CONFIG, "access: needs auth.htpasswd (who is asking)");
+        return berr_set(BERR_CONFIG, "access: needs auth.htpasswd or auth.token (who is asking)");
     return 0;
 }
 
@@ -761,6 +773,10 @@ static void strs_free(char **l, size_t n)
 
 static void auth_free(config_auth *a)
 {
+    free(a->token_realm);
+    free(a->token_service);
+    free(a->token_issuer);
+    free(a->token_bundle);
     free(a->realm);
     free(a->htpasswd);
     strs_free(a->admins, a->nadmins);
@@ -981,6 +997,7 @@ void config_print_keys(void)
           "  cache.maxsize                            space for mirrored content (no limit)\n"
           "  cache.pin                                mirrored repositories never evicted\n"
           "  auth.htpasswd.path / realm               bcrypt htpasswd file: Basic sign-in\n"
+          "  auth.token.realm / service / issuer / rootcertbundle   bearer tokens (JWT)\n"
           "  access.anonymous / default / mirror      actions without sign-in (none), for a\n"
           "                                           signed-in user (all), in mirror space (pull)\n"
           "  access.admins / groups / rules           per-repository policies (docs/auth.md)\n"

@@ -56,7 +56,9 @@ typedef struct {
 } config_rule;
 
 typedef struct {
-    bool enabled;          /* auth.htpasswd configured */
+    bool enabled;          /* auth.htpasswd or auth.token configured */
+    bool token;            /* auth.token: bearer tokens from a token service (src/auth/token.c) */
+    char *token_realm, *token_service, *token_issuer, *token_bundle;
     char *realm;           /* auth.htpasswd.realm */
     char *htpasswd;        /* auth.htpasswd.path (bcrypt entries; re-read when it changes) */
     unsigned anonymous;    /* access.anonymous: what anyone may do unsigned (none) */

@@ -193,6 +193,7 @@ static int cmd_serve(const cli *o)
     helm_views_free();
     helm_mirror_free();
     auth_free_cache();
+    auth_token_free();
     store_close(st);
     config_free(&cfg);
     log_info("msg=\"stopped\"");

@@ -13,6 +13,7 @@
 #include "util/log.h"
 
 #include <crypt.h>
+#include <jansson.h>
 #include <fnmatch.h>
 #include <nettle/base64.h>
 #include <nettle/sha2.h>
@@ -168,9 +169,32 @@ void auth_free_cache(void)
     pthread_mutex_unlock(&ht.mu);
 }
 
-void auth_challenge(const config *cfg, char *out, size_t len)
+void auth_challenge(const http_req *r, char *out, size_t len)
 {
-    snprintf(out, len, "Basic realm=\"%s\"", cfg->auth.realm ? cfg->auth.realm : "berth");
+    const config_auth *a = &r->cfg->auth;
+    if (!a->token) {
+        snprintf(out, len, "Basic realm=\"%s\"", a->realm ? a->realm : "berth");
+        return;
+    }
+    bool repo = r->name[0] && !r->plain_errors && !strncmp(r->path, "/v2/", 4);
+    const char *acts = r->method == M_GET || r->method == M_HEAD ? "pull"
+                       : r->method == M_DELETE                  ? "delete"
+                                                                : "pull,push";
+    if (repo)
+        snprintf(out, len, "Bearer realm=\"%s\",service=\"%s\",scope=\"repository:%s:%s\"",
+                 a->token_realm, a->token_service, r->name, acts);
+    else if (!strcmp(r->path, "/v2/_catalog"))
+        snprintf(out, len, "Bearer realm=\"%s\",service=\"%s\",scope=\"registry:catalog:*\"",
+                 a->token_realm, a->token_service);
+    else
+        snprintf(out, len, "Bearer realm=\"%s\",service=\"%s\"", a->token_realm,
+                 a->token_service);
+}
+
+void auth_request_done(http_req *r)
+{
+    if (r->token_access) json_decref(r->token_access);
+    r->token_access = NULL;
 }
 
 /* ---- policies ---- */
@@ -223,7 +247,13 @@ bool auth_allowed(const http_req *r, const char *repo, unsigned action)
 {
     const config_auth *a = &r->cfg->auth;
     if (!a->enabled) return true;
-    unsigned got = allowed_actions(a, r->signed_in ? r->user : NULL, repo, r->mirror != NULL);
+    unsigned got;
+    if (r->token_access) { /* a token's access claim decides (capped in mirror space) */
+        got = auth_token_actions(r->token_access, repo);
+        if (r->mirror) got &= a->mirror;
+    } else {
+        got = allowed_actions(a, r->signed_in ? r->user : NULL, repo, r->mirror != NULL);
+    }
     return (got & action) == action;
 }
 
@@ -231,7 +261,9 @@ int auth_require(http_req *r, const char *repo, unsigned action)
 {
     if (auth_allowed(r, repo, action)) return 0;
     const char *what = action == CONFIG_PULL ? "pull" : action == CONFIG_PUSH ? "push" : "delete";
-    if (!r->signed_in)
+    /* with tokens, a missing scope is a 401 whose challenge names it, so the client fetches a
+     * token for it (the token spec's insufficient_scope) */
+    if (!r->signed_in || r->token_access)
         return berr_set(BERR_UNAUTHORIZED, "authentication required to %s %s", what, repo);
     return berr_set(BERR_DENIED, "%s may not %s %s", r->user, what, repo);
 }
@@ -268,7 +300,19 @@ int auth_request(http_req *r)
     const config_auth *a = &r->cfg->auth;
     if (!a->enabled) return 0;
     const char *h = http_header(r, "Authorization");
-    if (h) {
+    if (h && a->token) {
+        if (strncasecmp(h, "Bearer ", 7) != 0)
+            return berr_set(BERR_UNAUTHORIZED, "a bearer token from %s is required",
+                            a->token_realm);
+        json_t *access;
+        int rc = auth_token_verify(r->cfg, h + 7, r->user, sizeof r->user, &access);
+        if (rc < 0) {
+            log_warn("msg=\"token refused\" reason=\"%s\"", berr_msg());
+            return rc;
+        }
+        r->token_access = access;
+        r->signed_in = true;
+    } else if (h) {
         char user[256], pass[1024];
         if (parse_basic(h, user, sizeof user, pass, sizeof pass) < 0)
             return berr_set(BERR_UNAUTHORIZED, "unsupported or malformed Authorization header");

@@ -18,8 +18,20 @@ int auth_request(http_req *r);
 bool auth_allowed(const http_req *r, const char *repo, unsigned action);
 /* The same, as an error for a handler to return: -BERR_UNAUTHORIZED or -BERR_DENIED. */
 int auth_require(http_req *r, const char *repo, unsigned action);
-/* The challenge for a 401 (WWW-Authenticate value). */
-void auth_challenge(const config *cfg, char *out, size_t len);
+/* The challenge for a 401 (WWW-Authenticate value): Basic, or Bearer with the scope the request
+ * needs. */
+void auth_challenge(const http_req *r, char *out, size_t len);
+/* Releases what auth_request attached to the request. */
+void auth_request_done(http_req *r);
 void auth_free_cache(void);
+
+/* token.c: verifies a JWT (signature against rootcertbundle, iss, aud, exp, nbf); fills sub and
+ * *access (the access claim, a json_t array to json_decref). */
+#include <jansson.h>
+int auth_token_verify(const config *cfg, const char *jwt, char *sub, size_t sublen,
+                      json_t **access);
+/* What an access claim grants on repo. */
+unsigned auth_token_actions(json_t *access, const char *repo);
+void auth_token_free(void);
 
 #endif

@@ -66,6 +66,7 @@ struct http_req {
     bool raw_escaped; /* the raw path held percent-escapes other than %3A */
     bool plain_errors; /* errors as {"error":"..."} (the Helm/ChartMuseum API), not OCI JSON */
     bool signed_in;    /* auth/: the caller proved who it is */
+    void *token_access; /* auth/: a bearer token's access claim (json_t), when signed in by one */
     bool holds_body_slot; /* limits.c: counted among the concurrent request bodies */
     long retry_after;     /* seconds, sent with a 429 */
     char user[128];

@@ -215,8 +215,8 @@ int http_reply_error(http_req *r, int rc)
                   msg);
     char esc[1200], body[1500];
     json_escape(esc, sizeof esc, msg);
-    char challenge[300];
-    auth_challenge(r->cfg, challenge, sizeof challenge);
+    char challenge[1200];
+    auth_challenge(r, challenge, sizeof challenge);
     if (r->plain_errors) {
         int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", esc);
         int ret = http_reply(r, status, "application/json", body, (size_t)n);
@@ -437,6 +437,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     if (r->h && r->h->cleanup) r->h->cleanup(r);
     limits_done(r);
+    auth_request_done(r);
     if (r->resp) MHD_destroy_response(r->resp);
     struct timespec end;
     clock_gettime(CLOCK_MONOTONIC, &end);
