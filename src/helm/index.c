@@ -394,7 +394,7 @@ static void prefix_of(const config *cfg, const char *tenant, char *out, size_t l
 /* Groups rows by repository into charts (rows sorted by repo); skips deeper tenants' rows. */
 static int charts_from_rows(store_chart_list *l, size_t plen, helm_chart ***out, size_t *nout)
 {
-    qsort(l->items, l->n, sizeof *l->items, row_cmp);
+    if (l->n > 1) qsort(l->items, l->n, sizeof *l->items, row_cmp);
     helm_chart **cs = calloc(l->n ? l->n : 1, sizeof *cs);
     size_t n = 0;
     if (!cs) return berr_set(BERR_INTERNAL, "out of memory");
