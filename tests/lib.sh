@@ -112,6 +112,16 @@ YML
     t_wait_http "$REG_URL/v2/"
 }
 
+# podman_cmd DIR: sets PODMAN=(podman ...) with its storage (vfs) and state under DIR, so tests
+# never touch the machine's own containers.
+podman_cmd() {
+    mkdir -p "$1"
+    PODMAN=(podman --root "$1/root" --runroot "$1/run" --storage-driver vfs --cgroup-manager cgroupfs
+        --events-backend none)
+    export REGISTRY_AUTH_FILE="$1/auth.json"
+    [ -f "$REGISTRY_AUTH_FILE" ] || echo '{}' >"$REGISTRY_AUTH_FILE"
+}
+
 # sha256 of a file, hex only.
 t_sha256() { sha256sum "$1" | cut -d' ' -f1; }
 

@@ -201,6 +201,23 @@ else
     t_fail "containerd starts" "$(tail -5 "$T_TMP/ctd/containerd.log")"
 fi
 
+# podman: login, push, pull, logout
+podman_cmd "$T_TMP/podman"
+# podman names an image pulled from a layout after its path, which must be lowercase
+lay=/tmp/berth-podman-layout.$$
+python3 "$T_ROOT/tests/fixtures/mkimage.py" image "$T_TMP/podimg" --layers 1 --seed 9 --tag v1 >/dev/null 2>&1
+rm -rf "$lay" && cp -r "$T_TMP/podimg" "$lay"
+id=$("${PODMAN[@]}" pull -q "oci:$lay:v1" 2>/dev/null | tail -1)
+rm -rf "$lay"
+t_check "podman login (Basic)" "${PODMAN[@]}" login --tls-verify=false -u bob -p bob-pw "$H"
+t_check "podman push as bob to team/pod" "${PODMAN[@]}" push -q --tls-verify=false "$id" "$H/team/pod:v1"
+t_check "podman pull as bob" "${PODMAN[@]}" pull -q --tls-verify=false "$H/team/pod:v1"
+t_check "podman login with a wrong password fails" bash -c \
+    "! ${PODMAN[*]} login --tls-verify=false -u bob -p nope $H"
+"${PODMAN[@]}" logout "$H" >/dev/null 2>&1
+t_check "podman pull without login is refused" bash -c \
+    "! ${PODMAN[*]} pull -q --tls-verify=false $H/team/pod:v1"
+unset REGISTRY_AUTH_FILE
 berth_stop
 t_eq "berth exits cleanly" 0 $?
 t_finish

@@ -121,6 +121,16 @@ if containerd_start "$T_TMP/ctd"; then
 else
     t_fail "containerd starts" "$(tail -5 "$T_TMP/ctd/containerd.log")"
 fi
+podman_cmd "$T_TMP/podman"
+# podman names an image pulled from a layout after its path, which must be lowercase
+lay=/tmp/berth-podman-layout.$$
+rm -rf "$lay" && cp -r "$T_TMP/layout" "$lay"
+id=$("${PODMAN[@]}" pull -q "oci:$lay:v1" 2>/dev/null | tail -1)
+rm -rf "$lay"
+t_check "podman login (token service behind it)" "${PODMAN[@]}" login --tls-verify=false -u alice -p alice-pw "$H"
+t_check "podman push (token flow)" "${PODMAN[@]}" push -q --tls-verify=false "$id" "$H/team/pod:v1"
+t_check "podman pull (token flow)" "${PODMAN[@]}" pull -q --tls-verify=false "$H/team/pod:v1"
+unset REGISTRY_AUTH_FILE
 t_check "no token or password in berth's log" bash -c \
     "! grep -qE 'alice-pw|bob-pw|${T:0:40}' '$T_TMP/berth.log'"
 berth_stop
