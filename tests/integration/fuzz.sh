@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The libFuzzer targets of tests/fuzz/ (issue 6): builds them (make fuzz-build, clang with
 # ASan + UBSan) and runs each target (every tests/fuzz/fuzz_<target>.c: nine, about 70 s in all)
-# for FUZZ_TEST_SECONDS (default 7) from its seed corpus tests/fuzz/corpus/<target>/, plus what
+# for FUZZ_TEST_SECONDS (default 5) from its seed corpus tests/fuzz/corpus/<target>/, plus what
 # `make fuzz` has collected in build/fuzz/corpus/<target>/. A crash, sanitizer report, leak,
 # broken invariant or hang fails the target; the input is kept in build/fuzz/artifacts/<target>/
 # and the log in build/fuzz/logs/.
 # Reproduce with: build/fuzz/fuzz_<target> build/fuzz/artifacts/<target>/crash-...
 . "$(dirname "$0")/../lib.sh"
 cd "$T_ROOT" || exit 2
-secs=${FUZZ_TEST_SECONDS:-7}
+secs=${FUZZ_TEST_SECONDS:-5}
 
 if ! command -v "${FUZZ_CC:-clang}" >/dev/null; then
     t_fail "fuzz: clang not installed (scripts/deps.sh test installs clang and libclang-rt-14-dev)"
