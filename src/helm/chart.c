@@ -1,8 +1,8 @@
 /*
- * helm/chart: chart archives and their metadata. An archive is read with libarchive straight
- * from the upload's file, entry by entry, and never extracted: only Chart.yaml's bytes are kept.
- * The declared sizes are summed before any data is inflated, so a bomb is refused before it
- * costs anything. Chart.yaml is parsed with libyaml into JSON (the form Helm's OCI config blob
+ * helm/chart: chart archives and their metadata. An archive is checked by util/tar (libarchive,
+ * straight from the upload's file, never extracted): only Chart.yaml's bytes are kept, and the
+ * declared sizes are summed before any data is inflated, so a bomb is refused before it costs
+ * anything. Chart.yaml is parsed with libyaml into JSON (the form Helm's OCI config blob
  * and index entries use); scalars stay text as Helm reads them, except the boolean fields.
  * The stored form of a chart is the OCI chart manifest `helm push` writes (see helm.h).
  */
@@ -11,11 +11,9 @@
 #include "util/err.h"
 #include "util/log.h"
 #include "util/ref.h"
+#include "util/tar.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <ctype.h>
-#include <dlfcn.h>
 #include <pthread.h>
 #include <regex.h>
 #include <stdlib.h>
@@ -28,7 +26,6 @@
 #define CHART_YAML_MAX (1u << 20)
 #define YAML_NODES_MAX 100000
 #define YAML_DEPTH_MAX 64
-#define ARCHIVE_ENTRIES_MAX 100000
 
 /* ---- SemVer ---- */
 
@@ -266,226 +263,18 @@ void helm_chart_info_free(helm_chart_info *info)
 
 /* ---- archives ---- */
 
-/* libarchive is loaded with dlopen on the first chart, not linked: with the compression and XML
- * libraries it pulls in it adds about 2.5 MiB to every berth's resident size, and most devices
- * never receive a chart over HTTP. */
-static struct {
-    struct archive *(*read_new)(void);
-    int (*support_filter_gzip)(struct archive *);
-    int (*support_format_tar)(struct archive *);
-    int (*open_fd)(struct archive *, int, size_t);
-    const char *(*error_string)(struct archive *);
-    int (*read_free)(struct archive *);
-    int (*next_header)(struct archive *, struct archive_entry **);
-    const char *(*entry_pathname)(struct archive_entry *);
-    mode_t (*entry_filetype)(struct archive_entry *);
-    const char *(*entry_hardlink)(struct archive_entry *);
-    la_int64_t (*entry_size)(struct archive_entry *);
-    la_ssize_t (*read_data)(struct archive *, void *, size_t);
-    int (*data_skip)(struct archive *);
-    int (*filter_code)(struct archive *, int);
-} ax;
-static pthread_once_t ax_once = PTHREAD_ONCE_INIT;
-static bool ax_loaded;
-
-static void ax_load(void)
-{
-    void *lib = dlopen("libarchive.so.13", RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-        log_error("msg=\"cannot load libarchive: chart uploads unavailable\" err=\"%s\"", dlerror());
-        return;
-    }
-#define SYM(field, name) *(void **)&ax.field = dlsym(lib, name)
-    SYM(read_new, "archive_read_new");
-    SYM(support_filter_gzip, "archive_read_support_filter_gzip");
-    SYM(support_format_tar, "archive_read_support_format_tar");
-    SYM(open_fd, "archive_read_open_fd");
-    SYM(error_string, "archive_error_string");
-    SYM(read_free, "archive_read_free");
-    SYM(next_header, "archive_read_next_header");
-    SYM(entry_pathname, "archive_entry_pathname");
-    SYM(entry_filetype, "archive_entry_filetype");
-    SYM(entry_hardlink, "archive_entry_hardlink");
-    SYM(entry_size, "archive_entry_size");
-    SYM(read_data, "archive_read_data");
-    SYM(data_skip, "archive_read_data_skip");
-    SYM(filter_code, "archive_filter_code");
-#undef SYM
-    void **fns = (void **)&ax;
-    for (size_t i = 0; i < sizeof ax / sizeof(void *); i++)
-        if (!fns[i]) {
-            log_error("msg=\"libarchive lacks an entry point: chart uploads unavailable\"");
-            return;
-        }
-    ax_loaded = true;
-}
-
-#define archive_read_new ax.read_new
-#define archive_read_support_filter_gzip ax.support_filter_gzip
-#define archive_read_support_format_tar ax.support_format_tar
-#define archive_read_open_fd ax.open_fd
-#define archive_error_string ax.error_string
-#define archive_read_free ax.read_free
-#define archive_read_next_header ax.next_header
-#define archive_entry_pathname ax.entry_pathname
-#define archive_entry_filetype ax.entry_filetype
-#define archive_entry_hardlink ax.entry_hardlink
-#define archive_entry_size ax.entry_size
-#define archive_read_data ax.read_data
-#define archive_read_data_skip ax.data_skip
-#define archive_filter_code ax.filter_code
-
-/* A path inside the archive: relative, no "." / ".." components; returns its first component's
- * length and whether it has more components. */
-static int check_path(const char *path, size_t *top_len, bool *deeper)
-{
-    if (!*path) return berr_set(BERR_BAD_REQUEST, "chart archive: an entry has an empty name");
-    if (path[0] == '/')
-        return berr_set(BERR_BAD_REQUEST, "chart archive: absolute path '%.200s'", path);
-    const char *p = path;
-    size_t first = 0;
-    int comps = 0;
-    while (*p) {
-        size_t n = strcspn(p, "/");
-        if ((n == 2 && !memcmp(p, "..", 2)))
-            return berr_set(BERR_BAD_REQUEST, "chart archive: path '%.200s' leaves the chart",
-                            path);
-        if (n > 0 && !(n == 1 && p[0] == '.')) {
-            if (comps == 0) first = (size_t)(p - path) + n;
-            comps++;
-        }
-        p += n;
-        while (*p == '/')
-            p++;
-    }
-    if (comps == 0) return berr_set(BERR_BAD_REQUEST, "chart archive: entry '%.200s'", path);
-    *top_len = first;
-    *deeper = comps > 1;
-    return 0;
-}
-
 int helm_chart_inspect(int fd, int64_t max_uncompressed, helm_chart_info *info)
 {
     memset(info, 0, sizeof *info);
-    unsigned char magic[2];
-    if (pread(fd, magic, 2, 0) != 2 || magic[0] != 0x1f || magic[1] != 0x8b)
-        return berr_set(BERR_BAD_REQUEST, "chart archive: not gzip-compressed (a chart is a .tgz)");
-    pthread_once(&ax_once, ax_load);
-    if (!ax_loaded) return berr_set(BERR_UNAVAILABLE, "libarchive could not be loaded");
-    struct archive *a = archive_read_new();
-    if (!a) return berr_set(BERR_INTERNAL, "out of memory");
-    archive_read_support_filter_gzip(a);
-    archive_read_support_format_tar(a);
-    int rc = 0;
-    if (lseek(fd, 0, SEEK_SET) < 0 || archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK) {
-        rc = berr_set(BERR_BAD_REQUEST, "chart archive: %s", archive_error_string(a));
-        archive_read_free(a);
-        return rc;
-    }
-    char top[256] = "";
-    char *chart_yaml = NULL;
-    size_t chart_yaml_len = 0;
-    int64_t total = 0;
-    size_t entries = 0;
-    struct archive_entry *e;
-    int r;
-    while (rc == 0 && (r = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
-        if (++entries > ARCHIVE_ENTRIES_MAX) {
-            rc = berr_set(BERR_BAD_REQUEST, "chart archive: more than %d entries",
-                          ARCHIVE_ENTRIES_MAX);
-            break;
-        }
-        const char *path = archive_entry_pathname(e);
-        if (!path) {
-            rc = berr_set(BERR_BAD_REQUEST, "chart archive: an entry has no name");
-            break;
-        }
-        size_t tl = 0;
-        bool deeper = false;
-        if ((rc = check_path(path, &tl, &deeper)) < 0) break;
-        const char *start = path;
-        while (*start == '.' && start[1] == '/')
-            start += 2;
-        tl -= (size_t)(start - path);
-        if (!top[0]) {
-            if (tl >= sizeof top) {
-                rc = berr_set(BERR_BAD_REQUEST, "chart archive: top-level name too long");
-                break;
-            }
-            memcpy(top, start, tl);
-            top[tl] = '\0';
-        } else if (strlen(top) != tl || memcmp(top, start, tl) != 0) {
-            rc = berr_set(BERR_BAD_REQUEST,
-                          "chart archive: '%.200s' is outside the chart's directory '%s' (a chart "
-                          "has one top-level directory)",
-                          path, top);
-            break;
-        }
-        mode_t type = archive_entry_filetype(e);
-        if (type != AE_IFREG && type != AE_IFDIR) {
-            rc = berr_set(BERR_BAD_REQUEST,
-                          "chart archive: '%.200s' is not a regular file or directory (links and "
-                          "devices are refused)",
-                          path);
-            break;
-        }
-        if (archive_entry_hardlink(e)) {
-            rc = berr_set(BERR_BAD_REQUEST, "chart archive: '%.200s' is a hard link", path);
-            break;
-        }
-        if (type == AE_IFDIR) continue;
-        if (!deeper) {
-            rc = berr_set(BERR_BAD_REQUEST,
-                          "chart archive: file '%.200s' at the top level (a chart is one directory)",
-                          path);
-            break;
-        }
-        int64_t size = archive_entry_size(e);
-        if (size < 0 || total + size > max_uncompressed) {
-            rc = berr_set(BERR_BAD_REQUEST, "chart archive: unpacks to more than %lld bytes",
-                          (long long)max_uncompressed);
-            break;
-        }
-        total += size;
-        const char *rest = start + tl;
-        while (*rest == '/')
-            rest++;
-        if (!strcmp(rest, "Chart.yaml")) {
-            if (size > (int64_t)CHART_YAML_MAX) {
-                rc = berr_set(BERR_BAD_REQUEST, "chart archive: Chart.yaml larger than 1 MiB");
-                break;
-            }
-            free(chart_yaml);
-            chart_yaml = malloc((size_t)size + 1);
-            if (!chart_yaml) {
-                rc = berr_set(BERR_INTERNAL, "out of memory");
-                break;
-            }
-            la_ssize_t got = 0, n;
-            while (got < size && (n = archive_read_data(a, chart_yaml + got, (size_t)(size - got))) > 0)
-                got += n;
-            if (got != size) {
-                rc = berr_set(BERR_BAD_REQUEST, "chart archive: Chart.yaml is truncated");
-                break;
-            }
-            chart_yaml[size] = '\0';
-            chart_yaml_len = (size_t)size;
-        } else if (archive_read_data_skip(a) != ARCHIVE_OK) {
-            rc = berr_set(BERR_BAD_REQUEST, "chart archive: %s", archive_error_string(a));
-            break;
-        }
-    }
-    if (rc == 0 && r != ARCHIVE_EOF)
-        rc = berr_set(BERR_BAD_REQUEST, "chart archive: %s",
-                      archive_error_string(a) ? archive_error_string(a) : "unreadable");
-    if (rc == 0 && archive_filter_code(a, 0) != ARCHIVE_FILTER_GZIP)
-        rc = berr_set(BERR_BAD_REQUEST, "chart archive: not gzip-compressed");
-    if (rc == 0 && entries == 0) rc = berr_set(BERR_BAD_REQUEST, "chart archive: empty");
-    if (rc == 0 && !chart_yaml)
-        rc = berr_set(BERR_BAD_REQUEST, "chart archive: no Chart.yaml in '%s/'", top);
-    archive_read_free(a);
-    if (rc == 0) rc = helm_yaml_to_json(chart_yaml, chart_yaml_len, "Chart.yaml", &info->meta);
-    free(chart_yaml);
+    tar_scan_opts o = {.what = "chart archive",
+                       .max_uncompressed = max_uncompressed,
+                       .capture = "Chart.yaml",
+                       .capture_max = CHART_YAML_MAX};
+    int rc = tar_scan(fd, &o);
+    if (rc < 0) return rc;
+    if (!o.captured) rc = berr_set(BERR_BAD_REQUEST, "chart archive: no Chart.yaml in '%s/'", o.top);
+    if (rc == 0) rc = helm_yaml_to_json(o.captured, o.captured_len, "Chart.yaml", &info->meta);
+    tar_scan_free(&o);
     if (rc == 0) rc = helm_chart_check_meta(info->meta, info);
     if (rc < 0) helm_chart_info_free(info);
     return rc;

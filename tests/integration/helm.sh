@@ -152,8 +152,8 @@ t_eq "a prov that is not a signed message: 400" 400 \
 before_repos=$(curl -s "$U/v2/_catalog" | jq -c .repositories)
 before_index=$(curl -s "$U/index.yaml" | grep -v '^generated')
 declare -A want=([notgzip]="not gzip" [nochart]="no Chart.yaml" [noversion]="version is required"
-    [badsemver]="not a SemVer 2" [traversal]="leaves the chart" [absolute]="absolute path"
-    [symlink]="not a regular file" [twotop]="outside the chart" [bomb]="unpacks to more than"
+    [badsemver]="not a SemVer 2" [traversal]="leaves the directory" [absolute]="absolute path"
+    [symlink]="symbolic link" [twotop]="outside the directory" [bomb]="unpacks to more than"
     [garbage]="not gzip")
 for k in notgzip nochart noversion badsemver traversal absolute symlink twotop bomb garbage; do
     $MK bad "$C/bad-$k.tgz" "$k"
