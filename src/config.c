@@ -868,6 +868,15 @@ static int config_extract(cnode *root, config *cfg)
         (rc = load_pins(root, cfg)) < 0 || (rc = load_helm(root, cfg)) < 0 ||
         (rc = load_auth(root, cfg)) < 0)
         return rc;
+    if ((rc = get_str(root, "margo.validation", &v)) < 0) return rc;
+    if (v && !strcasecmp(v, "reject"))
+        cfg->margo_validation = MARGO_REJECT;
+    else if (v && !strcasecmp(v, "warn"))
+        cfg->margo_validation = MARGO_WARN;
+    else if (v && !strcasecmp(v, "off"))
+        cfg->margo_validation = MARGO_OFF;
+    else if (v)
+        return berr_set(BERR_CONFIG, "margo.validation: '%s' is not reject, warn or off", v);
     if (cfg->connections_per_ip < 0) /* default: a quarter of the slots, at least 16 */
         cfg->connections_per_ip = cfg->connection_limit / 4 > 16 ? cfg->connection_limit / 4 : 16;
     if (cfg->ntls_clientcas && !cfg->tls_cert)
@@ -1001,6 +1010,7 @@ void config_print_keys(void)
           "  access.anonymous / default / mirror      actions without sign-in (none), for a\n"
           "                                           signed-in user (all), in mirror space (pull)\n"
           "  access.admins / groups / rules           per-repository policies (docs/auth.md)\n"
+          "  margo.validation                         margo packages/compose archives: reject|warn|off\n"
           "  helm.enabled                             serve the Helm chart repository (true)\n"
           "  helm.oci_prefix                          charts at oci://<berth>/<prefix>/ (charts)\n"
           "  helm.allow_overwrite                     re-uploading a version replaces it (false)\n"

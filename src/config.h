@@ -84,6 +84,8 @@ typedef struct {
     size_t nupstreams;
 } config_helm;
 
+enum { MARGO_REJECT, MARGO_WARN, MARGO_OFF };
+
 typedef struct {
     char *path; /* the file loaded, or NULL for defaults only */
     int log_level;
@@ -119,6 +121,7 @@ typedef struct {
     size_t npins;
     config_helm helm;
     config_auth auth;
+    int margo_validation; /* berth: margo.validation: reject | warn | off */
 } config;
 
 /* Loads defaults, then the file (when path is non-NULL), then REGISTRY_* env overrides.

@@ -413,9 +413,11 @@ static int fetch_chart(http_req *r, up_state *st, const char *file)
         int fd = store_upload_reader(u);
         rc = fd < 0 ? fd : helm_chart_inspect(fd, r->cfg->helm.max_uncompressed, &ci);
         if (fd >= 0) close(fd);
-        if (rc < 0)
-            rc = berr_set(BERR_UNAVAILABLE, "%.200s from %s is not a valid chart: %s", file,
-                          up->name, berr_msg());
+        if (rc < 0) {
+            char why[300];
+            snprintf(why, sizeof why, "%.200s from %s is not a valid chart: ", file, up->name);
+            rc = berr_rewrap(BERR_UNAVAILABLE, why);
+        }
         else if (strcmp(ci.name, name))
             rc = berr_set(BERR_UNAVAILABLE, "%.200s from %s holds chart '%s'", file, up->name,
                           ci.name);

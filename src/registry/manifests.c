@@ -5,6 +5,7 @@
  * manifest's own media type.
  */
 #include "helm/helm.h"
+#include "margo/margo.h"
 #include "registry/registry.h"
 #include "util/err.h"
 #include "util/ref.h"
@@ -102,6 +103,12 @@ static int put_end(http_req *r)
     req.digest = digest;
     req.tags = tags;
     req.ntags = ntags;
+    /* margo's artifacts are checked against margo's rules before they are stored */
+    rc = margo_check_manifest(r->store, r->cfg, r->name, c->buf, c->len, tags, ntags);
+    if (rc < 0) {
+        reg_manifest_parsed_free(parsed);
+        return rc;
+    }
     /* a Helm chart pushed over OCI (helm push) is indexed in index.yaml too */
     helm_entry chart;
     rc = helm_oci_entry(r->store, r->cfg, r->name, c->buf, c->len, &chart);

@@ -51,6 +51,13 @@ int berr_set(berr code, const char *fmt, ...)
     return -(int)code;
 }
 
+int berr_rewrap(berr code, const char *prefix)
+{
+    char keep[sizeof err_detail];
+    snprintf(keep, sizeof keep, "%s", err_detail);
+    return berr_set(code, "%s%s", prefix ? prefix : "", keep);
+}
+
 const char *berr_msg(void)
 {
     return err_detail;

@@ -44,6 +44,9 @@ typedef enum {
 
 /* Sets the thread's error detail and returns -code, for `return berr_set(...)`. */
 int berr_set(berr code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Re-files the thread's error under another code with a prefix ("margo: <detail>"): safe where
+ * berr_set(code, "%s", berr_msg()) would read the buffer it writes. */
+int berr_rewrap(berr code, const char *prefix);
 /* Detail of the last error set on this thread ("" when none). */
 const char *berr_msg(void);
 /* Clears the thread's detail. */

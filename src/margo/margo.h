@@ -1,0 +1,24 @@
+/*
+ * margo: checks of margo's own artifacts when they are pushed (see margo.c): Application Packages
+ * (margo.yaml and its resources) and Compose Archives.
+ */
+#ifndef BERTH_MARGO_H
+#define BERTH_MARGO_H
+
+#include "config.h"
+#include "store/store.h"
+
+#include <jansson.h>
+
+#define MARGO_MT_APP "application/vnd.margo.app.v1+json"
+#define MARGO_MT_APP_OLD "application/vnd.org.margo.app.v1+json"
+#define MARGO_MT_COMPOSE "application/vnd.org.margo.component.compose+json"
+
+/* For a manifest PUT: 0 when it is not a margo artifact or passes; -BERR_MANIFEST_INVALID naming
+ * the rule and field; -BERR_MANIFEST_BLOB_UNKNOWN when a layer it must read is missing. */
+int margo_check_manifest(store *s, const config *cfg, const char *repo, const char *content,
+                         size_t len, const char *const *tags, size_t ntags);
+/* Checks a parsed margo.yaml; sets *version to metadata.version (pointing into d). */
+int margo_check_description(json_t *d, const char **version);
+
+#endif

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# margo artifacts in the registry (issue 5, first part): Application Packages and Compose
+# Archives pushed over OCI (tests/fixtures/mkmargo.py, as oras push would) are checked against
+# margo's rules; valid ones are stored and pull byte for byte, each broken variant is refused
+# with MANIFEST_INVALID naming the rule and the field; margo.validation: warn stores them anyway.
+. "$(dirname "$0")/../lib.sh"
+MK="python3 $T_ROOT/tests/fixtures/mkmargo.py"
+berth_start "$T_TMP" || { t_fail "berth starts"; t_finish; }
+U=$BERTH_URL
+
+ok() { # ok NAME CMD...: the push answers 201
+    local out
+    out=$("${@:2}")
+    if [ "${out%% *}" = 201 ]; then t_ok "$1"; else t_fail "$1" "$out"; fi
+}
+refused() { # refused NAME EXPECTED-TEXT CMD...: 400 MANIFEST_INVALID whose message has the text
+    local name=$1 want=$2 out msg
+    shift 2
+    out=$("$@")
+    msg=$(jq -r '.errors[0].code + ": " + .errors[0].message' <<<"${out#* }" 2>/dev/null)
+    if [ "${out%% *}" = 400 ] && [[ "$msg" == MANIFEST_INVALID:*"$want"* ]]; then
+        t_ok "$name: 400 \"${msg#MANIFEST_INVALID: }\""
+    else
+        t_fail "$name" "got $out"
+    fi
+}
+
+# ---- Application Packages ----
+ok "package: a valid package (helm and compose profiles) is stored" $MK package "$U" apps/hello 1.0.0
+ok "package: the older artifactType is accepted" $MK package "$U" apps/hello-old 1.0.0 --variant old-type
+ok "package: an older draft (top-level id, kind application, helm.v3, docker-compose)" \
+    $MK package "$U" apps/hello-draft 1.0.0 --variant top-level-id
+ok "package: a legacy compose component (packageLocation)" $MK package "$U" apps/hello-legacy 1.0.0 --variant legacy-compose
+ok "package: a version with build metadata, tagged with '_'" $MK package "$U" apps/hello 1.1.0_b7
+refused "package: tag differs from metadata.version" "tag 'latest' must equal the version '1.0.0'" \
+    $MK package "$U" apps/bad 1.0.0 --variant wrong-tag
+refused "package: no margo.yaml layer" "exactly one application/vnd.margo.app.description.v1+yaml layer" \
+    $MK package "$U" apps/bad 1.0.0 --variant no-description
+refused "package: two margo.yaml layers" "found 2" $MK package "$U" apps/bad 1.0.0 --variant two-descriptions
+refused "package: bad metadata.id" "metadata.id 'Hello_World' must match ^[a-z0-9-]{1,200}\$" \
+    $MK package "$U" apps/bad 1.0.0 --variant bad-id
+refused "package: no deployment profile" "at least one deploymentProfiles entry" \
+    $MK package "$U" apps/bad 1.0.0 --variant no-profiles
+refused "package: unknown profile type" "deploymentProfiles[0].type 'kubernetes' must be helm or compose" \
+    $MK package "$U" apps/bad 1.0.0 --variant bad-type
+refused "package: helm component without repository" "deploymentProfiles[0].components[0].properties.repository is required" \
+    $MK package "$U" apps/bad 1.0.0 --variant helm-no-repo
+refused "package: compose component without revision" "deploymentProfiles[1].components[0].properties needs repository and revision" \
+    $MK package "$U" apps/bad 1.0.0 --variant compose-no-revision
+refused "package: config is not the empty descriptor" "config must be the OCI empty descriptor" \
+    $MK package "$U" apps/bad 1.0.0 --variant config-not-empty
+refused "package: a layer without a title" "layers[2] needs an org.opencontainers.image.title" \
+    $MK package "$U" apps/bad 1.0.0 --variant no-title
+refused "package: a layer that is not a margo type" "is not a margo type" \
+    $MK package "$U" apps/bad 1.0.0 --variant bad-layer-type
+refused "package: wrong kind" "kind 'Deployment' must be ApplicationDescription" \
+    $MK package "$U" apps/bad 1.0.0 --variant bad-kind
+refused "package: margo.yaml is not YAML" "margo description: margo.yaml: invalid YAML: did not find expected" \
+    $MK package "$U" apps/bad 1.0.0 --variant bad-yaml
+t_eq "package: nothing of the refused pushes is tagged" '[]' \
+    "$(curl -s "$U/v2/apps/bad/tags/list" | jq -c '.tags // []')"
+t_eq "package: tags of a valid package list its versions" '["1.0.0","1.1.0_b7"]' \
+    "$(curl -s "$U/v2/apps/hello/tags/list" | jq -c .tags)"
+
+# ---- Compose Archives ----
+ok "compose: a valid archive is stored" $MK compose "$U" comp/hello 1.2.3
+ok "compose: a symbolic link that stays inside the directory is fine" $MK compose "$U" comp/hello-in 1.2.3 --variant symlink-in
+refused "compose: '../' in the archive" "leaves the directory" $MK compose "$U" comp/bad 1.2.3 --variant traversal
+refused "compose: an absolute path" "absolute path '/etc/evil'" $MK compose "$U" comp/bad 1.2.3 --variant absolute
+refused "compose: a setuid file" "'hello/bin/tool' has a setuid, setgid or sticky bit" \
+    $MK compose "$U" comp/bad 1.2.3 --variant setuid
+refused "compose: a symbolic link leaving the directory" "'hello/config/passwd' is a symbolic link leaving the directory" \
+    $MK compose "$U" comp/bad 1.2.3 --variant symlink-out
+refused "compose: compose.yml instead of compose.yaml" "no compose.yaml in 'hello/'" \
+    $MK compose "$U" comp/bad 1.2.3 --variant no-compose-yaml
+refused "compose: two layers" "exactly one layer of application/vnd.org.margo.component.compose.tar+gzip" \
+    $MK compose "$U" comp/bad 1.2.3 --variant two-layers
+refused "compose: no org.margo.component.type" "org.margo.component.type must be 'compose'" \
+    $MK compose "$U" comp/bad 1.2.3 --variant no-type
+refused "compose: a revision with a leading v" "'v1.2.3' must be a SemVer 2 revision" \
+    $MK compose "$U" comp/bad 1.2.3 --variant leading-v
+refused "compose: tag differs from the revision" "tag '9.9.9' must equal the version '1.2.3'" \
+    $MK compose "$U" comp/bad 1.2.3 --variant wrong-tag
+refused "compose: not gzip" "not gzip-compressed" $MK compose "$U" comp/bad 1.2.3 --variant not-gzip
+
+# ---- the valid ones pull byte for byte (skopeo to an OCI layout) ----
+t_check "skopeo pulls the package" skopeo copy -q --src-tls-verify=false \
+    "docker://127.0.0.1:$BERTH_PORT/apps/hello:1.0.0" "oci:$T_TMP/pkg:1.0.0"
+m=$(jq -r '.manifests[0].digest' "$T_TMP/pkg/index.json" | cut -d: -f2)
+t_eq "the pulled package keeps its artifactType and layers" "application/vnd.margo.app.v1+json 3" \
+    "$(jq -r '"\(.artifactType) \(.layers | length)"' "$T_TMP/pkg/blobs/sha256/$m")"
+berth_stop
+
+# ---- margo.validation: warn ----
+mkdir -p "$T_TMP/w"
+printf 'version: 0.1\nmargo:\n  validation: warn\n' >"$T_TMP/w/config.yml"
+berth_start "$T_TMP/w" || { t_fail "berth starts (warn)"; t_finish; }
+ok "validation warn: a broken package is stored" $MK package "$BERTH_URL" apps/bad 1.0.0 --variant bad-id
+t_check "validation warn: ... and the violation is logged" grep -q "margo artifact stored despite a violation" "$T_TMP/w/berth.log"
+berth_stop
+t_eq "berth exits cleanly" 0 $?
+t_finish
