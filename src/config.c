@@ -711,11 +711,10 @@ static int load_auth(cnode *root, config *cfg)
     a->enabled = a->htpasswd != NULL || a->token;
     if (!a->realm) a->realm = strdup("berth");
     if ((rc = actions(cn_path(root, "access.anonymous"), "access.anonymous", &a->anonymous)) < 0 ||
-        (rc = actions(cn_path(root, "access.default"), "access.default", &a->authenticated)) <
-            0 ||
+        (rc = actions(cn_path(root, "access.default"), "access.default", &a->authenticated)) < 0 ||
         (rc = actions(cn_path(root, "access.mirror"), "access.mirror", &a->mirror)) < 0 ||
-        (rc = str_list(cn_path(root, "access.admins"), "access.admins", &a->admins,
-                       &a->nadmins)) < 0)
+        (rc = str_list(cn_path(root, "access.admins"), "access.admins", &a->admins, &a->nadmins)) <
+            0)
         return rc;
     cnode *g = cn_path(root, "access.groups");
     if (g && g->kind != CN_MAP) return berr_set(BERR_CONFIG, "access.groups: expected a mapping");
@@ -971,54 +970,56 @@ void config_free(config *cfg)
 
 void config_print_keys(void)
 {
-    fputs("Configuration keys (registry:2 format; override any with REGISTRY_<PATH>):\n"
-          "  version                                  must be 0.1\n"
-          "  log.level                                error|warn|info|debug (info)\n"
-          "  storage.filesystem.rootdirectory         storage directory (./data)\n"
-          "  storage.delete.enabled                   allow DELETE of blobs/manifests (false)\n"
-          "  storage.maintenance.uploadpurging.enabled  purge stale uploads (true)\n"
-          "  storage.maintenance.uploadpurging.age    age of a stale upload (168h)\n"
-          "  storage.maintenance.uploadpurging.interval  how often to purge (24h)\n"
-          "  http.addr                                listen address host:port (:5000)\n"
-          "  http.host                                external base URL for Location headers\n"
-          "  http.headers                             extra response headers {Name: [value]}\n"
-          "  http.tls.certificate / http.tls.key      PEM files: serve HTTPS\n"
-          "  http.tls.clientcas                       CA files: require client certificates\n"
-          "  http.connections                         max concurrent connections (1024)\n"
-          "  http.connections_per_ip                  max from one address (a quarter; 0: none)\n"
-          "  http.threads                             event-loop threads (1)\n"
-          "  health.storagedriver.enabled             periodic storage check (true)\n"
-          "  health.storagedriver.interval            check interval (10s)\n"
-          "  health.storagedriver.threshold           failures before unhealthy (1)\n"
-          "  gc.grace                                 gc keeps content younger than this (1h)\n"
-          "  limits.manifest                          largest manifest accepted (4MiB)\n"
-          "  limits.rate / limits.burst               requests/s per address, burst (no limit)\n"
-          "  limits.uploads                           concurrent requests with a body (no limit)\n"
-          "  storage.quota                            most bytes of blobs stored (no limit)\n"
-          "  proxy.remoteurl, proxy.username, proxy.password\n"
-          "                                           default upstream (registry:2 proxy mode)\n"
-          "  mirrors.<name>.urls                      upstream endpoints, tried in order\n"
-          "  mirrors.<name>.username / password / credentials_file\n"
-          "  mirrors.<name>.tls.ca / tls.insecure     upstream TLS trust\n"
-          "  mirrors.<name>.timeout.connect / transfer (5s / 10m)\n"
-          "  mirrors.<name>.revalidate                min interval between tag checks (5m)\n"
-          "  mirrors.<name>.repositories              upstream names served (patterns; all)\n"
-          "  cache.maxsize                            space for mirrored content (no limit)\n"
-          "  cache.pin                                mirrored repositories never evicted\n"
-          "  auth.htpasswd.path / realm               bcrypt htpasswd file: Basic sign-in\n"
-          "  auth.token.realm / service / issuer / rootcertbundle   bearer tokens (JWT)\n"
-          "  access.anonymous / default / mirror      actions without sign-in (none), for a\n"
-          "                                           signed-in user (all), in mirror space (pull)\n"
-          "  access.admins / groups / rules           per-repository policies (docs/auth.md)\n"
-          "  margo.validation                         margo packages/compose archives: reject|warn|off\n"
-          "  helm.enabled                             serve the Helm chart repository (true)\n"
-          "  helm.oci_prefix                          charts at oci://<berth>/<prefix>/ (charts)\n"
-          "  helm.allow_overwrite                     re-uploading a version replaces it (false)\n"
-          "  helm.depth                               tenancy depth, as ChartMuseum's (0)\n"
-          "  helm.max_upload_size                     largest chart .tgz accepted (64MiB)\n"
-          "  helm.max_uncompressed                    largest unpacked chart accepted (256MiB)\n"
-          "  helm.upstreams.<name>.url                upstream HTTP chart repository\n"
-          "  helm.upstreams.<name>.username / password / credentials_file / tls / timeout\n"
-          "  helm.upstreams.<name>.refresh            min interval between index fetches (10m)\n",
-          stdout);
+    fputs(
+        "Configuration keys (registry:2 format; override any with REGISTRY_<PATH>):\n"
+        "  version                                  must be 0.1\n"
+        "  log.level                                error|warn|info|debug (info)\n"
+        "  storage.filesystem.rootdirectory         storage directory (./data)\n"
+        "  storage.delete.enabled                   allow DELETE of blobs/manifests (false)\n"
+        "  storage.maintenance.uploadpurging.enabled  purge stale uploads (true)\n"
+        "  storage.maintenance.uploadpurging.age    age of a stale upload (168h)\n"
+        "  storage.maintenance.uploadpurging.interval  how often to purge (24h)\n"
+        "  http.addr                                listen address host:port (:5000)\n"
+        "  http.host                                external base URL for Location headers\n"
+        "  http.headers                             extra response headers {Name: [value]}\n"
+        "  http.tls.certificate / http.tls.key      PEM files: serve HTTPS\n"
+        "  http.tls.clientcas                       CA files: require client certificates\n"
+        "  http.connections                         max concurrent connections (1024)\n"
+        "  http.connections_per_ip                  max from one address (a quarter; 0: none)\n"
+        "  http.threads                             event-loop threads (1)\n"
+        "  health.storagedriver.enabled             periodic storage check (true)\n"
+        "  health.storagedriver.interval            check interval (10s)\n"
+        "  health.storagedriver.threshold           failures before unhealthy (1)\n"
+        "  gc.grace                                 gc keeps content younger than this (1h)\n"
+        "  limits.manifest                          largest manifest accepted (4MiB)\n"
+        "  limits.rate / limits.burst               requests/s per address, burst (no limit)\n"
+        "  limits.uploads                           concurrent requests with a body (no limit)\n"
+        "  storage.quota                            most bytes of blobs stored (no limit)\n"
+        "  proxy.remoteurl, proxy.username, proxy.password\n"
+        "                                           default upstream (registry:2 proxy mode)\n"
+        "  mirrors.<name>.urls                      upstream endpoints, tried in order\n"
+        "  mirrors.<name>.username / password / credentials_file\n"
+        "  mirrors.<name>.tls.ca / tls.insecure     upstream TLS trust\n"
+        "  mirrors.<name>.timeout.connect / transfer (5s / 10m)\n"
+        "  mirrors.<name>.revalidate                min interval between tag checks (5m)\n"
+        "  mirrors.<name>.repositories              upstream names served (patterns; all)\n"
+        "  cache.maxsize                            space for mirrored content (no limit)\n"
+        "  cache.pin                                mirrored repositories never evicted\n"
+        "  auth.htpasswd.path / realm               bcrypt htpasswd file: Basic sign-in\n"
+        "  auth.token.realm / service / issuer / rootcertbundle   bearer tokens (JWT)\n"
+        "  access.anonymous / default / mirror      actions without sign-in (none), for a\n"
+        "                                           signed-in user (all), in mirror space (pull)\n"
+        "  access.admins / groups / rules           per-repository policies (docs/auth.md)\n"
+        "  margo.validation                         margo packages/compose archives: "
+        "reject|warn|off\n"
+        "  helm.enabled                             serve the Helm chart repository (true)\n"
+        "  helm.oci_prefix                          charts at oci://<berth>/<prefix>/ (charts)\n"
+        "  helm.allow_overwrite                     re-uploading a version replaces it (false)\n"
+        "  helm.depth                               tenancy depth, as ChartMuseum's (0)\n"
+        "  helm.max_upload_size                     largest chart .tgz accepted (64MiB)\n"
+        "  helm.max_uncompressed                    largest unpacked chart accepted (256MiB)\n"
+        "  helm.upstreams.<name>.url                upstream HTTP chart repository\n"
+        "  helm.upstreams.<name>.username / password / credentials_file / tls / timeout\n"
+        "  helm.upstreams.<name>.refresh            min interval between index fetches (10m)\n",
+        stdout);
 }

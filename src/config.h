@@ -56,31 +56,31 @@ typedef struct {
 } config_rule;
 
 typedef struct {
-    bool enabled;          /* auth.htpasswd or auth.token configured */
-    bool token;            /* auth.token: bearer tokens from a token service (src/auth/token.c) */
+    bool enabled; /* auth.htpasswd or auth.token configured */
+    bool token;   /* auth.token: bearer tokens from a token service (src/auth/token.c) */
     char *token_realm, *token_service, *token_issuer, *token_bundle;
-    char *realm;           /* auth.htpasswd.realm */
-    char *htpasswd;        /* auth.htpasswd.path (bcrypt entries; re-read when it changes) */
-    unsigned anonymous;    /* access.anonymous: what anyone may do unsigned (none) */
+    char *realm;            /* auth.htpasswd.realm */
+    char *htpasswd;         /* auth.htpasswd.path (bcrypt entries; re-read when it changes) */
+    unsigned anonymous;     /* access.anonymous: what anyone may do unsigned (none) */
     unsigned authenticated; /* access.default: a signed-in user when no rule matches (all) */
-    unsigned mirror;       /* access.mirror: the most a non-admin may do in mirror space (pull) */
-    char **admins;         /* access.admins: may do everything */
+    unsigned mirror;        /* access.mirror: the most a non-admin may do in mirror space (pull) */
+    char **admins;          /* access.admins: may do everything */
     size_t nadmins;
-    config_group *groups;  /* access.groups.<name>: [users] */
+    config_group *groups; /* access.groups.<name>: [users] */
     size_t ngroups;
-    config_rule *rules;    /* access.rules: first match decides */
+    config_rule *rules; /* access.rules: first match decides */
     size_t nrules;
 } config_auth;
 
 /* The Helm chart repository (`helm:`, src/helm/). */
 typedef struct {
-    bool enabled;              /* helm.enabled (true) */
-    char *oci_prefix;          /* helm.oci_prefix: charts live at oci://<berth>/<prefix>/<name> */
-    bool allow_overwrite;      /* helm.allow_overwrite: re-upload of a version replaces it */
-    int depth;                 /* helm.depth: tenancy depth (ChartMuseum's --depth) */
-    int64_t max_upload;        /* helm.max_upload_size: largest .tgz accepted */
-    int64_t max_uncompressed;  /* helm.max_uncompressed: largest unpacked chart accepted */
-    config_mirror *upstreams;  /* helm.upstreams.<name>: url in urls[0], refresh in revalidate_s */
+    bool enabled;             /* helm.enabled (true) */
+    char *oci_prefix;         /* helm.oci_prefix: charts live at oci://<berth>/<prefix>/<name> */
+    bool allow_overwrite;     /* helm.allow_overwrite: re-upload of a version replaces it */
+    int depth;                /* helm.depth: tenancy depth (ChartMuseum's --depth) */
+    int64_t max_upload;       /* helm.max_upload_size: largest .tgz accepted */
+    int64_t max_uncompressed; /* helm.max_uncompressed: largest unpacked chart accepted */
+    config_mirror *upstreams; /* helm.upstreams.<name>: url in urls[0], refresh in revalidate_s */
     size_t nupstreams;
 } config_helm;
 

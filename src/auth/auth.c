@@ -178,8 +178,8 @@ void auth_challenge(const http_req *r, char *out, size_t len)
     }
     bool repo = r->name[0] && !r->plain_errors && !strncmp(r->path, "/v2/", 4);
     const char *acts = r->method == M_GET || r->method == M_HEAD ? "pull"
-                       : r->method == M_DELETE                  ? "delete"
-                                                                : "pull,push";
+                       : r->method == M_DELETE                   ? "delete"
+                                                                 : "pull,push";
     if (repo)
         snprintf(out, len, "Bearer realm=\"%s\",service=\"%s\",scope=\"repository:%s:%s\"",
                  a->token_realm, a->token_service, r->name, acts);
@@ -187,8 +187,7 @@ void auth_challenge(const http_req *r, char *out, size_t len)
         snprintf(out, len, "Bearer realm=\"%s\",service=\"%s\",scope=\"registry:catalog:*\"",
                  a->token_realm, a->token_service);
     else
-        snprintf(out, len, "Bearer realm=\"%s\",service=\"%s\"", a->token_realm,
-                 a->token_service);
+        snprintf(out, len, "Bearer realm=\"%s\",service=\"%s\"", a->token_realm, a->token_service);
 }
 
 void auth_request_done(http_req *r)
@@ -231,7 +230,8 @@ static bool rule_matches(const config_auth *a, const config_rule *rl, const char
 static unsigned allowed_actions(const config_auth *a, const char *user, const char *repo,
                                 bool mirror_space)
 {
-    if (user && listed(a->admins, a->nadmins, user)) return CONFIG_PULL | CONFIG_PUSH | CONFIG_DELETE;
+    if (user && listed(a->admins, a->nadmins, user))
+        return CONFIG_PULL | CONFIG_PUSH | CONFIG_DELETE;
     unsigned allowed = user ? a->authenticated : a->anonymous;
     for (size_t i = 0; i < a->nrules; i++) {
         if (rule_matches(a, &a->rules[i], user, repo)) {
@@ -344,7 +344,7 @@ int auth_request(http_req *r)
         return 0;
     }
     unsigned action = (r->method == M_GET || r->method == M_HEAD) ? CONFIG_PULL
-                      : r->method == M_DELETE                       ? CONFIG_DELETE
-                                                                    : CONFIG_PUSH;
+                      : r->method == M_DELETE                     ? CONFIG_DELETE
+                                                                  : CONFIG_PUSH;
     return auth_require(r, r->name, action);
 }

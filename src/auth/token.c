@@ -108,13 +108,12 @@ static bool aud_has(json_t *aud, const char *service)
     if (json_is_string(aud)) return !strcmp(json_string_value(aud), service);
     size_t i;
     json_t *v;
-    json_array_foreach(aud, i, v) if (json_is_string(v) && !strcmp(json_string_value(v), service))
-        return true;
+    json_array_foreach(aud, i, v) if (json_is_string(v) &&
+                                      !strcmp(json_string_value(v), service)) return true;
     return false;
 }
 
-int auth_token_verify(const config *cfg, const char *jwt, char *sub, size_t sublen,
-                      json_t **access)
+int auth_token_verify(const config *cfg, const char *jwt, char *sub, size_t sublen, json_t **access)
 {
     bundle_cfg = cfg;
     pthread_once(&once, load_bundle);
@@ -140,7 +139,8 @@ int auth_token_verify(const config *cfg, const char *jwt, char *sub, size_t subl
         json_t *exp = json_object_get(cl, "exp"), *nbf = json_object_get(cl, "nbf");
         if (!iss || !cfg->auth.token_issuer || strcmp(iss, cfg->auth.token_issuer))
             rc = berr_set(BERR_UNAUTHORIZED, "token from another issuer");
-        else if (!cfg->auth.token_service || !aud_has(json_object_get(cl, "aud"), cfg->auth.token_service))
+        else if (!cfg->auth.token_service ||
+                 !aud_has(json_object_get(cl, "aud"), cfg->auth.token_service))
             rc = berr_set(BERR_UNAUTHORIZED, "token for another service");
         else if (!json_is_integer(exp) || json_integer_value(exp) + SKEW_S < now)
             rc = berr_set(BERR_UNAUTHORIZED, "token expired");

@@ -455,8 +455,8 @@ static int prov_attach(http_req *r, const char *prov, size_t len, bool overwrite
     rc = store_manifest_get(r->store, repo, pc.tag, &m);
     if (rc < 0) {
         rc = berr_set(BERR_NOT_FOUND,
-                      "chart %s-%s not found: upload the chart first, or both together",
-                      pc.name, pc.version);
+                      "chart %s-%s not found: upload the chart first, or both together", pc.name,
+                      pc.version);
         helm_chart_info_free(&pc);
         return rc;
     }
@@ -471,8 +471,7 @@ static int prov_attach(http_req *r, const char *prov, size_t len, bool overwrite
         json_object_get(json_object_get(man, "annotations"), "org.opencontainers.image.created"));
     if (cr) snprintf(created, sizeof created, "%s", cr);
     store_manifest_free(&m);
-    if (rc == 0 && has_prov && !overwrite)
-        rc = berr_set(BERR_CONFLICT, "file already exists");
+    if (rc == 0 && has_prov && !overwrite) rc = berr_set(BERR_CONFLICT, "file already exists");
     helm_chart_info ci = {0};
     store_blob b = {.fd = -1};
     if (rc == 0 && (!cfg_digest || store_blob_open(r->store, repo, cfg_digest, &b) < 0))
@@ -510,7 +509,8 @@ static int upload_end(http_req *r)
         enum MHD_Result ok = MHD_destroy_post_processor(c->pp);
         c->pp = NULL;
         if (c->err) return c->err;
-        if (ok != MHD_YES) return berr_set(BERR_BAD_REQUEST, "truncated multipart/form-data request");
+        if (ok != MHD_YES)
+            return berr_set(BERR_BAD_REQUEST, "truncated multipart/form-data request");
     }
     bool overwrite = want_overwrite(r);
     if (c->prov_only) {

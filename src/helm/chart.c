@@ -29,10 +29,10 @@
 
 /* ---- SemVer ---- */
 
-static const char semver_re[] =
-    "^(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)"
-    "(-((0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\\.(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    "(\\+([0-9a-zA-Z-]+(\\.[0-9a-zA-Z-]+)*))?$";
+static const char semver_re[] = "^(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)"
+                                "(-((0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\\.(0|[1-9][0-9]*|"
+                                "[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+                                "(\\+([0-9a-zA-Z-]+(\\.[0-9a-zA-Z-]+)*))?$";
 
 static regex_t semver_compiled;
 static bool semver_ready;
@@ -141,8 +141,7 @@ typedef struct {
 
 static bool is_null_word(const char *s)
 {
-    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
-           !strcmp(s, "NULL");
+    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
 }
 
 static json_t *node_json(conv *c, yaml_node_t *n, const char *key, int depth)
@@ -272,7 +271,8 @@ int helm_chart_inspect(int fd, int64_t max_uncompressed, helm_chart_info *info)
                        .capture_max = CHART_YAML_MAX};
     int rc = tar_scan(fd, &o);
     if (rc < 0) return rc;
-    if (!o.captured) rc = berr_set(BERR_BAD_REQUEST, "chart archive: no Chart.yaml in '%s/'", o.top);
+    if (!o.captured)
+        rc = berr_set(BERR_BAD_REQUEST, "chart archive: no Chart.yaml in '%s/'", o.top);
     if (rc == 0) rc = helm_yaml_to_json(o.captured, o.captured_len, "Chart.yaml", &info->meta);
     tar_scan_free(&o);
     if (rc == 0) rc = helm_chart_check_meta(info->meta, info);
@@ -370,9 +370,9 @@ int helm_chart_store(store *s, const helm_store_req *q)
     json_t *layers = json_pack("[{s:s,s:s,s:I}]", "mediaType", HELM_MT_CHART, "digest",
                                q->chart_digest, "size", (json_int_t)q->chart_size);
     if (provb)
-        json_array_append_new(layers, json_pack("{s:s,s:s,s:I}", "mediaType", HELM_MT_PROV,
-                                                "digest", provb->digest, "size",
-                                                (json_int_t)q->prov_len));
+        json_array_append_new(layers,
+                              json_pack("{s:s,s:s,s:I}", "mediaType", HELM_MT_PROV, "digest",
+                                        provb->digest, "size", (json_int_t)q->prov_len));
     json_t *ann = json_pack("{s:s,s:s,s:s}", "org.opencontainers.image.created", created,
                             "org.opencontainers.image.title", ci->name,
                             "org.opencontainers.image.version", ci->version);
@@ -433,8 +433,10 @@ int helm_oci_entry(store *s, const config *cfg, const char *repo, const char *co
     if (slashes != cfg->helm.depth) return 0;
     const char *name = strrchr(repo, '/') + 1;
     json_t *man = json_loadb(content, len, 0, NULL);
-    const char *cfg_mt = json_string_value(json_object_get(json_object_get(man, "config"), "mediaType"));
-    const char *cfg_digest = json_string_value(json_object_get(json_object_get(man, "config"), "digest"));
+    const char *cfg_mt =
+        json_string_value(json_object_get(json_object_get(man, "config"), "mediaType"));
+    const char *cfg_digest =
+        json_string_value(json_object_get(json_object_get(man, "config"), "digest"));
     const char *chart_digest = NULL, *created = NULL;
     json_t *layers = json_object_get(man, "layers"), *l;
     size_t i;

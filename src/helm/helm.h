@@ -65,7 +65,7 @@ typedef struct {
     const char *prov;
     size_t prov_len;
     bool overwrite;
-    bool mirrored; /* cached from an upstream chart repository */
+    bool mirrored;       /* cached from an upstream chart repository */
     const char *created; /* RFC 3339 time for the entry, or NULL for now */
 } helm_store_req;
 int helm_chart_store(store *s, const helm_store_req *q);

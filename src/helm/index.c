@@ -73,8 +73,8 @@ void helm_buf_addf(helm_buf *b, const char *fmt, ...)
  * holds only unremarkable characters, and is not a word YAML 1.1 resolves to a bool or null. */
 static bool plain_safe(const char *s)
 {
-    static const char *const words[] = {"y",   "yes", "n",    "no",    "true", "false",
-                                        "on",  "off", "null", "nan",   "inf"};
+    static const char *const words[] = {"y",  "yes", "n",    "no",  "true", "false",
+                                        "on", "off", "null", "nan", "inf"};
     if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z'))) return false;
     size_t n = strlen(s);
     if (n > 200) return false;
@@ -82,7 +82,8 @@ static bool plain_safe(const char *s)
         char c = s[i];
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                   c == '.' || c == '-' || c == '_' || c == '/' || c == '+' || c == '@' ||
-                  (c == ':' && s[i + 1] && s[i + 1] != ' ') || (c == ' ' && s[i + 1] != '#' && s[i + 1]);
+                  (c == ':' && s[i + 1] && s[i + 1] != ' ') ||
+                  (c == ' ' && s[i + 1] != '#' && s[i + 1]);
         if (!ok) return false;
     }
     for (size_t i = 0; i < sizeof words / sizeof *words; i++)
@@ -104,19 +105,29 @@ static void yaml_quoted(helm_buf *b, const char *s, size_t n)
         unsigned cp = 0x110000; /* none */
         size_t len = 1;
         const char *esc = NULL;
-        if (u[0] == '"') esc = "\\\"";
-        else if (u[0] == '\\') esc = "\\\\";
-        else if (u[0] == '\b') esc = "\\b";
-        else if (u[0] == '\f') esc = "\\f";
-        else if (u[0] == '\n') esc = "\\n";
-        else if (u[0] == '\r') esc = "\\r";
-        else if (u[0] == '\t') esc = "\\t";
-        else if (u[0] < 0x20 || u[0] == 0x7f) cp = u[0];
-        else if (u[0] == 0xc2 && i + 1 < n && u[1] >= 0x80 && u[1] <= 0x9f) cp = u[1], len = 2;
+        if (u[0] == '"')
+            esc = "\\\"";
+        else if (u[0] == '\\')
+            esc = "\\\\";
+        else if (u[0] == '\b')
+            esc = "\\b";
+        else if (u[0] == '\f')
+            esc = "\\f";
+        else if (u[0] == '\n')
+            esc = "\\n";
+        else if (u[0] == '\r')
+            esc = "\\r";
+        else if (u[0] == '\t')
+            esc = "\\t";
+        else if (u[0] < 0x20 || u[0] == 0x7f)
+            cp = u[0];
+        else if (u[0] == 0xc2 && i + 1 < n && u[1] >= 0x80 && u[1] <= 0x9f)
+            cp = u[1], len = 2;
         else if (i + 2 < n && ((u[0] == 0xe2 && u[1] == 0x80 && (u[2] == 0xa8 || u[2] == 0xa9)) ||
                                (u[0] == 0xef && u[1] == 0xbb && u[2] == 0xbf) ||
                                (u[0] == 0xef && u[1] == 0xbf && (u[2] == 0xbe || u[2] == 0xbf))))
-            cp = (unsigned)(u[0] & 0x0f) << 12 | (unsigned)(u[1] & 0x3f) << 6 | (u[2] & 0x3f), len = 3;
+            cp = (unsigned)(u[0] & 0x0f) << 12 | (unsigned)(u[1] & 0x3f) << 6 | (u[2] & 0x3f),
+            len = 3;
         if (!esc && cp == 0x110000) {
             i += len;
             continue;

@@ -270,8 +270,7 @@ static int index_current(store *s, up_state *st, snap **out)
                 snap_build(up, resp.body, resp.len, &ns) == 0) {
                 index_save(s, up, resp.body, resp.len);
                 install(st, ns, time(NULL));
-                log_info("msg=\"chart index refreshed\" upstream=%s bytes=%zu", up->name,
-                         resp.len);
+                log_info("msg=\"chart index refreshed\" upstream=%s bytes=%zu", up->name, resp.len);
             } else {
                 log_warn("msg=\"chart index refresh failed: serving the last good copy\" "
                          "upstream=%s status=%ld err=\"%s\"",
@@ -293,8 +292,9 @@ static int index_current(store *s, up_state *st, snap **out)
     }
     *out = snap_get(st);
     if (!*out)
-        return berr_set(BERR_UNAVAILABLE, "upstream chart repository %s unavailable and no copy "
-                                          "of its index is kept",
+        return berr_set(BERR_UNAVAILABLE,
+                        "upstream chart repository %s unavailable and no copy "
+                        "of its index is kept",
                         up->name);
     return 0;
 }
@@ -384,8 +384,8 @@ static int fetch_chart(http_req *r, up_state *st, const char *file)
     if (cr) snprintf(created, sizeof created, "%s", cr);
     snap_put(s);
     if (!want[0] || digest_parse(want, NULL) < 0)
-        return berr_set(BERR_UNAVAILABLE, "%s's index gives no sha256 digest for %.200s",
-                        up->name, file);
+        return berr_set(BERR_UNAVAILABLE, "%s's index gives no sha256 digest for %.200s", up->name,
+                        file);
     char repo[512], uuid[STORE_UUID_LEN + 1];
     helm_repo_name(r->cfg, up->name, name, repo, sizeof repo);
     rc = store_upload_create(r->store, repo, DIGEST_SHA256, uuid);
@@ -398,10 +398,9 @@ static int fetch_chart(http_req *r, up_state *st, const char *file)
     long status = resp.status;
     upstream_resp_free(&resp);
     if (rc == 0 && status != 200)
-        rc = status == 404 ? berr_set(BERR_NOT_FOUND, "%s: %.200s not found upstream", up->name,
-                                      file)
-                           : berr_set(BERR_UNAVAILABLE, "%s answered %ld for %.200s", up->name,
-                                      status, file);
+        rc = status == 404
+                 ? berr_set(BERR_NOT_FOUND, "%s: %.200s not found upstream", up->name, file)
+                 : berr_set(BERR_UNAVAILABLE, "%s answered %ld for %.200s", up->name, status, file);
     char got[DIGEST_STR_MAX];
     if (rc == 0) rc = store_upload_digest(u, got);
     if (rc == 0 && strcmp(got, want) != 0)
@@ -417,8 +416,7 @@ static int fetch_chart(http_req *r, up_state *st, const char *file)
             char why[300];
             snprintf(why, sizeof why, "%.200s from %s is not a valid chart: ", file, up->name);
             rc = berr_rewrap(BERR_UNAVAILABLE, why);
-        }
-        else if (strcmp(ci.name, name))
+        } else if (strcmp(ci.name, name))
             rc = berr_set(BERR_UNAVAILABLE, "%.200s from %s holds chart '%s'", file, up->name,
                           ci.name);
     }

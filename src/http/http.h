@@ -63,15 +63,15 @@ struct http_req {
      * request is for cached upstream content; name then holds the local (store) name */
     const config_mirror *mirror;
     char upstream_repo[256];
-    bool raw_escaped; /* the raw path held percent-escapes other than %3A */
-    bool plain_errors; /* errors as {"error":"..."} (the Helm/ChartMuseum API), not OCI JSON */
-    bool signed_in;    /* auth/: the caller proved who it is */
-    void *token_access; /* auth/: a bearer token's access claim (json_t), when signed in by one */
+    bool raw_escaped;     /* the raw path held percent-escapes other than %3A */
+    bool plain_errors;    /* errors as {"error":"..."} (the Helm/ChartMuseum API), not OCI JSON */
+    bool signed_in;       /* auth/: the caller proved who it is */
+    void *token_access;   /* auth/: a bearer token's access claim (json_t), when signed in by one */
     bool holds_body_slot; /* limits.c: counted among the concurrent request bodies */
     long retry_after;     /* seconds, sent with a 429 */
     char user[128];
-    const void *aux;   /* router's extra result (helm/: the upstream chart repository) */
-    bool failed;      /* a response (usually an error) is set; the rest of the body is discarded */
+    const void *aux; /* router's extra result (helm/: the upstream chart repository) */
+    bool failed;     /* a response (usually an error) is set; the rest of the body is discarded */
 };
 
 typedef struct http_server http_server;

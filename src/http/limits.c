@@ -60,8 +60,10 @@ static long take(const uint8_t key[16], double rate, double burst)
     bucket *b = NULL, *stalest = NULL;
     for (int i = 0; i < PROBE && !b; i++) {
         bucket *c = &table[(h + (uint32_t)i) % BUCKETS];
-        if (c->used && !memcmp(c->addr, key, 16)) b = c;
-        else if (!stalest || !c->used || (stalest->used && c->last < stalest->last)) stalest = c;
+        if (c->used && !memcmp(c->addr, key, 16))
+            b = c;
+        else if (!stalest || !c->used || (stalest->used && c->last < stalest->last))
+            stalest = c;
     }
     if (!b) {
         b = stalest;
@@ -91,18 +93,20 @@ int limits_admit(http_req *r, const struct sockaddr *client)
         long wait = take(key, cfg->rate_limit, burst);
         if (wait > 0) {
             r->retry_after = wait;
-            return berr_set(BERR_TOOMANYREQUESTS, "too many requests from this address: retry in %ld s",
-                            wait);
+            return berr_set(BERR_TOOMANYREQUESTS,
+                            "too many requests from this address: retry in %ld s", wait);
         }
     }
-    if (cfg->max_bodies > 0 && (r->method == M_PUT || r->method == M_POST || r->method == M_PATCH)) {
+    if (cfg->max_bodies > 0 &&
+        (r->method == M_PUT || r->method == M_POST || r->method == M_PATCH)) {
         const char *cl = http_header(r, "Content-Length");
         const char *te = http_header(r, "Transfer-Encoding");
         if ((cl && strcmp(cl, "0") != 0) || te) {
             if (atomic_fetch_add(&bodies, 1) >= cfg->max_bodies) {
                 atomic_fetch_sub(&bodies, 1);
                 r->retry_after = 1;
-                return berr_set(BERR_TOOMANYREQUESTS, "too many uploads in progress: retry shortly");
+                return berr_set(BERR_TOOMANYREQUESTS,
+                                "too many uploads in progress: retry shortly");
             }
             r->holds_body_slot = true;
         }

@@ -220,7 +220,8 @@ int http_reply_error(http_req *r, int rc)
     if (r->plain_errors) {
         int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", esc);
         int ret = http_reply(r, status, "application/json", body, (size_t)n);
-        if (ret == 0 && code == BERR_UNAUTHORIZED) http_add_header(r, "WWW-Authenticate", challenge);
+        if (ret == 0 && code == BERR_UNAUTHORIZED)
+            http_add_header(r, "WWW-Authenticate", challenge);
         if (ret == 0 && code == BERR_TOOMANYREQUESTS && r->retry_after > 0)
             http_add_headerf(r, "Retry-After", "%ld", r->retry_after);
         return ret;

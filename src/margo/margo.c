@@ -3,7 +3,8 @@
  * application-registry and SUP-01 pages). A manifest PUT whose artifactType names a margo
  * Application Package or Compose Archive is checked before it is stored:
  *
- * Application Package (application/vnd.margo.app.v1+json; older application/vnd.org.margo.app.v1+json)
+ * Application Package (application/vnd.margo.app.v1+json; older
+ * application/vnd.org.margo.app.v1+json)
  *   - config is the OCI empty descriptor; exactly one margo.yaml layer
  *     (application/vnd.margo.app.description.v1+yaml); every other layer is a margo resource type
  *     (icon, descriptionFile, licenseFile, releaseNotes); every layer has a relative
@@ -82,8 +83,7 @@ static int read_blob(store *s, const char *repo, const char *digest, size_t max,
 {
     store_blob b;
     int rc = store_blob_open(s, repo, digest, &b);
-    if (rc < 0)
-        return berr_set(BERR_MANIFEST_BLOB_UNKNOWN, "blob unknown to registry: %s", digest);
+    if (rc < 0) return berr_set(BERR_MANIFEST_BLOB_UNKNOWN, "blob unknown to registry: %s", digest);
     if (b.size > max) {
         store_blob_release(&b);
         return berr_set(BERR_MANIFEST_INVALID, "margo: %s is larger than %zu bytes", digest, max);
@@ -129,8 +129,8 @@ int margo_check_description(json_t *d, const char **version_out)
     {
         const char *on = str(org, "name");
         if (!on || !*on)
-            return bad("description", "metadata.catalog.organization[%s].name is required%s",
-                       "", NULL);
+            return bad("description", "metadata.catalog.organization[%s].name is required%s", "",
+                       NULL);
     }
     json_t *profiles = json_object_get(d, "deploymentProfiles"), *p;
     if (!json_is_array(profiles) || json_array_size(profiles) == 0)
@@ -201,7 +201,8 @@ static int check_package(store *s, const char *repo, json_t *man, const char *co
     json_array_foreach(layers, i, l)
     {
         const char *mt = str(l, "mediaType");
-        const char *title = str(json_object_get(l, "annotations"), "org.opencontainers.image.title");
+        const char *title =
+            str(json_object_get(l, "annotations"), "org.opencontainers.image.title");
         char where[32];
         snprintf(where, sizeof where, "layers[%zu]", i);
         if (!title || !*title)
@@ -244,8 +245,8 @@ static int check_compose(store *s, const config *cfg, const char *repo, json_t *
 {
     json_t *layers = json_object_get(man, "layers");
     json_t *l = json_array_get(layers, 0);
-    if (json_array_size(layers) != 1 || strcmp(str(l, "mediaType") ? str(l, "mediaType") : "",
-                                               MT_COMPOSE_LAYER))
+    if (json_array_size(layers) != 1 ||
+        strcmp(str(l, "mediaType") ? str(l, "mediaType") : "", MT_COMPOSE_LAYER))
         return bad("compose", "exactly one layer of %s is required%s", MT_COMPOSE_LAYER, NULL);
     json_t *ann = json_object_get(l, "annotations");
     const char *type = str(ann, "org.margo.component.type");

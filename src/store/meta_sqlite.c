@@ -132,26 +132,79 @@ static const char schema_sql[] =
  * catches up by re-reading only the repositories logged since its sequence number. The log keeps
  * its last 50,000 changes; a cache older than that rebuilds. */
 #define CHART_CHANGED(r) "BEGIN INSERT INTO charts_changes(repo) VALUES(" r "); END;"
-static const char charts_schema_sql[] =
-    "CREATE TABLE IF NOT EXISTS charts(repo TEXT NOT NULL, digest TEXT NOT NULL, tag TEXT NOT NULL,"
-    "  entry TEXT NOT NULL, yaml TEXT NOT NULL, PRIMARY KEY(repo, digest)) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS charts_changes(seq INTEGER PRIMARY KEY, repo TEXT NOT NULL);"
-    "CREATE TRIGGER IF NOT EXISTS charts_changes_prune AFTER INSERT ON charts_changes "
-    "  WHEN NEW.seq % 1000 = 0 BEGIN DELETE FROM charts_changes WHERE seq < NEW.seq - 50000; END;"
-    /* a chart row lives as long as its manifest */
-    "CREATE TRIGGER IF NOT EXISTS charts_manifest_del AFTER DELETE ON manifests "
-    "  BEGIN DELETE FROM charts WHERE repo = OLD.repo AND digest = OLD.digest; END;"
-    "CREATE TRIGGER IF NOT EXISTS charts_ins AFTER INSERT ON charts " CHART_CHANGED("NEW.repo")
-    "CREATE TRIGGER IF NOT EXISTS charts_upd AFTER UPDATE ON charts " CHART_CHANGED("NEW.repo")
-    "CREATE TRIGGER IF NOT EXISTS charts_del AFTER DELETE ON charts " CHART_CHANGED("OLD.repo")
-    "CREATE TRIGGER IF NOT EXISTS charts_tag_ins AFTER INSERT ON tags WHEN EXISTS (SELECT 1 FROM "
-    "  charts c WHERE c.repo = NEW.repo AND c.digest = NEW.digest) " CHART_CHANGED("NEW.repo")
-    "CREATE TRIGGER IF NOT EXISTS charts_tag_upd AFTER UPDATE OF digest ON tags WHEN "
-    "  OLD.digest != NEW.digest AND EXISTS (SELECT 1 FROM charts c WHERE c.repo = NEW.repo AND "
-    "  c.digest IN (OLD.digest, NEW.digest)) " CHART_CHANGED("NEW.repo")
-    "CREATE TRIGGER IF NOT EXISTS charts_tag_del AFTER DELETE ON tags WHEN EXISTS (SELECT 1 FROM "
-    "  charts c WHERE c.repo = OLD.repo AND c.digest = OLD.digest) " CHART_CHANGED("OLD.repo");
-
+static const char
+    charts_schema_sql[] =
+        "CREATE TABLE IF NOT EXISTS charts(repo TEXT NOT NULL, digest TEXT NOT NULL, tag TEXT NOT "
+        "NULL,"
+        "  entry TEXT NOT NULL, yaml TEXT NOT NULL, PRIMARY KEY(repo, digest)) WITHOUT ROWID;"
+        "CREATE TABLE IF NOT EXISTS charts_changes(seq INTEGER PRIMARY KEY, repo TEXT NOT NULL);"
+        "CREATE TRIGGER IF NOT EXISTS charts_changes_prune AFTER INSERT ON charts_changes "
+        "  WHEN NEW.seq % 1000 = 0 BEGIN DELETE FROM charts_changes WHERE seq < NEW.seq - 50000; "
+        "END;"
+        /* a chart row lives as long as its manifest */
+        "CREATE TRIGGER IF NOT EXISTS charts_manifest_del AFTER DELETE ON manifests "
+        "  BEGIN DELETE FROM charts WHERE repo = OLD.repo AND digest = OLD.digest; END;"
+        "CREATE TRIGGER IF NOT EXISTS charts_ins AFTER INSERT ON charts " CHART_CHANGED("NEW.repo") "CREATE TRIGGER IF NOT EXISTS charts_upd AFTER UPDATE ON charts " CHART_CHANGED(
+            "NEW.repo") "CREATE TRIGGER IF NOT EXISTS charts_del AFTER DELETE ON "
+                        "charts " CHART_CHANGED("OLD.repo") "CREATE TRIGGER IF NOT EXISTS "
+                                                            "charts_tag_ins AFTER INSERT ON tags "
+                                                            "WHEN EXISTS (SELECT 1 FROM "
+                                                            "  charts c WHERE c.repo = NEW.repo "
+                                                            "AND c.digest = "
+                                                            "NEW.digest) " CHART_CHANGED(
+                                                                "NEW.repo") "CREATE TRIGGER IF NOT "
+                                                                            "EXISTS charts_tag_upd "
+                                                                            "AFTER UPDATE OF "
+                                                                            "digest ON tags WHEN "
+                                                                            "  OLD.digest != "
+                                                                            "NEW.digest AND EXISTS "
+                                                                            "(SELECT 1 FROM charts "
+                                                                            "c WHERE c.repo = "
+                                                                            "NEW.repo AND "
+                                                                            "  c.digest IN "
+                                                                            "(OLD.digest, "
+                                                                            "NEW.digest))"
+                                                                            " " CHART_CHANGED(
+                                                                                "NEW.repo") "CREATE"
+                                                                                            " TRIGG"
+                                                                                            "ER IF "
+                                                                                            "NOT "
+                                                                                            "EXISTS"
+                                                                                            " chart"
+                                                                                            "s_tag_"
+                                                                                            "del "
+                                                                                            "AFTER "
+                                                                                            "DELETE"
+                                                                                            " ON "
+                                                                                            "tags "
+                                                                                            "WHEN "
+                                                                                            "EXISTS"
+                                                                                            " ("
+                                                                                            "SELECT"
+                                                                                            " 1 "
+                                                                                            "FROM "
+                                                                                            "  "
+                                                                                            "charts"
+                                                                                            " c "
+                                                                                            "WHERE "
+                                                                                            "c."
+                                                                                            "repo "
+                                                                                            "= "
+                                                                                            "OLD."
+                                                                                            "repo "
+                                                                                            "AND "
+                                                                                            "c."
+                                                                                            "digest"
+                                                                                            " = "
+                                                                                            "OLD."
+                                                                                            "digest"
+                                                                                            ")"
+                                                                                            " " CHART_CHANGED(
+                                                                                                "OL"
+                                                                                                "D."
+                                                                                                "re"
+                                                                                                "p"
+                                                                                                "o");
 
 /* A manifest is garbage when old enough, untagged, not an index's child, and not a referrer of a
  * manifest that still exists. */

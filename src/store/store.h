@@ -71,7 +71,7 @@ typedef struct {
      * (JSON); both NULL for everything else */
     const char *chart_tag;
     const char *chart_entry;
-    const char *chart_yaml; /* the same entry as an index.yaml list item */
+    const char *chart_yaml;          /* the same entry as an index.yaml list item */
     const store_new_blob *new_blobs; /* recorded and linked first, in the same transaction */
     size_t nnew_blobs;
     /* set by the store itself: checked inside the transaction */

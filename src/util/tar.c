@@ -44,7 +44,8 @@ static void ax_load(void)
 {
     void *lib = dlopen("libarchive.so.13", RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
-        log_error("msg=\"cannot load libarchive: archives cannot be checked\" err=\"%s\"", dlerror());
+        log_error("msg=\"cannot load libarchive: archives cannot be checked\" err=\"%s\"",
+                  dlerror());
         return;
     }
 #define SYM(field, name) *(void **)&ax.field = dlsym(lib, name)
@@ -210,8 +211,8 @@ int tar_scan(int fd, tar_scan_opts *o)
         mode_t type = archive_entry_filetype(e);
         mode_t mode = archive_entry_mode(e);
         if (o->no_special_bits && (mode & (S_ISUID | S_ISGID | S_ISVTX))) {
-            rc = berr_set(BERR_BAD_REQUEST, "%s: '%.200s' has a setuid, setgid or sticky bit",
-                          what, path);
+            rc = berr_set(BERR_BAD_REQUEST, "%s: '%.200s' has a setuid, setgid or sticky bit", what,
+                          path);
             break;
         }
         const char *hard = archive_entry_hardlink(e);
@@ -231,7 +232,8 @@ int tar_scan(int fd, tar_scan_opts *o)
             const char *target = archive_entry_symlink(e);
             if (!o->symlinks_inside || !target || !link_inside(start, target, o->top)) {
                 rc = berr_set(BERR_BAD_REQUEST, "%s: '%.200s' is a symbolic link%s", what, path,
-                              o->symlinks_inside ? " leaving the directory" : " (links are refused)");
+                              o->symlinks_inside ? " leaving the directory"
+                                                 : " (links are refused)");
                 break;
             }
             continue;

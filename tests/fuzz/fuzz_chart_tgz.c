@@ -51,7 +51,8 @@ static uint32_t crc32_of(const uint8_t *p, size_t n)
 
 static void put_le32(uint8_t *p, uint32_t v)
 {
-    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16), p[3] = (uint8_t)(v >> 24);
+    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16),
+    p[3] = (uint8_t)(v >> 24);
 }
 
 /* RFC 1952 gzip member holding p[0..n) in stored deflate blocks (RFC 1951 BTYPE 00). */

@@ -31,7 +31,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 /* ---- reference SemVer ---- */
 
-static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
 static bool is_ident_char(char c)
 {
     return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-';
@@ -107,7 +110,10 @@ static bool ref_parse(const char *s, ref_version *v)
     return *p == '\0';
 }
 
-static int sign(int c) { return c < 0 ? -1 : c > 0; }
+static int sign(int c)
+{
+    return c < 0 ? -1 : c > 0;
+}
 
 static int num_cmp(const char *a, size_t al, const char *b, size_t bl)
 {
@@ -123,7 +129,7 @@ static int ident_cmp(const char *a, size_t al, const char *b, size_t bl)
     for (size_t i = 0; i < bl; i++)
         nb = nb && is_digit(b[i]);
     if (na && nb) return num_cmp(a, al, b, bl);
-    if (na != nb) return na ? -1 : 1; /* numeric identifiers have lower precedence */
+    if (na != nb) return na ? -1 : 1;        /* numeric identifiers have lower precedence */
     int c = memcmp(a, b, al < bl ? al : bl); /* ASCII order */
     return c ? sign(c) : al == bl ? 0 : al < bl ? -1 : 1;
 }
@@ -138,7 +144,8 @@ static int ref_precedence(const ref_version *a, const ref_version *b)
     if (!a->pre || !b->pre) return a->pre ? -1 : b->pre ? 1 : 0;
     const char *pa = a->pre, *ea = a->pre + a->pre_len, *pb = b->pre, *eb = b->pre + b->pre_len;
     while (pa < ea && pb < eb) {
-        const char *da = memchr(pa, '.', (size_t)(ea - pa)), *db = memchr(pb, '.', (size_t)(eb - pb));
+        const char *da = memchr(pa, '.', (size_t)(ea - pa)),
+                   *db = memchr(pb, '.', (size_t)(eb - pb));
         size_t la = (size_t)((da ? da : ea) - pa), lb = (size_t)((db ? db : eb) - pb);
         int c = ident_cmp(pa, la, pb, lb);
         if (c) return c;
@@ -166,8 +173,10 @@ static void check_one(const char *s)
         fprintf(stderr, "helm_semver_valid(\"%s\") = %d, reference %d\n", s, !valid, valid);
         FUZZ_ASSERT(helm_semver_valid(s) == valid);
     }
-    if (strlen(s) <= HELM_NAME_MAX + 8) FUZZ_ASSERT(helm_name_valid(s) == ref_name(s));
-    else FUZZ_ASSERT(!helm_name_valid(s));
+    if (strlen(s) <= HELM_NAME_MAX + 8)
+        FUZZ_ASSERT(helm_name_valid(s) == ref_name(s));
+    else
+        FUZZ_ASSERT(!helm_name_valid(s));
     FUZZ_ASSERT(helm_semver_cmp(s, s) == 0);
 }
 

@@ -29,8 +29,7 @@ static const char bundle_pem[] =
     "IjB6NyZP/3lIWOp5zRRvaD7BW2ND7sJvwLsv0KiOmqpamv9Rtc0oL/C5wjZwCTv2\n"
     "dbrt9LiOHoCV/NkFtSPTs5lPo7tJAL7bay3ISRIpfTZx8lxCupJAE+sh4nuwwtzb\n"
     "sguSp6KtZJdOkwD4Yf7psno=\n"
-    "-----END CERTIFICATE-----\n"
-    ;
+    "-----END CERTIFICATE-----\n";
 
 static config cfg;
 static char path[64];
