@@ -11,23 +11,24 @@ PL_CURL=(curl -s)
 mkdir -p "$T_TMP/rate"
 cat >"$T_TMP/rate/config.yml" <<YML
 version: 0.1
-limits: {rate: 5, burst: 5}
+limits: {rate: 0.2, burst: 5}
 YML
 berth_start "$T_TMP/rate" || { t_fail "berth starts"; t_finish; }
-sleep 1.2 # the start-up probe took tokens
+# a slow refill (one token per 5 s), so how fast this machine runs the requests does not matter;
+# the start-up probe took one token of the burst
 codes=""
 for i in $(seq 1 15); do codes+="$(curl -s -o "$T_TMP/r$i" -D "$T_TMP/h$i" -w '%{http_code}' "$BERTH_URL/v2/") "; done
 n429=$(grep -o 429 <<<"$codes" | wc -l)
 n200=$(grep -o 200 <<<"$codes" | wc -l)
-t_check "rate 5/s, burst 5: 15 quick requests, the burst passes and the rest are 429 ($codes)" \
-    bash -c "[ $n200 -ge 5 ] && [ $n200 -le 7 ] && [ $n429 -ge 8 ]"
+t_check "rate 0.2/s, burst 5: of 15 requests the rest of the burst passes, the others are 429 ($codes)" \
+    bash -c "[ $n200 -ge 3 ] && [ $n200 -le 6 ] && [ $n429 -ge 9 ]"
 last=$(ls -t "$T_TMP"/h* | head -1)
 for i in $(seq 1 15); do grep -q ' 429' "$T_TMP/h$i" && last=$T_TMP/h$i && lastb=$T_TMP/r$i; done
 t_eq "a 429 carries the OCI error TOOMANYREQUESTS" TOOMANYREQUESTS "$(jq -r '.errors[0].code' "$lastb")"
 t_check "a 429 carries Retry-After (seconds)" grep -qiE '^retry-after: [1-9][0-9]*' "$last"
 t_eq "another address is not limited by it" 200 \
     "$(curl -s --interface 127.0.0.2 -o /dev/null -w '%{http_code}' "$BERTH_URL/v2/")"
-sleep 1.5
+sleep 5.5
 t_eq "after waiting, the address is served again" 200 "$(curl -s -o /dev/null -w '%{http_code}' "$BERTH_URL/v2/")"
 berth_stop
 
