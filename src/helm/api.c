@@ -262,19 +262,30 @@ static void split_version(http_req *r, char *name, size_t nl, const char **versi
     *version = slash + 1;
 }
 
-static int version_end(http_req *r)
+/* The view and the version r->ref ("<name>/<version>") names; -BERR_NOT_FOUND when it is not
+ * there (or not visible to the caller). The caller puts *v. */
+static int find_version(http_req *r, bool latest_ok, helm_view **v, const helm_version **hv)
 {
     char name[HELM_NAME_MAX + 1];
     const char *version;
     split_version(r, name, sizeof name, &version);
-    helm_view *v;
-    int rc = helm_view_get(r->store, r->cfg, tenant_of(r), &v);
+    int rc = helm_view_get(r->store, r->cfg, tenant_of(r), v);
     if (rc < 0) return rc;
-    const helm_version *hv = helm_view_version(v, name, version);
-    if (!hv || !auth_allowed(r, hv->repo, CONFIG_PULL)) {
-        helm_view_put(v);
+    *hv = helm_view_version(*v, name, version);
+    if (!*hv || (!latest_ok && !strcmp(version, "latest")) ||
+        !auth_allowed(r, (*hv)->repo, CONFIG_PULL)) {
+        helm_view_put(*v);
         return berr_set(BERR_NOT_FOUND, "no chart version found for %s-%.130s", name, version);
     }
+    return 0;
+}
+
+static int version_end(http_req *r)
+{
+    helm_view *v;
+    const helm_version *hv;
+    int rc = find_version(r, true, &v, &hv);
+    if (rc < 0) return rc;
     helm_buf b = {0};
     helm_buf_add(&b, hv->json, strlen(hv->json));
     helm_buf_add(&b, "\n", 1);
@@ -284,22 +295,14 @@ static int version_end(http_req *r)
 
 static int delete_end(http_req *r)
 {
-    char name[HELM_NAME_MAX + 1];
-    const char *version;
-    split_version(r, name, sizeof name, &version);
     helm_view *v;
-    int rc = helm_view_get(r->store, r->cfg, tenant_of(r), &v);
+    const helm_version *hv;
+    int rc = find_version(r, false, &v, &hv);
     if (rc < 0) return rc;
-    const helm_version *hv = helm_view_version(v, name, version);
-    if (!hv || !strcmp(version, "latest")) {
-        helm_view_put(v);
-        return berr_set(BERR_NOT_FOUND, "no chart version found for %s-%.130s", name, version);
-    }
     rc = auth_require(r, hv->repo, CONFIG_DELETE);
     if (rc == 0) rc = store_manifest_delete(r->store, hv->repo, hv->digest);
     helm_view_put(v);
-    if (rc == -BERR_MANIFEST_UNKNOWN)
-        return berr_set(BERR_NOT_FOUND, "no chart version found for %s-%.130s", name, version);
+    if (rc == -BERR_MANIFEST_UNKNOWN) return berr_set(BERR_NOT_FOUND, "no chart version found");
     if (rc < 0) return rc;
     return reply_json(r, 200, "{\"deleted\":true}\n");
 }

@@ -17,6 +17,7 @@
 #include "helm/helm.h"
 #include "proxy/upstream.h"
 #include "util/err.h"
+#include "util/file.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -210,29 +211,7 @@ static char *index_load(store *s, const config_mirror *up, size_t *len)
     char p[4200];
     index_path(s, up, p, sizeof p);
     strncat(p, "/index.yaml", sizeof p - strlen(p) - 1);
-    FILE *f = fopen(p, "rb");
-    if (!f) return NULL;
-    char *buf = NULL;
-    size_t cap = 0, n = 0, got;
-    char tmp[65536];
-    while ((got = fread(tmp, 1, sizeof tmp, f)) > 0) {
-        if (n + got + 1 > cap) {
-            cap = (n + got + 1) * 2;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = nb;
-        }
-        memcpy(buf + n, tmp, got);
-        n += got;
-    }
-    fclose(f);
-    if (buf) buf[n] = '\0';
-    *len = n;
-    return buf;
+    return file_read_all(p, len);
 }
 
 static void install(up_state *st, snap *s, time_t fetched)

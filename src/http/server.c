@@ -14,6 +14,7 @@
 #include "auth/auth.h"
 #include "http/http.h"
 #include "util/err.h"
+#include "util/file.h"
 #include "util/log.h"
 
 #include <gnutls/gnutls.h>
@@ -464,33 +465,6 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     log_debug("msg=\"http: %s\"", buf);
 }
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    char tmp[4096];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) {
-        if (len + n + 1 > cap) {
-            cap = (len + n + 1) * 2;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = nb;
-        }
-        memcpy(buf + len, tmp, n);
-        len += n;
-    }
-    fclose(f);
-    if (buf) buf[len] = '\0';
-    return buf;
-}
-
 /* "host:port", ":port", "[v6]:port" -> sockaddr. */
 static int parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len)
 {
@@ -557,8 +531,8 @@ int http_server_start(http_server **out, const config *cfg, store *st)
         pthread_create(&srv->workers[i], NULL, worker, srv);
     if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     if (cfg->tls_cert) {
-        srv->tls_cert = read_file(cfg->tls_cert);
-        srv->tls_key = read_file(cfg->tls_key);
+        srv->tls_cert = file_read_all(cfg->tls_cert, NULL);
+        srv->tls_key = file_read_all(cfg->tls_key, NULL);
         if (!srv->tls_cert || !srv->tls_key) {
             free(srv->tls_cert);
             free(srv->tls_key);
@@ -567,7 +541,7 @@ int http_server_start(http_server **out, const config *cfg, store *st)
                             cfg->tls_key);
         }
         for (size_t i = 0; i < cfg->ntls_clientcas; i++) {
-            char *ca = read_file(cfg->tls_clientcas[i]);
+            char *ca = file_read_all(cfg->tls_clientcas[i], NULL);
             if (!ca) {
                 free(srv->tls_cert);
                 free(srv->tls_key);
