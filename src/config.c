@@ -851,6 +851,8 @@ static int config_extract(cnode *root, config *cfg)
                        &cfg->tls_clientcas, &cfg->ntls_clientcas)) < 0 ||
         (rc = set_int(root, "http.connections", &cfg->connection_limit)) < 0 ||
         (rc = set_int(root, "http.connections_per_ip", &cfg->connections_per_ip)) < 0 ||
+        (rc = get_str(root, "http.headertimeout", &v)) < 0 ||
+        (v && (rc = config_parse_duration_ms(v, &cfg->header_timeout_ms)) < 0) ||
         (rc = set_int(root, "http.threads", &cfg->threads)) < 0 ||
         (rc = load_headers(root, cfg)) < 0 ||
         (rc = set_bool(root, "health.storagedriver.enabled", &cfg->health_enabled)) < 0 ||
@@ -903,6 +905,7 @@ int config_load(config *cfg, const char *path)
     cfg->max_manifest = 4 * 1024 * 1024;
     cfg->connection_limit = 1024;
     cfg->connections_per_ip = -1;
+    cfg->header_timeout_ms = 30000;
     cfg->threads = 1;
     cfg->helm.enabled = true;
     cfg->helm.oci_prefix = strdup("charts");

@@ -112,8 +112,9 @@ typedef struct {
     int64_t quota;          /* berth: storage.quota, bytes of blobs (0: none) */
     int connection_limit;   /* berth: http.connections */
     int connections_per_ip; /* berth: http.connections_per_ip (0: no limit) */
-    int threads;            /* berth: http.threads (event-loop threads) */
-    config_mirror *mirrors; /* berth: mirrors.<name> */
+    int64_t header_timeout_ms; /* berth: http.headertimeout (0: none) */
+    int threads;               /* berth: http.threads (event-loop threads) */
+    config_mirror *mirrors;    /* berth: mirrors.<name> */
     size_t nmirrors;
     config_mirror *proxy; /* registry:2 proxy.remoteurl: the default upstream, or NULL */
     int64_t cache_max;    /* berth: cache.maxsize, bytes of mirrored content (0: no limit) */

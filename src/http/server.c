@@ -51,7 +51,102 @@ struct http_server {
     http_req **queue;
     size_t qhead, qlen, qcap;
     bool stopping;
+    pthread_t sweeper; /* closes connections that take too long to send their headers */
+    atomic_bool sweeping;
 };
+
+/* ---- header deadline (slowloris) ----
+ * Every connection is watched from the moment it opens, or its previous request ended, until its
+ * next request's headers are complete. One that is still sending headers after
+ * http.headertimeout is shut down (shutdown(2) on its socket; libmicrohttpd then closes it). The
+ * watch entry is unlinked, under the same lock, when libmicrohttpd reports the connection closed,
+ * before it closes the socket, so a descriptor in the list always belongs to its connection. */
+typedef struct conn_watch {
+    int fd;
+    int64_t waiting_since; /* ms, monotonic; 0 while a request is being handled */
+    bool shut;
+    struct conn_watch *prev, *next;
+} conn_watch;
+
+static pthread_mutex_t watch_mu = PTHREAD_MUTEX_INITIALIZER;
+static conn_watch *watch_head;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void notify_conn(void *cls, struct MHD_Connection *conn, void **sock_ctx,
+                        enum MHD_ConnectionNotificationCode toe)
+{
+    (void)cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        conn_watch *w = calloc(1, sizeof *w);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!w || !ci) {
+            free(w);
+            return;
+        }
+        w->fd = ci->connect_fd;
+        w->waiting_since = mono_ms();
+        pthread_mutex_lock(&watch_mu);
+        w->next = watch_head;
+        if (watch_head) watch_head->prev = w;
+        watch_head = w;
+        pthread_mutex_unlock(&watch_mu);
+        *sock_ctx = w;
+    } else if (*sock_ctx) {
+        conn_watch *w = *sock_ctx;
+        pthread_mutex_lock(&watch_mu);
+        if (w->prev)
+            w->prev->next = w->next;
+        else
+            watch_head = w->next;
+        if (w->next) w->next->prev = w->prev;
+        pthread_mutex_unlock(&watch_mu);
+        free(w);
+        *sock_ctx = NULL;
+    }
+}
+
+static void watch_set(struct MHD_Connection *conn, int64_t since)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_watch *w = ci ? ci->socket_context : NULL;
+    if (!w) return;
+    pthread_mutex_lock(&watch_mu);
+    w->waiting_since = since;
+    pthread_mutex_unlock(&watch_mu);
+}
+
+static void *sweeper(void *p)
+{
+    http_server *srv = p;
+    int64_t limit = srv->cfg->header_timeout_ms;
+    while (atomic_load(&srv->sweeping)) {
+        usleep(250000);
+        int64_t now = mono_ms();
+        int shut = 0;
+        pthread_mutex_lock(&watch_mu);
+        for (conn_watch *w = watch_head; w; w = w->next) {
+            if (w->waiting_since && !w->shut && now - w->waiting_since > limit) {
+                shutdown(w->fd, SHUT_RDWR);
+                w->shut = true;
+                shut++;
+            }
+        }
+        pthread_mutex_unlock(&watch_mu);
+        if (shut)
+            log_warn("msg=\"closed connections that sent no complete request in time\" count=%d "
+                     "timeout_ms=%lld",
+                     shut, (long long)limit);
+    }
+    return NULL;
+}
 
 static atomic_bool server_healthy = true;
 
@@ -353,6 +448,7 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
     if (!r) return MHD_NO; /* uri_cb allocates every request */
     if (!r->initialized) {
         r->initialized = true;
+        if (srv->cfg->header_timeout_ms > 0) watch_set(conn, 0);
         r->conn = conn;
         r->cfg = srv->cfg;
         r->store = srv->st;
@@ -428,7 +524,6 @@ static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
-    (void)conn;
     http_server *srv = cls;
     http_req *r = *con_cls;
     if (!r) return;
@@ -437,6 +532,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         free(r);
         return;
     }
+    if (srv->cfg->header_timeout_ms > 0) watch_set(conn, mono_ms());
     if (r->h && r->h->cleanup) r->h->cleanup(r);
     limits_done(r);
     auth_request_done(r);
@@ -571,12 +667,12 @@ int http_server_start(http_server **out, const config *cfg, store *st)
     srv->d = MHD_start_daemon(
         flags, 0, NULL, NULL, ahc, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_NOTIFY_COMPLETED, completed, srv, MHD_OPTION_URI_LOG_CALLBACK, uri_cb, srv,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_POOL, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)cfg->connection_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned)cfg->connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
-        MHD_OPTION_THREAD_POOL_SIZE, pool, MHD_OPTION_ARRAY, cfg->tls_cert ? tls_opts : no_opts,
-        MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, notify_conn, srv, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)CONN_POOL, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->connection_limit,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->connections_per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_THREAD_POOL_SIZE, pool,
+        MHD_OPTION_ARRAY, cfg->tls_cert ? tls_opts : no_opts, MHD_OPTION_END);
     if (!srv->d) {
         int e = errno;
         stop_workers(srv);
@@ -584,6 +680,10 @@ int http_server_start(http_server **out, const config *cfg, store *st)
         free(srv->tls_key);
         free(srv);
         return berr_set(BERR_CONFIG, "cannot listen on %s: %s", cfg->addr, strerror(e));
+    }
+    if (cfg->header_timeout_ms > 0) {
+        atomic_store(&srv->sweeping, true);
+        pthread_create(&srv->sweeper, NULL, sweeper, srv);
     }
     *out = srv;
     return 0;
@@ -599,6 +699,10 @@ void http_server_stop(http_server *srv, int grace_s)
         log_warn("msg=\"shutdown: requests still in flight after grace period\" count=%d",
                  atomic_load(&srv->inflight));
     MHD_stop_daemon(srv->d);
+    if (atomic_load(&srv->sweeping)) {
+        atomic_store(&srv->sweeping, false);
+        pthread_join(srv->sweeper, NULL);
+    }
     stop_workers(srv);
     free(srv->tls_cert);
     free(srv->tls_key);
