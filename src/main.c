@@ -10,6 +10,7 @@
 #include "config.h"
 #include "helm/helm.h"
 #include "http/http.h"
+#include "margo/margo.h"
 #include "registry/registry.h"
 #include "proxy/upstream.h"
 #include "store/store.h"
@@ -32,6 +33,8 @@ static void usage(FILE *f)
     fputs("usage: berth <command> [-c config.yml] [options]\n"
           "commands:\n"
           "  serve               run the registry\n"
+          "  app push DIR REF | pull REF DIR | inspect REF [--user U:P]\n"
+          "                      margo application packages to and from any registry\n"
           "  gc [--dry-run] [--grace DURATION]\n"
           "                      remove unreferenced blobs and untagged manifests (online)\n"
           "  fsck                re-hash every blob, check every reference; non-zero on problems\n"
@@ -320,6 +323,7 @@ int main(int argc, char **argv)
         printf("berth %s\n", BERTH_VERSION);
         return 0;
     }
+    if (!strcmp(cmd, "app")) return margo_cli(argc - 2, argv + 2);
     cli o;
     if (parse_cli(argc - 1, argv + 1, &o) < 0) {
         usage(stderr);

@@ -18,6 +18,8 @@
  * the rule and field; -BERR_MANIFEST_BLOB_UNKNOWN when a layer it must read is missing. */
 int margo_check_manifest(store *s, const config *cfg, const char *repo, const char *content,
                          size_t len, const char *const *tags, size_t ntags);
+/* `berth app push|pull|inspect` (cli.c); argv after "app". */
+int margo_cli(int argc, char **argv);
 /* Checks a parsed margo.yaml; sets *version to metadata.version (pointing into d). */
 int margo_check_description(json_t *d, const char **version);
 

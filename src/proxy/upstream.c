@@ -228,6 +228,11 @@ typedef struct {
     size_t delivered; /* bytes handed to sink */
     bool sink_failed;
     char challenge[1024];
+    /* a request body (berth's own client: upstream_send) */
+    const char *method;
+    const void *body;
+    size_t body_len;
+    const char *body_type;
 } xfer;
 
 static size_t on_header(char *buf, size_t size, size_t n, void *p)
@@ -240,7 +245,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *p)
     line[l] = '\0';
     line[strcspn(line, "\r\n")] = '\0';
     if (!strncmp(line, "HTTP/", 5)) { /* a new response (after a redirect): start over */
-        x->out->content_type[0] = x->out->digest[0] = x->challenge[0] = '\0';
+        x->out->content_type[0] = x->out->digest[0] = x->challenge[0] = x->out->location[0] = '\0';
         x->out->content_length = -1;
         return len;
     }
@@ -260,6 +265,8 @@ static size_t on_header(char *buf, size_t size, size_t n, void *p)
         x->out->content_length = strtoll(v, NULL, 10);
     else if (!strcasecmp(line, "Retry-After"))
         x->out->retry_after = strtol(v, NULL, 10);
+    else if (!strcasecmp(line, "Location"))
+        snprintf(x->out->location, sizeof x->out->location, "%s", v);
     return len;
 }
 
@@ -309,9 +316,18 @@ static int perform(const config_mirror *m, const char *url, bool head, const cha
         snprintf(h, sizeof h, "Authorization: %s", auth);
         hdrs = curl_slist_append(hdrs, h);
     }
+    if (x->body_type) {
+        snprintf(h, sizeof h, "Content-Type: %s", x->body_type);
+        hdrs = curl_slist_append(hdrs, h);
+    }
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(c, CURLOPT_NOBODY, head ? 1L : 0L);
+    if (x->method) {
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, x->method);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, x->body ? x->body : "");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+    }
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -488,6 +504,25 @@ int upstream_get_url(const config_mirror *m, const char *url, upstream_sink sink
     xfer x = {.out = out, .sink = sink, .arg = arg, .limit = limit};
     char *auth = basic_auth(m);
     int rc = perform(m, url, false, NULL, auth, &x, sink != NULL);
+    free(auth);
+    return rc;
+}
+
+int upstream_send(const config_mirror *m, const char *method, const char *url, const char *ctype,
+                  const void *body, size_t len, const char *accept, upstream_sink sink, void *arg,
+                  upstream_resp *out)
+{
+    memset(out, 0, sizeof *out);
+    xfer x = {.out = out,
+              .sink = sink,
+              .arg = arg,
+              .limit = MANIFEST_MAX,
+              .method = strcmp(method, "GET") ? method : NULL,
+              .body = body,
+              .body_len = len,
+              .body_type = ctype};
+    char *auth = basic_auth(m);
+    int rc = perform(m, url, !strcmp(method, "HEAD"), accept, auth, &x, sink != NULL);
     free(auth);
     return rc;
 }

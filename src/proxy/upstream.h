@@ -20,6 +20,7 @@ typedef struct {
     char digest[DIGEST_STR_MAX]; /* Docker-Content-Digest, when sent */
     long retry_after;            /* seconds, from a 429 */
     long long content_length;    /* -1 when not announced */
+    char location[2048];         /* Location, when sent */
     char *body;                  /* buffered body (manifests, error bodies) */
     size_t len;
 } upstream_resp;
@@ -43,6 +44,11 @@ int upstream_tags(const config_mirror *m, const char *repo, upstream_resp *out);
  * chart repositories): a 200's body goes to sink, or is buffered up to limit when sink is NULL. */
 int upstream_get_url(const config_mirror *m, const char *url, upstream_sink sink, void *arg,
                      size_t limit, upstream_resp *out);
+/* Any request, with an optional body (berth's own registry client: `berth app push/pull`), Basic
+ * credentials from m; a 200's body goes to sink or is buffered (up to 4 MiB). */
+int upstream_send(const config_mirror *m, const char *method, const char *url, const char *ctype,
+                  const void *body, size_t len, const char *accept, upstream_sink sink, void *arg,
+                  upstream_resp *out);
 void upstream_resp_free(upstream_resp *r);
 
 /* Parses a WWW-Authenticate value into scheme and realm/service/scope (exposed for tests). */

@@ -89,6 +89,48 @@ t_check "skopeo pulls the package" skopeo copy -q --src-tls-verify=false \
 m=$(jq -r '.manifests[0].digest' "$T_TMP/pkg/index.json" | cut -d: -f2)
 t_eq "the pulled package keeps its artifactType and layers" "application/vnd.margo.app.v1+json 3" \
     "$(jq -r '"\(.artifactType) \(.layers | length)"' "$T_TMP/pkg/blobs/sha256/$m")"
+# ---- berth app push | inspect | pull: a package folder to the registry and back ----
+P=$T_TMP/apkg
+mkdir -p "$P/resources"
+cat >"$P/margo.yaml" <<'YML'
+apiVersion: margo.org/v1-alpha1
+kind: ApplicationDescription
+metadata:
+  id: cli-app
+  name: CLI App
+  version: 2.0.0+b1
+  catalog:
+    application:
+      icon: resources/icon.png
+      descriptionFile: resources/description.md
+      licenseFile: resources/license.txt
+    organization:
+      - name: Example
+deploymentProfiles:
+  - type: compose
+    id: cli-compose
+    components:
+      - name: web
+        properties: {repository: oci://reg.example.com/compose/web, revision: 1.0.0}
+YML
+head -c 3000 /dev/urandom >"$P/resources/icon.png"
+echo "# CLI App" >"$P/resources/description.md"
+echo "MIT" >"$P/resources/license.txt"
+out=$("$BERTH" app push "$P" "$U/apps/cli" 2>&1)
+t_check "berth app push (tag = metadata.version, '+' as '_'): $out" grep -q "apps/cli:2.0.0_b1 sha256:" <<<"$out"
+t_eq "... the manifest has the margo artifactType, the empty config and 4 layers" \
+    "application/vnd.margo.app.v1+json application/vnd.oci.empty.v1+json 4 application/vnd.margo.app.icon.v1+png,application/vnd.margo.app.descriptionFile.v1+markdown,application/vnd.margo.app.licenseFile.v1+plain" \
+    "$(curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$U/v2/apps/cli/manifests/2.0.0_b1" | jq -r '"\(.artifactType) \(.config.mediaType) \(.layers | length) \([.layers[1:][].mediaType] | join(","))"')"
+t_eq "berth app inspect prints the summary" "id: cli-app|name: CLI App|version: 2.0.0+b1|profile: compose cli-compose|  component: web oci://reg.example.com/compose/web@1.0.0" \
+    "$("$BERTH" app inspect "$U/apps/cli:2.0.0_b1" | paste -sd'|')"
+"$BERTH" app pull "$U/apps/cli:2.0.0_b1" "$T_TMP/pulled" >/dev/null
+t_check "berth app pull writes the folder back byte for byte" diff -r "$P" "$T_TMP/pulled"
+sed -i 's/id: cli-app/id: CLI_App/' "$P/margo.yaml"
+out=$("$BERTH" app push "$P" "$U/apps/cli" 2>&1)
+t_check "berth app push refuses an invalid margo.yaml before sending it ($out)" \
+    grep -q "metadata.id 'CLI_App' must match" <<<"$out"
+t_eq "berth app pull of something that is not a package fails clearly" 1 \
+    "$("$BERTH" app pull "$U/comp/hello:1.2.3" "$T_TMP/x" >/dev/null 2>&1; echo $?)"
 berth_stop
 
 # ---- margo.validation: warn ----

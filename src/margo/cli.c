@@ -1,0 +1,412 @@
+/*
+ * margo/cli: `berth app push DIR REF`, `berth app pull REF DIR`, `berth app inspect REF`: margo
+ * Application Packages between a package folder (margo.yaml + resources/) and any OCI registry,
+ * as the reference tooling's `oras push` does (artifactType, the empty config, one layer per file
+ * with its title and resource annotations, tag = metadata.version).
+ *
+ * REF is [http://|https://]host[:port]/repository[:tag] (https unless given). Credentials come
+ * from --user user:password or BERTH_REGISTRY_USER / BERTH_REGISTRY_PASSWORD (Basic).
+ */
+#include "helm/helm.h"
+#include "margo/margo.h"
+#include "proxy/upstream.h"
+#include "util/digest.h"
+#include "util/err.h"
+#include "util/file.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define MT_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+
+typedef struct {
+    char base[512]; /* scheme://host[:port] */
+    char repo[256];
+    char tag[129];
+    config_mirror m; /* credentials and timeouts for the client */
+} ref_t;
+
+static int parse_ref(const char *s, const char *user, ref_t *r)
+{
+    memset(r, 0, sizeof *r);
+    const char *scheme = "https://", *p = s;
+    if (!strncmp(s, "http://", 7) || !strncmp(s, "https://", 8)) {
+        scheme = s[4] == 's' ? "https://" : "http://";
+        p = strstr(s, "://") + 3;
+    }
+    const char *slash = strchr(p, '/');
+    if (!slash || slash == p)
+        return berr_set(BERR_CONFIG, "reference '%s': host/repository expected", s);
+    snprintf(r->base, sizeof r->base, "%s%.*s", scheme, (int)(slash - p), p);
+    const char *name = slash + 1, *colon = strrchr(name, ':');
+    if (colon && strchr(colon, '/')) colon = NULL;
+    snprintf(r->repo, sizeof r->repo, "%.*s", (int)(colon ? (size_t)(colon - name) : strlen(name)),
+             name);
+    if (colon) snprintf(r->tag, sizeof r->tag, "%s", colon + 1);
+    r->m.name = "client";
+    r->m.connect_ms = 10000;
+    r->m.transfer_ms = 600000;
+    static char u[256], pw[256];
+    const char *cred = user ? user : getenv("BERTH_REGISTRY_USER");
+    if (cred) {
+        const char *c = user ? strchr(user, ':') : NULL;
+        snprintf(u, sizeof u, "%.*s", c ? (int)(c - cred) : (int)strlen(cred), cred);
+        snprintf(pw, sizeof pw, "%s",
+                 c ? c + 1
+                   : (getenv("BERTH_REGISTRY_PASSWORD") ? getenv("BERTH_REGISTRY_PASSWORD") : ""));
+        r->m.username = u;
+        r->m.password = pw;
+    }
+    return 0;
+}
+
+static int http_fail(const char *what, int rc, const upstream_resp *resp)
+{
+    if (rc < 0) return rc;
+    return berr_set(BERR_IO, "%s: HTTP %ld %.300s", what, resp->status,
+                    resp->body ? resp->body : "");
+}
+
+static int push_blob(ref_t *r, const void *data, size_t len, char *digest)
+{
+    digest_buf(DIGEST_SHA256, data, len, digest);
+    char url[2048];
+    upstream_resp resp;
+    snprintf(url, sizeof url, "%s/v2/%s/blobs/%s", r->base, r->repo, digest);
+    if (upstream_send(&r->m, "HEAD", url, NULL, NULL, 0, NULL, NULL, NULL, &resp) == 0 &&
+        resp.status == 200) {
+        upstream_resp_free(&resp);
+        return 0;
+    }
+    upstream_resp_free(&resp);
+    snprintf(url, sizeof url, "%s/v2/%s/blobs/uploads/", r->base, r->repo);
+    int rc = upstream_send(&r->m, "POST", url, NULL, "", 0, NULL, NULL, NULL, &resp);
+    if (rc < 0 || resp.status != 202 || !resp.location[0]) {
+        rc = http_fail("start upload", rc, &resp);
+        upstream_resp_free(&resp);
+        return rc;
+    }
+    char loc[2048];
+    if (resp.location[0] == '/')
+        snprintf(loc, sizeof loc, "%s%s", r->base, resp.location);
+    else
+        snprintf(loc, sizeof loc, "%s", resp.location);
+    upstream_resp_free(&resp);
+    snprintf(url, sizeof url, "%s%sdigest=%s", loc, strchr(loc, '?') ? "&" : "?", digest);
+    rc = upstream_send(&r->m, "PUT", url, "application/octet-stream", data, len, NULL, NULL, NULL,
+                       &resp);
+    if (rc < 0 || resp.status != 201) rc = http_fail("upload blob", rc, &resp);
+    upstream_resp_free(&resp);
+    return rc;
+}
+
+/* application/vnd.margo.app.<kind>.v1+<format>, the format from the file's extension. */
+static void resource_type(const char *kind, const char *path, char *out, size_t len)
+{
+    const char *dot = strrchr(path, '.');
+    const char *ext = dot && !strchr(dot, '/') ? dot + 1 : "octet-stream";
+    static const char *const map[][2] = {
+        {"jpg", "jpeg"}, {"md", "markdown"}, {"txt", "plain"}, {"svg", "svg+xml"}, {"htm", "html"}};
+    for (size_t i = 0; i < sizeof map / sizeof *map; i++)
+        if (!strcasecmp(ext, map[i][0])) ext = map[i][1];
+    snprintf(out, len, "application/vnd.margo.app.%s.v1+%s", kind, ext);
+}
+
+static int app_push(const char *dir, const char *refs, const char *user)
+{
+    ref_t r;
+    int rc = parse_ref(refs, user, &r);
+    if (rc < 0) return rc;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/margo.yaml", dir);
+    size_t dlen;
+    char *desc = file_read_all(p, &dlen);
+    if (!desc) return berr_set(BERR_IO, "%s: %s", p, strerror(errno));
+    json_t *d = NULL;
+    const char *version = NULL;
+    rc = helm_yaml_to_json(desc, dlen, "margo.yaml", &d);
+    if (rc == 0) rc = margo_check_description(d, &version);
+    if (rc == 0 && !r.tag[0]) {
+        snprintf(r.tag, sizeof r.tag, "%s", version);
+        for (char *c = r.tag; *c; c++)
+            if (*c == '+') *c = '_';
+    }
+    json_t *layers = json_array();
+    char dg[DIGEST_STR_MAX];
+    if (rc == 0) rc = push_blob(&r, desc, dlen, dg);
+    if (rc == 0)
+        json_array_append_new(layers,
+                              json_pack("{s:s,s:s,s:I,s:{s:s}}", "mediaType",
+                                        "application/vnd.margo.app.description.v1+yaml", "digest",
+                                        dg, "size", (json_int_t)dlen, "annotations",
+                                        "org.opencontainers.image.title", "margo.yaml"));
+    static const char *const kinds[] = {"icon", "descriptionFile", "releaseNotes", "licenseFile"};
+    json_t *app =
+        json_object_get(json_object_get(json_object_get(d, "metadata"), "catalog"), "application");
+    for (size_t i = 0; rc == 0 && i < sizeof kinds / sizeof *kinds; i++) {
+        const char *rel = json_string_value(json_object_get(app, kinds[i]));
+        if (!rel) continue;
+        if (rel[0] == '/' || strstr(rel, "..")) {
+            rc = berr_set(BERR_CONFIG, "margo.yaml: %s '%s' must be a path inside the package",
+                          kinds[i], rel);
+            break;
+        }
+        snprintf(p, sizeof p, "%s/%s", dir, rel);
+        size_t len;
+        char *data = file_read_all(p, &len);
+        if (!data) {
+            rc = berr_set(BERR_IO, "%s (metadata.catalog.application.%s): %s", p, kinds[i],
+                          strerror(errno));
+            break;
+        }
+        rc = push_blob(&r, data, len, dg);
+        free(data);
+        char mt[160], res[96];
+        resource_type(kinds[i], rel, mt, sizeof mt);
+        snprintf(res, sizeof res, "metadata.catalog.application.%s", kinds[i]);
+        if (rc == 0)
+            json_array_append_new(layers, json_pack("{s:s,s:s,s:I,s:{s:s,s:s}}", "mediaType", mt,
+                                                    "digest", dg, "size", (json_int_t)len,
+                                                    "annotations", "org.opencontainers.image.title",
+                                                    rel, "org.margo.app.resource", res));
+    }
+    if (rc == 0) rc = push_blob(&r, "{}", 2, dg);
+    char *man = NULL;
+    if (rc == 0) {
+        json_t *m = json_pack("{s:i,s:s,s:s,s:{s:s,s:s,s:i,s:s},s:O}", "schemaVersion", 2,
+                              "mediaType", MT_MANIFEST, "artifactType", MARGO_MT_APP, "config",
+                              "mediaType", "application/vnd.oci.empty.v1+json", "digest", dg,
+                              "size", 2, "data", "e30=", "layers", layers);
+        man = json_dumps(m, JSON_COMPACT);
+        json_decref(m);
+    }
+    if (rc == 0) {
+        char url[2048];
+        upstream_resp resp;
+        snprintf(url, sizeof url, "%s/v2/%s/manifests/%s", r.base, r.repo, r.tag);
+        rc =
+            upstream_send(&r.m, "PUT", url, MT_MANIFEST, man, strlen(man), NULL, NULL, NULL, &resp);
+        if (rc < 0 || resp.status != 201)
+            rc = http_fail("push manifest", rc, &resp);
+        else
+            printf("pushed %s/%s:%s %s\n", r.base, r.repo, r.tag,
+                   resp.digest[0] ? resp.digest : "");
+        upstream_resp_free(&resp);
+    }
+    free(man);
+    json_decref(layers);
+    json_decref(d);
+    free(desc);
+    return rc;
+}
+
+static int get_manifest(ref_t *r, json_t **out)
+{
+    char url[2048];
+    upstream_resp resp;
+    snprintf(url, sizeof url, "%s/v2/%s/manifests/%s", r->base, r->repo,
+             r->tag[0] ? r->tag : "latest");
+    int rc = upstream_send(&r->m, "GET", url, NULL, NULL, 0, MT_MANIFEST, NULL, NULL, &resp);
+    if (rc < 0 || resp.status != 200) rc = http_fail("get manifest", rc, &resp);
+    json_t *m = rc == 0 ? json_loadb(resp.body, resp.len, 0, NULL) : NULL;
+    upstream_resp_free(&resp);
+    if (rc == 0 && !m) rc = berr_set(BERR_IO, "manifest is not JSON");
+    const char *at = json_string_value(json_object_get(m, "artifactType"));
+    if (rc == 0 && (!at || (strcmp(at, MARGO_MT_APP) && strcmp(at, MARGO_MT_APP_OLD))))
+        rc = berr_set(BERR_IO, "%s:%s is not a margo application package (artifactType %s)",
+                      r->repo, r->tag, at ? at : "none");
+    if (rc < 0) {
+        json_decref(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+typedef struct {
+    FILE *f;
+    digest_ctx ctx;
+    char *mem;
+    size_t len, cap;
+} sinkbuf;
+
+static int to_sink(void *arg, const char *data, size_t len)
+{
+    sinkbuf *s = arg;
+    digest_update(&s->ctx, data, len);
+    if (s->f) return fwrite(data, 1, len, s->f) == len ? 0 : -1;
+    if (s->len + len + 1 > s->cap) {
+        s->cap = (s->len + len + 1) * 2;
+        char *n = realloc(s->mem, s->cap);
+        if (!n) return -1;
+        s->mem = n;
+    }
+    memcpy(s->mem + s->len, data, len);
+    s->len += len;
+    s->mem[s->len] = '\0';
+    return 0;
+}
+
+/* GET a blob into f (or memory when f is NULL), verifying its digest. */
+static int get_blob(ref_t *r, const char *digest, FILE *f, char **mem, size_t *len)
+{
+    char url[2048];
+    upstream_resp resp;
+    sinkbuf s = {.f = f};
+    digest_init(&s.ctx, DIGEST_SHA256);
+    snprintf(url, sizeof url, "%s/v2/%s/blobs/%s", r->base, r->repo, digest);
+    int rc = upstream_send(&r->m, "GET", url, NULL, NULL, 0, NULL, to_sink, &s, &resp);
+    if (rc < 0 || resp.status != 200) rc = http_fail("get blob", rc, &resp);
+    upstream_resp_free(&resp);
+    char got[DIGEST_STR_MAX];
+    digest_final(&s.ctx, got);
+    if (rc == 0 && strcmp(got, digest))
+        rc = berr_set(BERR_IO, "blob %s arrived with digest %s: refused", digest, got);
+    if (rc == 0 && mem) {
+        *mem = s.mem ? s.mem : strdup("");
+        *len = s.len;
+    } else {
+        free(s.mem);
+    }
+    return rc;
+}
+
+static int mkdirs(const char *path)
+{
+    char b[4096];
+    snprintf(b, sizeof b, "%s", path);
+    for (char *c = b + 1; *c; c++)
+        if (*c == '/') {
+            *c = '\0';
+            if (mkdir(b, 0755) < 0 && errno != EEXIST) return -1;
+            *c = '/';
+        }
+    return 0;
+}
+
+static int app_pull(const char *refs, const char *dir, const char *user)
+{
+    ref_t r;
+    int rc = parse_ref(refs, user, &r);
+    json_t *m = NULL;
+    if (rc == 0) rc = get_manifest(&r, &m);
+    if (rc < 0) return rc;
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        rc = berr_set(BERR_IO, "%s: %s", dir, strerror(errno));
+    size_t i;
+    json_t *l;
+    json_array_foreach(json_object_get(m, "layers"), i, l)
+    {
+        if (rc < 0) break;
+        const char *title = json_string_value(
+            json_object_get(json_object_get(l, "annotations"), "org.opencontainers.image.title"));
+        const char *digest = json_string_value(json_object_get(l, "digest"));
+        if (!title || !digest || title[0] == '/' || strstr(title, "..")) {
+            rc = berr_set(BERR_IO, "layer %zu: a title inside the package is required", i);
+            break;
+        }
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", dir, title);
+        FILE *f = mkdirs(p) == 0 ? fopen(p, "wb") : NULL;
+        if (!f) {
+            rc = berr_set(BERR_IO, "%s: %s", p, strerror(errno));
+            break;
+        }
+        rc = get_blob(&r, digest, f, NULL, NULL);
+        if (fclose(f) != 0 && rc == 0) rc = berr_set(BERR_IO, "%s: write failed", p);
+        if (rc == 0) printf("%s\n", title);
+    }
+    json_decref(m);
+    return rc;
+}
+
+static int app_inspect(const char *refs, const char *user)
+{
+    ref_t r;
+    int rc = parse_ref(refs, user, &r);
+    json_t *m = NULL;
+    if (rc == 0) rc = get_manifest(&r, &m);
+    if (rc < 0) return rc;
+    const char *digest = NULL;
+    size_t i, j;
+    json_t *l;
+    json_array_foreach(json_object_get(m, "layers"), i, l)
+    {
+        const char *mt = json_string_value(json_object_get(l, "mediaType"));
+        if (mt && !strcmp(mt, "application/vnd.margo.app.description.v1+yaml"))
+            digest = json_string_value(json_object_get(l, "digest"));
+    }
+    char *text = NULL;
+    size_t len = 0;
+    json_t *d = NULL;
+    if (!digest) rc = berr_set(BERR_IO, "no margo.yaml layer");
+    if (rc == 0) rc = get_blob(&r, digest, NULL, &text, &len);
+    if (rc == 0) rc = helm_yaml_to_json(text, len, "margo.yaml", &d);
+    if (rc == 0) {
+        json_t *md = json_object_get(d, "metadata");
+        const char *id = json_string_value(json_object_get(md, "id"));
+        if (!id) id = json_string_value(json_object_get(d, "id"));
+        printf("id: %s\nname: %s\nversion: %s\n", id ? id : "?",
+               json_string_value(json_object_get(md, "name")) ?: "?",
+               json_string_value(json_object_get(md, "version")) ?: "?");
+        json_t *p;
+        json_array_foreach(json_object_get(d, "deploymentProfiles"), i, p)
+        {
+            printf("profile: %s %s\n", json_string_value(json_object_get(p, "type")) ?: "?",
+                   json_string_value(json_object_get(p, "id")) ?: "");
+            json_t *c;
+            json_array_foreach(json_object_get(p, "components"), j, c)
+            {
+                json_t *pr = json_object_get(c, "properties");
+                const char *repo = json_string_value(json_object_get(pr, "repository"));
+                const char *rev = json_string_value(json_object_get(pr, "revision"));
+                const char *loc = json_string_value(json_object_get(pr, "packageLocation"));
+                printf("  component: %s %s%s%s\n",
+                       json_string_value(json_object_get(c, "name")) ?: "?",
+                       repo  ? repo
+                       : loc ? loc
+                             : "?",
+                       rev ? "@" : "", rev ? rev : "");
+            }
+        }
+    }
+    json_decref(d);
+    free(text);
+    json_decref(m);
+    return rc;
+}
+
+int margo_cli(int argc, char **argv)
+{
+    const char *user = NULL;
+    const char *pos[3] = {0};
+    int np = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--user") && i + 1 < argc)
+            user = argv[++i];
+        else if (np < 3)
+            pos[np++] = argv[i];
+    }
+    if (upstream_global_init() < 0) {
+        fprintf(stderr, "berth app: %s\n", berr_msg());
+        return 1;
+    }
+    int rc;
+    if (np == 3 && !strcmp(pos[0], "push"))
+        rc = app_push(pos[1], pos[2], user);
+    else if (np == 3 && !strcmp(pos[0], "pull"))
+        rc = app_pull(pos[1], pos[2], user);
+    else if (np == 2 && !strcmp(pos[0], "inspect"))
+        rc = app_inspect(pos[1], user);
+    else {
+        fputs("usage: berth app push DIR REF | pull REF DIR | inspect REF  [--user USER:PASSWORD]\n"
+              "  REF: [http://|https://]host[:port]/repository[:tag]\n",
+              stderr);
+        return 2;
+    }
+    if (rc < 0) fprintf(stderr, "berth app %s: %s\n", pos[0], berr_msg());
+    return rc < 0 ? 1 : 0;
+}
