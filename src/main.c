@@ -35,6 +35,8 @@ static void usage(FILE *f)
           "  serve               run the registry\n"
           "  app push DIR REF | pull REF DIR | inspect REF [--user U:P]\n"
           "                      margo application packages to and from any registry\n"
+          "  compose push DIR REF:REVISION | pull REF DIR [--user U:P]\n"
+          "                      margo compose archives to and from any registry\n"
           "  gc [--dry-run] [--grace DURATION]\n"
           "                      remove unreferenced blobs and untagged manifests (online)\n"
           "  fsck                re-hash every blob, check every reference; non-zero on problems\n"
@@ -324,6 +326,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(cmd, "app")) return margo_cli(argc - 2, argv + 2);
+    if (!strcmp(cmd, "compose")) return margo_compose_cli(argc - 2, argv + 2);
     cli o;
     if (parse_cli(argc - 1, argv + 1, &o) < 0) {
         usage(stderr);

@@ -13,12 +13,14 @@
 #include "util/digest.h"
 #include "util/err.h"
 #include "util/file.h"
+#include "util/tar.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define MT_MANIFEST "application/vnd.oci.image.manifest.v1+json"
 
@@ -377,6 +379,152 @@ static int app_inspect(const char *refs, const char *user)
     free(text);
     json_decref(m);
     return rc;
+}
+
+/* ---- compose archives ---- */
+
+#define MT_COMPOSE_LAYER "application/vnd.org.margo.component.compose.tar+gzip"
+
+static int compose_push(const char *dir, const char *refs, const char *user)
+{
+    ref_t r;
+    int rc = parse_ref(refs, user, &r);
+    if (rc < 0) return rc;
+    char rev[129];
+    snprintf(rev, sizeof rev, "%s", r.tag);
+    for (char *c = rev; *c; c++)
+        if (*c == '_') *c = '+';
+    if (!r.tag[0] || !helm_semver_valid(rev))
+        return berr_set(BERR_CONFIG,
+                        "the reference needs a tag that is a SemVer 2 revision "
+                        "(no leading v; '+' written '_'): %s",
+                        refs);
+    char top[256];
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/')
+        dl--;
+    const char *base = dir;
+    for (size_t i = 0; i < dl; i++)
+        if (dir[i] == '/') base = dir + i + 1;
+    snprintf(top, sizeof top, "%.*s", (int)(dir + dl - base), base);
+    char tmp[] = "/tmp/berth-compose-XXXXXX";
+    int fd = mkstemp(tmp);
+    if (fd < 0) return berr_set(BERR_IO, "temporary file: %s", strerror(errno));
+    rc = tar_create(dir, top, tmp);
+    tar_scan_opts o = {.what = "compose archive",
+                       .max_uncompressed = (int64_t)1 << 30,
+                       .symlinks_inside = true,
+                       .no_special_bits = true,
+                       .capture = "compose.yaml",
+                       .capture_max = 1 << 20};
+    if (rc == 0) rc = tar_scan(fd, &o);
+    if (rc == 0 && !o.captured) rc = berr_set(BERR_CONFIG, "%s has no compose.yaml", dir);
+    tar_scan_free(&o);
+    close(fd);
+    size_t len = 0;
+    char *data = rc == 0 ? file_read_all(tmp, &len) : NULL;
+    unlink(tmp);
+    if (rc == 0 && !data) rc = berr_set(BERR_IO, "read %s", tmp);
+    char dg[DIGEST_STR_MAX], cfgd[DIGEST_STR_MAX];
+    if (rc == 0) rc = push_blob(&r, data, len, dg);
+    if (rc == 0) rc = push_blob(&r, "{}", 2, cfgd);
+    free(data);
+    if (rc < 0) return rc;
+    char title[300];
+    snprintf(title, sizeof title, "%s.tar.gz", top);
+    json_t *m =
+        json_pack("{s:i,s:s,s:s,s:{s:s,s:s,s:i},s:[{s:s,s:s,s:I,s:{s:s,s:s,s:s}}]}",
+                  "schemaVersion", 2, "mediaType", MT_MANIFEST, "artifactType", MARGO_MT_COMPOSE,
+                  "config", "mediaType", "application/vnd.oci.empty.v1+json", "digest", cfgd,
+                  "size", 2, "layers", "mediaType", MT_COMPOSE_LAYER, "digest", dg, "size",
+                  (json_int_t)len, "annotations", "org.margo.component.type", "compose",
+                  "org.margo.component.version", rev, "org.opencontainers.image.title", title);
+    char *man = json_dumps(m, JSON_COMPACT);
+    json_decref(m);
+    char url[2048];
+    upstream_resp resp;
+    snprintf(url, sizeof url, "%s/v2/%s/manifests/%s", r.base, r.repo, r.tag);
+    rc = upstream_send(&r.m, "PUT", url, MT_MANIFEST, man, strlen(man), NULL, NULL, NULL, &resp);
+    if (rc < 0 || resp.status != 201)
+        rc = http_fail("push manifest", rc, &resp);
+    else
+        printf("pushed %s/%s:%s %s\n", r.base, r.repo, r.tag, resp.digest[0] ? resp.digest : "");
+    upstream_resp_free(&resp);
+    free(man);
+    return rc;
+}
+
+static int compose_pull(const char *refs, const char *dir, const char *user)
+{
+    ref_t r;
+    int rc = parse_ref(refs, user, &r);
+    if (rc < 0) return rc;
+    char url[2048];
+    upstream_resp resp;
+    snprintf(url, sizeof url, "%s/v2/%s/manifests/%s", r.base, r.repo, r.tag);
+    rc = upstream_send(&r.m, "GET", url, NULL, NULL, 0, MT_MANIFEST, NULL, NULL, &resp);
+    if (rc < 0 || resp.status != 200) rc = http_fail("get manifest", rc, &resp);
+    json_t *m = rc == 0 ? json_loadb(resp.body, resp.len, 0, NULL) : NULL;
+    upstream_resp_free(&resp);
+    const char *at = json_string_value(json_object_get(m, "artifactType"));
+    json_t *l = json_array_get(json_object_get(m, "layers"), 0);
+    const char *digest = json_string_value(json_object_get(l, "digest"));
+    if (rc == 0 && (!at || strcmp(at, MARGO_MT_COMPOSE) || !digest))
+        rc = berr_set(BERR_IO, "%s:%s is not a margo compose archive", r.repo, r.tag);
+    char tmp[] = "/tmp/berth-compose-XXXXXX";
+    int fd = rc == 0 ? mkstemp(tmp) : -1;
+    if (rc == 0 && fd < 0) rc = berr_set(BERR_IO, "temporary file: %s", strerror(errno));
+    FILE *f = fd >= 0 ? fdopen(dup(fd), "wb") : NULL;
+    if (rc == 0) rc = f ? get_blob(&r, digest, f, NULL, NULL) : berr_set(BERR_IO, "fdopen");
+    if (f) fclose(f);
+    tar_scan_opts o = {.what = "compose archive",
+                       .max_uncompressed = (int64_t)1 << 30,
+                       .symlinks_inside = true,
+                       .no_special_bits = true,
+                       .capture = "compose.yaml",
+                       .capture_max = 1 << 20};
+    if (rc == 0) rc = tar_scan(fd, &o);
+    if (rc == 0 && !o.captured) rc = berr_set(BERR_IO, "the archive has no compose.yaml");
+    tar_scan_free(&o);
+    if (rc == 0 && mkdir(dir, 0755) < 0 && errno != EEXIST)
+        rc = berr_set(BERR_IO, "%s: %s", dir, strerror(errno));
+    if (rc == 0) rc = tar_extract(fd, dir);
+    if (rc == 0) printf("%s\n", o.top);
+    if (fd >= 0) {
+        close(fd);
+        unlink(tmp);
+    }
+    json_decref(m);
+    return rc;
+}
+
+int margo_compose_cli(int argc, char **argv)
+{
+    const char *user = NULL;
+    const char *pos[3] = {0};
+    int np = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--user") && i + 1 < argc)
+            user = argv[++i];
+        else if (np < 3)
+            pos[np++] = argv[i];
+    }
+    if (upstream_global_init() < 0) {
+        fprintf(stderr, "berth compose: %s\n", berr_msg());
+        return 1;
+    }
+    int rc;
+    if (np == 3 && !strcmp(pos[0], "push"))
+        rc = compose_push(pos[1], pos[2], user);
+    else if (np == 3 && !strcmp(pos[0], "pull"))
+        rc = compose_pull(pos[1], pos[2], user);
+    else {
+        fputs("usage: berth compose push DIR REF:REVISION | pull REF DIR  [--user USER:PASSWORD]\n",
+              stderr);
+        return 2;
+    }
+    if (rc < 0) fprintf(stderr, "berth compose %s: %s\n", pos[0], berr_msg());
+    return rc < 0 ? 1 : 0;
 }
 
 int margo_cli(int argc, char **argv)

@@ -20,6 +20,8 @@ int margo_check_manifest(store *s, const config *cfg, const char *repo, const ch
                          size_t len, const char *const *tags, size_t ntags);
 /* `berth app push|pull|inspect` (cli.c); argv after "app". */
 int margo_cli(int argc, char **argv);
+/* `berth compose push|pull` (cli.c); argv after "compose". */
+int margo_compose_cli(int argc, char **argv);
 /* Checks a parsed margo.yaml; sets *version to metadata.version (pointing into d). */
 int margo_check_description(json_t *d, const char **version);
 

@@ -10,6 +10,9 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +39,23 @@ static struct {
     la_ssize_t (*read_data)(struct archive *, void *, size_t);
     int (*data_skip)(struct archive *);
     int (*filter_code)(struct archive *, int);
+    /* writing (tar_create) */
+    struct archive *(*write_new)(void);
+    int (*write_add_filter_gzip)(struct archive *);
+    int (*write_set_format_pax_restricted)(struct archive *);
+    int (*write_open_filename)(struct archive *, const char *);
+    int (*write_header)(struct archive *, struct archive_entry *);
+    la_ssize_t (*write_data)(struct archive *, const void *, size_t);
+    int (*write_close)(struct archive *);
+    int (*write_free)(struct archive *);
+    struct archive_entry *(*entry_new)(void);
+    void (*entry_free)(struct archive_entry *);
+    void (*entry_set_pathname)(struct archive_entry *, const char *);
+    void (*entry_set_size)(struct archive_entry *, la_int64_t);
+    void (*entry_set_filetype)(struct archive_entry *, unsigned int);
+    void (*entry_set_perm)(struct archive_entry *, mode_t);
+    void (*entry_set_symlink)(struct archive_entry *, const char *);
+    void (*entry_set_mtime)(struct archive_entry *, time_t, long);
 } ax;
 static pthread_once_t ax_once = PTHREAD_ONCE_INIT;
 static bool ax_loaded;
@@ -65,6 +85,22 @@ static void ax_load(void)
     SYM(read_data, "archive_read_data");
     SYM(data_skip, "archive_read_data_skip");
     SYM(filter_code, "archive_filter_code");
+    SYM(write_new, "archive_write_new");
+    SYM(write_add_filter_gzip, "archive_write_add_filter_gzip");
+    SYM(write_set_format_pax_restricted, "archive_write_set_format_pax_restricted");
+    SYM(write_open_filename, "archive_write_open_filename");
+    SYM(write_header, "archive_write_header");
+    SYM(write_data, "archive_write_data");
+    SYM(write_close, "archive_write_close");
+    SYM(write_free, "archive_write_free");
+    SYM(entry_new, "archive_entry_new");
+    SYM(entry_free, "archive_entry_free");
+    SYM(entry_set_pathname, "archive_entry_set_pathname");
+    SYM(entry_set_size, "archive_entry_set_size");
+    SYM(entry_set_filetype, "archive_entry_set_filetype");
+    SYM(entry_set_perm, "archive_entry_set_perm");
+    SYM(entry_set_symlink, "archive_entry_set_symlink");
+    SYM(entry_set_mtime, "archive_entry_set_mtime");
 #undef SYM
     void **fns = (void **)&ax;
     for (size_t i = 0; i < sizeof ax / sizeof(void *); i++)
@@ -91,6 +127,22 @@ static void ax_load(void)
 #define archive_read_data ax.read_data
 #define archive_read_data_skip ax.data_skip
 #define archive_filter_code ax.filter_code
+#define archive_write_new ax.write_new
+#define archive_write_add_filter_gzip ax.write_add_filter_gzip
+#define archive_write_set_format_pax_restricted ax.write_set_format_pax_restricted
+#define archive_write_open_filename ax.write_open_filename
+#define archive_write_header ax.write_header
+#define archive_write_data ax.write_data
+#define archive_write_close ax.write_close
+#define archive_write_free ax.write_free
+#define archive_entry_new ax.entry_new
+#define archive_entry_free ax.entry_free
+#define archive_entry_set_pathname ax.entry_set_pathname
+#define archive_entry_set_size ax.entry_set_size
+#define archive_entry_set_filetype ax.entry_set_filetype
+#define archive_entry_set_perm ax.entry_set_perm
+#define archive_entry_set_symlink ax.entry_set_symlink
+#define archive_entry_set_mtime ax.entry_set_mtime
 
 /* A path inside the archive: relative, no "." / ".." components; returns its first component's
  * length and whether it has more components. */
@@ -305,4 +357,138 @@ void tar_scan_free(tar_scan_opts *o)
     free(o->captured);
     o->captured = NULL;
     o->captured_len = 0;
+}
+
+/* ---- writing and extracting (berth compose push / pull) ---- */
+
+typedef struct {
+    struct archive *a;
+    const char *root;
+    size_t rootlen;
+    const char *top;
+    int rc;
+} walk_ctx;
+
+static walk_ctx *walk_cur; /* nftw has no user argument; tar_create is not re-entrant */
+
+static int add_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)ftw;
+    walk_ctx *w = walk_cur;
+    char name[4096];
+    const char *rel = path + w->rootlen;
+    while (*rel == '/')
+        rel++;
+    snprintf(name, sizeof name, "%s%s%s", w->top, *rel ? "/" : "", rel);
+    struct archive_entry *e = archive_entry_new();
+    archive_entry_set_pathname(e, name);
+    archive_entry_set_mtime(e, st->st_mtime, 0);
+    /* no setuid, setgid or sticky bit survives */
+    archive_entry_set_perm(e, st->st_mode & 0777);
+    char target[4096] = "";
+    if (flag == FTW_D) {
+        archive_entry_set_filetype(e, AE_IFDIR);
+    } else if (flag == FTW_SL) {
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        if (n < 0) n = 0;
+        target[n] = '\0';
+        archive_entry_set_filetype(e, AE_IFLNK);
+        archive_entry_set_symlink(e, target);
+    } else if (flag == FTW_F && S_ISREG(st->st_mode)) {
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_size(e, st->st_size);
+    } else {
+        archive_entry_free(e);
+        w->rc = berr_set(BERR_BAD_REQUEST, "%s: not a regular file, directory or link", path);
+        return 1;
+    }
+    if (archive_write_header(w->a, e) != ARCHIVE_OK) {
+        w->rc = berr_set(BERR_IO, "archive %s: %s", path, archive_error_string(w->a));
+        archive_entry_free(e);
+        return 1;
+    }
+    archive_entry_free(e);
+    if (flag == FTW_F) {
+        FILE *f = fopen(path, "rb");
+        if (!f) {
+            w->rc = berr_set(BERR_IO, "%s: %s", path, strerror(errno));
+            return 1;
+        }
+        char buf[65536];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+            if (archive_write_data(w->a, buf, n) != (la_ssize_t)n) {
+                w->rc = berr_set(BERR_IO, "archive %s: %s", path, archive_error_string(w->a));
+                break;
+            }
+        fclose(f);
+        if (w->rc) return 1;
+    }
+    return 0;
+}
+
+int tar_create(const char *dir, const char *top, const char *out)
+{
+    pthread_once(&ax_once, ax_load);
+    if (!ax_loaded) return berr_set(BERR_UNAVAILABLE, "libarchive could not be loaded");
+    struct archive *a = archive_write_new();
+    if (!a) return berr_set(BERR_INTERNAL, "out of memory");
+    archive_write_add_filter_gzip(a);
+    archive_write_set_format_pax_restricted(a);
+    if (archive_write_open_filename(a, out) != ARCHIVE_OK) {
+        int rc = berr_set(BERR_IO, "%s: %s", out, archive_error_string(a));
+        archive_write_free(a);
+        return rc;
+    }
+    walk_ctx w = {a, dir, strlen(dir), top, 0};
+    while (w.rootlen > 1 && dir[w.rootlen - 1] == '/')
+        w.rootlen--;
+    walk_cur = &w;
+    if (nftw(dir, add_entry, 32, FTW_PHYS) != 0 && w.rc == 0)
+        w.rc = berr_set(BERR_IO, "%s: %s", dir, strerror(errno));
+    walk_cur = NULL;
+    if (archive_write_close(a) != ARCHIVE_OK && w.rc == 0)
+        w.rc = berr_set(BERR_IO, "%s: %s", out, archive_error_string(a));
+    archive_write_free(a);
+    return w.rc;
+}
+
+int tar_extract(int fd, const char *dest)
+{
+    pthread_once(&ax_once, ax_load);
+    if (!ax_loaded) return berr_set(BERR_UNAVAILABLE, "libarchive could not be loaded");
+    struct archive *a = archive_read_new();
+    if (!a) return berr_set(BERR_INTERNAL, "out of memory");
+    archive_read_support_filter_gzip(a);
+    archive_read_support_format_tar(a);
+    int rc = 0;
+    if (lseek(fd, 0, SEEK_SET) < 0 || archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK)
+        rc = berr_set(BERR_IO, "extract: %s", archive_error_string(a));
+    struct archive_entry *e;
+    while (rc == 0 && archive_read_next_header(a, &e) == ARCHIVE_OK) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", dest, archive_entry_pathname(e));
+        mode_t type = archive_entry_filetype(e);
+        mode_t perm = archive_entry_mode(e) & 0777;
+        if (type == AE_IFDIR) {
+            if (mkdir(p, perm | 0700) < 0 && errno != EEXIST)
+                rc = berr_set(BERR_IO, "%s: %s", p, strerror(errno));
+        } else if (type == AE_IFLNK) {
+            if (symlink(archive_entry_symlink(e), p) < 0)
+                rc = berr_set(BERR_IO, "%s: %s", p, strerror(errno));
+        } else if (type == AE_IFREG) {
+            int out = open(p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, perm);
+            if (out < 0) {
+                rc = berr_set(BERR_IO, "%s: %s", p, strerror(errno));
+                break;
+            }
+            char buf[65536];
+            la_ssize_t n;
+            while (rc == 0 && (n = archive_read_data(a, buf, sizeof buf)) > 0)
+                if (write(out, buf, (size_t)n) != n) rc = berr_set(BERR_IO, "%s: write", p);
+            close(out);
+        }
+    }
+    archive_read_free(a);
+    return rc;
 }

@@ -30,5 +30,10 @@ typedef struct {
  * rule and the entry; -BERR_UNAVAILABLE when libarchive cannot be loaded. */
 int tar_scan(int fd, tar_scan_opts *o);
 void tar_scan_free(tar_scan_opts *o);
+/* Writes dir as a gzip tar whose one top-level directory is named top (files, directories and
+ * symbolic links; permissions without setuid/setgid/sticky bits). */
+int tar_create(const char *dir, const char *top, const char *out);
+/* Extracts an archive that tar_scan accepted into dest (which exists). */
+int tar_extract(int fd, const char *dest);
 
 #endif

@@ -131,6 +131,26 @@ t_check "berth app push refuses an invalid margo.yaml before sending it ($out)" 
     grep -q "metadata.id 'CLI_App' must match" <<<"$out"
 t_eq "berth app pull of something that is not a package fails clearly" 1 \
     "$("$BERTH" app pull "$U/comp/hello:1.2.3" "$T_TMP/x" >/dev/null 2>&1; echo $?)"
+# ---- berth compose push | pull ----
+C=$T_TMP/web
+mkdir -p "$C/config"
+printf 'services:\n  web:\n    image: docker.io/library/nginx:1.25\n' >"$C/compose.yaml"
+echo "x=1" >"$C/config/app.conf"
+ln -s app.conf "$C/config/current.conf"
+cp "$C/config/app.conf" "$C/tool" && chmod 4755 "$C/tool"
+out=$("$BERTH" compose push "$C" "$U/comp/web:1.0.0_b2" 2>&1)
+t_check "berth compose push (the server's archive rules pass): $out" grep -q "comp/web:1.0.0_b2 sha256:" <<<"$out"
+t_eq "... the layer is annotated with the revision" "compose 1.0.0+b2" \
+    "$(curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$U/v2/comp/web/manifests/1.0.0_b2" | jq -r '.layers[0].annotations | "\(.["org.margo.component.type"]) \(.["org.margo.component.version"])"')"
+"$BERTH" compose pull "$U/comp/web:1.0.0_b2" "$T_TMP/webout" >/dev/null
+t_check "berth compose pull extracts the same files" diff -r "$C" "$T_TMP/webout/web"
+t_eq "... the link inside the directory is kept" app.conf "$(readlink "$T_TMP/webout/web/config/current.conf")"
+t_eq "... and no setuid bit survived" 755 "$(stat -c %a "$T_TMP/webout/web/tool")"
+ln -s ../../etc/passwd "$C/config/evil"
+out=$("$BERTH" compose push "$C" "$U/comp/web:1.0.1" 2>&1)
+t_check "berth compose push refuses a link leaving the directory ($out)" grep -q "symbolic link leaving the directory" <<<"$out"
+t_check "berth compose push needs a SemVer revision as the tag" bash -c \
+    "! '$BERTH' compose push '$C' '$U/comp/web:latest' 2>/dev/null"
 berth_stop
 
 # ---- margo.validation: warn ----
