@@ -498,63 +498,58 @@ static int compose_pull(const char *refs, const char *dir, const char *user)
     return rc;
 }
 
-int margo_compose_cli(int argc, char **argv)
+/* argv: positionals (up to 3) and --user; then libcurl. 0, or 1 when it cannot be loaded. */
+static int cli_args(int argc, char **argv, const char *what, const char **user, const char *pos[3],
+                    int *np)
 {
-    const char *user = NULL;
-    const char *pos[3] = {0};
-    int np = 0;
+    *user = NULL;
+    *np = 0;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--user") && i + 1 < argc)
-            user = argv[++i];
-        else if (np < 3)
-            pos[np++] = argv[i];
+            *user = argv[++i];
+        else if (*np < 3)
+            pos[(*np)++] = argv[i];
     }
     if (upstream_global_init() < 0) {
-        fprintf(stderr, "berth compose: %s\n", berr_msg());
+        fprintf(stderr, "berth %s: %s\n", what, berr_msg());
         return 1;
     }
-    int rc;
-    if (np == 3 && !strcmp(pos[0], "push"))
-        rc = compose_push(pos[1], pos[2], user);
-    else if (np == 3 && !strcmp(pos[0], "pull"))
-        rc = compose_pull(pos[1], pos[2], user);
-    else {
-        fputs("usage: berth compose push DIR REF:REVISION | pull REF DIR  [--user USER:PASSWORD]\n",
-              stderr);
-        return 2;
-    }
-    if (rc < 0) fprintf(stderr, "berth compose %s: %s\n", pos[0], berr_msg());
+    return 0;
+}
+
+static int cli_done(const char *what, const char *sub, int rc)
+{
+    if (rc < 0) fprintf(stderr, "berth %s %s: %s\n", what, sub, berr_msg());
     return rc < 0 ? 1 : 0;
+}
+
+int margo_compose_cli(int argc, char **argv)
+{
+    const char *user, *pos[3] = {0};
+    int np;
+    if (cli_args(argc, argv, "compose", &user, pos, &np)) return 1;
+    if (np == 3 && !strcmp(pos[0], "push"))
+        return cli_done("compose", pos[0], compose_push(pos[1], pos[2], user));
+    if (np == 3 && !strcmp(pos[0], "pull"))
+        return cli_done("compose", pos[0], compose_pull(pos[1], pos[2], user));
+    fputs("usage: berth compose push DIR REF:REVISION | pull REF DIR  [--user USER:PASSWORD]\n",
+          stderr);
+    return 2;
 }
 
 int margo_cli(int argc, char **argv)
 {
-    const char *user = NULL;
-    const char *pos[3] = {0};
-    int np = 0;
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--user") && i + 1 < argc)
-            user = argv[++i];
-        else if (np < 3)
-            pos[np++] = argv[i];
-    }
-    if (upstream_global_init() < 0) {
-        fprintf(stderr, "berth app: %s\n", berr_msg());
-        return 1;
-    }
-    int rc;
+    const char *user, *pos[3] = {0};
+    int np;
+    if (cli_args(argc, argv, "app", &user, pos, &np)) return 1;
     if (np == 3 && !strcmp(pos[0], "push"))
-        rc = app_push(pos[1], pos[2], user);
-    else if (np == 3 && !strcmp(pos[0], "pull"))
-        rc = app_pull(pos[1], pos[2], user);
-    else if (np == 2 && !strcmp(pos[0], "inspect"))
-        rc = app_inspect(pos[1], user);
-    else {
-        fputs("usage: berth app push DIR REF | pull REF DIR | inspect REF  [--user USER:PASSWORD]\n"
-              "  REF: [http://|https://]host[:port]/repository[:tag]\n",
-              stderr);
-        return 2;
-    }
-    if (rc < 0) fprintf(stderr, "berth app %s: %s\n", pos[0], berr_msg());
-    return rc < 0 ? 1 : 0;
+        return cli_done("app", pos[0], app_push(pos[1], pos[2], user));
+    if (np == 3 && !strcmp(pos[0], "pull"))
+        return cli_done("app", pos[0], app_pull(pos[1], pos[2], user));
+    if (np == 2 && !strcmp(pos[0], "inspect"))
+        return cli_done("app", pos[0], app_inspect(pos[1], user));
+    fputs("usage: berth app push DIR REF | pull REF DIR | inspect REF  [--user USER:PASSWORD]\n"
+          "  REF: [http://|https://]host[:port]/repository[:tag]\n",
+          stderr);
+    return 2;
 }

@@ -206,6 +206,24 @@ static bool link_inside(const char *path, const char *target, const char *top)
     return in_top && depth >= 1;
 }
 
+/* A gzip tar reader over fd (from offset 0). */
+static int open_reader(int fd, const char *what, struct archive **out)
+{
+    pthread_once(&ax_once, ax_load);
+    if (!ax_loaded) return berr_set(BERR_UNAVAILABLE, "libarchive could not be loaded");
+    struct archive *a = archive_read_new();
+    if (!a) return berr_set(BERR_INTERNAL, "out of memory");
+    archive_read_support_filter_gzip(a);
+    archive_read_support_format_tar(a);
+    if (lseek(fd, 0, SEEK_SET) < 0 || archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK) {
+        int rc = berr_set(BERR_BAD_REQUEST, "%s: %s", what, archive_error_string(a));
+        archive_read_free(a);
+        return rc;
+    }
+    *out = a;
+    return 0;
+}
+
 int tar_scan(int fd, tar_scan_opts *o)
 {
     const char *what = o->what;
@@ -216,18 +234,9 @@ int tar_scan(int fd, tar_scan_opts *o)
     if (pread(fd, magic, 2, 0) != 2 || magic[0] != 0x1f || magic[1] != 0x8b)
         return berr_set(BERR_BAD_REQUEST, "%s: not gzip-compressed (a .tar.gz / .tgz is expected)",
                         what);
-    pthread_once(&ax_once, ax_load);
-    if (!ax_loaded) return berr_set(BERR_UNAVAILABLE, "libarchive could not be loaded");
-    struct archive *a = archive_read_new();
-    if (!a) return berr_set(BERR_INTERNAL, "out of memory");
-    archive_read_support_filter_gzip(a);
-    archive_read_support_format_tar(a);
-    int rc = 0;
-    if (lseek(fd, 0, SEEK_SET) < 0 || archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK) {
-        rc = berr_set(BERR_BAD_REQUEST, "%s: %s", what, archive_error_string(a));
-        archive_read_free(a);
-        return rc;
-    }
+    struct archive *a;
+    int rc = open_reader(fd, what, &a);
+    if (rc < 0) return rc;
     int64_t total = 0;
     size_t entries = 0;
     struct archive_entry *e;
@@ -455,15 +464,9 @@ int tar_create(const char *dir, const char *top, const char *out)
 
 int tar_extract(int fd, const char *dest)
 {
-    pthread_once(&ax_once, ax_load);
-    if (!ax_loaded) return berr_set(BERR_UNAVAILABLE, "libarchive could not be loaded");
-    struct archive *a = archive_read_new();
-    if (!a) return berr_set(BERR_INTERNAL, "out of memory");
-    archive_read_support_filter_gzip(a);
-    archive_read_support_format_tar(a);
-    int rc = 0;
-    if (lseek(fd, 0, SEEK_SET) < 0 || archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK)
-        rc = berr_set(BERR_IO, "extract: %s", archive_error_string(a));
+    struct archive *a;
+    int rc = open_reader(fd, "extract", &a);
+    if (rc < 0) return rc;
     struct archive_entry *e;
     while (rc == 0 && archive_read_next_header(a, &e) == ARCHIVE_OK) {
         char p[4096];
