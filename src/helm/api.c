@@ -110,48 +110,6 @@ static int index_end(http_req *r)
 
 /* ---- chart files ---- */
 
-/* Finds the chart manifest for "<name>-<version>" (names may hold '-': every split is tried). */
-static int find_chart_file(http_req *r, const char *base, char *repo, size_t repolen,
-                           store_manifest *m)
-{
-    size_t n = strlen(base);
-    for (size_t i = 1; i + 1 < n; i++) {
-        if (base[i] != '-') continue;
-        char name[HELM_NAME_MAX + 1], ver[HELM_VERSION_MAX + 1];
-        if (i > HELM_NAME_MAX || n - i - 1 > HELM_VERSION_MAX) continue;
-        memcpy(name, base, i);
-        name[i] = '\0';
-        snprintf(ver, sizeof ver, "%s", base + i + 1);
-        if (!helm_name_valid(name) || !helm_semver_valid(ver)) continue;
-        for (char *p = ver; *p; p++)
-            if (*p == '+') *p = '_';
-        helm_repo_name(r->cfg, tenant_of(r), name, repo, repolen);
-        if (store_manifest_get(r->store, repo, ver, m) == 0) return 0;
-    }
-    return berr_set(BERR_NOT_FOUND, "chart %.200s not found", base);
-}
-
-/* The digest and size of a manifest's layer of media type mt. */
-static int manifest_layer(const store_manifest *m, const char *mt, char *digest, uint64_t *size)
-{
-    json_t *j = json_loadb(m->content, m->size, 0, NULL), *l;
-    size_t i;
-    int rc = -BERR_NOT_FOUND;
-    json_array_foreach(json_object_get(j, "layers"), i, l)
-    {
-        const char *lmt = json_string_value(json_object_get(l, "mediaType"));
-        const char *d = json_string_value(json_object_get(l, "digest"));
-        if (lmt && d && !strcmp(lmt, mt)) {
-            snprintf(digest, DIGEST_STR_MAX, "%s", d);
-            if (size) *size = (uint64_t)json_integer_value(json_object_get(l, "size"));
-            rc = 0;
-            break;
-        }
-    }
-    json_decref(j);
-    return rc;
-}
-
 int helm_serve_layer(http_req *r, const char *repo, const char *digest, const char *ct)
 {
     store_blob b;
@@ -180,13 +138,13 @@ static int file_end(http_req *r)
     snprintf(base, sizeof base, "%.*s", (int)(n - (prov ? 9 : 4)), file);
     char repo[512], digest[DIGEST_STR_MAX];
     store_manifest m;
-    int rc = find_chart_file(r, base, repo, sizeof repo, &m);
+    int rc = helm_chart_find(r->store, r->cfg, tenant_of(r), base, repo, sizeof repo, &m);
     if (rc < 0) return rc;
     if ((rc = auth_require(r, repo, CONFIG_PULL)) < 0) {
         store_manifest_free(&m);
         return rc;
     }
-    rc = manifest_layer(&m, prov ? HELM_MT_PROV : HELM_MT_CHART, digest, NULL);
+    rc = helm_manifest_layer(&m, prov ? HELM_MT_PROV : HELM_MT_CHART, digest, NULL);
     store_manifest_free(&m);
     if (rc < 0) return berr_set(BERR_NOT_FOUND, "%s not found", file);
     return helm_serve_layer(r, repo, digest,
@@ -464,8 +422,8 @@ static int prov_attach(http_req *r, const char *prov, size_t len, bool overwrite
         return rc;
     }
     uint64_t chart_size = 0;
-    bool has_prov = manifest_layer(&m, HELM_MT_PROV, prov_digest, NULL) == 0;
-    rc = manifest_layer(&m, HELM_MT_CHART, chart_digest, &chart_size);
+    bool has_prov = helm_manifest_layer(&m, HELM_MT_PROV, prov_digest, NULL) == 0;
+    rc = helm_manifest_layer(&m, HELM_MT_CHART, chart_digest, &chart_size);
     json_t *man = json_loadb(m.content, m.size, 0, NULL);
     const char *cfg_digest =
         json_string_value(json_object_get(json_object_get(man, "config"), "digest"));

@@ -418,6 +418,48 @@ int helm_chart_store(store *s, const helm_store_req *q)
     return rc;
 }
 
+/* ---- finding stored charts ---- */
+
+int helm_chart_find(store *s, const config *cfg, const char *tenant, const char *base, char *repo,
+                    size_t repolen, store_manifest *m)
+{
+    size_t n = strlen(base);
+    for (size_t i = 1; i + 1 < n; i++) {
+        if (base[i] != '-') continue;
+        char name[HELM_NAME_MAX + 1], ver[HELM_VERSION_MAX + 1];
+        if (i > HELM_NAME_MAX || n - i - 1 > HELM_VERSION_MAX) continue;
+        memcpy(name, base, i);
+        name[i] = '\0';
+        snprintf(ver, sizeof ver, "%s", base + i + 1);
+        if (!helm_name_valid(name) || !helm_semver_valid(ver)) continue;
+        for (char *p = ver; *p; p++)
+            if (*p == '+') *p = '_';
+        helm_repo_name(cfg, tenant, name, repo, repolen);
+        if (store_manifest_get(s, repo, ver, m) == 0) return 0;
+    }
+    return berr_set(BERR_NOT_FOUND, "chart %.200s not found", base);
+}
+
+int helm_manifest_layer(const store_manifest *m, const char *mt, char *digest, uint64_t *size)
+{
+    json_t *j = json_loadb(m->content, m->size, 0, NULL), *l;
+    size_t i;
+    int rc = -BERR_NOT_FOUND;
+    json_array_foreach(json_object_get(j, "layers"), i, l)
+    {
+        const char *lmt = json_string_value(json_object_get(l, "mediaType"));
+        const char *d = json_string_value(json_object_get(l, "digest"));
+        if (lmt && d && !strcmp(lmt, mt)) {
+            snprintf(digest, DIGEST_STR_MAX, "%s", d);
+            if (size) *size = (uint64_t)json_integer_value(json_object_get(l, "size"));
+            rc = 0;
+            break;
+        }
+    }
+    json_decref(j);
+    return rc;
+}
+
 /* ---- charts pushed over OCI ---- */
 
 int helm_oci_entry(store *s, const config *cfg, const char *repo, const char *content, size_t len,

@@ -82,6 +82,12 @@ void helm_entry_free(helm_entry *e);
 int helm_oci_entry(store *s, const config *cfg, const char *repo, const char *content, size_t len,
                    helm_entry *e);
 
+/* The stored chart "<name>-<version>" (names may hold '-': every split is tried) of a tenant
+ * ("" for none): its repository and manifest. -BERR_NOT_FOUND when absent. */
+int helm_chart_find(store *s, const config *cfg, const char *tenant, const char *base, char *repo,
+                    size_t repolen, store_manifest *m);
+/* The digest (and size) of a manifest's layer of media type mt; -BERR_NOT_FOUND when none. */
+int helm_manifest_layer(const store_manifest *m, const char *mt, char *digest, uint64_t *size);
 /* The repository of a chart: "<prefix>/<tenant>/<name>" (tenant may be ""). */
 void helm_repo_name(const config *cfg, const char *tenant, const char *name, char *out,
                     size_t outlen);

@@ -292,41 +292,22 @@ int helm_mirror_index(http_req *r, const config_mirror *up)
 
 /* ---- charts ---- */
 
-/* The stored chart for file, trying each "<name>-<version>" split. */
+/* The stored chart for file ("<name>-<version>.tgz") of upstream up, and its .tgz layer. */
 static bool stored_chart(http_req *r, const config_mirror *up, const char *file, char *repo,
                          size_t rl, char *digest)
 {
     size_t n = strlen(file);
     if (n <= 4 || strcmp(file + n - 4, ".tgz")) return false;
-    for (size_t i = 1; i + 5 < n; i++) {
-        if (file[i] != '-' || i > HELM_NAME_MAX) continue;
-        char name[HELM_NAME_MAX + 1], ver[HELM_VERSION_MAX + 1];
-        memcpy(name, file, i);
-        name[i] = '\0';
-        snprintf(ver, sizeof ver, "%.*s", (int)(n - 4 - i - 1), file + i + 1);
-        if (!helm_name_valid(name) || !helm_semver_valid(ver)) continue;
-        for (char *p = ver; *p; p++)
-            if (*p == '+') *p = '_';
-        helm_repo_name(r->cfg, up->name, name, repo, rl);
-        store_manifest m;
-        if (store_manifest_get(r->store, repo, ver, &m) < 0) continue;
-        json_t *j = json_loadb(m.content, m.size, 0, NULL), *l;
-        size_t k;
-        bool found = false;
-        json_array_foreach(json_object_get(j, "layers"), k, l)
-        {
-            const char *mt = json_string_value(json_object_get(l, "mediaType"));
-            const char *d = json_string_value(json_object_get(l, "digest"));
-            if (mt && d && !strcmp(mt, HELM_MT_CHART)) {
-                snprintf(digest, DIGEST_STR_MAX, "%s", d);
-                found = true;
-            }
-        }
-        json_decref(j);
-        store_manifest_free(&m);
-        if (found) return true;
+    char base[300];
+    snprintf(base, sizeof base, "%.*s", (int)(n - 4), file);
+    store_manifest m;
+    if (helm_chart_find(r->store, r->cfg, up->name, base, repo, rl, &m) < 0) {
+        berr_clear();
+        return false;
     }
-    return false;
+    bool found = helm_manifest_layer(&m, HELM_MT_CHART, digest, NULL) == 0;
+    store_manifest_free(&m);
+    return found;
 }
 
 typedef struct {

@@ -146,65 +146,65 @@ static const char
         "  BEGIN DELETE FROM charts WHERE repo = OLD.repo AND digest = OLD.digest; END;"
         "CREATE TRIGGER IF NOT EXISTS charts_ins AFTER INSERT ON charts " CHART_CHANGED("NEW.repo") "CREATE TRIGGER IF NOT EXISTS charts_upd AFTER UPDATE ON charts " CHART_CHANGED(
             "NEW.repo") "CREATE TRIGGER IF NOT EXISTS charts_del AFTER DELETE ON "
-                        "charts " CHART_CHANGED("OLD.repo") "CREATE TRIGGER IF NOT EXISTS "
-                                                            "charts_tag_ins AFTER INSERT ON tags "
-                                                            "WHEN EXISTS (SELECT 1 FROM "
-                                                            "  charts c WHERE c.repo = NEW.repo "
-                                                            "AND c.digest = "
-                                                            "NEW.digest) " CHART_CHANGED(
-                                                                "NEW.repo") "CREATE TRIGGER IF NOT "
-                                                                            "EXISTS charts_tag_upd "
-                                                                            "AFTER UPDATE OF "
-                                                                            "digest ON tags WHEN "
-                                                                            "  OLD.digest != "
-                                                                            "NEW.digest AND EXISTS "
-                                                                            "(SELECT 1 FROM charts "
-                                                                            "c WHERE c.repo = "
-                                                                            "NEW.repo AND "
-                                                                            "  c.digest IN "
-                                                                            "(OLD.digest, "
-                                                                            "NEW.digest))"
-                                                                            " " CHART_CHANGED(
-                                                                                "NEW.repo") "CREATE"
-                                                                                            " TRIGG"
-                                                                                            "ER IF "
-                                                                                            "NOT "
-                                                                                            "EXISTS"
-                                                                                            " chart"
-                                                                                            "s_tag_"
-                                                                                            "del "
-                                                                                            "AFTER "
-                                                                                            "DELETE"
-                                                                                            " ON "
-                                                                                            "tags "
-                                                                                            "WHEN "
-                                                                                            "EXISTS"
-                                                                                            " ("
-                                                                                            "SELECT"
-                                                                                            " 1 "
-                                                                                            "FROM "
-                                                                                            "  "
-                                                                                            "charts"
-                                                                                            " c "
-                                                                                            "WHERE "
-                                                                                            "c."
-                                                                                            "repo "
-                                                                                            "= "
-                                                                                            "OLD."
-                                                                                            "repo "
-                                                                                            "AND "
-                                                                                            "c."
-                                                                                            "digest"
-                                                                                            " = "
-                                                                                            "OLD."
-                                                                                            "digest"
-                                                                                            ")"
-                                                                                            " " CHART_CHANGED(
-                                                                                                "OL"
-                                                                                                "D."
-                                                                                                "re"
-                                                                                                "p"
-                                                                                                "o");
+                        "charts " CHART_CHANGED(
+                            "OLD.repo") "CREATE TRIGGER IF NOT EXISTS "
+                                        "charts_tag_ins AFTER INSERT ON tags "
+                                        "WHEN EXISTS (SELECT 1 FROM "
+                                        "  charts c WHERE c.repo = NEW.repo "
+                                        "AND c.digest = "
+                                        "NEW.digest) " CHART_CHANGED(
+                                            "NEW.repo") "CREATE TRIGGER IF NOT "
+                                                        "EXISTS charts_tag_upd "
+                                                        "AFTER UPDATE OF "
+                                                        "digest ON tags WHEN "
+                                                        "  OLD.digest != "
+                                                        "NEW.digest AND EXISTS "
+                                                        "(SELECT 1 FROM charts "
+                                                        "c WHERE c.repo = "
+                                                        "NEW.repo AND "
+                                                        "  c.digest IN "
+                                                        "(OLD.digest, "
+                                                        "NEW.digest))"
+                                                        " " CHART_CHANGED(
+                                                            "NEW.repo") "CREATE"
+                                                                        " TRIGG"
+                                                                        "ER IF "
+                                                                        "NOT "
+                                                                        "EXISTS"
+                                                                        " chart"
+                                                                        "s_tag_"
+                                                                        "del "
+                                                                        "AFTER "
+                                                                        "DELETE"
+                                                                        " ON "
+                                                                        "tags "
+                                                                        "WHEN "
+                                                                        "EXISTS"
+                                                                        " ("
+                                                                        "SELECT"
+                                                                        " 1 "
+                                                                        "FROM "
+                                                                        "  "
+                                                                        "charts"
+                                                                        " c "
+                                                                        "WHERE "
+                                                                        "c."
+                                                                        "repo "
+                                                                        "= "
+                                                                        "OLD."
+                                                                        "repo "
+                                                                        "AND "
+                                                                        "c."
+                                                                        "digest"
+                                                                        " = "
+                                                                        "OLD."
+                                                                        "digest"
+                                                                        ")"
+                                                                        " " CHART_CHANGED("OL"
+                                                                                          "D."
+                                                                                          "re"
+                                                                                          "p"
+                                                                                          "o");
 
 /* A manifest is garbage when old enough, untagged, not an index's child, and not a referrer of a
  * manifest that still exists. */
@@ -942,15 +942,15 @@ static int sq_touch(store_meta *base, const store_access *a, size_t n)
     return rc;
 }
 
-static int sq_usage(store_meta *base, uint64_t *bytes)
+/* One byte count (a SELECT of one integer) on a pooled connection. */
+static int sum_bytes(store_meta *base, const char *sql, uint64_t *bytes)
 {
     sqlite_meta *m = (sqlite_meta *)base;
     conn *c;
     int rc = conn_take(m, &c);
     if (rc < 0) return rc;
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(c->db, "SELECT COALESCE(SUM(size), 0) FROM blobs", -1, &s, NULL) !=
-        SQLITE_OK) {
+    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) != SQLITE_OK) {
         rc = db_err(c->db, "prepare");
     } else {
         if (sqlite3_step(s) == SQLITE_ROW)
@@ -963,26 +963,15 @@ static int sq_usage(store_meta *base, uint64_t *bytes)
     return rc;
 }
 
+static int sq_usage(store_meta *base, uint64_t *bytes)
+{
+    return sum_bytes(base, "SELECT COALESCE(SUM(size), 0) FROM blobs", bytes);
+}
+
 static int sq_mirror_usage(store_meta *base, uint64_t *bytes)
 {
-    sqlite_meta *m = (sqlite_meta *)base;
-    conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(c->db,
-                           "SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE " MIRROR_ONLY_BLOB,
-                           -1, &s, NULL) != SQLITE_OK) {
-        rc = db_err(c->db, "prepare");
-    } else {
-        if (sqlite3_step(s) == SQLITE_ROW)
-            *bytes = (uint64_t)sqlite3_column_int64(s, 0);
-        else
-            rc = db_err(c->db, "mirror usage");
-        sqlite3_finalize(s);
-    }
-    conn_give(m, c);
-    return rc;
+    return sum_bytes(base, "SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE " MIRROR_ONLY_BLOB,
+                     bytes);
 }
 
 static int sq_mirror_lru(store_meta *base, size_t max, store_list *out)
