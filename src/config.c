@@ -838,6 +838,7 @@ static int config_extract(cnode *root, config *cfg)
     }
     if ((rc = set_str(root, "storage.filesystem.rootdirectory", &cfg->root)) < 0 ||
         (rc = set_bool(root, "storage.delete.enabled", &cfg->delete_enabled)) < 0 ||
+        (rc = set_bool(root, "storage.maintenance.readonly.enabled", &cfg->read_only)) < 0 ||
         (rc = set_bool(root, "storage.maintenance.uploadpurging.enabled", &cfg->purge_enabled)) <
             0 ||
         (rc = set_duration(root, "storage.maintenance.uploadpurging.age", &cfg->purge_age_s)) < 0 ||

@@ -91,6 +91,7 @@ typedef struct {
     int log_level;
     char *root;          /* storage.filesystem.rootdirectory */
     bool delete_enabled; /* storage.delete.enabled */
+    bool read_only;      /* storage.maintenance.readonly.enabled: writes answer 405 */
     bool purge_enabled;  /* storage.maintenance.uploadpurging.enabled */
     int64_t purge_age_s; /* storage.maintenance.uploadpurging.age */
     int64_t purge_interval_s;

@@ -6,12 +6,14 @@
  * thread waits for SIGTERM/SIGINT and shuts down cleanly, letting in-flight requests finish.
  */
 #include "auth/auth.h"
+#include "bundle/bundle.h"
 #include "clientcfg.h"
 #include "config.h"
 #include "helm/helm.h"
 #include "http/http.h"
 #include "margo/margo.h"
 #include "registry/registry.h"
+#include "serve.h"
 #include "proxy/upstream.h"
 #include "store/store.h"
 #include "util/err.h"
@@ -26,8 +28,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BERTH_VERSION "0.1.0"
-
 static void usage(FILE *f)
 {
     fputs("usage: berth <command> [-c config.yml] [options]\n"
@@ -35,6 +35,12 @@ static void usage(FILE *f)
           "  serve               run the registry\n"
           "  app push DIR REF | pull REF DIR | inspect REF [--user U:P]\n"
           "                      margo application packages to and from any registry\n"
+          "  app closure REF [--registry URL] [--platform OS/ARCH,...] [--json]\n"
+          "                      everything a package needs offline: components, images\n"
+          "  bundle create -o FILE [--closure] [--platform ...] [--registry URL] REF...\n"
+          "  bundle import FILE (-c config.yml | --to URL)\n"
+          "  bundle serve FILE|DIR [--addr HOST:PORT] [-c config.yml]\n"
+          "                      air-gap bundles: OCI image layout archives\n"
           "  compose push DIR REF:REVISION | pull REF DIR [--user U:P]\n"
           "                      margo compose archives to and from any registry\n"
           "  gc [--dry-run] [--grace DURATION]\n"
@@ -113,42 +119,6 @@ static int load(const cli *o, config *cfg)
 
 /* ---- serve ---- */
 
-typedef struct {
-    const config *cfg;
-    store *st;
-    volatile bool stop;
-} maint_arg;
-
-static void *maintenance(void *p)
-{
-    maint_arg *m = p;
-    int failures = 0;
-    time_t last_purge = 0;
-    for (int tick = 0; !m->stop; tick++) {
-        if (m->cfg->health_enabled && tick % (int)m->cfg->health_interval_s == 0) {
-            if (store_check_writable(m->st) < 0) {
-                if (++failures >= m->cfg->health_threshold && http_server_healthy()) {
-                    log_error("msg=\"storage health check failed\" err=\"%s\"", berr_msg());
-                    http_server_set_healthy(false);
-                }
-            } else {
-                if (!http_server_healthy()) log_info("msg=\"storage healthy again\"");
-                failures = 0;
-                http_server_set_healthy(true);
-            }
-        }
-        if (m->cfg->nmirrors || m->cfg->proxy) reg_mirror_maintain(m->st, m->cfg, tick % 5 == 0);
-        if (m->cfg->helm.enabled) helm_views_warm(m->st, m->cfg);
-        if (m->cfg->quota > 0 && tick % 5 == 0) store_refresh_usage(m->st);
-        if (m->cfg->purge_enabled && time(NULL) - last_purge >= m->cfg->purge_interval_s) {
-            store_upload_purge(m->st, m->cfg->purge_age_s);
-            last_purge = time(NULL);
-        }
-        sleep(1);
-    }
-    return NULL;
-}
-
 static int cmd_serve(const cli *o)
 {
     if (o->help) {
@@ -158,13 +128,7 @@ static int cmd_serve(const cli *o)
     }
     config cfg;
     if (load(o, &cfg) < 0) return 1;
-    /* signals are taken by sigwait below; threads started from here inherit the mask */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    serve_block_signals();
     if ((cfg.nmirrors || cfg.proxy || cfg.helm.nupstreams) && upstream_global_init() < 0) {
         log_error("msg=\"mirrors are configured but libcurl cannot be loaded\"");
         config_free(&cfg);
@@ -176,33 +140,10 @@ static int cmd_serve(const cli *o)
         config_free(&cfg);
         return 1;
     }
-    http_server *srv;
-    if (http_server_start(&srv, &cfg, st) < 0) {
-        log_error("msg=\"cannot start server\" err=\"%s\"", berr_msg());
-        store_close(st);
-        config_free(&cfg);
-        return 1;
-    }
-    log_info("msg=\"berth serving\" version=%s addr=%s root=%s tls=%s delete=%s", BERTH_VERSION,
-             cfg.addr, store_root(st), cfg.tls_cert ? "on" : "off",
-             cfg.delete_enabled ? "enabled" : "disabled");
-    maint_arg m = {&cfg, st, false};
-    pthread_t mt;
-    pthread_create(&mt, NULL, maintenance, &m);
-    int sig = 0;
-    sigwait(&set, &sig);
-    log_info("msg=\"shutting down\" signal=%d", sig);
-    http_server_stop(srv, 30);
-    m.stop = true;
-    pthread_join(mt, NULL);
-    helm_views_free();
-    helm_mirror_free();
-    auth_free_cache();
-    auth_token_free();
+    int rc = serve_run(&cfg, st);
     store_close(st);
     config_free(&cfg);
-    log_info("msg=\"stopped\"");
-    return 0;
+    return rc < 0 ? 1 : 0;
 }
 
 /* ---- gc, fsck ---- */
@@ -325,7 +266,10 @@ int main(int argc, char **argv)
         printf("berth %s\n", BERTH_VERSION);
         return 0;
     }
+    if (!strcmp(cmd, "app") && argc > 2 && !strcmp(argv[2], "closure"))
+        return bundle_closure_cli(argc - 3, argv + 3);
     if (!strcmp(cmd, "app")) return margo_cli(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bundle")) return bundle_cli(argc - 2, argv + 2);
     if (!strcmp(cmd, "compose")) return margo_compose_cli(argc - 2, argv + 2);
     cli o;
     if (parse_cli(argc - 1, argv + 1, &o) < 0) {

@@ -116,7 +116,7 @@ int helm_serve_layer(http_req *r, const char *repo, const char *digest, const ch
     int rc = store_blob_open(r->store, repo, digest, &b);
     if (rc < 0) return berr_set(BERR_NOT_FOUND, "chart content missing");
     if (b.fd >= 0) {
-        rc = http_reply_fd(r, 200, b.fd, 0, b.size);
+        rc = http_reply_fd(r, 200, b.fd, b.offset, b.size);
         b.fd = -1;
     } else {
         rc = http_reply_owned(r, 200, NULL, b.mem, b.size);
@@ -439,7 +439,7 @@ static int prov_attach(http_req *r, const char *prov, size_t len, bool overwrite
         rc = berr_set(BERR_IO, "chart %s-%s: its metadata is missing", pc.name, pc.version);
     if (rc == 0) {
         char *buf = malloc(b.size + 1);
-        if (buf && b.fd >= 0 && pread(b.fd, buf, b.size, 0) == (ssize_t)b.size)
+        if (buf && b.fd >= 0 && pread(b.fd, buf, b.size, (off_t)b.offset) == (ssize_t)b.size)
             ci.meta = json_loadb(buf, b.size, 0, NULL);
         free(buf);
         store_blob_release(&b);

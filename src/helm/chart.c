@@ -500,7 +500,7 @@ int helm_oci_entry(store *s, const config *cfg, const char *repo, const char *co
     if (b.size <= CHART_YAML_MAX) {
         buf = malloc(b.size + 1);
         if (buf && b.fd >= 0) {
-            if (pread(b.fd, buf, b.size, 0) != (ssize_t)b.size) {
+            if (pread(b.fd, buf, b.size, (off_t)b.offset) != (ssize_t)b.size) {
                 free(buf);
                 buf = NULL;
             }

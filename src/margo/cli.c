@@ -7,6 +7,7 @@
  * REF is [http://|https://]host[:port]/repository[:tag] (https unless given). Credentials come
  * from --user user:password or BERTH_REGISTRY_USER / BERTH_REGISTRY_PASSWORD (Basic).
  */
+#include "client/regclient.h"
 #include "helm/helm.h"
 #include "margo/margo.h"
 #include "proxy/upstream.h"
@@ -24,84 +25,24 @@
 
 #define MT_MANIFEST "application/vnd.oci.image.manifest.v1+json"
 
-typedef struct {
-    char base[512]; /* scheme://host[:port] */
-    char repo[256];
-    char tag[129];
-    config_mirror m; /* credentials and timeouts for the client */
-} ref_t;
-
-static int parse_ref(const char *s, const char *user, ref_t *r)
+static int file_sink(void *arg, const char *data, size_t len)
 {
-    memset(r, 0, sizeof *r);
-    const char *scheme = "https://", *p = s;
-    if (!strncmp(s, "http://", 7) || !strncmp(s, "https://", 8)) {
-        scheme = s[4] == 's' ? "https://" : "http://";
-        p = strstr(s, "://") + 3;
-    }
-    const char *slash = strchr(p, '/');
-    if (!slash || slash == p)
-        return berr_set(BERR_CONFIG, "reference '%s': host/repository expected", s);
-    snprintf(r->base, sizeof r->base, "%s%.*s", scheme, (int)(slash - p), p);
-    const char *name = slash + 1, *colon = strrchr(name, ':');
-    if (colon && strchr(colon, '/')) colon = NULL;
-    snprintf(r->repo, sizeof r->repo, "%.*s", (int)(colon ? (size_t)(colon - name) : strlen(name)),
-             name);
-    if (colon) snprintf(r->tag, sizeof r->tag, "%s", colon + 1);
-    r->m.name = "client";
-    r->m.connect_ms = 10000;
-    r->m.transfer_ms = 600000;
-    static char u[256], pw[256];
-    const char *cred = user ? user : getenv("BERTH_REGISTRY_USER");
-    if (cred) {
-        const char *c = user ? strchr(user, ':') : NULL;
-        snprintf(u, sizeof u, "%.*s", c ? (int)(c - cred) : (int)strlen(cred), cred);
-        snprintf(pw, sizeof pw, "%s",
-                 c ? c + 1
-                   : (getenv("BERTH_REGISTRY_PASSWORD") ? getenv("BERTH_REGISTRY_PASSWORD") : ""));
-        r->m.username = u;
-        r->m.password = pw;
-    }
-    return 0;
+    return fwrite(data, 1, len, (FILE *)arg) == len ? 0 : -1;
 }
 
-static int http_fail(const char *what, int rc, const upstream_resp *resp)
+static int parse(const char *refs, const char *user, rc_ref *r)
 {
-    if (rc < 0) return rc;
-    return berr_set(BERR_IO, "%s: HTTP %ld %.300s", what, resp->status,
-                    resp->body ? resp->body : "");
+    rc_opts o = {.user = user};
+    return rc_parse(refs, &o, r);
 }
 
-static int push_blob(ref_t *r, const void *data, size_t len, char *digest)
+/* PUT the manifest under r's tag and say so. */
+static int put_manifest(rc_ref *r, const char *man)
 {
-    digest_buf(DIGEST_SHA256, data, len, digest);
-    char url[2048];
-    upstream_resp resp;
-    snprintf(url, sizeof url, "%s/v2/%s/blobs/%s", r->base, r->repo, digest);
-    if (upstream_send(&r->m, "HEAD", url, NULL, NULL, 0, NULL, NULL, NULL, &resp) == 0 &&
-        resp.status == 200) {
-        upstream_resp_free(&resp);
-        return 0;
-    }
-    upstream_resp_free(&resp);
-    snprintf(url, sizeof url, "%s/v2/%s/blobs/uploads/", r->base, r->repo);
-    int rc = upstream_send(&r->m, "POST", url, NULL, "", 0, NULL, NULL, NULL, &resp);
-    if (rc < 0 || resp.status != 202 || !resp.location[0]) {
-        rc = http_fail("start upload", rc, &resp);
-        upstream_resp_free(&resp);
-        return rc;
-    }
-    char loc[2048];
-    if (resp.location[0] == '/')
-        snprintf(loc, sizeof loc, "%s%s", r->base, resp.location);
-    else
-        snprintf(loc, sizeof loc, "%s", resp.location);
-    upstream_resp_free(&resp);
-    snprintf(url, sizeof url, "%s%sdigest=%s", loc, strchr(loc, '?') ? "&" : "?", digest);
-    rc = upstream_send(&r->m, "PUT", url, "application/octet-stream", data, len, NULL, NULL, NULL,
-                       &resp);
-    if (rc < 0 || resp.status != 201) rc = http_fail("upload blob", rc, &resp);
-    upstream_resp_free(&resp);
+    int rc = rc_put_manifest(r, r->ref, MT_MANIFEST, man, strlen(man));
+    char dg[DIGEST_STR_MAX];
+    digest_buf(DIGEST_SHA256, man, strlen(man), dg);
+    if (rc == 0) printf("pushed %s/%s:%s %s\n", r->base, r->repo, r->ref, dg);
     return rc;
 }
 
@@ -119,8 +60,8 @@ static void resource_type(const char *kind, const char *path, char *out, size_t 
 
 static int app_push(const char *dir, const char *refs, const char *user)
 {
-    ref_t r;
-    int rc = parse_ref(refs, user, &r);
+    rc_ref r;
+    int rc = parse(refs, user, &r);
     if (rc < 0) return rc;
     char p[4096];
     snprintf(p, sizeof p, "%s/margo.yaml", dir);
@@ -131,14 +72,14 @@ static int app_push(const char *dir, const char *refs, const char *user)
     const char *version = NULL;
     rc = helm_yaml_to_json(desc, dlen, "margo.yaml", &d);
     if (rc == 0) rc = margo_check_description(d, &version);
-    if (rc == 0 && !r.tag[0]) {
-        snprintf(r.tag, sizeof r.tag, "%s", version);
-        for (char *c = r.tag; *c; c++)
+    if (rc == 0 && !r.ref[0]) {
+        snprintf(r.ref, sizeof r.ref, "%s", version);
+        for (char *c = r.ref; *c; c++)
             if (*c == '+') *c = '_';
     }
     json_t *layers = json_array();
     char dg[DIGEST_STR_MAX];
-    if (rc == 0) rc = push_blob(&r, desc, dlen, dg);
+    if (rc == 0) rc = rc_push_blob_mem(&r, desc, dlen, dg);
     if (rc == 0)
         json_array_append_new(layers,
                               json_pack("{s:s,s:s,s:I,s:{s:s}}", "mediaType",
@@ -164,7 +105,7 @@ static int app_push(const char *dir, const char *refs, const char *user)
                           strerror(errno));
             break;
         }
-        rc = push_blob(&r, data, len, dg);
+        rc = rc_push_blob_mem(&r, data, len, dg);
         free(data);
         char mt[160], res[96];
         resource_type(kinds[i], rel, mt, sizeof mt);
@@ -175,7 +116,7 @@ static int app_push(const char *dir, const char *refs, const char *user)
                                                     "annotations", "org.opencontainers.image.title",
                                                     rel, "org.margo.app.resource", res));
     }
-    if (rc == 0) rc = push_blob(&r, "{}", 2, dg);
+    if (rc == 0) rc = rc_push_blob_mem(&r, "{}", 2, dg);
     char *man = NULL;
     if (rc == 0) {
         json_t *m = json_pack("{s:i,s:s,s:s,s:{s:s,s:s,s:i,s:s},s:O}", "schemaVersion", 2,
@@ -185,19 +126,7 @@ static int app_push(const char *dir, const char *refs, const char *user)
         man = json_dumps(m, JSON_COMPACT);
         json_decref(m);
     }
-    if (rc == 0) {
-        char url[2048];
-        upstream_resp resp;
-        snprintf(url, sizeof url, "%s/v2/%s/manifests/%s", r.base, r.repo, r.tag);
-        rc =
-            upstream_send(&r.m, "PUT", url, MT_MANIFEST, man, strlen(man), NULL, NULL, NULL, &resp);
-        if (rc < 0 || resp.status != 201)
-            rc = http_fail("push manifest", rc, &resp);
-        else
-            printf("pushed %s/%s:%s %s\n", r.base, r.repo, r.tag,
-                   resp.digest[0] ? resp.digest : "");
-        upstream_resp_free(&resp);
-    }
+    if (rc == 0) rc = put_manifest(&r, man);
     free(man);
     json_decref(layers);
     json_decref(d);
@@ -205,75 +134,31 @@ static int app_push(const char *dir, const char *refs, const char *user)
     return rc;
 }
 
-static int get_manifest(ref_t *r, json_t **out)
+/* The manifest r names, parsed. */
+static int get_json_manifest(rc_ref *r, json_t **out)
 {
-    char url[2048];
-    upstream_resp resp;
-    snprintf(url, sizeof url, "%s/v2/%s/manifests/%s", r->base, r->repo,
-             r->tag[0] ? r->tag : "latest");
-    int rc = upstream_send(&r->m, "GET", url, NULL, NULL, 0, MT_MANIFEST, NULL, NULL, &resp);
-    if (rc < 0 || resp.status != 200) rc = http_fail("get manifest", rc, &resp);
-    json_t *m = rc == 0 ? json_loadb(resp.body, resp.len, 0, NULL) : NULL;
-    upstream_resp_free(&resp);
-    if (rc == 0 && !m) rc = berr_set(BERR_IO, "manifest is not JSON");
+    rc_manifest mf;
+    int rc = rc_get_manifest(r, NULL, &mf);
+    if (rc < 0) return rc;
+    *out = json_loadb(mf.body, mf.len, 0, NULL);
+    rc_manifest_free(&mf);
+    return *out ? 0 : berr_set(BERR_IO, "%s: the manifest is not JSON", r->name);
+}
+
+static int get_manifest(rc_ref *r, json_t **out)
+{
+    json_t *m = NULL;
+    int rc = get_json_manifest(r, &m);
     const char *at = json_string_value(json_object_get(m, "artifactType"));
     if (rc == 0 && (!at || (strcmp(at, MARGO_MT_APP) && strcmp(at, MARGO_MT_APP_OLD))))
         rc = berr_set(BERR_IO, "%s:%s is not a margo application package (artifactType %s)",
-                      r->repo, r->tag, at ? at : "none");
+                      r->repo, r->ref, at ? at : "none");
     if (rc < 0) {
         json_decref(m);
         return rc;
     }
     *out = m;
     return 0;
-}
-
-typedef struct {
-    FILE *f;
-    digest_ctx ctx;
-    char *mem;
-    size_t len, cap;
-} sinkbuf;
-
-static int to_sink(void *arg, const char *data, size_t len)
-{
-    sinkbuf *s = arg;
-    digest_update(&s->ctx, data, len);
-    if (s->f) return fwrite(data, 1, len, s->f) == len ? 0 : -1;
-    if (s->len + len + 1 > s->cap) {
-        s->cap = (s->len + len + 1) * 2;
-        char *n = realloc(s->mem, s->cap);
-        if (!n) return -1;
-        s->mem = n;
-    }
-    memcpy(s->mem + s->len, data, len);
-    s->len += len;
-    s->mem[s->len] = '\0';
-    return 0;
-}
-
-/* GET a blob into f (or memory when f is NULL), verifying its digest. */
-static int get_blob(ref_t *r, const char *digest, FILE *f, char **mem, size_t *len)
-{
-    char url[2048];
-    upstream_resp resp;
-    sinkbuf s = {.f = f};
-    digest_init(&s.ctx, DIGEST_SHA256);
-    snprintf(url, sizeof url, "%s/v2/%s/blobs/%s", r->base, r->repo, digest);
-    int rc = upstream_send(&r->m, "GET", url, NULL, NULL, 0, NULL, to_sink, &s, &resp);
-    if (rc < 0 || resp.status != 200) rc = http_fail("get blob", rc, &resp);
-    upstream_resp_free(&resp);
-    char got[DIGEST_STR_MAX];
-    digest_final(&s.ctx, got);
-    if (rc == 0 && strcmp(got, digest))
-        rc = berr_set(BERR_IO, "blob %s arrived with digest %s: refused", digest, got);
-    if (rc == 0 && mem) {
-        *mem = s.mem ? s.mem : strdup("");
-        *len = s.len;
-    } else {
-        free(s.mem);
-    }
-    return rc;
 }
 
 static int mkdirs(const char *path)
@@ -291,8 +176,8 @@ static int mkdirs(const char *path)
 
 static int app_pull(const char *refs, const char *dir, const char *user)
 {
-    ref_t r;
-    int rc = parse_ref(refs, user, &r);
+    rc_ref r;
+    int rc = parse(refs, user, &r);
     json_t *m = NULL;
     if (rc == 0) rc = get_manifest(&r, &m);
     if (rc < 0) return rc;
@@ -317,7 +202,7 @@ static int app_pull(const char *refs, const char *dir, const char *user)
             rc = berr_set(BERR_IO, "%s: %s", p, strerror(errno));
             break;
         }
-        rc = get_blob(&r, digest, f, NULL, NULL);
+        rc = rc_get_blob(&r, digest, 0, file_sink, f);
         if (fclose(f) != 0 && rc == 0) rc = berr_set(BERR_IO, "%s: write failed", p);
         if (rc == 0) printf("%s\n", title);
     }
@@ -327,8 +212,8 @@ static int app_pull(const char *refs, const char *dir, const char *user)
 
 static int app_inspect(const char *refs, const char *user)
 {
-    ref_t r;
-    int rc = parse_ref(refs, user, &r);
+    rc_ref r;
+    int rc = parse(refs, user, &r);
     json_t *m = NULL;
     if (rc == 0) rc = get_manifest(&r, &m);
     if (rc < 0) return rc;
@@ -345,7 +230,7 @@ static int app_inspect(const char *refs, const char *user)
     size_t len = 0;
     json_t *d = NULL;
     if (!digest) rc = berr_set(BERR_IO, "no margo.yaml layer");
-    if (rc == 0) rc = get_blob(&r, digest, NULL, &text, &len);
+    if (rc == 0) rc = rc_get_blob_mem(&r, digest, 16 << 20, &text, &len);
     if (rc == 0) rc = helm_yaml_to_json(text, len, "margo.yaml", &d);
     if (rc == 0) {
         json_t *md = json_object_get(d, "metadata");
@@ -387,14 +272,14 @@ static int app_inspect(const char *refs, const char *user)
 
 static int compose_push(const char *dir, const char *refs, const char *user)
 {
-    ref_t r;
-    int rc = parse_ref(refs, user, &r);
+    rc_ref r;
+    int rc = parse(refs, user, &r);
     if (rc < 0) return rc;
     char rev[129];
-    snprintf(rev, sizeof rev, "%s", r.tag);
+    snprintf(rev, sizeof rev, "%s", r.ref);
     for (char *c = rev; *c; c++)
         if (*c == '_') *c = '+';
-    if (!r.tag[0] || !helm_semver_valid(rev))
+    if (!r.ref[0] || !helm_semver_valid(rev))
         return berr_set(BERR_CONFIG,
                         "the reference needs a tag that is a SemVer 2 revision "
                         "(no leading v; '+' written '_'): %s",
@@ -426,8 +311,8 @@ static int compose_push(const char *dir, const char *refs, const char *user)
     unlink(tmp);
     if (rc == 0 && !data) rc = berr_set(BERR_IO, "read %s", tmp);
     char dg[DIGEST_STR_MAX], cfgd[DIGEST_STR_MAX];
-    if (rc == 0) rc = push_blob(&r, data, len, dg);
-    if (rc == 0) rc = push_blob(&r, "{}", 2, cfgd);
+    if (rc == 0) rc = rc_push_blob_mem(&r, data, len, dg);
+    if (rc == 0) rc = rc_push_blob_mem(&r, "{}", 2, cfgd);
     free(data);
     if (rc < 0) return rc;
     char title[300];
@@ -441,41 +326,28 @@ static int compose_push(const char *dir, const char *refs, const char *user)
                   "org.margo.component.version", rev, "org.opencontainers.image.title", title);
     char *man = json_dumps(m, JSON_COMPACT);
     json_decref(m);
-    char url[2048];
-    upstream_resp resp;
-    snprintf(url, sizeof url, "%s/v2/%s/manifests/%s", r.base, r.repo, r.tag);
-    rc = upstream_send(&r.m, "PUT", url, MT_MANIFEST, man, strlen(man), NULL, NULL, NULL, &resp);
-    if (rc < 0 || resp.status != 201)
-        rc = http_fail("push manifest", rc, &resp);
-    else
-        printf("pushed %s/%s:%s %s\n", r.base, r.repo, r.tag, resp.digest[0] ? resp.digest : "");
-    upstream_resp_free(&resp);
+    rc = put_manifest(&r, man);
     free(man);
     return rc;
 }
 
 static int compose_pull(const char *refs, const char *dir, const char *user)
 {
-    ref_t r;
-    int rc = parse_ref(refs, user, &r);
+    rc_ref r;
+    int rc = parse(refs, user, &r);
     if (rc < 0) return rc;
-    char url[2048];
-    upstream_resp resp;
-    snprintf(url, sizeof url, "%s/v2/%s/manifests/%s", r.base, r.repo, r.tag);
-    rc = upstream_send(&r.m, "GET", url, NULL, NULL, 0, MT_MANIFEST, NULL, NULL, &resp);
-    if (rc < 0 || resp.status != 200) rc = http_fail("get manifest", rc, &resp);
-    json_t *m = rc == 0 ? json_loadb(resp.body, resp.len, 0, NULL) : NULL;
-    upstream_resp_free(&resp);
+    json_t *m = NULL;
+    rc = get_json_manifest(&r, &m);
     const char *at = json_string_value(json_object_get(m, "artifactType"));
     json_t *l = json_array_get(json_object_get(m, "layers"), 0);
     const char *digest = json_string_value(json_object_get(l, "digest"));
     if (rc == 0 && (!at || strcmp(at, MARGO_MT_COMPOSE) || !digest))
-        rc = berr_set(BERR_IO, "%s:%s is not a margo compose archive", r.repo, r.tag);
+        rc = berr_set(BERR_IO, "%s:%s is not a margo compose archive", r.repo, r.ref);
     char tmp[] = "/tmp/berth-compose-XXXXXX";
     int fd = rc == 0 ? mkstemp(tmp) : -1;
     if (rc == 0 && fd < 0) rc = berr_set(BERR_IO, "temporary file: %s", strerror(errno));
     FILE *f = fd >= 0 ? fdopen(dup(fd), "wb") : NULL;
-    if (rc == 0) rc = f ? get_blob(&r, digest, f, NULL, NULL) : berr_set(BERR_IO, "fdopen");
+    if (rc == 0) rc = f ? rc_get_blob(&r, digest, 0, file_sink, f) : berr_set(BERR_IO, "fdopen");
     if (f) fclose(f);
     tar_scan_opts o = {.what = "compose archive",
                        .max_uncompressed = (int64_t)1 << 30,

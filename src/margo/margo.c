@@ -90,7 +90,7 @@ static int read_blob(store *s, const char *repo, const char *digest, size_t max,
     }
     char *buf = malloc(b.size + 1);
     rc = buf ? 0 : berr_set(BERR_INTERNAL, "out of memory");
-    if (rc == 0 && b.fd >= 0 && pread(b.fd, buf, b.size, 0) != (ssize_t)b.size)
+    if (rc == 0 && b.fd >= 0 && pread(b.fd, buf, b.size, (off_t)b.offset) != (ssize_t)b.size)
         rc = berr_set(BERR_IO, "read %s", digest);
     else if (rc == 0 && b.fd < 0)
         memcpy(buf, b.mem, b.size);

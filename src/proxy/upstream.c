@@ -233,7 +233,16 @@ typedef struct {
     const void *body;
     size_t body_len;
     const char *body_type;
+    upstream_source source; /* a streamed request body of body_len bytes (instead of body) */
+    void *source_arg;
 } xfer;
+
+static size_t on_read(char *buf, size_t size, size_t n, void *p)
+{
+    xfer *x = p;
+    long got = x->source(x->source_arg, buf, size * n);
+    return got < 0 ? CURL_READFUNC_ABORT : (size_t)got;
+}
 
 static size_t on_header(char *buf, size_t size, size_t n, void *p)
 {
@@ -323,7 +332,13 @@ static int perform(const config_mirror *m, const char *url, bool head, const cha
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(c, CURLOPT_NOBODY, head ? 1L : 0L);
-    if (x->method) {
+    if (x->method && x->source) {
+        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, x->method);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(c, CURLOPT_READDATA, x);
+        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)x->body_len);
+    } else if (x->method) {
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, x->method);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, x->body ? x->body : "");
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
@@ -508,9 +523,13 @@ int upstream_get_url(const config_mirror *m, const char *url, upstream_sink sink
     return rc;
 }
 
-int upstream_send(const config_mirror *m, const char *method, const char *url, const char *ctype,
-                  const void *body, size_t len, const char *accept, upstream_sink sink, void *arg,
-                  upstream_resp *out)
+/* berth's own client: the Bearer token last granted for a registry (by scope), sent with every
+ * later request to it until one is refused. */
+static char client_scope[600];
+
+static int send_req(const config_mirror *m, const char *method, const char *url, const char *ctype,
+                    const void *body, size_t len, upstream_source source, void *source_arg,
+                    const char *accept, upstream_sink sink, void *arg, upstream_resp *out)
 {
     memset(out, 0, sizeof *out);
     xfer x = {.out = out,
@@ -520,11 +539,54 @@ int upstream_send(const config_mirror *m, const char *method, const char *url, c
               .method = strcmp(method, "GET") ? method : NULL,
               .body = body,
               .body_len = len,
-              .body_type = ctype};
-    char *auth = basic_auth(m);
-    int rc = perform(m, url, !strcmp(method, "HEAD"), accept, auth, &x, sink != NULL);
+              .body_type = ctype,
+              .source = source,
+              .source_arg = source_arg};
+    bool head = !strcmp(method, "HEAD");
+    char key[1024];
+    pthread_mutex_lock(&tok_mu);
+    snprintf(key, sizeof key, "%s\n%s", m->name, client_scope);
+    pthread_mutex_unlock(&tok_mu);
+    char *tok = token_get(key), *auth = NULL;
+    if (tok) {
+        auth = malloc(strlen(tok) + 8);
+        if (auth) sprintf(auth, "Bearer %s", tok);
+        free(tok);
+    } else {
+        auth = basic_auth(m);
+    }
+    int rc = perform(m, url, head, accept, auth, &x, sink != NULL);
+    upstream_challenge ch;
+    /* a streamed body cannot be sent twice: its caller signs in with an earlier request */
+    if (rc == 0 && out->status == 401 && !source && x.delivered == 0 && x.challenge[0] &&
+        upstream_parse_challenge(x.challenge, &ch) && !strcasecmp(ch.scheme, "Bearer") &&
+        ch.realm[0]) {
+        if (tok) token_drop(key);
+        char *retry = fetch_token(m, &ch, ch.scope);
+        if (retry) {
+            pthread_mutex_lock(&tok_mu);
+            snprintf(client_scope, sizeof client_scope, "%s", ch.scope);
+            pthread_mutex_unlock(&tok_mu);
+            rc = perform(m, url, head, accept, retry, &x, sink != NULL);
+            free(retry);
+        }
+    }
     free(auth);
     return rc;
+}
+
+int upstream_send(const config_mirror *m, const char *method, const char *url, const char *ctype,
+                  const void *body, size_t len, const char *accept, upstream_sink sink, void *arg,
+                  upstream_resp *out)
+{
+    return send_req(m, method, url, ctype, body, len, NULL, NULL, accept, sink, arg, out);
+}
+
+int upstream_send_stream(const config_mirror *m, const char *method, const char *url,
+                         const char *ctype, upstream_source source, void *source_arg, size_t len,
+                         upstream_resp *out)
+{
+    return send_req(m, method, url, ctype, NULL, len, source, source_arg, NULL, NULL, NULL, out);
 }
 
 void upstream_resp_free(upstream_resp *r)

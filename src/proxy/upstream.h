@@ -44,11 +44,19 @@ int upstream_tags(const config_mirror *m, const char *repo, upstream_resp *out);
  * chart repositories): a 200's body goes to sink, or is buffered up to limit when sink is NULL. */
 int upstream_get_url(const config_mirror *m, const char *url, upstream_sink sink, void *arg,
                      size_t limit, upstream_resp *out);
-/* Any request, with an optional body (berth's own registry client: `berth app push/pull`), Basic
- * credentials from m; a 200's body goes to sink or is buffered (up to 4 MiB). */
+/* Any request, with an optional body (berth's own registry client, src/client/): Basic credentials
+ * from m, and the Bearer flow when the registry asks for it (the token is then reused for later
+ * requests); a 200's body goes to sink or is buffered (up to 4 MiB). */
 int upstream_send(const config_mirror *m, const char *method, const char *url, const char *ctype,
                   const void *body, size_t len, const char *accept, upstream_sink sink, void *arg,
                   upstream_resp *out);
+/* Supplies a streamed request body: bytes written into buf (at most len), or negative to abort. */
+typedef long (*upstream_source)(void *arg, char *buf, size_t len);
+/* upstream_send with a body of len bytes read from source (a blob upload). Not retried after a
+ * 401: sign in with an earlier request (the POST that starts the upload). */
+int upstream_send_stream(const config_mirror *m, const char *method, const char *url,
+                         const char *ctype, upstream_source source, void *source_arg, size_t len,
+                         upstream_resp *out);
 void upstream_resp_free(upstream_resp *r);
 
 /* Parses a WWW-Authenticate value into scheme and realm/service/scope (exposed for tests). */

@@ -34,7 +34,7 @@ int reg_blob_serve(http_req *r)
     }
     int status = rr == REG_RANGE_OK ? 206 : 200;
     if (b.fd >= 0) {
-        rc = http_reply_fd(r, status, b.fd, off, len);
+        rc = http_reply_fd(r, status, b.fd, b.offset + off, len);
         b.fd = -1; /* owned by the response now */
     } else {
         rc = http_reply(r, status, NULL, b.mem + off, (size_t)len);

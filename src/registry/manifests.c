@@ -66,14 +66,40 @@ static int put_data(http_req *r, const char *data, size_t len)
     return 0;
 }
 
+int reg_manifest_commit(store *st, const config *cfg, const reg_manifest_commit_req *q,
+                        char *subject)
+{
+    store_manifest_put_req req;
+    reg_manifest_parsed *parsed;
+    int rc = reg_manifest_parse(q->content, q->len, q->content_type, &req, &parsed);
+    if (rc < 0) return rc;
+    req.repo = q->repo;
+    req.digest = q->digest;
+    req.tags = q->tags;
+    req.ntags = q->ntags;
+    req.new_blobs = q->new_blobs;
+    req.nnew_blobs = q->nnew_blobs;
+    /* margo's artifacts are checked against margo's rules before they are stored */
+    rc = margo_check_manifest(st, cfg, q->repo, q->content, q->len, q->tags, q->ntags);
+    /* a Helm chart pushed over OCI (helm push) is indexed in index.yaml too */
+    helm_entry chart = {0};
+    if (rc == 0) rc = helm_oci_entry(st, cfg, q->repo, q->content, q->len, &chart);
+    if (rc == 0 && chart.json) {
+        req.chart_tag = chart.tag;
+        req.chart_entry = chart.json;
+        req.chart_yaml = chart.yaml;
+    }
+    if (rc == 0) rc = store_manifest_put(st, &req);
+    if (rc == 0 && subject) snprintf(subject, DIGEST_STR_MAX, "%s", req.subject ? req.subject : "");
+    helm_entry_free(&chart);
+    reg_manifest_parsed_free(parsed);
+    return rc;
+}
+
 static int put_end(http_req *r)
 {
     put_ctx *c = r->ctx;
     if (c->len == 0) return berr_set(BERR_MANIFEST_INVALID, "empty manifest");
-    store_manifest_put_req req;
-    reg_manifest_parsed *parsed;
-    int rc = reg_manifest_parse(c->buf, c->len, http_header(r, "Content-Type"), &req, &parsed);
-    if (rc < 0) return rc;
     digest_algo algo = DIGEST_SHA256;
     bool by_digest = ref_is_digest(r->ref);
     if (by_digest) digest_parse(r->ref, &algo);
@@ -82,56 +108,36 @@ static int put_end(http_req *r)
     const char *tags[MAX_EXTRA_TAGS + 1];
     size_t ntags = 0;
     if (by_digest) {
-        if (strcmp(digest, r->ref) != 0) {
-            reg_manifest_parsed_free(parsed);
+        if (strcmp(digest, r->ref) != 0)
             return berr_set(BERR_DIGEST_INVALID, "manifest digest %s does not match %s", digest,
                             r->ref);
-        }
     } else {
         tags[ntags++] = r->ref;
     }
     const char *extra[MAX_EXTRA_TAGS];
     size_t nextra = http_query_all(r, "tag", extra, MAX_EXTRA_TAGS);
     for (size_t i = 0; i < nextra; i++) {
-        if (!ref_tag_valid(extra[i])) {
-            reg_manifest_parsed_free(parsed);
+        if (!ref_tag_valid(extra[i]))
             return berr_set(BERR_MANIFEST_INVALID, "invalid tag %.130s", extra[i]);
-        }
         tags[ntags++] = extra[i];
     }
-    req.repo = r->name;
-    req.digest = digest;
-    req.tags = tags;
-    req.ntags = ntags;
-    /* margo's artifacts are checked against margo's rules before they are stored */
-    rc = margo_check_manifest(r->store, r->cfg, r->name, c->buf, c->len, tags, ntags);
-    if (rc < 0) {
-        reg_manifest_parsed_free(parsed);
-        return rc;
-    }
-    /* a Helm chart pushed over OCI (helm push) is indexed in index.yaml too */
-    helm_entry chart;
-    rc = helm_oci_entry(r->store, r->cfg, r->name, c->buf, c->len, &chart);
-    if (rc < 0) {
-        reg_manifest_parsed_free(parsed);
-        return rc;
-    }
-    if (chart.json) {
-        req.chart_tag = chart.tag;
-        req.chart_entry = chart.json;
-        req.chart_yaml = chart.yaml;
-    }
-    rc = store_manifest_put(r->store, &req);
-    helm_entry_free(&chart);
+    reg_manifest_commit_req q = {.repo = r->name,
+                                 .content = c->buf,
+                                 .len = c->len,
+                                 .content_type = http_header(r, "Content-Type"),
+                                 .digest = digest,
+                                 .tags = tags,
+                                 .ntags = ntags};
+    char subject[DIGEST_STR_MAX];
+    int rc = reg_manifest_commit(r->store, r->cfg, &q, subject);
     if (rc == 0) rc = http_reply(r, 201, NULL, NULL, 0);
     if (rc == 0) {
         reg_location(r, "/v2/%s/manifests/%s", r->name, digest);
         http_add_header(r, "Docker-Content-Digest", digest);
-        if (req.subject) http_add_header(r, "OCI-Subject", req.subject);
+        if (subject[0]) http_add_header(r, "OCI-Subject", subject);
         for (size_t i = 0; i < nextra; i++)
             http_add_header(r, "OCI-Tag", extra[i]);
     }
-    reg_manifest_parsed_free(parsed);
     return rc;
 }
 

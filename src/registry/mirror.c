@@ -56,14 +56,32 @@ bool reg_mirror_serves(const config_mirror *m, const char *upstream_repo)
     return false;
 }
 
+/* ?ns=<registry> naming no configured mirror: a read of "<registry>/<name>" when such a local
+ * repository exists (content imported from a bundle, or pushed under the registry's name), so
+ * containerd finds it with its usual hosts.toml. */
+static void route_ns_local(http_req *r, const char *ns)
+{
+    if (r->method != M_GET && r->method != M_HEAD) return;
+    char local[512];
+    bool hub = !strcmp(ns, "docker.io") || !strcmp(ns, "index.docker.io");
+    int n = snprintf(local, sizeof local, "%s/%s%s", hub ? "docker.io" : ns,
+                     hub && !strchr(r->name, '/') ? "library/" : "", r->name);
+    if (n < 0 || (size_t)n >= sizeof r->name) return;
+    for (char *c = local; *c && *c != '/'; c++)
+        if (*c == ':') *c = '-';
+    if (ref_name_valid(local) && store_repo_exists(r->store, local) == 0)
+        snprintf(r->name, sizeof r->name, "%s", local);
+}
+
 int reg_mirror_route(http_req *r)
 {
     const config *cfg = r->cfg;
+    const char *ns = http_query(r, "ns");
+    const config_mirror *m = NULL;
+    if (ns) m = find_mirror(cfg, ns, strlen(ns));
+    if (ns && !m) route_ns_local(r, ns);
     if (!cfg->nmirrors && !cfg->proxy) return 0;
     const char *up = r->name;
-    const config_mirror *m = NULL;
-    const char *ns = http_query(r, "ns");
-    if (ns) m = find_mirror(cfg, ns, strlen(ns));
     if (!m) {
         const char *slash = strchr(r->name, '/');
         if (slash && (m = find_mirror(cfg, r->name, (size_t)(slash - r->name)))) up = slash + 1;

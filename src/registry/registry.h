@@ -21,6 +21,21 @@ typedef struct reg_manifest_parsed reg_manifest_parsed;
 int reg_manifest_parse(const char *content, size_t len, const char *content_type,
                        store_manifest_put_req *req, reg_manifest_parsed **out);
 void reg_manifest_parsed_free(reg_manifest_parsed *p);
+/* A manifest to store, parsed and checked as a PUT is (margo rules, Helm chart indexing). */
+typedef struct {
+    const char *repo;
+    const char *content;
+    size_t len;
+    const char *content_type; /* NULL: the manifest's own mediaType */
+    const char *digest;       /* of content */
+    const char **tags;
+    size_t ntags;
+    const store_new_blob *new_blobs; /* placed blobs to record with it */
+    size_t nnew_blobs;
+} reg_manifest_commit_req;
+/* subject (DIGEST_STR_MAX, may be NULL) receives the manifest's subject digest or "". */
+int reg_manifest_commit(store *st, const config *cfg, const reg_manifest_commit_req *q,
+                        char *subject);
 
 /* Mirror (mirror.c): routing, and the cache-miss paths of manifest and blob GETs. The core
  * works on a reg_mirror_ctx, so `berth sync` uses the same code as the server. */

@@ -26,6 +26,7 @@ static const http_handler *pick(http_req *r, const http_handler *get, const http
                                 const http_handler *post, const http_handler *patch,
                                 const http_handler *del)
 {
+    if (r->cfg->read_only && r->method != M_GET && r->method != M_HEAD) return NULL;
     switch (r->method) {
     case M_GET:
     case M_HEAD:

@@ -80,6 +80,7 @@ int blobfs_preplace(const blobfs *b, const char *src, const char *digest, bool *
 
 bool blobfs_exists(const blobfs *b, const char *digest)
 {
+    if (b->ext && b->ext->open(b->ext->arg, digest, NULL, NULL) == 0) return true;
     char p[4096];
     blobfs_path(b, digest, p, sizeof p);
     struct stat st;

@@ -78,6 +78,7 @@ int store_meta_sqlite_open(store_meta **out, const char *path);
 /* blobfs: the files */
 typedef struct {
     char *root;
+    const store_blob_source *ext; /* blobs kept elsewhere (bundle serve), or NULL */
 } blobfs;
 
 /* <root>/blobs/<algo>/<2 hex>/<hex> */

@@ -226,6 +226,10 @@ int store_blob_open(store *s, const char *repo, const char *digest, store_blob *
         return berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
     }
     if (rc < 0) return rc;
+    if (s->fs.ext && s->fs.ext->open(s->fs.ext->arg, digest, &out->fd, &out->offset) == 0) {
+        out->size = size;
+        return 0;
+    }
     char path[4096];
     blobfs_path(&s->fs, digest, path, sizeof path);
     out->fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -235,6 +239,16 @@ int store_blob_open(store *s, const char *repo, const char *digest, store_blob *
     }
     out->size = size;
     return 0;
+}
+
+bool store_blob_present(store *s, const char *digest)
+{
+    return blobfs_exists(&s->fs, digest);
+}
+
+void store_set_blob_source(store *s, const store_blob_source *src)
+{
+    s->fs.ext = src;
 }
 
 void store_blob_release(store_blob *b)

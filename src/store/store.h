@@ -101,8 +101,9 @@ typedef struct {
 
 /* An open blob: either a file (fd, for sendfile) or bytes held in memory (manifests). */
 typedef struct {
-    int fd;    /* -1 when mem is used */
-    char *mem; /* malloc'd, when fd == -1 */
+    int fd;          /* -1 when mem is used */
+    uint64_t offset; /* of the blob's first byte in fd */
+    char *mem;       /* malloc'd, when fd == -1 */
     uint64_t size;
     char *media_type; /* set for manifests served through the blobs endpoint, else NULL */
 } store_blob;
@@ -122,10 +123,21 @@ int store_refresh_usage(store *s);
 /* Writes, syncs and removes a probe file: 0 when storage is writable. */
 int store_check_writable(store *s);
 
+/* Blobs kept outside blobs/ (a bundle served in place): open gives a new descriptor (when fd is
+ * not NULL) and the offset of the blob's bytes in it; 0, or negative when the source lacks it. */
+typedef struct {
+    int (*open)(void *arg, const char *digest, int *fd, uint64_t *offset);
+    void *arg;
+} store_blob_source;
+/* Consults src before blobs/ for every blob (set before serving; src must outlive the store). */
+void store_set_blob_source(store *s, const store_blob_source *src);
+
 /* ---- blobs ---- */
 /* Opens a blob linked to repo (or a manifest of repo by digest). -BERR_BLOB_UNKNOWN if absent. */
 int store_blob_open(store *s, const char *repo, const char *digest, store_blob *out);
 void store_blob_release(store_blob *b);
+/* True when the blob's file is stored (in any repository, or not yet recorded). */
+bool store_blob_present(store *s, const char *digest);
 /* Links an existing blob into repo (cross-repository mount). from may be NULL (any repo). */
 int store_blob_mount(store *s, const char *repo, const char *from, const char *digest);
 /* Removes repo's link to a blob; the file goes when gc finds it unreferenced. */

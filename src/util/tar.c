@@ -56,6 +56,11 @@ static struct {
     void (*entry_set_perm)(struct archive_entry *, mode_t);
     void (*entry_set_symlink)(struct archive_entry *, const char *);
     void (*entry_set_mtime)(struct archive_entry *, time_t, long);
+    /* streaming (tar_reader, tar_writer: bundles) */
+    int (*support_filter_zstd)(struct archive *);
+    la_int64_t (*header_position)(struct archive *);
+    int (*write_add_filter_zstd)(struct archive *);
+    int (*write_open_fd)(struct archive *, int);
 } ax;
 static pthread_once_t ax_once = PTHREAD_ONCE_INIT;
 static bool ax_loaded;
@@ -101,6 +106,10 @@ static void ax_load(void)
     SYM(entry_set_perm, "archive_entry_set_perm");
     SYM(entry_set_symlink, "archive_entry_set_symlink");
     SYM(entry_set_mtime, "archive_entry_set_mtime");
+    SYM(support_filter_zstd, "archive_read_support_filter_zstd");
+    SYM(header_position, "archive_read_header_position");
+    SYM(write_add_filter_zstd, "archive_write_add_filter_zstd");
+    SYM(write_open_fd, "archive_write_open_fd");
 #undef SYM
     void **fns = (void **)&ax;
     for (size_t i = 0; i < sizeof ax / sizeof(void *); i++)
@@ -143,6 +152,10 @@ static void ax_load(void)
 #define archive_entry_set_perm ax.entry_set_perm
 #define archive_entry_set_symlink ax.entry_set_symlink
 #define archive_entry_set_mtime ax.entry_set_mtime
+#define archive_read_support_filter_zstd ax.support_filter_zstd
+#define archive_read_header_position ax.header_position
+#define archive_write_add_filter_zstd ax.write_add_filter_zstd
+#define archive_write_open_fd ax.write_open_fd
 
 /* A path inside the archive: relative, no "." / ".." components; returns its first component's
  * length and whether it has more components. */
@@ -493,5 +506,146 @@ int tar_extract(int fd, const char *dest)
         }
     }
     archive_read_free(a);
+    return rc;
+}
+
+/* ---- streaming reader and writer (bundles, chart contents) ---- */
+
+struct tar_reader {
+    struct archive *a;
+    const char *what;
+};
+
+int tar_reader_open(int fd, const char *what, tar_reader **out)
+{
+    pthread_once(&ax_once, ax_load);
+    if (!ax_loaded) return berr_set(BERR_UNAVAILABLE, "libarchive could not be loaded");
+    tar_reader *r = calloc(1, sizeof *r);
+    if (!r || !(r->a = archive_read_new())) {
+        free(r);
+        return berr_set(BERR_INTERNAL, "out of memory");
+    }
+    r->what = what;
+    archive_read_support_filter_gzip(r->a);
+    archive_read_support_filter_zstd(r->a);
+    archive_read_support_format_tar(r->a);
+    if (archive_read_open_fd(r->a, fd, 1 << 20) != ARCHIVE_OK) {
+        int rc = berr_set(BERR_BAD_REQUEST, "%s: %s", what, archive_error_string(r->a));
+        tar_reader_close(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+int tar_reader_next(tar_reader *r, tar_entry *e)
+{
+    struct archive_entry *ae;
+    int st = archive_read_next_header(r->a, &ae);
+    if (st == ARCHIVE_EOF) {
+        e->header_pos = archive_read_header_position(r->a);
+        return 0;
+    }
+    if (st != ARCHIVE_OK && st != ARCHIVE_WARN)
+        return berr_set(BERR_BAD_REQUEST, "%s: %s", r->what, archive_error_string(r->a));
+    e->name = archive_entry_pathname(ae);
+    if (!e->name) e->name = "";
+    mode_t t = archive_entry_filetype(ae);
+    e->type = t == AE_IFREG ? 'f' : t == AE_IFDIR ? 'd' : t == AE_IFLNK ? 'l' : 'o';
+    if (e->type == 'f' && archive_entry_hardlink(ae)) e->type = 'h';
+    la_int64_t sz = archive_entry_size(ae);
+    e->size = sz > 0 ? (uint64_t)sz : 0;
+    e->header_pos = archive_read_header_position(r->a);
+    e->compressed = archive_filter_code(r->a, 0) != ARCHIVE_FILTER_NONE;
+    return 1;
+}
+
+long tar_reader_read(tar_reader *r, void *buf, size_t len)
+{
+    la_ssize_t n = archive_read_data(r->a, buf, len);
+    if (n < 0) return berr_set(BERR_BAD_REQUEST, "%s: %s", r->what, archive_error_string(r->a));
+    return (long)n;
+}
+
+void tar_reader_close(tar_reader *r)
+{
+    if (!r) return;
+    if (r->a) archive_read_free(r->a);
+    free(r);
+}
+
+struct tar_writer {
+    struct archive *a;
+    char path[4096];
+};
+
+int tar_writer_open(int fd, tar_compress c, tar_writer **out)
+{
+    pthread_once(&ax_once, ax_load);
+    if (!ax_loaded) return berr_set(BERR_UNAVAILABLE, "libarchive could not be loaded");
+    tar_writer *w = calloc(1, sizeof *w);
+    if (!w || !(w->a = archive_write_new())) {
+        free(w);
+        return berr_set(BERR_INTERNAL, "out of memory");
+    }
+    int st = ARCHIVE_OK;
+    if (c == TAR_GZIP) st = archive_write_add_filter_gzip(w->a);
+    if (c == TAR_ZSTD) st = archive_write_add_filter_zstd(w->a);
+    if (st != ARCHIVE_OK || archive_write_set_format_pax_restricted(w->a) != ARCHIVE_OK ||
+        archive_write_open_fd(w->a, fd) != ARCHIVE_OK) {
+        int rc = berr_set(BERR_IO, "archive: %s", archive_error_string(w->a));
+        archive_write_free(w->a);
+        free(w);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+static int writer_header(tar_writer *w, const char *name, unsigned int type, mode_t perm,
+                         uint64_t size)
+{
+    struct archive_entry *e = archive_entry_new();
+    if (!e) return berr_set(BERR_INTERNAL, "out of memory");
+    archive_entry_set_pathname(e, name);
+    archive_entry_set_filetype(e, type);
+    archive_entry_set_perm(e, perm);
+    archive_entry_set_size(e, (la_int64_t)size);
+    archive_entry_set_mtime(e, 0, 0);
+    int rc = archive_write_header(w->a, e) != ARCHIVE_OK
+                 ? berr_set(BERR_IO, "archive %s: %s", name, archive_error_string(w->a))
+                 : 0;
+    archive_entry_free(e);
+    return rc;
+}
+
+int tar_writer_file(tar_writer *w, const char *name, uint64_t size)
+{
+    return writer_header(w, name, AE_IFREG, 0644, size);
+}
+
+int tar_writer_dir(tar_writer *w, const char *name)
+{
+    return writer_header(w, name, AE_IFDIR, 0755, 0);
+}
+
+int tar_writer_write(tar_writer *w, const void *data, size_t len)
+{
+    while (len) {
+        la_ssize_t n = archive_write_data(w->a, data, len);
+        if (n <= 0) return berr_set(BERR_IO, "archive write: %s", archive_error_string(w->a));
+        data = (const char *)data + n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int tar_writer_close(tar_writer *w)
+{
+    int rc = archive_write_close(w->a) != ARCHIVE_OK
+                 ? berr_set(BERR_IO, "archive: %s", archive_error_string(w->a))
+                 : 0;
+    archive_write_free(w->a);
+    free(w);
     return rc;
 }

@@ -36,4 +36,33 @@ int tar_create(const char *dir, const char *top, const char *out);
 /* Extracts an archive that tar_scan accepted into dest (which exists). */
 int tar_extract(int fd, const char *dest);
 
+/* Streaming reader over fd from its current offset: plain, gzip or zstd tar (bundles, chart
+ * contents). No path checks: callers decide what an entry name means. */
+typedef struct tar_reader tar_reader;
+typedef struct {
+    const char *name;   /* valid until the next call */
+    char type;          /* 'f' file, 'd' directory, 'l' symlink, 'h' hard link, 'o' other */
+    uint64_t size;      /* of a file's data */
+    int64_t header_pos; /* offset of this entry's header(s) in the uncompressed stream; at the
+                           end, the offset of the end-of-archive marker */
+    bool compressed;    /* the stream is gzip or zstd: offsets are not file offsets */
+} tar_entry;
+int tar_reader_open(int fd, const char *what, tar_reader **out);
+/* 1 and the next entry, 0 at the end, or -BERR_BAD_REQUEST (truncated, not a tar). */
+int tar_reader_next(tar_reader *r, tar_entry *e);
+/* Reads the current entry's data: bytes read, 0 at its end, or -BERR_BAD_REQUEST. */
+long tar_reader_read(tar_reader *r, void *buf, size_t len);
+void tar_reader_close(tar_reader *r);
+
+/* Streaming writer of a pax tar to fd (from its current offset), optionally compressed. */
+typedef enum { TAR_PLAIN, TAR_GZIP, TAR_ZSTD } tar_compress;
+typedef struct tar_writer tar_writer;
+int tar_writer_open(int fd, tar_compress c, tar_writer **out);
+int tar_writer_dir(tar_writer *w, const char *name);
+/* Starts a regular file of exactly size bytes; its data follows with tar_writer_write. */
+int tar_writer_file(tar_writer *w, const char *name, uint64_t size);
+int tar_writer_write(tar_writer *w, const void *data, size_t len);
+/* Finishes the archive (not the fd) and frees w; also the way to abandon it. */
+int tar_writer_close(tar_writer *w);
+
 #endif

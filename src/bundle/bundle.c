@@ -1,0 +1,1174 @@
+/*
+ * bundle/bundle: `berth bundle create|import|serve`. A bundle is a plain OCI image layout, as a
+ * tar (optionally gzip or zstd) or a directory: oci-layout, index.json, blobs/<algo>/<hex>.
+ * index.json lists each artifact with org.opencontainers.image.ref.name = its original reference
+ * (docker.io/library/nginx:1.27; repo:tag for an artifact given by URL), and each referrer
+ * (signature, SBOM) with io.berth.bundle.repository naming where its subject lives.
+ *
+ * create streams every blob from the source registry into the archive, verifying each digest,
+ * and renames the archive into place only when it is whole. import reads the bundle twice: the
+ * first pass hashes every blob and checks that every manifest's references are in the bundle,
+ * so nothing is written unless the whole bundle is good; the second pass writes the blobs (into
+ * the store, or uploads them to a registry) and then the manifests, children before the indexes
+ * that list them. serve verifies an uncompressed tar (or a directory) in place and serves it
+ * read-only: its metadata goes to a temporary store whose blobs are byte ranges of the tar.
+ */
+#include "bundle/bundle.h"
+#include "registry/registry.h"
+#include "serve.h"
+#include "store/store.h"
+#include "util/err.h"
+#include "util/file.h"
+#include "util/log.h"
+#include "util/ref.h"
+#include "util/tar.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+#define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
+#define ANN_REF "org.opencontainers.image.ref.name"
+#define ANN_REPO "io.berth.bundle.repository"
+#define ANN_INDEX "io.berth.bundle.index"
+#define KEEP_MAX ((size_t)4 << 20) /* blobs up to this size that look like JSON stay in memory */
+#define KEEP_TOTAL ((size_t)512 << 20)
+#define COPY_BUF (1 << 20)
+
+static bool is_index(const char *mt)
+{
+    return mt && (!strcmp(mt, MT_OCI_INDEX) || !strcmp(mt, MT_DOCKER_LIST));
+}
+
+/* "blobs/<algo>/<hex>" (after an optional "./") as a digest; false for anything else. */
+static bool blob_name(const char *name, char *digest)
+{
+    if (!strncmp(name, "./", 2)) name += 2;
+    if (strncmp(name, "blobs/", 6)) return false;
+    const char *algo = name + 6, *slash = strchr(algo, '/');
+    if (!slash || strchr(slash + 1, '/')) return false;
+    snprintf(digest, DIGEST_STR_MAX, "%.*s:%s", (int)(slash - algo), algo, slash + 1);
+    return digest_parse(digest, NULL) == 0;
+}
+
+static void blob_path(const char *digest, char *out, size_t len)
+{
+    const char *colon = strchr(digest, ':');
+    snprintf(out, len, "blobs/%.*s/%s", (int)(colon - digest), digest, colon + 1);
+}
+
+/* ======================= create ======================= */
+
+typedef struct {
+    tar_writer *w;
+    json_t *seen;    /* digests written */
+    json_t *entries; /* index.json manifests */
+    uint64_t bytes;
+    size_t nblobs;
+} creator;
+
+static int put_mem(creator *c, const char *digest, const void *data, size_t len)
+{
+    if (json_object_get(c->seen, digest)) return 0;
+    char name[DIGEST_STR_MAX + 16];
+    blob_path(digest, name, sizeof name);
+    int rc = tar_writer_file(c->w, name, len);
+    if (rc == 0) rc = tar_writer_write(c->w, data, len);
+    if (rc == 0) {
+        json_object_set_new(c->seen, digest, json_true());
+        c->bytes += len;
+        c->nblobs++;
+    }
+    return rc;
+}
+
+static int to_tar(void *arg, const char *data, size_t len)
+{
+    return tar_writer_write(arg, data, len) < 0 ? -1 : 0;
+}
+
+static int put_remote(creator *c, rc_ref *r, json_t *desc)
+{
+    const char *digest = json_string_value(json_object_get(desc, "digest"));
+    json_t *size = json_object_get(desc, "size");
+    if (!digest || !json_is_integer(size) || json_integer_value(size) < 0)
+        return berr_set(BERR_IO, "%s: a descriptor without digest or size", r->name);
+    if (json_object_get(c->seen, digest)) return 0;
+    if (json_array_size(json_object_get(desc, "urls"))) return 0; /* foreign: not distributable */
+    uint64_t n = (uint64_t)json_integer_value(size);
+    char name[DIGEST_STR_MAX + 16];
+    blob_path(digest, name, sizeof name);
+    int rc = tar_writer_file(c->w, name, n);
+    if (rc == 0) rc = rc_get_blob(r, digest, n, to_tar, c->w);
+    if (rc == 0) {
+        json_object_set_new(c->seen, digest, json_true());
+        c->bytes += n;
+        c->nblobs++;
+    }
+    return rc;
+}
+
+static void add_entry(creator *c, const char *mt, const char *digest, size_t size,
+                      const char *artifact_type, json_t *ann)
+{
+    json_t *e =
+        json_pack("{s:s,s:s,s:I}", "mediaType", mt, "digest", digest, "size", (json_int_t)size);
+    if (artifact_type) json_object_set_new(e, "artifactType", json_string(artifact_type));
+    if (ann) json_object_set_new(e, "annotations", ann);
+    json_array_append_new(c->entries, e);
+}
+
+static int copy_manifest(creator *c, rc_ref *r, const char *digest, const char *body, size_t len,
+                         int depth);
+
+/* The referrers of digest in r's repository, each with everything it references. */
+static int copy_referrers(creator *c, rc_ref *r, const char *digest, int depth)
+{
+    json_t *list;
+    int rc = rc_referrers(r, digest, &list);
+    if (rc < 0) return rc;
+    size_t i;
+    json_t *d;
+    char repo[600];
+    rc_store_name(r->name, repo, sizeof repo);
+    json_array_foreach(list, i, d)
+    {
+        const char *rd = json_string_value(json_object_get(d, "digest"));
+        if (!rd || json_object_get(c->seen, rd)) continue;
+        rc_manifest mf;
+        if ((rc = rc_get_manifest(r, rd, &mf)) < 0) break;
+        rc = copy_manifest(c, r, rd, mf.body, mf.len, depth + 1);
+        if (rc == 0)
+            add_entry(c, mf.media_type, rd, mf.len,
+                      json_string_value(json_object_get(d, "artifactType")),
+                      json_pack("{s:s}", ANN_REPO, repo));
+        rc_manifest_free(&mf);
+        if (rc < 0) break;
+    }
+    json_decref(list);
+    return rc;
+}
+
+/* A manifest's bytes, then what it references (blobs, child manifests) and its referrers. */
+static int copy_manifest(creator *c, rc_ref *r, const char *digest, const char *body, size_t len,
+                         int depth)
+{
+    if (depth > 8) return berr_set(BERR_IO, "%s: manifests nest too deep", r->name);
+    if (json_object_get(c->seen, digest)) return 0;
+    json_t *m = json_loadb(body, len, 0, NULL);
+    if (!m) return berr_set(BERR_IO, "%s: manifest %s is not JSON", r->name, digest);
+    int rc = 0;
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(m, "manifests"), i, d)
+    {
+        const char *cd = json_string_value(json_object_get(d, "digest"));
+        if (!cd) continue;
+        rc_manifest mf;
+        if ((rc = rc_get_manifest(r, cd, &mf)) < 0) break;
+        rc = copy_manifest(c, r, cd, mf.body, mf.len, depth + 1);
+        rc_manifest_free(&mf);
+        if (rc < 0) break;
+    }
+    json_t *cfg = json_object_get(m, "config");
+    if (rc == 0 && cfg) rc = put_remote(c, r, cfg);
+    json_array_foreach(json_object_get(m, "layers"), i, d)
+    {
+        if (rc < 0) break;
+        rc = put_remote(c, r, d);
+    }
+    json_decref(m);
+    if (rc == 0) rc = put_mem(c, digest, body, len);
+    if (rc == 0) rc = copy_referrers(c, r, digest, depth);
+    return rc;
+}
+
+/* An index reduced to the manifests of the platforms asked for: the one manifest when only one
+ * matches, else a new index of the same media type listing the matches. */
+static int narrow(rc_ref *r, const char *platforms, rc_manifest *mf)
+{
+    json_t *m = json_loadb(mf->body, mf->len, 0, NULL), *keep = json_array();
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(m, "manifests"), i,
+                       d) if (closure_platform_match(json_object_get(d, "platform"), platforms))
+        json_array_append(keep, d);
+    int rc = 0;
+    if (json_array_size(keep) == 0) {
+        rc = berr_set(BERR_IO, "%s: no manifest for platform %s", r->name, platforms);
+    } else if (json_array_size(keep) == json_array_size(json_object_get(m, "manifests"))) {
+        /* all of them: the index as it is */
+    } else if (json_array_size(keep) == 1) {
+        const char *cd = json_string_value(json_object_get(json_array_get(keep, 0), "digest"));
+        rc_manifest child;
+        rc = cd ? rc_get_manifest(r, cd, &child) : berr_set(BERR_IO, "descriptor without digest");
+        if (rc == 0) {
+            rc_manifest_free(mf);
+            *mf = child;
+        }
+    } else {
+        json_object_set(m, "manifests", keep);
+        char *s = json_dumps(m, JSON_COMPACT);
+        if (!s) rc = berr_set(BERR_INTERNAL, "out of memory");
+        if (rc == 0) {
+            free(mf->body);
+            mf->body = s;
+            mf->len = strlen(s);
+            digest_buf(DIGEST_SHA256, s, mf->len, mf->digest);
+        }
+    }
+    json_decref(keep);
+    json_decref(m);
+    return rc;
+}
+
+/* One reference: its manifest, everything below it, its referrers and its index.json entry. */
+static int create_ref(creator *c, const char *ref, const rc_opts *o, const char *platforms)
+{
+    rc_ref r;
+    rc_manifest mf;
+    int rc = rc_parse(ref, o, &r);
+    if (rc == 0) rc = rc_get_manifest(&r, NULL, &mf);
+    if (rc < 0) return rc;
+    char orig[DIGEST_STR_MAX];
+    snprintf(orig, sizeof orig, "%s", mf.digest);
+    if (platforms && is_index(mf.media_type)) rc = narrow(&r, platforms, &mf);
+    if (rc == 0) rc = copy_manifest(c, &r, mf.digest, mf.body, mf.len, 0);
+    if (rc == 0) {
+        char name[800];
+        const char *tag = r.ref[0] ? r.ref : "latest";
+        snprintf(name, sizeof name, "%s%s%s", r.name, ref_is_digest(tag) ? "@" : ":", tag);
+        json_t *ann = json_pack("{s:s,s:s}", ANN_REF, name, "io.containerd.image.name", name);
+        if (strcmp(orig, mf.digest)) json_object_set_new(ann, ANN_INDEX, json_string(orig));
+        json_t *j = json_loadb(mf.body, mf.len, 0, NULL);
+        add_entry(c, mf.media_type, mf.digest, mf.len,
+                  json_string_value(json_object_get(j, "artifactType")), ann);
+        json_decref(j);
+        printf("added %s %s\n", name, mf.digest);
+    }
+    rc_manifest_free(&mf);
+    return rc;
+}
+
+static int bundle_create(const char *out, char **refs, int nrefs, bool with_closure,
+                         const char *platforms, const rc_opts *o, bool allow_missing)
+{
+    size_t ol = strlen(out);
+    tar_compress comp = TAR_PLAIN;
+    if (ol > 4 && !strcmp(out + ol - 4, ".zst")) comp = TAR_ZSTD;
+    if ((ol > 3 && !strcmp(out + ol - 3, ".gz")) || (ol > 4 && !strcmp(out + ol - 4, ".tgz")))
+        comp = TAR_GZIP;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.partial", out);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return berr_set(BERR_IO, "%s: %s", tmp, strerror(errno));
+    creator c = {.seen = json_object(), .entries = json_array()};
+    int rc = tar_writer_open(fd, comp, &c.w);
+    static const char layout[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
+    if (rc == 0) rc = tar_writer_file(c.w, "oci-layout", sizeof layout - 1);
+    if (rc == 0) rc = tar_writer_write(c.w, layout, sizeof layout - 1);
+    if (rc == 0) rc = tar_writer_dir(c.w, "blobs");
+    if (rc == 0) rc = tar_writer_dir(c.w, "blobs/sha256");
+    for (int i = 0; rc == 0 && i < nrefs; i++) {
+        if (!with_closure) {
+            rc = create_ref(&c, refs[i], o, platforms);
+            continue;
+        }
+        closure cl;
+        rc = closure_resolve(refs[i], o, platforms, &cl);
+        for (size_t k = 0; rc == 0 && k < cl.n; k++) {
+            closure_item *it = &cl.items[k];
+            if (it->error) {
+                fprintf(stderr, "%s: %s %s: %s\n", allow_missing ? "warning" : "error", it->kind,
+                        it->ref, it->error);
+                if (!allow_missing)
+                    rc = berr_set(BERR_IO,
+                                  "%s cannot be resolved: the bundle would be incomplete "
+                                  "(--allow-missing to write it anyway)",
+                                  it->ref);
+                continue;
+            }
+            if (strstr(it->ref, "://")) { /* an HTTP chart or a legacy compose URL */
+                fprintf(stderr, "warning: %s %s is not an OCI artifact and is not carried\n",
+                        it->kind, it->ref);
+                continue;
+            }
+            rc = create_ref(&c, it->ref, o, platforms);
+        }
+        closure_free(&cl);
+    }
+    if (rc == 0) {
+        json_t *idx = json_pack("{s:i,s:s,s:O}", "schemaVersion", 2, "mediaType", MT_OCI_INDEX,
+                                "manifests", c.entries);
+        char *s = json_dumps(idx, JSON_INDENT(1));
+        json_decref(idx);
+        rc = tar_writer_file(c.w, "index.json", strlen(s));
+        if (rc == 0) rc = tar_writer_write(c.w, s, strlen(s));
+        free(s);
+    }
+    if (c.w) {
+        int crc = tar_writer_close(c.w);
+        if (rc == 0) rc = crc;
+    }
+    if (rc == 0 && fsync(fd) < 0) rc = berr_set(BERR_IO, "%s: %s", tmp, strerror(errno));
+    close(fd);
+    if (rc == 0 && rename(tmp, out) < 0) rc = berr_set(BERR_IO, "%s: %s", out, strerror(errno));
+    if (rc < 0)
+        unlink(tmp);
+    else
+        printf("wrote %s: %zu artifacts, %zu blobs, %llu bytes\n", out, json_array_size(c.entries),
+               c.nblobs, (unsigned long long)c.bytes);
+    json_decref(c.seen);
+    json_decref(c.entries);
+    return rc;
+}
+
+/* ======================= reading a bundle ======================= */
+
+typedef struct {
+    char digest[DIGEST_STR_MAX];
+    uint64_t size;
+    int64_t header_pos; /* of its tar entry; data offset once known */
+    int64_t offset;
+    char *mem; /* kept when small and JSON-like (manifests) */
+    bool used;
+} bblob;
+
+typedef struct {
+    const char *path;
+    bool dir; /* an OCI layout directory */
+    bblob *v;
+    size_t n, cap;
+    json_t *map; /* digest -> index in v */
+    json_t *index;
+    bool compressed;
+    size_t kept;
+    uint64_t bytes;
+} bundle;
+
+static void bundle_free(bundle *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        free(b->v[i].mem);
+    free(b->v);
+    json_decref(b->map);
+    json_decref(b->index);
+    memset(b, 0, sizeof *b);
+}
+
+static bblob *find(const bundle *b, const char *digest)
+{
+    json_t *i = json_object_get(b->map, digest);
+    return i ? &b->v[json_integer_value(i)] : NULL;
+}
+
+static bblob *add_blob(bundle *b, const char *digest, uint64_t size)
+{
+    if (find(b, digest)) return NULL; /* a second copy: ignored */
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 256;
+        bblob *n = realloc(b->v, cap * sizeof *n);
+        if (!n) return NULL;
+        b->v = n;
+        b->cap = cap;
+    }
+    bblob *x = &b->v[b->n];
+    memset(x, 0, sizeof *x);
+    snprintf(x->digest, sizeof x->digest, "%s", digest);
+    x->size = size;
+    x->offset = -1;
+    json_object_set_new(b->map, digest, json_integer((json_int_t)b->n));
+    b->n++;
+    return x;
+}
+
+/* Hashes len bytes from the reader (or the file fd at off) into x, keeping small JSON. */
+static int hash_blob(bundle *b, bblob *x, tar_reader *tr, int fd, int64_t off, char *buf)
+{
+    digest_algo algo;
+    digest_parse(x->digest, &algo);
+    digest_ctx ctx;
+    digest_init(&ctx, algo);
+    bool keep = x->size <= KEEP_MAX && b->kept + x->size <= KEEP_TOTAL;
+    char *mem = keep ? malloc(x->size + 1) : NULL;
+    uint64_t got = 0;
+    for (;;) {
+        long n;
+        if (tr) {
+            n = tar_reader_read(tr, buf, COPY_BUF);
+        } else {
+            size_t want = x->size - got < COPY_BUF ? (size_t)(x->size - got) : COPY_BUF;
+            n = want ? (long)pread(fd, buf, want, (off_t)(off + (int64_t)got)) : 0;
+            if (n < 0) n = berr_set(BERR_IO, "%s: %s", b->path, strerror(errno));
+        }
+        if (n < 0) {
+            free(mem);
+            return (int)n;
+        }
+        if (n == 0) break;
+        if (got + (uint64_t)n > x->size) break;
+        digest_update(&ctx, buf, (size_t)n);
+        if (mem) memcpy(mem + got, buf, (size_t)n);
+        got += (uint64_t)n;
+    }
+    char have[DIGEST_STR_MAX];
+    digest_final(&ctx, have);
+    if (got != x->size || strcmp(have, x->digest)) {
+        free(mem);
+        return berr_set(BERR_DIGEST_INVALID,
+                        "%s: blob %s is damaged (%llu of %llu bytes, content hashes to %s): the "
+                        "bundle was truncated or tampered with; nothing was imported",
+                        b->path, x->digest, (unsigned long long)got, (unsigned long long)x->size,
+                        have);
+    }
+    if (mem && (x->size == 0 || mem[0] != '{')) {
+        free(mem);
+        mem = NULL;
+    }
+    if (mem) {
+        mem[x->size] = '\0';
+        x->mem = mem;
+        b->kept += x->size;
+    }
+    b->bytes += x->size;
+    return 0;
+}
+
+static int read_small(tar_reader *tr, const char *what, char **out)
+{
+    size_t cap = 65536, len = 0;
+    char *s = malloc(cap);
+    for (;;) {
+        if (!s) return berr_set(BERR_INTERNAL, "out of memory");
+        if (len + 1 >= cap) {
+            if (cap >= ((size_t)16 << 20)) {
+                free(s);
+                return berr_set(BERR_BAD_REQUEST, "%s is too large", what);
+            }
+            char *n = realloc(s, cap *= 2);
+            if (!n) free(s);
+            s = n;
+            continue;
+        }
+        long n = tar_reader_read(tr, s + len, cap - len - 1);
+        if (n < 0) {
+            free(s);
+            return (int)n;
+        }
+        if (n == 0) break;
+        len += (size_t)n;
+    }
+    s[len] = '\0';
+    *out = s;
+    return 0;
+}
+
+/* First pass over a tar bundle: every blob hashed (and, for a plain tar, its data offset
+ * recorded), index.json parsed. */
+static int scan_tar(bundle *b, int fd)
+{
+    tar_reader *tr;
+    int rc = tar_reader_open(fd, b->path, &tr);
+    if (rc < 0) return rc;
+    char *buf = malloc(COPY_BUF);
+    if (!buf) rc = berr_set(BERR_INTERNAL, "out of memory");
+    tar_entry e;
+    bblob *prev = NULL;
+    bool layout = false;
+    while (rc == 0 && (rc = tar_reader_next(tr, &e)) == 1) {
+        rc = 0;
+        if (prev) { /* the previous entry's data ends where this header starts, 512-aligned */
+            prev->offset = e.header_pos - (int64_t)((prev->size + 511) / 512 * 512);
+            prev = NULL;
+        }
+        b->compressed = e.compressed;
+        char digest[DIGEST_STR_MAX];
+        const char *name = strncmp(e.name, "./", 2) ? e.name : e.name + 2;
+        if (e.type == 'f' && blob_name(e.name, digest)) {
+            bblob *x = add_blob(b, digest, e.size);
+            if (!x) continue;
+            x->header_pos = e.header_pos;
+            rc = hash_blob(b, x, tr, -1, 0, buf);
+            prev = x;
+        } else if (e.type == 'f' && !strcmp(name, "index.json")) {
+            char *s = NULL;
+            if ((rc = read_small(tr, "index.json", &s)) == 0) {
+                json_decref(b->index);
+                b->index = json_loads(s, 0, NULL);
+                free(s);
+                if (!b->index)
+                    rc = berr_set(BERR_BAD_REQUEST, "%s: index.json is not JSON", b->path);
+            }
+        } else if (e.type == 'f' && !strcmp(name, "oci-layout")) {
+            layout = true;
+        }
+    }
+    if (rc == 0 && prev) prev->offset = e.header_pos - (int64_t)((prev->size + 511) / 512 * 512);
+    if (rc < 0 && rc != -BERR_DIGEST_INVALID)
+        rc = berr_rewrap(BERR_BAD_REQUEST, "the bundle is truncated or not a tar archive");
+    if (rc == 0 && !layout) rc = berr_set(BERR_BAD_REQUEST, "%s: no oci-layout file", b->path);
+    if (rc == 0 && !b->index) rc = berr_set(BERR_BAD_REQUEST, "%s: no index.json", b->path);
+    free(buf);
+    tar_reader_close(tr);
+    return rc;
+}
+
+/* The same for an OCI layout directory: the blobs index.json reaches are hashed in place. */
+static int scan_dir(bundle *b)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/index.json", b->path);
+    size_t len;
+    char *s = file_read_all(p, &len);
+    if (!s) return berr_set(BERR_BAD_REQUEST, "%s: %s", p, strerror(errno));
+    b->index = json_loadb(s, len, 0, NULL);
+    free(s);
+    if (!b->index) return berr_set(BERR_BAD_REQUEST, "%s is not JSON", p);
+    return 0;
+}
+
+/* A blob of a directory bundle, hashed on first use. */
+static bblob *dir_blob(bundle *b, const char *digest, char *buf, int *rc)
+{
+    bblob *x = find(b, digest);
+    if (x || *rc < 0) return x;
+    char rel[DIGEST_STR_MAX + 16], p[4400];
+    blob_path(digest, rel, sizeof rel);
+    snprintf(p, sizeof p, "%s/%s", b->path, rel);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        if (fd >= 0) close(fd);
+        return NULL;
+    }
+    x = add_blob(b, digest, (uint64_t)st.st_size);
+    if (x) {
+        x->offset = 0;
+        *rc = hash_blob(b, x, NULL, fd, 0, buf);
+    }
+    close(fd);
+    return *rc < 0 ? NULL : x;
+}
+
+/* ---- the plan: what goes where, in which order ---- */
+
+typedef struct {
+    char repo[600];
+    char tag[REF_TAG_MAX + 1]; /* "" for by-digest */
+    bblob *m;                  /* the manifest */
+    char *mt;
+} step;
+
+typedef struct {
+    step *v;
+    size_t n, cap;
+} plan;
+
+static void plan_free(plan *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        free(p->v[i].mt);
+    free(p->v);
+}
+
+static int plan_add(plan *p, const char *repo, const char *tag, bblob *m, const char *mt)
+{
+    for (size_t i = 0; i < p->n; i++) /* once per repository, tag and manifest */
+        if (p->v[i].m == m && !strcmp(p->v[i].repo, repo) && !strcmp(p->v[i].tag, tag)) return 0;
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 64;
+        step *n = realloc(p->v, cap * sizeof *n);
+        if (!n) return berr_set(BERR_INTERNAL, "out of memory");
+        p->v = n;
+        p->cap = cap;
+    }
+    step *s = &p->v[p->n++];
+    snprintf(s->repo, sizeof s->repo, "%s", repo);
+    snprintf(s->tag, sizeof s->tag, "%s", tag);
+    s->m = m;
+    s->mt = strdup(mt ? mt : "");
+    return 0;
+}
+
+/* Checks that manifest digest and everything below it is in the bundle, and plans it (children
+ * first). */
+static int walk(bundle *b, plan *p, const char *repo, const char *tag, const char *digest,
+                const char *mt, char *buf, int depth)
+{
+    int rc = 0;
+    bblob *m = b->dir ? dir_blob(b, digest, buf, &rc) : find(b, digest);
+    if (rc < 0) return rc;
+    if (!m)
+        return berr_set(BERR_BAD_REQUEST, "the bundle is incomplete: manifest %s (%s) is missing",
+                        digest, repo);
+    if (!m->mem)
+        return berr_set(BERR_BAD_REQUEST, "%s: manifest %s is not a JSON manifest", repo, digest);
+    if (depth > 8) return berr_set(BERR_BAD_REQUEST, "%s: manifests nest too deep", repo);
+    m->used = true;
+    json_t *j = json_loads(m->mem, 0, NULL);
+    if (!j) return berr_set(BERR_BAD_REQUEST, "%s: manifest %s is not JSON", repo, digest);
+    const char *own = json_string_value(json_object_get(j, "mediaType"));
+    if (own) mt = own;
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(j, "manifests"), i, d)
+    {
+        const char *cd = json_string_value(json_object_get(d, "digest"));
+        const char *cmt = json_string_value(json_object_get(d, "mediaType"));
+        rc = cd ? walk(b, p, repo, "", cd, cmt, buf, depth + 1)
+                : berr_set(BERR_BAD_REQUEST, "%s: an index entry without digest", digest);
+        if (rc < 0) break;
+    }
+    json_t *blobs[2] = {json_object_get(j, "config"), json_object_get(j, "layers")};
+    for (int k = 0; rc == 0 && k < 2; k++) {
+        json_t *list = json_is_array(blobs[k]) ? blobs[k] : json_pack("[O]", blobs[k]);
+        if (!blobs[k]) list = json_array();
+        json_array_foreach(list, i, d)
+        {
+            const char *bd = json_string_value(json_object_get(d, "digest"));
+            if (json_array_size(json_object_get(d, "urls"))) continue; /* foreign layer */
+            bblob *x = bd ? (b->dir ? dir_blob(b, bd, buf, &rc) : find(b, bd)) : NULL;
+            if (rc < 0) break;
+            if (!x) {
+                rc = berr_set(BERR_BAD_REQUEST,
+                              "the bundle is incomplete: blob %s of %s (%s) is missing",
+                              bd ? bd : "?", digest, repo);
+                break;
+            }
+            x->used = true;
+        }
+        if (list != blobs[k]) json_decref(list);
+    }
+    if (rc == 0) rc = plan_add(p, repo, tag, m, mt);
+    json_decref(j);
+    return rc;
+}
+
+/* index.json -> plan. Entries name their repository with ref.name (host/repo:tag, or repo:tag)
+ * or, for referrers, io.berth.bundle.repository; a bare tag needs default_repo. */
+static int make_plan(bundle *b, plan *p, const char *default_repo)
+{
+    char *buf = malloc(COPY_BUF);
+    if (!buf) return berr_set(BERR_INTERNAL, "out of memory");
+    int rc = 0;
+    size_t i;
+    json_t *e;
+    /* tagged entries first, referrers after (their subjects are then in place) */
+    for (int pass = 0; pass < 2 && rc == 0; pass++)
+        json_array_foreach(json_object_get(b->index, "manifests"), i, e)
+        {
+            json_t *ann = json_object_get(e, "annotations");
+            const char *name = json_string_value(json_object_get(ann, ANN_REF));
+            const char *repo_ann = json_string_value(json_object_get(ann, ANN_REPO));
+            const char *digest = json_string_value(json_object_get(e, "digest"));
+            const char *mt = json_string_value(json_object_get(e, "mediaType"));
+            if ((pass == 0) != (name != NULL)) continue;
+            if (!digest) {
+                rc = berr_set(BERR_BAD_REQUEST, "index.json entry %zu has no digest", i);
+                break;
+            }
+            char repo[600] = "", tag[REF_TAG_MAX + 1] = "";
+            if (name) {
+                const char *at = strchr(name, '@'), *colon = strrchr(name, ':');
+                if (colon && strchr(colon, '/')) colon = NULL;
+                if (at) colon = NULL;
+                size_t nl = at ? (size_t)(at - name) : colon ? (size_t)(colon - name) : 0;
+                if (!at && !colon) { /* a bare tag, as other tools write it */
+                    snprintf(tag, sizeof tag, "%s", name);
+                    snprintf(repo, sizeof repo, "%s", default_repo ? default_repo : "");
+                } else {
+                    char full[600];
+                    snprintf(full, sizeof full, "%.*s", (int)nl, name);
+                    rc_store_name(full, repo, sizeof repo);
+                    if (colon) snprintf(tag, sizeof tag, "%s", colon + 1);
+                }
+                if (!repo[0]) {
+                    rc = berr_set(BERR_BAD_REQUEST,
+                                  "index.json entry %zu names only a tag (%s): give --repository",
+                                  i, name);
+                    break;
+                }
+            } else if (repo_ann) {
+                snprintf(repo, sizeof repo, "%s", repo_ann);
+            } else {
+                continue; /* an untagged manifest nothing names: nothing to import it as */
+            }
+            if (!ref_name_valid(repo) || (tag[0] && !ref_tag_valid(tag))) {
+                rc = berr_set(BERR_BAD_REQUEST, "index.json entry %zu: invalid name %s%s%s", i,
+                              repo, tag[0] ? ":" : "", tag);
+                break;
+            }
+            if ((rc = walk(b, p, repo, tag, digest, mt, buf, 0)) < 0) break;
+        }
+    free(buf);
+    if (rc == 0 && p->n == 0) rc = berr_set(BERR_BAD_REQUEST, "the bundle names no artifact");
+    return rc;
+}
+
+static int open_bundle(const char *path, bundle *b, plan *p, const char *default_repo, int *fdp)
+{
+    memset(b, 0, sizeof *b);
+    memset(p, 0, sizeof *p);
+    b->path = path;
+    b->map = json_object();
+    *fdp = -1;
+    struct stat st;
+    if (stat(path, &st) < 0) return berr_set(BERR_BAD_REQUEST, "%s: %s", path, strerror(errno));
+    int rc;
+    if (S_ISDIR(st.st_mode)) {
+        b->dir = true;
+        rc = scan_dir(b);
+    } else {
+        *fdp = open(path, O_RDONLY | O_CLOEXEC);
+        if (*fdp < 0) return berr_set(BERR_BAD_REQUEST, "%s: %s", path, strerror(errno));
+        rc = scan_tar(b, *fdp);
+    }
+    if (rc == 0) rc = make_plan(b, p, default_repo);
+    return rc;
+}
+
+/* ======================= import ======================= */
+
+/* Second pass over a tar: calls fn for each blob the plan uses, with the reader at its data. */
+typedef int (*blob_fn)(void *arg, bblob *x, tar_reader *tr, int fd);
+
+static int each_blob(bundle *b, int fd, blob_fn fn, void *arg)
+{
+    if (b->dir) {
+        int rc = 0;
+        for (size_t i = 0; rc == 0 && i < b->n; i++) {
+            if (!b->v[i].used) continue;
+            char rel[DIGEST_STR_MAX + 16], path[4400];
+            blob_path(b->v[i].digest, rel, sizeof rel);
+            snprintf(path, sizeof path, "%s/%s", b->path, rel);
+            int bfd = open(path, O_RDONLY | O_CLOEXEC);
+            if (bfd < 0) return berr_set(BERR_IO, "%s: %s", path, strerror(errno));
+            rc = fn(arg, &b->v[i], NULL, bfd);
+            close(bfd);
+        }
+        return rc;
+    }
+    if (lseek(fd, 0, SEEK_SET) < 0) return berr_set(BERR_IO, "%s: %s", b->path, strerror(errno));
+    tar_reader *tr;
+    int rc = tar_reader_open(fd, b->path, &tr);
+    tar_entry e;
+    while (rc == 0 && (rc = tar_reader_next(tr, &e)) == 1) {
+        rc = 0;
+        char digest[DIGEST_STR_MAX];
+        if (e.type != 'f' || !blob_name(e.name, digest)) continue;
+        bblob *x = find(b, digest);
+        if (!x || !x->used || x->header_pos != e.header_pos) continue;
+        rc = fn(arg, x, tr, -1);
+    }
+    if (rc == 0)
+        tar_reader_close(tr);
+    else if (tr)
+        tar_reader_close(tr);
+    return rc;
+}
+
+/* Reads a blob's bytes from wherever the pass has them. */
+static long read_blob(tar_reader *tr, int fd, char *buf, size_t len)
+{
+    if (tr) return tar_reader_read(tr, buf, len);
+    ssize_t n = read(fd, buf, len);
+    return n < 0 ? berr_set(BERR_IO, "read: %s", strerror(errno)) : (long)n;
+}
+
+typedef struct {
+    store *st;
+    char *buf;
+    size_t written, present;
+} store_import;
+
+static int to_store(void *arg, bblob *x, tar_reader *tr, int fd)
+{
+    store_import *si = arg;
+    if (store_blob_present(si->st, x->digest)) {
+        si->present++;
+        return 0;
+    }
+    digest_algo algo;
+    digest_parse(x->digest, &algo);
+    char uuid[STORE_UUID_LEN + 1];
+    store_upload *u;
+    int rc = store_upload_create(si->st, "bundle-import", algo, uuid);
+    if (rc == 0) rc = store_upload_open(si->st, "bundle-import", uuid, &u);
+    if (rc < 0) return rc;
+    long n;
+    while ((n = read_blob(tr, fd, si->buf, COPY_BUF)) > 0)
+        if ((rc = store_upload_write(u, si->buf, (size_t)n)) < 0) break;
+    if (rc == 0 && n < 0) rc = (int)n;
+    store_new_blob nb;
+    if (rc == 0) {
+        rc = store_upload_place(u, x->digest, &nb); /* verifies the digest once more */
+    } else {
+        store_upload_cancel(u);
+    }
+    store_upload_close(u);
+    if (rc == 0) si->written++;
+    return rc;
+}
+
+/* The blobs (config, layers) a planned manifest references, to record with it. */
+static int manifest_blobs(const bundle *b, const step *s, store_new_blob **out, size_t *n)
+{
+    json_t *j = json_loads(s->m->mem, 0, NULL);
+    json_t *layers = json_object_get(j, "layers");
+    size_t cap = json_array_size(layers) + 1;
+    *out = calloc(cap, sizeof **out);
+    *n = 0;
+    if (!*out) {
+        json_decref(j);
+        return berr_set(BERR_INTERNAL, "out of memory");
+    }
+    json_t *descs[2] = {json_object_get(j, "config"), layers};
+    for (int k = 0; k < 2; k++) {
+        json_t *list = k == 0 ? json_pack("[O]", descs[0] ? descs[0] : json_null()) : descs[1];
+        size_t i;
+        json_t *d;
+        json_array_foreach(list, i, d)
+        {
+            bblob *x = find(b, json_string_value(json_object_get(d, "digest")) ?: "");
+            if (!x) continue;
+            snprintf((*out)[*n].digest, sizeof(*out)[*n].digest, "%s", x->digest);
+            (*out)[(*n)++].size = x->size;
+        }
+        if (k == 0) json_decref(list);
+    }
+    json_decref(j);
+    return 0;
+}
+
+/* Records the planned manifests in the store (after their blobs are there). */
+static int commit_plan(store *st, const config *cfg, const bundle *b, const plan *p)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < p->n; i++) {
+        const step *s = &p->v[i];
+        store_new_blob *nb;
+        size_t nnb;
+        if ((rc = manifest_blobs(b, s, &nb, &nnb)) < 0) break;
+        const char *tags[1] = {s->tag};
+        reg_manifest_commit_req q = {.repo = s->repo,
+                                     .content = s->m->mem,
+                                     .len = s->m->size,
+                                     .content_type = s->mt[0] ? s->mt : NULL,
+                                     .digest = s->m->digest,
+                                     .tags = tags,
+                                     .ntags = s->tag[0] ? 1 : 0,
+                                     .new_blobs = nb,
+                                     .nnew_blobs = nnb};
+        rc = reg_manifest_commit(st, cfg, &q, NULL);
+        char prefix[700];
+        snprintf(prefix, sizeof prefix, "%s: ", s->repo);
+        if (rc < 0) rc = berr_rewrap((berr)-rc, prefix);
+        free(nb);
+    }
+    return rc;
+}
+
+typedef struct {
+    const bundle *b;
+    const plan *p;
+    const rc_opts *o;
+    const char *url;
+    char *buf;
+    size_t pushed, present;
+    /* the blob being streamed */
+    tar_reader *tr;
+    int fd;
+} push_import;
+
+static long push_source(void *arg, char *buf, size_t len)
+{
+    push_import *pi = arg;
+    return read_blob(pi->tr, pi->fd, buf, len);
+}
+
+static int ref_at(const push_import *pi, const char *repo, rc_ref *r)
+{
+    char s[1200];
+    snprintf(s, sizeof s, "%s/%s", pi->url, repo);
+    return rc_parse(s, pi->o, r);
+}
+
+static int to_registry(void *arg, bblob *x, tar_reader *tr, int fd)
+{
+    push_import *pi = arg;
+    /* the first repository whose manifest uses it gets the upload, the others a mount */
+    const char *first = NULL;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < pi->p->n; i++) {
+        const step *s = &pi->p->v[i];
+        if (!strstr(s->m->mem, x->digest) && s->m != x) continue;
+        rc_ref r;
+        if ((rc = ref_at(pi, s->repo, &r)) < 0) break;
+        int have = rc_blob_exists(&r, x->digest);
+        if (have < 0) return have;
+        if (have) {
+            if (!first) pi->present++;
+            first = first ? first : s->repo;
+            continue;
+        }
+        if (first) {
+            char url[2600];
+            snprintf(url, sizeof url, "mount=%s&from=%s", x->digest, first);
+            char full[3000];
+            rc_url(&r, "blobs", "uploads/", full, sizeof full);
+            snprintf(full + strlen(full), sizeof full - strlen(full), "%s%s",
+                     strchr(full, '?') ? "&" : "?", url);
+            upstream_resp resp;
+            rc = upstream_send(&r.m, "POST", full, NULL, "", 0, NULL, NULL, NULL, &resp);
+            if (rc == 0 && resp.status != 201)
+                rc = berr_set(BERR_IO, "%s: mounting %s from %s: HTTP %ld", s->repo, x->digest,
+                              first, resp.status);
+            upstream_resp_free(&resp);
+            continue;
+        }
+        pi->tr = tr;
+        pi->fd = fd;
+        rc = rc_push_blob_stream(&r, x->digest, x->size, push_source, pi);
+        if (rc == 0) pi->pushed++;
+        first = s->repo;
+    }
+    return rc;
+}
+
+static int push_manifests(push_import *pi)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < pi->p->n; i++) {
+        const step *s = &pi->p->v[i];
+        rc_ref r;
+        if ((rc = ref_at(pi, s->repo, &r)) < 0) break;
+        rc = rc_put_manifest(&r, s->tag[0] ? s->tag : s->m->digest, s->mt, s->m->mem, s->m->size);
+        if (rc == 0 && s->tag[0]) printf("imported %s:%s %s\n", s->repo, s->tag, s->m->digest);
+    }
+    return rc;
+}
+
+static int bundle_import(const char *path, const char *cfg_path, const char *to, const rc_opts *o,
+                         const char *default_repo)
+{
+    bundle b;
+    plan p;
+    int fd;
+    int rc = open_bundle(path, &b, &p, default_repo, &fd);
+    char *buf = malloc(COPY_BUF);
+    if (rc == 0 && !buf) rc = berr_set(BERR_INTERNAL, "out of memory");
+    if (rc == 0 && to) {
+        if (upstream_global_init() < 0) rc = -BERR_UNAVAILABLE;
+        push_import pi = {.b = &b, .p = &p, .o = o, .url = to, .buf = buf};
+        if (rc == 0) rc = each_blob(&b, fd, to_registry, &pi);
+        if (rc == 0) rc = push_manifests(&pi);
+        if (rc == 0)
+            printf("imported %s into %s: %zu manifests, %zu blobs uploaded, %zu already there\n",
+                   path, to, p.n, pi.pushed, pi.present);
+    } else if (rc == 0) {
+        config cfg;
+        store *st = NULL;
+        rc = config_load(&cfg, cfg_path);
+        if (rc == 0) {
+            rc = store_open(&st, &cfg);
+            store_import si = {.st = st, .buf = buf};
+            if (rc == 0) rc = each_blob(&b, fd, to_store, &si);
+            if (rc == 0) rc = commit_plan(st, &cfg, &b, &p);
+            if (rc == 0)
+                printf("imported %s into %s: %zu manifests, %zu blobs written, %zu already "
+                       "there\n",
+                       path, cfg.root, p.n, si.written, si.present);
+            if (st) store_close(st);
+            config_free(&cfg);
+        }
+    }
+    free(buf);
+    if (fd >= 0) close(fd);
+    plan_free(&p);
+    bundle_free(&b);
+    return rc;
+}
+
+/* ======================= serve ======================= */
+
+typedef struct {
+    bundle *b;
+    int fd; /* the tar, or -1 for a directory */
+} serve_src;
+
+static int serve_open(void *arg, const char *digest, int *fd, uint64_t *offset)
+{
+    serve_src *s = arg;
+    bblob *x = find(s->b, digest);
+    if (!x || x->offset < 0) return -1;
+    if (!fd) return 0;
+    if (s->fd >= 0) {
+        *fd = open(s->b->path, O_RDONLY | O_CLOEXEC);
+        *offset = (uint64_t)x->offset;
+    } else {
+        char rel[DIGEST_STR_MAX + 16], p[4400];
+        blob_path(digest, rel, sizeof rel);
+        snprintf(p, sizeof p, "%s/%s", s->b->path, rel);
+        *fd = open(p, O_RDONLY | O_CLOEXEC);
+        *offset = 0;
+    }
+    return *fd >= 0 ? 0 : -1;
+}
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+    (void)st, (void)flag, (void)f;
+    return remove(p);
+}
+
+static int bundle_serve(const char *path, const char *addr, const char *cfg_path,
+                        const char *default_repo)
+{
+    bundle b;
+    plan p;
+    int fd;
+    int rc = open_bundle(path, &b, &p, default_repo, &fd);
+    if (rc == 0 && b.compressed)
+        rc = berr_set(BERR_BAD_REQUEST,
+                      "%s is compressed: serve needs a plain .tar or a directory (decompress it, "
+                      "or use bundle import)",
+                      path);
+    /* a plain tar's offsets are checked by hashing the bytes there */
+    char *buf = malloc(COPY_BUF);
+    for (size_t i = 0; rc == 0 && fd >= 0 && i < b.n; i++) {
+        bblob *x = &b.v[i];
+        char *mem = x->mem;
+        x->mem = NULL;
+        rc = hash_blob(&b, x, NULL, fd, x->offset, buf);
+        free(x->mem);
+        x->mem = mem;
+        if (rc < 0) rc = berr_rewrap(BERR_BAD_REQUEST, "cannot serve the tar in place");
+    }
+    free(buf);
+    config cfg;
+    bool cfg_loaded = false;
+    char root[] = "/tmp/berth-bundle-XXXXXX";
+    bool tmp = false;
+    if (rc == 0) rc = config_load(&cfg, cfg_path);
+    if (rc == 0) {
+        cfg_loaded = true;
+        if (!mkdtemp(root)) rc = berr_set(BERR_IO, "temporary directory: %s", strerror(errno));
+        tmp = rc == 0;
+    }
+    store *st = NULL;
+    serve_src src = {&b, fd};
+    store_blob_source bs = {serve_open, &src};
+    if (rc == 0) {
+        free(cfg.root);
+        cfg.root = strdup(root);
+        if (addr) {
+            free(cfg.addr);
+            cfg.addr = strdup(addr);
+        }
+        cfg.read_only = true;
+        cfg.delete_enabled = false;
+        log_set_level((log_level)cfg.log_level);
+        serve_block_signals();
+        rc = store_open(&st, &cfg);
+    }
+    if (rc == 0) {
+        store_set_blob_source(st, &bs);
+        rc = commit_plan(st, &cfg, &b, &p);
+    }
+    if (rc == 0) {
+        fprintf(stderr, "serving %s read-only on %s: %zu manifests, %llu bytes\n", path, cfg.addr,
+                p.n, (unsigned long long)b.bytes);
+        rc = serve_run(&cfg, st) < 0 ? berr_set(BERR_IO, "the server stopped") : 0;
+    }
+    if (st) store_close(st);
+    if (tmp) nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (cfg_loaded) config_free(&cfg);
+    if (fd >= 0) close(fd);
+    plan_free(&p);
+    bundle_free(&b);
+    return rc;
+}
+
+/* ======================= CLI ======================= */
+
+static int usage(void)
+{
+    fputs(
+        "usage: berth bundle create -o FILE[.tar|.tar.zst|.tar.gz] [--closure] [--platform "
+        "OS/ARCH,...]\n"
+        "                           [--registry URL] [--user U:P] [--allow-missing] REF...\n"
+        "       berth bundle import FILE|DIR (-c config.yml | --to URL) [--user U:P]\n"
+        "                           [--repository NAME]\n"
+        "       berth bundle serve FILE|DIR [--addr HOST:PORT] [-c config.yml]\n"
+        "  REF: [host/]repository[:tag|@digest] (an original name, fetched from its registry\n"
+        "       or through --registry with ?ns=host), or http[s]://host[:port]/repository[:tag]\n",
+        stderr);
+    return 2;
+}
+
+int bundle_cli(int argc, char **argv)
+{
+    if (argc < 1) return usage();
+    const char *sub = argv[0];
+    rc_opts o = {0};
+    const char *out = NULL, *platforms = NULL, *cfg_path = NULL, *to = NULL, *addr = NULL,
+               *repo = NULL;
+    bool with_closure = false, allow_missing = false;
+    char **pos = calloc((size_t)argc + 1, sizeof *pos);
+    int np = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has = i + 1 < argc;
+        if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && has)
+            out = argv[++i];
+        else if (!strcmp(a, "--registry") && has)
+            o.via = argv[++i];
+        else if (!strcmp(a, "--user") && has)
+            o.user = argv[++i];
+        else if (!strcmp(a, "--platform") && has)
+            platforms = argv[++i];
+        else if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && has)
+            cfg_path = argv[++i];
+        else if (!strcmp(a, "--to") && has)
+            to = argv[++i];
+        else if (!strcmp(a, "--addr") && has)
+            addr = argv[++i];
+        else if (!strcmp(a, "--repository") && has)
+            repo = argv[++i];
+        else if (!strcmp(a, "--closure"))
+            with_closure = true;
+        else if (!strcmp(a, "--allow-missing"))
+            allow_missing = true;
+        else if (!strcmp(a, "--plain-http"))
+            o.plain_http = true;
+        else if (a[0] == '-') {
+            free(pos);
+            return usage();
+        } else
+            pos[np++] = argv[i];
+    }
+    int rc;
+    if (!strcmp(sub, "create") && out && np > 0) {
+        rc = upstream_global_init();
+        if (rc == 0) rc = bundle_create(out, pos, np, with_closure, platforms, &o, allow_missing);
+    } else if (!strcmp(sub, "import") && np == 1 && (!cfg_path != !to)) {
+        rc = bundle_import(pos[0], cfg_path, to, &o, repo);
+    } else if (!strcmp(sub, "serve") && np == 1) {
+        rc = bundle_serve(pos[0], addr, cfg_path, repo);
+    } else {
+        free(pos);
+        return usage();
+    }
+    free(pos);
+    if (rc < 0) {
+        fprintf(stderr, "berth bundle %s: %s\n", sub, berr_msg());
+        return 1;
+    }
+    return 0;
+}

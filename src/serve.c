@@ -1,0 +1,101 @@
+/*
+ * serve: runs the registry over an open store until SIGTERM or SIGINT: the HTTP server and the
+ * maintenance thread (storage health, mirror upkeep, Helm index views, quota, upload purging).
+ * `berth serve` and `berth bundle serve` both end here.
+ */
+#include "serve.h"
+#include "auth/auth.h"
+#include "helm/helm.h"
+#include "http/http.h"
+#include "registry/registry.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- serve ---- */
+
+typedef struct {
+    const config *cfg;
+    store *st;
+    volatile bool stop;
+} maint_arg;
+
+static void *maintenance(void *p)
+{
+    maint_arg *m = p;
+    int failures = 0;
+    time_t last_purge = 0;
+    for (int tick = 0; !m->stop; tick++) {
+        if (m->cfg->health_enabled && tick % (int)m->cfg->health_interval_s == 0) {
+            if (store_check_writable(m->st) < 0) {
+                if (++failures >= m->cfg->health_threshold && http_server_healthy()) {
+                    log_error("msg=\"storage health check failed\" err=\"%s\"", berr_msg());
+                    http_server_set_healthy(false);
+                }
+            } else {
+                if (!http_server_healthy()) log_info("msg=\"storage healthy again\"");
+                failures = 0;
+                http_server_set_healthy(true);
+            }
+        }
+        if (m->cfg->nmirrors || m->cfg->proxy) reg_mirror_maintain(m->st, m->cfg, tick % 5 == 0);
+        if (m->cfg->helm.enabled) helm_views_warm(m->st, m->cfg);
+        if (m->cfg->quota > 0 && tick % 5 == 0) store_refresh_usage(m->st);
+        if (m->cfg->purge_enabled && time(NULL) - last_purge >= m->cfg->purge_interval_s) {
+            store_upload_purge(m->st, m->cfg->purge_age_s);
+            last_purge = time(NULL);
+        }
+        sleep(1);
+    }
+    return NULL;
+}
+
+static void signal_set(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+}
+
+void serve_block_signals(void)
+{
+    sigset_t set;
+    signal_set(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int serve_run(config *cfg, store *st)
+{
+    /* signals are taken by sigwait below; threads started from here inherit the mask */
+    serve_block_signals();
+    sigset_t set;
+    signal_set(&set);
+    http_server *srv;
+    if (http_server_start(&srv, cfg, st) < 0) {
+        log_error("msg=\"cannot start server\" err=\"%s\"", berr_msg());
+        return -1;
+    }
+    log_info("msg=\"berth serving\" version=%s addr=%s root=%s tls=%s delete=%s%s", BERTH_VERSION,
+             cfg->addr, store_root(st), cfg->tls_cert ? "on" : "off",
+             cfg->delete_enabled ? "enabled" : "disabled", cfg->read_only ? " read_only=true" : "");
+    maint_arg m = {cfg, st, false};
+    pthread_t mt;
+    pthread_create(&mt, NULL, maintenance, &m);
+    int sig = 0;
+    sigwait(&set, &sig);
+    log_info("msg=\"shutting down\" signal=%d", sig);
+    http_server_stop(srv, 30);
+    m.stop = true;
+    pthread_join(mt, NULL);
+    helm_views_free();
+    helm_mirror_free();
+    auth_free_cache();
+    auth_token_free();
+    log_info("msg=\"stopped\"");
+    return 0;
+}
