@@ -31,4 +31,4 @@ if [ "$(nproc)" -lt 2 ]; then
     echo "bench: needs 2 CPUs (servers on CPU 0, load on CPU 1); have $(nproc)" >&2
     exit 2
 fi
-exec python3 bench/bench.py "$@"
+rc=0; python3 bench/bench.py "$@" || rc=$?; python3 bench/bundle_bench.py || rc=$((rc ? rc : $?)); exit "$rc"

@@ -511,7 +511,7 @@ static int scan_tar(bundle *b, int fd)
     }
     if (rc == 0 && prev) prev->offset = e.header_pos - (int64_t)((prev->size + 511) / 512 * 512);
     if (rc < 0 && rc != -BERR_DIGEST_INVALID)
-        rc = berr_rewrap(BERR_BAD_REQUEST, "the bundle is truncated or not a tar archive");
+        rc = berr_rewrap(BERR_BAD_REQUEST, "the bundle is truncated or not a tar archive: ");
     if (rc == 0 && !layout) rc = berr_set(BERR_BAD_REQUEST, "%s: no oci-layout file", b->path);
     if (rc == 0 && !b->index) rc = berr_set(BERR_BAD_REQUEST, "%s: no index.json", b->path);
     free(buf);
@@ -1048,7 +1048,7 @@ static int bundle_serve(const char *path, const char *addr, const char *cfg_path
         rc = hash_blob(&b, x, NULL, fd, x->offset, buf);
         free(x->mem);
         x->mem = mem;
-        if (rc < 0) rc = berr_rewrap(BERR_BAD_REQUEST, "cannot serve the tar in place");
+        if (rc < 0) rc = berr_rewrap(BERR_BAD_REQUEST, "cannot serve the tar in place: ");
     }
     free(buf);
     config cfg;

@@ -625,6 +625,7 @@ bool helm_route(http_req *r)
                 snprintf(r->ref, sizeof r->ref, "%s/%s", comps[k + 1], comps[k + 2]);
             }
         }
+        if (r->cfg->read_only && !is_get(r)) h = NULL; /* storage.maintenance.readonly */
     }
     if (!matched && n >= 2) {
         const config_mirror *up = helm_upstream_find(r->cfg, comps[0]);
