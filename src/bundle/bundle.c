@@ -563,6 +563,8 @@ typedef struct {
     char tag[REF_TAG_MAX + 1]; /* "" for by-digest */
     bblob *m;                  /* the manifest */
     char *mt;
+    char keep[DIGEST_STR_MAX]; /* a platform-narrowed image: the original index's digest; a tag
+                                  already on it stays there */
 } step;
 
 typedef struct {
@@ -705,6 +707,9 @@ static int make_plan(bundle *b, plan *p, const char *default_repo)
                 break;
             }
             if ((rc = walk(b, p, repo, tag, digest, mt, buf, 0)) < 0) break;
+            const char *orig = json_string_value(json_object_get(ann, ANN_INDEX));
+            if (orig && p->n && p->v[p->n - 1].m == find(b, digest))
+                snprintf(p->v[p->n - 1].keep, DIGEST_STR_MAX, "%s", orig);
         }
     free(buf);
     if (rc == 0 && p->n == 0) rc = berr_set(BERR_BAD_REQUEST, "the bundle names no artifact");
@@ -856,13 +861,19 @@ static int commit_plan(store *st, const config *cfg, const bundle *b, const plan
         size_t nnb;
         if ((rc = manifest_blobs(b, s, &nb, &nnb)) < 0) break;
         const char *tags[1] = {s->tag};
+        size_t ntags = s->tag[0] ? 1 : 0;
+        store_manifest cur;
+        if (ntags && s->keep[0] && store_manifest_get(st, s->repo, s->tag, &cur) == 0) {
+            if (!strcmp(cur.digest, s->keep)) ntags = 0; /* the whole image is already here */
+            store_manifest_free(&cur);
+        }
         reg_manifest_commit_req q = {.repo = s->repo,
                                      .content = s->m->mem,
                                      .len = s->m->size,
                                      .content_type = s->mt[0] ? s->mt : NULL,
                                      .digest = s->m->digest,
                                      .tags = tags,
-                                     .ntags = s->tag[0] ? 1 : 0,
+                                     .ntags = ntags,
                                      .new_blobs = nb,
                                      .nnew_blobs = nnb};
         rc = reg_manifest_commit(st, cfg, &q, NULL);

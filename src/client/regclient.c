@@ -70,7 +70,8 @@ int rc_parse(const char *s, const rc_opts *o, rc_ref *r)
         return 0;
     }
     char norm[1024];
-    if (image_ref_normalize(s, norm, sizeof norm) < 0) return berr_rewrap(BERR_CONFIG, "reference: ");
+    if (image_ref_normalize(s, norm, sizeof norm) < 0)
+        return berr_rewrap(BERR_CONFIG, "reference: ");
     const char *slash = strchr(norm, '/');
     char host[256];
     snprintf(host, sizeof host, "%.*s", (int)(slash - norm), norm);
