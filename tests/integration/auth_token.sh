@@ -131,6 +131,32 @@ t_check "podman login (token service behind it)" "${PODMAN[@]}" login --tls-veri
 t_check "podman push (token flow)" "${PODMAN[@]}" push -q --tls-verify=false "$id" "$H/team/pod:v1"
 t_check "podman pull (token flow)" "${PODMAN[@]}" pull -q --tls-verify=false "$H/team/pod:v1"
 unset REGISTRY_AUTH_FILE
+# ---- berth's own clients sign in with the token flow (berth app / compose / bundle) ----
+P=$T_TMP/tokapp
+mkdir -p "$P"
+cat >"$P/margo.yaml" <<'YML'
+apiVersion: margo.org/v1-alpha1
+kind: ApplicationDescription
+metadata:
+  id: tok-app
+  name: Token App
+  version: 1.0.0
+  catalog:
+    organization: [{name: Example}]
+deploymentProfiles:
+  - type: compose
+    id: c
+    components:
+      - name: web
+        properties: {repository: oci://example.com/compose/web, revision: 1.0.0}
+YML
+out=$("$BERTH" app push "$P" "$U/team/tokapp" --user alice:alice-pw 2>&1)
+t_check "berth app push signs in through the token service (Basic to the realm, then Bearer): $out" \
+    grep -q "team/tokapp:1.0.0 sha256:" <<<"$out"
+out=$("$BERTH" app push "$P" "$U/team/tokapp" --user alice:wrong 2>&1)
+t_check "berth app push with a wrong password fails with the registry's 401 ($out)" grep -q "401" <<<"$out"
+out=$("$BERTH" app inspect "$U/team/tokapp:1.0.0" --user alice:alice-pw 2>&1)
+t_check "berth app inspect reads it back with a token: $out" grep -q "id: tok-app" <<<"$out"
 t_check "no token or password in berth's log" bash -c \
     "! grep -qE 'alice-pw|bob-pw|${T:0:40}' '$T_TMP/berth.log'"
 berth_stop
