@@ -502,9 +502,10 @@ int reg_mirror_manifest_get(http_req *r)
  * writes the upstream's bytes into it, hashing as they arrive. Every client asking for that blob
  * meanwhile gets a response that reads the growing file: the reader serves what has landed and,
  * when it has caught up, suspends its connection until the fill writes more (the fill resumes
- * it). The last byte is held back until the digest is verified and the blob committed; a fill
- * that fails or turns out corrupt cuts every reader's connection, so no client ever sees a
- * clean end of wrong bytes, and nothing is committed. */
+ * it). The last byte is held back until the whole content is there and its digest verified
+ * (the commit, with its fsync, then runs while the clients finish); a fill that fails or turns
+ * out corrupt cuts every reader's connection, so no client ever sees a clean end of wrong bytes,
+ * and nothing is committed. */
 
 typedef enum { FILL_STARTING, FILL_STREAMING, FILL_DONE, FILL_FAILED } fill_state;
 
@@ -526,6 +527,7 @@ typedef struct fill {
     int64_t size;  /* from the upstream's Content-Length, -1 when unknown */
     uint64_t written;
     uint64_t woken; /* written, as of the last wake */
+    bool verified;  /* all size bytes are there and hash to digest: readers may finish */
     store_upload *u;
     upstream_resp resp;
     int refs;
@@ -593,6 +595,16 @@ static int fetch_into(fill *f)
     if (rc < 0) return rc;
     rc = upstream_blob(mi, f->upstream_repo, f->digest, fill_sink, f, &f->resp);
     if (rc == 0 && f->resp.status == 200) {
+        /* readers get the last bytes as soon as the content is known good, not after the fsync */
+        char got[DIGEST_STR_MAX];
+        if (store_upload_digest(f->u, got) == 0 && !strcmp(got, f->digest)) {
+            pthread_mutex_lock(&fill_mu);
+            if (f->size > 0 && f->written == (uint64_t)f->size) {
+                f->verified = true;
+                wake_readers(f);
+            }
+            pthread_mutex_unlock(&fill_mu);
+        }
         rc = store_upload_finish(f->u, f->digest); /* verifies the digest, commits, links */
         /* the repository exists from here on; it holds mirrored (evictable) content */
         if (rc == 0) rc = store_repo_mark_mirror(f->st, f->repo);
@@ -699,7 +711,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         return MHD_CONTENT_READER_END_WITH_ERROR; /* cut: the client must not take this as whole */
     }
     uint64_t limit = f->written;
-    if (f->state != FILL_DONE && f->size > 0 && limit >= (uint64_t)f->size)
+    bool whole = f->state == FILL_DONE || f->verified;
+    if (!whole && f->size > 0 && limit >= (uint64_t)f->size)
         limit = (uint64_t)f->size - 1; /* the last byte waits for the digest check */
     if (pos < limit) {
         pthread_mutex_unlock(&fill_mu);
@@ -707,7 +720,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         ssize_t n = pread(c->fd, buf, want, (off_t)pos);
         return n > 0 ? n : MHD_CONTENT_READER_END_WITH_ERROR;
     }
-    if (f->state == FILL_DONE) {
+    if (f->state == FILL_DONE || (f->verified && pos >= (uint64_t)f->size)) {
         pthread_mutex_unlock(&fill_mu);
         return MHD_CONTENT_READER_END_OF_STREAM;
     }
