@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: berth vs docker-registry (registry:2) vs nginx (static files).
+# Side-by-side benchmark: berth vs docker-registry (registry:2) vs nginx (static files); then
+# bench/bundle_bench.py: bundle create/import MB/s beside skopeo (oci-archive).
 #
 # Servers are pinned to CPU 0, load generators (curl, wrk) to CPU 1, all on 127.0.0.1.
 # Prints a table with ratios berth/peer and a PASS/MISS summary per target, and writes the
