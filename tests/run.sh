@@ -30,10 +30,10 @@ for t in tests/integration/*.sh; do
     cat "$log"
     tally "$log" "$t"
 done
-# The API, mirror, Helm, auth and margo suites once more under AddressSanitizer/UBSan: a report aborts berth and fails the suite.
+# The API, mirror, Helm, auth, margo and bundle suites once more under AddressSanitizer/UBSan: a report aborts berth and fails the suite.
 if [ -z "${TESTS:-}" ] || echo asan | grep -qE "$TESTS"; then
     for t in tests/integration/api*.sh tests/integration/mirror_*.sh tests/integration/helm.sh \
-        tests/integration/auth*.sh tests/integration/margo.sh; do
+        tests/integration/auth*.sh tests/integration/margo.sh tests/integration/bundle.sh; do
         echo "== $t (asan)"
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 BERTH=build/asan/berth timeout 900 bash "$t" >"$log" 2>&1
         cat "$log"

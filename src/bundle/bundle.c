@@ -14,6 +14,7 @@
  * read-only: its metadata goes to a temporary store whose blobs are byte ranges of the tar.
  */
 #include "bundle/bundle.h"
+#include "margo/margo.h"
 #include "registry/registry.h"
 #include "serve.h"
 #include "store/store.h"
@@ -860,6 +861,9 @@ static int commit_plan(store *st, const config *cfg, const bundle *b, const plan
         store_new_blob *nb;
         size_t nnb;
         if ((rc = manifest_blobs(b, s, &nb, &nnb)) < 0) break;
+        /* linked first: the push-time checks (margo, Helm) read the layers through the repo */
+        for (size_t k = 0; rc == 0 && k < nnb; k++)
+            rc = store_blob_adopt(st, s->repo, nb[k].digest, nb[k].size);
         const char *tags[1] = {s->tag};
         size_t ntags = s->tag[0] ? 1 : 0;
         store_manifest cur;
@@ -874,8 +878,8 @@ static int commit_plan(store *st, const config *cfg, const bundle *b, const plan
                                      .digest = s->m->digest,
                                      .tags = tags,
                                      .ntags = ntags,
-                                     .new_blobs = nb,
-                                     .nnew_blobs = nnb};
+                                     .new_blobs = NULL,
+                                     .nnew_blobs = 0};
         rc = reg_manifest_commit(st, cfg, &q, NULL);
         char prefix[700];
         snprintf(prefix, sizeof prefix, "%s: ", s->repo);
@@ -1084,6 +1088,8 @@ static int bundle_serve(const char *path, const char *addr, const char *cfg_path
         }
         cfg.read_only = true;
         cfg.delete_enabled = false;
+        cfg.margo_validation = MARGO_OFF; /* verified content, kept as it is; checks that read
+                                             an archive cannot read it inside the tar */
         log_set_level((log_level)cfg.log_level);
         serve_block_signals();
         rc = store_open(&st, &cfg);

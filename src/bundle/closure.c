@@ -108,14 +108,15 @@ static int resolve(closure_item *it, const rc_opts *o, const char *platforms, js
         item_fail(it, "%s: the manifest is not JSON", it->ref);
         return -BERR_IO;
     }
-    if (platforms && is_index(it->media_type)) {
+    if (is_index(it->media_type)) { /* every platform, or those asked for */
         it->platforms = json_array();
         size_t i;
         json_t *d;
         json_array_foreach(json_object_get(m, "manifests"), i, d)
         {
             json_t *p = json_object_get(d, "platform");
-            if (!closure_platform_match(p, platforms)) continue;
+            if (!json_is_object(p) || (platforms && !closure_platform_match(p, platforms)))
+                continue;
             const char *var = json_string_value(json_object_get(p, "variant"));
             char name[160];
             snprintf(name, sizeof name, "%s/%s%s%s", json_string_value(json_object_get(p, "os")),

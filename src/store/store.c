@@ -485,6 +485,20 @@ static int place_cb(void *arg)
     return blobfs_place(&a->s->fs, a->src, a->digest);
 }
 
+static int present_cb(void *arg)
+{
+    place_arg *a = arg;
+    return blobfs_exists(&a->s->fs, a->digest)
+               ? 0
+               : berr_set(BERR_BLOB_UNKNOWN, "blob %s is not stored", a->digest);
+}
+
+int store_blob_adopt(store *s, const char *repo, const char *digest, uint64_t size)
+{
+    place_arg a = {.s = s, .digest = digest};
+    return s->meta->ops->blob_commit(s->meta, repo, digest, size, present_cb, &a);
+}
+
 /* Hashes, checks and syncs the session's data (the first half of finishing it). */
 static int upload_verify(store_upload *u, const char *digest, char *data, size_t dlen)
 {

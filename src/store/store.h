@@ -136,6 +136,9 @@ void store_set_blob_source(store *s, const store_blob_source *src);
 /* Opens a blob linked to repo (or a manifest of repo by digest). -BERR_BLOB_UNKNOWN if absent. */
 int store_blob_open(store *s, const char *repo, const char *digest, store_blob *out);
 void store_blob_release(store_blob *b);
+/* Records a blob whose file is in place (store_upload_place, a blob source) and links it to
+ * repo, checking inside the transaction that the file is there. */
+int store_blob_adopt(store *s, const char *repo, const char *digest, uint64_t size);
 /* True when the blob's file is stored (in any repository, or not yet recorded). */
 bool store_blob_present(store *s, const char *digest);
 /* Links an existing blob into repo (cross-repository mount). from may be NULL (any repo). */
