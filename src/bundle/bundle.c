@@ -1119,7 +1119,8 @@ static int usage(void)
     fputs(
         "usage: berth bundle create -o FILE[.tar|.tar.zst|.tar.gz] [--closure] [--platform "
         "OS/ARCH,...]\n"
-        "                           [--registry URL] [--user U:P] [--allow-missing] REF...\n"
+        "                           [--registry URL | -c config.yml] [--user U:P]\n"
+        "                           [--allow-missing] REF...\n"
         "       berth bundle import FILE|DIR (-c config.yml | --to URL) [--user U:P]\n"
         "                           [--repository NAME]\n"
         "       berth bundle serve FILE|DIR [--addr HOST:PORT] [-c config.yml]\n"
@@ -1172,8 +1173,16 @@ int bundle_cli(int argc, char **argv)
     }
     int rc;
     if (!strcmp(sub, "create") && out && np > 0) {
-        rc = upstream_global_init();
+        config cfg;
+        bool own = false; /* -c: berth's own store is the source, no server needed */
+        rc = cfg_path ? config_load(&cfg, cfg_path) : upstream_global_init();
+        if (rc == 0 && cfg_path) {
+            own = true;
+            rc = store_open(&o.st, &cfg);
+        }
         if (rc == 0) rc = bundle_create(out, pos, np, with_closure, platforms, &o, allow_missing);
+        if (o.st) store_close(o.st);
+        if (own) config_free(&cfg);
     } else if (!strcmp(sub, "import") && np == 1 && (!cfg_path != !to)) {
         rc = bundle_import(pos[0], cfg_path, to, &o, repo);
     } else if (!strcmp(sub, "serve") && np == 1) {

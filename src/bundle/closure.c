@@ -436,7 +436,7 @@ static json_t *item_json(const closure_item *it)
 int bundle_closure_cli(int argc, char **argv)
 {
     rc_opts o = {0};
-    const char *ref = NULL, *platforms = NULL;
+    const char *ref = NULL, *platforms = NULL, *cfg_path = NULL;
     bool as_json = false;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--registry") && i + 1 < argc)
@@ -447,6 +447,8 @@ int bundle_closure_cli(int argc, char **argv)
             platforms = argv[++i];
         else if (!strcmp(argv[i], "--plain-http"))
             o.plain_http = true;
+        else if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc)
+            cfg_path = argv[++i];
         else if (!strcmp(argv[i], "--json"))
             as_json = true;
         else if (argv[i][0] != '-' && !ref)
@@ -455,17 +457,23 @@ int bundle_closure_cli(int argc, char **argv)
             ref = NULL, i = argc;
     }
     if (!ref) {
-        fputs("usage: berth app closure REF [--registry URL] [--platform OS/ARCH,...] [--json]\n"
-              "                         [--user USER:PASSWORD] [--plain-http]\n",
+        fputs("usage: berth app closure REF [--registry URL | -c config.yml] [--json]\n"
+              "                         [--platform OS/ARCH,...] [--user USER:PASSWORD] "
+              "[--plain-http]\n",
               stderr);
         return 2;
     }
-    if (upstream_global_init() < 0) {
-        fprintf(stderr, "berth app closure: %s\n", berr_msg());
-        return 1;
+    config cfg;
+    bool own = false; /* -c: read berth's own store, no server needed */
+    int rc = cfg_path ? config_load(&cfg, cfg_path) : upstream_global_init();
+    if (rc == 0 && cfg_path) {
+        own = true;
+        rc = store_open(&o.st, &cfg);
     }
-    closure c;
-    int rc = closure_resolve(ref, &o, platforms, &c);
+    closure c = {0};
+    if (rc == 0) rc = closure_resolve(ref, &o, platforms, &c);
+    if (o.st) store_close(o.st);
+    if (own) config_free(&cfg);
     if (rc < 0) {
         fprintf(stderr, "berth app closure: %s\n", berr_msg());
         closure_free(&c);

@@ -4,12 +4,14 @@
  */
 #include "client/regclient.h"
 #include "margo/images.h"
+#include "registry/registry.h"
 #include "util/err.h"
 #include "util/ref.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MANIFEST_ACCEPT                                                                            \
     "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, "        \
@@ -59,6 +61,11 @@ int rc_parse(const char *s, const rc_opts *o, rc_ref *r)
 {
     memset(r, 0, sizeof *r);
     set_client(r, o);
+    if ((!strncmp(s, "http://", 7) || !strncmp(s, "https://", 8)) && o && o->st)
+        return berr_set(BERR_CONFIG,
+                        "reference '%s': reading berth's own store takes repository "
+                        "names, not URLs",
+                        s);
     if (!strncmp(s, "http://", 7) || !strncmp(s, "https://", 8)) {
         const char *p = strstr(s, "://") + 3, *slash = strchr(p, '/');
         if (!slash || slash == p)
@@ -68,6 +75,19 @@ int rc_parse(const char *s, const rc_opts *o, rc_ref *r)
         if (rc < 0) return rc;
         snprintf(r->name, sizeof r->name, "%s", r->repo);
         return 0;
+    }
+    if (o && o->st) {
+        /* a local repository named as given wins over the original-name reading */
+        r->st = o->st;
+        rc_ref lit;
+        memset(&lit, 0, sizeof lit);
+        if (split_ref(s, s, &lit) == 0 && store_repo_exists(o->st, lit.repo) == 0) {
+            snprintf(r->repo, sizeof r->repo, "%s", lit.repo);
+            snprintf(r->ref, sizeof r->ref, "%s", lit.ref);
+            snprintf(r->srepo, sizeof r->srepo, "%s", lit.repo);
+            snprintf(r->name, sizeof r->name, "%s", lit.repo);
+            return 0;
+        }
     }
     char norm[1024];
     if (image_ref_normalize(s, norm, sizeof norm) < 0)
@@ -80,6 +100,10 @@ int rc_parse(const char *s, const rc_opts *o, rc_ref *r)
     /* image_ref_normalize adds :latest; a reference given without tag keeps "no tag" only for
      * callers that list tags, which none do: keep it */
     snprintf(r->name, sizeof r->name, "%s/%s", host, r->repo);
+    if (r->st) {
+        rc_store_name(r->name, r->srepo, sizeof r->srepo);
+        return 0;
+    }
     const char *via = o ? o->via : NULL;
     if (via) {
         snprintf(r->base, sizeof r->base, "%s", via);
@@ -135,6 +159,18 @@ int rc_get_manifest(rc_ref *r, const char *ref, rc_manifest *out)
 {
     memset(out, 0, sizeof *out);
     if (!ref) ref = r->ref[0] ? r->ref : "latest";
+    if (r->st) {
+        store_manifest sm;
+        int rc = store_manifest_get(r->st, r->srepo, ref, &sm);
+        if (rc < 0) return berr_set((berr)-rc, "%s:%s is not in the store", r->srepo, ref);
+        out->body = sm.content;
+        out->len = sm.size;
+        sm.content = NULL;
+        snprintf(out->media_type, sizeof out->media_type, "%s", sm.media_type);
+        snprintf(out->digest, sizeof out->digest, "%s", sm.digest);
+        store_manifest_free(&sm);
+        return 0;
+    }
     char url[2048];
     rc_url(r, "manifests", ref, url, sizeof url);
     upstream_resp resp;
@@ -185,6 +221,35 @@ int rc_get_blob(rc_ref *r, const char *digest, uint64_t size, upstream_sink sink
     if (digest_parse(digest, &algo) < 0) return berr_set(BERR_IO, "bad digest '%s'", digest);
     verify_sink v = {.sink = sink, .arg = arg};
     digest_init(&v.ctx, algo);
+    if (r->st) {
+        store_blob b;
+        int rc = store_blob_open(r->st, r->srepo, digest, &b);
+        if (rc < 0)
+            return berr_set(BERR_BLOB_UNKNOWN, "%s: blob %s is not in the store", r->srepo, digest);
+        if (b.fd < 0) {
+            rc = verify_cb(&v, b.mem, (size_t)b.size) < 0 ? berr_set(BERR_IO, "write failed") : 0;
+        } else {
+            char *buf = malloc(1 << 20);
+            uint64_t pos = 0;
+            if (!buf) rc = berr_set(BERR_INTERNAL, "out of memory");
+            while (rc == 0 && pos < b.size) {
+                size_t want = b.size - pos < (1 << 20) ? (size_t)(b.size - pos) : (1 << 20);
+                ssize_t n = pread(b.fd, buf, want, (off_t)(b.offset + pos));
+                if (n <= 0)
+                    rc = berr_set(BERR_IO, "read blob %s", digest);
+                else if (verify_cb(&v, buf, (size_t)n) < 0)
+                    rc = berr_set(BERR_IO, "write failed");
+                pos += n > 0 ? (uint64_t)n : 0;
+            }
+            free(buf);
+        }
+        store_blob_release(&b);
+        char got[DIGEST_STR_MAX];
+        digest_final(&v.ctx, got);
+        if (rc == 0 && (strcmp(got, digest) || (size && v.got != size)))
+            rc = berr_set(BERR_IO, "blob %s in the store hashes to %s: refused", digest, got);
+        return rc;
+    }
     char url[2048];
     rc_url(r, "blobs", digest, url, sizeof url);
     upstream_resp resp;
@@ -236,6 +301,17 @@ int rc_get_blob_mem(rc_ref *r, const char *digest, size_t max, char **out, size_
 
 int rc_referrers(rc_ref *r, const char *digest, json_t **out)
 {
+    if (r->st) {
+        store_referrer_list l;
+        int rc = store_referrers(r->st, r->srepo, digest, NULL, &l);
+        if (rc < 0) {
+            *out = json_array(); /* an unknown repository has no referrers */
+            return 0;
+        }
+        *out = reg_referrer_descriptors(&l);
+        store_referrer_list_free(&l);
+        return 0;
+    }
     char url[2048];
     rc_url(r, "referrers", digest, url, sizeof url);
     upstream_resp resp;
@@ -256,6 +332,12 @@ int rc_referrers(rc_ref *r, const char *digest, json_t **out)
 
 int rc_blob_exists(rc_ref *r, const char *digest)
 {
+    if (r->st) {
+        store_blob b;
+        if (store_blob_open(r->st, r->srepo, digest, &b) < 0) return 0;
+        store_blob_release(&b);
+        return 1;
+    }
     char url[2048];
     rc_url(r, "blobs", digest, url, sizeof url);
     upstream_resp resp;
@@ -268,6 +350,7 @@ int rc_blob_exists(rc_ref *r, const char *digest)
 /* POST an upload session; out receives the absolute URL to PUT to (with digest=). */
 static int start_upload(rc_ref *r, const char *digest, char *out, size_t len)
 {
+    if (r->st) return berr_set(BERR_CONFIG, "writing to the store is not a client operation");
     char url[2048];
     rc_url(r, "blobs", "uploads/", url, sizeof url);
     upstream_resp resp;
@@ -319,6 +402,7 @@ int rc_push_blob_stream(rc_ref *r, const char *digest, uint64_t size, upstream_s
 int rc_put_manifest(rc_ref *r, const char *ref, const char *media_type, const char *body,
                     size_t len)
 {
+    if (r->st) return berr_set(BERR_CONFIG, "writing to the store is not a client operation");
     char url[2048];
     rc_url(r, "manifests", ref, url, sizeof url);
     upstream_resp resp;

@@ -8,13 +8,16 @@
  * which adds library/ to one-component names). An original name is fetched from its own registry
  * (https; docker.io is registry-1.docker.io), or, when a `via` registry is given (a berth that
  * mirrors the public registries, or holds what was imported), through that registry with
- * containerd's `?ns=<host>` routing.
+ * containerd's `?ns=<host>` routing. With a `store` instead, everything is read from berth's own
+ * store (no server needed): a name is a repository there when one exists under it as given,
+ * else its original name's repository (`<host>/<repo>`, where imports and the mirror keep it).
  */
 #ifndef BERTH_REGCLIENT_H
 #define BERTH_REGCLIENT_H
 
 #include "config.h"
 #include "proxy/upstream.h"
+#include "store/store.h"
 #include "util/digest.h"
 
 #include <jansson.h>
@@ -26,6 +29,7 @@ typedef struct {
     const char *via;  /* fetch original names through this registry (scheme://host[:port]) */
     const char *user; /* user:password; else BERTH_REGISTRY_USER / BERTH_REGISTRY_PASSWORD */
     bool plain_http;  /* original names over http rather than https */
+    store *st;        /* read from this store instead of a registry (reads only) */
 } rc_opts;
 
 typedef struct {
@@ -35,6 +39,8 @@ typedef struct {
     char ref[160];  /* tag or digest; "" when none was given */
     char name[600]; /* host/repo for original names, repo for references at a URL */
     config_mirror m;
+    store *st; /* set: read from the store, repository srepo */
+    char srepo[256];
 } rc_ref;
 
 /* Parses s into r. 0, or -BERR_CONFIG naming what is wrong. */

@@ -94,18 +94,11 @@ static int catalog_end(http_req *r)
     return rc;
 }
 
-static int referrers_end(http_req *r)
+json_t *reg_referrer_descriptors(const store_referrer_list *l)
 {
-    const char *atype = http_query(r, "artifactType");
-    store_referrer_list l;
-    int rc = store_referrers(r->store, r->name, r->ref, atype, &l);
-    if (rc < 0) return rc;
-    json_t *idx = json_object();
-    json_object_set_new(idx, "schemaVersion", json_integer(2));
-    json_object_set_new(idx, "mediaType", json_string("application/vnd.oci.image.index.v1+json"));
     json_t *arr = json_array();
-    for (size_t i = 0; i < l.n; i++) {
-        store_referrer *it = &l.items[i];
+    for (size_t i = 0; i < l->n; i++) {
+        const store_referrer *it = &l->items[i];
         json_t *d = json_object();
         json_object_set_new(d, "mediaType", json_string(it->media_type));
         json_object_set_new(d, "digest", json_string(it->digest));
@@ -118,6 +111,19 @@ static int referrers_end(http_req *r)
         }
         json_array_append_new(arr, d);
     }
+    return arr;
+}
+
+static int referrers_end(http_req *r)
+{
+    const char *atype = http_query(r, "artifactType");
+    store_referrer_list l;
+    int rc = store_referrers(r->store, r->name, r->ref, atype, &l);
+    if (rc < 0) return rc;
+    json_t *idx = json_object();
+    json_object_set_new(idx, "schemaVersion", json_integer(2));
+    json_object_set_new(idx, "mediaType", json_string("application/vnd.oci.image.index.v1+json"));
+    json_t *arr = reg_referrer_descriptors(&l);
     json_object_set_new(idx, "manifests", arr);
     store_referrer_list_free(&l);
     rc = reply_json(r, idx, "application/vnd.oci.image.index.v1+json");

@@ -8,6 +8,8 @@
 
 #include "http/http.h"
 
+#include <jansson.h>
+
 extern const http_handler reg_version_h;
 extern const http_handler reg_blob_get_h, reg_blob_delete_h;
 extern const http_handler reg_upload_post_h, reg_upload_patch_h, reg_upload_put_h, reg_upload_get_h,
@@ -21,6 +23,8 @@ typedef struct reg_manifest_parsed reg_manifest_parsed;
 int reg_manifest_parse(const char *content, size_t len, const char *content_type,
                        store_manifest_put_req *req, reg_manifest_parsed **out);
 void reg_manifest_parsed_free(reg_manifest_parsed *p);
+/* The referrers API's "manifests" array for a list from the store. */
+json_t *reg_referrer_descriptors(const store_referrer_list *l);
 /* A manifest to store, parsed and checked as a PUT is (margo rules, Helm chart indexing). */
 typedef struct {
     const char *repo;

@@ -223,6 +223,19 @@ run "bundle create --closure -o b.tar.gz" \
     "$BERTH" bundle create --closure --registry "$A" -o "$W/b.tar.gz" "$PKG"
 t_check "... is gzip-compressed and a valid layout" bash -c "gzip -t '$W/b.tar.gz' && $APP bundle-ls '$W/b.tar.gz'"
 
+# berth's own store as the source (-c), read while A serves: no server needed
+"$BERTH" app closure --registry "$A" "$PKG" 2>&1 | sort >"$W/cl.api"
+OWN=(env REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY="$T_TMP/a/data" "$BERTH") # A's storage, as berth_start set it
+"${OWN[@]}" app closure -c "$T_TMP/a/config.yml" "$PKG" >"$W/cl.own" 2>&1
+rc_eq "app closure -c A's config (its own store)" 0 $? "$W/cl.own"
+t_eq "... lists what the closure through A's API lists" "$(cat "$W/cl.api")" "$(sort "$W/cl.own")"
+run "bundle create --closure -c A's config (its own store)" \
+    "${OWN[@]}" bundle create --closure -c "$T_TMP/a/config.yml" -o "$W/own.tar" "$PKG"
+$APP bundle-ls "$W/own.tar" --blobs >"$W/own.ls" 2>&1
+t_eq "... the same artifacts and blobs as b.tar" "$(sort "$W/b.ls")" "$(sort "$W/own.ls")"
+t_check "app closure -c refuses a URL reference" bash -c \
+    "! '$BERTH' app closure -c '$T_TMP/a/config.yml' '$A/registry.example.com/apps/hello:1.0.0' 2>/dev/null"
+
 # ---- 5. berth bundle import --to a fresh berth B (no mirrors) ------------------------------
 berth_start "$T_TMP/b" || { t_fail "berth B starts"; t_finish; }
 B=$BERTH_URL
