@@ -279,14 +279,15 @@ static void http_chart(closure *c, const rc_opts *o, const char *repo, const cha
         helm_yaml_to_json(text, (size_t)size, "index.yaml", &idx);
     free(text);
     close(fd);
-    const char *want = NULL, *curl = NULL;
+    const char *want_s = NULL, *curl = NULL;
+    char want[DIGEST_STR_MAX] = "";
     size_t i;
     json_t *e;
     json_array_foreach(json_object_get(json_object_get(idx, "entries"), name), i, e)
     {
         const char *v = json_string_value(json_object_get(e, "version"));
         if (!v || strcmp(v, version)) continue;
-        want = json_string_value(json_object_get(e, "digest"));
+        want_s = json_string_value(json_object_get(e, "digest"));
         curl = json_string_value(json_array_get(json_object_get(e, "urls"), 0));
     }
     if (!curl) {
@@ -299,12 +300,13 @@ static void http_chart(closure *c, const rc_opts *o, const char *repo, const cha
     else
         snprintf(url, sizeof url, "%s", curl);
     snprintf(it->ref, sizeof it->ref, "%s", url);
+    if (want_s) snprintf(want, sizeof want, "%s", want_s); /* idx goes now */
     json_decref(idx);
     if (fetch_url(o, url, &fd, dg) < 0) {
         item_fail(it, "%s", berr_msg());
         return;
     }
-    if (want && strcmp(dg + 7, want)) {
+    if (want[0] && strcmp(dg + 7, want)) {
         item_fail(it, "the archive's sha256 differs from index.yaml's digest %s", want);
     } else {
         snprintf(it->digest, sizeof it->digest, "%s", dg);

@@ -179,6 +179,21 @@ rc_eq "app closure --json: an image missing upstream -> exit 1" 1 $? "$W/broken.
 t_eq "app closure --json: ... listed under unresolved" true \
     "$(jq -c '.unresolved | tostring | contains("docker.io/library/missing:0.1")' "$W/broken.json" 2>&1)"
 
+# a Helm component from a classic HTTP chart repository (A's own, ChartMuseum's API)
+t_eq "fixture: chart hello 1.2.3 uploaded to A's chart repository (POST /api/charts)" 201 \
+    "$(curl -s -o /dev/null -w '%{http_code}' --data-binary @"$W/hello-1.2.3.tgz" "$A/api/charts")"
+$APP package "$W/pkg/httphelm" --id httphelm --helm "$A@1.2.3"
+run "fixture: berth app push registry.example.com/apps/httphelm:1.0.0 (helm repository: $A)" \
+    "$BERTH" app push "$W/pkg/httphelm" "$A/registry.example.com/apps/httphelm:1.0.0"
+"${CL[@]}" registry.example.com/apps/httphelm:1.0.0 >"$W/cl.http" 2>&1
+rc_eq "app closure of a package whose chart is in an HTTP repository" 0 $? "$W/cl.http"
+t_eq "... the chart: its URL from index.yaml, the archive's sha256" \
+    "chart $A/charts/hello-1.2.3.tgz sha256:$(t_sha256 "$W/hello-1.2.3.tgz")" "$(grep '^chart ' "$W/cl.http")"
+t_eq "... the images the chart runs, with their digests" "$(printf '%s\n' \
+    "image docker.io/library/busybox:1.36 $D_BUSY" "image ghcr.io/org/web:2.0 $D_WEB" \
+    "image registry.k8s.io/pause:3.9 $D_PAUSE" | sort)" \
+    "$(awk '$1=="image" {print $1, $2, $3}' "$W/cl.http" | sort)"
+
 # ---- 4. berth bundle create ----------------------------------------------------------------
 run "bundle create --closure -o b.tar $PKG" \
     "$BERTH" bundle create --closure --registry "$A" -o "$W/b.tar" "$PKG"
