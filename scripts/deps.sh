@@ -4,7 +4,7 @@
 set -euo pipefail
 build_pkgs="build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev nettle-dev
   libgnutls28-dev libyaml-dev libcurl4-gnutls-dev libarchive-dev libcrypt-dev"
-test_pkgs="curl jq openssl skopeo containerd docker-registry python3 python3-yaml sqlite3 apache2-utils
+test_pkgs="curl jq openssl skopeo umoci containerd docker-registry python3 python3-yaml sqlite3 apache2-utils
   nginx-light wrk clang libclang-rt-14-dev podman"
 bench_pkgs=""
 case "${1:-build}" in

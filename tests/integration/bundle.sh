@@ -218,6 +218,12 @@ t_eq "b.tar holds every manifest, config and layer of the 4 images (both arches 
     "$(missing "$W/app" "$D_APP")$(missing "$W/busybox" "$D_BUSY")$(missing "$W/web" "$D_WEB")$(missing "$W/pause" "$D_PAUSE")"
 t_check "b.tar holds the package's referrer (the signature) and its payload" \
     bash -c "grep -qx '$D_SIG' '$W/b.blobs' && grep -qx '$(jq -r '.layers[0].digest' "$W/sig/blobs/sha256/${D_SIG#sha256:}")' '$W/b.blobs'"
+# umoci reads the layout too (unpacked from the tar: umoci takes directories)
+mkdir -p "$W/umoci" && tar -xf "$W/b.tar" -C "$W/umoci"
+t_eq "umoci ls lists the 7 original references" "$(printf '%s\n' "$PKG" registry.example.com/charts/hello:1.2.3 \
+    registry.example.com/compose/hello:1.2.3 $IMAGES | sort)" "$(umoci ls --layout "$W/umoci" 2>&1 | sort)"
+run "umoci unpack --rootless docker.io/library/app:1.0" \
+    umoci unpack --rootless --image "$W/umoci:docker.io/library/app:1.0" "$W/umoci-app"
 rm -rf "$W/skdir"
 run "skopeo copy oci-archive:b.tar:docker.io/library/app:1.0 dir:" \
     "${SK[@]}" copy -q "oci-archive:$W/b.tar:docker.io/library/app:1.0" "dir:$W/skdir"
