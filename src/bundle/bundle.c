@@ -14,6 +14,7 @@
  * read-only: its metadata goes to a temporary store whose blobs are byte ranges of the tar.
  */
 #include "bundle/bundle.h"
+#include "bundle/layout.h"
 #include "margo/margo.h"
 #include "registry/registry.h"
 #include "serve.h"
@@ -38,30 +39,10 @@
 #define ANN_REF "org.opencontainers.image.ref.name"
 #define ANN_REPO "io.berth.bundle.repository"
 #define ANN_INDEX "io.berth.bundle.index"
-#define KEEP_MAX ((size_t)4 << 20) /* blobs up to this size that look like JSON stay in memory */
-#define KEEP_TOTAL ((size_t)512 << 20)
-#define COPY_BUF (1 << 20)
 
 static bool is_index(const char *mt)
 {
     return mt && (!strcmp(mt, MT_OCI_INDEX) || !strcmp(mt, MT_DOCKER_LIST));
-}
-
-/* "blobs/<algo>/<hex>" (after an optional "./") as a digest; false for anything else. */
-static bool blob_name(const char *name, char *digest)
-{
-    if (!strncmp(name, "./", 2)) name += 2;
-    if (strncmp(name, "blobs/", 6)) return false;
-    const char *algo = name + 6, *slash = strchr(algo, '/');
-    if (!slash || strchr(slash + 1, '/')) return false;
-    snprintf(digest, DIGEST_STR_MAX, "%.*s:%s", (int)(slash - algo), algo, slash + 1);
-    return digest_parse(digest, NULL) == 0;
-}
-
-static void blob_path(const char *digest, char *out, size_t len)
-{
-    const char *colon = strchr(digest, ':');
-    snprintf(out, len, "blobs/%.*s/%s", (int)(colon - digest), digest, colon + 1);
 }
 
 /* ======================= create ======================= */
@@ -78,7 +59,7 @@ static int put_mem(creator *c, const char *digest, const void *data, size_t len)
 {
     if (json_object_get(c->seen, digest)) return 0;
     char name[DIGEST_STR_MAX + 16];
-    blob_path(digest, name, sizeof name);
+    layout_blob_path(digest, name, sizeof name);
     int rc = tar_writer_file(c->w, name, len);
     if (rc == 0) rc = tar_writer_write(c->w, data, len);
     if (rc == 0) {
@@ -104,7 +85,7 @@ static int put_remote(creator *c, rc_ref *r, json_t *desc)
     if (json_array_size(json_object_get(desc, "urls"))) return 0; /* foreign: not distributable */
     uint64_t n = (uint64_t)json_integer_value(size);
     char name[DIGEST_STR_MAX + 16];
-    blob_path(digest, name, sizeof name);
+    layout_blob_path(digest, name, sizeof name);
     int rc = tar_writer_file(c->w, name, n);
     if (rc == 0) rc = rc_get_blob(r, digest, n, to_tar, c->w);
     if (rc == 0) {
@@ -137,7 +118,7 @@ static int copy_referrers(creator *c, rc_ref *r, const char *digest, int depth)
     size_t i;
     json_t *d;
     char repo[600];
-    rc_store_name(r->name, repo, sizeof repo);
+    ref_store_name(r->name, repo, sizeof repo);
     json_array_foreach(list, i, d)
     {
         const char *rd = json_string_value(json_object_get(d, "digest"));
@@ -330,415 +311,6 @@ static int bundle_create(const char *out, char **refs, int nrefs, bool with_clos
     return rc;
 }
 
-/* ======================= reading a bundle ======================= */
-
-typedef struct {
-    char digest[DIGEST_STR_MAX];
-    uint64_t size;
-    int64_t header_pos; /* of its tar entry; data offset once known */
-    int64_t offset;
-    char *mem; /* kept when small and JSON-like (manifests) */
-    bool used;
-} bblob;
-
-typedef struct {
-    const char *path;
-    bool dir; /* an OCI layout directory */
-    bblob *v;
-    size_t n, cap;
-    json_t *map; /* digest -> index in v */
-    json_t *index;
-    bool compressed;
-    size_t kept;
-    uint64_t bytes;
-} bundle;
-
-static void bundle_free(bundle *b)
-{
-    for (size_t i = 0; i < b->n; i++)
-        free(b->v[i].mem);
-    free(b->v);
-    json_decref(b->map);
-    json_decref(b->index);
-    memset(b, 0, sizeof *b);
-}
-
-static bblob *find(const bundle *b, const char *digest)
-{
-    json_t *i = json_object_get(b->map, digest);
-    return i ? &b->v[json_integer_value(i)] : NULL;
-}
-
-static bblob *add_blob(bundle *b, const char *digest, uint64_t size)
-{
-    if (find(b, digest)) return NULL; /* a second copy: ignored */
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 256;
-        bblob *n = realloc(b->v, cap * sizeof *n);
-        if (!n) return NULL;
-        b->v = n;
-        b->cap = cap;
-    }
-    bblob *x = &b->v[b->n];
-    memset(x, 0, sizeof *x);
-    snprintf(x->digest, sizeof x->digest, "%s", digest);
-    x->size = size;
-    x->offset = -1;
-    json_object_set_new(b->map, digest, json_integer((json_int_t)b->n));
-    b->n++;
-    return x;
-}
-
-/* Hashes len bytes from the reader (or the file fd at off) into x, keeping small JSON. */
-static int hash_blob(bundle *b, bblob *x, tar_reader *tr, int fd, int64_t off, char *buf)
-{
-    digest_algo algo;
-    digest_parse(x->digest, &algo);
-    digest_ctx ctx;
-    digest_init(&ctx, algo);
-    bool keep = x->size <= KEEP_MAX && b->kept + x->size <= KEEP_TOTAL;
-    char *mem = keep ? malloc(x->size + 1) : NULL;
-    uint64_t got = 0;
-    for (;;) {
-        long n;
-        if (tr) {
-            n = tar_reader_read(tr, buf, COPY_BUF);
-        } else {
-            size_t want = x->size - got < COPY_BUF ? (size_t)(x->size - got) : COPY_BUF;
-            n = want ? (long)pread(fd, buf, want, (off_t)(off + (int64_t)got)) : 0;
-            if (n < 0) n = berr_set(BERR_IO, "%s: %s", b->path, strerror(errno));
-        }
-        if (n < 0) {
-            free(mem);
-            return (int)n;
-        }
-        if (n == 0) break;
-        if (got + (uint64_t)n > x->size) break;
-        digest_update(&ctx, buf, (size_t)n);
-        if (mem) memcpy(mem + got, buf, (size_t)n);
-        got += (uint64_t)n;
-    }
-    char have[DIGEST_STR_MAX];
-    digest_final(&ctx, have);
-    if (got != x->size || strcmp(have, x->digest)) {
-        free(mem);
-        return berr_set(BERR_DIGEST_INVALID,
-                        "%s: blob %s is damaged (%llu of %llu bytes, content hashes to %s): the "
-                        "bundle was truncated or tampered with; nothing was imported",
-                        b->path, x->digest, (unsigned long long)got, (unsigned long long)x->size,
-                        have);
-    }
-    if (mem && (x->size == 0 || mem[0] != '{')) {
-        free(mem);
-        mem = NULL;
-    }
-    if (mem) {
-        mem[x->size] = '\0';
-        x->mem = mem;
-        b->kept += x->size;
-    }
-    b->bytes += x->size;
-    return 0;
-}
-
-static int read_small(tar_reader *tr, const char *what, char **out)
-{
-    size_t cap = 65536, len = 0;
-    char *s = malloc(cap);
-    for (;;) {
-        if (!s) return berr_set(BERR_INTERNAL, "out of memory");
-        if (len + 1 >= cap) {
-            if (cap >= ((size_t)16 << 20)) {
-                free(s);
-                return berr_set(BERR_BAD_REQUEST, "%s is too large", what);
-            }
-            char *n = realloc(s, cap *= 2);
-            if (!n) free(s);
-            s = n;
-            continue;
-        }
-        long n = tar_reader_read(tr, s + len, cap - len - 1);
-        if (n < 0) {
-            free(s);
-            return (int)n;
-        }
-        if (n == 0) break;
-        len += (size_t)n;
-    }
-    s[len] = '\0';
-    *out = s;
-    return 0;
-}
-
-/* First pass over a tar bundle: every blob hashed (and, for a plain tar, its data offset
- * recorded), index.json parsed. */
-static int scan_tar(bundle *b, int fd)
-{
-    tar_reader *tr;
-    int rc = tar_reader_open(fd, b->path, &tr);
-    if (rc < 0) return rc;
-    char *buf = malloc(COPY_BUF);
-    if (!buf) rc = berr_set(BERR_INTERNAL, "out of memory");
-    tar_entry e;
-    bblob *prev = NULL;
-    bool layout = false;
-    while (rc == 0 && (rc = tar_reader_next(tr, &e)) == 1) {
-        rc = 0;
-        if (prev) { /* the previous entry's data ends where this header starts, 512-aligned */
-            prev->offset = e.header_pos - (int64_t)((prev->size + 511) / 512 * 512);
-            prev = NULL;
-        }
-        b->compressed = e.compressed;
-        char digest[DIGEST_STR_MAX];
-        const char *name = strncmp(e.name, "./", 2) ? e.name : e.name + 2;
-        if (e.type == 'f' && blob_name(e.name, digest)) {
-            bblob *x = add_blob(b, digest, e.size);
-            if (!x) continue;
-            x->header_pos = e.header_pos;
-            rc = hash_blob(b, x, tr, -1, 0, buf);
-            prev = x;
-        } else if (e.type == 'f' && !strcmp(name, "index.json")) {
-            char *s = NULL;
-            if ((rc = read_small(tr, "index.json", &s)) == 0) {
-                json_decref(b->index);
-                b->index = json_loads(s, 0, NULL);
-                free(s);
-                if (!b->index)
-                    rc = berr_set(BERR_BAD_REQUEST, "%s: index.json is not JSON", b->path);
-            }
-        } else if (e.type == 'f' && !strcmp(name, "oci-layout")) {
-            layout = true;
-        }
-    }
-    if (rc == 0 && prev) prev->offset = e.header_pos - (int64_t)((prev->size + 511) / 512 * 512);
-    if (rc < 0 && rc != -BERR_DIGEST_INVALID)
-        rc = berr_rewrap(BERR_BAD_REQUEST, "the bundle is truncated or not a tar archive: ");
-    if (rc == 0 && !layout) rc = berr_set(BERR_BAD_REQUEST, "%s: no oci-layout file", b->path);
-    if (rc == 0 && !b->index) rc = berr_set(BERR_BAD_REQUEST, "%s: no index.json", b->path);
-    free(buf);
-    tar_reader_close(tr);
-    return rc;
-}
-
-/* The same for an OCI layout directory: the blobs index.json reaches are hashed in place. */
-static int scan_dir(bundle *b)
-{
-    char p[4096];
-    snprintf(p, sizeof p, "%s/index.json", b->path);
-    size_t len;
-    char *s = file_read_all(p, &len);
-    if (!s) return berr_set(BERR_BAD_REQUEST, "%s: %s", p, strerror(errno));
-    b->index = json_loadb(s, len, 0, NULL);
-    free(s);
-    if (!b->index) return berr_set(BERR_BAD_REQUEST, "%s is not JSON", p);
-    return 0;
-}
-
-/* A blob of a directory bundle, hashed on first use. */
-static bblob *dir_blob(bundle *b, const char *digest, char *buf, int *rc)
-{
-    bblob *x = find(b, digest);
-    if (x || *rc < 0) return x;
-    char rel[DIGEST_STR_MAX + 16], p[4400];
-    blob_path(digest, rel, sizeof rel);
-    snprintf(p, sizeof p, "%s/%s", b->path, rel);
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0) {
-        if (fd >= 0) close(fd);
-        return NULL;
-    }
-    x = add_blob(b, digest, (uint64_t)st.st_size);
-    if (x) {
-        x->offset = 0;
-        *rc = hash_blob(b, x, NULL, fd, 0, buf);
-    }
-    close(fd);
-    return *rc < 0 ? NULL : x;
-}
-
-/* ---- the plan: what goes where, in which order ---- */
-
-typedef struct {
-    char repo[600];
-    char tag[REF_TAG_MAX + 1]; /* "" for by-digest */
-    bblob *m;                  /* the manifest */
-    char *mt;
-    char keep[DIGEST_STR_MAX]; /* a platform-narrowed image: the original index's digest; a tag
-                                  already on it stays there */
-} step;
-
-typedef struct {
-    step *v;
-    size_t n, cap;
-} plan;
-
-static void plan_free(plan *p)
-{
-    for (size_t i = 0; i < p->n; i++)
-        free(p->v[i].mt);
-    free(p->v);
-}
-
-static int plan_add(plan *p, const char *repo, const char *tag, bblob *m, const char *mt)
-{
-    for (size_t i = 0; i < p->n; i++) /* once per repository, tag and manifest */
-        if (p->v[i].m == m && !strcmp(p->v[i].repo, repo) && !strcmp(p->v[i].tag, tag)) return 0;
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 64;
-        step *n = realloc(p->v, cap * sizeof *n);
-        if (!n) return berr_set(BERR_INTERNAL, "out of memory");
-        p->v = n;
-        p->cap = cap;
-    }
-    step *s = &p->v[p->n++];
-    snprintf(s->repo, sizeof s->repo, "%s", repo);
-    snprintf(s->tag, sizeof s->tag, "%s", tag);
-    s->m = m;
-    s->mt = strdup(mt ? mt : "");
-    return 0;
-}
-
-/* Checks that manifest digest and everything below it is in the bundle, and plans it (children
- * first). */
-static int walk(bundle *b, plan *p, const char *repo, const char *tag, const char *digest,
-                const char *mt, char *buf, int depth)
-{
-    int rc = 0;
-    bblob *m = b->dir ? dir_blob(b, digest, buf, &rc) : find(b, digest);
-    if (rc < 0) return rc;
-    if (!m)
-        return berr_set(BERR_BAD_REQUEST, "the bundle is incomplete: manifest %s (%s) is missing",
-                        digest, repo);
-    if (!m->mem)
-        return berr_set(BERR_BAD_REQUEST, "%s: manifest %s is not a JSON manifest", repo, digest);
-    if (depth > 8) return berr_set(BERR_BAD_REQUEST, "%s: manifests nest too deep", repo);
-    m->used = true;
-    json_t *j = json_loads(m->mem, 0, NULL);
-    if (!j) return berr_set(BERR_BAD_REQUEST, "%s: manifest %s is not JSON", repo, digest);
-    const char *own = json_string_value(json_object_get(j, "mediaType"));
-    if (own) mt = own;
-    size_t i;
-    json_t *d;
-    json_array_foreach(json_object_get(j, "manifests"), i, d)
-    {
-        const char *cd = json_string_value(json_object_get(d, "digest"));
-        const char *cmt = json_string_value(json_object_get(d, "mediaType"));
-        rc = cd ? walk(b, p, repo, "", cd, cmt, buf, depth + 1)
-                : berr_set(BERR_BAD_REQUEST, "%s: an index entry without digest", digest);
-        if (rc < 0) break;
-    }
-    json_t *blobs[2] = {json_object_get(j, "config"), json_object_get(j, "layers")};
-    for (int k = 0; rc == 0 && k < 2; k++) {
-        json_t *list = json_is_array(blobs[k]) ? blobs[k] : json_pack("[O]", blobs[k]);
-        if (!blobs[k]) list = json_array();
-        json_array_foreach(list, i, d)
-        {
-            const char *bd = json_string_value(json_object_get(d, "digest"));
-            if (json_array_size(json_object_get(d, "urls"))) continue; /* foreign layer */
-            bblob *x = bd ? (b->dir ? dir_blob(b, bd, buf, &rc) : find(b, bd)) : NULL;
-            if (rc < 0) break;
-            if (!x) {
-                rc = berr_set(BERR_BAD_REQUEST,
-                              "the bundle is incomplete: blob %s of %s (%s) is missing",
-                              bd ? bd : "?", digest, repo);
-                break;
-            }
-            x->used = true;
-        }
-        if (list != blobs[k]) json_decref(list);
-    }
-    if (rc == 0) rc = plan_add(p, repo, tag, m, mt);
-    json_decref(j);
-    return rc;
-}
-
-/* index.json -> plan. Entries name their repository with ref.name (host/repo:tag, or repo:tag)
- * or, for referrers, io.berth.bundle.repository; a bare tag needs default_repo. */
-static int make_plan(bundle *b, plan *p, const char *default_repo)
-{
-    char *buf = malloc(COPY_BUF);
-    if (!buf) return berr_set(BERR_INTERNAL, "out of memory");
-    int rc = 0;
-    size_t i;
-    json_t *e;
-    /* tagged entries first, referrers after (their subjects are then in place) */
-    for (int pass = 0; pass < 2 && rc == 0; pass++)
-        json_array_foreach(json_object_get(b->index, "manifests"), i, e)
-        {
-            json_t *ann = json_object_get(e, "annotations");
-            const char *name = json_string_value(json_object_get(ann, ANN_REF));
-            const char *repo_ann = json_string_value(json_object_get(ann, ANN_REPO));
-            const char *digest = json_string_value(json_object_get(e, "digest"));
-            const char *mt = json_string_value(json_object_get(e, "mediaType"));
-            if ((pass == 0) != (name != NULL)) continue;
-            if (!digest) {
-                rc = berr_set(BERR_BAD_REQUEST, "index.json entry %zu has no digest", i);
-                break;
-            }
-            char repo[600] = "", tag[REF_TAG_MAX + 1] = "";
-            if (name) {
-                const char *at = strchr(name, '@'), *colon = strrchr(name, ':');
-                if (colon && strchr(colon, '/')) colon = NULL;
-                if (at) colon = NULL;
-                size_t nl = at ? (size_t)(at - name) : colon ? (size_t)(colon - name) : 0;
-                if (!at && !colon) { /* a bare tag, as other tools write it */
-                    snprintf(tag, sizeof tag, "%s", name);
-                    snprintf(repo, sizeof repo, "%s", default_repo ? default_repo : "");
-                } else {
-                    char full[600];
-                    snprintf(full, sizeof full, "%.*s", (int)nl, name);
-                    rc_store_name(full, repo, sizeof repo);
-                    if (colon) snprintf(tag, sizeof tag, "%s", colon + 1);
-                }
-                if (!repo[0]) {
-                    rc = berr_set(BERR_BAD_REQUEST,
-                                  "index.json entry %zu names only a tag (%s): give --repository",
-                                  i, name);
-                    break;
-                }
-            } else if (repo_ann) {
-                snprintf(repo, sizeof repo, "%s", repo_ann);
-            } else {
-                continue; /* an untagged manifest nothing names: nothing to import it as */
-            }
-            if (!ref_name_valid(repo) || (tag[0] && !ref_tag_valid(tag))) {
-                rc = berr_set(BERR_BAD_REQUEST, "index.json entry %zu: invalid name %s%s%s", i,
-                              repo, tag[0] ? ":" : "", tag);
-                break;
-            }
-            if ((rc = walk(b, p, repo, tag, digest, mt, buf, 0)) < 0) break;
-            const char *orig = json_string_value(json_object_get(ann, ANN_INDEX));
-            if (orig && p->n && p->v[p->n - 1].m == find(b, digest))
-                snprintf(p->v[p->n - 1].keep, DIGEST_STR_MAX, "%s", orig);
-        }
-    free(buf);
-    if (rc == 0 && p->n == 0) rc = berr_set(BERR_BAD_REQUEST, "the bundle names no artifact");
-    return rc;
-}
-
-static int open_bundle(const char *path, bundle *b, plan *p, const char *default_repo, int *fdp)
-{
-    memset(b, 0, sizeof *b);
-    memset(p, 0, sizeof *p);
-    b->path = path;
-    b->map = json_object();
-    *fdp = -1;
-    struct stat st;
-    if (stat(path, &st) < 0) return berr_set(BERR_BAD_REQUEST, "%s: %s", path, strerror(errno));
-    int rc;
-    if (S_ISDIR(st.st_mode)) {
-        b->dir = true;
-        rc = scan_dir(b);
-    } else {
-        *fdp = open(path, O_RDONLY | O_CLOEXEC);
-        if (*fdp < 0) return berr_set(BERR_BAD_REQUEST, "%s: %s", path, strerror(errno));
-        rc = scan_tar(b, *fdp);
-    }
-    if (rc == 0) rc = make_plan(b, p, default_repo);
-    return rc;
-}
-
 /* ======================= import ======================= */
 
 /* Second pass over a tar: calls fn for each blob the plan uses, with the reader at its data. */
@@ -751,7 +323,7 @@ static int each_blob(bundle *b, int fd, blob_fn fn, void *arg)
         for (size_t i = 0; rc == 0 && i < b->n; i++) {
             if (!b->v[i].used) continue;
             char rel[DIGEST_STR_MAX + 16], path[4400];
-            blob_path(b->v[i].digest, rel, sizeof rel);
+            layout_blob_path(b->v[i].digest, rel, sizeof rel);
             snprintf(path, sizeof path, "%s/%s", b->path, rel);
             int bfd = open(path, O_RDONLY | O_CLOEXEC);
             if (bfd < 0) return berr_set(BERR_IO, "%s: %s", path, strerror(errno));
@@ -767,8 +339,8 @@ static int each_blob(bundle *b, int fd, blob_fn fn, void *arg)
     while (rc == 0 && (rc = tar_reader_next(tr, &e)) == 1) {
         rc = 0;
         char digest[DIGEST_STR_MAX];
-        if (e.type != 'f' || !blob_name(e.name, digest)) continue;
-        bblob *x = find(b, digest);
+        if (e.type != 'f' || !layout_blob_name(e.name, digest)) continue;
+        bblob *x = layout_find(b, digest);
         if (!x || !x->used || x->header_pos != e.header_pos) continue;
         rc = fn(arg, x, tr, -1);
     }
@@ -841,7 +413,7 @@ static int manifest_blobs(const bundle *b, const step *s, store_new_blob **out, 
         json_t *d;
         json_array_foreach(list, i, d)
         {
-            bblob *x = find(b, json_string_value(json_object_get(d, "digest")) ?: "");
+            bblob *x = layout_find(b, json_string_value(json_object_get(d, "digest")) ?: "");
             if (!x) continue;
             snprintf((*out)[*n].digest, sizeof(*out)[*n].digest, "%s", x->digest);
             (*out)[(*n)++].size = x->size;
@@ -975,7 +547,7 @@ static int bundle_import(const char *path, const char *cfg_path, const char *to,
     bundle b;
     plan p;
     int fd;
-    int rc = open_bundle(path, &b, &p, default_repo, &fd);
+    int rc = layout_open(path, &b, &p, default_repo, &fd);
     char *buf = malloc(COPY_BUF);
     if (rc == 0 && !buf) rc = berr_set(BERR_INTERNAL, "out of memory");
     if (rc == 0 && to) {
@@ -1005,8 +577,8 @@ static int bundle_import(const char *path, const char *cfg_path, const char *to,
     }
     free(buf);
     if (fd >= 0) close(fd);
-    plan_free(&p);
-    bundle_free(&b);
+    layout_plan_free(&p);
+    layout_free(&b);
     return rc;
 }
 
@@ -1020,7 +592,7 @@ typedef struct {
 static int serve_open(void *arg, const char *digest, int *fd, uint64_t *offset)
 {
     serve_src *s = arg;
-    bblob *x = find(s->b, digest);
+    bblob *x = layout_find(s->b, digest);
     if (!x || x->offset < 0) return -1;
     if (!fd) return 0;
     if (s->fd >= 0) {
@@ -1028,7 +600,7 @@ static int serve_open(void *arg, const char *digest, int *fd, uint64_t *offset)
         *offset = (uint64_t)x->offset;
     } else {
         char rel[DIGEST_STR_MAX + 16], p[4400];
-        blob_path(digest, rel, sizeof rel);
+        layout_blob_path(digest, rel, sizeof rel);
         snprintf(p, sizeof p, "%s/%s", s->b->path, rel);
         *fd = open(p, O_RDONLY | O_CLOEXEC);
         *offset = 0;
@@ -1048,7 +620,7 @@ static int bundle_serve(const char *path, const char *addr, const char *cfg_path
     bundle b;
     plan p;
     int fd;
-    int rc = open_bundle(path, &b, &p, default_repo, &fd);
+    int rc = layout_open(path, &b, &p, default_repo, &fd);
     if (rc == 0 && b.compressed)
         rc = berr_set(BERR_BAD_REQUEST,
                       "%s is compressed: serve needs a plain .tar or a directory (decompress it, "
@@ -1060,7 +632,7 @@ static int bundle_serve(const char *path, const char *addr, const char *cfg_path
         bblob *x = &b.v[i];
         char *mem = x->mem;
         x->mem = NULL;
-        rc = hash_blob(&b, x, NULL, fd, x->offset, buf);
+        rc = layout_hash_blob(&b, x, NULL, fd, x->offset, buf);
         free(x->mem);
         x->mem = mem;
         if (rc < 0) rc = berr_rewrap(BERR_BAD_REQUEST, "cannot serve the tar in place: ");
@@ -1107,8 +679,34 @@ static int bundle_serve(const char *path, const char *addr, const char *cfg_path
     if (tmp) nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     if (cfg_loaded) config_free(&cfg);
     if (fd >= 0) close(fd);
-    plan_free(&p);
-    bundle_free(&b);
+    layout_plan_free(&p);
+    layout_free(&b);
+    return rc;
+}
+
+/* ======================= verify ======================= */
+
+/* Checks a bundle as import would, writes nothing, and lists what it would import. */
+static int bundle_verify(const char *path, const char *default_repo)
+{
+    bundle b;
+    plan p;
+    int fd;
+    int rc = layout_open(path, &b, &p, default_repo, &fd);
+    size_t tagged = 0;
+    for (size_t i = 0; rc == 0 && i < p.n; i++) {
+        const step *s = &p.v[i];
+        if (!s->tag[0]) continue;
+        tagged++;
+        printf("%s:%s %s %s\n", s->repo, s->tag, s->m->digest, s->mt);
+    }
+    if (rc == 0)
+        printf("%s: good: %zu tagged artifacts, %zu manifests, %zu blobs, %llu bytes%s\n", path,
+               tagged, p.n, b.n, (unsigned long long)b.bytes,
+               b.compressed ? " (compressed: import it; serve needs a plain tar)" : "");
+    if (fd >= 0) close(fd);
+    layout_plan_free(&p);
+    layout_free(&b);
     return rc;
 }
 
@@ -1124,6 +722,7 @@ static int usage(void)
         "       berth bundle import FILE|DIR (-c config.yml | --to URL) [--user U:P]\n"
         "                           [--repository NAME]\n"
         "       berth bundle serve FILE|DIR [--addr HOST:PORT] [-c config.yml]\n"
+        "       berth bundle verify FILE|DIR [--repository NAME]\n"
         "  REF: [host/]repository[:tag|@digest] (an original name, fetched from its registry\n"
         "       or through --registry with ?ns=host), or http[s]://host[:port]/repository[:tag]\n",
         stderr);
@@ -1185,6 +784,8 @@ int bundle_cli(int argc, char **argv)
         if (own) config_free(&cfg);
     } else if (!strcmp(sub, "import") && np == 1 && (!cfg_path != !to)) {
         rc = bundle_import(pos[0], cfg_path, to, &o, repo);
+    } else if (!strcmp(sub, "verify") && np == 1) {
+        rc = bundle_verify(pos[0], repo);
     } else if (!strcmp(sub, "serve") && np == 1) {
         rc = bundle_serve(pos[0], addr, cfg_path, repo);
     } else {

@@ -101,7 +101,7 @@ int rc_parse(const char *s, const rc_opts *o, rc_ref *r)
      * callers that list tags, which none do: keep it */
     snprintf(r->name, sizeof r->name, "%s/%s", host, r->repo);
     if (r->st) {
-        rc_store_name(r->name, r->srepo, sizeof r->srepo);
+        ref_store_name(r->name, r->srepo, sizeof r->srepo);
         return 0;
     }
     const char *via = o ? o->via : NULL;
@@ -118,18 +118,6 @@ int rc_parse(const char *s, const rc_opts *o, rc_ref *r)
                  strcmp(host, "docker.io") ? host : "registry-1.docker.io");
     }
     return 0;
-}
-
-void rc_store_name(const char *name, char *out, size_t len)
-{
-    const char *slash = strchr(name, '/');
-    size_t hl = slash ? (size_t)(slash - name) : 0;
-    bool host = slash && (memchr(name, '.', hl) || memchr(name, ':', hl) ||
-                          (hl == 9 && !strncmp(name, "localhost", 9)));
-    snprintf(out, len, "%s", name);
-    if (host)
-        for (char *c = out; *c && c < out + hl; c++)
-            if (*c == ':') *c = '-';
 }
 
 void rc_url(const rc_ref *r, const char *kind, const char *what, char *out, size_t len)

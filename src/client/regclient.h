@@ -45,9 +45,6 @@ typedef struct {
 
 /* Parses s into r. 0, or -BERR_CONFIG naming what is wrong. */
 int rc_parse(const char *s, const rc_opts *o, rc_ref *r);
-/* The name as a store repository: "host/repo" with ':' in the host written '-' (as the mirror
- * stores it), or repo for references at a URL. */
-void rc_store_name(const char *name, char *out, size_t len);
 /* "<base>/v2/<repo>/<kind>/<what>[?ns=...]" */
 void rc_url(const rc_ref *r, const char *kind, const char *what, char *out, size_t len);
 

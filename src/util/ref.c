@@ -3,6 +3,7 @@
  */
 #include "util/ref.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static bool is_alnum_lower(char c)
@@ -68,4 +69,16 @@ bool ref_tag_valid(const char *tag)
 bool ref_is_digest(const char *ref)
 {
     return strchr(ref, ':') != NULL;
+}
+
+void ref_store_name(const char *name, char *out, size_t len)
+{
+    const char *slash = strchr(name, '/');
+    size_t hl = slash ? (size_t)(slash - name) : 0;
+    bool host = slash && (memchr(name, '.', hl) || memchr(name, ':', hl) ||
+                          (hl == 9 && !strncmp(name, "localhost", 9)));
+    snprintf(out, len, "%s", name);
+    if (host)
+        for (char *c = out; *c && c < out + hl; c++)
+            if (*c == ':') *c = '-';
 }

@@ -7,6 +7,7 @@
 #define BERTH_REF_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #define REF_NAME_MAX 255
 #define REF_TAG_MAX 128
@@ -17,5 +18,9 @@ bool ref_name_valid(const char *name);
 bool ref_tag_valid(const char *tag);
 /* A reference that looks like a digest (contains ':'). */
 bool ref_is_digest(const char *ref);
+/* An original name (host/repo, or a plain repo) as a store repository: a first component that
+ * is a registry host (has '.' or ':' or is localhost) keeps its place, ':' written '-' (where the
+ * mirror and bundle imports keep content). */
+void ref_store_name(const char *name, char *out, size_t len);
 
 #endif

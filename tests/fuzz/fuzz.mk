@@ -5,7 +5,7 @@
 #                                   build/fuzz/corpus/<target>/ (seeds: tests/fuzz/corpus/<target>/),
 #                                   crashes in build/fuzz/artifacts/<target>/
 #   make fuzz-<target>              one target only (ref digest range manifest config challenge
-#                                   chartyaml chart_tgz semver token margo)
+#                                   chartyaml chart_tgz semver token margo bundle)
 #   make -k fuzz                    go on with the other targets after a crash
 #
 # tests/integration/fuzz.sh (part of `make test`) runs every target for a few seconds.
@@ -21,7 +21,7 @@ FUZZ_SRC      = src/util/ref.c src/util/digest.c src/util/err.c src/util/log.c s
                 src/registry/httpparse.c src/registry/manifest.c src/proxy/upstream.c \
                 src/helm/chart.c src/helm/index.c src/store/store.c src/store/evict.c \
                 src/store/blobfs.c src/store/meta_sqlite.c src/auth/token.c src/util/tar.c \
-                src/margo/margo.c
+                src/margo/margo.c src/bundle/layout.c src/util/file.c
 FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 # The Makefile's CFLAGS (-std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc + pkg-config), under
 # clang, which does not know every gcc warning name the Makefile turns off and warns about the

@@ -1,0 +1,66 @@
+/*
+ * bundle/layout: reading and checking an OCI image layout bundle (see layout.c), shared by
+ * `berth bundle import|serve|verify`.
+ */
+#ifndef BERTH_BUNDLE_LAYOUT_H
+#define BERTH_BUNDLE_LAYOUT_H
+
+#include "util/digest.h"
+#include "util/ref.h"
+#include "util/tar.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define COPY_BUF (1 << 20)
+
+typedef struct {
+    char digest[DIGEST_STR_MAX];
+    uint64_t size;
+    int64_t header_pos; /* of its tar entry; data offset once known */
+    int64_t offset;
+    char *mem; /* kept when small and JSON-like (manifests) */
+    bool used;
+} bblob;
+
+typedef struct {
+    const char *path;
+    bool dir; /* an OCI layout directory */
+    bblob *v;
+    size_t n, cap;
+    json_t *map; /* digest -> index in v */
+    json_t *index;
+    bool compressed;
+    size_t kept;
+    uint64_t bytes;
+} bundle;
+
+typedef struct {
+    char repo[600];
+    char tag[REF_TAG_MAX + 1]; /* "" for by-digest */
+    bblob *m;                  /* the manifest */
+    char *mt;
+    char keep[DIGEST_STR_MAX]; /* a platform-narrowed image: the original index's digest; a tag
+                                  already on it stays there */
+} step;
+
+typedef struct {
+    step *v;
+    size_t n, cap;
+} plan;
+
+/* Reads path (a tar or a layout directory) and plans its import; *fdp is the open tar (or -1).
+ * A bare-tag ref.name goes to default_repo. 0, or -BERR_BAD_REQUEST / -BERR_DIGEST_INVALID
+ * naming what is wrong (a truncated archive, a damaged blob, a missing manifest or layer). */
+int layout_open(const char *path, bundle *b, plan *p, const char *default_repo, int *fdp);
+void layout_free(bundle *b);
+void layout_plan_free(plan *p);
+bblob *layout_find(const bundle *b, const char *digest);
+/* Hashes x's bytes, from the reader tr or from fd at off, and checks them (buf: COPY_BUF). */
+int layout_hash_blob(bundle *b, bblob *x, tar_reader *tr, int fd, int64_t off, char *buf);
+bool layout_blob_name(const char *name, char *digest);
+void layout_blob_path(const char *digest, char *out, size_t len);
+
+#endif
