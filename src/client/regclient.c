@@ -3,6 +3,7 @@
  * that proxy/upstream does; every body received is checked against the digest it was asked by.
  */
 #include "client/regclient.h"
+#include "helm/helm.h"
 #include "margo/images.h"
 #include "registry/registry.h"
 #include "util/err.h"
@@ -253,37 +254,28 @@ int rc_get_blob(rc_ref *r, const char *digest, uint64_t size, upstream_sink sink
 }
 
 typedef struct {
-    char *mem;
-    size_t len, cap, max;
+    helm_buf b;
+    size_t max;
 } membuf;
 
 static int mem_cb(void *arg, const char *data, size_t len)
 {
-    membuf *b = arg;
-    if (b->len + len > b->max) return -1;
-    if (b->len + len + 1 > b->cap) {
-        size_t cap = (b->len + len + 1) * 2;
-        char *n = realloc(b->mem, cap);
-        if (!n) return -1;
-        b->mem = n;
-        b->cap = cap;
-    }
-    memcpy(b->mem + b->len, data, len);
-    b->len += len;
-    b->mem[b->len] = '\0';
-    return 0;
+    membuf *m = arg;
+    if (m->b.len + len > m->max) return -1;
+    helm_buf_add(&m->b, data, len);
+    return m->b.oom ? -1 : 0;
 }
 
 int rc_get_blob_mem(rc_ref *r, const char *digest, size_t max, char **out, size_t *len)
 {
-    membuf b = {.max = max};
-    int rc = rc_get_blob(r, digest, 0, mem_cb, &b);
+    membuf m = {.max = max};
+    int rc = rc_get_blob(r, digest, 0, mem_cb, &m);
     if (rc < 0) {
-        free(b.mem);
+        free(m.b.buf);
         return rc;
     }
-    *out = b.mem ? b.mem : strdup("");
-    *len = b.len;
+    *out = m.b.buf ? m.b.buf : strdup("");
+    *len = m.b.len;
     return 0;
 }
 

@@ -168,26 +168,13 @@ static int add_ref(const char *raw, img_list *found, img_list *unresolved)
 
 /* ---- small helpers ---- */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} sbuf;
+/* A growing string (helm_buf, NUL-terminated); sb_put fails on out of memory. */
+typedef helm_buf sbuf;
 
 static int sb_put(sbuf *b, const char *s, size_t n)
 {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) return berr_set(BERR_INTERNAL, "out of memory");
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-    return 0;
+    helm_buf_add(b, s, n);
+    return b->oom ? berr_set(BERR_INTERNAL, "out of memory") : 0;
 }
 
 /* A YAML scalar as text: strings as they are, numbers printed; NULL for anything else. */
@@ -285,10 +272,10 @@ int images_from_compose(const char *yaml, size_t len, img_list *found, img_list 
             sbuf b = {0};
             rc = interpolate(image, strlen(image), &b, 0);
             if (rc == 1)
-                rc = b.p && *b.p ? add_ref(b.p, found, unresolved) : 0;
+                rc = b.buf && *b.buf ? add_ref(b.buf, found, unresolved) : 0;
             else if (rc == 0)
                 rc = img_list_add(unresolved, image);
-            free(b.p);
+            free(b.buf);
             if (rc < 0) break;
         }
     }
@@ -586,8 +573,8 @@ static int annotation_images(json_t *ann, const char *what, img_list *found, img
             if (rc == 0) rc = sb_put(&b, "\n", 1);
             p = le;
         }
-        if (rc == 0) rc = helm_yaml_to_json(b.p, b.n, what, &doc);
-        free(b.p);
+        if (rc == 0) rc = helm_yaml_to_json(b.buf, b.len, what, &doc);
+        free(b.buf);
         if (rc < 0) return rc;
         list = json_object_get(doc, "images");
     }
@@ -631,8 +618,8 @@ static int image_value(json_t *v, const char *app_version, img_list *found, img_
     if (rc == 0 && tag) rc = sb_put(&b, tag, strlen(tag));
     if (rc == 0 && digest) rc = sb_put(&b, "@", 1);
     if (rc == 0 && digest) rc = sb_put(&b, digest, strlen(digest));
-    if (rc == 0) rc = add_ref(b.p, found, unresolved);
-    free(b.p);
+    if (rc == 0) rc = add_ref(b.buf, found, unresolved);
+    free(b.buf);
     return rc < 0 ? rc : 1;
 }
 

@@ -395,6 +395,18 @@ static char *basic_auth(const config_mirror *m)
     return enc;
 }
 
+/* The Authorization value for a request: the cached Bearer token of key, else Basic when the
+ * mirror has credentials (sent upfront: it saves a 401 round trip), else NULL (malloc'd). */
+static char *auth_for(const config_mirror *m, const char *key)
+{
+    char *tok = token_get(key);
+    if (!tok) return basic_auth(m);
+    char *auth = malloc(strlen(tok) + 8);
+    if (auth) sprintf(auth, "Bearer %s", tok);
+    free(tok);
+    return auth;
+}
+
 /* Fetches a Bearer token for the challenge; returns a malloc'd "Bearer ..." or NULL. */
 static char *fetch_token(const config_mirror *m, const upstream_challenge *ch, const char *scope)
 {
@@ -450,14 +462,7 @@ static int request(const config_mirror *m, const char *repo, const char *path, b
         char url[2048];
         snprintf(url, sizeof url, "%s/v2/%s/%s", m->urls[i], repo, path);
         xfer x = {.out = out, .sink = sink, .arg = arg, .limit = MANIFEST_MAX};
-        char *tok = token_get(key), *auth = NULL;
-        if (tok) {
-            auth = malloc(strlen(tok) + 8);
-            if (auth) sprintf(auth, "Bearer %s", tok);
-            free(tok);
-        } else {
-            auth = basic_auth(m); /* with credentials, Basic upfront saves a 401 round trip */
-        }
+        char *auth = auth_for(m, key);
         rc = perform(m, url, head, accept, auth, &x, sink != NULL);
         if (rc == 0 && out->status == 401 && x.challenge[0] && x.delivered == 0) {
             upstream_challenge ch;
@@ -547,21 +552,15 @@ static int send_req(const config_mirror *m, const char *method, const char *url,
     pthread_mutex_lock(&tok_mu);
     snprintf(key, sizeof key, "%s\n%s", m->name, client_scope);
     pthread_mutex_unlock(&tok_mu);
-    char *tok = token_get(key), *auth = NULL;
-    if (tok) {
-        auth = malloc(strlen(tok) + 8);
-        if (auth) sprintf(auth, "Bearer %s", tok);
-        free(tok);
-    } else {
-        auth = basic_auth(m);
-    }
+    char *auth = auth_for(m, key);
+    bool had_token = auth && !strncmp(auth, "Bearer ", 7);
     int rc = perform(m, url, head, accept, auth, &x, sink != NULL);
     upstream_challenge ch;
     /* a streamed body cannot be sent twice: its caller signs in with an earlier request */
     if (rc == 0 && out->status == 401 && !source && x.delivered == 0 && x.challenge[0] &&
         upstream_parse_challenge(x.challenge, &ch) && !strcasecmp(ch.scheme, "Bearer") &&
         ch.realm[0]) {
-        if (tok) token_drop(key);
+        if (had_token) token_drop(key);
         char *retry = fetch_token(m, &ch, ch.scope);
         if (retry) {
             pthread_mutex_lock(&tok_mu);
