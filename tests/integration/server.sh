@@ -131,4 +131,23 @@ t_check "tls: skopeo copy into berth over https" skopeo copy -q --dest-cert-dir 
     "oci:$td/layout:v1" "docker://localhost:$BERTH_PORT/tls/img:v1"
 t_check "tls: skopeo inspect over https" skopeo inspect --cert-dir "$td/certs" "docker://localhost:$BERTH_PORT/tls/img:v1"
 t_check "clean shutdown on SIGTERM (tls)" berth_stop
+
+# ---- storage.maintenance.readonly.enabled (registry:2's key): reads served, writes 405 ----
+ro=$T_TMP/ro
+mkdir -p "$ro"
+berth_start "$ro" || t_fail "berth starts (read-write, to fill the store)"
+t_check "readonly: fill the store first (skopeo copy)" skopeo copy -q --dest-tls-verify=false \
+    "oci:$td/layout:v1" "docker://127.0.0.1:$BERTH_PORT/ro/img:v1"
+berth_stop
+printf 'version: 0.1\nstorage:\n  maintenance:\n    readonly:\n      enabled: true\n' >"$ro/config.yml"
+berth_start "$ro" || t_fail "berth starts read-only"
+U=$BERTH_URL
+t_eq "readonly: GET manifest" 200 "$(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$U/v2/ro/img/manifests/v1")"
+t_check "readonly: skopeo pulls" skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$BERTH_PORT/ro/img:v1" "oci:$ro/out:v1"
+body=$(curl -s -X POST -w ' %{http_code}' "$U/v2/ro/img/blobs/uploads/")
+t_eq "readonly: POST upload -> 405 UNSUPPORTED" "UNSUPPORTED 405" "$(jq -r '.errors[0].code' <<<"${body% *}") ${body##* }"
+t_eq "readonly: PUT manifest -> 405" 405 "$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data '{}' "$U/v2/ro/img/manifests/v2")"
+t_eq "readonly: DELETE manifest -> 405" 405 "$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$U/v2/ro/img/manifests/v1")"
+t_eq "readonly: Helm upload (POST /api/charts) -> 405" 405 "$(curl -s -o /dev/null -w '%{http_code}' --data-binary 'x' "$U/api/charts")"
+t_check "readonly: clean shutdown" berth_stop
 t_finish
