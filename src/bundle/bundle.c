@@ -321,7 +321,7 @@ static int each_blob(bundle *b, int fd, blob_fn fn, void *arg)
     if (b->dir) {
         int rc = 0;
         for (size_t i = 0; rc == 0 && i < b->n; i++) {
-            if (!b->v[i].used) continue;
+            if (!b->v[i].used || b->v[i].manifest) continue;
             char rel[DIGEST_STR_MAX + 16], path[4400];
             layout_blob_path(b->v[i].digest, rel, sizeof rel);
             snprintf(path, sizeof path, "%s/%s", b->path, rel);
@@ -341,7 +341,7 @@ static int each_blob(bundle *b, int fd, blob_fn fn, void *arg)
         char digest[DIGEST_STR_MAX];
         if (e.type != 'f' || !layout_blob_name(e.name, digest)) continue;
         bblob *x = layout_find(b, digest);
-        if (!x || !x->used || x->header_pos != e.header_pos) continue;
+        if (!x || !x->used || x->manifest || x->header_pos != e.header_pos) continue;
         rc = fn(arg, x, tr, -1);
     }
     if (rc == 0)

@@ -289,7 +289,7 @@ static int walk(bundle *b, plan *p, const char *repo, const char *tag, const cha
     if (!m->mem)
         return berr_set(BERR_BAD_REQUEST, "%s: manifest %s is not a JSON manifest", repo, digest);
     if (depth > 8) return berr_set(BERR_BAD_REQUEST, "%s: manifests nest too deep", repo);
-    m->used = true;
+    m->used = m->manifest = true;
     json_t *j = json_loads(m->mem, 0, NULL);
     if (!j) return berr_set(BERR_BAD_REQUEST, "%s: manifest %s is not JSON", repo, digest);
     const char *own = json_string_value(json_object_get(j, "mediaType"));

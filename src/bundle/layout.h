@@ -21,8 +21,9 @@ typedef struct {
     uint64_t size;
     int64_t header_pos; /* of its tar entry; data offset once known */
     int64_t offset;
-    char *mem; /* kept when small and JSON-like (manifests) */
-    bool used;
+    char *mem;     /* kept when small and JSON-like (manifests) */
+    bool used;     /* referenced by the plan */
+    bool manifest; /* a planned manifest: stored as metadata, not as a blob */
 } bblob;
 
 typedef struct {
