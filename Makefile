@@ -5,7 +5,8 @@ CFLAGS  ?= -O2 -g
 # Paths are built with snprintf into PATH_MAX buffers; truncation there is not a bug class we hit.
 # libcurl and libarchive: headers only; they are loaded with dlopen when first needed (a mirror,
 # a chart upload: src/proxy/upstream.c, src/helm/chart.c), so a plain registry does not map them
-CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-format-truncation -Isrc $(shell pkg-config --cflags $(PKGS) libcurl libarchive 2>/dev/null)
+# libpq likewise (src/store/meta_pg.c, only when database.enabled)
+CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-format-truncation -Isrc $(shell pkg-config --cflags $(PKGS) libcurl libarchive libpq 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lcrypt -lm -lpthread -ldl
 
 SRC      = $(shell find src -name '*.c' | sort)

@@ -3,9 +3,9 @@
 # Runs apt-get only when something is missing, so repeated `make` calls stay fast.
 set -euo pipefail
 build_pkgs="build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev nettle-dev
-  libgnutls28-dev libyaml-dev libcurl4-gnutls-dev libarchive-dev libcrypt-dev"
+  libgnutls28-dev libyaml-dev libcurl4-gnutls-dev libarchive-dev libcrypt-dev libpq-dev"
 test_pkgs="curl jq openssl skopeo umoci containerd docker-registry python3 python3-yaml sqlite3 apache2-utils
-  nginx-light wrk clang libclang-rt-14-dev podman"
+  nginx-light wrk clang libclang-rt-14-dev podman postgresql"
 bench_pkgs=""
 case "${1:-build}" in
   build) pkgs="$build_pkgs" ;;

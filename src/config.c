@@ -868,8 +868,30 @@ static int config_extract(cnode *root, config *cfg)
         (rc = load_mirrors(root, cfg)) < 0 ||
         (rc = set_size(root, "cache.maxsize", &cfg->cache_max)) < 0 ||
         (rc = load_pins(root, cfg)) < 0 || (rc = load_helm(root, cfg)) < 0 ||
-        (rc = load_auth(root, cfg)) < 0)
+        (rc = load_auth(root, cfg)) < 0 ||
+        (rc = set_bool(root, "database.enabled", &cfg->database.enabled)) < 0 ||
+        (rc = set_str(root, "database.host", &cfg->database.host)) < 0 ||
+        (rc = set_int(root, "database.port", &cfg->database.port)) < 0 ||
+        (rc = set_str(root, "database.user", &cfg->database.user)) < 0 ||
+        (rc = set_str(root, "database.password", &cfg->database.password)) < 0 ||
+        (rc = set_str(root, "database.dbname", &cfg->database.dbname)) < 0 ||
+        (rc = set_str(root, "database.sslmode", &cfg->database.sslmode)) < 0 ||
+        (rc = set_int(root, "database.pool.maxopen", &cfg->database.maxopen)) < 0)
         return rc;
+    if (cfg->database.port < 1 || cfg->database.port > 65535)
+        return berr_set(BERR_CONFIG, "database.port: %d is not a port", cfg->database.port);
+    if (cfg->database.maxopen < 1)
+        return berr_set(BERR_CONFIG, "database.pool.maxopen: must be at least 1");
+    static const char *const sslmodes[] = {"disable", "allow",     "prefer",
+                                           "require", "verify-ca", "verify-full"};
+    bool sslmode_ok = !cfg->database.sslmode;
+    for (size_t i = 0; !sslmode_ok && i < sizeof sslmodes / sizeof *sslmodes; i++)
+        sslmode_ok = !strcmp(cfg->database.sslmode, sslmodes[i]);
+    if (!sslmode_ok)
+        return berr_set(BERR_CONFIG,
+                        "database.sslmode: '%s' is not disable, allow, prefer, require, "
+                        "verify-ca or verify-full",
+                        cfg->database.sslmode);
     if ((rc = get_str(root, "margo.validation", &v)) < 0) return rc;
     if (v && !strcasecmp(v, "reject"))
         cfg->margo_validation = MARGO_REJECT;
@@ -912,6 +934,8 @@ int config_load(config *cfg, const char *path)
     cfg->helm.oci_prefix = strdup("charts");
     cfg->helm.max_upload = 64 * 1024 * 1024;
     cfg->helm.max_uncompressed = 256 * 1024 * 1024;
+    cfg->database.port = 5432;
+    cfg->database.maxopen = 8;
     cnode *root = NULL;
     if (path) {
         cfg->path = strdup(path);
@@ -969,6 +993,11 @@ void config_free(config *cfg)
         free(cfg->headers[i].value);
     }
     free(cfg->headers);
+    free(cfg->database.host);
+    free(cfg->database.user);
+    free(cfg->database.password);
+    free(cfg->database.dbname);
+    free(cfg->database.sslmode);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -980,6 +1009,7 @@ void config_print_keys(void)
         "  log.level                                error|warn|info|debug (info)\n"
         "  storage.filesystem.rootdirectory         storage directory (./data)\n"
         "  storage.delete.enabled                   allow DELETE of blobs/manifests (false)\n"
+        "  storage.maintenance.readonly.enabled  reads only; writes answer 405 (false)\n"
         "  storage.maintenance.uploadpurging.enabled  purge stale uploads (true)\n"
         "  storage.maintenance.uploadpurging.age    age of a stale upload (168h)\n"
         "  storage.maintenance.uploadpurging.interval  how often to purge (24h)\n"
@@ -1024,6 +1054,10 @@ void config_print_keys(void)
         "  helm.max_uncompressed                    largest unpacked chart accepted (256MiB)\n"
         "  helm.upstreams.<name>.url                upstream HTTP chart repository\n"
         "  helm.upstreams.<name>.username / password / credentials_file / tls / timeout\n"
-        "  helm.upstreams.<name>.refresh            min interval between index fetches (10m)\n",
+        "  helm.upstreams.<name>.refresh            min interval between index fetches (10m)\n"
+        "  database.enabled                         metadata in PostgreSQL, not SQLite (false)\n"
+        "  database.host / port / user / password / dbname / sslmode\n"
+        "                                           the PostgreSQL connection (port 5432)\n"
+        "  database.pool.maxopen                    connections per berth process (8)\n",
         stdout);
 }

@@ -86,6 +86,19 @@ typedef struct {
 
 enum { MARGO_REJECT, MARGO_WARN, MARGO_OFF };
 
+/* The shared metadata database (`database:`, GitLab registry's names; src/store/meta_pg.c):
+ * PostgreSQL instead of the embedded SQLite file when enabled. */
+typedef struct {
+    bool enabled;   /* database.enabled (false) */
+    char *host;     /* database.host (libpq's default when unset) */
+    int port;       /* database.port (5432) */
+    char *user;     /* database.user */
+    char *password; /* database.password */
+    char *dbname;   /* database.dbname */
+    char *sslmode;  /* database.sslmode: disable|allow|prefer|require|verify-ca|verify-full */
+    int maxopen;    /* database.pool.maxopen: connections per process (8) */
+} config_database;
+
 typedef struct {
     char *path; /* the file loaded, or NULL for defaults only */
     int log_level;
@@ -124,6 +137,7 @@ typedef struct {
     config_helm helm;
     config_auth auth;
     int margo_validation; /* berth: margo.validation: reject | warn | off */
+    config_database database;
 } config;
 
 /* Loads defaults, then the file (when path is non-NULL), then REGISTRY_* env overrides.

@@ -46,6 +46,7 @@ static void usage(FILE *f)
           "  gc [--dry-run] [--grace DURATION]\n"
           "                      remove unreferenced blobs and untagged manifests (online)\n"
           "  fsck                re-hash every blob, check every reference; non-zero on problems\n"
+          "  migrate             create or upgrade the metadata schema (database:) and exit\n"
           "  sync [-c config.yml] list.yml\n"
           "                      pull the listed images into the mirror ahead of time\n"
           "  client-config --for containerd|k3s|docker|podman --endpoint URL\n"
@@ -192,6 +193,24 @@ static int cmd_fsck(const cli *o)
     return (rc < 0 || problems > 0) ? 1 : 0;
 }
 
+/* Opening the store applies the metadata migrations (PostgreSQL: under an advisory lock, so
+ * several processes may run it at once). */
+static int cmd_migrate(const cli *o)
+{
+    config cfg;
+    if (load(o, &cfg) < 0) return 1;
+    store *st;
+    if (store_open(&st, &cfg) < 0) {
+        fprintf(stderr, "berth migrate: %s\n", berr_msg());
+        config_free(&cfg);
+        return 1;
+    }
+    store_close(st);
+    printf("metadata schema up to date (%s)\n", cfg.database.enabled ? "postgres" : "sqlite");
+    config_free(&cfg);
+    return 0;
+}
+
 /* The registries come from --registries, else from the config's mirrors, else docker.io. */
 static int cmd_client_config(const cli *o)
 {
@@ -282,6 +301,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "sync")) return cmd_sync(&o);
     if (!strcmp(cmd, "gc")) return cmd_gc(&o);
     if (!strcmp(cmd, "fsck")) return cmd_fsck(&o);
+    if (!strcmp(cmd, "migrate")) return cmd_migrate(&o);
     if (!strcmp(cmd, "client-config")) return cmd_client_config(&o);
     fprintf(stderr, "berth: unknown command '%s'\n", cmd);
     usage(stderr);

@@ -74,6 +74,8 @@ struct store_meta {
 };
 
 int store_meta_sqlite_open(store_meta **out, const char *path);
+/* PostgreSQL (store/meta_pg.c): loads libpq, connects and migrates the schema. */
+int store_meta_pg_open(store_meta **out, const config_database *db);
 
 /* blobfs: the files */
 typedef struct {

@@ -152,7 +152,8 @@ int store_open(store **out, const config *cfg)
         }
     }
     snprintf(p, sizeof p, "%s/metadata.db", s->root);
-    int rc = store_meta_sqlite_open(&s->meta, p);
+    int rc = cfg->database.enabled ? store_meta_pg_open(&s->meta, &cfg->database)
+                                   : store_meta_sqlite_open(&s->meta, p);
     if (rc < 0) {
         free(s->root);
         free(s);
