@@ -940,7 +940,10 @@ int config_load(config *cfg, const char *path)
     if (path) {
         cfg->path = strdup(path);
         int rc = load_yaml(path, &root);
-        if (rc < 0) return rc;
+        if (rc < 0) {
+            config_free(cfg); /* nothing half-loaded stays behind */
+            return rc;
+        }
     } else {
         root = cn_new(CN_MAP, NULL);
     }
@@ -948,6 +951,7 @@ int config_load(config *cfg, const char *path)
     int rc = config_extract(root, cfg);
     if (rc == 0) report_unused(root, "");
     cn_free(root);
+    if (rc < 0) config_free(cfg);
     return rc;
 }
 

@@ -141,7 +141,8 @@ typedef struct {
 } config;
 
 /* Loads defaults, then the file (when path is non-NULL), then REGISTRY_* env overrides.
- * Unknown keys are logged as warnings. Returns 0 or -BERR_CONFIG (detail in berr_msg()). */
+ * Unknown keys are logged as warnings. Returns 0 or -BERR_CONFIG (detail in berr_msg()); on
+ * failure cfg holds nothing to free. */
 int config_load(config *cfg, const char *path);
 void config_free(config *cfg);
 /* Parses a Go-style duration ("90s", "10m", "1h30m", "168h", bare seconds) into seconds. */
