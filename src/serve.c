@@ -1,7 +1,8 @@
 /*
  * serve: runs the registry over an open store until SIGTERM or SIGINT: the HTTP server and the
  * maintenance thread (storage health, mirror upkeep, Helm index views, quota, upload purging).
- * `berth serve` and `berth bundle serve` both end here.
+ * `berth serve` and `berth bundle serve` both end here. The health check covers both engines:
+ * the blob storage (a synced probe file) and the metadata (one query).
  */
 #include "serve.h"
 #include "auth/auth.h"
@@ -31,10 +32,10 @@ static void *maintenance(void *p)
     time_t last_purge = 0;
     for (int tick = 0; !m->stop; tick++) {
         if (m->cfg->health_enabled && tick % (int)m->cfg->health_interval_s == 0) {
-            if (store_check_writable(m->st) < 0) {
+            if (store_check_writable(m->st) < 0 || store_check_metadata(m->st) < 0) {
                 if (++failures >= m->cfg->health_threshold && http_server_healthy()) {
                     log_error("msg=\"storage health check failed\" err=\"%s\"", berr_msg());
-                    http_server_set_healthy(false);
+                    http_server_set_health(false, berr_msg());
                 }
             } else {
                 if (!http_server_healthy()) log_info("msg=\"storage healthy again\"");

@@ -82,6 +82,9 @@ void http_server_stop(http_server *srv, int grace_s);
 /* Storage health as seen by the periodic check (true when writable). */
 bool http_server_healthy(void);
 void http_server_set_healthy(bool ok);
+/* The same, with why it is not healthy (for /health's body). */
+void http_server_set_health(bool ok, const char *reason);
+void http_server_health_reason(char *out, size_t len);
 
 /* ---- request helpers ---- */
 const char *http_header(http_req *r, const char *name);

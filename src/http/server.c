@@ -149,6 +149,8 @@ static void *sweeper(void *p)
 }
 
 static atomic_bool server_healthy = true;
+static pthread_mutex_t health_mu = PTHREAD_MUTEX_INITIALIZER;
+static char health_reason[256];
 
 bool http_server_healthy(void)
 {
@@ -157,7 +159,22 @@ bool http_server_healthy(void)
 
 void http_server_set_healthy(bool ok)
 {
+    http_server_set_health(ok, NULL);
+}
+
+void http_server_set_health(bool ok, const char *reason)
+{
+    pthread_mutex_lock(&health_mu);
+    snprintf(health_reason, sizeof health_reason, "%s", ok || !reason ? "" : reason);
+    pthread_mutex_unlock(&health_mu);
     atomic_store(&server_healthy, ok);
+}
+
+void http_server_health_reason(char *out, size_t len)
+{
+    pthread_mutex_lock(&health_mu);
+    snprintf(out, len, "%s", health_reason);
+    pthread_mutex_unlock(&health_mu);
 }
 
 static http_method parse_method(const char *m)

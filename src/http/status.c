@@ -1,11 +1,15 @@
 /*
  * status: the endpoints outside the OCI API. `GET /` names the service; `GET /health` (also
- * `/debug/health`, registry:2's path) answers 200 {"healthy":true} while the periodic storage
- * check passes and 503 with the reason when storage is not writable.
+ * `/debug/health`, registry:2's path) answers 200 {"healthy":true} while the periodic checks of
+ * the engines pass (blob storage writable, metadata reachable: SQLite, or PostgreSQL when
+ * configured) and 503 {"healthy":false,"reason":...} when one fails, so a load balancer takes
+ * the replica out.
  */
 #include "http/http.h"
 #include "util/err.h"
 
+#include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int root_end(http_req *r)
@@ -20,8 +24,16 @@ static int health_end(http_req *r)
         static const char ok[] = "{\"healthy\":true}\n";
         return http_reply(r, 200, "application/json", ok, sizeof ok - 1);
     }
-    static const char bad[] = "{\"healthy\":false,\"storage\":\"not writable\"}\n";
-    return http_reply(r, 503, "application/json", bad, sizeof bad - 1);
+    char reason[256];
+    http_server_health_reason(reason, sizeof reason);
+    json_t *j = json_pack("{s:b,s:s}", "healthy", 0, "reason", reason[0] ? reason : "unhealthy");
+    char *body = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!body) return berr_set(BERR_INTERNAL, "out of memory");
+    size_t n = strlen(body);
+    int rc = http_reply(r, 503, "application/json", body, n);
+    free(body);
+    return rc;
 }
 
 static const http_handler root_h = {.end = root_end};

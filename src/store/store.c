@@ -207,6 +207,13 @@ int store_check_writable(store *s)
     return rc;
 }
 
+int store_check_metadata(store *s)
+{
+    int64_t latest = 0;
+    int rc = s->meta->ops->charts_gen(s->meta, &latest, NULL); /* one cheap query */
+    return rc < 0 ? berr_rewrap(BERR_UNAVAILABLE, "metadata unreachable: ") : 0;
+}
+
 /* ---- blobs ---- */
 
 int store_blob_open(store *s, const char *repo, const char *digest, store_blob *out)

@@ -122,6 +122,8 @@ const char *store_root(const store *s);
 int store_refresh_usage(store *s);
 /* Writes, syncs and removes a probe file: 0 when storage is writable. */
 int store_check_writable(store *s);
+/* One query to the metadata engine: 0 when it answers (PostgreSQL may be down). */
+int store_check_metadata(store *s);
 
 /* Blobs kept outside blobs/ (a bundle served in place): open gives a new descriptor (when fd is
  * not NULL) and the offset of the blob's bytes in it; 0, or negative when the source lacks it. */

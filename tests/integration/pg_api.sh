@@ -9,7 +9,8 @@
 #   - two berth processes on one database and one storage directory: a push to one is pulled
 #     from the other, a tag deleted on one is gone on the other, `berth gc` and `berth fsck`
 #     run beside both;
-#   - a restarted PostgreSQL: berth reconnects;
+#   - PostgreSQL stopped: /health answers 503 naming the metadata engine; started again: 200,
+#     and berth reconnects;
 #   - errors: a wrong password and a missing libpq fail at start with a clear message; the
 #     embedded (SQLite) mode does not map libpq.
 . "$(dirname "$0")/../lib.sh"
@@ -123,7 +124,8 @@ mkdir -p "$SH/a/data" "$SH/b"
 ln -s "$SH/a/data" "$SH/b/data" # berth_start serves DIR/data: both serve A's directory
 cfg_for "$SH/a/config.yml" "$SH/a/data" shared
 cp "$SH/a/config.yml" "$SH/b/config.yml"
-berth_start "$SH/a" || {
+# A checks its engines every second (health.storagedriver.interval), for the /health checks below
+REGISTRY_HEALTH_STORAGEDRIVER_INTERVAL=1s berth_start "$SH/a" || {
     t_fail "berth A starts on postgres"
     t_finish
 }
@@ -214,9 +216,22 @@ t_check "... a change-log row names it" [ "$(pg_psql shared "SELECT count(*) FRO
 t_eq "delete it on B" 200 "$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$B_URL/api/charts/hello/1.0.0")"
 t_check "... A's index.yaml no longer lists it" bash -c "! curl -s '$A_URL/index.yaml' | grep -q 'version: \"1.0.0\"'"
 
-# ---- PostgreSQL restarts under a running berth ----
-runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w restart \
+# ---- PostgreSQL down under a running berth: /health says so, and all recovers ----
+health_is() { # health_is URL CODE: waits up to 6 s for /health to answer CODE
+    for _ in $(seq 1 60); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$1/health")" = "$2" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+t_check "A's /health answers 200 while PostgreSQL is up" health_is "$A_URL" 200
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1
+t_check "PostgreSQL stopped: A's /health answers 503 (a load balancer takes it out)" health_is "$A_URL" 503
+t_check "... naming the metadata engine ($(curl -s "$A_URL/health"))" bash -c \
+    "curl -s '$A_URL/health' | jq -r .reason | grep -q 'metadata unreachable'"
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -w start \
     -o "-p $PG_PORT -c listen_addresses=$PG_HOST -k $PG_DIR -c fsync=off -c max_connections=300" >/dev/null 2>&1
+t_check "PostgreSQL back: A's /health answers 200 again" health_is "$A_URL" 200
 t_eq "after a PostgreSQL restart, A serves the manifest again (reconnected)" 200 \
     "$(curl -s -o /dev/null -w '%{http_code}' -H "$(printf 'Accept: application/vnd.oci.image.manifest.v1+json')" "$A_URL/v2/team/app/manifests/v1")"
 t_check "... and B takes a push" "${SK[@]}" copy -q --dest-tls-verify=false "oci:$W/img3:v1" "docker://$B_HP/team/again:v1"
