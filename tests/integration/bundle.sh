@@ -325,6 +325,26 @@ t_check "C shows what B shows (catalog, tags, referrers)" same_state "$W/b.state
 hosts_dir "$W/hosts-c" "127.0.0.1:$BERTH_PORT"
 ctr_pull_all "from C" "$W/hosts-c"
 
+# kill -9 during offline imports, at different moments: the store stays consistent (fsck clean)
+# and a last import completes it
+mkdir -p "$T_TMP/k"
+printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\n' "$T_TMP/k/data" >"$T_TMP/k/config.yml"
+fsck_bad=""
+for delay in 0.005 0.01 0.02 0.04 0.08 0.15; do
+    "$BERTH" bundle import "$W/b.tar" -c "$T_TMP/k/config.yml" >/dev/null 2>&1 &
+    kp=$!
+    sleep "$delay"
+    kill -9 "$kp" 2>/dev/null
+    wait "$kp" 2>/dev/null
+    "$BERTH" fsck -c "$T_TMP/k/config.yml" >"$W/kfsck.out" 2>&1 || fsck_bad+=" after ${delay}s: $(tail -2 "$W/kfsck.out" | tr '\n' ' ')"
+done
+t_eq "offline import killed -9 at 6 moments: berth fsck clean after each" "" "$fsck_bad"
+run "... and one more import completes it" "$BERTH" bundle import "$W/b.tar" -c "$T_TMP/k/config.yml"
+berth_start "$T_TMP/k" || t_fail "berth K starts after the killed imports" "$(tail -5 "$T_TMP/k/berth.log")"
+state "$BERTH_URL" >"$W/k.state"
+t_check "K shows what B shows (catalog, tags, referrers)" same_state "$W/b.state1" "$W/k.state"
+berth_stop
+
 # ---- 8. damaged bundles are refused and nothing becomes visible ----------------------------
 berth_start "$T_TMP/b2" || { t_fail "berth B2 starts"; t_finish; }
 B2=$BERTH_URL
