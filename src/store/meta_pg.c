@@ -680,6 +680,19 @@ static int finish_tx(conn *c, int rc)
     return rc;
 }
 
+/* One statement in its own write transaction (under the write lock). */
+static int write_one(pg_meta *m, int q, params *p)
+{
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    rc = begin(c);
+    if (rc == 0) rc = write_q(c, q, p, NULL);
+    rc = finish_tx(c, rc);
+    conn_give(m, c);
+    return rc;
+}
+
 static char *dup_val(const PGresult *r, int row, int col)
 {
     return PQgetisnull(r, row, col) ? NULL : strdup(PQgetvalue(r, row, col));
@@ -964,21 +977,11 @@ static int pg_manifest_delete(store_meta *base, const char *repo, const char *di
 
 static int pg_tag_checked(store_meta *base, const char *repo, const char *tag)
 {
-    pg_meta *m = (pg_meta *)base;
-    conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
-    rc = begin(c);
-    if (rc == 0) {
-        params p = {0};
-        p_text(&p, repo);
-        p_text(&p, tag);
-        p_int(&p, store_now());
-        rc = write_q(c, Q_TAG_CHECKED, &p, NULL);
-    }
-    rc = finish_tx(c, rc);
-    conn_give(m, c);
-    return rc;
+    params p = {0};
+    p_text(&p, repo);
+    p_text(&p, tag);
+    p_int(&p, store_now());
+    return write_one((pg_meta *)base, Q_TAG_CHECKED, &p);
 }
 
 /* 0 when repo exists, -BERR_NAME_UNKNOWN (with msg) when not. */
@@ -1209,20 +1212,10 @@ static int pg_locked(store_meta *base, store_place_fn fn, void *arg)
 
 static int pg_repo_mark_mirror(store_meta *base, const char *repo)
 {
-    pg_meta *m = (pg_meta *)base;
-    conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
-    rc = begin(c);
-    if (rc == 0) {
-        params p = {0};
-        p_text(&p, repo);
-        p_int(&p, store_now());
-        rc = write_q(c, Q_REPO_MIRROR, &p, NULL);
-    }
-    rc = finish_tx(c, rc);
-    conn_give(m, c);
-    return rc;
+    params p = {0};
+    p_text(&p, repo);
+    p_int(&p, store_now());
+    return write_one((pg_meta *)base, Q_REPO_MIRROR, &p);
 }
 
 static int pg_touch(store_meta *base, const store_access *a, size_t n)
