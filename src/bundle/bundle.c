@@ -15,6 +15,7 @@
  */
 #include "bundle/bundle.h"
 #include "bundle/layout.h"
+#include "helm/helm.h"
 #include "margo/margo.h"
 #include "registry/registry.h"
 #include "serve.h"
@@ -238,6 +239,66 @@ static int create_ref(creator *c, const char *ref, const rc_opts *o, const char 
     return rc;
 }
 
+/* A chart from a classic HTTP repository, carried as the OCI artifact `helm push` makes, named
+ * charts/<name>:<version> (berth's default helm.oci_prefix, so the importing berth lists it in its
+ * index.yaml), with the URL it came from in io.berth.bundle.source. */
+static int carry_http_chart(creator *c, const closure_item *it, const rc_opts *o)
+{
+    int fd = -1;
+    char dg[DIGEST_STR_MAX];
+    int rc = closure_fetch_url(o, it->ref, &fd, dg);
+    if (rc == 0 && strcmp(dg, it->digest))
+        rc = berr_set(BERR_IO, "%s changed since it was resolved (%s, now %s)", it->ref, it->digest,
+                      dg);
+    helm_chart_info ci = {0};
+    if (rc == 0) rc = helm_chart_inspect(fd, (int64_t)256 << 20, &ci);
+    char *cfg = rc == 0 ? json_dumps(ci.meta, JSON_COMPACT) : NULL;
+    if (rc == 0 && !cfg) rc = berr_set(BERR_INTERNAL, "out of memory");
+    off_t size = fd >= 0 ? lseek(fd, 0, SEEK_END) : 0;
+    char cfgd[DIGEST_STR_MAX], name[DIGEST_STR_MAX + 16];
+    char *man = NULL;
+    if (rc == 0) {
+        digest_buf(DIGEST_SHA256, cfg, strlen(cfg), cfgd);
+        man = helm_chart_manifest(&ci, dg, (uint64_t)size, cfgd, strlen(cfg), NULL, 0,
+                                  it->created[0] ? it->created : "1970-01-01T00:00:00Z");
+        if (!man) rc = berr_set(BERR_INTERNAL, "out of memory");
+    }
+    if (rc == 0 && !json_object_get(c->seen, dg)) { /* the .tgz, from the anonymous file */
+        layout_blob_path(dg, name, sizeof name);
+        rc = tar_writer_file(c->w, name, (uint64_t)size);
+        char buf[65536];
+        for (off_t pos = 0; rc == 0 && pos < size;) {
+            ssize_t n = pread(fd, buf, sizeof buf, pos);
+            if (n <= 0) rc = berr_set(BERR_IO, "read %s", it->ref);
+            if (rc == 0) rc = tar_writer_write(c->w, buf, (size_t)n);
+            pos += n > 0 ? n : 0;
+        }
+        if (rc == 0) {
+            json_object_set_new(c->seen, dg, json_true());
+            c->bytes += (uint64_t)size;
+            c->nblobs++;
+        }
+    }
+    if (rc == 0) rc = put_mem(c, cfgd, cfg, strlen(cfg));
+    char md[DIGEST_STR_MAX];
+    if (rc == 0) {
+        digest_buf(DIGEST_SHA256, man, strlen(man), md);
+        rc = put_mem(c, md, man, strlen(man));
+    }
+    if (rc == 0) {
+        char ref[HELM_NAME_MAX + HELM_VERSION_MAX + 16];
+        snprintf(ref, sizeof ref, "charts/%s:%s", ci.name, ci.tag);
+        add_entry(c, "application/vnd.oci.image.manifest.v1+json", md, strlen(man), HELM_MT_CONFIG,
+                  json_pack("{s:s,s:s}", ANN_REF, ref, "io.berth.bundle.source", it->ref));
+        printf("added %s %s (from %s)\n", ref, md, it->ref);
+    }
+    free(man);
+    free(cfg);
+    helm_chart_info_free(&ci);
+    if (fd >= 0) close(fd);
+    return rc;
+}
+
 static int bundle_create(const char *out, char **refs, int nrefs, bool with_closure,
                          const char *platforms, const rc_opts *o, bool allow_missing)
 {
@@ -276,11 +337,16 @@ static int bundle_create(const char *out, char **refs, int nrefs, bool with_clos
                                   it->ref);
                 continue;
             }
-            if (strstr(it->ref, "://")) { /* an HTTP chart or a legacy compose URL */
+            if (strstr(it->ref, "://") && !strcmp(it->kind, "chart")) {
+                rc = carry_http_chart(&c, it, o); /* from a classic HTTP chart repository */
+                continue;
+            }
+            if (strstr(it->ref, "://")) { /* a legacy compose packageLocation URL */
                 fprintf(stderr, "warning: %s %s is not an OCI artifact and is not carried\n",
                         it->kind, it->ref);
                 continue;
             }
+
             rc = create_ref(&c, it->ref, o, platforms);
         }
         closure_free(&cl);
@@ -660,7 +726,7 @@ static int bundle_serve(const char *path, const char *addr, const char *cfg_path
         }
         cfg.read_only = true;
         cfg.delete_enabled = false;
-        cfg.database.enabled = false; /* the bundle's metadata: a temporary SQLite file */
+        cfg.database.enabled = false;     /* the bundle's metadata: a temporary SQLite file */
         cfg.margo_validation = MARGO_OFF; /* verified content, kept as it is; checks that read
                                              an archive cannot read it inside the tar */
         log_set_level((log_level)cfg.log_level);
@@ -775,7 +841,9 @@ int bundle_cli(int argc, char **argv)
     if (!strcmp(sub, "create") && out && np > 0) {
         config cfg;
         bool own = false; /* -c: berth's own store is the source, no server needed */
-        rc = cfg_path ? config_load(&cfg, cfg_path) : upstream_global_init();
+        /* libcurl: for a registry, and for HTTP chart repositories even when reading the store */
+        int crc = upstream_global_init();
+        rc = cfg_path ? config_load(&cfg, cfg_path) : crc;
         if (rc == 0 && cfg_path) {
             own = true;
             rc = store_open(&o.st, &cfg);

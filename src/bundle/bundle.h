@@ -23,6 +23,7 @@ typedef struct {
     char *media_type;
     json_t *platforms; /* images narrowed by --platform: [{platform, digest}], else NULL */
     char *error;       /* why it could not be resolved, else NULL */
+    char created[64];  /* a chart from an HTTP repository: its index.yaml entry's time */
 } closure_item;
 
 typedef struct {
@@ -35,6 +36,9 @@ typedef struct {
  * package itself cannot be read. */
 int closure_resolve(const char *ref, const rc_opts *o, const char *platforms, closure *out);
 void closure_free(closure *c);
+/* GETs url (any scheme the client speaks) into an anonymous file (*fd, from offset 0) and its
+ * sha256 into digest. */
+int closure_fetch_url(const rc_opts *o, const char *url, int *fd, char *digest);
 /* True when the platform object ({os, architecture, variant}) is one of the list. */
 bool closure_platform_match(json_t *platform, const char *platforms);
 

@@ -221,8 +221,7 @@ static void chart_images(closure *c, closure_item *it, int fd)
     img_list_free(&unres);
 }
 
-/* A URL fetched into an anonymous file; digest receives its sha256. */
-static int fetch_url(const rc_opts *o, const char *url, int *fd, char *digest)
+int closure_fetch_url(const rc_opts *o, const char *url, int *fd, char *digest)
 {
     rc_ref r;
     rc_parse("localhost/x", o, &r); /* only for the client settings */
@@ -268,7 +267,7 @@ static void http_chart(closure *c, const rc_opts *o, const char *repo, const cha
     char iurl[2048], dg[DIGEST_STR_MAX];
     snprintf(iurl, sizeof iurl, "%.*s/index.yaml", (int)rl, repo);
     int fd = -1;
-    if (fetch_url(o, iurl, &fd, dg) < 0) {
+    if (closure_fetch_url(o, iurl, &fd, dg) < 0) {
         item_fail(it, "%s", berr_msg());
         return;
     }
@@ -288,6 +287,8 @@ static void http_chart(closure *c, const rc_opts *o, const char *repo, const cha
         const char *v = json_string_value(json_object_get(e, "version"));
         if (!v || strcmp(v, version)) continue;
         want_s = json_string_value(json_object_get(e, "digest"));
+        const char *cr = json_string_value(json_object_get(e, "created"));
+        if (cr) snprintf(it->created, sizeof it->created, "%s", cr);
         curl = json_string_value(json_array_get(json_object_get(e, "urls"), 0));
     }
     if (!curl) {
@@ -302,7 +303,7 @@ static void http_chart(closure *c, const rc_opts *o, const char *repo, const cha
     snprintf(it->ref, sizeof it->ref, "%s", url);
     if (want_s) snprintf(want, sizeof want, "%s", want_s); /* idx goes now */
     json_decref(idx);
-    if (fetch_url(o, url, &fd, dg) < 0) {
+    if (closure_fetch_url(o, url, &fd, dg) < 0) {
         item_fail(it, "%s", berr_msg());
         return;
     }
@@ -330,7 +331,7 @@ static void component(closure *c, const rc_opts *o, const char *ptype, json_t *c
         int fd;
         char dg[DIGEST_STR_MAX];
         if (!it) return;
-        if (fetch_url(o, loc, &fd, dg) < 0) {
+        if (closure_fetch_url(o, loc, &fd, dg) < 0) {
             item_fail(it, "%s", berr_msg());
             return;
         }
@@ -467,7 +468,9 @@ int bundle_closure_cli(int argc, char **argv)
     }
     config cfg;
     bool own = false; /* -c: read berth's own store, no server needed */
-    int rc = cfg_path ? config_load(&cfg, cfg_path) : upstream_global_init();
+    /* libcurl: for a registry, and for HTTP chart repositories even when reading the store */
+    int crc = upstream_global_init();
+    int rc = cfg_path ? config_load(&cfg, cfg_path) : crc;
     if (rc == 0 && cfg_path) {
         own = true;
         rc = store_open(&o.st, &cfg);

@@ -335,6 +335,30 @@ static int make_entry(json_t *meta, const helm_chart_info *ci, const char *chart
     return 0;
 }
 
+char *helm_chart_manifest(const helm_chart_info *ci, const char *chart_digest, uint64_t chart_size,
+                          const char *cfg_digest, size_t cfg_len, const char *prov_digest,
+                          size_t prov_len, const char *created)
+{
+    json_t *layers = json_pack("[{s:s,s:s,s:I}]", "mediaType", HELM_MT_CHART, "digest",
+                               chart_digest, "size", (json_int_t)chart_size);
+    if (prov_digest)
+        json_array_append_new(layers,
+                              json_pack("{s:s,s:s,s:I}", "mediaType", HELM_MT_PROV, "digest",
+                                        prov_digest, "size", (json_int_t)prov_len));
+    json_t *ann = json_pack("{s:s,s:s,s:s}", "org.opencontainers.image.created", created,
+                            "org.opencontainers.image.title", ci->name,
+                            "org.opencontainers.image.version", ci->version);
+    const char *desc = json_string_value(json_object_get(ci->meta, "description"));
+    if (desc) json_object_set_new(ann, "org.opencontainers.image.description", json_string(desc));
+    json_t *man = json_pack("{s:i,s:s,s:{s:s,s:s,s:I},s:o,s:o}", "schemaVersion", 2, "mediaType",
+                            "application/vnd.oci.image.manifest.v1+json", "config", "mediaType",
+                            HELM_MT_CONFIG, "digest", cfg_digest, "size", (json_int_t)cfg_len,
+                            "layers", layers, "annotations", ann);
+    char *content = man ? json_dumps(man, JSON_COMPACT) : NULL;
+    json_decref(man);
+    return content;
+}
+
 int helm_chart_store(store *s, const helm_store_req *q)
 {
     const helm_chart_info *ci = q->info;
@@ -367,23 +391,8 @@ int helm_chart_store(store *s, const helm_store_req *q)
         snprintf(created, sizeof created, "%s", q->created);
     else
         helm_now_rfc3339(created, sizeof created);
-    json_t *layers = json_pack("[{s:s,s:s,s:I}]", "mediaType", HELM_MT_CHART, "digest",
-                               q->chart_digest, "size", (json_int_t)q->chart_size);
-    if (provb)
-        json_array_append_new(layers,
-                              json_pack("{s:s,s:s,s:I}", "mediaType", HELM_MT_PROV, "digest",
-                                        provb->digest, "size", (json_int_t)q->prov_len));
-    json_t *ann = json_pack("{s:s,s:s,s:s}", "org.opencontainers.image.created", created,
-                            "org.opencontainers.image.title", ci->name,
-                            "org.opencontainers.image.version", ci->version);
-    const char *desc = json_string_value(json_object_get(ci->meta, "description"));
-    if (desc) json_object_set_new(ann, "org.opencontainers.image.description", json_string(desc));
-    json_t *man = json_pack("{s:i,s:s,s:{s:s,s:s,s:I},s:o,s:o}", "schemaVersion", 2, "mediaType",
-                            "application/vnd.oci.image.manifest.v1+json", "config", "mediaType",
-                            HELM_MT_CONFIG, "digest", cfgb->digest, "size", (json_int_t)cfg_len,
-                            "layers", layers, "annotations", ann);
-    char *content = man ? json_dumps(man, JSON_COMPACT) : NULL;
-    json_decref(man);
+    char *content = helm_chart_manifest(ci, q->chart_digest, q->chart_size, cfgb->digest, cfg_len,
+                                        provb ? provb->digest : NULL, q->prov_len, created);
     helm_entry entry;
     rc = content ? make_entry(ci->meta, ci, q->chart_digest, created, &entry)
                  : berr_set(BERR_INTERNAL, "out of memory");

@@ -69,6 +69,11 @@ typedef struct {
     const char *created; /* RFC 3339 time for the entry, or NULL for now */
 } helm_store_req;
 int helm_chart_store(store *s, const helm_store_req *q);
+/* The OCI manifest `helm push` would make for a chart (malloc'd JSON): config = Chart.yaml as
+ * JSON (cfg_digest, cfg_len), the .tgz layer, and the provenance layer when prov_digest is set. */
+char *helm_chart_manifest(const helm_chart_info *ci, const char *chart_digest, uint64_t chart_size,
+                          const char *cfg_digest, size_t cfg_len, const char *prov_digest,
+                          size_t prov_len, const char *created);
 
 /* A chart's index entry: JSON (the API's form) and an index.yaml list item. */
 typedef struct {

@@ -194,6 +194,20 @@ t_eq "... the images the chart runs, with their digests" "$(printf '%s\n' \
     "image registry.k8s.io/pause:3.9 $D_PAUSE" | sort)" \
     "$(awk '$1=="image" {print $1, $2, $3}' "$W/cl.http" | sort)"
 
+# ... and its bundle carries that chart as an OCI chart artifact, listed by the importing berth's
+# chart repository
+run "bundle create --closure of httphelm (its chart from an HTTP repository)" \
+    "$BERTH" bundle create --closure --registry "$A" -o "$W/http.tar" registry.example.com/apps/httphelm:1.0.0
+t_check "... carries the chart as charts/hello:1.2.3" bash -c "$APP bundle-ls '$W/http.tar' | grep -q '^charts/hello:1.2.3 '"
+berth_start "$T_TMP/h" || t_fail "berth H starts"
+H=$BERTH_URL
+run "bundle import http.tar --to H" "$BERTH" bundle import "$W/http.tar" --to "$H"
+t_check "H's index.yaml lists hello 1.2.3" bash -c "curl -s '$H/index.yaml' | grep -qE 'version: \"?1.2.3'"
+t_eq "H serves charts/hello-1.2.3.tgz byte-identical to the repository's" "$(t_sha256 "$W/hello-1.2.3.tgz")" \
+    "$(curl -s "$H/charts/hello-1.2.3.tgz" | sha256sum | cut -d' ' -f1)"
+t_eq "H has the package too" 200 "$(curl -s -o /dev/null -w '%{http_code}' -H "$PL_ACCEPT" "$H/v2/registry.example.com/apps/httphelm/manifests/1.0.0")"
+berth_stop
+
 # ---- 4. berth bundle create ----------------------------------------------------------------
 run "bundle create --closure -o b.tar $PKG" \
     "$BERTH" bundle create --closure --registry "$A" -o "$W/b.tar" "$PKG"
