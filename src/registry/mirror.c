@@ -10,8 +10,10 @@
  * cannot be reached, times out, answers 5xx or 429, the cached tag is served (stale-if-error) and
  * the outage is logged once. A cold blob is fetched once however many clients ask at the same
  * time (the others wait for that fill), hashed while it is written and committed only when the
- * digest matches. Upstream 404s are remembered for a few seconds so clients that try a list of
- * hosts fall through fast. Steps that talk to the upstream run on worker threads.
+ * digest matches; berths sharing one metadata database take a lease per blob, so only one of
+ * them fetches it and the others serve it once committed. Upstream 404s are remembered for a few
+ * seconds so clients that try a list of hosts fall through fast. Steps that talk to the upstream
+ * run on worker threads.
  */
 #include "proxy/upstream.h"
 #include "registry/registry.h"
@@ -510,6 +512,8 @@ int reg_mirror_manifest_get(http_req *r)
 typedef enum { FILL_STARTING, FILL_STREAMING, FILL_DONE, FILL_FAILED } fill_state;
 
 #define WAKE_STEP (1u << 20)
+/* how long a fill's lease lasts unless renewed (the fill renews it while bytes arrive) */
+#define FILL_LEASE_MS 30000
 
 typedef struct waiter {
     struct MHD_Connection *conn;
@@ -528,6 +532,9 @@ typedef struct fill {
     uint64_t written;
     uint64_t woken; /* written, as of the last wake */
     bool verified;  /* all size bytes are there and hash to digest: readers may finish */
+    bool leased;    /* holds the "fill <digest>" lease (other berths on this metadata wait) */
+    char lease_key[DIGEST_STR_MAX + 8], lease_owner[160];
+    int64_t lease_renewed;
     store_upload *u;
     upstream_resp resp;
     int refs;
@@ -570,6 +577,10 @@ static int fill_sink(void *arg, const char *data, size_t len)
         pthread_cond_broadcast(&fill_cv);
     }
     f->written += len;
+    if (f->leased && store_now() - f->lease_renewed > FILL_LEASE_MS / 3) {
+        f->lease_renewed = store_now(); /* a long transfer keeps its lease */
+        store_lease_take(f->st, f->lease_key, f->lease_owner, FILL_LEASE_MS);
+    }
     /* readers are woken in steps, not per read: each wake costs a resume and a send */
     if (f->written - f->woken >= WAKE_STEP) {
         f->woken = f->written;
@@ -587,6 +598,33 @@ static int fetch_into(fill *f)
     if (neg_hit(key)) return berr_set(BERR_BLOB_UNKNOWN, "blob unknown to upstream %s", mi->name);
     if (in_backoff(mi))
         return berr_set(BERR_TOOMANYREQUESTS, "upstream %s is rate limiting", mi->name);
+    /* one upstream fetch per blob across every berth on this metadata: the others wait for the
+     * holder's commit and serve the blob from the store */
+    snprintf(f->lease_key, sizeof f->lease_key, "fill %s", f->digest);
+    char host[64] = "";
+    gethostname(host, sizeof host - 1);
+    snprintf(f->lease_owner, sizeof f->lease_owner, "%s %d %p", host, (int)getpid(), (void *)f);
+    int64_t deadline = store_now() + mi->connect_ms + mi->transfer_ms;
+    for (;;) {
+        if (store_blob_mount(f->st, f->repo, NULL, f->digest) == 0)
+            return store_repo_mark_mirror(f->st, f->repo); /* another berth's fill committed */
+        int lrc = store_lease_take(f->st, f->lease_key, f->lease_owner, FILL_LEASE_MS);
+        if (lrc == 0 && store_blob_mount(f->st, f->repo, NULL, f->digest) == 0) {
+            /* committed between the check and the lease */
+            store_lease_drop(f->st, f->lease_key, f->lease_owner);
+            return store_repo_mark_mirror(f->st, f->repo);
+        }
+        if (lrc == 0) {
+            f->leased = true;
+            f->lease_renewed = store_now();
+            break;
+        }
+        if (lrc != -BERR_CONFLICT) break; /* the metadata cannot say: fetch anyway */
+        if (store_now() > deadline)
+            return berr_set(BERR_UNAVAILABLE, "another berth's fill of %s did not finish",
+                            f->digest);
+        usleep(100 * 1000);
+    }
     digest_algo algo;
     digest_parse(f->digest, &algo);
     char uuid[STORE_UUID_LEN + 1];
@@ -636,6 +674,7 @@ static void *fill_main(void *arg)
     int rc = fetch_into(f);
     char msg[256];
     snprintf(msg, sizeof msg, "%s", berr_msg());
+    if (f->leased) store_lease_drop(f->st, f->lease_key, f->lease_owner);
     store_upload_close(f->u);
     pthread_mutex_lock(&fill_mu);
     f->u = NULL;

@@ -191,6 +191,8 @@ enum {
     Q_CHECK3,
     Q_CHECK4,
     Q_CHECK5,
+    Q_LEASE_TAKE,
+    Q_LEASE_DROP,
     Q__COUNT
 };
 
@@ -272,6 +274,11 @@ static const char *const q_sql[Q__COUNT] = {
     [Q_CHARTS_GEN] = "SELECT coalesce(max(seq), 0), coalesce(min(seq), 0) FROM charts_changes",
     [Q_CHARTS_CHANGES] = "SELECT DISTINCT repo FROM charts_changes WHERE seq > $1 "
                          "AND starts_with(repo, $2::text)",
+    [Q_LEASE_TAKE] =
+        "INSERT INTO leases(key, owner, until) VALUES($1, $2, $3) "
+        "ON CONFLICT(key) DO UPDATE SET owner = excluded.owner, until = excluded.until "
+        "WHERE leases.until < $4 OR leases.owner = excluded.owner",
+    [Q_LEASE_DROP] = "DELETE FROM leases WHERE key = $1 AND owner = $2",
     [Q_MAN_DEL] = "DELETE FROM manifests WHERE repo = $1 AND digest = $2",
     [Q_MAN_TAGS_DEL] = "DELETE FROM tags WHERE repo = $1 AND digest = $2",
     [Q_MAN_REFS_DEL] = "DELETE FROM manifest_refs WHERE repo = $1 AND digest = $2",
@@ -388,6 +395,9 @@ static const char *const migrations[] = {
     "  END $$;"
     "CREATE OR REPLACE TRIGGER charts_tag_changed AFTER INSERT OR DELETE OR UPDATE OF digest"
     "  ON tags FOR EACH ROW EXECUTE FUNCTION berth_charts_tag_changed();",
+    /* 2: leases shared by the replicas (one upstream fetch per blob during a mirror fill) */
+    "CREATE TABLE IF NOT EXISTS leases(key " T " PRIMARY KEY, owner " T " NOT NULL,"
+    "  until BIGINT NOT NULL);",
 };
 #undef T
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof *migrations))
@@ -1544,6 +1554,35 @@ static void kw_add(pg_meta *m, int *n, const char *k, const char *v)
     if (m->val[*n]) (*n)++;
 }
 
+static int pg_lease_take(store_meta *base, const char *key, const char *owner, int64_t until,
+                         int64_t now)
+{
+    pg_meta *m = (pg_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    params p = {0};
+    p_text(&p, key);
+    p_text(&p, owner);
+    p_int(&p, until);
+    p_int(&p, now);
+    int changes = 0;
+    rc = begin(c);
+    if (rc == 0) rc = write_q(c, Q_LEASE_TAKE, &p, &changes);
+    rc = finish_tx(c, rc);
+    conn_give(m, c);
+    if (rc == 0 && changes == 0) rc = berr_set(BERR_CONFLICT, "lease %s is held", key);
+    return rc;
+}
+
+static int pg_lease_drop(store_meta *base, const char *key, const char *owner)
+{
+    params p = {0};
+    p_text(&p, key);
+    p_text(&p, owner);
+    return write_one((pg_meta *)base, Q_LEASE_DROP, &p);
+}
+
 int store_meta_pg_open(store_meta **out, const config_database *db)
 {
     pthread_once(&pq_once, load_pq);
@@ -1579,6 +1618,8 @@ int store_meta_pg_open(store_meta **out, const config_database *db)
         .charts = pg_charts,
         .charts_gen = pg_charts_gen,
         .charts_changes = pg_charts_changes,
+        .lease_take = pg_lease_take,
+        .lease_drop = pg_lease_drop,
         .close = pg_close,
         .blob_lookup = pg_blob_lookup,
         .blob_commit = pg_blob_commit,

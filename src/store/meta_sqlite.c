@@ -45,6 +45,8 @@ enum {
     Q_CHARTS_REPO,
     Q_CHARTS_GEN,
     Q_CHARTS_CHANGES,
+    Q_LEASE_TAKE,
+    Q_LEASE_DROP,
     Q__COUNT
 };
 
@@ -100,6 +102,11 @@ static const char *const q_sql[Q__COUNT] = {
     [Q_CHARTS_GEN] = "SELECT coalesce(max(seq), 0), coalesce(min(seq), 0) FROM charts_changes",
     [Q_CHARTS_CHANGES] = "SELECT DISTINCT repo FROM charts_changes WHERE seq > ?1 "
                          "AND substr(repo, 1, length(?2)) = ?2",
+    [Q_LEASE_TAKE] =
+        "INSERT INTO leases(key, owner, until) VALUES(?1, ?2, ?3) "
+        "ON CONFLICT(key) DO UPDATE SET owner = excluded.owner, until = excluded.until "
+        "WHERE leases.until < ?4 OR leases.owner = excluded.owner",
+    [Q_LEASE_DROP] = "DELETE FROM leases WHERE key = ?1 AND owner = ?2",
 };
 
 static const char schema_sql[] =
@@ -124,7 +131,9 @@ static const char schema_sql[] =
     "CREATE INDEX IF NOT EXISTS manifest_refs_child ON manifest_refs(child, kind, repo);"
     "CREATE TABLE IF NOT EXISTS tags(repo TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL,"
     "  updated INTEGER NOT NULL, checked INTEGER, PRIMARY KEY(repo, tag)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS tags_digest ON tags(repo, digest);";
+    "CREATE INDEX IF NOT EXISTS tags_digest ON tags(repo, digest);"
+    "CREATE TABLE IF NOT EXISTS leases(key TEXT PRIMARY KEY, owner TEXT NOT NULL,"
+    "  until INTEGER NOT NULL) WITHOUT ROWID;";
 
 /* Helm charts (a view over manifests, see src/helm/): manifests of Helm charts carry their
  * index.yaml entry. charts_changes logs every change to the set of indexed charts by repository,
@@ -1217,11 +1226,46 @@ static int sq_charts_changes(store_meta *base, int64_t since, const char *prefix
     return rc;
 }
 
+static int sq_lease_take(store_meta *base, const char *key, const char *owner, int64_t until,
+                         int64_t now)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s = stmt(c, Q_LEASE_TAKE);
+    bind_text(s, 1, key);
+    bind_text(s, 2, owner);
+    sqlite3_bind_int64(s, 3, until);
+    sqlite3_bind_int64(s, 4, now);
+    rc = step_done(c, s);
+    if (rc == 0 && sqlite3_changes(c->db) == 0)
+        rc = berr_set(BERR_CONFLICT, "lease %s is held", key);
+    conn_give(m, c);
+    return rc;
+}
+
+static int sq_lease_drop(store_meta *base, const char *key, const char *owner)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    sqlite3_stmt *s = stmt(c, Q_LEASE_DROP);
+    bind_text(s, 1, key);
+    bind_text(s, 2, owner);
+    rc = step_done(c, s);
+    conn_give(m, c);
+    return rc;
+}
+
 static const store_meta_ops sqlite_ops = {
     .usage = sq_usage,
     .charts = sq_charts,
     .charts_gen = sq_charts_gen,
     .charts_changes = sq_charts_changes,
+    .lease_take = sq_lease_take,
+    .lease_drop = sq_lease_drop,
     .close = sq_close,
     .blob_lookup = sq_blob_lookup,
     .blob_commit = sq_blob_commit,

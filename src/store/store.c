@@ -207,6 +207,17 @@ int store_check_writable(store *s)
     return rc;
 }
 
+int store_lease_take(store *s, const char *key, const char *owner, int64_t ttl_ms)
+{
+    int64_t now = store_now();
+    return s->meta->ops->lease_take(s->meta, key, owner, now + ttl_ms, now);
+}
+
+int store_lease_drop(store *s, const char *key, const char *owner)
+{
+    return s->meta->ops->lease_drop(s->meta, key, owner);
+}
+
 int store_check_metadata(store *s)
 {
     int64_t latest = 0;

@@ -122,6 +122,11 @@ const char *store_root(const store *s);
 int store_refresh_usage(store *s);
 /* Writes, syncs and removes a probe file: 0 when storage is writable. */
 int store_check_writable(store *s);
+/* A lease shared by every process on this metadata (SQLite file or PostgreSQL database): 0 when
+ * owner now holds key for ttl_ms (taken, renewed, or taken over after it expired),
+ * -BERR_CONFLICT when another owner holds it. */
+int store_lease_take(store *s, const char *key, const char *owner, int64_t ttl_ms);
+int store_lease_drop(store *s, const char *key, const char *owner);
 /* One query to the metadata engine: 0 when it answers (PostgreSQL may be down). */
 int store_check_metadata(store *s);
 

@@ -15,6 +15,7 @@
 #     embedded (SQLite) mode does not map libpq.
 . "$(dirname "$0")/../lib.sh"
 . "$T_ROOT/tests/pg.sh"
+. "$T_ROOT/tests/fixtures/pushlib.sh"
 
 MK="python3 $T_ROOT/tests/fixtures/mkimage.py"
 SK=(skopeo --insecure-policy)
@@ -84,9 +85,9 @@ YML
 pg_createdb mig1
 cfg_for "$W/mig.yml" "$W/migdata" mig1
 t_check "berth migrate creates the schema" "$BERTH" migrate -c "$W/mig.yml"
-t_eq "schema_version is 1" "1" "$(pg_psql mig1 "SELECT string_agg(version::text, ',') FROM schema_version")"
+t_eq "schema_version: migrations 1 and 2" "1,2" "$(pg_psql mig1 "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version")"
 t_check "berth migrate again is a no-op" "$BERTH" migrate -c "$W/mig.yml"
-t_eq "schema_version still one row" "1" "$(pg_psql mig1 "SELECT count(*) FROM schema_version")"
+t_eq "schema_version still one row per migration" "2" "$(pg_psql mig1 "SELECT count(*) FROM schema_version")"
 pg_createdb mig2
 cfg_for "$W/mig2.yml" "$W/migdata2" mig2
 pids=()
@@ -97,8 +98,8 @@ done
 mig_ok=0
 for p in "${pids[@]}"; do wait "$p" && mig_ok=$((mig_ok + 1)); done
 t_eq "four concurrent migrates all succeed" 4 "$mig_ok"
-t_eq "... and migrate once" "1" "$(pg_psql mig2 "SELECT count(*) FROM schema_version")"
-t_eq "... the database logged one migration" 1 "$(cat "$W"/mig2.*.out | grep -c 'schema migrated')"
+t_eq "... and migrate once (one row per migration)" "2" "$(pg_psql mig2 "SELECT count(*) FROM schema_version")"
+t_eq "... one process did the migrating" 1 "$(grep -l 'schema migrated' "$W"/mig2.*.out | wc -l)"
 t_eq "chart-log triggers installed" 3 "$(pg_psql mig2 "SELECT count(*) FROM pg_trigger WHERE tgname IN ('charts_changed', 'charts_tag_changed', 'charts_manifest_del')")"
 
 # ---- errors at start ----
@@ -215,6 +216,47 @@ t_check "... B's index.yaml lists it" bash -c "curl -s '$B_URL/index.yaml' | gre
 t_check "... a change-log row names it" [ "$(pg_psql shared "SELECT count(*) FROM charts_changes WHERE repo LIKE '%hello'")" -ge 1 ]
 t_eq "delete it on B" 200 "$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$B_URL/api/charts/hello/1.0.0")"
 t_check "... A's index.yaml no longer lists it" bash -c "! curl -s '$A_URL/index.yaml' | grep -q 'version: \"1.0.0\"'"
+
+# ---- one upstream fetch per blob across berths on one database (the fill lease) ----
+# two mirroring berths F1, F2 on one database and one storage directory; 20 concurrent cold pulls
+# of a 32 MiB blob spread over both: the upstream (a docker-registry, access log on) sees one GET
+UPD=$T_TMP/up
+mkdir -p "$UPD/data"
+UPP=$(t_port)
+printf 'version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+    "$UPD/data" "$UPP" >"$UPD/registry.yml"
+docker-registry serve "$UPD/registry.yml" >"$UPD/registry.log" 2>&1 &
+T_PIDS+=("$!")
+t_wait_http "http://127.0.0.1:$UPP/v2/"
+head -c $((32 * 1024 * 1024)) /dev/urandom >"$W/big"
+DBIG=sha256:$(t_sha256 "$W/big")
+t_check "fixture: a 32 MiB blob in the upstream" pl_push_blob "http://127.0.0.1:$UPP" org/big "$W/big"
+pg_createdb fill
+FS=$T_TMP/fill
+mkdir -p "$FS/f1/data" "$FS/f2"
+ln -s "$FS/f1/data" "$FS/f2/data"
+cfg_for "$FS/f1/config.yml" "$FS/f1/data" fill
+printf 'mirrors:\n  up.example:\n    urls: [http://127.0.0.1:%s]\n' "$UPP" >>"$FS/f1/config.yml"
+cp "$FS/f1/config.yml" "$FS/f2/config.yml"
+berth_start "$FS/f1" || t_fail "berth F1 starts"
+F1=$BERTH_URL F1_PID=$BERTH_PID
+berth_start "$FS/f2" || t_fail "berth F2 starts"
+F2=$BERTH_URL
+mkdir -p "$W/fill"
+fpids=()
+for i in $(seq 1 20); do
+    if [ $((i % 2)) = 0 ]; then u=$F1; else u=$F2; fi
+    (curl -s --max-time 120 "$u/v2/org/big/blobs/$DBIG?ns=up.example" | sha256sum | cut -d' ' -f1 >"$W/fill/s.$i") &
+    fpids+=("$!")
+done
+wait "${fpids[@]}"
+t_eq "20 concurrent cold pulls over F1 and F2 all got the exact 32 MiB" 20 \
+    "$(grep -cx "${DBIG#sha256:}" "$W"/fill/s.* | awk -F: '{n += $2} END {print n}')"
+t_eq "... and the upstream saw exactly one GET of it" 1 \
+    "$(grep -c "\"GET /v2/org/big/blobs/$DBIG " "$UPD/registry.log")"
+t_check "... the lease is gone once the fill committed" [ "$(pg_psql fill "SELECT count(*) FROM leases")" = 0 ]
+berth_stop
+kill -TERM "$F1_PID" && wait "$F1_PID"
 
 # ---- PostgreSQL down under a running berth: /health says so, and all recovers ----
 health_is() { # health_is URL CODE: waits up to 6 s for /health to answer CODE
