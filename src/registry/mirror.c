@@ -272,10 +272,20 @@ void reg_mirror_maintain(store *st, const config *cfg, bool evict)
     if (store_touch(st, list, n) < 0)
         log_warn("msg=\"recording access times failed\" err=\"%s\"", berr_msg());
     if (!evict || cfg->cache_max <= 0) return;
+    /* berths sharing one metadata database evict one at a time: the lease's holder decides */
+    static char owner[160];
+    if (!owner[0]) {
+        char host[64] = "";
+        gethostname(host, sizeof host - 1);
+        snprintf(owner, sizeof owner, "%s %d evict", host, (int)getpid());
+    }
+    if (store_lease_take(st, "mirror evict", owner, 60000) == -BERR_CONFLICT) return;
     store_evict_opts o = {.max_bytes = (uint64_t)cfg->cache_max,
                           .pins = (const char *const *)cfg->pins,
                           .npins = cfg->npins};
-    if (store_evict(st, &o) < 0)
+    int erc = store_evict(st, &o);
+    store_lease_drop(st, "mirror evict", owner);
+    if (erc < 0)
         log_warn("msg=\"mirror eviction failed\" err=\"%s\"", berr_msg());
     else if (o.manifests_evicted)
         log_info("msg=\"mirror space over its limit: evicted\" manifests=%zu blobs=%zu "
