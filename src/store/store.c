@@ -79,13 +79,22 @@ static void rm_rf_dir(const char *dir)
 }
 
 /* Finishes or undoes gc removals interrupted by a crash: a trashed blob whose row survived (the
- * gc transaction rolled back) goes back into place; any other is deleted. */
+ * gc transaction rolled back) goes back into place; any other is deleted. Runs under the metadata
+ * write lock, so a gc of another berth sharing the storage (PostgreSQL metadata) is never caught
+ * between its rename into trash/ and its commit. */
+static int recover_trash_locked(void *arg);
 static void recover_trash(store *s)
 {
+    s->meta->ops->locked(s->meta, recover_trash_locked, s);
+}
+
+static int recover_trash_locked(void *arg)
+{
+    store *s = arg;
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/trash", s->root);
     DIR *d = opendir(dir);
-    if (!d) return;
+    if (!d) return 0;
     struct dirent *e;
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
@@ -103,10 +112,13 @@ static void recover_trash(store *s)
         }
     }
     closedir(d);
+    return 0;
 }
 
-/* Temporary files (monolithic uploads in flight, health probes) never survive a restart. */
-static void recover_tmp(store *s)
+/* Temporary files (monolithic uploads in flight, health probes) never survive a restart. With
+ * shared metadata other berths may be using the same storage, so only files untouched for an
+ * hour are theirs to lose. */
+static void recover_tmp(store *s, bool shared)
 {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/tmp", s->root);
@@ -117,6 +129,8 @@ static void recover_tmp(store *s)
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (shared && (stat(p, &st) < 0 || time(NULL) - st.st_mtime < 3600)) continue;
         unlink(p);
     }
     closedir(d);
@@ -160,7 +174,7 @@ int store_open(store **out, const config *cfg)
         return rc;
     }
     recover_trash(s);
-    recover_tmp(s);
+    recover_tmp(s, cfg->database.enabled);
     s->quota = cfg->quota;
     if (s->quota > 0) store_refresh_usage(s);
     *out = s;
