@@ -204,6 +204,35 @@ $OCIPUSH verify "$A_URL" "$W/acked.b" >"$W/verify.b" 2>&1
 t_eq "every push acknowledged by B is intact, read from A" "0 failures" "$(tail -1 "$W/verify.b" | grep -o '[0-9]* failures')"
 t_check "gc --grace 0s after the load exits 0 (blobs of pushes cut short go)" "$BERTH" gc -c "$SH/a/config.yml" --grace 0s
 t_check "berth fsck against postgres exits 0" "$BERTH" fsck -c "$SH/a/config.yml"
+
+# a replica killed with SIGKILL in the middle of pushes to both: every acknowledged push is
+# intact (read through the other one and through the restarted one), fsck is clean
+LP=()
+for i in 1 2; do
+    $OCIPUSH push-loop "$A_URL" "kill/a$i" --seed $((500 + i)) --max-size 40000 --shared "$W/shared.bin" \
+        --acked "$W/kacked.a$i" --blobs "$W/kblobs.a$i" --stop "$W/kstop" >"$W/kpush.a$i" 2>&1 &
+    LP+=($!)
+    $OCIPUSH push-loop "$B_URL" "kill/b$i" --seed $((600 + i)) --max-size 40000 --shared "$W/shared.bin" \
+        --acked "$W/kacked.b$i" --blobs "$W/kblobs.b$i" --stop "$W/kstop" >"$W/kpush.b$i" 2>&1 &
+    LP+=($!)
+done
+T_PIDS+=("${LP[@]}")
+sleep 1.5
+kill -9 "$B_PID"
+wait "$B_PID" 2>/dev/null
+sleep 1
+touch "$W/kstop"
+for p in "${LP[@]}"; do wait "$p"; done
+berth_start "$SH/b" || t_fail "B restarts after SIGKILL"
+B_URL=$BERTH_URL B_HP=127.0.0.1:$BERTH_PORT B_PID=$BERTH_PID
+cat "$W"/kacked.* >"$W/kacked" 2>/dev/null
+t_check "pushes were acknowledged by both before the kill ($(cat "$W"/kacked.a* | wc -l) + $(cat "$W"/kacked.b* | wc -l))" \
+    test "$(cat "$W"/kacked.a* | wc -l)" -gt 0 -a "$(cat "$W"/kacked.b* | wc -l)" -gt 0
+$OCIPUSH verify "$A_URL" "$W/kacked" >"$W/kverify.a" 2>&1
+t_eq "B killed -9 mid-push: every acknowledged push intact, read from A" "0 failures" "$(tail -1 "$W/kverify.a" | grep -o '[0-9]* failures')"
+$OCIPUSH verify "$B_URL" "$W/kacked" >"$W/kverify.b" 2>&1
+t_eq "... and from the restarted B" "0 failures" "$(tail -1 "$W/kverify.b" | grep -o '[0-9]* failures')"
+t_check "... berth fsck exits 0" "$BERTH" fsck -c "$SH/a/config.yml"
 t_eq "berth gc --dry-run finds nothing more" "would remove 0 manifests, 0 blobs (0 bytes), 0 orphan files" \
     "$("$BERTH" gc -c "$SH/a/config.yml" --grace 0s --dry-run 2>/dev/null | tail -1)"
 
