@@ -494,6 +494,10 @@ static int load_mirror(cnode *mnode, const char *name, config_mirror *m)
     int rc = 0;
     mirror_defaults(m, name);
     mnode->used = true;
+    /* the name is the first component of the mirror's repositories in the store */
+    if (!m->local[0] || !ref_name_valid(m->local) || strchr(m->local, '/'))
+        return berr_set(BERR_CONFIG, "mirrors: '%.100s' is not a registry name (host[:port])",
+                        name);
     cnode *root = mnode;
     cnode *urls = cn_path(root, "urls");
     if (!urls || (urls->kind == CN_SEQ && urls->nkids == 0))
