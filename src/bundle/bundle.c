@@ -460,52 +460,19 @@ static int to_store(void *arg, bblob *x, tar_reader *tr, int fd)
     return rc;
 }
 
-/* The blobs (config, layers) a planned manifest references, to record with it. */
-static int manifest_blobs(const bundle *b, const step *s, store_new_blob **out, size_t *n)
-{
-    json_t *j = json_loads(s->m->mem, 0, NULL);
-    json_t *layers = json_object_get(j, "layers");
-    size_t cap = json_array_size(layers) + 1;
-    *out = calloc(cap, sizeof **out);
-    *n = 0;
-    if (!*out) {
-        json_decref(j);
-        return berr_set(BERR_INTERNAL, "out of memory");
-    }
-    json_t *descs[2] = {json_object_get(j, "config"), layers};
-    for (int k = 0; k < 2; k++) {
-        json_t *list = k == 0 ? json_pack("[O]", descs[0] ? descs[0] : json_null()) : descs[1];
-        size_t i;
-        json_t *d;
-        json_array_foreach(list, i, d)
-        {
-            bblob *x = layout_find(b, json_string_value(json_object_get(d, "digest")) ?: "");
-            if (!x) continue;
-            snprintf((*out)[*n].digest, sizeof(*out)[*n].digest, "%s", x->digest);
-            (*out)[(*n)++].size = x->size;
-        }
-        if (k == 0) json_decref(list);
-    }
-    json_decref(j);
-    return 0;
-}
-
 /* Records the planned manifests in the store (after their blobs are there). */
-static int commit_plan(store *st, const config *cfg, const bundle *b, const plan *p)
+static int commit_plan(store *st, const config *cfg, const plan *p)
 {
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < p->n; i++) {
         const step *s = &p->v[i];
-        store_new_blob *nb;
-        size_t nnb;
-        if ((rc = manifest_blobs(b, s, &nb, &nnb)) < 0) break;
         /* linked first: the push-time checks (margo, Helm) read the layers through the repo */
-        for (size_t k = 0; rc == 0 && k < nnb; k++)
-            rc = store_blob_adopt(st, s->repo, nb[k].digest, nb[k].size);
+        for (size_t k = 0; rc == 0 && k < s->nblobs; k++)
+            rc = store_blob_adopt(st, s->repo, s->blobs[k]->digest, s->blobs[k]->size);
         const char *tags[1] = {s->tag};
         size_t ntags = s->tag[0] ? 1 : 0;
         store_manifest cur;
-        if (ntags && s->keep[0] && store_manifest_get(st, s->repo, s->tag, &cur) == 0) {
+        if (rc == 0 && ntags && s->keep[0] && store_manifest_get(st, s->repo, s->tag, &cur) == 0) {
             if (!strcmp(cur.digest, s->keep)) ntags = 0; /* the whole image is already here */
             store_manifest_free(&cur);
         }
@@ -515,14 +482,11 @@ static int commit_plan(store *st, const config *cfg, const bundle *b, const plan
                                      .content_type = s->mt[0] ? s->mt : NULL,
                                      .digest = s->m->digest,
                                      .tags = tags,
-                                     .ntags = ntags,
-                                     .new_blobs = NULL,
-                                     .nnew_blobs = 0};
-        rc = reg_manifest_commit(st, cfg, &q, NULL);
+                                     .ntags = ntags};
+        if (rc == 0) rc = reg_manifest_commit(st, cfg, &q, NULL);
         char prefix[700];
         snprintf(prefix, sizeof prefix, "%s: ", s->repo);
         if (rc < 0) rc = berr_rewrap((berr)-rc, prefix);
-        free(nb);
     }
     return rc;
 }
@@ -560,7 +524,10 @@ static int to_registry(void *arg, bblob *x, tar_reader *tr, int fd)
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < pi->p->n; i++) {
         const step *s = &pi->p->v[i];
-        if (!strstr(s->m->mem, x->digest) && s->m != x) continue;
+        bool uses = false;
+        for (size_t k = 0; k < s->nblobs && !uses; k++)
+            uses = s->blobs[k] == x;
+        if (!uses) continue;
         rc_ref r;
         if ((rc = ref_at(pi, s->repo, &r)) < 0) break;
         int have = rc_blob_exists(&r, x->digest);
@@ -613,7 +580,7 @@ static int bundle_import(const char *path, const char *cfg_path, const char *to,
     bundle b;
     plan p;
     int fd;
-    int rc = layout_open(path, &b, &p, default_repo, &fd);
+    int rc = layout_open(path, &b, &p, default_repo, false, &fd);
     char *buf = malloc(COPY_BUF);
     if (rc == 0 && !buf) rc = berr_set(BERR_INTERNAL, "out of memory");
     if (rc == 0 && to) {
@@ -632,7 +599,7 @@ static int bundle_import(const char *path, const char *cfg_path, const char *to,
             rc = store_open(&st, &cfg);
             store_import si = {.st = st, .buf = buf};
             if (rc == 0) rc = each_blob(&b, fd, to_store, &si);
-            if (rc == 0) rc = commit_plan(st, &cfg, &b, &p);
+            if (rc == 0) rc = commit_plan(st, &cfg, &p);
             if (rc == 0)
                 printf("imported %s into %s: %zu manifests, %zu blobs written, %zu already "
                        "there\n",
@@ -686,24 +653,7 @@ static int bundle_serve(const char *path, const char *addr, const char *cfg_path
     bundle b;
     plan p;
     int fd;
-    int rc = layout_open(path, &b, &p, default_repo, &fd);
-    if (rc == 0 && b.compressed)
-        rc = berr_set(BERR_BAD_REQUEST,
-                      "%s is compressed: serve needs a plain .tar or a directory (decompress it, "
-                      "or use bundle import)",
-                      path);
-    /* a plain tar's offsets are checked by hashing the bytes there */
-    char *buf = malloc(COPY_BUF);
-    for (size_t i = 0; rc == 0 && fd >= 0 && i < b.n; i++) {
-        bblob *x = &b.v[i];
-        char *mem = x->mem;
-        x->mem = NULL;
-        rc = layout_hash_blob(&b, x, NULL, fd, x->offset, buf);
-        free(x->mem);
-        x->mem = mem;
-        if (rc < 0) rc = berr_rewrap(BERR_BAD_REQUEST, "cannot serve the tar in place: ");
-    }
-    free(buf);
+    int rc = layout_open(path, &b, &p, default_repo, true, &fd); /* hashed where it lies */
     config cfg;
     bool cfg_loaded = false;
     char root[] = "/tmp/berth-bundle-XXXXXX";
@@ -735,7 +685,7 @@ static int bundle_serve(const char *path, const char *addr, const char *cfg_path
     }
     if (rc == 0) {
         store_set_blob_source(st, &bs);
-        rc = commit_plan(st, &cfg, &b, &p);
+        rc = commit_plan(st, &cfg, &p);
     }
     if (rc == 0) {
         fprintf(stderr, "serving %s read-only on %s: %zu manifests, %llu bytes\n", path, cfg.addr,
@@ -759,7 +709,7 @@ static int bundle_verify(const char *path, const char *default_repo)
     bundle b;
     plan p;
     int fd;
-    int rc = layout_open(path, &b, &p, default_repo, &fd);
+    int rc = layout_open(path, &b, &p, default_repo, false, &fd);
     size_t tagged = 0;
     for (size_t i = 0; rc == 0 && i < p.n; i++) {
         const step *s = &p.v[i];

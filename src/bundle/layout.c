@@ -160,9 +160,9 @@ static int read_small(tar_reader *tr, const char *what, char **out)
     return 0;
 }
 
-/* First pass over a tar bundle: every blob hashed (and, for a plain tar, its data offset
- * recorded), index.json parsed. */
-static int scan_tar(bundle *b, int fd)
+/* First pass over a tar bundle: every blob hashed as it streams by (unless hash is false), for a
+ * plain tar its data offset recorded, index.json parsed. */
+static int scan_tar(bundle *b, int fd, bool hash)
 {
     tar_reader *tr;
     int rc = tar_reader_open(fd, b->path, &tr);
@@ -185,7 +185,7 @@ static int scan_tar(bundle *b, int fd)
             bblob *x = add_blob(b, digest, e.size);
             if (!x) continue;
             x->header_pos = e.header_pos;
-            rc = layout_hash_blob(b, x, tr, -1, 0, buf);
+            if (hash) rc = layout_hash_blob(b, x, tr, -1, 0, buf);
             prev = x;
         } else if (e.type == 'f' && !strcmp(name, "index.json")) {
             char *s = NULL;
@@ -251,19 +251,29 @@ static bblob *dir_blob(bundle *b, const char *digest, char *buf, int *rc)
 
 void layout_plan_free(plan *p)
 {
-    for (size_t i = 0; i < p->n; i++)
+    for (size_t i = 0; i < p->n; i++) {
         free(p->v[i].mt);
+        free(p->v[i].blobs);
+    }
     free(p->v);
 }
 
-static int plan_add(plan *p, const char *repo, const char *tag, bblob *m, const char *mt)
+/* Plans manifest m (its blobs: the nblobs of blobs, taken over) for repo and tag. */
+static int plan_add(plan *p, const char *repo, const char *tag, bblob *m, const char *mt,
+                    bblob **blobs, size_t nblobs)
 {
     for (size_t i = 0; i < p->n; i++) /* once per repository, tag and manifest */
-        if (p->v[i].m == m && !strcmp(p->v[i].repo, repo) && !strcmp(p->v[i].tag, tag)) return 0;
+        if (p->v[i].m == m && !strcmp(p->v[i].repo, repo) && !strcmp(p->v[i].tag, tag)) {
+            free(blobs);
+            return 0;
+        }
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 64;
         step *n = realloc(p->v, cap * sizeof *n);
-        if (!n) return berr_set(BERR_INTERNAL, "out of memory");
+        if (!n) {
+            free(blobs);
+            return berr_set(BERR_INTERNAL, "out of memory");
+        }
         p->v = n;
         p->cap = cap;
     }
@@ -272,6 +282,9 @@ static int plan_add(plan *p, const char *repo, const char *tag, bblob *m, const 
     snprintf(s->tag, sizeof s->tag, "%s", tag);
     s->m = m;
     s->mt = strdup(mt ? mt : "");
+    s->keep[0] = '\0';
+    s->blobs = blobs;
+    s->nblobs = nblobs;
     return 0;
 }
 
@@ -304,10 +317,15 @@ static int walk(bundle *b, plan *p, const char *repo, const char *tag, const cha
                 : berr_set(BERR_BAD_REQUEST, "%s: an index entry without digest", digest);
         if (rc < 0) break;
     }
-    json_t *blobs[2] = {json_object_get(j, "config"), json_object_get(j, "layers")};
+    json_t *descs[2] = {json_object_get(j, "config"), json_object_get(j, "layers")};
+    size_t cap =
+        json_array_size(descs[1]) + (json_is_array(descs[0]) ? json_array_size(descs[0]) : 1);
+    bblob **found = calloc(cap + 1, sizeof *found);
+    size_t nfound = 0;
+    if (!found) rc = berr_set(BERR_INTERNAL, "out of memory");
     for (int k = 0; rc == 0 && k < 2; k++) {
-        json_t *list = json_is_array(blobs[k]) ? blobs[k] : json_pack("[O]", blobs[k]);
-        if (!blobs[k]) list = json_array();
+        json_t *list = json_is_array(descs[k]) ? descs[k] : json_pack("[O]", descs[k]);
+        if (!descs[k]) list = json_array();
         json_array_foreach(list, i, d)
         {
             const char *bd = json_string_value(json_object_get(d, "digest"));
@@ -321,10 +339,14 @@ static int walk(bundle *b, plan *p, const char *repo, const char *tag, const cha
                 break;
             }
             x->used = true;
+            found[nfound++] = x;
         }
-        if (list != blobs[k]) json_decref(list);
+        if (list != descs[k]) json_decref(list);
     }
-    if (rc == 0) rc = plan_add(p, repo, tag, m, mt);
+    if (rc == 0)
+        rc = plan_add(p, repo, tag, m, mt, found, nfound); /* takes found over */
+    else
+        free(found);
     json_decref(j);
     return rc;
 }
@@ -393,7 +415,24 @@ static int make_plan(bundle *b, plan *p, const char *default_repo)
     return rc;
 }
 
-int layout_open(const char *path, bundle *b, plan *p, const char *default_repo, int *fdp)
+/* A plain tar served in place: each blob hashed at its data offset. */
+static int hash_in_place(bundle *b, int fd)
+{
+    if (b->compressed)
+        return berr_set(BERR_BAD_REQUEST,
+                        "%s is compressed: serving in place needs a plain .tar or a directory "
+                        "(decompress it, or use bundle import)",
+                        b->path);
+    char *buf = malloc(COPY_BUF);
+    int rc = buf ? 0 : berr_set(BERR_INTERNAL, "out of memory");
+    for (size_t i = 0; rc == 0 && i < b->n; i++)
+        rc = layout_hash_blob(b, &b->v[i], NULL, fd, b->v[i].offset, buf);
+    free(buf);
+    return rc;
+}
+
+int layout_open(const char *path, bundle *b, plan *p, const char *default_repo, bool in_place,
+                int *fdp)
 {
     memset(b, 0, sizeof *b);
     memset(p, 0, sizeof *p);
@@ -409,7 +448,8 @@ int layout_open(const char *path, bundle *b, plan *p, const char *default_repo, 
     } else {
         *fdp = open(path, O_RDONLY | O_CLOEXEC);
         if (*fdp < 0) return berr_set(BERR_BAD_REQUEST, "%s: %s", path, strerror(errno));
-        rc = scan_tar(b, *fdp);
+        rc = scan_tar(b, *fdp, !in_place);
+        if (rc == 0 && in_place) rc = hash_in_place(b, *fdp);
     }
     if (rc == 0) rc = make_plan(b, p, default_repo);
     return rc;

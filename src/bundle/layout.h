@@ -45,6 +45,8 @@ typedef struct {
     char *mt;
     char keep[DIGEST_STR_MAX]; /* a platform-narrowed image: the original index's digest; a tag
                                   already on it stays there */
+    bblob **blobs;             /* its config and layers (foreign layers left out) */
+    size_t nblobs;
 } step;
 
 typedef struct {
@@ -53,9 +55,12 @@ typedef struct {
 } plan;
 
 /* Reads path (a tar or a layout directory) and plans its import; *fdp is the open tar (or -1).
- * A bare-tag ref.name goes to default_repo. 0, or -BERR_BAD_REQUEST / -BERR_DIGEST_INVALID
- * naming what is wrong (a truncated archive, a damaged blob, a missing manifest or layer). */
-int layout_open(const char *path, bundle *b, plan *p, const char *default_repo, int *fdp);
+ * A bare-tag ref.name goes to default_repo. With in_place (serving the tar where it lies) the
+ * tar must be uncompressed, and each blob is hashed at the data offset it will be served from,
+ * which checks the offsets as well. 0, or -BERR_BAD_REQUEST / -BERR_DIGEST_INVALID naming what
+ * is wrong (a truncated archive, a damaged blob, a missing manifest or layer). */
+int layout_open(const char *path, bundle *b, plan *p, const char *default_repo, bool in_place,
+                int *fdp);
 void layout_free(bundle *b);
 void layout_plan_free(plan *p);
 bblob *layout_find(const bundle *b, const char *digest);

@@ -2,7 +2,8 @@
  * Fuzzes the bundle reader (layout_open, src/bundle/layout.c: libarchive tar (plain, gzip,
  * zstd), blob names and hashes, index.json, ref.name parsing and the manifest walk) that
  * `berth bundle import|serve|verify` run on a technician's archive before anything is written.
- * The input is the archive, handed over as a memfd opened by its /proc/self/fd path.
+ * The input is the archive, handed over as a memfd opened by its /proc/self/fd path; inputs of
+ * odd length are read as `bundle serve` reads them (in place: plain tar, hashed at the offsets).
  *
  * Invariants: 0, -BERR_BAD_REQUEST or -BERR_DIGEST_INVALID (-BERR_INTERNAL only for out of
  * memory), with a message on failure; on success a non-empty plan whose every step has a valid
@@ -56,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     plan p;
     int tfd;
     berr_clear();
-    int rc = layout_open(path, &b, &p, "fuzz/default", &tfd);
+    int rc = layout_open(path, &b, &p, "fuzz/default", size % 2 == 1, &tfd);
     FUZZ_ASSERT(rc == 0 || rc == -BERR_BAD_REQUEST || rc == -BERR_DIGEST_INVALID ||
                 rc == -BERR_INTERNAL);
     if (rc < 0) {
@@ -68,6 +69,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_ASSERT(ref_name_valid(s->repo));
             FUZZ_ASSERT(!s->tag[0] || ref_tag_valid(s->tag));
             FUZZ_ASSERT(s->m && s->m->mem && layout_find(&b, s->m->digest) == s->m);
+            for (size_t k = 0; k < s->nblobs; k++)
+                FUZZ_ASSERT(s->blobs[k]->used &&
+                            layout_find(&b, s->blobs[k]->digest) == s->blobs[k]);
             char d[DIGEST_STR_MAX];
             digest_algo algo;
             FUZZ_ASSERT(digest_parse(s->m->digest, &algo) == 0);
