@@ -221,35 +221,39 @@ static void chart_images(closure *c, closure_item *it, int fd)
     img_list_free(&unres);
 }
 
+typedef struct {
+    int fd;
+    digest_ctx ctx;
+} hashing_fd;
+
+static int to_hashing_fd(void *arg, const char *data, size_t len)
+{
+    hashing_fd *h = arg;
+    digest_update(&h->ctx, data, len);
+    return to_fd(&h->fd, data, len);
+}
+
 int closure_fetch_url(const rc_opts *o, const char *url, int *fd, char *digest)
 {
-    rc_ref r;
-    rc_parse("localhost/x", o, &r); /* only for the client settings */
-    *fd = memfd_create("berth-closure", MFD_CLOEXEC);
-    if (*fd < 0) return berr_set(BERR_IO, "memfd: %s", strerror(errno));
+    config_mirror m;
+    rc_client(o, &m);
+    hashing_fd h = {.fd = memfd_create("berth-closure", MFD_CLOEXEC)};
+    if (h.fd < 0) return berr_set(BERR_IO, "memfd: %s", strerror(errno));
+    digest_init(&h.ctx, DIGEST_SHA256);
     upstream_resp resp;
-    int rc = upstream_get_url(&r.m, url, to_fd, fd, 0, &resp);
+    int rc = upstream_get_url(&m, url, to_hashing_fd, &h, 0, &resp);
     if (rc == 0 && resp.status != 200)
         rc = berr_set(resp.status == 404 ? BERR_NOT_FOUND : BERR_IO, "%s: HTTP %ld", url,
                       resp.status);
     upstream_resp_free(&resp);
-    if (rc == 0) {
-        digest_ctx ctx;
-        digest_init(&ctx, DIGEST_SHA256);
-        char buf[65536];
-        ssize_t n;
-        off_t pos = 0;
-        while ((n = pread(*fd, buf, sizeof buf, pos)) > 0) {
-            digest_update(&ctx, buf, (size_t)n);
-            pos += n;
-        }
-        digest_final(&ctx, digest);
-    }
     if (rc < 0) {
-        close(*fd);
+        close(h.fd);
         *fd = -1;
+        return rc;
     }
-    return rc;
+    digest_final(&h.ctx, digest);
+    *fd = h.fd;
+    return 0;
 }
 
 /* A chart from a classic HTTP repository: index.yaml's entry for name/version, its archive

@@ -19,11 +19,12 @@
     "application/vnd.docker.distribution.manifest.list.v2+json, "                                  \
     "application/vnd.docker.distribution.manifest.v2+json"
 
-static void set_client(rc_ref *r, const rc_opts *o)
+void rc_client(const rc_opts *o, config_mirror *m)
 {
-    r->m.name = "client";
-    r->m.connect_ms = 10000;
-    r->m.transfer_ms = 600000;
+    memset(m, 0, sizeof *m);
+    m->name = "client";
+    m->connect_ms = 10000;
+    m->transfer_ms = 600000;
     static char u[256], pw[256];
     const char *cred = o && o->user ? o->user : getenv("BERTH_REGISTRY_USER");
     if (!cred) return;
@@ -31,8 +32,8 @@ static void set_client(rc_ref *r, const rc_opts *o)
     snprintf(u, sizeof u, "%.*s", c ? (int)(c - cred) : (int)strlen(cred), cred);
     const char *env = getenv("BERTH_REGISTRY_PASSWORD");
     snprintf(pw, sizeof pw, "%s", c ? c + 1 : env ? env : "");
-    r->m.username = u;
-    r->m.password = pw;
+    m->username = u;
+    m->password = pw;
 }
 
 /* Splits "repo[:tag][@digest]" (no host) into r->repo and r->ref. */
@@ -61,7 +62,7 @@ static int split_ref(const char *s, const char *what, rc_ref *r)
 int rc_parse(const char *s, const rc_opts *o, rc_ref *r)
 {
     memset(r, 0, sizeof *r);
-    set_client(r, o);
+    rc_client(o, &r->m);
     if ((!strncmp(s, "http://", 7) || !strncmp(s, "https://", 8)) && o && o->st)
         return berr_set(BERR_CONFIG,
                         "reference '%s': reading berth's own store takes repository "

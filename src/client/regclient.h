@@ -43,6 +43,8 @@ typedef struct {
     char srepo[256];
 } rc_ref;
 
+/* The client settings (credentials, timeouts) of o, for any request (a chart repository URL). */
+void rc_client(const rc_opts *o, config_mirror *m);
 /* Parses s into r. 0, or -BERR_CONFIG naming what is wrong. */
 int rc_parse(const char *s, const rc_opts *o, rc_ref *r);
 /* "<base>/v2/<repo>/<kind>/<what>[?ns=...]" */

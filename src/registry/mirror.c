@@ -258,6 +258,14 @@ static void note_access(const char *repo, const char *digest)
     pthread_mutex_unlock(&state_mu);
 }
 
+/* Who holds a lease: this host and process, what for, and which one (p) when there are many. */
+static void lease_owner(char *out, size_t len, const char *what, const void *p)
+{
+    char host[64] = "";
+    gethostname(host, sizeof host - 1);
+    snprintf(out, len, "%s %d %s %p", host, (int)getpid(), what, p);
+}
+
 void reg_mirror_maintain(store *st, const config *cfg, bool evict)
 {
     static access_rec batch[ACCESS_MAX];
@@ -274,11 +282,7 @@ void reg_mirror_maintain(store *st, const config *cfg, bool evict)
     if (!evict || cfg->cache_max <= 0) return;
     /* berths sharing one metadata database evict one at a time: the lease's holder decides */
     static char owner[160];
-    if (!owner[0]) {
-        char host[64] = "";
-        gethostname(host, sizeof host - 1);
-        snprintf(owner, sizeof owner, "%s %d evict", host, (int)getpid());
-    }
+    if (!owner[0]) lease_owner(owner, sizeof owner, "evict", NULL);
     if (store_lease_take(st, "mirror evict", owner, 60000) == -BERR_CONFLICT) return;
     store_evict_opts o = {.max_bytes = (uint64_t)cfg->cache_max,
                           .pins = (const char *const *)cfg->pins,
@@ -611,9 +615,7 @@ static int fetch_into(fill *f)
     /* one upstream fetch per blob across every berth on this metadata: the others wait for the
      * holder's commit and serve the blob from the store */
     snprintf(f->lease_key, sizeof f->lease_key, "fill %s", f->digest);
-    char host[64] = "";
-    gethostname(host, sizeof host - 1);
-    snprintf(f->lease_owner, sizeof f->lease_owner, "%s %d %p", host, (int)getpid(), (void *)f);
+    lease_owner(f->lease_owner, sizeof f->lease_owner, "fill", f);
     int64_t deadline = store_now() + mi->connect_ms + mi->transfer_ms;
     for (;;) {
         if (store_blob_mount(f->st, f->repo, NULL, f->digest) == 0)
