@@ -175,27 +175,34 @@ t_check "... gone from disk" [ ! -e "$opath" ]
 # them): every acknowledged push stays intact, read through the other server
 OCIPUSH="python3 $T_ROOT/tests/fixtures/ocipush.py"
 head -c 40000 /dev/urandom >"$W/shared.bin"
-LP=()
-for i in 1 2; do
-    $OCIPUSH push-loop "$A_URL" "load/a$i" --seed $((300 + i)) --max-size 40000 --shared "$W/shared.bin" \
-        --acked "$W/acked.a$i" --blobs "$W/blobs.a$i" --stop "$W/stop" >"$W/push.a$i" 2>&1 &
-    LP+=($!)
-    $OCIPUSH push-loop "$B_URL" "load/b$i" --seed $((400 + i)) --max-size 40000 --shared "$W/shared.bin" \
-        --acked "$W/acked.b$i" --blobs "$W/blobs.b$i" --stop "$W/stop" >"$W/push.b$i" 2>&1 &
-    LP+=($!)
-done
-T_PIDS+=("${LP[@]}")
+# push_loops NAME SEED: two pushers into A and two into B (repositories NAME/a1.. NAME/b2) until
+# $W/NAME.stop exists; acknowledged pushes in $W/NAME.acked.{a,b}N; their PIDs in LP
+push_loops() {
+    local i s
+    LP=()
+    for i in 1 2; do
+        for s in a b; do
+            local u=$A_URL seed=$(($2 + i))
+            [ $s = b ] && u=$B_URL seed=$(($2 + 100 + i))
+            $OCIPUSH push-loop "$u" "$1/$s$i" --seed $seed --max-size 40000 --shared "$W/shared.bin" \
+                --acked "$W/$1.acked.$s$i" --blobs "$W/$1.blobs.$s$i" --stop "$W/$1.stop" >"$W/$1.push.$s$i" 2>&1 &
+            LP+=($!)
+        done
+    done
+    T_PIDS+=("${LP[@]}")
+}
+push_loops load 300
 gcrc=""
 for run in 1 2 3 4 5 6; do
     sleep 0.5
     "$BERTH" gc -c "$SH/a/config.yml" --grace 0s >"$W/gcload.$run" 2>&1
     gcrc+=$?
 done
-touch "$W/stop"
+touch "$W/load.stop"
 for p in "${LP[@]}"; do wait "$p"; done
 t_eq "6 gc --grace 0s runs beside two loaded servers exit 0" 000000 "$gcrc"
-cat "$W"/acked.a* >"$W/acked.a" 2>/dev/null
-cat "$W"/acked.b* >"$W/acked.b" 2>/dev/null
+cat "$W"/load.acked.a* >"$W/acked.a" 2>/dev/null
+cat "$W"/load.acked.b* >"$W/acked.b" 2>/dev/null
 t_check "both servers acknowledged pushes meanwhile ($(wc -l <"$W/acked.a") + $(wc -l <"$W/acked.b"))" \
     test "$(wc -l <"$W/acked.a")" -gt 0 -a "$(wc -l <"$W/acked.b")" -gt 0
 $OCIPUSH verify "$B_URL" "$W/acked.a" >"$W/verify.a" 2>&1
@@ -209,27 +216,18 @@ t_eq "berth gc --dry-run finds nothing more" "would remove 0 manifests, 0 blobs 
 
 # a replica killed with SIGKILL in the middle of pushes to both: every acknowledged push is
 # intact (read through the other one and through the restarted one), fsck is clean
-LP=()
-for i in 1 2; do
-    $OCIPUSH push-loop "$A_URL" "kill/a$i" --seed $((500 + i)) --max-size 40000 --shared "$W/shared.bin" \
-        --acked "$W/kacked.a$i" --blobs "$W/kblobs.a$i" --stop "$W/kstop" >"$W/kpush.a$i" 2>&1 &
-    LP+=($!)
-    $OCIPUSH push-loop "$B_URL" "kill/b$i" --seed $((600 + i)) --max-size 40000 --shared "$W/shared.bin" \
-        --acked "$W/kacked.b$i" --blobs "$W/kblobs.b$i" --stop "$W/kstop" >"$W/kpush.b$i" 2>&1 &
-    LP+=($!)
-done
-T_PIDS+=("${LP[@]}")
+push_loops kill 500
 sleep 1.5
 kill -9 "$B_PID"
 wait "$B_PID" 2>/dev/null
 sleep 1
-touch "$W/kstop"
+touch "$W/kill.stop"
 for p in "${LP[@]}"; do wait "$p"; done
 berth_start "$SH/b" || t_fail "B restarts after SIGKILL"
 B_URL=$BERTH_URL B_HP=127.0.0.1:$BERTH_PORT B_PID=$BERTH_PID
-cat "$W"/kacked.* >"$W/kacked" 2>/dev/null
-t_check "pushes were acknowledged by both before the kill ($(cat "$W"/kacked.a* | wc -l) + $(cat "$W"/kacked.b* | wc -l))" \
-    test "$(cat "$W"/kacked.a* | wc -l)" -gt 0 -a "$(cat "$W"/kacked.b* | wc -l)" -gt 0
+cat "$W"/kill.acked.* >"$W/kacked" 2>/dev/null
+t_check "pushes were acknowledged by both before the kill ($(cat "$W"/kill.acked.a* | wc -l) + $(cat "$W"/kill.acked.b* | wc -l))" \
+    test "$(cat "$W"/kill.acked.a* | wc -l)" -gt 0 -a "$(cat "$W"/kill.acked.b* | wc -l)" -gt 0
 $OCIPUSH verify "$A_URL" "$W/kacked" >"$W/kverify.a" 2>&1
 t_eq "B killed -9 mid-push: every acknowledged push intact, read from A" "0 failures" "$(tail -1 "$W/kverify.a" | grep -o '[0-9]* failures')"
 $OCIPUSH verify "$B_URL" "$W/kacked" >"$W/kverify.b" 2>&1
