@@ -42,7 +42,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,8 +54,8 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench import (SHARED_CONFIG, cpu_busy_fraction, fmt, print_table,  # noqa: E402
-                   ratio)
+from bench import (SHARED_CONFIG, Server, cpu_busy_fraction, fmt, free_port,  # noqa: E402
+                   log, print_table, ratio, sha256_file)
 
 MIB = 1 << 20
 SERVER_CPU = "0"
@@ -80,18 +79,6 @@ CMD_TIMEOUT = 600
 SYNC_S = [0.0]  # time spent in the sync() before each timed command (not timed)
 
 
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class Failed(Exception):
     pass
 
@@ -99,14 +86,7 @@ class Failed(Exception):
 # ---------------------------------------------------------------- test data
 
 def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(4 * MIB)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+    return sha256_file(path)[len("sha256:"):]
 
 
 def build_images():
@@ -156,60 +136,28 @@ def build_images():
 
 # ---------------------------------------------------------------- processes
 
-class Berth:
-    """A berth serving (or about to be given) a store on the server CPU."""
+class Berth(Server):
+    """A berth serving (or about to be given) a store on the server CPU: bench.Server with its own
+    directory and configuration, raising Failed when it does not start."""
 
     def __init__(self, tmp, binary, name):
+        super().__init__(name, f"berth {name}", "registry")
         self.dir = os.path.join(tmp, name)
         self.root = os.path.join(self.dir, "data")
         os.makedirs(self.root)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.config = os.path.join(self.dir, "config.yml")
         with open(self.config, "w") as f:
             f.write(SHARED_CONFIG.replace("@ROOTDIR@", self.root)
                     .replace("@ADDR@", f"127.0.0.1:{self.port}"))
         self.binary = binary
         self.name = name
-        self.proc = None
 
     def start(self):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-        self.logpath = os.path.join(self.dir, "berth.log")
-        logf = open(self.logpath, "ab")
-        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, self.binary, "serve", "-c",
-                                      self.config], stdout=logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        logf.close()
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                http("GET", self.url + "/v2/", timeout=2)
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise Failed(f"berth {self.name} did not start: {self.log_tail()}")
-
-    def log_tail(self, n=400):
-        try:
-            with open(self.logpath, "rb") as f:
-                return f.read()[-n:].decode(errors="replace").strip().replace("\n", " | ")
-        except OSError:
-            return ""
-
-    def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        except ProcessLookupError:
-            pass
+        super().start([self.binary, "serve", "-c", self.config],
+                      os.path.join(self.dir, "berth.log"), cpu=SERVER_CPU)
+        if self.error:
+            raise Failed(f"berth {self.name}: {self.error}")
+        return self
 
     def remove(self):
         self.stop()
