@@ -399,7 +399,7 @@ static int each_blob(bundle *b, int fd, blob_fn fn, void *arg)
         return rc;
     }
     if (lseek(fd, 0, SEEK_SET) < 0) return berr_set(BERR_IO, "%s: %s", b->path, strerror(errno));
-    tar_reader *tr;
+    tar_reader *tr = NULL;
     int rc = tar_reader_open(fd, b->path, &tr);
     tar_entry e;
     while (rc == 0 && (rc = tar_reader_next(tr, &e)) == 1) {
@@ -410,10 +410,7 @@ static int each_blob(bundle *b, int fd, blob_fn fn, void *arg)
         if (!x || !x->used || x->manifest || x->header_pos != e.header_pos) continue;
         rc = fn(arg, x, tr, -1);
     }
-    if (rc == 0)
-        tar_reader_close(tr);
-    else if (tr)
-        tar_reader_close(tr);
+    tar_reader_close(tr);
     return rc;
 }
 

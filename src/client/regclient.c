@@ -205,47 +205,50 @@ static int verify_cb(void *arg, const char *data, size_t len)
     return v->sink ? v->sink(v->arg, data, len) : 0;
 }
 
+/* Feeds a blob in berth's own store to the verifying sink. */
+static int store_feed(rc_ref *r, const char *digest, verify_sink *v)
+{
+    store_blob b;
+    if (store_blob_open(r->st, r->srepo, digest, &b) < 0)
+        return berr_set(BERR_BLOB_UNKNOWN, "%s: blob %s is not in the store", r->srepo, digest);
+    int rc = 0;
+    if (b.fd < 0) {
+        rc = verify_cb(v, b.mem, (size_t)b.size) < 0 ? berr_set(BERR_IO, "write failed") : 0;
+    } else {
+        char *buf = malloc(1 << 20);
+        if (!buf) rc = berr_set(BERR_INTERNAL, "out of memory");
+        for (uint64_t pos = 0; rc == 0 && pos < b.size;) {
+            size_t want = b.size - pos < (1 << 20) ? (size_t)(b.size - pos) : (1 << 20);
+            ssize_t n = pread(b.fd, buf, want, (off_t)(b.offset + pos));
+            if (n <= 0)
+                rc = berr_set(BERR_IO, "read blob %s", digest);
+            else if (verify_cb(v, buf, (size_t)n) < 0)
+                rc = berr_set(BERR_IO, "write failed");
+            pos += n > 0 ? (uint64_t)n : 0;
+        }
+        free(buf);
+    }
+    store_blob_release(&b);
+    return rc;
+}
+
 int rc_get_blob(rc_ref *r, const char *digest, uint64_t size, upstream_sink sink, void *arg)
 {
     digest_algo algo;
     if (digest_parse(digest, &algo) < 0) return berr_set(BERR_IO, "bad digest '%s'", digest);
     verify_sink v = {.sink = sink, .arg = arg};
     digest_init(&v.ctx, algo);
+    int rc;
     if (r->st) {
-        store_blob b;
-        int rc = store_blob_open(r->st, r->srepo, digest, &b);
-        if (rc < 0)
-            return berr_set(BERR_BLOB_UNKNOWN, "%s: blob %s is not in the store", r->srepo, digest);
-        if (b.fd < 0) {
-            rc = verify_cb(&v, b.mem, (size_t)b.size) < 0 ? berr_set(BERR_IO, "write failed") : 0;
-        } else {
-            char *buf = malloc(1 << 20);
-            uint64_t pos = 0;
-            if (!buf) rc = berr_set(BERR_INTERNAL, "out of memory");
-            while (rc == 0 && pos < b.size) {
-                size_t want = b.size - pos < (1 << 20) ? (size_t)(b.size - pos) : (1 << 20);
-                ssize_t n = pread(b.fd, buf, want, (off_t)(b.offset + pos));
-                if (n <= 0)
-                    rc = berr_set(BERR_IO, "read blob %s", digest);
-                else if (verify_cb(&v, buf, (size_t)n) < 0)
-                    rc = berr_set(BERR_IO, "write failed");
-                pos += n > 0 ? (uint64_t)n : 0;
-            }
-            free(buf);
-        }
-        store_blob_release(&b);
-        char got[DIGEST_STR_MAX];
-        digest_final(&v.ctx, got);
-        if (rc == 0 && (strcmp(got, digest) || (size && v.got != size)))
-            rc = berr_set(BERR_IO, "blob %s in the store hashes to %s: refused", digest, got);
-        return rc;
+        rc = store_feed(r, digest, &v);
+    } else {
+        char url[2048];
+        rc_url(r, "blobs", digest, url, sizeof url);
+        upstream_resp resp;
+        rc = upstream_send(&r->m, "GET", url, NULL, NULL, 0, NULL, verify_cb, &v, &resp);
+        if (rc < 0 || resp.status != 200) rc = fail("blob", url, rc, &resp);
+        upstream_resp_free(&resp);
     }
-    char url[2048];
-    rc_url(r, "blobs", digest, url, sizeof url);
-    upstream_resp resp;
-    int rc = upstream_send(&r->m, "GET", url, NULL, NULL, 0, NULL, verify_cb, &v, &resp);
-    if (rc < 0 || resp.status != 200) rc = fail("blob", url, rc, &resp);
-    upstream_resp_free(&resp);
     char got[DIGEST_STR_MAX];
     digest_final(&v.ctx, got);
     if (rc == 0 && (strcmp(got, digest) || (size && v.got != size)))
