@@ -1,6 +1,6 @@
 # berth build. `make` builds build/berth; see README.md for run/test/bench.
 CC      ?= cc
-PKGS     = libmicrohttpd jansson sqlite3 nettle yaml-0.1 gnutls
+PKGS     = libmicrohttpd jansson sqlite3 nettle yaml-0.1 gnutls expat
 CFLAGS  ?= -O2 -g
 # Paths are built with snprintf into PATH_MAX buffers; truncation there is not a bug class we hit.
 # libcurl and libarchive: headers only; they are loaded with dlopen when first needed (a mirror,

@@ -684,6 +684,51 @@ static int actions(cnode *n, const char *what, unsigned *out)
     return rc;
 }
 
+/* storage.s3: registry:2's S3 driver keys. The section being there selects the backend. */
+static int load_s3(cnode *root, config *cfg)
+{
+    config_s3 *c = &cfg->s3;
+    bool disable = false;
+    int rc;
+    /* registry:2 accepts these with any driver (the filesystem one never redirects) */
+    if ((rc = set_bool(root, "storage.redirect.disable", &disable)) < 0 ||
+        (rc = set_duration(root, "storage.redirect.expiry", &c->redirect_expiry_s)) < 0)
+        return rc;
+    c->redirect = !disable;
+    cnode *n = cn_path(root, "storage.s3");
+    if (!n) return 0;
+    n->used = true;
+    c->enabled = true;
+    const char *v4 = NULL;
+    if ((rc = set_str(root, "storage.s3.accesskey", &c->accesskey)) < 0 ||
+        (rc = set_str(root, "storage.s3.secretkey", &c->secretkey)) < 0 ||
+        (rc = set_str(root, "storage.s3.region", &c->region)) < 0 ||
+        (rc = set_str(root, "storage.s3.regionendpoint", &c->regionendpoint)) < 0 ||
+        (rc = set_str(root, "storage.s3.bucket", &c->bucket)) < 0 ||
+        (rc = set_str(root, "storage.s3.rootdirectory", &c->rootdirectory)) < 0 ||
+        (rc = set_bool(root, "storage.s3.secure", &c->secure)) < 0 ||
+        (rc = set_bool(root, "storage.s3.skipverify", &c->skipverify)) < 0 ||
+        (rc = set_bool(root, "storage.s3.forcepathstyle", &c->forcepathstyle)) < 0 ||
+        (rc = get_str(root, "storage.s3.v4auth", &v4)) < 0 ||
+        (rc = set_size(root, "storage.s3.chunksize", &c->chunksize)) < 0)
+        return rc;
+    if (v4 && strcasecmp(v4, "true") != 0)
+        return berr_set(BERR_CONFIG, "storage.s3.v4auth: berth signs with SigV4 only (set true)");
+    if (!c->bucket || !*c->bucket) return berr_set(BERR_CONFIG, "storage.s3.bucket: required");
+    if (!c->accesskey || !c->secretkey)
+        return berr_set(BERR_CONFIG, "storage.s3.accesskey and secretkey: required (berth does "
+                                     "not read instance credentials)");
+    if (c->chunksize < 5 * 1024 * 1024)
+        return berr_set(BERR_CONFIG, "storage.s3.chunksize: %lld is below S3's 5 MiB part minimum",
+                        (long long)c->chunksize);
+    if (c->chunksize > 1024LL * 1024 * 1024)
+        return berr_set(BERR_CONFIG, "storage.s3.chunksize: at most 1 GiB (parts are buffered in "
+                                     "memory)");
+    if (c->redirect_expiry_s < 1 || c->redirect_expiry_s > 7 * 24 * 3600)
+        return berr_set(BERR_CONFIG, "storage.redirect.expiry: between 1s and 7 days");
+    return 0;
+}
+
 static int load_auth(cnode *root, config *cfg)
 {
     config_auth *a = &cfg->auth;
@@ -831,12 +876,12 @@ static int config_extract(cnode *root, config *cfg)
     if (storage && storage->kind == CN_MAP) {
         for (size_t i = 0; i < storage->nkids; i++) {
             const char *drv = storage->kids[i]->key;
-            static const char *const other[] = {"s3", "azure", "gcs", "swift", "oss", "inmemory"};
+            static const char *const other[] = {"azure", "gcs", "swift", "oss", "inmemory"};
             for (size_t j = 0; j < sizeof other / sizeof *other; j++)
                 if (!strcasecmp(drv, other[j]))
                     return berr_set(BERR_CONFIG,
                                     "storage.%s: storage driver not supported by this berth "
-                                    "(supported: filesystem)",
+                                    "(supported: filesystem, s3)",
                                     drv);
         }
     }
@@ -880,7 +925,8 @@ static int config_extract(cnode *root, config *cfg)
         (rc = set_str(root, "database.password", &cfg->database.password)) < 0 ||
         (rc = set_str(root, "database.dbname", &cfg->database.dbname)) < 0 ||
         (rc = set_str(root, "database.sslmode", &cfg->database.sslmode)) < 0 ||
-        (rc = set_int(root, "database.pool.maxopen", &cfg->database.maxopen)) < 0)
+        (rc = set_int(root, "database.pool.maxopen", &cfg->database.maxopen)) < 0 ||
+        (rc = load_s3(root, cfg)) < 0)
         return rc;
     if (cfg->database.port < 1 || cfg->database.port > 65535)
         return berr_set(BERR_CONFIG, "database.port: %d is not a port", cfg->database.port);
@@ -940,6 +986,10 @@ int config_load(config *cfg, const char *path)
     cfg->helm.max_uncompressed = 256 * 1024 * 1024;
     cfg->database.port = 5432;
     cfg->database.maxopen = 8;
+    cfg->s3.secure = true;
+    cfg->s3.forcepathstyle = true;
+    cfg->s3.chunksize = 10 * 1024 * 1024;
+    cfg->s3.redirect_expiry_s = 20 * 60;
     cnode *root = NULL;
     if (path) {
         cfg->path = strdup(path);
@@ -1006,6 +1056,12 @@ void config_free(config *cfg)
     free(cfg->database.password);
     free(cfg->database.dbname);
     free(cfg->database.sslmode);
+    free(cfg->s3.accesskey);
+    free(cfg->s3.secretkey);
+    free(cfg->s3.region);
+    free(cfg->s3.regionendpoint);
+    free(cfg->s3.bucket);
+    free(cfg->s3.rootdirectory);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -1037,6 +1093,13 @@ void config_print_keys(void)
         "  limits.rate / limits.burst               requests/s per address, burst (no limit)\n"
         "  limits.uploads                           concurrent requests with a body (no limit)\n"
         "  storage.quota                            most bytes of blobs stored (no limit)\n"
+        "  storage.s3.bucket / regionendpoint / region / accesskey / secretkey / rootdirectory\n"
+        "                                           blobs in S3-compatible storage (filesystem)\n"
+        "  storage.s3.secure / skipverify / chunksize / forcepathstyle / v4auth\n"
+        "                                           https (true), TLS check (false), part size\n"
+        "                                           (10MiB), path-style URLs (always), SigV4\n"
+        "  storage.redirect.disable / expiry        s3: stream blob GETs instead of answering\n"
+        "                                           307 to a presigned URL (false / 20m)\n"
         "  proxy.remoteurl, proxy.username, proxy.password\n"
         "                                           default upstream (registry:2 proxy mode)\n"
         "  mirrors.<name>.urls                      upstream endpoints, tried in order\n"

@@ -99,6 +99,22 @@ typedef struct {
     int maxopen;    /* database.pool.maxopen: connections per process (8) */
 } config_database;
 
+/* storage.s3 (registry:2's keys): blobs in S3-compatible object storage (store/blobs3.c) */
+typedef struct {
+    bool enabled;
+    char *accesskey, *secretkey;
+    char *region;         /* signing region (default us-east-1) */
+    char *regionendpoint; /* http(s)://host:port; empty: AWS's s3.<region>.amazonaws.com */
+    char *bucket;
+    char *rootdirectory; /* key prefix inside the bucket */
+    bool secure;         /* https when regionendpoint has no scheme (true) */
+    bool skipverify;     /* do not verify the endpoint's TLS certificate (false) */
+    bool forcepathstyle; /* accepted; berth always uses path-style URLs */
+    int64_t chunksize;   /* multipart part size, bytes (10 MiB; at least 5 MiB) */
+    bool redirect;       /* !storage.redirect.disable: blob GETs answer 307 to presigned URLs */
+    int64_t redirect_expiry_s; /* berth: storage.redirect.expiry (20m) */
+} config_s3;
+
 typedef struct {
     char *path; /* the file loaded, or NULL for defaults only */
     int log_level;
@@ -138,6 +154,7 @@ typedef struct {
     config_auth auth;
     int margo_validation; /* berth: margo.validation: reject | warn | off */
     config_database database;
+    config_s3 s3;
 } config;
 
 /* Loads defaults, then the file (when path is non-NULL), then REGISTRY_* env overrides.

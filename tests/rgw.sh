@@ -376,3 +376,37 @@ rgw_curl() {
 rgw_aws() {
     /usr/bin/aws --endpoint-url "$RGW_URL" --region "$RGW_REGION" "$@"
 }
+
+# rgw_berth_wrapper FILE [INNER]
+#   Writes an executable FILE that runs berth (INNER, default $BERTH: e.g. pg_berth_wrapper's
+#   script, for S3 blobs + PostgreSQL metadata) with its blobs in this RGW bucket: the
+#   storage.s3 keys as REGISTRY_STORAGE_S3_* variables, one key prefix per storage directory (so a
+#   restarted berth finds its blobs, and suites running side by side do not meet), and
+#   storage.redirect.disable so blob GETs stream through berth as the suites expect.
+rgw_berth_wrapper() {
+    local inner=${2:-$BERTH}
+    cat >"$1" <<SH
+#!/usr/bin/env bash
+inner=$(realpath "$inner")
+cfg=
+prev=
+for a in "\$@"; do
+    [ "\$prev" = -c ] && cfg=\$a
+    prev=\$a
+done
+[ -z "\$cfg" ] && [ "\${1:-}" = serve ] && [ -f "\${2:-}" ] && cfg=\$2
+root=\${REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY:-}
+[ -z "\$root" ] && [ -n "\$cfg" ] && root=\$(sed -n 's/^ *rootdirectory: *//p' "\$cfg" | head -1)
+root=\$(realpath -m "\${root:-./data}")
+export REGISTRY_STORAGE_S3_ACCESSKEY=$RGW_ACCESS_KEY
+export REGISTRY_STORAGE_S3_SECRETKEY=$RGW_SECRET_KEY
+export REGISTRY_STORAGE_S3_REGION=$RGW_REGION
+export REGISTRY_STORAGE_S3_REGIONENDPOINT=$RGW_URL
+export REGISTRY_STORAGE_S3_BUCKET=$RGW_BUCKET
+export REGISTRY_STORAGE_S3_SECURE=false
+export REGISTRY_STORAGE_S3_ROOTDIRECTORY=/r-\$(printf '%s' "\$root" | md5sum | cut -c1-16)
+export REGISTRY_STORAGE_REDIRECT_DISABLE=\${REGISTRY_STORAGE_REDIRECT_DISABLE:-true}
+exec "\$inner" "\$@"
+SH
+    chmod +x "$1"
+}

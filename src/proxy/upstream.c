@@ -2,19 +2,14 @@
  * upstream: see upstream.h. One libcurl easy handle per thread (kept in a pthread key, so
  * connections to an upstream are reused by that thread and freed when it ends). Tokens are cached
  * process-wide by (mirror, scope) until shortly before they expire.
- *
- * libcurl is loaded with dlopen when the first mirror needs it, not linked: with its TLS, LDAP,
- * Kerberos and SSH dependencies it maps about 5 MiB, which a registry without mirrors (the
- * common case on a device) should not carry. The few entry points used are resolved once.
+ * libcurl is loaded on first use (util/curlx.h).
  */
-#define CURL_DISABLE_TYPECHECK 1
 #include "proxy/upstream.h"
+#include "util/curlx.h"
 #include "util/err.h"
 #include "util/log.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
-#include <dlfcn.h>
 #include <jansson.h>
 #include <nettle/base64.h>
 #include <pthread.h>
@@ -27,97 +22,25 @@
 #define MANIFEST_MAX (4 * 1024 * 1024)
 #define ERRBODY_MAX (64 * 1024)
 
-static struct {
-    CURLcode (*global_init)(long);
-    CURL *(*easy_init)(void);
-    void (*easy_cleanup)(CURL *);
-    void (*easy_reset)(CURL *);
-    CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
-    CURLcode (*easy_perform)(CURL *);
-    CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
-    const char *(*easy_strerror)(CURLcode);
-    struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
-    void (*slist_free_all)(struct curl_slist *);
-    char *(*easy_escape)(CURL *, const char *, int);
-    void (*free)(void *);
-} cx;
-
-#undef curl_easy_setopt
-#undef curl_easy_getinfo
-#define curl_global_init cx.global_init
-#define curl_easy_init cx.easy_init
-#define curl_easy_cleanup cx.easy_cleanup
-#define curl_easy_reset cx.easy_reset
-#define curl_easy_setopt cx.easy_setopt
-#define curl_easy_perform cx.easy_perform
-#define curl_easy_getinfo cx.easy_getinfo
-#define curl_easy_strerror cx.easy_strerror
-#define curl_slist_append cx.slist_append
-#define curl_slist_free_all cx.slist_free_all
-#define curl_easy_escape cx.easy_escape
-#define curl_free cx.free
-
 static pthread_key_t curl_key;
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static bool curl_loaded;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
-static void curl_free_handle(void *h)
+static void make_key(void)
 {
-    curl_easy_cleanup(h);
-}
-
-static void load_curl(void)
-{
-    static const char *const names[] = {"libcurl-gnutls.so.4", "libcurl.so.4"};
-    void *lib = NULL;
-    for (size_t i = 0; !lib && i < 2; i++)
-        lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-        log_error("msg=\"cannot load libcurl: mirrors unavailable\" err=\"%s\"", dlerror());
-        return;
-    }
-#define SYM(field, name) *(void **)&cx.field = dlsym(lib, name)
-    SYM(global_init, "curl_global_init");
-    SYM(easy_init, "curl_easy_init");
-    SYM(easy_cleanup, "curl_easy_cleanup");
-    SYM(easy_reset, "curl_easy_reset");
-    SYM(easy_setopt, "curl_easy_setopt");
-    SYM(easy_perform, "curl_easy_perform");
-    SYM(easy_getinfo, "curl_easy_getinfo");
-    SYM(easy_strerror, "curl_easy_strerror");
-    SYM(slist_append, "curl_slist_append");
-    SYM(slist_free_all, "curl_slist_free_all");
-    SYM(easy_escape, "curl_easy_escape");
-    SYM(free, "curl_free");
-#undef SYM
-    void **fns = (void **)&cx;
-    for (size_t i = 0; i < sizeof cx / sizeof(void *); i++)
-        if (!fns[i]) {
-            log_error("msg=\"libcurl lacks an entry point: mirrors unavailable\"");
-            return;
-        }
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    pthread_key_create(&curl_key, curl_free_handle);
-    curl_loaded = true;
+    curlx_key_create(&curl_key);
 }
 
 int upstream_global_init(void)
 {
-    pthread_once(&curl_once, load_curl);
-    return curl_loaded ? 0 : berr_set(BERR_CONFIG, "libcurl could not be loaded");
+    int rc = curlx_init();
+    if (rc == 0) pthread_once(&key_once, make_key);
+    return rc;
 }
 
 static CURL *thread_curl(void)
 {
     if (upstream_global_init() < 0) return NULL;
-    CURL *c = pthread_getspecific(curl_key);
-    if (!c) {
-        c = curl_easy_init();
-        pthread_setspecific(curl_key, c);
-    } else {
-        curl_easy_reset(c);
-    }
-    return c;
+    return curlx_thread_handle(curl_key);
 }
 
 /* ---- token cache ---- */

@@ -813,7 +813,9 @@ int reg_mirror_blob_miss(http_req *r)
     while (f->state == FILL_STARTING)
         pthread_cond_wait(&fill_cv, &fill_mu);
     int fd = -1;
-    if (f->state == FILL_STREAMING && f->size > 0 && f->u) fd = store_upload_reader(f->u);
+    /* with storage.s3 the fill's bytes are in parts, not a growing file: serve the commit */
+    if (f->state == FILL_STREAMING && f->size > 0 && f->u && store_upload_streamable(f->st))
+        fd = store_upload_reader(f->u);
     while (f->state == FILL_STREAMING && fd < 0)
         pthread_cond_wait(&fill_cv, &fill_mu);
     fill_state st = f->state;

@@ -67,10 +67,8 @@ int store_evict(store *s, store_evict_opts *o)
             log_info("msg=\"evicted mirrored manifest\" repo=%s digest=%s", repo, digest);
         }
         for (size_t j = 0; rc == 0 && j < freed.n; j++) {
-            char path[4096];
-            struct stat st;
-            blobfs_path(&s->fs, freed.items[j], path, sizeof path);
-            uint64_t size = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+            uint64_t size;
+            blobfs_size(&s->fs, freed.items[j], &size);
             bool removed = false;
             trash_arg ta = {s, freed.items[j]};
             rc = s->meta->ops->mirror_blob_remove(s->meta, freed.items[j], trash_cb, &ta, &removed);

@@ -35,9 +35,8 @@ static int check_blob(void *arg, const char *digest, uint64_t size)
         problem(st, msg);
         return 0;
     }
-    blobfs_path(&st->s->fs, digest, path, sizeof path);
     uint64_t actual = 0;
-    if (digest_file(path, algo, got, &actual) < 0) {
+    if (blobfs_hash(&st->s->fs, digest, algo, got, &actual, path, sizeof path) < 0) {
         snprintf(msg, sizeof msg, "blob %s: file missing or unreadable (%s)", digest, path);
         problem(st, msg);
     } else if (actual != size) {

@@ -52,9 +52,45 @@ static int orphan_cb(void *arg)
     return rc;
 }
 
+/* One orphan (file or object unknown to the metadata, older than the cutoff): re-checked under
+ * the write lock, like any blob removal. */
+static void gc_orphan(store *s, store_gc_opts *o, const char *digest, const char *where)
+{
+    log_info("msg=\"gc: %s orphan file\" path=%s", o->dry_run ? "would remove" : "remove", where);
+    if (!o->dry_run) {
+        orphan_arg oa = {s, digest, false};
+        if (s->meta->ops->locked(s->meta, orphan_cb, &oa) == 0 && oa.trashed)
+            blobfs_trash_purge(&s->fs, digest);
+    }
+    o->files_removed++;
+}
+
+typedef struct {
+    store *s;
+    store_gc_opts *o;
+    int64_t cutoff;
+} orphan_walk;
+
+static int orphan_obj(void *arg, const char *digest, int64_t mtime)
+{
+    orphan_walk *w = arg;
+    if (mtime >= w->cutoff ||
+        w->s->meta->ops->blob_lookup(w->s->meta, NULL, digest, NULL) != -BERR_BLOB_UNKNOWN)
+        return 0;
+    char k[512];
+    blobfs_key(digest, k, sizeof k);
+    gc_orphan(w->s, w->o, digest, k);
+    return 0;
+}
+
 /* Orphan files: in blobs/ but unknown to the metadata and older than the cutoff. */
 static void gc_orphans(store *s, store_gc_opts *o, int64_t cutoff)
 {
+    if (s->fs.s3) {
+        orphan_walk w = {s, o, cutoff};
+        blobfs_each(&s->fs, false, orphan_obj, &w);
+        return;
+    }
     static const char *const algos[] = {"sha256", "sha512"};
     for (size_t a = 0; a < 2; a++) {
         char top[4096];
@@ -79,15 +115,7 @@ static void gc_orphans(store *s, store_gc_opts *o, int64_t cutoff)
                 if (digest_parse(digest, NULL) < 0 ||
                     s->meta->ops->blob_lookup(s->meta, NULL, digest, NULL) != -BERR_BLOB_UNKNOWN)
                     continue;
-                log_info("msg=\"gc: %s orphan file\" path=%s",
-                         o->dry_run ? "would remove" : "remove", path);
-                /* re-checked under the write lock, like any blob removal */
-                if (!o->dry_run) {
-                    orphan_arg oa = {s, digest, false};
-                    if (s->meta->ops->locked(s->meta, orphan_cb, &oa) == 0 && oa.trashed)
-                        blobfs_trash_purge(&s->fs, digest);
-                }
-                o->files_removed++;
+                gc_orphan(s, o, digest, path);
             }
             closedir(d2);
         }
@@ -103,10 +131,8 @@ int store_gc(store *s, store_gc_opts *o)
     if (rc < 0) return rc;
     for (size_t i = 0; rc == 0 && i < cands.n; i++) {
         const char *digest = cands.items[i];
-        char path[4096];
-        struct stat st;
-        blobfs_path(&s->fs, digest, path, sizeof path);
-        uint64_t size = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+        uint64_t size;
+        blobfs_size(&s->fs, digest, &size);
         if (o->dry_run) {
             log_info("msg=\"gc: would remove blob\" digest=%s size=%llu", digest,
                      (unsigned long long)size);

@@ -5,6 +5,7 @@
 #ifndef BERTH_STORE_INTERNAL_H
 #define BERTH_STORE_INTERNAL_H
 
+#include "store/s3.h"
 #include "store/store.h"
 
 /* Runs inside a metadata write transaction; returns 0 or a negative berr (rolls back). */
@@ -83,11 +84,26 @@ int store_meta_sqlite_open(store_meta **out, const char *path);
 /* PostgreSQL (store/meta_pg.c): loads libpq, connects and migrates the schema. */
 int store_meta_pg_open(store_meta **out, const config_database *db);
 
-/* blobfs: the files */
+/* blobfs: the files (or, with storage.s3, the objects) */
+typedef struct s3 s3;
 typedef struct {
     char *root;
     const store_blob_source *ext; /* blobs kept elsewhere (bundle serve), or NULL */
+    s3 *s3;                       /* storage.s3: blobs in a bucket, or NULL */
 } blobfs;
+
+/* the object key of a blob in S3 mode: blobs/<algo>/<2 hex>/<hex> */
+void blobfs_key(const char *digest, char *out, size_t outlen);
+/* size of a stored blob's file or object; -BERR_BLOB_UNKNOWN when absent */
+int blobfs_size(const blobfs *b, const char *digest, uint64_t *size);
+/* hashes a stored blob with algo (got, its size); where names the file or object read */
+int blobfs_hash(const blobfs *b, const char *digest, digest_algo algo, char *got, uint64_t *size,
+                char *where, size_t wlen);
+/* S3 mode: every blob object (trash false) or trashed one (true) with its age, ms */
+int blobfs_each(const blobfs *b, bool trash,
+                int (*cb)(void *arg, const char *digest, int64_t mtime), void *arg);
+/* S3 mode: puts a trashed blob back */
+int blobfs_restore(const blobfs *b, const char *digest);
 
 /* <root>/blobs/<algo>/<2 hex>/<hex> */
 void blobfs_path(const blobfs *b, const char *digest, char *out, size_t outlen);
@@ -105,12 +121,61 @@ int blobfs_trash_purge(const blobfs *b, const char *digest);
 int fsync_dir(const char *dir);
 int mkdir_p(const char *path);
 
+struct store_upload {
+    store *s;
+    char dir[4096];
+    char repo[256];
+    digest_algo algo;
+    int fd;
+    uint64_t size;
+    digest_ctx ctx;
+    bool ctx_valid;   /* ctx covers exactly [0, size) */
+    uint64_t flushed; /* writeback started up to here (sync_file_range) */
+    uint64_t opened;  /* size when opened: where a rollback returns */
+    /* S3 mode (store/s3mode.c): the session lives in the bucket under uploads/<uuid>/ */
+    char uuid[STORE_UUID_LEN + 1];
+    char owner[48];      /* this open's hold on the session's lease ("upload <uuid>") */
+    char mpu[S3_ID_MAX]; /* multipart upload of uploads/<uuid>/data; "" until the first part */
+    char (*etags)[S3_ETAG_MAX];
+    int nparts, cap_parts, saved_parts;
+    char *buf; /* the tail: bytes after the last part (less than a part) */
+    size_t blen, bcap;
+    bool tail_loaded, dead;
+    uint64_t tail_gen, tail_size; /* the saved tail object: uploads/<uuid>/tail-<gen> */
+    uint64_t saved_size;
+    int64_t renewed; /* when the lease was last renewed (ms) */
+};
+
 struct store {
     char *root;
     blobfs fs;
     store_meta *meta;
     int64_t quota;        /* storage.quota (0: none) */
     _Atomic int64_t used; /* bytes of blobs, refreshed by store_refresh_usage, raised by commits */
+    size_t chunk;         /* S3 mode: multipart part size */
+    bool redirect;        /* S3 mode: blob GETs may answer with a presigned URL */
+    long redirect_expiry; /* seconds */
 };
+
+/* S3 mode (store/s3mode.c): the store functions of store.c call these when s->fs.s3 is set. */
+int s3m_open(store *s, const config *cfg);
+int s3m_recover_trash(store *s);
+int s3m_check_writable(store *s);
+int s3m_blob_fetch(store *s, const char *digest, uint64_t size, store_blob *out);
+int s3m_upload_create(store *s, const char *repo, digest_algo algo, const char *uuid);
+int s3m_upload_open(store *s, const char *repo, const char *uuid, store_upload **out);
+int s3m_upload_write(store_upload *u, const void *data, size_t len);
+int s3m_upload_reader(store_upload *u);
+int s3m_upload_save(store_upload *u);
+void s3m_upload_rollback(store_upload *u);
+/* verifies and puts the blob object in place (placed: it was absent and is now there) */
+int s3m_upload_verify_place(store_upload *u, const char *digest, bool *placed);
+/* inside the commit's transaction: the object is there, or is put there again */
+int s3m_upload_commit_place(store_upload *u, const char *digest);
+/* ends the session: its objects, multipart upload and lease */
+void s3m_upload_remove(store_upload *u);
+void s3m_upload_close(store_upload *u);
+int s3m_upload_purge(store *s, int64_t max_age);
+int s3m_blob_place_mem(store *s, const void *data, size_t len, const char *digest);
 
 #endif

@@ -27,19 +27,6 @@
 
 #define HASH_MAGIC 0x62657274u /* "bert" */
 
-struct store_upload {
-    store *s;
-    char dir[4096];
-    char repo[256];
-    digest_algo algo;
-    int fd;
-    uint64_t size;
-    digest_ctx ctx;
-    bool ctx_valid;   /* ctx covers exactly [0, size) */
-    uint64_t flushed; /* writeback started up to here (sync_file_range) */
-    uint64_t opened;  /* size when opened: where a rollback returns */
-};
-
 /* Writeback is started every WRITEBACK_STEP bytes while an upload streams in, so the fdatasync
  * that commits it finds little left to write. */
 #define WRITEBACK_STEP (8u << 20)
@@ -91,6 +78,7 @@ static void recover_trash(store *s)
 static int recover_trash_locked(void *arg)
 {
     store *s = arg;
+    if (s->fs.s3) return s3m_recover_trash(s);
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/trash", s->root);
     DIR *d = opendir(dir);
@@ -173,6 +161,12 @@ int store_open(store **out, const config *cfg)
         free(s);
         return rc;
     }
+    if (cfg->s3.enabled && (rc = s3m_open(s, cfg)) < 0) {
+        s->meta->ops->close(s->meta);
+        free(s->root);
+        free(s);
+        return rc;
+    }
     recover_trash(s);
     recover_tmp(s, cfg->database.enabled);
     s->quota = cfg->quota;
@@ -185,6 +179,7 @@ void store_close(store *s)
 {
     if (!s) return;
     s->meta->ops->close(s->meta);
+    s3_close(s->fs.s3);
     free(s->root);
     free(s);
 }
@@ -209,6 +204,7 @@ static int quota_check(store *s, uint64_t more)
 
 int store_check_writable(store *s)
 {
+    if (s->fs.s3) return s3m_check_writable(s);
     char p[4096];
     snprintf(p, sizeof p, "%s/tmp/health-%d-%ld", s->root, (int)getpid(), (long)gettid());
     int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -241,7 +237,7 @@ int store_check_metadata(store *s)
 
 /* ---- blobs ---- */
 
-int store_blob_open(store *s, const char *repo, const char *digest, store_blob *out)
+static int blob_open(store *s, const char *repo, const char *digest, store_blob *out, bool serve)
 {
     memset(out, 0, sizeof *out);
     out->fd = -1;
@@ -263,6 +259,13 @@ int store_blob_open(store *s, const char *repo, const char *digest, store_blob *
         out->size = size;
         return 0;
     }
+    if (s->fs.s3 && serve) {
+        out->remote = s;
+        out->size = size;
+        snprintf(out->digest, sizeof out->digest, "%s", digest);
+        return 0;
+    }
+    if (s->fs.s3) return s3m_blob_fetch(s, digest, size, out);
     char path[4096];
     blobfs_path(&s->fs, digest, path, sizeof path);
     out->fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -272,6 +275,38 @@ int store_blob_open(store *s, const char *repo, const char *digest, store_blob *
     }
     out->size = size;
     return 0;
+}
+
+int store_blob_open(store *s, const char *repo, const char *digest, store_blob *out)
+{
+    return blob_open(s, repo, digest, out, false);
+}
+
+int store_blob_open_serve(store *s, const char *repo, const char *digest, store_blob *out)
+{
+    return blob_open(s, repo, digest, out, true);
+}
+
+int store_blob_read(store_blob *b, uint64_t off, uint64_t len,
+                    int (*sink)(void *arg, const char *data, size_t len), void *arg)
+{
+    if (!b->remote) return berr_set(BERR_INTERNAL, "store_blob_read: not a remote blob");
+    char k[512];
+    blobfs_key(b->digest, k, sizeof k);
+    return s3_get(b->remote->fs.s3, k, off, len, sink, arg);
+}
+
+int store_blob_url(store *s, const char *digest, char *url, size_t len)
+{
+    if (!s->fs.s3 || !s->redirect) return -BERR_UNSUPPORTED;
+    char k[512];
+    blobfs_key(digest, k, sizeof k);
+    return s3_presign(s->fs.s3, k, s->redirect_expiry, url, len);
+}
+
+bool store_upload_streamable(const store *s)
+{
+    return !s->fs.s3;
 }
 
 bool store_blob_present(store *s, const char *digest)
@@ -335,6 +370,7 @@ int store_upload_create(store *s, const char *repo, digest_algo algo, char *uuid
              "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1],
              r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14],
              r[15]);
+    if (s->fs.s3) return s3m_upload_create(s, repo, algo, uuid_out);
     char dir[4096], p[4200];
     upload_dir(s, uuid_out, dir, sizeof dir);
     if (mkdir(dir, 0755) < 0) return berr_set(BERR_IO, "mkdir %s: %s", dir, strerror(errno));
@@ -359,6 +395,7 @@ int store_upload_open(store *s, const char *repo, const char *uuid, store_upload
     char dir[4096], p[4200];
     int rc = upload_dir(s, uuid, dir, sizeof dir);
     if (rc < 0) return rc;
+    if (s->fs.s3) return s3m_upload_open(s, repo, uuid, out);
     snprintf(p, sizeof p, "%s/info", dir);
     FILE *f = fopen(p, "r");
     if (!f) return berr_set(BERR_BLOB_UPLOAD_UNKNOWN, "upload unknown to registry");
@@ -429,6 +466,7 @@ int store_upload_write(store_upload *u, const void *data, size_t len)
 {
     int qrc = quota_check(u->s, u->size + len);
     if (qrc < 0) return qrc;
+    if (u->s->fs.s3) return s3m_upload_write(u, data, len);
     const char *p = data;
     size_t left = len;
     while (left > 0) {
@@ -455,6 +493,7 @@ int store_upload_write(store_upload *u, const void *data, size_t len)
 
 int store_upload_reader(store_upload *u)
 {
+    if (u->s->fs.s3) return s3m_upload_reader(u);
     char p[4200];
     snprintf(p, sizeof p, "%s/data", u->dir);
     int fd = open(p, O_RDONLY | O_CLOEXEC);
@@ -463,6 +502,7 @@ int store_upload_reader(store_upload *u)
 
 int store_upload_save(store_upload *u)
 {
+    if (u->s->fs.s3) return s3m_upload_save(u);
     if (!u->ctx_valid) return 0;
     char p[4200], tmp[4200];
     snprintf(p, sizeof p, "%s/hash", u->dir);
@@ -487,6 +527,10 @@ int store_upload_save(store_upload *u)
 
 void store_upload_rollback(store_upload *u)
 {
+    if (u->s->fs.s3) {
+        s3m_upload_rollback(u);
+        return;
+    }
     if (u->size == u->opened) return;
     if (ftruncate(u->fd, (off_t)u->opened) == 0) {
         lseek(u->fd, 0, SEEK_END);
@@ -498,19 +542,24 @@ void store_upload_rollback(store_upload *u)
 
 static void upload_remove(store_upload *u)
 {
-    rm_rf_dir(u->dir);
+    if (u->s->fs.s3)
+        s3m_upload_remove(u);
+    else
+        rm_rf_dir(u->dir);
 }
 
 typedef struct {
     store *s;
     const char *src;
     const char *digest;
-    bool placed; /* blobfs_preplace moved it already */
+    bool placed;     /* blobfs_preplace moved it already */
+    store_upload *u; /* S3 mode: the session the object came from */
 } place_arg;
 
 static int place_cb(void *arg)
 {
     place_arg *a = arg;
+    if (a->u && a->s->fs.s3) return s3m_upload_commit_place(a->u, a->digest);
     if (a->placed)
         return blobfs_exists(&a->s->fs, a->digest)
                    ? 0
@@ -558,10 +607,14 @@ static int upload_verify(store_upload *u, const char *digest, char *data, size_t
 int store_upload_place(store_upload *u, const char *digest, store_new_blob *out)
 {
     char data[4200];
-    int rc = upload_verify(u, digest, data, sizeof data);
-    if (rc < 0) return rc;
     bool placed;
-    rc = blobfs_preplace(&u->s->fs, data, digest, &placed);
+    int rc;
+    if (u->s->fs.s3) {
+        rc = s3m_upload_verify_place(u, digest, &placed);
+    } else {
+        rc = upload_verify(u, digest, data, sizeof data);
+        if (rc == 0) rc = blobfs_preplace(&u->s->fs, data, digest, &placed);
+    }
     if (rc < 0) return rc;
     if (placed) u->s->used += (int64_t)u->size;
     snprintf(out->digest, sizeof out->digest, "%s", digest);
@@ -577,6 +630,7 @@ int store_blob_place_mem(store *s, const void *data, size_t len, store_new_blob 
     if (blobfs_exists(&s->fs, out->digest)) return 0;
     int qrc = quota_check(s, len);
     if (qrc < 0) return qrc;
+    if (s->fs.s3) return s3m_blob_place_mem(s, data, len, out->digest);
     char p[4200];
     uint64_t r;
     if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint64_t)store_now();
@@ -602,10 +656,14 @@ int store_blob_place_mem(store *s, const void *data, size_t len, store_new_blob 
 int store_upload_finish(store_upload *u, const char *digest)
 {
     char data[4200];
-    int rc = upload_verify(u, digest, data, sizeof data);
-    if (rc < 0) return rc;
-    place_arg a = {u->s, data, digest, false};
-    rc = blobfs_preplace(&u->s->fs, data, digest, &a.placed);
+    place_arg a = {u->s, data, digest, false, u};
+    int rc;
+    if (u->s->fs.s3) {
+        rc = s3m_upload_verify_place(u, digest, &a.placed);
+    } else {
+        rc = upload_verify(u, digest, data, sizeof data);
+        if (rc == 0) rc = blobfs_preplace(&u->s->fs, data, digest, &a.placed);
+    }
     if (rc < 0) return rc;
     rc = u->s->meta->ops->blob_commit(u->s->meta, u->repo, digest, u->size, place_cb, &a);
     if (rc < 0) return rc;
@@ -635,12 +693,17 @@ int store_upload_cancel(store_upload *u)
 void store_upload_close(store_upload *u)
 {
     if (!u) return;
+    if (u->s->fs.s3) {
+        s3m_upload_close(u);
+        return;
+    }
     close(u->fd); /* releases the flock */
     free(u);
 }
 
 int store_upload_purge(store *s, int64_t max_age)
 {
+    if (s->fs.s3) return s3m_upload_purge(s, max_age);
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/uploads", s->root);
     DIR *d = opendir(dir);

@@ -105,7 +105,9 @@ typedef struct {
     uint64_t offset; /* of the blob's first byte in fd */
     char *mem;       /* malloc'd, when fd == -1 */
     uint64_t size;
-    char *media_type; /* set for manifests served through the blobs endpoint, else NULL */
+    char *media_type;     /* set for manifests served through the blobs endpoint, else NULL */
+    struct store *remote; /* S3 mode, store_blob_open_serve: the bytes stay in the bucket */
+    char digest[DIGEST_STR_MAX];
 } store_blob;
 
 /* Milliseconds since the epoch: the clock of every metadata timestamp. */
@@ -143,6 +145,16 @@ void store_set_blob_source(store *s, const store_blob_source *src);
 /* Opens a blob linked to repo (or a manifest of repo by digest). -BERR_BLOB_UNKNOWN if absent. */
 int store_blob_open(store *s, const char *repo, const char *digest, store_blob *out);
 void store_blob_release(store_blob *b);
+/* The same for serving it: with storage.s3 the blob is not fetched (remote is set); read its
+ * bytes with store_blob_read, or send the client to store_blob_url. */
+int store_blob_open_serve(store *s, const char *repo, const char *digest, store_blob *out);
+/* Bytes [off, off+len) of a remote blob into sink (a negative return stops). */
+int store_blob_read(store_blob *b, uint64_t off, uint64_t len,
+                    int (*sink)(void *arg, const char *data, size_t len), void *arg);
+/* A presigned URL to the blob (storage.s3 with redirects on), else -BERR_UNSUPPORTED. */
+int store_blob_url(store *s, const char *digest, char *url, size_t len);
+/* False when an upload's bytes cannot be read while it is written (S3: they are in parts). */
+bool store_upload_streamable(const store *s);
 /* Records a blob whose file is in place (store_upload_place, a blob source) and links it to
  * repo, checking inside the transaction that the file is there. */
 int store_blob_adopt(store *s, const char *repo, const char *digest, uint64_t size);
