@@ -90,6 +90,18 @@ static int serve_remote(http_req *r, store_blob *b, int status, uint64_t off, ui
     c->start = off;
     c->len = len;
     c->buf = buf;
+    if (buf && len > 0) { /* the first block before the status: an unreachable store is a 503 */
+        uint64_t want = len < REMOTE_BLOCK ? len : REMOTE_BLOCK;
+        int rc = store_blob_read(&c->b, off, want, remote_sink, c);
+        if (rc == 0 && c->blen != want)
+            rc = berr_set(BERR_IO, "blob %s: short read from object storage", c->b.digest);
+        if (rc < 0) {
+            remote_free(c);
+            return rc == -BERR_BLOB_UNKNOWN
+                       ? berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry")
+                       : rc;
+        }
+    }
     return http_reply_stream(r, status, len, remote_read, c, remote_free);
 }
 

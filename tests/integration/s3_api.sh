@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# berth over the shared engines of a scaled-out site: blobs in S3 (storage.s3, src/store/s3.c and
+# s3mode.c) on a throwaway Ceph RGW (tests/rgw.sh), metadata in PostgreSQL (tests/pg.sh):
+#   - the existing suites (API, gc, crash, mirror, Helm) run unchanged with BERTH pointing at
+#     rgw_berth_wrapper over pg_berth_wrapper: one bucket prefix and one database per storage
+#     directory; their tallies count here; the bucket is then checked to hold what they pushed
+#     and no half-finished multipart uploads;
+#   - start-up errors: a wrong secret key and an unreachable endpoint fail with a clear message;
+#   - storage.redirect: on (registry:2's default with s3), a blob GET is a 307 to a presigned URL
+#     that works without credentials (Range too); off, the blob streams through berth;
+#   - RGW stopped: /health answers 503 naming the blob storage, a blob GET is a 503 OCI error.
+. "$(dirname "$0")/../lib.sh"
+. "$T_ROOT/tests/pg.sh"
+. "$T_ROOT/tests/rgw.sh"
+
+if ! rgw_start "$T_TMP/rgw"; then
+    t_fail "Ceph RGW starts"
+    t_finish
+fi
+if ! pg_start; then
+    t_fail "PostgreSQL starts (initdb + pg_ctl as postgres)"
+    rgw_stop
+    t_finish
+fi
+trap 'pg_stop; rgw_stop; t_cleanup' EXIT
+t_ok "RGW on $RGW_URL (bucket $RGW_BUCKET) and PostgreSQL on $PG_HOST:$PG_PORT started"
+
+# ---- the existing suites, unchanged, over S3 + PostgreSQL ----
+pg_berth_wrapper "$T_TMP/berth-pg"
+rgw_berth_wrapper "$T_TMP/berth-s3" "$T_TMP/berth-pg"
+export T_S3_PREFIXED=1 T_GC_PAUSE=0.5
+for s in ${S3_API_SUITES-api gc crash mirror helm}; do # S3_API_SUITES="" skips them
+    out=$T_TMP/suite-$s.out
+    BERTH=$T_TMP/berth-s3 timeout 900 bash "$T_ROOT/tests/integration/$s.sh" >"$out" 2>&1
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -1)
+    if [ -z "$line" ]; then
+        t_fail "$s.sh over S3 + postgres ended without a tally" "$(tail -c 300 "$out" | tr '\n' ' ')"
+        continue
+    fi
+    echo "# $s.sh over S3 + postgres: $line"
+    grep '^FAIL' "$out" | sed 's/^/# /'
+    T_PASS=$((T_PASS + $(echo "$line" | cut -d' ' -f1)))
+    T_FAIL=$((T_FAIL + $(echo "$line" | cut -d' ' -f3)))
+done
+unset T_S3_PREFIXED T_GC_PAUSE
+
+if [ -n "${S3_API_SUITES-api gc crash mirror helm}" ]; then
+    # the suites' blobs really are objects in the bucket, and no finished upload left anything
+    rgw_aws s3api list-objects-v2 --bucket "$RGW_BUCKET" --query 'Contents[].Key' --output text |
+        tr '\t' '\n' >"$T_TMP/keys"
+    nblobs=$(grep -c '/blobs/sha256/' "$T_TMP/keys")
+    t_check "the suites' blobs are objects in the bucket ($nblobs)" [ "$nblobs" -gt 100 ]
+    t_eq "no finished upload left a data object" "" "$(grep '/uploads/.*/data$' "$T_TMP/keys" | head -3)"
+    mpus=$(rgw_aws s3api list-multipart-uploads --bucket "$RGW_BUCKET" --query 'Uploads[].Key' --output text)
+    t_eq "no multipart upload left open" "" "$(echo "$mpus" | grep -v '^None$' | head -3)"
+    manifests=0
+    for db in $(pg_psql postgres "SELECT datname FROM pg_database WHERE datname LIKE 'berth\_%'"); do
+        n=$(pg_psql "$db" "SELECT count(*) FROM manifests" 2>/dev/null || echo 0)
+        manifests=$((manifests + n))
+    done
+    t_check "their manifests are rows in postgres ($manifests)" [ "$manifests" -gt 100 ]
+fi
+
+# ---- errors at start ----
+cfg_s3() { # cfg_s3 FILE ROOT PORT SECRET ENDPOINT [REDIRECT-DISABLE]
+    cat >"$1" <<YML
+version: 0.1
+storage:
+  filesystem: {rootdirectory: $2}
+  redirect: {disable: ${6:-false}}
+  s3:
+    accesskey: $RGW_ACCESS_KEY
+    secretkey: $4
+    region: $RGW_REGION
+    regionendpoint: $5
+    bucket: $RGW_BUCKET
+    rootdirectory: /errors
+    secure: false
+http: {addr: 127.0.0.1:$3}
+health: {storagedriver: {enabled: true, interval: 1s, threshold: 1}}
+YML
+}
+P=$(t_port)
+cfg_s3 "$T_TMP/bad-secret.yml" "$T_TMP/e1" "$P" wrong-secret "$RGW_URL"
+out=$(timeout 20 "$BERTH" serve -c "$T_TMP/bad-secret.yml" 2>&1)
+t_eq "a wrong secret key: berth exits 1 at start" 1 $?
+t_check "... naming S3 and the refusal" grep -q "S3.*403" <<<"$out"
+cfg_s3 "$T_TMP/bad-host.yml" "$T_TMP/e2" "$P" "$RGW_SECRET_KEY" "http://127.0.0.1:$(t_port)"
+out=$(timeout 30 "$BERTH" serve -c "$T_TMP/bad-host.yml" 2>&1)
+t_eq "an unreachable endpoint: berth exits 1 at start" 1 $?
+t_check "... saying it is unreachable" grep -q "unreachable" <<<"$out"
+
+# ---- redirects, streaming, and RGW going away ----
+# A: redirects on (registry:2's default with s3); B: redirects off, blobs stream through berth
+cfg_s3 "$T_TMP/a.yml" "$T_TMP/e3" "$P" "$RGW_SECRET_KEY" "$RGW_URL"
+PB=$(t_port)
+cfg_s3 "$T_TMP/b.yml" "$T_TMP/e4" "$PB" "$RGW_SECRET_KEY" "$RGW_URL" true
+"$BERTH" serve -c "$T_TMP/a.yml" >"$T_TMP/a.log" 2>&1 &
+BA=$!
+"$BERTH" serve -c "$T_TMP/b.yml" >"$T_TMP/b.log" 2>&1 &
+BB=$!
+T_PIDS+=("$BA" "$BB")
+A=http://127.0.0.1:$P
+B=http://127.0.0.1:$PB
+t_wait_http "$A/v2/" || t_fail "berth A over S3 (SQLite metadata) starts" "$(tail -3 "$T_TMP/a.log")"
+t_wait_http "$B/v2/" || t_fail "berth B over S3 (SQLite metadata) starts" "$(tail -3 "$T_TMP/b.log")"
+t_eq "/health 200 with RGW up" "200 200" \
+    "$(curl -s -o /dev/null -w '%{http_code}' "$A/health") $(curl -s -o /dev/null -w '%{http_code}' "$B/health")"
+head -c 300000 /dev/urandom >"$T_TMP/small"
+D=sha256:$(t_sha256 "$T_TMP/small")
+for u in "$A" "$B"; do
+    t_eq "a monolithic upload over S3 (SQLite metadata): 201 ($u)" 201 "$(curl -s -o /dev/null -w '%{http_code}' \
+        -X POST --data-binary @"$T_TMP/small" -H 'Content-Type: application/octet-stream' \
+        "$u/v2/e/blobs/uploads/?digest=$D")"
+done
+t_eq "redirects on: a blob GET answers 307" 307 "$(curl -s -o /dev/null -w '%{http_code}' "$A/v2/e/blobs/$D")"
+loc=$(curl -s -o /dev/null -w '%{redirect_url}' "$A/v2/e/blobs/$D")
+t_check "... to a presigned URL of the bucket" grep -q "^$RGW_URL/$RGW_BUCKET/errors/blobs/sha256/.*X-Amz-Signature=" <<<"$loc"
+t_eq "... which a client without credentials follows to the blob" "$(t_sha256 "$T_TMP/small")" \
+    "$(curl -s -L "$A/v2/e/blobs/$D" | sha256sum | cut -d' ' -f1)"
+t_eq "... Range through the redirect" "$(tail -c +1001 "$T_TMP/small" | head -c 100 | sha256sum | cut -d' ' -f1)" \
+    "$(curl -s -L -H 'Range: bytes=1000-1099' "$A/v2/e/blobs/$D" | sha256sum | cut -d' ' -f1)"
+t_eq "... a tampered presigned URL is refused by S3" 403 \
+    "$(curl -s -o /dev/null -w '%{http_code}' "${loc/X-Amz-Expires=1200/X-Amz-Expires=99999}")"
+t_eq "HEAD is answered by berth itself (200, size)" "200 300000" \
+    "$(curl -s -I -o /dev/null -w '%{http_code} ' "$A/v2/e/blobs/$D")$(curl -sI "$A/v2/e/blobs/$D" | tr -d '\r' | awk 'tolower($1)=="content-length:" {print $2}')"
+t_eq "redirects off: the blob streams through berth" "200 $(t_sha256 "$T_TMP/small")" \
+    "$(curl -s -o "$T_TMP/got" -w '%{http_code}' "$B/v2/e/blobs/$D") $(t_sha256 "$T_TMP/got")"
+rgw_stop
+code=000
+for _ in $(seq 1 50); do
+    code=$(curl -s -o "$T_TMP/h.json" -w '%{http_code}' --max-time 20 "$B/health")
+    [ "$code" = 503 ] && break
+    sleep 0.3
+done
+t_eq "RGW stopped: /health answers 503" 503 "$code"
+t_check "... naming the blob storage" grep -q "S3" "$T_TMP/h.json"
+t_eq "RGW stopped: a streamed blob GET is a 503 with the OCI error body" "503 UNAVAILABLE" \
+    "$(curl -s -o "$T_TMP/e.json" -w '%{http_code}' --max-time 60 "$B/v2/e/blobs/$D") $(jq -r '.errors[0].code' "$T_TMP/e.json" 2>&1)"
+kill "$BA" "$BB" 2>/dev/null
+wait "$BA" "$BB" 2>/dev/null
+t_finish
