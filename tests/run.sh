@@ -30,7 +30,7 @@ for t in tests/integration/*.sh; do
     cat "$log"
     tally "$log" "$t"
 done
-# The API, mirror, Helm, auth, margo and bundle suites once more under AddressSanitizer/UBSan: a report aborts berth and fails the suite.
+# The API, mirror, Helm, auth, margo, bundle (and, over S3, API) suites once more under AddressSanitizer/UBSan: a report aborts berth and fails the suite.
 if [ -z "${TESTS:-}" ] || echo asan | grep -qE "$TESTS"; then
     for t in tests/integration/api*.sh tests/integration/mirror_*.sh tests/integration/helm.sh \
         tests/integration/auth*.sh tests/integration/margo.sh tests/integration/bundle.sh; do
@@ -39,6 +39,12 @@ if [ -z "${TESTS:-}" ] || echo asan | grep -qE "$TESTS"; then
         cat "$log"
         tally "$log" "$t (asan)"
     done
+    # the S3 blob backend under ASan: the API suite over RGW + PostgreSQL, and s3_api's own checks
+    echo "== tests/integration/s3_api.sh (asan, API suite)"
+    S3_API_SUITES=api ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 BERTH=build/asan/berth \
+        timeout 900 bash tests/integration/s3_api.sh >"$log" 2>&1
+    cat "$log"
+    tally "$log" "tests/integration/s3_api.sh (asan)"
 fi
 rm -f "$log"
 echo "$pass passed, $fail failed"

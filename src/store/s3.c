@@ -600,6 +600,44 @@ int s3_mpu_abort(s3 *s, const char *key, const char *id)
     return rc == -BERR_BLOB_UNKNOWN ? 0 : rc;
 }
 
+typedef struct {
+    s3 *s;
+    const char *key; /* full key */
+    char cur_key[2048], cur_id[S3_ID_MAX];
+    char ids[16][S3_ID_MAX];
+    int n;
+} mpu_list;
+
+static void mpu_list_cb(void *arg, const char *name, const char *text)
+{
+    mpu_list *l = arg;
+    if (!strcmp(name, "Key"))
+        snprintf(l->cur_key, sizeof l->cur_key, "%s", text);
+    else if (!strcmp(name, "UploadId"))
+        snprintf(l->cur_id, sizeof l->cur_id, "%s", text);
+    else if (!strcmp(name, "Upload")) {
+        if (!strcmp(l->cur_key, l->key) && l->cur_id[0] && l->n < 16)
+            snprintf(l->ids[l->n++], S3_ID_MAX, "%s", l->cur_id);
+        l->cur_key[0] = l->cur_id[0] = '\0';
+    }
+}
+
+int s3_mpu_abort_all(s3 *s, const char *key)
+{
+    char full[4096], eprefix[8192], query[8300];
+    snprintf(full, sizeof full, "%s%s", s->prefix, key);
+    enc(full, false, eprefix, sizeof eprefix);
+    snprintf(query, sizeof query, "prefix=%s&uploads=", eprefix);
+    s3_req q = {.method = "GET", .query = query};
+    int rc = s3_do(s, &q);
+    mpu_list l = {.s = s, .key = full};
+    if (rc == 0 && q.buf) rc = xml_each(q.buf, q.len, mpu_list_cb, &l);
+    req_free(&q);
+    for (int i = 0; rc == 0 && i < l.n; i++)
+        rc = s3_mpu_abort(s, key, l.ids[i]);
+    return rc;
+}
+
 /* ---- listing ---- */
 
 typedef struct {

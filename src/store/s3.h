@@ -48,6 +48,8 @@ int s3_mpu_part(s3 *s, const char *key, const char *id, int n, const void *data,
                 char *etag);
 int s3_mpu_complete(s3 *s, const char *key, const char *id, char (*etags)[S3_ETAG_MAX], int n);
 int s3_mpu_abort(s3 *s, const char *key, const char *id);
+/* Aborts every multipart upload of key (ones whose id was lost with a killed process). */
+int s3_mpu_abort_all(s3 *s, const char *key);
 
 /* Every object under prefix: cb(arg, key relative to the root, size, last-modified as epoch
  * seconds); cb returns 0 to go on. */

@@ -42,8 +42,8 @@
 #include <unistd.h>
 
 #define STATE_MAX (4u << 20)
-#define LEASE_TTL_MS (120 * 1000)
-#define LEASE_RENEW_MS (30 * 1000)
+#define LEASE_TTL_MS (30 * 1000) /* a killed replica holds a session this long */
+#define LEASE_RENEW_MS (10 * 1000)
 
 int s3m_open(store *s, const config *cfg)
 {
@@ -531,6 +531,9 @@ int s3m_upload_purge(store *s, int64_t max_age)
                 free(txt);
                 if (state_load(u) == 0) {
                     s3m_upload_remove(u);
+                    /* parts of a request whose replica died before it saved the session */
+                    ukey(u, "data", k, sizeof k);
+                    s3_mpu_abort_all(s->fs.s3, k);
                     n++;
                 }
             }

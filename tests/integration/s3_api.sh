@@ -49,7 +49,7 @@ if [ -n "${S3_API_SUITES-api gc crash mirror helm}" ]; then
     rgw_aws s3api list-objects-v2 --bucket "$RGW_BUCKET" --query 'Contents[].Key' --output text |
         tr '\t' '\n' >"$T_TMP/keys"
     nblobs=$(grep -c '/blobs/sha256/' "$T_TMP/keys")
-    t_check "the suites' blobs are objects in the bucket ($nblobs)" [ "$nblobs" -gt 100 ]
+    t_check "the suites' blobs are objects in the bucket ($nblobs)" [ "$nblobs" -gt 20 ]
     t_eq "no finished upload left a data object" "" "$(grep '/uploads/.*/data$' "$T_TMP/keys" | head -3)"
     mpus=$(rgw_aws s3api list-multipart-uploads --bucket "$RGW_BUCKET" --query 'Uploads[].Key' --output text)
     t_eq "no multipart upload left open" "" "$(echo "$mpus" | grep -v '^None$' | head -3)"
@@ -58,7 +58,7 @@ if [ -n "${S3_API_SUITES-api gc crash mirror helm}" ]; then
         n=$(pg_psql "$db" "SELECT count(*) FROM manifests" 2>/dev/null || echo 0)
         manifests=$((manifests + n))
     done
-    t_check "their manifests are rows in postgres ($manifests)" [ "$manifests" -gt 100 ]
+    t_check "their manifests are rows in postgres ($manifests)" [ "$manifests" -gt 20 ]
 fi
 
 # ---- errors at start ----
@@ -126,6 +126,40 @@ t_eq "HEAD is answered by berth itself (200, size)" "200 300000" \
     "$(curl -s -I -o /dev/null -w '%{http_code} ' "$A/v2/e/blobs/$D")$(curl -sI "$A/v2/e/blobs/$D" | tr -d '\r' | awk 'tolower($1)=="content-length:" {print $2}')"
 t_eq "redirects off: the blob streams through berth" "200 $(t_sha256 "$T_TMP/small")" \
     "$(curl -s -o "$T_TMP/got" -w '%{http_code}' "$B/v2/e/blobs/$D") $(t_sha256 "$T_TMP/got")"
+# a replica killed while a PATCH streams leaves a multipart upload whose id it never saved: the
+# upload purge of the next start aborts it with the session
+PC=$(t_port)
+cfg_s3 "$T_TMP/c.yml" "$T_TMP/e5" "$PC" "$RGW_SECRET_KEY" "$RGW_URL" true
+sed -i 's|^    rootdirectory: /errors|    rootdirectory: /killed\n    chunksize: 5MiB|' "$T_TMP/c.yml"
+python3 - "$T_TMP/c.yml" <<'PY'
+import sys
+p = sys.argv[1]
+s = open(p).read().replace("storage:\n", "storage:\n  maintenance: {uploadpurging: {enabled: true, age: 3s, interval: 1s}}\n", 1)
+open(p, "w").write(s)
+PY
+C=http://127.0.0.1:$PC
+"$BERTH" serve -c "$T_TMP/c.yml" >"$T_TMP/c.log" 2>&1 &
+BC=$!
+t_wait_http "$C/v2/" || t_fail "berth C starts" "$(tail -3 "$T_TMP/c.log")"
+loc=$(curl -s -D- -o /dev/null -X POST "$C/v2/k/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:" {print $2}')
+head -c 30000000 /dev/urandom >"$T_TMP/big"
+curl -s -o /dev/null --limit-rate 3M -X PATCH -H 'Content-Type: application/octet-stream' \
+    --data-binary @"$T_TMP/big" "$C$loc" &
+CP=$!
+mpus() { rgw_curl "$RGW_URL/$RGW_BUCKET?prefix=killed%2F&uploads=" | grep -o '<UploadId>[^<]*' ; }
+for _ in $(seq 1 100); do [ -n "$(mpus)" ] && break; sleep 0.2; done
+t_check "a streaming PATCH has a multipart upload open" test -n "$(mpus)"
+kill -9 "$BC"
+wait "$BC" "$CP" 2>/dev/null
+"$BERTH" serve -c "$T_TMP/c.yml" >>"$T_TMP/c.log" 2>&1 &
+BC=$!
+T_PIDS+=("$BC")
+for _ in $(seq 1 200); do [ -z "$(mpus)" ] && break; sleep 0.3; done
+t_eq "after SIGKILL and restart, the purge aborts the orphaned multipart upload" "" "$(mpus)"
+t_eq "... and removes the session" 404 "$(curl -s -o /dev/null -w '%{http_code}' "$C$loc")"
+kill "$BC" 2>/dev/null
+wait "$BC" 2>/dev/null
+
 rgw_stop
 code=000
 for _ in $(seq 1 50); do
