@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: berth vs docker-registry (registry:2) vs nginx (static files); then
-# bench/bundle_bench.py: bundle create/import MB/s beside skopeo (oci-archive).
+# bench/bundle_bench.py: bundle create/import MB/s beside skopeo (oci-archive); then
+# bench/scale_bench.py: push/pull MiB/s through one and three berth replicas over one Ceph RGW
+# (S3) + PostgreSQL, beside docker-registry's s3 driver (figures only, no target).
 #
-# Servers are pinned to CPU 0, load generators (curl, wrk) to CPU 1, all on 127.0.0.1.
+# Servers are pinned to CPU 0, load generators (curl, wrk) to CPU 1, all on 127.0.0.1 (the scale
+# section pins nothing: its replicas, Ceph, PostgreSQL and clients share every CPU).
 # Prints a table with ratios berth/peer and a PASS/MISS summary per target, and writes the
 # results as JSON to build/bench.json. A last "mirror" section puts an upstream docker-registry
 # on CPU 1 and compares berth's pull-through cache (mirrors:) with docker-registry's proxy mode
@@ -32,4 +35,5 @@ if [ "$(nproc)" -lt 2 ]; then
     echo "bench: needs 2 CPUs (servers on CPU 0, load on CPU 1); have $(nproc)" >&2
     exit 2
 fi
-rc=0; python3 bench/bench.py "$@" || rc=$?; python3 bench/bundle_bench.py || rc=$((rc ? rc : $?)); exit "$rc"
+rc=0; python3 bench/bench.py "$@" || rc=$?; python3 bench/bundle_bench.py || rc=$((rc ? rc : $?))
+python3 bench/scale_bench.py || rc=$((rc ? rc : $?)); exit "$rc"

@@ -2,7 +2,7 @@
  * blobs: GET/HEAD (with RFC 9110 single byte ranges, served by sendfile from the blob file) and
  * DELETE of a repository's link to a blob. With storage.s3 a GET answers 307 to a presigned URL
  * (storage.redirect, registry:2's default), or streams the object through berth in ranged reads
- * of REMOTE_BLOCK bytes, each fetched when the client has taken the previous one.
+ * of REMOTE_BLOCK bytes, one block ahead of the client (see remote_ctx).
  */
 #include "registry/httpparse.h"
 #include "registry/registry.h"
@@ -10,57 +10,142 @@
 #include "util/log.h"
 
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define REMOTE_BLOCK (4u << 20)
 
+/* A blob streamed from object storage: a fetcher thread reads the range in REMOTE_BLOCK ranged
+ * GETs into two buffers, one ahead of the one the client is taking, so the event loop never
+ * waits on S3; when the client catches up its connection is suspended until the fetcher
+ * resumes it. The context is freed by the last of the response and the fetcher. */
 typedef struct {
     store_blob b;
-    uint64_t start; /* of the served range within the blob */
-    uint64_t len;
-    char *buf;
-    uint64_t boff; /* buffer holds bytes [boff, boff + blen) of the range */
-    size_t blen;
+    uint64_t start, len; /* the served range within the blob */
+    struct MHD_Connection *conn;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char *blk[2];
+    uint64_t boff[2]; /* offsets in the range of each block's bytes */
+    size_t blen[2];
+    bool ready[2];
+    int cur;           /* the block the client takes next */
+    uint64_t next;     /* the next offset to fetch */
+    bool suspended;    /* the client caught up and waits */
+    bool failed;       /* a fetch failed: the response is cut */
+    _Atomic bool stop; /* the response is gone */
+    int refs;
 } remote_ctx;
+
+typedef struct {
+    char *buf;
+    size_t n, cap;
+    remote_ctx *c;
+} block_sink;
 
 static int remote_sink(void *arg, const char *data, size_t len)
 {
-    remote_ctx *c = arg;
-    if (c->blen + len > REMOTE_BLOCK) return -1;
-    memcpy(c->buf + c->blen, data, len);
-    c->blen += len;
+    block_sink *k = arg;
+    if (k->c->stop || k->n + len > k->cap) return -1;
+    memcpy(k->buf + k->n, data, len);
+    k->n += len;
     return 0;
+}
+
+/* Fetches range bytes [off, off+want) into block i; 0 or a negative berr. */
+static int fetch_block(remote_ctx *c, int i, uint64_t off, size_t want)
+{
+    block_sink k = {c->blk[i], 0, REMOTE_BLOCK, c};
+    int rc = store_blob_read(&c->b, c->start + off, want, remote_sink, &k);
+    if (rc == 0 && k.n != want)
+        rc = berr_set(BERR_IO, "blob %s: short read from object storage", c->b.digest);
+    if (rc == 0) {
+        c->boff[i] = off;
+        c->blen[i] = want;
+    }
+    return rc;
+}
+
+static void remote_unref(remote_ctx *c) /* with c->mu held; unlocks it */
+{
+    bool last = --c->refs == 0;
+    pthread_mutex_unlock(&c->mu);
+    if (!last) return;
+    store_blob_release(&c->b);
+    free(c->blk[0]);
+    free(c->blk[1]);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+}
+
+static void *remote_fetcher(void *arg)
+{
+    remote_ctx *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (int i = 1; !c->stop && !c->failed && c->next < c->len; i ^= 1) {
+        while (!c->stop && c->ready[i])
+            pthread_cond_wait(&c->cv, &c->mu);
+        if (c->stop) break;
+        uint64_t off = c->next;
+        size_t want = c->len - off < REMOTE_BLOCK ? (size_t)(c->len - off) : REMOTE_BLOCK;
+        c->next += want;
+        pthread_mutex_unlock(&c->mu);
+        int rc = fetch_block(c, i, off, want);
+        pthread_mutex_lock(&c->mu);
+        if (rc < 0 && !c->stop) {
+            log_error("msg=\"blob read from object storage failed\" digest=%s err=\"%s\"",
+                      c->b.digest, berr_msg());
+            c->failed = true;
+        } else if (rc == 0) {
+            c->ready[i] = true;
+        }
+        if (c->suspended) {
+            c->suspended = false;
+            MHD_resume_connection(c->conn);
+        }
+    }
+    remote_unref(c);
+    return NULL;
 }
 
 static ssize_t remote_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     remote_ctx *c = cls;
     if (pos >= c->len) return MHD_CONTENT_READER_END_OF_STREAM;
-    if (pos < c->boff || pos >= c->boff + c->blen) {
-        uint64_t want = c->len - pos < REMOTE_BLOCK ? c->len - pos : REMOTE_BLOCK;
-        c->boff = pos;
-        c->blen = 0;
-        if (store_blob_read(&c->b, c->start + pos, want, remote_sink, c) < 0 || c->blen != want) {
-            log_error("msg=\"blob read from object storage failed\" digest=%s err=\"%s\"",
-                      c->b.digest, berr_msg());
-            c->blen = 0;
-            return MHD_CONTENT_READER_END_WITH_ERROR; /* cut: never a short body taken as whole */
+    pthread_mutex_lock(&c->mu);
+    int i = c->cur;
+    if (c->ready[i] && pos >= c->boff[i] && pos < c->boff[i] + c->blen[i]) {
+        size_t n = (size_t)(c->boff[i] + c->blen[i] - pos);
+        if (n > max) n = max;
+        memcpy(buf, c->blk[i] + (pos - c->boff[i]), n);
+        if (pos + n == c->boff[i] + c->blen[i]) { /* taken: the fetcher may refill it */
+            c->ready[i] = false;
+            c->cur ^= 1;
+            pthread_cond_signal(&c->cv);
         }
+        pthread_mutex_unlock(&c->mu);
+        return (ssize_t)n;
     }
-    size_t n = (size_t)(c->boff + c->blen - pos);
-    if (n > max) n = max;
-    memcpy(buf, c->buf + (pos - c->boff), n);
-    return (ssize_t)n;
+    if (c->failed) {
+        pthread_mutex_unlock(&c->mu);
+        return MHD_CONTENT_READER_END_WITH_ERROR; /* cut: never a short body taken as whole */
+    }
+    c->suspended = true;
+    MHD_suspend_connection(c->conn); /* the fetcher resumes it when the block lands */
+    pthread_mutex_unlock(&c->mu);
+    return 0;
 }
 
 static void remote_free(void *cls)
 {
     remote_ctx *c = cls;
-    store_blob_release(&c->b);
-    free(c->buf);
-    free(c);
+    pthread_mutex_lock(&c->mu);
+    c->stop = true;
+    pthread_cond_signal(&c->cv);
+    remote_unref(c);
 }
 
 /* A blob kept in object storage: a redirect, or a stream of ranged reads. */
@@ -79,22 +164,40 @@ static int serve_remote(http_req *r, store_blob *b, int status, uint64_t off, ui
         return rc;
     }
     remote_ctx *c = calloc(1, sizeof *c);
-    char *buf = r->method == M_GET ? malloc(REMOTE_BLOCK) : NULL;
-    if (!c || (r->method == M_GET && !buf)) {
-        free(c);
-        free(buf);
+    if (!c) {
         store_blob_release(b);
         return berr_set(BERR_INTERNAL, "out of memory");
     }
     c->b = *b;
     c->start = off;
     c->len = len;
-    c->buf = buf;
-    if (buf && len > 0) { /* the first block before the status: an unreachable store is a 503 */
-        uint64_t want = len < REMOTE_BLOCK ? len : REMOTE_BLOCK;
-        int rc = store_blob_read(&c->b, off, want, remote_sink, c);
-        if (rc == 0 && c->blen != want)
-            rc = berr_set(BERR_IO, "blob %s: short read from object storage", c->b.digest);
+    c->conn = r->conn;
+    c->refs = 1;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    if (r->method == M_GET && len > 0) {
+        c->blk[0] = malloc(REMOTE_BLOCK);
+        c->blk[1] = len > REMOTE_BLOCK ? malloc(REMOTE_BLOCK) : NULL;
+        int rc = !c->blk[0] || (len > REMOTE_BLOCK && !c->blk[1])
+                     ? berr_set(BERR_INTERNAL, "out of memory")
+                     : 0;
+        /* the first block before the status: an unreachable store is a 503, not a cut body */
+        size_t want = len < REMOTE_BLOCK ? (size_t)len : REMOTE_BLOCK;
+        if (rc == 0) rc = fetch_block(c, 0, 0, want);
+        pthread_t th;
+        if (rc == 0) {
+            c->ready[0] = true;
+            c->next = want;
+            if (c->next < len) {
+                c->refs = 2;
+                if (pthread_create(&th, NULL, remote_fetcher, c) != 0) {
+                    c->refs = 1;
+                    rc = berr_set(BERR_INTERNAL, "cannot start a fetcher thread");
+                } else {
+                    pthread_detach(th);
+                }
+            }
+        }
         if (rc < 0) {
             remote_free(c);
             return rc == -BERR_BLOB_UNKNOWN
