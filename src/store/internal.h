@@ -8,6 +8,8 @@
 #include "store/s3.h"
 #include "store/store.h"
 
+#include <pthread.h>
+
 /* Runs inside a metadata write transaction; returns 0 or a negative berr (rolls back). */
 typedef int (*store_place_fn)(void *arg);
 
@@ -144,6 +146,10 @@ struct store_upload {
     uint64_t tail_gen, tail_size; /* the saved tail object: uploads/<uuid>/tail-<gen> */
     uint64_t saved_size;
     int64_t renewed; /* when the lease was last renewed (ms) */
+    void *inflight;  /* the part being uploaded in the background (s3mode.c) */
+    pthread_t inflight_th;
+    char *spare; /* a part-sized buffer to reuse */
+    size_t spare_cap;
 };
 
 struct store {

@@ -33,6 +33,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <nettle/base64.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -299,16 +300,52 @@ static int ensure_tail(store_upload *u)
     return 0;
 }
 
-/* Uploads the first n bytes of the buffer as the next part. */
-static int flush_part(store_upload *u, size_t n)
+/* Part uploads run on a thread of their own, one at a time, while the request goes on
+ * receiving the next part: the client's bytes and S3's overlap instead of taking turns. */
+typedef struct {
+    store_upload *u;
+    char key[128];
+    int n;
+    char *data;
+    size_t len;
+    char etag[S3_ETAG_MAX];
+    int rc;
+    char msg[512]; /* the error message (berr's is per thread) */
+} part_job;
+
+static void *part_thread(void *arg)
 {
+    part_job *j = arg;
+    store_upload *u = j->u;
+    j->rc = s3_mpu_part(u->s->fs.s3, j->key, u->mpu, j->n, j->data, j->len, j->etag);
+    if (j->rc < 0) snprintf(j->msg, sizeof j->msg, "%s", berr_msg());
+    return NULL;
+}
+
+/* Waits for the part in flight and records its ETag: 0 or its error. */
+static int part_wait(store_upload *u)
+{
+    part_job *j = u->inflight;
+    if (!j) return 0;
+    pthread_join(u->inflight_th, NULL);
+    u->inflight = NULL;
+    int rc = j->rc < 0 ? berr_set((berr)-j->rc, "upload part %d: %s", j->n, j->msg) : 0;
+    if (rc == 0) snprintf(u->etags[j->n - 1], S3_ETAG_MAX, "%s", j->etag);
+    free(u->spare);
+    u->spare = j->data; /* the next part's buffer */
+    free(j);
+    if (rc < 0) u->dead = true; /* the session as saved stays; this request fails */
+    return rc;
+}
+
+/* Sends the first n bytes of the buffer as the next part (in the background when async). */
+static int flush_part(store_upload *u, size_t n, bool async)
+{
+    int rc = part_wait(u);
+    if (rc < 0) return rc;
     char k[128];
     ukey(u, "data", k, sizeof k);
-    int rc = 0;
-    if (!u->mpu[0]) {
-        rc = s3_mpu_create(u->s->fs.s3, k, u->mpu);
-        if (rc < 0) return rc;
-    }
+    if (!u->mpu[0] && (rc = s3_mpu_create(u->s->fs.s3, k, u->mpu)) < 0) return rc;
     if (u->nparts == u->cap_parts) {
         int cap = u->cap_parts * 2 + 16;
         char(*e)[S3_ETAG_MAX] = realloc(u->etags, (size_t)cap * S3_ETAG_MAX);
@@ -318,12 +355,32 @@ static int flush_part(store_upload *u, size_t n)
     }
     if (u->nparts >= 10000)
         return berr_set(BERR_TOO_LARGE, "upload over 10000 parts (raise storage.s3.chunksize)");
-    rc = s3_mpu_part(u->s->fs.s3, k, u->mpu, u->nparts + 1, u->buf, n, u->etags[u->nparts]);
-    if (rc < 0) return rc;
-    u->nparts++;
-    memmove(u->buf, u->buf + n, u->blen - n);
+    part_job *j = calloc(1, sizeof *j);
+    /* the part keeps the buffer; what follows it moves to a fresh (or the spare) one */
+    char *rest = u->spare && u->spare_cap >= u->bcap ? u->spare : malloc(u->bcap);
+    if (rest == u->spare) u->spare = NULL;
+    if (!j || !rest) {
+        free(j);
+        if (rest != u->spare) free(rest);
+        return berr_set(BERR_INTERNAL, "out of memory");
+    }
+    memcpy(rest, u->buf + n, u->blen - n);
+    *j = (part_job){.u = u, .n = u->nparts + 1, .data = u->buf, .len = n};
+    snprintf(j->key, sizeof j->key, "%s", k);
+    u->buf = rest;
+    u->spare_cap = u->bcap;
     u->blen -= n;
-    return 0;
+    u->nparts++;
+    u->inflight = j;
+    if (async && pthread_create(&u->inflight_th, NULL, part_thread, j) == 0) return 0;
+    part_thread(j); /* synchronously: the last part, or no thread to be had */
+    u->inflight = NULL;
+    rc = j->rc;
+    if (rc == 0) snprintf(u->etags[j->n - 1], S3_ETAG_MAX, "%s", j->etag);
+    free(u->spare);
+    u->spare = j->data;
+    free(j);
+    return rc;
 }
 
 int s3m_upload_write(store_upload *u, const void *data, size_t len)
@@ -352,12 +409,13 @@ int s3m_upload_write(store_upload *u, const void *data, size_t len)
     digest_update(&u->ctx, data, len);
     u->size += len;
     while (u->blen >= u->s->chunk)
-        if ((rc = flush_part(u, u->s->chunk)) < 0) return rc;
+        if ((rc = flush_part(u, u->s->chunk, true)) < 0) return rc;
     return 0;
 }
 
 int s3m_upload_reader(store_upload *u)
 {
+    part_wait(u);
     int rc = ensure_tail(u);
     if (rc < 0) return rc;
     if (u->nparts > 0)
@@ -373,6 +431,8 @@ int s3m_upload_reader(store_upload *u)
 
 int s3m_upload_save(store_upload *u)
 {
+    int prc = part_wait(u);
+    if (prc < 0) return prc;
     if (u->dead || (u->size == u->saved_size && u->nparts == u->saved_parts)) return 0;
     uint64_t old_gen = u->tail_gen, old_size = u->tail_size;
     char k[128];
@@ -435,7 +495,8 @@ int s3m_upload_verify_place(store_upload *u, const char *digest, bool *placed)
         return berr_set(BERR_DIGEST_INVALID, "provided digest did not match uploaded content");
     }
     if (u->nparts > 0) { /* the tail is the last part (which may be short) */
-        if (u->blen > 0 && (rc = flush_part(u, u->blen)) < 0) return rc;
+        if (u->blen > 0 && (rc = flush_part(u, u->blen, false)) < 0) return rc;
+        if ((rc = part_wait(u)) < 0) return rc;
         char k[128];
         ukey(u, "data", k, sizeof k);
         if ((rc = s3_mpu_complete(u->s->fs.s3, k, u->mpu, u->etags, u->nparts)) < 0) return rc;
@@ -460,6 +521,7 @@ int s3m_upload_commit_place(store_upload *u, const char *digest)
 
 void s3m_upload_remove(store_upload *u)
 {
+    part_wait(u);
     char k[128];
     ukey(u, "data", k, sizeof k);
     if (u->mpu[0]) s3_mpu_abort(u->s->fs.s3, k, u->mpu);
@@ -476,6 +538,8 @@ void s3m_upload_remove(store_upload *u)
 
 void s3m_upload_close(store_upload *u)
 {
+    part_wait(u);
+    free(u->spare);
     char lk[64];
     lease_key(u->uuid, lk, sizeof lk);
     store_lease_drop(u->s, lk, u->owner);
