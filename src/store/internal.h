@@ -143,6 +143,7 @@ struct store_upload {
     char *buf; /* the tail: bytes after the last part (less than a part) */
     size_t blen, bcap;
     bool tail_loaded, dead;
+    bool completed; /* the multipart upload was completed (read back): no more bytes */
     uint64_t tail_gen, tail_size; /* the saved tail object: uploads/<uuid>/tail-<gen> */
     uint64_t saved_size;
     int64_t renewed; /* when the lease was last renewed (ms) */

@@ -385,6 +385,8 @@ static int flush_part(store_upload *u, size_t n, bool async)
 
 int s3m_upload_write(store_upload *u, const void *data, size_t len)
 {
+    if (u->completed)
+        return berr_set(BERR_INTERNAL, "upload %s: written after it was read", u->uuid);
     int rc = ensure_tail(u);
     if (rc < 0) return rc;
     int64_t now = store_now();
@@ -413,13 +415,43 @@ int s3m_upload_write(store_upload *u, const void *data, size_t len)
     return 0;
 }
 
+/* Completes the multipart upload (the tail as its last part) into uploads/<uuid>/data: after
+ * this the session takes no more bytes. */
+static int complete_mpu(store_upload *u)
+{
+    if (u->completed) return 0;
+    int rc = 0;
+    if (u->blen > 0 && (rc = flush_part(u, u->blen, false)) < 0) return rc;
+    if ((rc = part_wait(u)) < 0) return rc;
+    char k[128];
+    ukey(u, "data", k, sizeof k);
+    if ((rc = s3_mpu_complete(u->s->fs.s3, k, u->mpu, u->etags, u->nparts)) < 0) return rc;
+    u->mpu[0] = '\0'; /* completed: nothing to abort */
+    u->completed = true;
+    return 0;
+}
+
 int s3m_upload_reader(store_upload *u)
 {
-    part_wait(u);
-    int rc = ensure_tail(u);
+    int rc = part_wait(u);
+    if (rc == 0) rc = ensure_tail(u);
     if (rc < 0) return rc;
-    if (u->nparts > 0)
-        return berr_set(BERR_UNSUPPORTED, "an S3 upload of several parts cannot be read back");
+    if (u->nparts > 0) { /* the bytes are in parts: complete them and read the object back */
+        if ((rc = complete_mpu(u)) < 0) return rc;
+        char dir[4096], k[128];
+        snprintf(dir, sizeof dir, "%s/tmp", u->s->root);
+        int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (fd < 0) return berr_set(BERR_IO, "temporary file in %s: %s", dir, strerror(errno));
+        ukey(u, "data", k, sizeof k);
+        rc = s3_get(u->s->fs.s3, k, 0, 0, fd_sink, &fd);
+        if (rc == 0 && lseek(fd, 0, SEEK_SET) < 0)
+            rc = berr_set(BERR_IO, "seek: %s", strerror(errno));
+        if (rc < 0) {
+            close(fd);
+            return rc;
+        }
+        return fd;
+    }
     int fd = memfd_create("berth-upload", MFD_CLOEXEC);
     if (fd < 0) return berr_set(BERR_IO, "memfd: %s", strerror(errno));
     if (fd_sink(&fd, u->buf, u->blen) < 0 || lseek(fd, 0, SEEK_SET) < 0) {
@@ -433,7 +465,8 @@ int s3m_upload_save(store_upload *u)
 {
     int prc = part_wait(u);
     if (prc < 0) return prc;
-    if (u->dead || (u->size == u->saved_size && u->nparts == u->saved_parts)) return 0;
+    if (u->dead || u->completed || (u->size == u->saved_size && u->nparts == u->saved_parts))
+        return 0;
     uint64_t old_gen = u->tail_gen, old_size = u->tail_size;
     char k[128];
     int rc = 0;
@@ -494,14 +527,7 @@ int s3m_upload_verify_place(store_upload *u, const char *digest, bool *placed)
         s3m_upload_remove(u);
         return berr_set(BERR_DIGEST_INVALID, "provided digest did not match uploaded content");
     }
-    if (u->nparts > 0) { /* the tail is the last part (which may be short) */
-        if (u->blen > 0 && (rc = flush_part(u, u->blen, false)) < 0) return rc;
-        if ((rc = part_wait(u)) < 0) return rc;
-        char k[128];
-        ukey(u, "data", k, sizeof k);
-        if ((rc = s3_mpu_complete(u->s->fs.s3, k, u->mpu, u->etags, u->nparts)) < 0) return rc;
-        u->mpu[0] = '\0'; /* completed: nothing to abort */
-    }
+    if (u->nparts > 0 && (rc = complete_mpu(u)) < 0) return rc; /* the tail: its last part */
     char key[512];
     blobfs_key(digest, key, sizeof key);
     if (s3_head(u->s->fs.s3, key, NULL) == 0) return 0; /* stored already: the same bytes */

@@ -175,7 +175,9 @@ int store_upload_open(store *s, const char *repo, const char *uuid, store_upload
 uint64_t store_upload_size(const store_upload *u);
 int store_upload_write(store_upload *u, const void *data, size_t len);
 /* A new read-only descriptor of the session's data, valid after the session ends (a reader
- * streaming the upload while it is written). */
+ * streaming the upload while it is written). With storage.s3 (store_upload_streamable false) it
+ * is a copy of what was written so far, and a session of several parts is completed by it and
+ * takes no more bytes. */
 int store_upload_reader(store_upload *u);
 /* Persists the hash state so a later request resumes without re-reading (end of a PATCH). */
 int store_upload_save(store_upload *u);

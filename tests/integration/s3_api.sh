@@ -93,6 +93,7 @@ t_check "... saying it is unreachable" grep -q "unreachable" <<<"$out"
 # ---- redirects, streaming, and RGW going away ----
 # A: redirects on (registry:2's default with s3); B: redirects off, blobs stream through berth
 cfg_s3 "$T_TMP/a.yml" "$T_TMP/e3" "$P" "$RGW_SECRET_KEY" "$RGW_URL"
+sed -i 's|^    secure: false|    secure: false\n    chunksize: 5MiB|' "$T_TMP/a.yml"
 PB=$(t_port)
 cfg_s3 "$T_TMP/b.yml" "$T_TMP/e4" "$PB" "$RGW_SECRET_KEY" "$RGW_URL" true
 "$BERTH" serve -c "$T_TMP/a.yml" >"$T_TMP/a.log" 2>&1 &
@@ -126,34 +127,47 @@ t_eq "HEAD is answered by berth itself (200, size)" "200 300000" \
     "$(curl -s -I -o /dev/null -w '%{http_code} ' "$A/v2/e/blobs/$D")$(curl -sI "$A/v2/e/blobs/$D" | tr -d '\r' | awk 'tolower($1)=="content-length:" {print $2}')"
 t_eq "redirects off: the blob streams through berth" "200 $(t_sha256 "$T_TMP/small")" \
     "$(curl -s -o "$T_TMP/got" -w '%{http_code}' "$B/v2/e/blobs/$D") $(t_sha256 "$T_TMP/got")"
+# a Helm chart larger than a part (A's chunksize is 5 MiB): the upload is completed and read back
+# for the chart checks, then stored as any blob
+mkdir -p "$T_TMP/big/templates"
+printf 'apiVersion: v2\nname: big\nversion: 0.1.0\n' >"$T_TMP/big/Chart.yaml"
+head -c 7000000 /dev/urandom >"$T_TMP/big/data.bin"
+tar -C "$T_TMP" -czf "$T_TMP/big-0.1.0.tgz" big
+t_eq "a 7 MB Helm chart uploaded over S3 in parts: 201" 201 \
+    "$(curl -s -o /dev/null -w '%{http_code}' --data-binary @"$T_TMP/big-0.1.0.tgz" "$A/api/charts")"
+t_eq "... listed in index.yaml and served back byte for byte" "0.1.0 $(t_sha256 "$T_TMP/big-0.1.0.tgz")" \
+    "$(curl -s "$A/index.yaml" | grep -A30 '^  big:' | sed -n 's/^ *version: //p' | tr -d '"' | head -1) $(curl -s "$A/charts/big-0.1.0.tgz" | sha256sum | cut -d' ' -f1)"
+
 # a replica killed while a PATCH streams leaves a multipart upload whose id it never saved: the
 # upload purge of the next start aborts it with the session
 PC=$(t_port)
 cfg_s3 "$T_TMP/c.yml" "$T_TMP/e5" "$PC" "$RGW_SECRET_KEY" "$RGW_URL" true
 sed -i 's|^    rootdirectory: /errors|    rootdirectory: /killed\n    chunksize: 5MiB|' "$T_TMP/c.yml"
-python3 - "$T_TMP/c.yml" <<'PY'
+# the restarted C purges sessions untouched for 3 s (the first C must not: its PATCH may open the
+# session only after its first bytes arrive)
+python3 - "$T_TMP/c.yml" "$T_TMP/c2.yml" <<'PY'
 import sys
-p = sys.argv[1]
-s = open(p).read().replace("storage:\n", "storage:\n  maintenance: {uploadpurging: {enabled: true, age: 3s, interval: 1s}}\n", 1)
-open(p, "w").write(s)
+s = open(sys.argv[1]).read().replace("storage:\n", "storage:\n  maintenance: {uploadpurging: {enabled: true, age: 3s, interval: 1s}}\n", 1)
+open(sys.argv[2], "w").write(s)
 PY
 C=http://127.0.0.1:$PC
 "$BERTH" serve -c "$T_TMP/c.yml" >"$T_TMP/c.log" 2>&1 &
 BC=$!
 t_wait_http "$C/v2/" || t_fail "berth C starts" "$(tail -3 "$T_TMP/c.log")"
 loc=$(curl -s -D- -o /dev/null -X POST "$C/v2/k/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:" {print $2}')
-head -c 30000000 /dev/urandom >"$T_TMP/big"
+head -c 30000000 /dev/urandom >"$T_TMP/patch.bin"
 curl -s -o /dev/null --limit-rate 3M -X PATCH -H 'Content-Type: application/octet-stream' \
-    --data-binary @"$T_TMP/big" "$C$loc" &
+    --data-binary @"$T_TMP/patch.bin" "$C$loc" &
 CP=$!
 mpus() { rgw_curl "$RGW_URL/$RGW_BUCKET?prefix=killed%2F&uploads=" | grep -o '<UploadId>[^<]*' ; }
 for _ in $(seq 1 100); do [ -n "$(mpus)" ] && break; sleep 0.2; done
 t_check "a streaming PATCH has a multipart upload open" test -n "$(mpus)"
 kill -9 "$BC"
 wait "$BC" "$CP" 2>/dev/null
-"$BERTH" serve -c "$T_TMP/c.yml" >>"$T_TMP/c.log" 2>&1 &
+"$BERTH" serve -c "$T_TMP/c2.yml" >>"$T_TMP/c.log" 2>&1 &
 BC=$!
 T_PIDS+=("$BC")
+t_wait_http "$C/v2/" || t_fail "berth C restarts" "$(tail -3 "$T_TMP/c.log")"
 for _ in $(seq 1 200); do [ -z "$(mpus)" ] && break; sleep 0.3; done
 t_eq "after SIGKILL and restart, the purge aborts the orphaned multipart upload" "" "$(mpus)"
 t_eq "... and removes the session" 404 "$(curl -s -o /dev/null -w '%{http_code}' "$C$loc")"
