@@ -853,6 +853,32 @@ MIRROR_ROWS = [
 ]
 
 
+def json_out_arg(argv):
+    """The results file of a section run alone: --json PATH, --no-json (None), else JSON_OUT."""
+    if "--no-json" in argv:
+        return None
+    if "--json" in argv:
+        return argv[argv.index("--json") + 1]
+    return JSON_OUT
+
+
+def merge_json(path, key, res):
+    """Writes res under key into the results file (keeping the other sections' results)."""
+    doc = {}
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        pass
+    doc[key] = res
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    os.rename(path + ".tmp", path)
+    print(f"{key} results merged into {path}")
+
+
 def print_table(head, table):
     widths = [max(len(row[i]) for row in [head] + table) for i in range(len(head))]
     line = lambda row: "  ".join(  # noqa: E731

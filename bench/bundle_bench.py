@@ -54,7 +54,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench import (SHARED_CONFIG, Server, cpu_busy_fraction, fmt, free_port,  # noqa: E402
+from bench import (json_out_arg, merge_json, SHARED_CONFIG, Server, cpu_busy_fraction, fmt, free_port,  # noqa: E402
                    log, print_table, ratio, sha256_file)
 
 MIB = 1 << 20
@@ -66,7 +66,6 @@ LAYERS = int(os.environ.get("BENCH_BUNDLE_LAYERS", "4"))
 LAYER_MIB = int(os.environ.get("BENCH_BUNDLE_LAYER_MIB", "64"))
 RUNS = int(os.environ.get("BENCH_BUNDLE_RUNS", "3"))
 CACHE = os.environ.get("BENCH_BUNDLE_CACHE", os.path.join(ROOT, "build/bench-cache/bundle"))
-JSON_OUT = os.environ.get("BENCH_JSON", "build/bench.json")
 KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
 STRICT = os.environ.get("BENCH_STRICT", "") not in ("", "0")
 WAIT_QUIET = int(os.environ.get("BENCH_WAIT_QUIET", "30"))
@@ -488,28 +487,8 @@ def report(res, started):
           f"bundle section took {res['elapsed_s']:.0f} s")
 
 
-def merge_json(path, res):
-    doc = {}
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
-        pass
-    doc["bundle"] = res
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
-    os.rename(path + ".tmp", path)
-    print(f"bundle results merged into {path}")
-
-
 def main(argv):
-    out = JSON_OUT
-    if "--no-json" in argv:
-        out = None
-    elif "--json" in argv:
-        out = argv[argv.index("--json") + 1]
+    out = json_out_arg(argv)
     for tool in ("skopeo", "taskset"):
         if not shutil.which(tool):
             print(f"bench: bundle: missing {tool} (apt-get install {tool})", file=sys.stderr)
@@ -534,7 +513,7 @@ def main(argv):
             shutil.rmtree(tmp, ignore_errors=True)
     report(res, started)
     if out:
-        merge_json(out, res)
+        merge_json(out, "bundle", res)
     if res["errors"]:
         return 1
     if STRICT and not all(t["pass"] for t in res["targets"]):

@@ -60,7 +60,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench import (CLK, Server, cpu_busy_fraction, cpu_user_system_ticks, fmt,  # noqa: E402
+from bench import (json_out_arg, merge_json, CLK, Server, cpu_busy_fraction, cpu_user_system_ticks, fmt,  # noqa: E402
                    log, print_table, proc_stat, process_tree, ratio)
 from bundle_bench import OCI_ACCEPT, TAG, Failed, build_images, http  # noqa: E402
 
@@ -70,7 +70,6 @@ BERTH = os.environ.get("BERTH", "build/berth")
 PUSH_RUNS = int(os.environ.get("BENCH_SCALE_PUSH_RUNS", "2"))
 PULL_RUNS = int(os.environ.get("BENCH_SCALE_PULL_RUNS", "3"))
 OSD_SIZE = os.environ.get("BENCH_SCALE_OSD_SIZE", "")
-JSON_OUT = os.environ.get("BENCH_JSON", "build/bench.json")
 KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
 WAIT_QUIET = int(os.environ.get("BENCH_WAIT_QUIET", "30"))
 REPLICAS = 3
@@ -755,28 +754,8 @@ def report(res, started):
           f"{be.get('start_s', 0):.0f} s)")
 
 
-def merge_json(path, res):
-    doc = {}
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
-        pass
-    doc["scale"] = res
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
-    os.rename(path + ".tmp", path)
-    print(f"scale results merged into {path}")
-
-
 def main(argv):
-    out = JSON_OUT
-    if "--no-json" in argv:
-        out = None
-    elif "--json" in argv:
-        out = argv[argv.index("--json") + 1]
+    out = json_out_arg(argv)
     missing = [t for t in ("skopeo", "docker-registry", "ceph-mon", "ceph-osd", "radosgw",
                            "radosgw-admin", "ceph-authtool", "monmaptool", "runuser")
                if not shutil.which(t)]
@@ -811,7 +790,7 @@ def main(argv):
             shutil.rmtree(tmp, ignore_errors=True)
     report(res, started)
     if out:
-        merge_json(out, res)
+        merge_json(out, "scale", res)
     return 1 if res["errors"] else 0
 
 

@@ -152,3 +152,42 @@ TOML
     for i in $(seq 1 100); do "${CTR[@]}" version >/dev/null 2>&1 && return 0; sleep 0.1; done
     return 1
 }
+
+# t_suite SCRIPT LABEL: runs tests/integration/SCRIPT.sh (with whatever BERTH and variables the
+# caller exported) and adds its "N passed, N failed" to this test's tallies, echoing its failures.
+t_suite() {
+    local out=$T_TMP/suite-$1.out line
+    timeout 900 bash "$T_ROOT/tests/integration/$1.sh" >"$out" 2>&1
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -1)
+    if [ -z "$line" ]; then
+        t_fail "$1.sh $2 ended without a tally" "$(tail -c 300 "$out" | tr '\n' ' ')"
+        return
+    fi
+    echo "# $1.sh $2: $line"
+    grep '^FAIL' "$out" | sed 's/^/# /'
+    T_PASS=$((T_PASS + $(echo "$line" | cut -d' ' -f1)))
+    T_FAIL=$((T_FAIL + $(echo "$line" | cut -d' ' -f3)))
+}
+
+# t_wrapper_head: the start of a berth wrapper script (tests/pg.sh, tests/rgw.sh), after it sets
+# $real: finds the config (-c FILE, or serve FILE) and the storage directory it names, as $root;
+# commands that open no store run $real at once.
+t_wrapper_head() {
+    cat <<'SH'
+cfg=
+prev=
+for a in "$@"; do
+    [ "$prev" = -c ] && cfg=$a
+    prev=$a
+done
+[ -z "$cfg" ] && [ "${1:-}" = serve ] && [ -f "${2:-}" ] && cfg=$2
+# the commands that open a store (app closure and bundle commands do with -c)
+case "${1:-}" in
+serve | gc | fsck | migrate | sync) ;;
+*) [ -n "$cfg" ] || exec "$real" "$@" ;;
+esac
+root=${REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY:-}
+[ -z "$root" ] && [ -n "$cfg" ] && root=$(sed -n 's/^ *rootdirectory: *//p' "$cfg" | head -1)
+root=$(realpath -m "${root:-./data}")
+SH
+}

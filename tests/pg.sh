@@ -68,25 +68,11 @@ pg_stop() {
 }
 
 pg_berth_wrapper() {
-    cat >"$1" <<SH
-#!/usr/bin/env bash
-# berth with its metadata in PostgreSQL (tests/pg.sh): one database per storage directory.
-real=$(realpath "$BERTH")
-cfg=
-prev=
-for a in "\$@"; do
-    [ "\$prev" = -c ] && cfg=\$a
-    prev=\$a
-done
-[ -z "\$cfg" ] && [ "\${1:-}" = serve ] && [ -f "\${2:-}" ] && cfg=\$2
-# the commands that open a store (app closure and bundle commands do with -c)
-case "\${1:-}" in
-serve | gc | fsck | migrate | sync) ;;
-*) [ -n "\$cfg" ] || exec "\$real" "\$@" ;;
-esac
-root=\${REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY:-}
-[ -z "\$root" ] && [ -n "\$cfg" ] && root=\$(sed -n 's/^ *rootdirectory: *//p' "\$cfg" | head -1)
-root=\$(realpath -m "\${root:-./data}")
+    {
+        printf '#!/usr/bin/env bash\n# berth with its metadata in PostgreSQL (tests/pg.sh): one database per storage directory.\n'
+        printf 'real=%q\n' "$(realpath "$BERTH")"
+        t_wrapper_head
+        cat <<SH
 db=berth_\$(printf '%s' "\$root" | md5sum | cut -c1-16)
 export PGPASSWORD=$PG_PASSWORD
 if [ "\$(psql -h $PG_HOST -p $PG_PORT -U $PG_USER -d postgres -qtAc "SELECT 1 FROM pg_database WHERE datname = '\$db'")" != 1 ]; then
@@ -98,5 +84,6 @@ export REGISTRY_DATABASE_USER=$PG_USER REGISTRY_DATABASE_PASSWORD=$PG_PASSWORD
 export REGISTRY_DATABASE_DBNAME=\$db REGISTRY_DATABASE_SSLMODE=disable
 exec "\$real" "\$@"
 SH
+    } >"$1"
     chmod +x "$1"
 }

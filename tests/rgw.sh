@@ -385,19 +385,10 @@ rgw_aws() {
 #   storage.redirect.disable so blob GETs stream through berth as the suites expect.
 rgw_berth_wrapper() {
     local inner=${2:-$BERTH}
-    cat >"$1" <<SH
-#!/usr/bin/env bash
-inner=$(realpath "$inner")
-cfg=
-prev=
-for a in "\$@"; do
-    [ "\$prev" = -c ] && cfg=\$a
-    prev=\$a
-done
-[ -z "\$cfg" ] && [ "\${1:-}" = serve ] && [ -f "\${2:-}" ] && cfg=\$2
-root=\${REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY:-}
-[ -z "\$root" ] && [ -n "\$cfg" ] && root=\$(sed -n 's/^ *rootdirectory: *//p' "\$cfg" | head -1)
-root=\$(realpath -m "\${root:-./data}")
+    {
+        printf '#!/usr/bin/env bash\nreal=%q\n' "$(realpath "$inner")"
+        t_wrapper_head
+        cat <<SH
 export REGISTRY_STORAGE_S3_ACCESSKEY=$RGW_ACCESS_KEY
 export REGISTRY_STORAGE_S3_SECRETKEY=$RGW_SECRET_KEY
 export REGISTRY_STORAGE_S3_REGION=$RGW_REGION
@@ -406,7 +397,8 @@ export REGISTRY_STORAGE_S3_BUCKET=$RGW_BUCKET
 export REGISTRY_STORAGE_S3_SECURE=false
 export REGISTRY_STORAGE_S3_ROOTDIRECTORY=/r-\$(printf '%s' "\$root" | md5sum | cut -c1-16)
 export REGISTRY_STORAGE_REDIRECT_DISABLE=\${REGISTRY_STORAGE_REDIRECT_DISABLE:-true}
-exec "\$inner" "\$@"
+exec "\$real" "\$@"
 SH
+    } >"$1"
     chmod +x "$1"
 }

@@ -34,17 +34,7 @@ WRAP=$T_TMP/berth-pg
 pg_berth_wrapper "$WRAP"
 dbs_before=$(pg_psql postgres "SELECT count(*) FROM pg_database WHERE datname LIKE 'berth\_%'")
 for s in ${PG_API_SUITES-api gc crash}; do # PG_API_SUITES="" skips them
-    out=$T_TMP/suite-$s.out
-    BERTH=$WRAP timeout 900 bash "$T_ROOT/tests/integration/$s.sh" >"$out" 2>&1
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -1)
-    if [ -z "$line" ]; then
-        t_fail "$s.sh against postgres ended without a tally" "$(tail -c 300 "$out" | tr '\n' ' ')"
-        continue
-    fi
-    echo "# $s.sh against postgres: $line"
-    grep '^FAIL' "$out" | sed 's/^/# /'
-    T_PASS=$((T_PASS + $(echo "$line" | cut -d' ' -f1)))
-    T_FAIL=$((T_FAIL + $(echo "$line" | cut -d' ' -f3)))
+    BERTH=$WRAP t_suite "$s" "against postgres"
 done
 # the suites' servers really kept their metadata in postgres
 new_dbs=$(pg_psql postgres "SELECT datname FROM pg_database WHERE datname LIKE 'berth\_%'")

