@@ -642,6 +642,7 @@ static int fetch_into(fill *f)
     char uuid[STORE_UUID_LEN + 1];
     int rc = store_upload_create(f->st, f->repo, algo, uuid);
     if (rc == 0) rc = store_upload_open(f->st, f->repo, uuid, &f->u);
+    if (rc == 0) rc = store_upload_spool(f->u); /* S3: readers stream a local copy of the fill */
     if (rc < 0) return rc;
     rc = upstream_blob(mi, f->upstream_repo, f->digest, fill_sink, f, &f->resp);
     if (rc == 0 && f->resp.status == 200) {
@@ -813,8 +814,7 @@ int reg_mirror_blob_miss(http_req *r)
     while (f->state == FILL_STARTING)
         pthread_cond_wait(&fill_cv, &fill_mu);
     int fd = -1;
-    /* with storage.s3 the fill's bytes are in parts, not a growing file: serve the commit */
-    if (f->state == FILL_STREAMING && f->size > 0 && f->u && store_upload_streamable(f->st))
+    if (f->state == FILL_STREAMING && f->size > 0 && f->u && store_upload_growing(f->u))
         fd = store_upload_reader(f->u);
     while (f->state == FILL_STREAMING && fd < 0)
         pthread_cond_wait(&fill_cv, &fill_mu);

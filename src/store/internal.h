@@ -147,6 +147,7 @@ struct store_upload {
     uint64_t tail_gen, tail_size; /* the saved tail object: uploads/<uuid>/tail-<gen> */
     uint64_t saved_size;
     int64_t renewed; /* when the lease was last renewed (ms) */
+    int spool;       /* S3 mode: a local copy for readers of a growing upload, or -1 */
     void *inflight;  /* the part being uploaded in the background (s3mode.c) */
     pthread_t inflight_th;
     char *spare; /* a part-sized buffer to reuse */
@@ -173,6 +174,7 @@ int s3m_upload_create(store *s, const char *repo, digest_algo algo, const char *
 int s3m_upload_open(store *s, const char *repo, const char *uuid, store_upload **out);
 int s3m_upload_write(store_upload *u, const void *data, size_t len);
 int s3m_upload_reader(store_upload *u);
+int s3m_upload_spool(store_upload *u);
 int s3m_upload_save(store_upload *u);
 void s3m_upload_rollback(store_upload *u);
 /* verifies and puts the blob object in place (placed: it was absent and is now there) */

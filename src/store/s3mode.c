@@ -252,6 +252,7 @@ int s3m_upload_open(store *s, const char *repo, const char *uuid, store_upload *
     if (!u) return berr_set(BERR_INTERNAL, "out of memory");
     u->s = s;
     u->fd = -1;
+    u->spool = -1;
     snprintf(u->uuid, sizeof u->uuid, "%s", uuid);
     snprintf(u->repo, sizeof u->repo, "%s", repo);
     uint64_t r[2];
@@ -406,6 +407,17 @@ int s3m_upload_write(store_upload *u, const void *data, size_t len)
         u->buf = nb;
         u->bcap = cap;
     }
+    if (u->spool >= 0) { /* readers see the bytes before the part is sent */
+        const char *p = data;
+        for (size_t off = 0; off < len;) {
+            ssize_t n = pwrite(u->spool, p + off, len - off, (off_t)(u->size + off));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0)
+                return berr_set(errno == ENOSPC ? BERR_STORAGE_FULL : BERR_IO, "spool write: %s",
+                                strerror(errno));
+            off += (size_t)n;
+        }
+    }
     memcpy(u->buf + u->blen, data, len);
     u->blen += len;
     digest_update(&u->ctx, data, len);
@@ -431,8 +443,24 @@ static int complete_mpu(store_upload *u)
     return 0;
 }
 
+int s3m_upload_spool(store_upload *u)
+{
+    if (u->spool >= 0) return 0;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/tmp", u->s->root);
+    u->spool = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (u->spool < 0) return berr_set(BERR_IO, "spool file in %s: %s", dir, strerror(errno));
+    return 0;
+}
+
 int s3m_upload_reader(store_upload *u)
 {
+    if (u->spool >= 0) { /* a reader of its own, at its own offsets */
+        char p[64];
+        snprintf(p, sizeof p, "/proc/self/fd/%d", u->spool);
+        int fd = open(p, O_RDONLY | O_CLOEXEC);
+        return fd >= 0 ? fd : berr_set(BERR_IO, "open spool: %s", strerror(errno));
+    }
     int rc = part_wait(u);
     if (rc == 0) rc = ensure_tail(u);
     if (rc < 0) return rc;
@@ -565,6 +593,7 @@ void s3m_upload_remove(store_upload *u)
 void s3m_upload_close(store_upload *u)
 {
     part_wait(u);
+    if (u->spool >= 0) close(u->spool);
     free(u->spare);
     char lk[64];
     lease_key(u->uuid, lk, sizeof lk);
@@ -604,6 +633,7 @@ int s3m_upload_purge(store *s, int64_t max_age)
         store_upload *u = calloc(1, sizeof *u);
         if (!u) break;
         u->s = s;
+        u->spool = -1;
         snprintf(u->uuid, sizeof u->uuid, "%s", w.stale.items[i]);
         snprintf(u->owner, sizeof u->owner, "purge-%d", (int)getpid());
         char lk[64];

@@ -304,9 +304,14 @@ int store_blob_url(store *s, const char *digest, char *url, size_t len)
     return s3_presign(s->fs.s3, k, s->redirect_expiry, url, len);
 }
 
-bool store_upload_streamable(const store *s)
+int store_upload_spool(store_upload *u)
 {
-    return !s->fs.s3;
+    return u->s->fs.s3 ? s3m_upload_spool(u) : 0;
+}
+
+bool store_upload_growing(const store_upload *u)
+{
+    return !u->s->fs.s3 || u->spool >= 0;
 }
 
 bool store_blob_present(store *s, const char *digest)

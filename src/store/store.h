@@ -153,8 +153,6 @@ int store_blob_read(store_blob *b, uint64_t off, uint64_t len,
                     int (*sink)(void *arg, const char *data, size_t len), void *arg);
 /* A presigned URL to the blob (storage.s3 with redirects on), else -BERR_UNSUPPORTED. */
 int store_blob_url(store *s, const char *digest, char *url, size_t len);
-/* False when an upload's bytes cannot be read while it is written (S3: they are in parts). */
-bool store_upload_streamable(const store *s);
 /* Records a blob whose file is in place (store_upload_place, a blob source) and links it to
  * repo, checking inside the transaction that the file is there. */
 int store_blob_adopt(store *s, const char *repo, const char *digest, uint64_t size);
@@ -175,10 +173,16 @@ int store_upload_open(store *s, const char *repo, const char *uuid, store_upload
 uint64_t store_upload_size(const store_upload *u);
 int store_upload_write(store_upload *u, const void *data, size_t len);
 /* A new read-only descriptor of the session's data, valid after the session ends (a reader
- * streaming the upload while it is written). With storage.s3 (store_upload_streamable false) it
- * is a copy of what was written so far, and a session of several parts is completed by it and
- * takes no more bytes. */
+ * streaming the upload while it is written). With storage.s3 it reads the spool
+ * (store_upload_spool), or else is a copy of what was written so far, and a session of several
+ * parts is then completed by it and takes no more bytes. */
 int store_upload_reader(store_upload *u);
+/* Keeps what a session is written readable while it is written, for readers of a growing file
+ * (a mirror fill's clients): the filesystem mode always does; with storage.s3 the bytes are also
+ * spooled to an unlinked local file. */
+int store_upload_spool(store_upload *u);
+/* True when store_upload_reader may be called while bytes are still written. */
+bool store_upload_growing(const store_upload *u);
 /* Persists the hash state so a later request resumes without re-reading (end of a PATCH). */
 int store_upload_save(store_upload *u);
 /* Undoes what this open wrote (a refused request): the session is back at its size when opened. */

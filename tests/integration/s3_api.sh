@@ -6,6 +6,8 @@
 #     directory; their tallies count here; the bucket is then checked to hold what they pushed
 #     and no half-finished multipart uploads;
 #   - start-up errors: a wrong secret key and an unreachable endpoint fail with a clear message;
+#   - a cold mirror pull streams while the upstream (throttled) is still sending;
+#   - a Helm chart larger than a part; a replica killed mid-PATCH: its multipart upload aborted;
 #   - storage.redirect: on (registry:2's default with s3), a blob GET is a 307 to a presigned URL
 #     that works without credentials (Range too); off, the blob streams through berth;
 #   - RGW stopped: /health answers 503 naming the blob storage, a blob GET is a 503 OCI error.
@@ -127,6 +129,50 @@ t_eq "a 7 MB Helm chart uploaded over S3 in parts: 201" 201 \
     "$(curl -s -o /dev/null -w '%{http_code}' --data-binary @"$T_TMP/big-0.1.0.tgz" "$A/api/charts")"
 t_eq "... listed in index.yaml and served back byte for byte" "0.1.0 $(t_sha256 "$T_TMP/big-0.1.0.tgz")" \
     "$(curl -s "$A/index.yaml" | grep -A30 '^  big:' | sed -n 's/^ *version: //p' | tr -d '"' | head -1) $(curl -s "$A/charts/big-0.1.0.tgz" | sha256sum | cut -d' ' -f1)"
+
+# a cold mirror pull over S3 streams: the client gets bytes while the upstream (4 MiB/s through
+# a throttling proxy) is still sending; the fill's parts go to S3 and a local spool feeds readers
+registry_start "$T_TMP/up" || t_fail "upstream registry starts"
+head -c 16777216 /dev/urandom >"$T_TMP/layer.bin"
+DL=sha256:$(t_sha256 "$T_TMP/layer.bin")
+uloc=$(curl -s -D- -o /dev/null -X POST "$REG_URL/v2/test/big/blobs/uploads/" | tr -d '\r' |
+    awk 'tolower($1)=="location:" {print $2}')
+case "$uloc" in *\?*) uloc="$uloc&digest=$DL" ;; *) uloc="$uloc?digest=$DL" ;; esac
+case "$uloc" in /*) uloc="$REG_URL$uloc" ;; esac
+t_eq "upstream holds a 16 MiB blob" 201 "$(curl -s -o /dev/null -w '%{http_code}' -X PUT \
+    --data-binary @"$T_TMP/layer.bin" -H 'Content-Type: application/octet-stream' "$uloc")"
+TP=$(t_port)
+python3 "$T_ROOT/tests/fixtures/throttleproxy.py" "$TP" "$REG_PORT" 4194304 "$T_TMP/sent" &
+T_PIDS+=("$!")
+PD=$(t_port)
+cfg_s3 "$T_TMP/d.yml" "$T_TMP/e6" "$PD" "$RGW_SECRET_KEY" "$RGW_URL" true
+printf 'mirrors:\n  up.example:\n    urls: [http://127.0.0.1:%s]\n' "$TP" >>"$T_TMP/d.yml"
+"$BERTH" serve -c "$T_TMP/d.yml" >"$T_TMP/d.log" 2>&1 &
+BD=$!
+T_PIDS+=("$BD")
+t_wait_http "http://127.0.0.1:$PD/v2/" || t_fail "berth D (S3, mirror) starts" "$(tail -3 "$T_TMP/d.log")"
+for _ in $(seq 1 50); do [ -s "$T_TMP/sent" ] && break; sleep 0.1; done
+curl -s -o "$T_TMP/cold.bin" "http://127.0.0.1:$PD/v2/up.example/test/big/blobs/$DL" &
+CC=$!
+early=""
+for _ in $(seq 1 600); do
+    sent=$(cat "$T_TMP/sent" 2>/dev/null || echo 0)
+    got=$(stat -c %s "$T_TMP/cold.bin" 2>/dev/null || echo 0)
+    if [ "$got" -gt 1048576 ] && [ "$sent" -lt 16777216 ]; then
+        early="client had $got bytes while the upstream had sent $sent"
+        break
+    fi
+    kill -0 "$CC" 2>/dev/null || break
+    sleep 0.1
+done
+wait "$CC"
+t_check "cold mirror pull over S3 streams (${early:-no bytes before the upstream finished})" test -n "$early"
+t_eq "... and the client's bytes are the blob" "$(t_sha256 "$T_TMP/layer.bin")" "$(t_sha256 "$T_TMP/cold.bin")"
+before=$(cat "$T_TMP/sent")
+t_eq "a second pull is served from the bucket (no upstream bytes)" "$(t_sha256 "$T_TMP/layer.bin") $before" \
+    "$(curl -s "http://127.0.0.1:$PD/v2/up.example/test/big/blobs/$DL" | sha256sum | cut -d' ' -f1) $(cat "$T_TMP/sent")"
+kill "$BD" 2>/dev/null
+wait "$BD" 2>/dev/null
 
 # a replica killed while a PATCH streams leaves a multipart upload whose id it never saved: the
 # upload purge of the next start aborts it with the session
