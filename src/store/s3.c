@@ -180,14 +180,64 @@ static int xml_each(const char *body, size_t len, void (*cb)(void *, const char 
 }
 
 typedef struct {
-    char code[128], message[512];
-} s3_error;
+    const char *prefix;
+    s3_answer *a;
+    int (*cb)(void *, const char *, uint64_t, int64_t);
+    void *arg;
+    char key[2048];
+    uint64_t size;
+    int64_t mtime;
+    int rc;
+} answer_walk;
 
-static void error_cb(void *arg, const char *name, const char *text)
+static int64_t parse_time(const char *t)
 {
-    s3_error *e = arg;
-    if (!strcmp(name, "Code")) snprintf(e->code, sizeof e->code, "%s", text);
-    if (!strcmp(name, "Message")) snprintf(e->message, sizeof e->message, "%s", text);
+    struct tm tm = {0};
+    if (!strptime(t, "%Y-%m-%dT%H:%M:%S", &tm)) return 0;
+    return (int64_t)timegm(&tm);
+}
+
+static void answer_cb(void *arg, const char *name, const char *text)
+{
+    answer_walk *w = arg;
+    s3_answer *a = w->a;
+    if (!strcmp(name, "Code"))
+        snprintf(a->code, sizeof a->code, "%s", text);
+    else if (!strcmp(name, "Message"))
+        snprintf(a->message, sizeof a->message, "%s", text);
+    else if (!strcmp(name, "UploadId"))
+        snprintf(a->upload_id, sizeof a->upload_id, "%s", text);
+    else if (!strcmp(name, "ETag"))
+        snprintf(a->etag, sizeof a->etag, "%s", text);
+    else if (!strcmp(name, "NextContinuationToken"))
+        snprintf(a->next, sizeof a->next, "%s", text);
+    else if (!strcmp(name, "IsTruncated"))
+        a->truncated = !strcmp(text, "true");
+    else if (!strcmp(name, "Error"))
+        a->error = true;
+    else if (!strcmp(name, "Key"))
+        snprintf(w->key, sizeof w->key, "%s", text);
+    else if (!strcmp(name, "Size"))
+        w->size = strtoull(text, NULL, 10);
+    else if (!strcmp(name, "LastModified"))
+        w->mtime = parse_time(text);
+    else if (!strcmp(name, "Contents")) {
+        size_t pl = strlen(w->prefix);
+        if (w->rc == 0 && w->cb && !strncmp(w->key, w->prefix, pl))
+            w->rc = w->cb(w->arg, w->key + pl, w->size, w->mtime);
+        w->key[0] = '\0';
+        w->size = 0;
+        w->mtime = 0;
+    }
+}
+
+int s3_parse(const char *prefix, const char *xml, size_t len, s3_answer *out,
+             int (*cb)(void *arg, const char *key, uint64_t size, int64_t mtime), void *arg)
+{
+    memset(out, 0, sizeof *out);
+    answer_walk w = {.prefix = prefix, .a = out, .cb = cb, .arg = arg};
+    int rc = xml_each(xml, len, answer_cb, &w);
+    return rc < 0 ? rc : w.rc;
 }
 
 /* ---- requests ---- */
@@ -351,8 +401,8 @@ static int s3_do_once(s3 *s, s3_req *q)
     if (cc != CURLE_OK)
         return berr_set(BERR_UNAVAILABLE, "S3 %s %s: %s", q->method, url, curl_easy_strerror(cc));
     if (q->status >= 200 && q->status < 300) return 0;
-    s3_error e = {"", ""};
-    if (q->buf) xml_each(q->buf, q->len, error_cb, &e);
+    s3_answer e = {0};
+    if (q->buf) s3_parse("", q->buf, q->len, &e, NULL, NULL);
     if (q->status == 404)
         return berr_set(BERR_BLOB_UNKNOWN, "S3 %s %s: 404 %s", q->method, url, e.code);
     if (q->status == 416) return berr_set(BERR_RANGE_INVALID, "S3: range not satisfiable");
@@ -464,11 +514,9 @@ int s3_delete(s3 *s, const char *key)
 /* A copy answers 200 and may still carry an <Error> body (S3's documented quirk). */
 static int copy_result(s3_req *q)
 {
-    if (q->buf && strstr(q->buf, "<Error>")) {
-        s3_error e = {"", ""};
-        xml_each(q->buf, q->len, error_cb, &e);
+    s3_answer e = {0};
+    if (q->buf && s3_parse("", q->buf, q->len, &e, NULL, NULL) == 0 && e.error)
         return berr_set(BERR_IO, "S3 copy failed: %s %s", e.code, e.message);
-    }
     return 0;
 }
 
@@ -478,18 +526,6 @@ static void copy_source(s3 *s, const char *src, char *out, size_t outlen)
     snprintf(full, sizeof full, "%s%s", s->prefix, src);
     enc(full, true, k, sizeof k);
     snprintf(out, outlen, "x-amz-copy-source: /%s/%s", s->bucket, k);
-}
-
-typedef struct {
-    char id[S3_ID_MAX];
-    char etag[S3_ETAG_MAX];
-} mpu_xml;
-
-static void mpu_cb(void *arg, const char *name, const char *text)
-{
-    mpu_xml *m = arg;
-    if (!strcmp(name, "UploadId")) snprintf(m->id, sizeof m->id, "%s", text);
-    if (!strcmp(name, "ETag")) snprintf(m->etag, sizeof m->etag, "%s", text);
 }
 
 int s3_copy(s3 *s, const char *src, const char *dst, uint64_t size)
@@ -520,8 +556,8 @@ int s3_copy(s3 *s, const char *src, const char *dst, uint64_t size)
         s3_req q = {.method = "PUT", .key = dst, .query = query, .headers = hdr};
         rc = s3_do(s, &q);
         if (rc == 0) rc = copy_result(&q);
-        mpu_xml m = {"", ""};
-        if (rc == 0 && q.buf) xml_each(q.buf, q.len, mpu_cb, &m);
+        s3_answer m = {0};
+        if (rc == 0 && q.buf) s3_parse("", q.buf, q.len, &m, NULL, NULL);
         if (rc == 0 && !m.etag[0]) rc = berr_set(BERR_IO, "S3 part copy: no ETag");
         if (rc == 0) snprintf(etags[i], S3_ETAG_MAX, "%s", m.etag);
         req_free(&q);
@@ -536,14 +572,14 @@ int s3_mpu_create(s3 *s, const char *key, char *id)
 {
     s3_req q = {.method = "POST", .key = key, .query = "uploads="};
     int rc = s3_do(s, &q);
-    mpu_xml m = {"", ""};
-    if (rc == 0) rc = q.buf ? xml_each(q.buf, q.len, mpu_cb, &m) : 0;
-    if (rc == 0 && !m.id[0]) rc = berr_set(BERR_IO, "S3 CreateMultipartUpload: no UploadId");
+    s3_answer m = {0};
+    if (rc == 0) rc = q.buf ? s3_parse("", q.buf, q.len, &m, NULL, NULL) : 0;
+    if (rc == 0 && !m.upload_id[0]) rc = berr_set(BERR_IO, "S3 CreateMultipartUpload: no UploadId");
     /* ids are used in query strings as they are: insist that they need no encoding */
-    for (const char *p = m.id; rc == 0 && *p; p++)
+    for (const char *p = m.upload_id; rc == 0 && *p; p++)
         if (!unreserved((unsigned char)*p))
-            rc = berr_set(BERR_IO, "S3 upload id '%s' needs encoding", m.id);
-    if (rc == 0) snprintf(id, S3_ID_MAX, "%s", m.id);
+            rc = berr_set(BERR_IO, "S3 upload id '%s' needs encoding", m.upload_id);
+    if (rc == 0) snprintf(id, S3_ID_MAX, "%s", m.upload_id);
     req_free(&q);
     return rc;
 }
@@ -640,48 +676,6 @@ int s3_mpu_abort_all(s3 *s, const char *key)
 
 /* ---- listing ---- */
 
-typedef struct {
-    s3 *s;
-    int (*cb)(void *, const char *, uint64_t, int64_t);
-    void *arg;
-    char key[2048];
-    uint64_t size;
-    int64_t mtime;
-    char next[2048];
-    bool truncated;
-    int rc;
-} list_walk;
-
-static int64_t parse_time(const char *t)
-{
-    struct tm tm = {0};
-    if (!strptime(t, "%Y-%m-%dT%H:%M:%S", &tm)) return 0;
-    return (int64_t)timegm(&tm);
-}
-
-static void list_cb(void *arg, const char *name, const char *text)
-{
-    list_walk *w = arg;
-    if (!strcmp(name, "Key"))
-        snprintf(w->key, sizeof w->key, "%s", text);
-    else if (!strcmp(name, "Size"))
-        w->size = strtoull(text, NULL, 10);
-    else if (!strcmp(name, "LastModified"))
-        w->mtime = parse_time(text);
-    else if (!strcmp(name, "NextContinuationToken"))
-        snprintf(w->next, sizeof w->next, "%s", text);
-    else if (!strcmp(name, "IsTruncated"))
-        w->truncated = !strcmp(text, "true");
-    else if (!strcmp(name, "Contents") && w->rc == 0) {
-        size_t pl = strlen(w->s->prefix);
-        if (!strncmp(w->key, w->s->prefix, pl))
-            w->rc = w->cb(w->arg, w->key + pl, w->size, w->mtime);
-        w->key[0] = '\0';
-        w->size = 0;
-        w->mtime = 0;
-    }
-}
-
 int s3_list(s3 *s, const char *prefix,
             int (*cb)(void *arg, const char *key, uint64_t size, int64_t mtime), void *arg)
 {
@@ -698,11 +692,10 @@ int s3_list(s3 *s, const char *prefix,
             snprintf(query, sizeof query, "list-type=2&prefix=%s", eprefix);
         s3_req q = {.method = "GET", .query = query};
         int rc = s3_do(s, &q);
-        list_walk w = {.s = s, .cb = cb, .arg = arg};
-        if (rc == 0 && q.buf) rc = xml_each(q.buf, q.len, list_cb, &w);
+        s3_answer w = {0};
+        if (rc == 0 && q.buf) rc = s3_parse(s->prefix, q.buf, q.len, &w, cb, arg);
         req_free(&q);
-        if (rc < 0) return rc;
-        if (w.rc) return w.rc < 0 ? w.rc : 0;
+        if (rc) return rc < 0 ? rc : 0;
         if (!w.truncated || !w.next[0]) return 0;
         enc(w.next, false, token, sizeof token);
     }

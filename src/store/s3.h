@@ -56,6 +56,21 @@ int s3_mpu_abort_all(s3 *s, const char *key);
 int s3_list(s3 *s, const char *prefix,
             int (*cb)(void *arg, const char *key, uint64_t size, int64_t mtime), void *arg);
 
+/* What berth reads from S3's XML answers (exposed for the fuzz target). */
+typedef struct {
+    bool error; /* an <Error> answer (a copy may carry one with status 200) */
+    char code[128], message[512];
+    char upload_id[S3_ID_MAX]; /* CreateMultipartUpload */
+    char etag[S3_ETAG_MAX];    /* UploadPartCopy */
+    char next[2048];           /* ListObjectsV2: continuation token */
+    bool truncated;
+} s3_answer;
+/* Parses an answer; each listed object (<Contents>) whose key starts with prefix goes to cb
+ * (may be NULL) with the prefix removed. 0, -BERR_IO for malformed XML, or cb's non-zero return
+ * (which stops the walk). */
+int s3_parse(const char *prefix, const char *xml, size_t len, s3_answer *out,
+             int (*cb)(void *arg, const char *key, uint64_t size, int64_t mtime), void *arg);
+
 /* A presigned GET URL for key valid for expires seconds. */
 int s3_presign(s3 *s, const char *key, long expires, char *url, size_t urllen);
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The libFuzzer targets of tests/fuzz/ (issue 6): builds them (make fuzz-build, clang with
-# ASan + UBSan) and runs each target (every tests/fuzz/fuzz_<target>.c: nine, about 70 s in all)
+# ASan + UBSan) and runs each target (every tests/fuzz/fuzz_<target>.c, about 5 s each)
 # for FUZZ_TEST_SECONDS (default 5) from its seed corpus tests/fuzz/corpus/<target>/, plus what
 # `make fuzz` has collected in build/fuzz/corpus/<target>/. A crash, sanitizer report, leak,
 # broken invariant or hang fails the target; the input is kept in build/fuzz/artifacts/<target>/
