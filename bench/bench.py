@@ -274,11 +274,7 @@ class Server:
         self.stop()
 
     def log_tail(self, n=600):
-        try:
-            with open(self.logpath, "rb") as f:
-                return f.read()[-n:].decode(errors="replace").strip().replace("\n", " | ")
-        except OSError:
-            return ""
+        return file_tail(self.logpath, n)
 
     def cpu_ticks(self):
         return sum((proc_stat(p) or (0, 0))[1] for p in process_tree(self.proc.pid))
@@ -853,6 +849,29 @@ MIRROR_ROWS = [
 ]
 
 
+def wait_quiet(what, limit):
+    """Waits up to WAIT_QUIET s for other CPU load (above limit) to stop; returns a warning
+    for the results when it did not, else None."""
+    busy = cpu_busy_fraction(1.0)
+    deadline = time.time() + WAIT_QUIET
+    if busy > limit and WAIT_QUIET > 0:
+        log(f"bench: {what}machine {busy:.0%} busy; waiting up to {WAIT_QUIET} s for it to settle")
+    while busy > limit and time.time() < deadline:
+        busy = cpu_busy_fraction(2.0)
+    if busy > limit:
+        return f"machine was {busy:.0%} busy before the {what or 'run'}: figures are noisy"
+    return None
+
+
+def file_tail(path, n):
+    """The last n bytes of a log file on one line ("" when unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()[-n:].decode(errors="replace").strip().replace("\n", " | ")
+    except OSError:
+        return ""
+
+
 def json_out_arg(argv):
     """The results file of a section run alone: --json PATH, --no-json (None), else JSON_OUT."""
     if "--no-json" in argv:
@@ -939,15 +958,10 @@ def run(tmp, servers, started):
         os.nice(-10)
     except OSError:
         pass
-    busy = cpu_busy_fraction(1.0)
-    deadline = time.time() + WAIT_QUIET
-    if busy > 0.05 and WAIT_QUIET > 0:
-        log(f"bench: machine {busy:.0%} busy; waiting up to {WAIT_QUIET} s for it to settle")
-    while busy > 0.05 and time.time() < deadline:
-        busy = cpu_busy_fraction(2.0)
-    if busy > 0.05:
-        BUSY_WARNINGS.append(f"machine was {busy:.0%} busy before the run: figures are noisy")
-        log("bench: warning: " + BUSY_WARNINGS[-1])
+    warning = wait_quiet("", 0.05)
+    if warning:
+        BUSY_WARNINGS.append(warning)
+        log("bench: warning: " + warning)
     mark_run_start()
     log(f"bench: temp dir {tmp}; generating {PUSHES} x {BLOB_MIB} MiB random blobs")
     size = BLOB_MIB * MIB

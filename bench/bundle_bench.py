@@ -54,7 +54,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench import (json_out_arg, merge_json, SHARED_CONFIG, Server, cpu_busy_fraction, fmt, free_port,  # noqa: E402
+from bench import (SHARED_CONFIG, Server, fmt, free_port, json_out_arg, merge_json, wait_quiet,  # noqa: E402
                    log, print_table, ratio, sha256_file)
 
 MIB = 1 << 20
@@ -68,7 +68,6 @@ RUNS = int(os.environ.get("BENCH_BUNDLE_RUNS", "3"))
 CACHE = os.environ.get("BENCH_BUNDLE_CACHE", os.path.join(ROOT, "build/bench-cache/bundle"))
 KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
 STRICT = os.environ.get("BENCH_STRICT", "") not in ("", "0")
-WAIT_QUIET = int(os.environ.get("BENCH_WAIT_QUIET", "30"))
 MKIMAGE = os.path.join(ROOT, "tests/fixtures/mkimage.py")
 TAG = "1"
 OCI_ACCEPT = ", ".join(["application/vnd.oci.image.manifest.v1+json",
@@ -261,16 +260,9 @@ def berth_has_bundle(binary):
 
 def run(tmp, started):
     res = {"errors": [], "warnings": []}
-    busy = cpu_busy_fraction(1.0)
-    deadline = time.time() + WAIT_QUIET
-    if busy > 0.10 and WAIT_QUIET > 0:
-        log(f"bench: bundle: machine {busy:.0%} busy; waiting up to {WAIT_QUIET} s for it to "
-            "settle")
-    while busy > 0.10 and time.time() < deadline:
-        busy = cpu_busy_fraction(2.0)
-    if busy > 0.10:
-        res["warnings"].append(f"machine was {busy:.0%} busy before the bundle section: "
-                               "figures are noisy")
+    warning = wait_quiet("bundle section: ", 0.10)
+    if warning:
+        res["warnings"].append(warning)
     if not os.access(BERTH, os.X_OK):
         res["errors"].append(f"{BERTH} not built")
         return res

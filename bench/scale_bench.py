@@ -60,7 +60,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench import (json_out_arg, merge_json, CLK, Server, cpu_busy_fraction, cpu_user_system_ticks, fmt,  # noqa: E402
+from bench import (CLK, Server, cpu_user_system_ticks, file_tail, fmt, json_out_arg, merge_json,  # noqa: E402
+                   wait_quiet,
                    log, print_table, proc_stat, process_tree, ratio)
 from bundle_bench import OCI_ACCEPT, TAG, Failed, build_images, http  # noqa: E402
 
@@ -71,7 +72,6 @@ PUSH_RUNS = int(os.environ.get("BENCH_SCALE_PUSH_RUNS", "2"))
 PULL_RUNS = int(os.environ.get("BENCH_SCALE_PULL_RUNS", "3"))
 OSD_SIZE = os.environ.get("BENCH_SCALE_OSD_SIZE", "")
 KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
-WAIT_QUIET = int(os.environ.get("BENCH_WAIT_QUIET", "30"))
 REPLICAS = 3
 ALL_CPUS = f"0-{(os.cpu_count() or 1) - 1}"
 CHUNK = 10 * MIB  # storage.s3.chunksize for both registries (registry:2's default)
@@ -201,11 +201,7 @@ class Backend:
         return self
 
     def log_tail(self, n=800):
-        try:
-            with open(self.logpath, "rb") as f:
-                return f.read()[-n:].decode(errors="replace").strip().replace("\n", " | ")
-        except OSError:
-            return ""
+        return file_tail(self.logpath, n)
 
     def ceph_ticks(self):
         return sum((proc_stat(int(p)) or (0, 0))[1] for p in self.env.get("RGW_PIDS", "").split())
@@ -544,16 +540,9 @@ def pull_sink(tmp, need):
 
 
 def run(tmp, res, cleanup):
-    busy = cpu_busy_fraction(1.0)
-    deadline = time.time() + WAIT_QUIET
-    if busy > 0.10 and WAIT_QUIET > 0:
-        log(f"bench: scale: machine {busy:.0%} busy; waiting up to {WAIT_QUIET} s for it to "
-            "settle")
-    while busy > 0.10 and time.time() < deadline:
-        busy = cpu_busy_fraction(2.0)
-    if busy > 0.10:
-        res["warnings"].append(f"machine was {busy:.0%} busy before the scale section: "
-                               "figures are noisy")
+    warning = wait_quiet("scale section: ", 0.10)
+    if warning:
+        res["warnings"].append(warning)
     binary = None
     if os.access(BERTH, os.X_OK):
         binary = os.path.join(tmp, "berth.bin")  # a rebuild mid-run must not change the subject

@@ -700,6 +700,7 @@ static int load_s3(cnode *root, config *cfg)
     n->used = true;
     c->enabled = true;
     const char *v4 = NULL;
+    bool pathstyle = true; /* accepted; berth always uses path-style URLs */
     if ((rc = set_str(root, "storage.s3.accesskey", &c->accesskey)) < 0 ||
         (rc = set_str(root, "storage.s3.secretkey", &c->secretkey)) < 0 ||
         (rc = set_str(root, "storage.s3.region", &c->region)) < 0 ||
@@ -708,7 +709,7 @@ static int load_s3(cnode *root, config *cfg)
         (rc = set_str(root, "storage.s3.rootdirectory", &c->rootdirectory)) < 0 ||
         (rc = set_bool(root, "storage.s3.secure", &c->secure)) < 0 ||
         (rc = set_bool(root, "storage.s3.skipverify", &c->skipverify)) < 0 ||
-        (rc = set_bool(root, "storage.s3.forcepathstyle", &c->forcepathstyle)) < 0 ||
+        (rc = set_bool(root, "storage.s3.forcepathstyle", &pathstyle)) < 0 ||
         (rc = get_str(root, "storage.s3.v4auth", &v4)) < 0 ||
         (rc = set_size(root, "storage.s3.chunksize", &c->chunksize)) < 0)
         return rc;
@@ -987,7 +988,6 @@ int config_load(config *cfg, const char *path)
     cfg->database.port = 5432;
     cfg->database.maxopen = 8;
     cfg->s3.secure = true;
-    cfg->s3.forcepathstyle = true;
     cfg->s3.chunksize = 10 * 1024 * 1024;
     cfg->s3.redirect_expiry_s = 20 * 60;
     cnode *root = NULL;

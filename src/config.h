@@ -109,7 +109,6 @@ typedef struct {
     char *rootdirectory; /* key prefix inside the bucket */
     bool secure;         /* https when regionendpoint has no scheme (true) */
     bool skipverify;     /* do not verify the endpoint's TLS certificate (false) */
-    bool forcepathstyle; /* accepted; berth always uses path-style URLs */
     int64_t chunksize;   /* multipart part size, bytes (10 MiB; at least 5 MiB) */
     bool redirect;       /* !storage.redirect.disable: blob GETs answer 307 to presigned URLs */
     int64_t redirect_expiry_s; /* berth: storage.redirect.expiry (20m) */

@@ -191,3 +191,18 @@ root=${REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY:-}
 root=$(realpath -m "${root:-./data}")
 SH
 }
+
+# t_fetched_all DIR N HEX: clients 1..N each left DIR/h.I (curl -D headers), DIR/rc.I (curl's exit
+# status) and DIR/s.I (the body's sha256): true when every one got 200 and the body hashing to
+# HEX; else prints each client that did not.
+t_fetched_all() {
+    local i bad=0 st
+    for i in $(seq 1 "$2"); do
+        st=$(head -1 "$1/h.$i" 2>/dev/null | cut -d' ' -f2)
+        if [ "$(cat "$1/rc.$i")" != 0 ] || [ "$st" != 200 ] || [ "$(cat "$1/s.$i")" != "$3" ]; then
+            echo "client $i: curl rc $(cat "$1/rc.$i") HTTP [$st] sha $(cut -c1-12 "$1/s.$i")"
+            bad=1
+        fi
+    done
+    return $bad
+}

@@ -10,6 +10,9 @@
 
 #include <pthread.h>
 
+/* Appends a copy of v to l (the metadata backends' lists). */
+int store_list_add(store_list *l, const char *v);
+
 /* Runs inside a metadata write transaction; returns 0 or a negative berr (rolls back). */
 typedef int (*store_place_fn)(void *arg);
 

@@ -1026,17 +1026,6 @@ static int pg_tag_delete(store_meta *base, const char *repo, const char *tag)
     return rc;
 }
 
-static int list_add(store_list *l, const char *v)
-{
-    char **items = realloc(l->items, (l->n + 1) * sizeof *items);
-    if (!items) return berr_set(BERR_INTERNAL, "out of memory");
-    l->items = items;
-    l->items[l->n] = strdup(v);
-    if (!l->items[l->n]) return berr_set(BERR_INTERNAL, "out of memory");
-    l->n++;
-    return 0;
-}
-
 /* Runs q and collects column 0 into out, at most n items, flagging `more` when an n+1th
  * exists. */
 static int collect(conn *c, int q, const params *p, long n, store_list *out)
@@ -1050,7 +1039,7 @@ static int collect(conn *c, int q, const params *p, long n, store_list *out)
             out->more = true;
             break;
         }
-        rc = list_add(out, PQgetvalue(r, i, 0));
+        rc = store_list_add(out, PQgetvalue(r, i, 0));
     }
     PQclear(r);
     return rc;

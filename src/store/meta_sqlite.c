@@ -700,17 +700,6 @@ static int sq_tag_delete(store_meta *base, const char *repo, const char *tag)
     return rc;
 }
 
-static int list_add(store_list *l, const char *v)
-{
-    char **items = realloc(l->items, (l->n + 1) * sizeof *items);
-    if (!items) return berr_set(BERR_INTERNAL, "out of memory");
-    l->items = items;
-    l->items[l->n] = strdup(v);
-    if (!l->items[l->n]) return berr_set(BERR_INTERNAL, "out of memory");
-    l->n++;
-    return 0;
-}
-
 /* Collects column 0 of s into out, at most n items, flagging `more` when an n+1th exists. */
 static int collect(conn *c, sqlite3_stmt *s, long n, store_list *out)
 {
@@ -720,7 +709,7 @@ static int collect(conn *c, sqlite3_stmt *s, long n, store_list *out)
             out->more = true;
             break;
         }
-        rc = list_add(out, (const char *)sqlite3_column_text(s, 0));
+        rc = store_list_add(out, (const char *)sqlite3_column_text(s, 0));
     }
     if (rc == 0 && r != SQLITE_ROW && r != SQLITE_DONE) rc = db_err(c->db, "list");
     sqlite3_reset(s);

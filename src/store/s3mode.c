@@ -222,7 +222,9 @@ static int state_load(store_upload *u)
         json_decref(j);
         return berr_set(BERR_IO, "upload %s: unreadable session state", u->uuid);
     }
-    if (strcmp(repo, u->repo) != 0) {
+    if (!u->repo[0]) { /* the purge: any repository */
+        snprintf(u->repo, sizeof u->repo, "%s", repo);
+    } else if (strcmp(repo, u->repo) != 0) {
         json_decref(j);
         return berr_set(BERR_BLOB_UPLOAD_UNKNOWN, "upload unknown to registry");
     }
@@ -312,6 +314,7 @@ typedef struct {
     char etag[S3_ETAG_MAX];
     int rc;
     char msg[512]; /* the error message (berr's is per thread) */
+    bool threaded; /* sent by a thread of its own (else it already ran) */
 } part_job;
 
 static void *part_thread(void *arg)
@@ -328,7 +331,7 @@ static int part_wait(store_upload *u)
 {
     part_job *j = u->inflight;
     if (!j) return 0;
-    pthread_join(u->inflight_th, NULL);
+    if (j->threaded) pthread_join(u->inflight_th, NULL);
     u->inflight = NULL;
     int rc = j->rc < 0 ? berr_set((berr)-j->rc, "upload part %d: %s", j->n, j->msg) : 0;
     if (rc == 0) snprintf(u->etags[j->n - 1], S3_ETAG_MAX, "%s", j->etag);
@@ -373,15 +376,10 @@ static int flush_part(store_upload *u, size_t n, bool async)
     u->blen -= n;
     u->nparts++;
     u->inflight = j;
-    if (async && pthread_create(&u->inflight_th, NULL, part_thread, j) == 0) return 0;
+    j->threaded = async && pthread_create(&u->inflight_th, NULL, part_thread, j) == 0;
+    if (j->threaded) return 0;
     part_thread(j); /* synchronously: the last part, or no thread to be had */
-    u->inflight = NULL;
-    rc = j->rc;
-    if (rc == 0) snprintf(u->etags[j->n - 1], S3_ETAG_MAX, "%s", j->etag);
-    free(u->spare);
-    u->spare = j->data;
-    free(j);
-    return rc;
+    return part_wait(u);
 }
 
 int s3m_upload_write(store_upload *u, const void *data, size_t len)
@@ -616,11 +614,9 @@ static int purge_obj(void *arg, const char *key, uint64_t size, int64_t mtime)
     size_t kl = strlen(key);
     if (kl != 8 + STORE_UUID_LEN + 6 || strcmp(key + kl - 6, "/state") != 0) return 0;
     if (mtime * 1000 >= w->cutoff) return 0;
-    char **items = realloc(w->stale.items, (w->stale.n + 1) * sizeof *items);
-    if (!items) return -BERR_INTERNAL;
-    w->stale.items = items;
-    w->stale.items[w->stale.n++] = strndup(key + 8, STORE_UUID_LEN);
-    return 0;
+    char uuid[STORE_UUID_LEN + 1];
+    snprintf(uuid, sizeof uuid, "%s", key + 8);
+    return store_list_add(&w->stale, uuid);
 }
 
 int s3m_upload_purge(store *s, int64_t max_age)
@@ -638,25 +634,14 @@ int s3m_upload_purge(store *s, int64_t max_age)
         snprintf(u->owner, sizeof u->owner, "purge-%d", (int)getpid());
         char lk[64];
         lease_key(u->uuid, lk, sizeof lk);
-        if (store_lease_take(s, lk, u->owner, LEASE_TTL_MS) == 0) {
-            /* the repository is not known here: read it from the state itself */
-            char k[128], *txt = NULL;
-            size_t len;
-            ukey(u, "state", k, sizeof k);
-            if (s3_get_mem(s->fs.s3, k, STATE_MAX, &txt, &len) == 0) {
-                json_t *j = json_loadb(txt, len, 0, NULL);
-                const char *repo = json_string_value(json_object_get(j, "repo"));
-                snprintf(u->repo, sizeof u->repo, "%s", repo ? repo : "");
-                json_decref(j);
-                free(txt);
-                if (state_load(u) == 0) {
-                    s3m_upload_remove(u);
-                    /* parts of a request whose replica died before it saved the session */
-                    ukey(u, "data", k, sizeof k);
-                    s3_mpu_abort_all(s->fs.s3, k);
-                    n++;
-                }
-            }
+        /* the repository is not known here: state_load takes the state's (u->repo empty) */
+        if (store_lease_take(s, lk, u->owner, LEASE_TTL_MS) == 0 && state_load(u) == 0) {
+            s3m_upload_remove(u);
+            /* parts of a request whose replica died before it saved the session */
+            char k[128];
+            ukey(u, "data", k, sizeof k);
+            s3_mpu_abort_all(s->fs.s3, k);
+            n++;
         }
         s3m_upload_close(u);
     }

@@ -810,6 +810,17 @@ int store_catalog(store *s, const char *last, long n, store_list *out)
     return s->meta->ops->catalog(s->meta, last, n, out);
 }
 
+int store_list_add(store_list *l, const char *v)
+{
+    char **items = realloc(l->items, (l->n + 1) * sizeof *items);
+    if (!items) return berr_set(BERR_INTERNAL, "out of memory");
+    l->items = items;
+    l->items[l->n] = strdup(v);
+    if (!l->items[l->n]) return berr_set(BERR_INTERNAL, "out of memory");
+    l->n++;
+    return 0;
+}
+
 void store_list_free(store_list *l)
 {
     for (size_t i = 0; i < l->n; i++)

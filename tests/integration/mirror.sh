@@ -458,18 +458,7 @@ for i in $(seq 1 20); do
 done
 wait "${pids[@]}"
 sleep 0.3
-co_ok() {
-    local i bad=0 st
-    for i in $(seq 1 20); do
-        st=$(head -1 "$W/co/h.$i" 2>/dev/null | cut -d' ' -f2)
-        if [ "$(cat "$W/co/rc.$i")" != 0 ] || [ "$st" != 200 ] || [ "$(cat "$W/co/s.$i")" != "${D_BIG#sha256:}" ]; then
-            echo "client $i: curl rc $(cat "$W/co/rc.$i") HTTP [$st] sha $(cut -c1-12 "$W/co/s.$i")"
-            bad=1
-        fi
-    done
-    return $bad
-}
-t_check "20 concurrent clients all got 200 and the exact 64 MiB" co_ok
+t_check "20 concurrent clients all got 200 and the exact 64 MiB" t_fetched_all "$W/co" 20 "${D_BIG#sha256:}"
 t_eq "upstream C saw exactly one GET of the 64 MiB blob" 1 "$(up_count "$C_LOG" GET "/v2/org/big/blobs/$D_BIG")"
 code=$("${CURL[@]}" -o "$W/big.again" -w '%{http_code}' "$BERTH_URL/v2/quay.io/org/big/blobs/$D_BIG")
 t_eq "the big blob is then served from the store" "200 ${D_BIG#sha256:} 1" \
