@@ -15,6 +15,7 @@
  */
 #include "auth/auth.h"
 #include "helm/helm.h"
+#include "registry/registry.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -113,18 +114,9 @@ static int index_end(http_req *r)
 int helm_serve_layer(http_req *r, const char *repo, const char *digest, const char *ct)
 {
     store_blob b;
-    int rc = store_blob_open(r->store, repo, digest, &b);
+    int rc = store_blob_open_serve(r->store, repo, digest, &b);
     if (rc < 0) return berr_set(BERR_NOT_FOUND, "chart content missing");
-    if (b.fd >= 0) {
-        rc = http_reply_fd(r, 200, b.fd, b.offset, b.size);
-        b.fd = -1;
-    } else {
-        rc = http_reply_owned(r, 200, NULL, b.mem, b.size);
-        b.mem = NULL;
-    }
-    store_blob_release(&b);
-    if (rc == 0) http_add_header(r, "Content-Type", ct);
-    return rc;
+    return reg_blob_reply(r, &b, 200, 0, b.size, ct);
 }
 
 static int file_end(http_req *r)

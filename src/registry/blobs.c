@@ -148,21 +148,9 @@ static void remote_free(void *cls)
     remote_unref(c);
 }
 
-/* A blob kept in object storage: a redirect, or a stream of ranged reads. */
-static int serve_remote(http_req *r, store_blob *b, int status, uint64_t off, uint64_t len,
-                        bool *redirected)
+/* A blob kept in object storage, as a stream of ranged reads. */
+static int reply_remote(http_req *r, store_blob *b, int status, uint64_t off, uint64_t len)
 {
-    char url[8192];
-    if (r->method == M_GET && store_blob_url(r->store, r->ref, url, sizeof url) == 0) {
-        *redirected = true;
-        store_blob_release(b);
-        int rc = http_reply(r, 307, NULL, NULL, 0);
-        if (rc == 0) {
-            http_add_header(r, "Location", url);
-            http_add_header(r, "Docker-Content-Digest", r->ref);
-        }
-        return rc;
-    }
     remote_ctx *c = calloc(1, sizeof *c);
     if (!c) {
         store_blob_release(b);
@@ -231,20 +219,19 @@ int reg_blob_serve(http_req *r)
         return rc;
     }
     int status = rr == REG_RANGE_OK ? 206 : 200;
-    bool remote = b.remote != NULL;
-    if (remote) {
-        bool redirected = false;
-        rc = serve_remote(r, &b, status, off, len, &redirected);
-        if (rc < 0 || redirected) return rc;
-    } else if (b.fd >= 0) {
-        rc = http_reply_fd(r, status, b.fd, b.offset + off, len);
-        b.fd = -1; /* owned by the response now */
-    } else {
-        rc = http_reply(r, status, NULL, b.mem + off, (size_t)len);
+    char url[8192];
+    if (b.remote && r->method == M_GET && store_blob_url(r->store, r->ref, url, sizeof url) == 0) {
+        store_blob_release(&b); /* S3 with redirects: the client fetches it there */
+        rc = http_reply(r, 307, NULL, NULL, 0);
+        if (rc == 0) {
+            http_add_header(r, "Location", url);
+            http_add_header(r, "Docker-Content-Digest", r->ref);
+        }
+        return rc;
     }
+    const char *ct = b.media_type ? b.media_type : "application/octet-stream";
+    rc = reg_blob_reply(r, &b, status, off, len, ct);
     if (rc == 0) {
-        http_add_header(r, "Content-Type",
-                        b.media_type ? b.media_type : "application/octet-stream");
         http_add_header(r, "Docker-Content-Digest", r->ref);
         http_add_header(r, "Accept-Ranges", "bytes");
         http_add_headerf(r, "ETag", "\"%s\"", r->ref);
@@ -253,7 +240,24 @@ int reg_blob_serve(http_req *r)
             http_add_headerf(r, "Content-Range", "bytes %llu-%llu/%llu", (unsigned long long)off,
                              (unsigned long long)(off + len - 1), (unsigned long long)b.size);
     }
-    if (!remote) store_blob_release(&b); /* else the stream owns it */
+    return rc;
+}
+
+int reg_blob_reply(http_req *r, store_blob *b, int status, uint64_t off, uint64_t len,
+                   const char *ct)
+{
+    int rc;
+    if (b->remote) {
+        rc = reply_remote(r, b, status, off, len); /* the stream owns b now */
+        b = NULL;
+    } else if (b->fd >= 0) {
+        rc = http_reply_fd(r, status, b->fd, b->offset + off, len);
+        b->fd = -1; /* owned by the response now */
+    } else {
+        rc = http_reply(r, status, NULL, b->mem + off, (size_t)len);
+    }
+    if (rc == 0) http_add_header(r, "Content-Type", ct);
+    if (b) store_blob_release(b);
     return rc;
 }
 

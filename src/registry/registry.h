@@ -67,6 +67,10 @@ void reg_mirror_maintain(store *st, const config *cfg, bool evict);
 int reg_sync(store *s, const config *cfg, const char *list_path);
 /* Serves r->ref from r->name (blobs.c). */
 int reg_blob_serve(http_req *r);
+/* Sends bytes [off, off+len) of an open blob as the body (sendfile from its file, its bytes, or,
+ * with storage.s3, a stream of ranged reads); takes b, also on failure. */
+int reg_blob_reply(http_req *r, store_blob *b, int status, uint64_t off, uint64_t len,
+                   const char *ct);
 
 /* Location of a blob or upload: relative, or under http.host when configured. */
 void reg_location(http_req *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
