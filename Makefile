@@ -7,7 +7,17 @@ CFLAGS  ?= -O2 -g
 # a chart upload: src/proxy/upstream.c, src/helm/chart.c), so a plain registry does not map them
 # libpq likewise (src/store/meta_pg.c, only when database.enabled)
 CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-format-truncation -Isrc $(shell pkg-config --cflags $(PKGS) libcurl libarchive libpq 2>/dev/null)
+# The libraries are linked statically where Debian ships an archive (only the code berth touches
+# is then mapped, and no symbol lookups at start); GnuTLS is loaded with dlopen only when TLS is
+# used (src/util/tlslazy.h: libmicrohttpd's GnuTLS calls go through trampolines) and libm only if
+# an SQL math function runs (src/util/mlazy.c). On x86-64 and AArch64; elsewhere all is dynamic.
+ifneq ($(filter x86_64 aarch64,$(shell uname -m)),)
+CFLAGS  += -DBERTH_LAZYLIBS=1
+LDLIBS  += -Wl,-Bstatic $(shell pkg-config --libs $(filter-out gnutls,$(PKGS)) 2>/dev/null) -lcrypt \
+	   -Wl,-Bdynamic -lpthread -ldl
+else
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lcrypt -lm -lpthread -ldl
+endif
 
 SRC      = $(shell find src -name '*.c' | sort)
 LIBSRC   = $(filter-out src/main.c,$(SRC))

@@ -10,6 +10,7 @@
 #include "auth/auth.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/tlslazy.h"
 
 #include <gnutls/abstract.h>
 #include <gnutls/crypto.h>
@@ -33,6 +34,10 @@ static const config *bundle_cfg;
 static void load_bundle(void)
 {
     gnutls_datum_t pem = {0};
+    if (tlslazy_load() < 0) {
+        log_error("msg=\"auth.token: every token is refused\" err=\"%s\"", berr_msg());
+        return;
+    }
     if (gnutls_load_file(bundle_cfg->auth.token_bundle, &pem) < 0) {
         log_error("msg=\"auth.token.rootcertbundle unreadable: every token is refused\"");
         return;

@@ -11,7 +11,6 @@
 #include "http/http.h"
 #include "util/err.h"
 
-#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -72,13 +71,17 @@ static long take(const uint8_t key[16], double rate, double burst)
         b->tokens = burst;
         b->last = t;
     }
-    b->tokens = fmin(burst, b->tokens + (t - b->last) * rate);
+    double refilled = b->tokens + (t - b->last) * rate;
+    b->tokens = refilled < burst ? refilled : burst;
     b->last = t;
     long wait = 0;
     if (b->tokens >= 1.0)
         b->tokens -= 1.0;
-    else
-        wait = (long)ceil((1.0 - b->tokens) / rate);
+    else {
+        double w = (1.0 - b->tokens) / rate; /* whole seconds, rounded up */
+        wait = (long)w;
+        if ((double)wait < w) wait++;
+    }
     pthread_mutex_unlock(&mu);
     return wait;
 }

@@ -16,6 +16,7 @@
 #include "util/err.h"
 #include "util/file.h"
 #include "util/log.h"
+#include "util/tlslazy.h"
 
 #include <gnutls/gnutls.h>
 
@@ -44,8 +45,10 @@ struct http_server {
     store *st;
     char *tls_key, *tls_cert, *tls_trust;
     atomic_int inflight;
-    /* worker pool: a FIFO of suspended requests whose end() is to run */
+    /* worker pool: a FIFO of suspended requests whose end() is to run; workers are started
+     * when a request finds none idle (up to WORKERS), so an idle server holds no stacks */
     pthread_t workers[WORKERS];
+    int nworkers, nidle;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     http_req **queue;
@@ -394,6 +397,8 @@ static void fail(http_req *r, int rc)
     r->failed = true;
 }
 
+static void *worker(void *arg);
+
 static void offload(http_server *srv, http_req *r)
 {
     pthread_mutex_lock(&srv->mu);
@@ -409,6 +414,9 @@ static void offload(http_server *srv, http_req *r)
         srv->qhead = 0;
     }
     srv->queue[(srv->qhead + srv->qlen++) % srv->qcap] = r;
+    if ((size_t)srv->nidle < srv->qlen && srv->nworkers < WORKERS &&
+        pthread_create(&srv->workers[srv->nworkers], NULL, worker, srv) == 0)
+        srv->nworkers++;
     pthread_cond_signal(&srv->cv);
     pthread_mutex_unlock(&srv->mu);
 }
@@ -418,8 +426,11 @@ static void *worker(void *arg)
     http_server *srv = arg;
     for (;;) {
         pthread_mutex_lock(&srv->mu);
-        while (srv->qlen == 0 && !srv->stopping)
+        while (srv->qlen == 0 && !srv->stopping) {
+            srv->nidle++;
             pthread_cond_wait(&srv->cv, &srv->mu);
+            srv->nidle--;
+        }
         if (srv->qlen == 0) {
             pthread_mutex_unlock(&srv->mu);
             return NULL;
@@ -595,6 +606,27 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *
         snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
         port = colon + 1;
     }
+    /* an address literal (or none: every IPv4 address) needs no resolver, whose code (NSS,
+     * /etc/hosts, gai.conf) would otherwise stay mapped for the life of the server */
+    char *end = NULL;
+    errno = 0;
+    long pn = strtol(port, &end, 10);
+    bool numeric_port = *port && !*end && errno == 0 && pn >= 0 && pn <= 65535;
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    memset(ss, 0, sizeof *ss);
+    if (numeric_port && (!*host || inet_pton(AF_INET, host, &in4->sin_addr) == 1)) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)pn);
+        *len = sizeof *in4;
+        return 0;
+    }
+    if (numeric_port && inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)pn);
+        *len = sizeof *in6;
+        return 0;
+    }
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
@@ -614,8 +646,9 @@ static void stop_workers(http_server *srv)
     pthread_mutex_lock(&srv->mu);
     srv->stopping = true;
     pthread_cond_broadcast(&srv->cv);
+    int n = srv->nworkers;
     pthread_mutex_unlock(&srv->mu);
-    for (int i = 0; i < WORKERS; i++)
+    for (int i = 0; i < n; i++)
         pthread_join(srv->workers[i], NULL);
     free(srv->queue);
     pthread_mutex_destroy(&srv->mu);
@@ -640,9 +673,11 @@ int http_server_start(http_server **out, const config *cfg, store *st)
     unsigned pool = cfg->threads > 1 ? (unsigned)cfg->threads : 0;
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->cv, NULL);
-    for (int i = 0; i < WORKERS; i++)
-        pthread_create(&srv->workers[i], NULL, worker, srv);
     if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+    if (cfg->tls_cert && (rc = tlslazy_load()) < 0) {
+        free(srv);
+        return rc;
+    }
     if (cfg->tls_cert) {
         srv->tls_cert = file_read_all(cfg->tls_cert, NULL);
         srv->tls_key = file_read_all(cfg->tls_key, NULL);

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -65,13 +66,20 @@ int digest_file(const char *path, digest_algo algo, char *out, uint64_t *size)
     if (fd < 0) return berr_set(BERR_IO, "open %s: %s", path, strerror(errno));
     digest_ctx c;
     digest_init(&c, algo);
-    static _Thread_local uint8_t buf[1 << 17];
+    /* on the heap, not thread-local: a static TLS block is zeroed into every thread's stack */
+    enum { BUFSZ = 1 << 17 };
+    uint8_t *buf = malloc(BUFSZ);
+    if (!buf) {
+        close(fd);
+        return berr_set(BERR_INTERNAL, "out of memory");
+    }
     uint64_t total = 0;
     for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
+        ssize_t n = read(fd, buf, BUFSZ);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             int e = errno;
+            free(buf);
             close(fd);
             return berr_set(BERR_IO, "read %s: %s", path, strerror(e));
         }
@@ -79,6 +87,7 @@ int digest_file(const char *path, digest_algo algo, char *out, uint64_t *size)
         digest_update(&c, buf, (size_t)n);
         total += (uint64_t)n;
     }
+    free(buf);
     close(fd);
     digest_final(&c, out);
     if (size) *size = total;

@@ -42,6 +42,13 @@ t_check "http.headers: X-Content-Type-Options sent" grep -q '^X-Content-Type-Opt
 t_check "http.headers: custom header sent" grep -q '^X-Berth-Test: one' <<<"$hdrs"
 t_eq "GET / answers 200" 200 "$(curl -s -o /dev/null -w '%{http_code}' "$BERTH_URL/")"
 t_eq "GET /health answers 200 when writable" 200 "$(curl -s -o /dev/null -w '%{http_code}' "$BERTH_URL/health")"
+# plain HTTP maps no TLS library (src/util/tlslazy.h), and no libm unless ASan's runtime needs it
+case "$(uname -m)" in x86_64 | aarch64)
+    t_check "plain HTTP: GnuTLS is not loaded" bash -c "! grep -q libgnutls /proc/$BERTH_PID/maps"
+    ldd "$BERTH" | grep -q libasan ||
+        t_check "plain HTTP: libm is not loaded" bash -c "! grep -q '/libm[.-]' /proc/$BERTH_PID/maps"
+    ;;
+esac
 
 # one structured line per request: method, path, status, bytes, duration
 curl -s -o /dev/null "$BERTH_URL/v2/some/repo/tags/list"

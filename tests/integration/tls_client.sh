@@ -33,6 +33,7 @@ YML
 berth_start "$T_TMP" 2>/dev/null # plain-http probe of berth_start fails on a TLS port: wait below
 t_wait_http "https://127.0.0.1:$BERTH_PORT/v2/"
 U=https://localhost:$BERTH_PORT
+t_check "TLS configured: GnuTLS loaded at start" grep -q libgnutls "/proc/$BERTH_PID/maps"
 t_eq "a client certificate from the site CA: 200" 200 \
     "$(curl -s --cacert "$td/ca.pem" --cert "$td/device.pem" --key "$td/device.key" -o /dev/null -w '%{http_code}' "$U/v2/")"
 code=$(curl -s --cacert "$td/ca.pem" -o "$T_TMP/body" -w '%{http_code}' "$U/v2/")
