@@ -584,13 +584,14 @@ static int fill_sink(void *arg, const char *data, size_t len)
     fill *f = arg;
     int rc = store_upload_write(f->u, data, len);
     if (rc < 0) return rc;
+    uint64_t written = store_upload_written(f->u); /* readers follow the file */
     pthread_mutex_lock(&fill_mu);
     if (f->state == FILL_STARTING) {
         f->size = f->resp.content_length;
         f->state = FILL_STREAMING;
         pthread_cond_broadcast(&fill_cv);
     }
-    f->written += len;
+    f->written = written;
     if (f->leased && store_now() - f->lease_renewed > FILL_LEASE_MS / 3) {
         f->lease_renewed = store_now(); /* a long transfer keeps its lease */
         store_lease_take(f->st, f->lease_key, f->lease_owner, FILL_LEASE_MS);
@@ -649,7 +650,9 @@ static int fetch_into(fill *f)
         /* readers get the last bytes as soon as the content is known good, not after the fsync */
         char got[DIGEST_STR_MAX];
         if (store_upload_digest(f->u, got) == 0 && !strcmp(got, f->digest)) {
+            uint64_t written = store_upload_written(f->u); /* the digest wrote the last bytes */
             pthread_mutex_lock(&fill_mu);
+            f->written = written;
             if (f->size > 0 && f->written == (uint64_t)f->size) {
                 f->verified = true;
                 wake_readers(f);

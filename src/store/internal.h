@@ -136,7 +136,9 @@ struct store_upload {
     digest_ctx ctx;
     bool ctx_valid;   /* ctx covers exactly [0, size) */
     uint64_t flushed; /* writeback started up to here (sync_file_range) */
-    uint64_t opened;  /* size when opened: where a rollback returns */
+    char *stage;      /* bytes received after `size`, not yet written (store_upload_write) */
+    size_t staged;
+    uint64_t opened; /* size when opened: where a rollback returns */
     /* S3 mode (store/s3mode.c): the session lives in the bucket under uploads/<uuid>/ */
     char uuid[STORE_UUID_LEN + 1];
     char owner[48];      /* this open's hold on the session's lease ("upload <uuid>") */

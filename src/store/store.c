@@ -31,6 +31,13 @@
  * that commits it finds little left to write. */
 #define WRITEBACK_STEP (8u << 20)
 
+/* Request bodies and upstream bodies arrive in pieces of 16-64 KiB; they are gathered into
+ * writes of STAGE_SIZE, which the page cache takes in large folios. Measured on ext4 (one core,
+ * 256 MiB monolithic PUT): 0.60 s in the pieces as they came, 0.49 s with 256 KiB writes, 0.40 s
+ * with 1 MiB; 2 MiB was erratic (0.46-1.4 s). The staged bytes are hashed and written before
+ * the session is saved, verified or hashed, at store_upload_flush, and when it is closed. */
+#define STAGE_SIZE (1u << 20)
+
 typedef struct {
     uint32_t magic;
     uint32_t algo;
@@ -464,14 +471,17 @@ int store_upload_open(store *s, const char *repo, const char *uuid, store_upload
 
 uint64_t store_upload_size(const store_upload *u)
 {
+    return u->size + u->staged;
+}
+
+uint64_t store_upload_written(const store_upload *u)
+{
     return u->size;
 }
 
-int store_upload_write(store_upload *u, const void *data, size_t len)
+/* Appends to the session's file and hash; on failure the file goes back to its last good size. */
+static int write_through(store_upload *u, const void *data, size_t len)
 {
-    int qrc = quota_check(u->s, u->size + len);
-    if (qrc < 0) return qrc;
-    if (u->s->fs.s3) return s3m_upload_write(u, data, len);
     const char *p = data;
     size_t left = len;
     while (left > 0) {
@@ -496,9 +506,40 @@ int store_upload_write(store_upload *u, const void *data, size_t len)
     return 0;
 }
 
+int store_upload_flush(store_upload *u)
+{
+    if (!u->staged) return 0;
+    size_t n = u->staged;
+    u->staged = 0; /* on failure they are dropped: the session is its last good size */
+    return write_through(u, u->stage, n);
+}
+
+int store_upload_write(store_upload *u, const void *data, size_t len)
+{
+    int qrc = quota_check(u->s, u->size + u->staged + len);
+    if (qrc < 0) return qrc;
+    if (u->s->fs.s3) return s3m_upload_write(u, data, len);
+    if (!u->staged && len >= STAGE_SIZE) return write_through(u, data, len);
+    if (!u->stage && !(u->stage = malloc(STAGE_SIZE))) return write_through(u, data, len);
+    const char *p = data;
+    while (len > 0) {
+        size_t n = len < STAGE_SIZE - u->staged ? len : STAGE_SIZE - u->staged;
+        memcpy(u->stage + u->staged, p, n);
+        u->staged += n;
+        p += n;
+        len -= n;
+        if (u->staged == STAGE_SIZE) {
+            int rc = store_upload_flush(u);
+            if (rc < 0) return rc;
+        }
+    }
+    return 0;
+}
+
 int store_upload_reader(store_upload *u)
 {
     if (u->s->fs.s3) return s3m_upload_reader(u);
+    /* no flush here: a mirror's readers open it from other threads while the fill writes */
     char p[4200];
     snprintf(p, sizeof p, "%s/data", u->dir);
     int fd = open(p, O_RDONLY | O_CLOEXEC);
@@ -508,6 +549,8 @@ int store_upload_reader(store_upload *u)
 int store_upload_save(store_upload *u)
 {
     if (u->s->fs.s3) return s3m_upload_save(u);
+    int rc = store_upload_flush(u);
+    if (rc < 0) return rc;
     if (!u->ctx_valid) return 0;
     char p[4200], tmp[4200];
     snprintf(p, sizeof p, "%s/hash", u->dir);
@@ -536,6 +579,7 @@ void store_upload_rollback(store_upload *u)
         s3m_upload_rollback(u);
         return;
     }
+    u->staged = 0;
     if (u->size == u->opened) return;
     if (ftruncate(u->fd, (off_t)u->opened) == 0) {
         lseek(u->fd, 0, SEEK_END);
@@ -591,7 +635,7 @@ static int upload_verify(store_upload *u, const char *digest, char *data, size_t
 {
     digest_algo want;
     int rc = digest_parse(digest, &want);
-    if (rc < 0) return rc;
+    if (rc < 0 || (rc = store_upload_flush(u)) < 0) return rc;
     char got[DIGEST_STR_MAX];
     snprintf(data, dlen, "%s/data", u->dir);
     if (u->ctx_valid && want == u->algo) {
@@ -679,6 +723,8 @@ int store_upload_finish(store_upload *u, const char *digest)
 
 int store_upload_digest(store_upload *u, char *out)
 {
+    int rc = u->s->fs.s3 ? 0 : store_upload_flush(u);
+    if (rc < 0) return rc;
     if (u->ctx_valid) {
         digest_ctx copy = u->ctx;
         digest_final(&copy, out);
@@ -691,6 +737,7 @@ int store_upload_digest(store_upload *u, char *out)
 
 int store_upload_cancel(store_upload *u)
 {
+    u->staged = 0;
     upload_remove(u);
     return 0;
 }
@@ -702,7 +749,10 @@ void store_upload_close(store_upload *u)
         s3m_upload_close(u);
         return;
     }
+    if (store_upload_flush(u) < 0)
+        log_warn("msg=\"upload: received bytes not written at close\" err=\"%s\"", berr_msg());
     close(u->fd); /* releases the flock */
+    free(u->stage);
     free(u);
 }
 

@@ -170,10 +170,18 @@ int store_upload_create(store *s, const char *repo, digest_algo algo, char *uuid
 /* Opens a session of repo for exclusive use; -BERR_BLOB_UPLOAD_INVALID when another request
  * holds it. */
 int store_upload_open(store *s, const char *repo, const char *uuid, store_upload **out);
+/* Bytes received, including those still gathered for a larger write (store_upload_write). */
 uint64_t store_upload_size(const store_upload *u);
+/* Appends bytes. On files they are gathered into larger writes: they reach the session's file
+ * at store_upload_flush, or when the session is saved, verified, read or closed. */
 int store_upload_write(store_upload *u, const void *data, size_t len);
+/* Writes the gathered bytes; store_upload_written then equals store_upload_size. */
+int store_upload_flush(store_upload *u);
+/* Bytes in the session's file (what a reader of the growing file may read). */
+uint64_t store_upload_written(const store_upload *u);
 /* A new read-only descriptor of the session's data, valid after the session ends (a reader
- * streaming the upload while it is written). With storage.s3 it reads the spool
+ * streaming the upload while it is written). It reads the store_upload_written bytes: the
+ * writer flushes first when it wants all of them. With storage.s3 it reads the spool
  * (store_upload_spool), or else is a copy of what was written so far, and a session of several
  * parts is then completed by it and takes no more bytes. */
 int store_upload_reader(store_upload *u);
