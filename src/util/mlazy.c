@@ -42,28 +42,19 @@ static void *resolve(const char *name)
 typedef double (*fn1)(double);
 typedef double (*fn2)(double, double);
 
-#define F1(n)                                                                                      \
-    double n(double x)                                                                             \
+#define FORWARD(n, fn, params, args)                                                               \
+    double n params                                                                                \
     {                                                                                              \
-        static _Atomic(fn1) f;                                                                     \
-        fn1 g = atomic_load_explicit(&f, memory_order_acquire);                                    \
+        static _Atomic(fn) f;                                                                      \
+        fn g = atomic_load_explicit(&f, memory_order_acquire);                                     \
         if (!g) {                                                                                  \
             *(void **)&g = resolve(#n);                                                            \
             atomic_store_explicit(&f, g, memory_order_release);                                    \
         }                                                                                          \
-        return g(x);                                                                               \
+        return g args;                                                                             \
     }
-#define F2(n)                                                                                      \
-    double n(double x, double y)                                                                   \
-    {                                                                                              \
-        static _Atomic(fn2) f;                                                                     \
-        fn2 g = atomic_load_explicit(&f, memory_order_acquire);                                    \
-        if (!g) {                                                                                  \
-            *(void **)&g = resolve(#n);                                                            \
-            atomic_store_explicit(&f, g, memory_order_release);                                    \
-        }                                                                                          \
-        return g(x, y);                                                                            \
-    }
+#define F1(n) FORWARD(n, fn1, (double x), (x))
+#define F2(n) FORWARD(n, fn2, (double x, double y), (x, y))
 
 /* clang-format off */
 F1(acos) F1(acosh) F1(asin) F1(asinh) F1(atan) F2(atan2) F1(atanh) F1(cos) F1(cosh) F1(exp)
