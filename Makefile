@@ -25,6 +25,9 @@ OBJ      = $(SRC:src/%.c=build/obj/%.o)
 ASAN_OBJ = $(SRC:src/%.c=build/asan/%.o)
 UNIT     = $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/*.c))
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+# ASan intercepts crypt_r and calls the real one found in a shared libcrypt: the sanitizer builds
+# link it dynamically (the static archive's copy would never be pulled in)
+SANLIBS  = -Wl,--no-as-needed -lcrypt
 
 .PHONY: all deps test-deps run test asan unit bench format clean
 all: deps build/berth
@@ -40,7 +43,7 @@ build/obj/%.o: src/%.c $(wildcard src/*.h src/*/*.h)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 build/asan/berth: $(ASAN_OBJ)
-	$(CC) $(CFLAGS) $(SANFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(SANLIBS)
 
 build/asan/%.o: src/%.c $(wildcard src/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
@@ -48,7 +51,7 @@ build/asan/%.o: src/%.c $(wildcard src/*.h src/*/*.h)
 
 build/unit/%: tests/unit/%.c tests/unit/unit.h $(filter-out build/asan/main.o,$(ASAN_OBJ))
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -O1 $(SANFLAGS) -Itests/unit -o $@ $< $(filter-out build/asan/main.o,$(ASAN_OBJ)) $(LDLIBS)
+	$(CC) $(CFLAGS) -O1 $(SANFLAGS) -Itests/unit -o $@ $< $(filter-out build/asan/main.o,$(ASAN_OBJ)) $(LDLIBS) $(SANLIBS)
 
 asan: build/asan/berth
 unit: $(UNIT)

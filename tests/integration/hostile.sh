@@ -237,7 +237,11 @@ for m in patch patch-chunked put post; do
         >"$T_TMP/abort.$m.json" 2>&1 &
     BG+=($!)
 done
-sleep 1
+# each client starts python, makes its 1 MiB and sends half: under load that can take a second
+for _ in $(seq 1 15); do
+    [ "$(find "$D/data/uploads" -mindepth 1 -maxdepth 1 | wc -l)" = 4 ] && break
+    sleep 0.1
+done
 t_eq "abandoned: 4 sessions in uploads/ while the clients stall mid-body" 4 \
     "$(find "$D/data/uploads" -mindepth 1 -maxdepth 1 | wc -l)"
 r=$(probes_during 2)
