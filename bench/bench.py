@@ -521,44 +521,13 @@ def bench_manifest(servers, manifest, config, layer, tmp):
             except Exception as e:  # noqa: BLE001
                 s.fail("manifest GET", e)
     os.sync()
-    secs = max(1, round(WRK_SECS / WRK_ROUNDS))
-    for _ in range(WRK_ROUNDS):
-        for s in live:
-            if "manifest GET" in s.failed or not s.ok:
-                continue
-            w = s.wrk
-            try:
-                t0 = s.cpu_ticks()
-                text = run_wrk(f"{s.url}/v2/bench/manifests/latest", secs)
-                w["ticks"] += s.cpu_ticks() - t0
-                m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b", text)
-                if not m:
-                    raise RuntimeError("cannot parse wrk output: " + text)
-                w["reqs"] += int(m.group(1))
-                w["secs"] += float(m.group(2)) * {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60}[
-                    m.group(3)]
-            except Exception as e:  # noqa: BLE001
-                s.fail("manifest GET", e)
-                continue
-            w["non2xx"] += wrk_value(text, r"Non-2xx or 3xx responses:\s+(\d+)", int, 0)
-            w["p50"].append(latency_ms(wrk_value(text, r"\s50%\s+(\S+)", str, "")))
-            w["p99"].append(latency_ms(wrk_value(text, r"\s99%\s+(\S+)", str, "")))
-            err = re.search(r"Socket errors:.*", text)
-            if err:
-                w["sockerr"].append(err.group(0))
+    wrk_rounds(live, "manifest GET", lambda s: f"{s.url}/v2/bench/manifests/latest")
     for s in live:
         w = s.wrk
         if "manifest GET" in s.failed or not w["secs"]:
             continue
-        s.m["manifest_requests"] = w["reqs"]
-        s.m["manifest_rps"] = w["reqs"] / w["secs"]
-        s.m["manifest_non2xx"] = w["non2xx"]
-        p50 = [v for v in w["p50"] if v is not None]
-        p99 = [v for v in w["p99"] if v is not None]
-        s.m["manifest_p50_ms"] = sum(p50) / len(p50) if p50 else None
-        s.m["manifest_p99_ms"] = max(p99) if p99 else None  # worst round
+        wrk_summary(s, w)
         s.m["manifest_cpu_pct"] = w["ticks"] * 100 / CLK / w["secs"]
-        s.m["manifest_cpu_us_per_req"] = w["ticks"] * 1e6 / CLK / w["reqs"] if w["reqs"] else None
         if w["non2xx"]:
             s.m.setdefault("warnings", []).append(f"{w['non2xx']} non-2xx manifest responses")
             s.m["manifest_rps"] = None  # an error flood is not throughput
@@ -601,6 +570,45 @@ def fetch_manifest(url, tmp):
     if code != "200":
         raise RuntimeError(f"GET {url} -> {code}: {got[:200]!r}")
     return got
+
+
+def wrk_rounds(live, phase, url_of, up=None):
+    """WRK_ROUNDS rounds of wrk on each live server (interleaved, so drift hits all alike),
+    adding requests, seconds, server CPU ticks (and the upstream's when up is given), non-2xx
+    counts, latencies and socket errors into s.wrk."""
+    secs = max(1, round(WRK_SECS / WRK_ROUNDS))
+    for _ in range(WRK_ROUNDS):
+        for s in live:
+            if phase in s.failed or not s.ok:
+                continue
+            w = s.wrk
+            try:
+                t0, u0 = s.cpu_ticks(), up.cpu_ticks() if up else 0
+                r = parse_wrk(run_wrk(url_of(s), secs))
+                w["ticks"] += s.cpu_ticks() - t0
+                if up:
+                    w["up_ticks"] += up.cpu_ticks() - u0
+            except Exception as e:  # noqa: BLE001
+                s.fail(phase, e)
+                continue
+            for k in ("reqs", "secs", "non2xx"):
+                w[k] += r[k]
+            w["p50"].append(r["p50"])
+            w["p99"].append(r["p99"])
+            if r["sockerr"]:
+                w["sockerr"].append(r["sockerr"])
+
+
+def wrk_summary(s, w):
+    """The manifest figures both wrk sections report, from the sums wrk_rounds made."""
+    s.m["manifest_requests"] = w["reqs"]
+    s.m["manifest_rps"] = w["reqs"] / w["secs"]
+    s.m["manifest_non2xx"] = w["non2xx"]
+    p50 = [v for v in w["p50"] if v is not None]
+    p99 = [v for v in w["p99"] if v is not None]
+    s.m["manifest_p50_ms"] = sum(p50) / len(p50) if p50 else None
+    s.m["manifest_p99_ms"] = max(p99) if p99 else None  # worst round
+    s.m["manifest_cpu_us_per_req"] = w["ticks"] * 1e6 / CLK / w["reqs"] if w["reqs"] else None
 
 
 def parse_wrk(text):
@@ -786,38 +794,12 @@ def bench_mirror(tmp, binary, ms):
         except Exception as e:  # noqa: BLE001
             s.fail("mirror manifest GET", e)
     os.sync()
-    secs = max(1, round(WRK_SECS / WRK_ROUNDS))
-    for _ in range(WRK_ROUNDS):
-        for s in live:
-            if "mirror manifest GET" in s.failed or not s.ok:
-                continue
-            w = s.wrk
-            try:
-                t0, u0 = s.cpu_ticks(), up.cpu_ticks()
-                r = parse_wrk(run_wrk(murls[s.key], secs))
-                w["ticks"] += s.cpu_ticks() - t0
-                w["up_ticks"] += up.cpu_ticks() - u0
-            except Exception as e:  # noqa: BLE001
-                s.fail("mirror manifest GET", e)
-                continue
-            for k in ("reqs", "secs", "non2xx"):
-                w[k] += r[k]
-            w["p50"].append(r["p50"])
-            w["p99"].append(r["p99"])
-            if r["sockerr"]:
-                w["sockerr"].append(r["sockerr"])
+    wrk_rounds(live, "mirror manifest GET", lambda s: murls[s.key], up)
     for s in live:
         w = s.wrk
         if "mirror manifest GET" in s.failed or not w["secs"]:
             continue
-        s.m["manifest_requests"] = w["reqs"]
-        s.m["manifest_rps"] = w["reqs"] / w["secs"]
-        s.m["manifest_non2xx"] = w["non2xx"]
-        p50 = [v for v in w["p50"] if v is not None]
-        p99 = [v for v in w["p99"] if v is not None]
-        s.m["manifest_p50_ms"] = sum(p50) / len(p50) if p50 else None
-        s.m["manifest_p99_ms"] = max(p99) if p99 else None
-        s.m["manifest_cpu_us_per_req"] = w["ticks"] * 1e6 / CLK / w["reqs"] if w["reqs"] else None
+        wrk_summary(s, w)
         s.m["manifest_upstream_cpu_pct"] = w["up_ticks"] * 100 / CLK / w["secs"]
         if w["non2xx"]:
             s.fail("mirror manifest GET", f"{w['non2xx']} non-2xx responses under wrk")
