@@ -523,10 +523,9 @@ def bench_manifest(servers, manifest, config, layer, tmp):
     os.sync()
     wrk_rounds(live, "manifest GET", lambda s: f"{s.url}/v2/bench/manifests/latest")
     for s in live:
-        w = s.wrk
-        if "manifest GET" in s.failed or not w["secs"]:
+        w = wrk_summary(s, "manifest GET")
+        if w is None:
             continue
-        wrk_summary(s, w)
         s.m["manifest_cpu_pct"] = w["ticks"] * 100 / CLK / w["secs"]
         if w["non2xx"]:
             s.m.setdefault("warnings", []).append(f"{w['non2xx']} non-2xx manifest responses")
@@ -599,8 +598,12 @@ def wrk_rounds(live, phase, url_of, up=None):
                 w["sockerr"].append(r["sockerr"])
 
 
-def wrk_summary(s, w):
-    """The manifest figures both wrk sections report, from the sums wrk_rounds made."""
+def wrk_summary(s, phase):
+    """The manifest figures both wrk sections report, from the sums wrk_rounds made; returns
+    s.wrk for the section's own figures, or None when the phase failed or measured nothing."""
+    w = s.wrk
+    if phase in s.failed or not w["secs"]:
+        return None
     s.m["manifest_requests"] = w["reqs"]
     s.m["manifest_rps"] = w["reqs"] / w["secs"]
     s.m["manifest_non2xx"] = w["non2xx"]
@@ -609,6 +612,7 @@ def wrk_summary(s, w):
     s.m["manifest_p50_ms"] = sum(p50) / len(p50) if p50 else None
     s.m["manifest_p99_ms"] = max(p99) if p99 else None  # worst round
     s.m["manifest_cpu_us_per_req"] = w["ticks"] * 1e6 / CLK / w["reqs"] if w["reqs"] else None
+    return w
 
 
 def parse_wrk(text):
@@ -796,10 +800,9 @@ def bench_mirror(tmp, binary, ms):
     os.sync()
     wrk_rounds(live, "mirror manifest GET", lambda s: murls[s.key], up)
     for s in live:
-        w = s.wrk
-        if "mirror manifest GET" in s.failed or not w["secs"]:
+        w = wrk_summary(s, "mirror manifest GET")
+        if w is None:
             continue
-        wrk_summary(s, w)
         s.m["manifest_upstream_cpu_pct"] = w["up_ticks"] * 100 / CLK / w["secs"]
         if w["non2xx"]:
             s.fail("mirror manifest GET", f"{w['non2xx']} non-2xx responses under wrk")
@@ -906,16 +909,21 @@ def ratio(a, b):
     return a / b
 
 
-def main():
-    started = time.time()
-    tmp = tempfile.mkdtemp(prefix="berth-bench.")
-    servers = []
-
+def exit_on_signals():
+    """SIGTERM and SIGINT raise SystemExit, so a section's finally blocks stop its servers and
+    remove its temp dir."""
     def on_signal(signum, _frame):
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+def main():
+    started = time.time()
+    tmp = tempfile.mkdtemp(prefix="berth-bench.")
+    servers = []
+    exit_on_signals()
     try:
         return run(tmp, servers, started)
     finally:

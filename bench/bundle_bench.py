@@ -54,7 +54,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench import (SHARED_CONFIG, Server, fmt, free_port, json_out_arg, merge_json, wait_quiet,  # noqa: E402
+from bench import (exit_on_signals, SHARED_CONFIG, Server, fmt, free_port, json_out_arg, merge_json, wait_quiet,  # noqa: E402
                    log, print_table, ratio, sha256_file)
 
 MIB = 1 << 20
@@ -487,12 +487,7 @@ def main(argv):
             return 2
     started = time.time()
     tmp = tempfile.mkdtemp(prefix="berth-bundle-bench.")
-
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    exit_on_signals()
     try:
         try:
             res = run(tmp, started)

@@ -60,7 +60,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench import (CLK, Server, cpu_user_system_ticks, file_tail, fmt, json_out_arg, merge_json,  # noqa: E402
+from bench import (exit_on_signals, CLK, Server, cpu_user_system_ticks, file_tail, fmt, json_out_arg, merge_json,  # noqa: E402
                    wait_quiet,
                    log, print_table, proc_stat, process_tree, ratio)
 from bundle_bench import OCI_ACCEPT, TAG, Failed, build_images, http  # noqa: E402
@@ -129,22 +129,9 @@ http:
 """
 
 # berth: the same, plus the local scratch directory and the shared database
-BERTH_CONFIG = """version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: @SCRATCH@
-@S3@
-  redirect:
-    disable: true
-  cache:
-    blobdescriptor: inmemory
-  delete:
-    enabled: true
-database:
+BERTH_CONFIG = (REGISTRY_CONFIG
+                .replace("storage:\n", "storage:\n  filesystem:\n    rootdirectory: @SCRATCH@\n")
+                .replace("http:\n", """database:
   enabled: true
   host: @PGHOST@
   port: @PGPORT@
@@ -153,8 +140,7 @@ database:
   dbname: @DBNAME@
   sslmode: disable
 http:
-  addr: @ADDR@
-"""
+"""))
 
 
 # ---------------------------------------------------------------- the backend (RGW + PostgreSQL)
@@ -756,12 +742,7 @@ def main(argv):
     tmp = tempfile.mkdtemp(prefix="berth-scale.", dir="/tmp")
     res = {"errors": [], "warnings": [], "server_log_lines": {}}
     cleanup = []
-
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    exit_on_signals()
     try:
         try:
             run(tmp, res, cleanup)

@@ -87,8 +87,8 @@ berth_stop() {
     wait "$BERTH_PID"
 }
 
-# registry_start DIR: starts a real docker-registry (registry:2) on a free port.
-# Sets REG_URL, REG_PID, REG_PORT.
+# registry_start DIR [LOGLEVEL]: starts a real docker-registry (registry:2) on a free port, log in
+# DIR/registry.log (LOGLEVEL info logs each request). Sets REG_URL, REG_PID, REG_PORT.
 registry_start() {
     local dir=$1
     mkdir -p "$dir/data"
@@ -96,7 +96,7 @@ registry_start() {
     cat >"$dir/registry.yml" <<YML
 version: 0.1
 log:
-  level: warn
+  level: ${2:-warn}
 storage:
   filesystem:
     rootdirectory: $dir/data
@@ -153,6 +153,26 @@ TOML
     return 1
 }
 
+# t_ctr_rootfs NAME LAYOUT MANIFEST PULLOUT DIR: after `ctr images pull --print-chainid` (its output
+# in PULLOUT) of the image whose manifest MANIFEST is in the OCI layout LAYOUT, checks that the
+# native snapshotter's view of its chain ID holds exactly the files of the layer tars (unpacked
+# into DIR/expect).
+t_ctr_rootfs() {
+    local name=$1 layout=$2 man=$3 out=$4 d=$5 l chain src
+    mkdir -p "$d/expect"
+    for l in $(jq -r '.layers[].digest' "$layout/blobs/sha256/${man#sha256:}"); do
+        tar -xzf "$layout/blobs/sha256/${l#sha256:}" -C "$d/expect"
+    done
+    chain=$(grep -o 'image chain ID: sha256:[0-9a-f]*' "$out" | cut -d' ' -f4)
+    src=$("${CTR[@]}" snapshots --snapshotter native view --mounts rootfs-check "$chain" 2>"$d/view.err" | jq -r '.[0].Source' 2>>"$d/view.err")
+    if [ -n "$src" ] && [ -d "$src" ]; then
+        t_check "$name" diff -r "$d/expect" "$src"
+        "${CTR[@]}" snapshots --snapshotter native rm rootfs-check >/dev/null 2>&1
+    else
+        t_fail "view of the unpacked rootfs" "chain [$chain] $(tail -c 300 "$d/view.err")"
+    fi
+}
+
 # t_suite SCRIPT LABEL: runs tests/integration/SCRIPT.sh (with whatever BERTH and variables the
 # caller exported) and adds its "N passed, N failed" to this test's tallies, echoing its failures.
 t_suite() {
@@ -190,6 +210,25 @@ root=${REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY:-}
 [ -z "$root" ] && [ -n "$cfg" ] && root=$(sed -n 's/^ *rootdirectory: *//p' "$cfg" | head -1)
 root=$(realpath -m "${root:-./data}")
 SH
+}
+
+# t_need_tools TOOL...: fails "tools installed" and ends the test when one is missing.
+t_need_tools() {
+    local c
+    for c in "$@"; do
+        if ! command -v "$c" >/dev/null; then
+            t_fail "tools installed" "$c missing: run scripts/deps.sh test"
+            t_finish
+        fi
+    done
+}
+
+# t_fetch DIR I URL [MAXTIME]: one GET of URL by client I, leaving what t_fetched_all reads:
+# DIR/h.I (the headers), DIR/rc.I (curl's exit status) and DIR/s.I (the body's sha256). Run it
+# in the background for concurrent clients.
+t_fetch() {
+    curl -s --max-time "${4:-120}" -D "$1/h.$2" "$3" | sha256sum | cut -d' ' -f1 >"$1/s.$2"
+    echo "${PIPESTATUS[0]}" >"$1/rc.$2"
 }
 
 # t_fetched_all DIR N HEX: clients 1..N each left DIR/h.I (curl -D headers), DIR/rc.I (curl's exit

@@ -8,6 +8,8 @@
 #   pg_createdb NAME     creates a database (no error when it exists)
 #   pg_psql DB SQL...    runs SQL as the superuser over the socket, unaligned tuples only
 #   pg_stop              pg_ctl stop, removes the directory
+#   pg_database_yaml DB [PASSWORD] [MAXOPEN]
+#                        prints the database: section of a berth config for DB on this server
 #   pg_berth_wrapper F   writes an executable F that runs $BERTH with a database: section (as
 #                        REGISTRY_DATABASE_* variables) naming a database of its own for each
 #                        storage directory, created on first use: the existing suites then run
@@ -65,6 +67,21 @@ pg_stop() {
     runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1
     [ -n "${T_KEEP:-}" ] || rm -rf "$PG_DIR"
     PG_DIR=
+}
+
+pg_database_yaml() {
+    cat <<YML
+database:
+  enabled: true
+  host: $PG_HOST
+  port: $PG_PORT
+  user: $PG_USER
+  password: ${2:-$PG_PASSWORD}
+  dbname: $1
+  sslmode: disable
+  pool:
+    maxopen: ${3:-4}
+YML
 }
 
 pg_berth_wrapper() {

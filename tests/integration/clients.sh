@@ -127,18 +127,7 @@ ctr_complete() { "${CTR[@]}" images check 2>&1 | grep -F "$1" | grep -q complete
 t_check "ctr images check: complete" ctr_complete "$REF"
 # the unpacked root filesystem (a native-snapshotter view of the image's chain ID) holds exactly
 # the files of the layer tars
-mkdir -p "$C/expect"
-for d in $(jq -r '.layers[].digest' "$W/img/blobs/sha256/${D_IMG#sha256:}"); do
-    tar -xzf "$W/img/blobs/sha256/${d#sha256:}" -C "$C/expect"
-done
-chain=$(grep -o 'image chain ID: sha256:[0-9a-f]*' "$C/pull.out" | cut -d' ' -f4)
-src=$("${CTR[@]}" snapshots --snapshotter native view --mounts rootfs-check "$chain" 2>"$C/view.err" | jq -r '.[0].Source' 2>>"$C/view.err")
-if [ -n "$src" ] && [ -d "$src" ]; then
-    t_check "unpacked rootfs equals the layer contents" diff -r "$C/expect" "$src"
-    "${CTR[@]}" snapshots --snapshotter native rm rootfs-check >/dev/null 2>&1
-else
-    t_fail "view of the unpacked rootfs" "chain [$chain] $(tail -c 300 "$C/view.err")"
-fi
+t_ctr_rootfs "unpacked rootfs equals the layer contents" "$W/img" "$D_IMG" "$C/pull.out" "$C"
 REF2=upstream.example:5000/test/multi:v1
 t_check "ctr pull of the multi-arch index via the mirror" "${CTR[@]}" images pull --hosts-dir "$C/hosts" \
     --snapshotter native --platform linux/amd64 "$REF2"

@@ -449,11 +449,7 @@ mkdir -p "$W/co"
 pids=()
 for i in $(seq 1 20); do
     if [ $((i % 2)) = 0 ]; then p="/v2/org/big/blobs/$D_BIG?ns=quay.io"; else p="/v2/quay.io/org/big/blobs/$D_BIG"; fi
-    (
-        set -o pipefail
-        curl -s --max-time 60 -D "$W/co/h.$i" "$BERTH_URL$p" | sha256sum | cut -d' ' -f1 >"$W/co/s.$i"
-        echo "${PIPESTATUS[0]}" >"$W/co/rc.$i"
-    ) &
+    t_fetch "$W/co" "$i" "$BERTH_URL$p" 60 &
     pids+=("$!")
 done
 wait "${pids[@]}"

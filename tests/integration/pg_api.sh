@@ -60,16 +60,7 @@ storage:
     rootdirectory: $2
   delete:
     enabled: true
-database:
-  enabled: true
-  host: $PG_HOST
-  port: $PG_PORT
-  user: $PG_USER
-  password: ${4:-$PG_PASSWORD}
-  dbname: $3
-  sslmode: disable
-  pool:
-    maxopen: 4
+$(pg_database_yaml "$3" "${4:-}")
 YML
 }
 pg_createdb mig1
@@ -238,13 +229,8 @@ t_check "... A's index.yaml no longer lists it" bash -c "! curl -s '$A_URL/index
 # two mirroring berths F1, F2 on one database and one storage directory; 20 concurrent cold pulls
 # of a 32 MiB blob spread over both: the upstream (a docker-registry, access log on) sees one GET
 UPD=$T_TMP/up
-mkdir -p "$UPD/data"
-UPP=$(t_port)
-printf 'version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
-    "$UPD/data" "$UPP" >"$UPD/registry.yml"
-docker-registry serve "$UPD/registry.yml" >"$UPD/registry.log" 2>&1 &
-T_PIDS+=("$!")
-t_wait_http "http://127.0.0.1:$UPP/v2/"
+registry_start "$UPD" info || t_fail "upstream docker-registry starts" "$(tail -3 "$UPD/registry.log")"
+UPP=$REG_PORT
 head -c $((32 * 1024 * 1024)) /dev/urandom >"$W/big"
 DBIG=sha256:$(t_sha256 "$W/big")
 t_check "fixture: a 32 MiB blob in the upstream" pl_push_blob "http://127.0.0.1:$UPP" org/big "$W/big"
@@ -263,12 +249,12 @@ mkdir -p "$W/fill"
 fpids=()
 for i in $(seq 1 20); do
     if [ $((i % 2)) = 0 ]; then u=$F1; else u=$F2; fi
-    (curl -s --max-time 120 "$u/v2/org/big/blobs/$DBIG?ns=up.example" | sha256sum | cut -d' ' -f1 >"$W/fill/s.$i") &
+    t_fetch "$W/fill" "$i" "$u/v2/org/big/blobs/$DBIG?ns=up.example" &
     fpids+=("$!")
 done
 wait "${fpids[@]}"
-t_eq "20 concurrent cold pulls over F1 and F2 all got the exact 32 MiB" 20 \
-    "$(grep -cx "${DBIG#sha256:}" "$W"/fill/s.* | awk -F: '{n += $2} END {print n}')"
+t_check "20 concurrent cold pulls over F1 and F2 all got 200 and the exact 32 MiB" \
+    t_fetched_all "$W/fill" 20 "${DBIG#sha256:}"
 t_eq "... and the upstream saw exactly one GET of it" 1 \
     "$(grep -c "\"GET /v2/org/big/blobs/$DBIG " "$UPD/registry.log")"
 t_check "... the lease is gone once the fill committed" [ "$(pg_psql fill "SELECT count(*) FROM leases")" = 0 ]

@@ -6,12 +6,7 @@
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../rgw.sh"
 
-for c in ceph-mon ceph-osd radosgw radosgw-admin ceph-authtool monmaptool /usr/bin/aws; do
-    if ! command -v "$c" >/dev/null; then
-        t_fail "tools installed" "$c missing: run scripts/deps.sh test"
-        t_finish
-    fi
-done
+t_need_tools ceph-mon ceph-osd radosgw radosgw-admin ceph-authtool monmaptool /usr/bin/aws
 
 if ! rgw_start "$T_TMP/rgw"; then
     t_fail "rgw_start"

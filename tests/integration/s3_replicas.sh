@@ -51,12 +51,7 @@ S3ROOT=berth # storage.s3.rootdirectory (/berth) as a key prefix
 CHUNK=5242880
 MIB=1048576
 
-for c in ceph-mon ceph-osd radosgw radosgw-admin /usr/bin/aws skopeo ctr containerd docker-registry jq; do
-    if ! command -v "$c" >/dev/null; then
-        t_fail "tools installed" "$c missing: run scripts/deps.sh test"
-        t_finish
-    fi
-done
+t_need_tools ceph-mon ceph-osd radosgw radosgw-admin /usr/bin/aws skopeo ctr containerd docker-registry jq
 
 # ---- engines: RGW, PostgreSQL, an upstream registry --------------------------------------------
 if ! rgw_start "$T_TMP/rgw"; then
@@ -81,22 +76,8 @@ t_ok "engines up: RGW at $RGW_URL (bucket $RGW_BUCKET, ${RGW_START_SECONDS}s), P
 # the upstream of section 6 (a docker-registry with its access log): its URL goes into every
 # replica's mirrors: entry, so it starts before them
 UPD=$T_TMP/up
-mkdir -p "$UPD/data"
-UP_PORT=$(t_port)
-cat >"$UPD/registry.yml" <<YML
-version: 0.1
-log:
-  level: info
-storage:
-  filesystem:
-    rootdirectory: $UPD/data
-http:
-  addr: 127.0.0.1:$UP_PORT
-YML
-docker-registry serve "$UPD/registry.yml" >"$UPD/registry.log" 2>&1 &
-T_PIDS+=("$!")
-UP_URL=http://127.0.0.1:$UP_PORT
-t_wait_http "$UP_URL/v2/" || t_fail "upstream docker-registry starts" "$(tail -3 "$UPD/registry.log")"
+registry_start "$UPD" info || t_fail "upstream docker-registry starts" "$(tail -3 "$UPD/registry.log")"
+UP_URL=$REG_URL
 
 # ---- replicas ---------------------------------------------------------------------------------
 # engine_cfg FILE SCRATCH ADDR REDIRECT_DISABLE: a config over the shared bucket and database
@@ -129,16 +110,7 @@ storage:
 $storage
   delete:
     enabled: true
-database:
-  enabled: true
-  host: $PG_HOST
-  port: $PG_PORT
-  user: $PG_USER
-  password: $PG_PASSWORD
-  dbname: $S3R_DB
-  sslmode: disable
-  pool:
-    maxopen: 8
+$(pg_database_yaml "$S3R_DB" "" 8)
 http:
   addr: $3
 mirrors:
@@ -206,23 +178,23 @@ blob_key() {
     local h=${1#sha256:}
     echo "$S3ROOT/blobs/sha256/${h:0:2}/$h"
 }
-# bucket_ls PREFIX OUT: "KEY SIZE" for every object under PREFIX (the AWS CLI, all pages)
-bucket_ls() {
-    local rc
-    rgw_aws s3api list-objects-v2 --bucket "$RGW_BUCKET" --prefix "$1" \
-        --query 'Contents[].[Key,Size]' --output text >"$2.raw" 2>"$2.err"
+# aws_rows OUT ARGS...: the AWS CLI's text rows for ARGS (all pages), tabs made spaces, in OUT
+aws_rows() {
+    local out=$1 rc
+    shift
+    rgw_aws "$@" --output text >"$out.raw" 2>"$out.err"
     rc=$?
-    tr '\t' ' ' <"$2.raw" | grep -v '^None$' >"$2"
+    tr '\t' ' ' <"$out.raw" | grep -v '^None$' >"$out"
     return $rc
+}
+# bucket_ls PREFIX OUT: "KEY SIZE" for every object under PREFIX
+bucket_ls() {
+    aws_rows "$2" s3api list-objects-v2 --bucket "$RGW_BUCKET" --prefix "$1" --query 'Contents[].[Key,Size]'
 }
 # bucket_mpu OUT: "KEY UPLOADID" of every open multipart upload under the root
 bucket_mpu() {
-    local rc
-    rgw_aws s3api list-multipart-uploads --bucket "$RGW_BUCKET" --prefix "$S3ROOT/" \
-        --query 'Uploads[].[Key,UploadId]' --output text >"$1.raw" 2>"$1.err"
-    rc=$?
-    tr '\t' ' ' <"$1.raw" | grep -v '^None$' >"$1"
-    return $rc
+    aws_rows "$1" s3api list-multipart-uploads --bucket "$RGW_BUCKET" --prefix "$S3ROOT/" \
+        --query 'Uploads[].[Key,UploadId]'
 }
 # blobs_in_bucket LISTING FILE_OF_DIGESTS: every digest (with the size its file in DIR has, when
 # "DIGEST SIZE" lines are given) is an object at blob_key; prints what is missing
@@ -580,18 +552,7 @@ EOF
     cp "$T_TMP/.check.out" "$d/pull.out"
     t_eq "ctr images ls: the pushed digest" "$dimg" "$("${CTR[@]}" images ls 2>&1 | awk -v r="$ref" '$1==r {print $3}')"
     t_check "ctr images check: complete" bash -c "$(printf '%q ' "${CTR[@]}") images check 2>&1 | grep -F '$ref' | grep -q complete"
-    mkdir -p "$d/expect"
-    for l in $(jq -r '.layers[].digest' "$d/img/blobs/sha256/${dimg#sha256:}"); do
-        tar -xzf "$d/img/blobs/sha256/${l#sha256:}" -C "$d/expect"
-    done
-    chain=$(grep -o 'image chain ID: sha256:[0-9a-f]*' "$d/pull.out" | cut -d' ' -f4)
-    src=$("${CTR[@]}" snapshots --snapshotter native view --mounts rootfs-check "$chain" 2>"$d/view.err" | jq -r '.[0].Source' 2>>"$d/view.err")
-    if [ -n "$src" ] && [ -d "$src" ]; then
-        t_check "the unpacked rootfs equals the layers' files" diff -r "$d/expect" "$src"
-        "${CTR[@]}" snapshots --snapshotter native rm rootfs-check >/dev/null 2>&1
-    else
-        t_fail "view of the unpacked rootfs" "chain [$chain] $(tail -c 300 "$d/view.err")"
-    fi
+    t_ctr_rootfs "the unpacked rootfs equals the layers' files" "$d/img" "$dimg" "$d/pull.out" "$d"
     if s3mode && r4_up; then
         # containerd following R4's 307s to presigned URLs (another image: nothing cached in containerd)
         dimg2=$($MK image "$d/img2" --layers 2 --seed 502 --tag v1 --size $((6 * MIB)))
@@ -621,11 +582,7 @@ s6() {
     for i in $(seq 1 20); do
         n=$((i % 3 + 1))
         if [ $((i % 2)) = 0 ]; then u="${R_URL[$n]}/v2/org/big/blobs/$dbig?ns=up.example"; else u="${R_URL[$n]}/v2/up.example/org/big/blobs/$dbig"; fi
-        (
-            set -o pipefail
-            curl -s --max-time 120 -D "$d/co/h.$i" "$u" | sha256sum | cut -d' ' -f1 >"$d/co/s.$i"
-            echo "${PIPESTATUS[0]}" >"$d/co/rc.$i"
-        ) &
+        t_fetch "$d/co" "$i" "$u" &
         pids+=("$!")
     done
     wait "${pids[@]}"

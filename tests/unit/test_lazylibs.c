@@ -1,6 +1,7 @@
 /* Unit tests for src/util/tlslazy.c and src/util/mlazy.c: GnuTLS is not mapped until
  * tlslazy_load(), then its functions answer through the trampolines; SQLite's SQL math functions
- * answer through mlazy's forwarders (libm loaded on first use). */
+ * answer through mlazy's forwarders. (That libm stays unmapped until then is checked on the
+ * release binary by tests/integration/server.sh: this ASan build maps libm for ASan itself.) */
 #include "unit.h"
 #include "util/err.h"
 #include "util/tlslazy.h"
@@ -59,7 +60,6 @@ int main(void)
     CHECK(sql_number(db, "SELECT atan2(0, 1)") == 0.0);
     double e = sql_number(db, "SELECT ln(exp(1.0))");
     CHECK(e > 0.999999 && e < 1.000001);
-    CHECK(mapped("libm.so"));
     sqlite3_close(db);
     UNIT_DONE();
 }
