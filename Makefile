@@ -11,6 +11,8 @@ CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-format-truncation -
 # is then mapped, and no symbol lookups at start); GnuTLS is loaded with dlopen only when TLS is
 # used (src/util/tlslazy.h: libmicrohttpd's GnuTLS calls go through trampolines) and libm only if
 # an SQL math function runs (src/util/mlazy.c). On x86-64 and AArch64; elsewhere all is dynamic.
+# libmicrohttpd's sendfile calls go through src/http/bigsend.c (2 MiB per call, not 128 KiB)
+LDLIBS  += -Wl,--wrap=sendfile64
 ifneq ($(filter x86_64 aarch64,$(shell uname -m)),)
 CFLAGS  += -DBERTH_LAZYLIBS=1
 LDLIBS  += -Wl,-Bstatic $(shell pkg-config --libs $(filter-out gnutls,$(PKGS)) 2>/dev/null) -lcrypt \

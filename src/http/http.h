@@ -69,6 +69,8 @@ struct http_req {
     void *token_access;   /* auth/: a bearer token's access claim (json_t), when signed in by one */
     bool holds_body_slot; /* limits.c: counted among the concurrent request bodies */
     long retry_after;     /* seconds, sent with a 429 */
+    bool bigsend;         /* http_reply_fd registered the response with bigsend (bigsend.h) */
+    int bigsend_file, bigsend_sock;
     char user[128];
     const void *aux; /* router's extra result (helm/: the upstream chart repository) */
     bool failed;     /* a response (usually an error) is set; the rest of the body is discarded */

@@ -4,14 +4,15 @@
  * upload, writing metadata): such a step suspends its connection, runs on a worker, and resumes
  * it with the response ready, so a slow fsync never stalls other clients. Compared on one core
  * (noisy runs) with thread-per-connection mode, the loop served as many or more small requests
- * (a thread per connection pays a context switch per request) at a similar CPU cost per GB of
- * sendfile blob GETs, though libmicrohttpd sends only 128 KiB per call in this mode.
+ * (a thread per connection pays a context switch per request). libmicrohttpd sends only 128 KiB
+ * per sendfile call in this mode; bigsend.c widens the calls for file responses to 2 MiB.
  * Responses are always queued after the first call of the access handler (never on it), so
  * keep-alive survives: queueing on the first call makes libmicrohttpd close the connection.
  * An error found before a large body arrives is answered at once (the connection then closes)
  * rather than reading gigabytes to discard them.
  */
 #include "auth/auth.h"
+#include "http/bigsend.h"
 #include "http/http.h"
 #include "util/err.h"
 #include "util/file.h"
@@ -231,6 +232,10 @@ size_t http_query_all(http_req *r, const char *name, const char **out, size_t ma
 static void set_response(http_req *r, struct MHD_Response *resp, int status, const char *ct,
                          uint64_t len)
 {
+    if (r->bigsend) {
+        bigsend_forget(r->bigsend_file, r->bigsend_sock);
+        r->bigsend = false;
+    }
     if (r->resp) MHD_destroy_response(r->resp);
     r->resp = resp;
     r->status = status;
@@ -284,6 +289,14 @@ int http_reply_fd(http_req *r, int status, int fd, uint64_t off, uint64_t len)
         return berr_set(BERR_INTERNAL, "cannot create response");
     }
     set_response(r, resp, status, NULL, len);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci && len > 0) {
+        r->bigsend = true;
+        r->bigsend_file = fd;
+        r->bigsend_sock = ci->connect_fd;
+        bigsend_allow(fd, ci->connect_fd, off, off + len);
+    }
     return 0;
 }
 
@@ -564,6 +577,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r->h && r->h->cleanup) r->h->cleanup(r);
     limits_done(r);
     auth_request_done(r);
+    if (r->bigsend) bigsend_forget(r->bigsend_file, r->bigsend_sock);
     if (r->resp) MHD_destroy_response(r->resp);
     struct timespec end;
     clock_gettime(CLOCK_MONOTONIC, &end);
