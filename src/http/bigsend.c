@@ -13,11 +13,12 @@
  * for exactly 128 KiB (libmicrohttpd's cap, so more of the body is left) on a registered pair,
  * at an offset inside the registered body, is widened to 2 MiB, never past the body's end.
  * libmicrohttpd adds whatever sendfile returns to its position, and the end bound keeps that
- * inside the response, so ranges and keep-alive stay exact. Anything else passes unchanged: a
- * response not registered (or whose slot another took) just sends 128 KiB at a time.
- * Registrations are dropped when the response is replaced or its request completes.
- * Where libmicrohttpd is a shared library (other architectures) the wrap does not reach it and
- * nothing changes.
+ * inside the response, so ranges and keep-alive stay exact; the last 128 KiB are left to
+ * libmicrohttpd's own final call, which pushes the tail out of the corked socket. Anything else
+ * passes unchanged: a response not registered (or whose slot another took) just sends 128 KiB at a
+ * time. Registrations are dropped when the response is replaced or its request completes. Where
+ * libmicrohttpd is a shared library (other architectures) the wrap does not reach it and nothing
+ * changes.
  */
 #include "http/bigsend.h"
 
@@ -73,9 +74,12 @@ size_t bigsend_count(int sock_fd, int file_fd, uint64_t off, size_t count)
     init_locked();
     const slot *s = &slots[(unsigned)file_fd % SLOTS];
     if (s->file_fd == file_fd && s->sock_fd == sock_fd && off >= s->start && off < s->end) {
+        /* the last 128 KiB stay libmicrohttpd's own call: on it, and only on it, libmicrohttpd
+         * uncorks the socket to push the tail out (a widened call that reached the end would
+         * leave the tail corked, for up to 200 ms) */
         uint64_t left = s->end - off;
-        want = left < BIG_CHUNK ? (size_t)left : BIG_CHUNK;
-        if (want < count) want = count; /* cannot happen: libmicrohttpd asked within the body */
+        uint64_t mine = left > 2 * (uint64_t)MHD_CHUNK ? left - MHD_CHUNK : count;
+        want = mine < BIG_CHUNK ? (size_t)mine : BIG_CHUNK;
     }
     pthread_mutex_unlock(&mu);
     return want;
