@@ -28,7 +28,16 @@
 #define HASH_MAGIC 0x62657274u /* "bert" */
 
 /* Writeback is started every WRITEBACK_STEP bytes while an upload streams in, so the fdatasync
- * that commits it finds little left to write. */
+ * that commits it finds little left to write. Pages more than a step behind that writeback has
+ * cleaned are dropped from the page cache (POSIX_FADV_DONTNEED skips pages still dirty or under
+ * writeback, so it never waits or loses a byte): an upload holds 16-24 MiB of page cache, not
+ * its whole size, and the next window reuses the pages just freed. Fresh pages are what made
+ * large pushes slow here: three 256 MiB pushes in a row took 0.39-0.50, 0.55-0.59 and 1.2-1.8 s,
+ * 71% of it in the kernel's copy into new page-cache pages (a VM whose host backs freed guest
+ * pages lazily); with the drop-behind each takes 0.41-0.44 s. Once the upload is verified and
+ * synced, all but its last two steps leave the cache. So a pushed blob is read back from disk on
+ * its first GET, and the page cache stays for what is pulled. Mirror fills write the same way:
+ * a client streaming a cold pull more than a step behind the fill reads those bytes from disk. */
 #define WRITEBACK_STEP (8u << 20)
 
 /* Request bodies and upstream bodies arrive in pieces of 16-64 KiB; they are gathered into
@@ -501,6 +510,11 @@ static int write_through(store_upload *u, const void *data, size_t len)
     if (u->size - u->flushed >= WRITEBACK_STEP) {
         sync_file_range(u->fd, (off_t)u->flushed, (off_t)(u->size - u->flushed),
                         SYNC_FILE_RANGE_WRITE);
+        if (u->flushed >= WRITEBACK_STEP) { /* [lo, flushed - step): 7 steps behind and older */
+            uint64_t lo = u->flushed > 8 * WRITEBACK_STEP ? u->flushed - 8 * WRITEBACK_STEP : 0;
+            posix_fadvise(u->fd, (off_t)lo, (off_t)(u->flushed - WRITEBACK_STEP - lo),
+                          POSIX_FADV_DONTNEED);
+        }
         u->flushed = u->size;
     }
     return 0;
@@ -650,6 +664,8 @@ static int upload_verify(store_upload *u, const char *digest, char *data, size_t
         return berr_set(BERR_DIGEST_INVALID, "provided digest did not match uploaded content");
     }
     if (fdatasync(u->fd) < 0) return berr_set(BERR_IO, "fsync upload: %s", strerror(errno));
+    if (u->size > 2 * WRITEBACK_STEP) /* all clean now: keep only the last two steps cached */
+        posix_fadvise(u->fd, 0, (off_t)(u->size - 2 * WRITEBACK_STEP), POSIX_FADV_DONTNEED);
     return 0;
 }
 

@@ -78,6 +78,18 @@ for _ in $(seq 1 40); do
 done
 t_eq "health: back to 200 when storage recovers" 1 "$ok"
 
+# --- a large push leaves at most its last 16 MiB in the page cache (drop-behind, store.c) ---
+head -c $((64 << 20)) /dev/urandom >"$T_TMP/big64"
+dg=sha256:$(t_sha256 "$T_TMP/big64")
+loc=$(curl -s -D - -o /dev/null -X POST "$BERTH_URL/v2/dropbehind/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
+t_eq "64 MiB push -> 201" 201 "$(curl -s -o /dev/null -w '%{http_code}' -H 'Expect:' -X PUT -T "$T_TMP/big64" "$BERTH_URL$loc?digest=$dg")"
+res=$(fincore --bytes --noheadings --output RES "$d/data/blobs/sha256/${dg:7:2}/${dg#sha256:}")
+t_check "64 MiB push: at most 16 MiB of it stays in the page cache (${res:-?} bytes)" \
+    test "${res:-99999999999}" -le $((16 << 20))
+t_eq "64 MiB push: the blob reads back whole from disk" "${dg#sha256:}" \
+    "$(curl -s "$BERTH_URL/v2/dropbehind/blobs/$dg" | sha256sum | cut -d' ' -f1)"
+rm -f "$T_TMP/big64"
+
 # --- SIGTERM lets an in-flight upload finish ---
 head -c 3000000 /dev/urandom >"$T_TMP/big"
 dg=sha256:$(t_sha256 "$T_TMP/big")
