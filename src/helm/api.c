@@ -472,11 +472,11 @@ static int upload_end(http_req *r)
         return rc < 0 ? rc : reply_json(r, 201, "{\"saved\":true}\n");
     }
     if (!c->chart_bytes) return berr_set(BERR_BAD_REQUEST, "no chart in the request");
-    int fd = store_upload_flush(c->u);
-    if (fd == 0) fd = store_upload_reader(c->u);
+    int rc = store_upload_flush(c->u); /* the reader sees what is in the file */
+    int fd = rc < 0 ? rc : store_upload_reader(c->u);
     if (fd < 0) return fd;
     helm_chart_info ci;
-    int rc = helm_chart_inspect(fd, r->cfg->helm.max_uncompressed, &ci);
+    rc = helm_chart_inspect(fd, r->cfg->helm.max_uncompressed, &ci);
     close(fd);
     if (rc < 0) return rc;
     char repo[512], digest[DIGEST_STR_MAX];

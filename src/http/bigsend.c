@@ -30,29 +30,19 @@
 #define BIG_CHUNK (2 * 1024 * 1024)
 
 typedef struct {
-    int file_fd; /* -1: free */
-    int sock_fd;
+    bool live;
+    int file_fd, sock_fd;
     uint64_t start, end; /* file offsets of the body: [start, end) */
 } slot;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static slot slots[SLOTS];
-static bool inited;
-
-static void init_locked(void)
-{
-    if (inited) return;
-    for (size_t i = 0; i < SLOTS; i++)
-        slots[i].file_fd = -1;
-    inited = true;
-}
 
 void bigsend_allow(int file_fd, int sock_fd, uint64_t start, uint64_t end)
 {
     if (file_fd < 0 || sock_fd < 0 || end <= start) return;
     pthread_mutex_lock(&mu);
-    init_locked();
-    slots[(unsigned)file_fd % SLOTS] = (slot){file_fd, sock_fd, start, end};
+    slots[(unsigned)file_fd % SLOTS] = (slot){true, file_fd, sock_fd, start, end};
     pthread_mutex_unlock(&mu);
 }
 
@@ -60,9 +50,8 @@ void bigsend_forget(int file_fd, int sock_fd)
 {
     if (file_fd < 0) return;
     pthread_mutex_lock(&mu);
-    init_locked();
     slot *s = &slots[(unsigned)file_fd % SLOTS];
-    if (s->file_fd == file_fd && s->sock_fd == sock_fd) s->file_fd = -1;
+    if (s->live && s->file_fd == file_fd && s->sock_fd == sock_fd) s->live = false;
     pthread_mutex_unlock(&mu);
 }
 
@@ -71,9 +60,9 @@ size_t bigsend_count(int sock_fd, int file_fd, uint64_t off, size_t count)
     if (count != MHD_CHUNK || file_fd < 0) return count;
     size_t want = count;
     pthread_mutex_lock(&mu);
-    init_locked();
     const slot *s = &slots[(unsigned)file_fd % SLOTS];
-    if (s->file_fd == file_fd && s->sock_fd == sock_fd && off >= s->start && off < s->end) {
+    if (s->live && s->file_fd == file_fd && s->sock_fd == sock_fd && off >= s->start &&
+        off < s->end) {
         /* the last 128 KiB stay libmicrohttpd's own call: on it, and only on it, libmicrohttpd
          * uncorks the socket to push the tail out (a widened call that reached the end would
          * leave the tail corked, for up to 200 ms) */

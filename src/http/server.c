@@ -291,7 +291,7 @@ int http_reply_fd(http_req *r, int status, int fd, uint64_t off, uint64_t len)
     set_response(r, resp, status, NULL, len);
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (ci && len > 0) {
+    if (ci) {
         r->bigsend = true;
         r->bigsend_file = fd;
         r->bigsend_sock = ci->connect_fd;

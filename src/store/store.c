@@ -739,7 +739,7 @@ int store_upload_finish(store_upload *u, const char *digest)
 
 int store_upload_digest(store_upload *u, char *out)
 {
-    int rc = u->s->fs.s3 ? 0 : store_upload_flush(u);
+    int rc = store_upload_flush(u); /* nothing is ever staged in S3 mode */
     if (rc < 0) return rc;
     if (u->ctx_valid) {
         digest_ctx copy = u->ctx;

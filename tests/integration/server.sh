@@ -3,6 +3,7 @@
 # http.headers, deletes disabled), real TLS, health (503 when storage is not writable), one log
 # line per request, and a clean SIGTERM shutdown that lets an in-flight upload finish.
 . "$(dirname "$0")/../lib.sh"
+. "$T_ROOT/tests/fixtures/pushlib.sh"
 
 # --- a registry:2 config file, unchanged, with keys berth does not know ---
 d=$T_TMP/cfg
@@ -78,17 +79,45 @@ for _ in $(seq 1 40); do
 done
 t_eq "health: back to 200 when storage recovers" 1 "$ok"
 
-# --- a large push leaves at most its last 16 MiB in the page cache (drop-behind, store.c) ---
+# --- uploads drop their pages from the page cache behind the writeback (store.c, WRITEBACK_STEP)
+# While streaming: a 64 MiB PATCH, its pages made clean (sync), then 16 MiB more. Clean pages more
+# than a step (8 MiB) behind are dropped as the second PATCH goes: 24 MiB of the 80 stay cached,
+# where nothing would be dropped before the upload is finished.
 head -c $((64 << 20)) /dev/urandom >"$T_TMP/big64"
-dg=sha256:$(t_sha256 "$T_TMP/big64")
-loc=$(curl -s -D - -o /dev/null -X POST "$BERTH_URL/v2/dropbehind/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
-t_eq "64 MiB push -> 201" 201 "$(curl -s -o /dev/null -w '%{http_code}' -H 'Expect:' -X PUT -T "$T_TMP/big64" "$BERTH_URL$loc?digest=$dg")"
+head -c $((16 << 20)) /dev/urandom >"$T_TMP/big16"
+code=$("${PL_CURL[@]}" -D "$T_TMP/h" -o /dev/null -w '%{http_code}' -X POST "$BERTH_URL/v2/dropbehind/blobs/uploads/")
+loc=$(pl_loc "$T_TMP/h" "$BERTH_URL")
+for f in big64 big16; do
+    sync
+    code="$code $("${PL_CURL[@]}" -D "$T_TMP/h" -o /dev/null -w '%{http_code}' -X PATCH \
+        -H 'Content-Type: application/octet-stream' --data-binary @"$T_TMP/$f" "$loc")"
+    loc=$(pl_loc "$T_TMP/h" "$BERTH_URL")
+done
+t_eq "80 MiB upload in two PATCHes -> 202, 202, 202" "202 202 202" "$code"
+res=$(fincore --bytes --noheadings --output RES "$d/data/uploads/${loc##*/}/data")
+t_check "80 MiB upload streaming: at most 32 MiB of it in the page cache (${res:-?} bytes)" \
+    test "${res:-99999999999}" -le $((32 << 20))
+"${PL_CURL[@]}" -o /dev/null -X DELETE "$loc"
+# Finished (verified and synced), all but the last 16 MiB leave the cache. Five PATCHes of 6 MiB:
+# each request opens the session anew and none writes a whole step, so nothing was dropped while
+# streaming and the 30 MiB are all cached until the PUT.
+head -c $((30 << 20)) "$T_TMP/big64" >"$T_TMP/big30"
+split -b $((6 << 20)) -d "$T_TMP/big30" "$T_TMP/part."
+dg=sha256:$(t_sha256 "$T_TMP/big30")
+code=$("${PL_CURL[@]}" -D "$T_TMP/h" -o /dev/null -w '%{http_code}' -X POST "$BERTH_URL/v2/dropbehind/blobs/uploads/")
+loc=$(pl_loc "$T_TMP/h" "$BERTH_URL")
+for f in "$T_TMP"/part.*; do
+    code="$code $("${PL_CURL[@]}" -D "$T_TMP/h" -o /dev/null -w '%{http_code}' -X PATCH \
+        -H 'Content-Type: application/octet-stream' --data-binary @"$f" "$loc")"
+    loc=$(pl_loc "$T_TMP/h" "$BERTH_URL")
+done
+code="$code $("${PL_CURL[@]}" -o /dev/null -w '%{http_code}' -X PUT "$loc$(pl_sep "$loc")digest=$dg")"
+t_eq "30 MiB upload in five PATCHes -> 202 x 6, 201" "202 202 202 202 202 202 201" "$code"
 res=$(fincore --bytes --noheadings --output RES "$d/data/blobs/sha256/${dg:7:2}/${dg#sha256:}")
-t_check "64 MiB push: at most 16 MiB of it stays in the page cache (${res:-?} bytes)" \
+t_check "30 MiB upload finished: at most 16 MiB of it stays in the page cache (${res:-?} bytes)" \
     test "${res:-99999999999}" -le $((16 << 20))
-t_eq "64 MiB push: the blob reads back whole from disk" "${dg#sha256:}" \
-    "$(curl -s "$BERTH_URL/v2/dropbehind/blobs/$dg" | sha256sum | cut -d' ' -f1)"
-rm -f "$T_TMP/big64"
+t_check "30 MiB upload: the blob reads back whole" pl_get_blob "$BERTH_URL" dropbehind "$dg" "$T_TMP/back"
+rm -f "$T_TMP"/big* "$T_TMP"/part.* "$T_TMP/back"
 
 # --- SIGTERM lets an in-flight upload finish ---
 head -c 3000000 /dev/urandom >"$T_TMP/big"
