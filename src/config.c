@@ -916,6 +916,7 @@ static int config_extract(cnode *root, config *cfg)
         (rc = set_int(root, "limits.uploads", &cfg->max_bodies)) < 0 ||
         (rc = set_size(root, "storage.quota", &cfg->quota)) < 0 ||
         (rc = load_mirrors(root, cfg)) < 0 ||
+        (rc = set_bool(root, "proxy.localpush", &cfg->proxy_localpush)) < 0 ||
         (rc = set_size(root, "cache.maxsize", &cfg->cache_max)) < 0 ||
         (rc = load_pins(root, cfg)) < 0 || (rc = load_helm(root, cfg)) < 0 ||
         (rc = load_auth(root, cfg)) < 0 ||
@@ -979,6 +980,7 @@ int config_load(config *cfg, const char *path)
     cfg->max_manifest = 4 * 1024 * 1024;
     cfg->connection_limit = 1024;
     cfg->connections_per_ip = -1;
+    cfg->max_bodies = 128; /* each holds up to a 1 MiB write buffer while it streams */
     cfg->header_timeout_ms = 30000;
     cfg->threads = 1;
     cfg->helm.enabled = true;
@@ -1091,7 +1093,7 @@ void config_print_keys(void)
         "  gc.grace                                 gc keeps content younger than this (1h)\n"
         "  limits.manifest                          largest manifest accepted (4MiB)\n"
         "  limits.rate / limits.burst               requests/s per address, burst (no limit)\n"
-        "  limits.uploads                           concurrent requests with a body (no limit)\n"
+        "  limits.uploads      128                  concurrent requests with a body (0: no limit)\n"
         "  storage.quota                            most bytes of blobs stored (no limit)\n"
         "  storage.s3.bucket / regionendpoint / region / accesskey / secretkey / rootdirectory\n"
         "                                           blobs in S3-compatible storage (filesystem)\n"
@@ -1102,6 +1104,8 @@ void config_print_keys(void)
         "                                           307 to a presigned URL (false / 20m)\n"
         "  proxy.remoteurl, proxy.username, proxy.password\n"
         "                                           default upstream (registry:2 proxy mode)\n"
+        "  proxy.localpush     false                with proxy.remoteurl, also take pushes to\n"
+        "                                           local repositories (registry:2 takes none)\n"
         "  mirrors.<name>.urls                      upstream endpoints, tried in order\n"
         "  mirrors.<name>.username / password / credentials_file\n"
         "  mirrors.<name>.tls.ca / tls.insecure     upstream TLS trust\n"

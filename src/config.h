@@ -146,6 +146,7 @@ typedef struct {
     config_mirror *mirrors;    /* berth: mirrors.<name> */
     size_t nmirrors;
     config_mirror *proxy; /* registry:2 proxy.remoteurl: the default upstream, or NULL */
+    bool proxy_localpush; /* proxy.localpush (berth's): pushes to local repositories allowed */
     int64_t cache_max;    /* berth: cache.maxsize, bytes of mirrored content (0: no limit) */
     char **pins;          /* berth: cache.pin, repository names or patterns kept from eviction */
     size_t npins;

@@ -39,6 +39,7 @@ static struct {
     bool loaded;
     time_t checked;
     uint64_t version;
+    char dummy[32]; /* a bcrypt setting of the file's highest cost, for unknown users */
     struct {
         uint8_t key[SHA256_DIGEST_SIZE];
         uint64_t version;
@@ -104,6 +105,17 @@ static void ht_refresh(const char *path)
         ht.n++;
     }
     fclose(f);
+    /* an unknown user costs the same check as a known one: a hash of the highest cost in the
+     * file, so the time of a refusal does not tell whether the name exists */
+    int cost = 5;
+    for (size_t i = 0; i < ht.n; i++) {
+        const char *h = ht.e[i].hash;
+        if (strlen(h) > 7 && h[3] == '$' && h[6] == '$') {
+            int c = (h[4] - '0') * 10 + (h[5] - '0');
+            if (c > cost && c <= 31) cost = c;
+        }
+    }
+    snprintf(ht.dummy, sizeof ht.dummy, "$2y$%02d$berthberthberthberthbe", cost);
     ht.st = st;
     ht.loaded = true;
     ht.version++;
@@ -119,6 +131,17 @@ static void cache_key(const char *user, const char *pass, uint8_t *key)
     sha256_digest(&c, SHA256_DIGEST_SIZE, key);
 }
 
+/* Whether user:pass signed in before (since the file last changed); called with ht.mu held. */
+static bool cache_hit(const uint8_t *key)
+{
+    bool hit = false;
+    for (size_t i = 0; i < CACHE_SLOTS; i++)
+        if (ht.cache[i].used && ht.cache[i].version == ht.version &&
+            ct_equal(ht.cache[i].key, key, SHA256_DIGEST_SIZE))
+            hit = true;
+    return hit;
+}
+
 /* Checks user:pass against the file; true when they match. */
 static bool verify(const config *cfg, const char *user, const char *pass)
 {
@@ -127,14 +150,15 @@ static bool verify(const config *cfg, const char *user, const char *pass)
     pthread_mutex_lock(&ht.mu);
     ht_refresh(cfg->auth.htpasswd);
     uint64_t version = ht.version;
-    bool hit = false;
-    for (size_t i = 0; i < CACHE_SLOTS; i++)
-        if (ht.cache[i].used && ht.cache[i].version == version &&
-            ct_equal(ht.cache[i].key, key, sizeof key))
-            hit = true;
+    bool hit = cache_hit(key);
     char *hash = NULL;
-    for (size_t i = 0; !hit && i < ht.n; i++)
-        if (!strcmp(ht.e[i].user, user)) hash = strdup(ht.e[i].hash);
+    bool known = false;
+    for (size_t i = 0; !hit && !hash && i < ht.n; i++)
+        if (!strcmp(ht.e[i].user, user)) {
+            hash = strdup(ht.e[i].hash);
+            known = true;
+        }
+    if (!hit && !hash) hash = strdup(ht.dummy[0] ? ht.dummy : "$2y$05$berthberthberthberthbe");
     pthread_mutex_unlock(&ht.mu);
     if (hit) return true;
     if (!hash) return false;
@@ -143,7 +167,7 @@ static bool verify(const config *cfg, const char *user, const char *pass)
     if (cd) {
         const char *out = crypt_r(pass, hash, cd);
         size_t hl = strlen(hash);
-        ok = out && out[0] == '$' && strlen(out) == hl && ct_equal(out, hash, hl);
+        ok = known && out && out[0] == '$' && strlen(out) == hl && ct_equal(out, hash, hl);
         free(cd);
     }
     free(hash);
@@ -316,9 +340,17 @@ int auth_request(http_req *r)
         char user[256], pass[1024];
         if (parse_basic(h, user, sizeof user, pass, sizeof pass) < 0)
             return berr_set(BERR_UNAUTHORIZED, "unsupported or malformed Authorization header");
+        long wait = limits_signin_wait(r);
+        if (wait > 0) {
+            memset(pass, 0, sizeof pass);
+            r->retry_after = wait;
+            return berr_set(BERR_TOOMANYREQUESTS,
+                            "too many failed sign-ins from this address: retry in %ld s", wait);
+        }
         bool ok = verify(r->cfg, user, pass);
         memset(pass, 0, sizeof pass);
         if (!ok) {
+            limits_signin_failed(r);
             log_warn("msg=\"sign-in refused\" user=\"%.100s\"", user);
             return berr_set(BERR_UNAUTHORIZED, "invalid username or password");
         }
@@ -347,4 +379,59 @@ int auth_request(http_req *r)
                       : r->method == M_DELETE                     ? CONFIG_DELETE
                                                                   : CONFIG_PUSH;
     return auth_require(r, r->name, action);
+}
+
+bool auth_slow(http_req *r)
+{
+    const config_auth *a = &r->cfg->auth;
+    if (!a->enabled || a->token) return false;
+    const char *h = http_header(r, "Authorization");
+    char user[256], pass[1024];
+    if (!h || parse_basic(h, user, sizeof user, pass, sizeof pass) < 0) return false;
+    if (limits_signin_wait(r) > 0) {
+        memset(pass, 0, sizeof pass);
+        return false; /* refused at once */
+    }
+    uint8_t key[SHA256_DIGEST_SIZE];
+    cache_key(user, pass, key);
+    memset(pass, 0, sizeof pass);
+    pthread_mutex_lock(&ht.mu);
+    ht_refresh(r->cfg->auth.htpasswd);
+    bool hit = cache_hit(key);
+    pthread_mutex_unlock(&ht.mu);
+    return !hit;
+}
+
+bool auth_may_push_somewhere(const http_req *r)
+{
+    const config_auth *a = &r->cfg->auth;
+    if (!a->enabled) return true;
+    if (r->token_access) {
+        json_t *e;
+        size_t i;
+        json_array_foreach((json_t *)r->token_access, i, e)
+        {
+            json_t *acts = json_object_get(e, "actions"), *v;
+            size_t j;
+            json_array_foreach(acts, j, v)
+            {
+                const char *s = json_string_value(v);
+                if (s && (!strcmp(s, "push") || !strcmp(s, "*"))) return true;
+            }
+        }
+        return false;
+    }
+    const char *user = r->signed_in ? r->user : NULL;
+    if (user && listed(a->admins, a->nadmins, user)) return true;
+    if ((user ? a->authenticated : a->anonymous) & CONFIG_PUSH) return true;
+    for (size_t i = 0; i < a->nrules; i++) {
+        const config_rule *rl = &a->rules[i];
+        if (!(rl->actions & CONFIG_PUSH)) continue;
+        bool who = user ? listed(rl->users, rl->nusers, user) || listed(rl->users, rl->nusers, "*")
+                        : listed(rl->users, rl->nusers, "anonymous");
+        for (size_t g = 0; user && !who && g < rl->ngroups; g++)
+            who = in_group(a, rl->groups[g], user);
+        if (who) return true;
+    }
+    return false;
 }

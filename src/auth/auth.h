@@ -21,6 +21,12 @@ int auth_require(http_req *r, const char *repo, unsigned action);
 /* The challenge for a 401 (WWW-Authenticate value): Basic, or Bearer with the scope the request
  * needs. */
 void auth_challenge(const http_req *r, char *out, size_t len);
+/* Whether auth_request will check a password with bcrypt (a Basic sign-in not remembered from
+ * before): the server then runs it on a worker thread, off the event loop. */
+bool auth_slow(http_req *r);
+/* Whether the caller may push to at least one repository (checked before a body whose target
+ * repository is only known from its content, a Helm chart upload, is read at all). */
+bool auth_may_push_somewhere(const http_req *r);
 /* Releases what auth_request attached to the request. */
 void auth_request_done(http_req *r);
 void auth_free_cache(void);

@@ -320,6 +320,11 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
 
 static int upload_begin(http_req *r, bool prov_only)
 {
+    /* the chart's repository is only known from its content: a caller who may push nowhere is
+     * refused before one byte of the body is read or parsed */
+    if (!auth_may_push_somewhere(r))
+        return r->signed_in ? berr_set(BERR_DENIED, "%s may not push charts", r->user)
+                            : berr_set(BERR_UNAUTHORIZED, "authentication required to push charts");
     const char *cl = http_header(r, "Content-Length");
     int64_t limit = prov_only ? (int64_t)PROV_MAX * 2 : r->cfg->helm.max_upload + 65536;
     if (cl && strtoll(cl, NULL, 10) > limit)
@@ -611,7 +616,9 @@ bool helm_route(http_req *r)
             else if (rest == 1)
                 h = is_get(r) ? &chart_h : NULL;
             else
-                h = is_get(r) ? &version_h : r->method == M_DELETE ? &delete_h : NULL;
+                h = is_get(r)                                         ? &version_h
+                    : r->method == M_DELETE && r->cfg->delete_enabled ? &delete_h
+                                                                      : NULL;
             if (rest == 1) snprintf(r->ref, sizeof r->ref, "%s", comps[k + 1]);
             if (rest == 2) {
                 if (strlen(comps[k + 2]) > HELM_VERSION_MAX) return false;

@@ -24,7 +24,11 @@
 #include <yaml.h>
 
 #define CHART_YAML_MAX (1u << 20)
-#define YAML_NODES_MAX 100000
+/* What a YAML document may expand to, in bytes of produced JSON (counted per node below): a
+ * fixed allowance plus a multiple of the input, so aliases cannot turn a few hundred bytes into
+ * gigabytes (a "billion laughs" document). */
+#define YAML_EXPAND_BASE (4u << 20)
+#define YAML_EXPAND_PER_BYTE 8
 #define YAML_DEPTH_MAX 64
 
 /* ---- SemVer ---- */
@@ -134,7 +138,7 @@ bool helm_name_valid(const char *name)
 
 typedef struct {
     yaml_document_t *doc;
-    size_t budget;
+    size_t budget; /* bytes the produced JSON may still take (approximate: see node_cost) */
     const char *what;
     int rc;
 } conv;
@@ -144,13 +148,34 @@ static bool is_null_word(const char *s)
     return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
 }
 
+/* What one node costs once it is JSON: jansson's value, a hash table for a mapping, the text. */
+static size_t node_cost(const yaml_node_t *n)
+{
+    switch (n->type) {
+    case YAML_SCALAR_NODE:
+        return 64 + n->data.scalar.length;
+    case YAML_MAPPING_NODE:
+        return 256 + 64 * (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    default:
+        return 64 + 16 * (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    }
+}
+
 static json_t *node_json(conv *c, yaml_node_t *n, const char *key, int depth)
 {
     if (!n || c->rc) return NULL;
-    if (depth > YAML_DEPTH_MAX || c->budget-- == 0) {
-        c->rc = berr_set(BERR_BAD_REQUEST, "%s: too deeply nested or too large", c->what);
+    size_t cost = node_cost(n);
+    if (depth > YAML_DEPTH_MAX) {
+        c->rc =
+            berr_set(BERR_BAD_REQUEST, "%s: nested more than %d levels", c->what, YAML_DEPTH_MAX);
         return NULL;
     }
+    if (cost > c->budget) {
+        c->rc = berr_set(BERR_BAD_REQUEST,
+                         "%s: expands to too much data (aliases repeating content?)", c->what);
+        return NULL;
+    }
+    c->budget -= cost;
     switch (n->type) {
     case YAML_SCALAR_NODE: {
         const char *v = (const char *)n->data.scalar.value;
@@ -209,7 +234,7 @@ int helm_yaml_to_json(const char *text, size_t len, const char *what, json_t **o
         yaml_parser_delete(&p);
         return rc;
     }
-    conv c = {&doc, YAML_NODES_MAX + len, what, 0}; /* aliases cannot multiply the input */
+    conv c = {&doc, YAML_EXPAND_BASE + YAML_EXPAND_PER_BYTE * len, what, 0};
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     json_t *j = root ? node_json(&c, root, NULL, 0) : NULL;
     yaml_document_delete(&doc);
@@ -359,14 +384,55 @@ char *helm_chart_manifest(const helm_chart_info *ci, const char *chart_digest, u
     return content;
 }
 
+/* The tags that must not exist when ci is stored in repo: its own (unless overwriting), and
+ * those of every other chart whose download file "<name>-<version>.tgz" would be the same name
+ * ("web-1.0.0" 0.0.0 against "web" 1.0.0-0.0.0). */
+typedef struct {
+    char repos[8][512], tags[8][HELM_VERSION_MAX + 1];
+    const char *rp[8], *tp[8];
+    size_t n;
+} absent_set;
+
+static void chart_absent(const helm_store_req *q, absent_set *a)
+{
+    const helm_chart_info *ci = q->info;
+    a->n = 0;
+    size_t rl = strlen(q->repo), nl = strlen(ci->name);
+    if (rl < nl) return;
+    size_t plen = rl - nl; /* the repository prefix (helm.ocirepository and tenant) */
+    if (!q->overwrite) {
+        snprintf(a->repos[a->n], sizeof a->repos[0], "%s", q->repo);
+        snprintf(a->tags[a->n], sizeof a->tags[0], "%s", ci->tag);
+        a->n++;
+    }
+    char base[HELM_NAME_MAX + HELM_VERSION_MAX + 2];
+    snprintf(base, sizeof base, "%s-%s", ci->name, ci->version);
+    size_t n = strlen(base);
+    for (size_t i = 1; i + 1 < n && a->n < 8; i++) {
+        if (base[i] != '-' || i == nl || i > HELM_NAME_MAX || n - i - 1 > HELM_VERSION_MAX)
+            continue;
+        char name[HELM_NAME_MAX + 1], ver[HELM_VERSION_MAX + 1];
+        memcpy(name, base, i);
+        name[i] = '\0';
+        snprintf(ver, sizeof ver, "%s", base + i + 1);
+        if (!helm_name_valid(name) || !helm_semver_valid(ver)) continue;
+        for (char *p = ver; *p; p++)
+            if (*p == '+') *p = '_';
+        snprintf(a->repos[a->n], sizeof a->repos[0], "%.*s%s", (int)plen, q->repo, name);
+        snprintf(a->tags[a->n], sizeof a->tags[0], "%s", ver);
+        a->n++;
+    }
+    for (size_t i = 0; i < a->n; i++) {
+        a->rp[i] = a->repos[i];
+        a->tp[i] = a->tags[i];
+    }
+}
+
 int helm_chart_store(store *s, const helm_store_req *q)
 {
     const helm_chart_info *ci = q->info;
-    store_manifest old;
-    if (!q->overwrite && store_manifest_get(s, q->repo, ci->tag, &old) == 0) {
-        store_manifest_free(&old);
-        return berr_set(BERR_CONFLICT, "file already exists");
-    }
+    absent_set absent;
+    chart_absent(q, &absent);
     char *cfg_json = json_dumps(ci->meta, JSON_COMPACT);
     if (!cfg_json) return berr_set(BERR_INTERNAL, "out of memory");
     /* the .tgz, config and .prov are recorded in the manifest's own transaction: one commit */
@@ -418,8 +484,16 @@ int helm_chart_store(store *s, const helm_store_req *q)
         req.chart_yaml = entry.yaml;
         req.new_blobs = nb;
         req.nnew_blobs = nnb;
+        req.absent_repos = absent.rp;
+        req.absent_tags = absent.tp;
+        req.nabsent = absent.n;
         if (q->mirrored) store_repo_mark_mirror(s, q->repo);
         rc = store_manifest_put(s, &req);
+        if (rc == -BERR_CONFLICT) {
+            char why[300];
+            snprintf(why, sizeof why, "%s", berr_msg());
+            rc = berr_set(BERR_CONFLICT, "file already exists (%s)", why);
+        }
         reg_manifest_parsed_free(parsed);
     }
     free(content);

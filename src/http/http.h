@@ -55,10 +55,12 @@ struct http_req {
     int status;
     uint64_t body_bytes, resp_bytes;
     struct timespec start;
-    bool started;     /* handler begin() ran */
-    bool initialized; /* first access-handler call done */
-    bool offloaded;   /* end() handed to a worker; the connection is suspended until it is done */
-    bool on_worker;   /* end() is running on a worker thread */
+    bool started;       /* handler begin() ran */
+    bool initialized;   /* first access-handler call done */
+    bool offloaded;     /* end() handed to a worker; the connection is suspended until it is done */
+    bool on_worker;     /* end() is running on a worker thread */
+    bool admitting;     /* sign-in and begin() run on a worker (a password check) */
+    uint8_t client[16]; /* the client's address (IPv4 in the first 4 bytes), for limits.c */
     /* mirror routing (registry/mirror.c): the upstream and its repository name, when the
      * request is for cached upstream content; name then holds the local (store) name */
     const config_mirror *mirror;
@@ -121,6 +123,10 @@ void http_add_headerf(http_req *r, const char *name, const char *fmt, ...)
 struct sockaddr;
 int limits_admit(http_req *r, const struct sockaddr *client);
 void limits_done(http_req *r);
+/* Failed sign-ins per client address: after a few within a minute, the client's next ones are
+ * refused without a password check until its back-off ends (seconds to wait, or 0). */
+void limits_signin_failed(const http_req *r);
+long limits_signin_wait(const http_req *r);
 
 /* Routers: fill r->h (and name/ref); return false when the path is not theirs. */
 bool registry_route(http_req *r);

@@ -7,6 +7,10 @@
  *   Retry-After, the seconds until a token is back.
  * - Concurrent request bodies (`limits.uploads`): at most that many requests that carry a body
  *   (uploads, manifest and chart PUTs/POSTs) at once; more: 429 with Retry-After: 1.
+ * - Failed sign-ins per client address: SIGNIN_FREE failures within SIGNIN_WINDOW seconds are
+ *   free; each one after that blocks the address for twice as long as the one before (1 s, 2 s,
+ *   ... up to SIGNIN_BLOCK_MAX), and while blocked its sign-ins are refused with 429 before any
+ *   password is checked, so a guesser costs a bcrypt per few seconds, not a worker per request.
  */
 #include "http/http.h"
 #include "util/err.h"
@@ -27,8 +31,21 @@ typedef struct {
     double last; /* seconds, monotonic */
 } bucket;
 
+#define SIGNIN_FREE 5
+#define SIGNIN_WINDOW 60.0
+#define SIGNIN_BLOCK_MAX 60.0
+#define SIGNIN_SLOTS 1024
+
+typedef struct {
+    uint8_t addr[16];
+    bool used;
+    int failures;
+    double first, until; /* seconds, monotonic */
+} signin;
+
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static bucket table[BUCKETS];
+static signin signins[SIGNIN_SLOTS];
 static atomic_int bodies;
 
 static double now_s(void)
@@ -89,9 +106,9 @@ static long take(const uint8_t key[16], double rate, double burst)
 int limits_admit(http_req *r, const struct sockaddr *client)
 {
     const config *cfg = r->cfg;
+    addr_key(client, r->client);
     if (cfg->rate_limit > 0) {
-        uint8_t key[16];
-        addr_key(client, key);
+        const uint8_t *key = r->client;
         double burst = cfg->rate_burst > 0 ? cfg->rate_burst : cfg->rate_limit;
         long wait = take(key, cfg->rate_limit, burst);
         if (wait > 0) {
@@ -123,4 +140,63 @@ void limits_done(http_req *r)
         atomic_fetch_sub(&bodies, 1);
         r->holds_body_slot = false;
     }
+}
+
+static uint32_t addr_hash(const uint8_t key[16])
+{
+    uint32_t h = 2166136261u;
+    for (int i = 0; i < 16; i++)
+        h = (h ^ key[i]) * 16777619u;
+    return h;
+}
+
+/* The address's record (made when create; the stalest of its neighbourhood is reused); called
+ * with mu held. */
+static signin *signin_of(const uint8_t key[16], bool create, double t)
+{
+    uint32_t h = addr_hash(key);
+    signin *stalest = NULL;
+    for (int i = 0; i < PROBE; i++) {
+        signin *c = &signins[(h + (uint32_t)i) % SIGNIN_SLOTS];
+        if (c->used && !memcmp(c->addr, key, 16)) return c;
+        if (!stalest || !c->used || (stalest->used && c->first < stalest->first)) stalest = c;
+    }
+    if (!create) return NULL;
+    memset(stalest, 0, sizeof *stalest);
+    memcpy(stalest->addr, key, 16);
+    stalest->used = true;
+    stalest->first = t;
+    return stalest;
+}
+
+void limits_signin_failed(const http_req *r)
+{
+    double t = now_s();
+    pthread_mutex_lock(&mu);
+    signin *e = signin_of(r->client, true, t);
+    if (t - e->first > SIGNIN_WINDOW && t >= e->until) { /* a new window */
+        e->failures = 0;
+        e->first = t;
+    }
+    if (++e->failures > SIGNIN_FREE) {
+        int k = e->failures - SIGNIN_FREE - 1;
+        double block = k >= 6 ? SIGNIN_BLOCK_MAX : (double)(1 << k);
+        e->until = t + block;
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+long limits_signin_wait(const http_req *r)
+{
+    double t = now_s();
+    long wait = 0;
+    pthread_mutex_lock(&mu);
+    signin *e = signin_of(r->client, false, t);
+    if (e && e->until > t) {
+        double w = e->until - t;
+        wait = (long)w;
+        if ((double)wait < w) wait++;
+    }
+    pthread_mutex_unlock(&mu);
+    return wait;
 }

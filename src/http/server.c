@@ -412,6 +412,22 @@ static void fail(http_req *r, int rc)
 
 static void *worker(void *arg);
 
+/* Signs the request in, checks its access, then runs the handler's begin(): on the event loop,
+ * or on a worker when auth_slow says the sign-in costs a password check. */
+static void admit(http_req *r)
+{
+    int rc = auth_request(r);
+    if (rc < 0) {
+        fail(r, rc);
+    } else if (r->h) {
+        rc = r->h->begin ? r->h->begin(r) : 0;
+        r->started = true;
+        if (rc < 0) fail(r, rc);
+    } else {
+        fail(r, berr_set(BERR_METHOD, "method not allowed"));
+    }
+}
+
 static void offload(http_server *srv, http_req *r)
 {
     pthread_mutex_lock(&srv->mu);
@@ -453,9 +469,13 @@ static void *worker(void *arg)
         srv->qlen--;
         pthread_mutex_unlock(&srv->mu);
         berr_clear();
-        r->on_worker = true;
-        int rc = r->h->end(r);
-        if (rc < 0) fail(r, rc);
+        if (r->admitting) {
+            admit(r);
+        } else {
+            r->on_worker = true;
+            int rc = r->h->end(r);
+            if (rc < 0) fail(r, rc);
+        }
         MHD_resume_connection(r->conn);
     }
 }
@@ -510,18 +530,19 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
             fail(r, arc);
         else if (!registry_route(r) && !status_route(r) && !helm_route(r))
             fail(r, berr_set(BERR_NOT_FOUND, "no such endpoint"));
-        else if (!r->failed && (arc = auth_request(r)) < 0)
-            fail(r, arc);
-        else if (!r->failed && r->h) {
-            int rc = r->h->begin ? r->h->begin(r) : 0;
-            r->started = true;
-            if (rc < 0) fail(r, rc);
-        } else if (!r->failed) {
-            fail(r, berr_set(BERR_METHOD, "method not allowed"));
-        }
+        else if (!r->failed && auth_slow(r)) {
+            /* a password to check with bcrypt (milliseconds by design): on a worker, so the
+             * event loop never waits on it; the connection resumes with the verdict */
+            r->admitting = true;
+            MHD_suspend_connection(conn);
+            offload(srv, r);
+            return MHD_YES;
+        } else if (!r->failed)
+            admit(r);
         if (r->failed && body_remaining(r) > DISCARD_LIMIT) return queue(r);
         return MHD_YES;
     }
+    r->admitting = false; /* resumed after admission on a worker: a refused body is discarded */
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
@@ -737,8 +758,8 @@ int http_server_start(http_server **out, const config *cfg, store *st)
         (size_t)CONN_POOL, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->connection_limit,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->connections_per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_THREAD_POOL_SIZE, pool,
-        MHD_OPTION_ARRAY, cfg->tls_cert ? tls_opts : no_opts, MHD_OPTION_END);
+        MHD_OPTION_THREAD_POOL_SIZE, pool, MHD_OPTION_ARRAY, cfg->tls_cert ? tls_opts : no_opts,
+        MHD_OPTION_END);
     if (!srv->d) {
         int e = errno;
         stop_workers(srv);

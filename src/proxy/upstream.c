@@ -434,6 +434,15 @@ int upstream_blob(const config_mirror *m, const char *repo, const char *digest, 
     return request(m, repo, path, false, NULL, sink, arg, out);
 }
 
+int upstream_blob_head(const config_mirror *m, const char *repo, const char *digest,
+                       upstream_resp *out)
+{
+    char path[400];
+    snprintf(path, sizeof path, "blobs/%s", digest);
+    memset(out, 0, sizeof *out);
+    return request(m, repo, path, true, NULL, NULL, NULL, out);
+}
+
 int upstream_tags(const config_mirror *m, const char *repo, upstream_resp *out)
 {
     memset(out, 0, sizeof *out);

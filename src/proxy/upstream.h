@@ -38,6 +38,9 @@ int upstream_manifest(const config_mirror *m, const char *repo, const char *ref,
 /* GET /v2/<repo>/blobs/<digest>, streaming a 200's body into sink. */
 int upstream_blob(const config_mirror *m, const char *repo, const char *digest, upstream_sink sink,
                   void *arg, upstream_resp *out);
+/* HEAD /v2/<repo>/blobs/<digest>: whether the upstream holds the blob for that repository. */
+int upstream_blob_head(const config_mirror *m, const char *repo, const char *digest,
+                       upstream_resp *out);
 /* GET /v2/<repo>/tags/list (body buffered). */
 int upstream_tags(const config_mirror *m, const char *repo, upstream_resp *out);
 /* GET of any URL with the mirror's credentials (Basic), TLS settings and timeouts (for Helm

@@ -71,26 +71,46 @@ static int catalog_end(http_req *r)
     long n;
     int rc = page_size(r, &n);
     if (rc < 0) return rc;
-    store_list l;
-    rc = store_catalog(r->store, http_query(r, "last"), n, &l);
-    if (rc < 0) return rc;
-    /* a caller sees only the repositories it may pull (the page may come out shorter) */
-    char *last_seen = l.n ? strdup(l.items[l.n - 1]) : NULL;
-    size_t kept = 0;
-    for (size_t i = 0; i < l.n; i++) {
-        if (auth_allowed(r, l.items[i], CONFIG_PULL))
-            l.items[kept++] = l.items[i];
-        else
-            free(l.items[i]);
+    /* a caller sees only the repositories it may pull: pages are read from the store until n
+     * visible names are found, and the next page starts after the last name shown, so neither
+     * the body nor the Link header ever names a hidden repository */
+    store_list out = {0};
+    char *cursor = http_query(r, "last") ? strdup(http_query(r, "last")) : NULL;
+    bool more = true;
+    while (rc == 0 && more && (long)out.n < n) {
+        store_list l;
+        rc = store_catalog(r->store, cursor, n - (long)out.n, &l);
+        if (rc < 0) break;
+        more = l.more && l.n > 0;
+        if (l.n) {
+            free(cursor);
+            cursor = strdup(l.items[l.n - 1]);
+        }
+        for (size_t i = 0; i < l.n; i++) {
+            if (!auth_allowed(r, l.items[i], CONFIG_PULL)) continue;
+            char **grown = realloc(out.items, (out.n + 1) * sizeof *grown);
+            if (!grown) {
+                rc = berr_set(BERR_INTERNAL, "out of memory");
+                break;
+            }
+            out.items = grown;
+            out.items[out.n++] = l.items[i];
+            l.items[i] = NULL;
+        }
+        store_list_free(&l);
     }
-    l.n = kept;
+    free(cursor);
+    if (rc < 0) {
+        store_list_free(&out);
+        return rc;
+    }
     json_t *o = json_object();
-    json_object_set_new(o, "repositories", string_array(&l));
+    json_object_set_new(o, "repositories", string_array(&out));
     rc = reply_json(r, o, "application/json");
-    if (rc == 0 && l.more && last_seen)
-        http_add_headerf(r, "Link", "</v2/_catalog?last=%s&n=%ld>; rel=\"next\"", last_seen, n);
-    free(last_seen);
-    store_list_free(&l);
+    if (rc == 0 && more && out.n)
+        http_add_headerf(r, "Link", "</v2/_catalog?last=%s&n=%ld>; rel=\"next\"",
+                         out.items[out.n - 1], n);
+    store_list_free(&out);
     return rc;
 }
 

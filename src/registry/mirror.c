@@ -75,6 +75,13 @@ static void route_ns_local(http_req *r, const char *ns)
         snprintf(r->name, sizeof r->name, "%s", local);
 }
 
+const config_mirror *reg_mirror_hub(const config *cfg)
+{
+    for (size_t i = 0; i < cfg->nmirrors; i++)
+        if (cfg->mirrors[i].library_prefix) return &cfg->mirrors[i];
+    return NULL;
+}
+
 int reg_mirror_route(http_req *r)
 {
     const config *cfg = r->cfg;
@@ -89,7 +96,18 @@ int reg_mirror_route(http_req *r)
         if (slash && (m = find_mirror(cfg, r->name, (size_t)(slash - r->name)))) up = slash + 1;
     }
     bool write = r->method != M_GET && r->method != M_HEAD;
-    if (!m && cfg->proxy && !write && store_repo_exists(r->store, r->name) != 0) m = cfg->proxy;
+    /* a bare name (no ?ns=, no mirror prefix: what dockerd's registry-mirrors and registry:2
+     * clients ask) that is no local repository goes to the default upstream: proxy.remoteurl,
+     * else the mirror that stands for Docker Hub */
+    const config_mirror *dflt = cfg->proxy ? cfg->proxy : reg_mirror_hub(cfg);
+    bool bare = !m && dflt;
+    if (bare && write && cfg->proxy && !cfg->proxy_localpush)
+        return berr_set(BERR_UNSUPPORTED,
+                        "this registry is a pull-through cache of %s (proxy.remoteurl): it takes "
+                        "no pushes or deletes, as registry:2 in proxy mode (proxy.localpush: true "
+                        "allows local repositories)",
+                        cfg->proxy->name);
+    if (bare && store_repo_exists(r->store, r->name) != 0) m = dflt;
     if (!m) return 0;
     if (m->library_prefix && !strchr(up, '/'))
         snprintf(r->upstream_repo, sizeof r->upstream_repo, "library/%s", up);
@@ -98,10 +116,19 @@ int reg_mirror_route(http_req *r)
     if (!reg_mirror_serves(m, r->upstream_repo)) {
         /* not this mirror's: an ordinary local repository of that name, or nothing */
         r->upstream_repo[0] = '\0';
-        if (write && m != cfg->proxy)
-            return berr_set(BERR_DENIED, "%s is a read-only mirror", m->name);
+        if (write && !bare) return berr_set(BERR_DENIED, "%s is a read-only mirror", m->name);
         return 0;
     }
+    if (bare && write && m == cfg->proxy) { /* proxy.localpush: a new local repository */
+        r->upstream_repo[0] = '\0';
+        return 0;
+    }
+    if (bare && write)
+        return berr_set(BERR_DENIED,
+                        "%s is %s/%s here (mirrors.%s): a push under this name would stand in "
+                        "for the mirrored one; push under a name the mirror does not serve "
+                        "(see its repositories patterns)",
+                        r->name, m->name, r->upstream_repo, m->name);
     char local[512];
     snprintf(local, sizeof local, "%s/%s", m->local, r->upstream_repo);
     if (strlen(local) >= sizeof r->name || !ref_name_valid(local))
@@ -619,10 +646,11 @@ static int fetch_into(fill *f)
     lease_owner(f->lease_owner, sizeof f->lease_owner, "fill", f);
     int64_t deadline = store_now() + mi->connect_ms + mi->transfer_ms;
     for (;;) {
-        if (store_blob_mount(f->st, f->repo, NULL, f->digest) == 0)
-            return store_repo_mark_mirror(f->st, f->repo); /* another berth's fill committed */
+        /* another berth's fill of this repository committed (linked here already) */
+        if (store_blob_mount(f->st, f->repo, f->repo, f->digest) == 0)
+            return store_repo_mark_mirror(f->st, f->repo);
         int lrc = store_lease_take(f->st, f->lease_key, f->lease_owner, FILL_LEASE_MS);
-        if (lrc == 0 && store_blob_mount(f->st, f->repo, NULL, f->digest) == 0) {
+        if (lrc == 0 && store_blob_mount(f->st, f->repo, f->repo, f->digest) == 0) {
             /* committed between the check and the lease */
             store_lease_drop(f->st, f->lease_key, f->lease_owner);
             return store_repo_mark_mirror(f->st, f->repo);
@@ -802,15 +830,36 @@ static void stream_free(void *cls)
     free(c);
 }
 
+/* A blob already in the store (under another name) is linked into a mirror repository, instead
+ * of fetched again, only when that repository's upstream holds it: a manifest cached from the
+ * upstream for this repository lists it (link_listed, no network), or the upstream answers a
+ * HEAD for it (link_confirmed, on a worker). Never on the strength of a digest alone: that would
+ * hand a private repository's blob to anyone who can name its digest. */
+static int link_listed(const reg_mirror_ctx *c, const char *digest)
+{
+    int rc = store_blob_link_listed(c->st, c->local, digest);
+    return rc < 0 ? rc : store_repo_mark_mirror(c->st, c->local);
+}
+
+static int link_confirmed(const reg_mirror_ctx *c, const char *digest)
+{
+    if (!store_blob_present(c->st, digest) || in_backoff(c->mirror))
+        return berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
+    upstream_resp u;
+    int rc = upstream_blob_head(c->mirror, c->upstream_repo, digest, &u);
+    bool held = rc == 0 && u.status == 200;
+    upstream_resp_free(&u);
+    if (!held) return berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
+    rc = store_blob_mount(c->st, c->local, NULL, digest);
+    return rc < 0 ? rc : store_repo_mark_mirror(c->st, c->local);
+}
+
 int reg_mirror_blob_miss(http_req *r)
 {
-    /* the same content may already be here under another name: link it instead of fetching */
-    if (store_blob_mount(r->store, r->name, NULL, r->ref) == 0) {
-        store_repo_mark_mirror(r->store, r->name);
-        return reg_blob_serve(r);
-    }
-    if (!r->on_worker) return HTTP_OFFLOAD;
     reg_mirror_ctx mc = ctx_of_req(r);
+    if (link_listed(&mc, r->ref) == 0) return reg_blob_serve(r);
+    if (!r->on_worker) return HTTP_OFFLOAD;
+    if (link_confirmed(&mc, r->ref) == 0) return reg_blob_serve(r);
     fill *f = fill_join(&mc, r->ref);
     if (!f) return berr_set(BERR_INTERNAL, "cannot start a fill");
     pthread_mutex_lock(&fill_mu);
@@ -858,8 +907,7 @@ int reg_mirror_blob_ensure(const reg_mirror_ctx *c, const char *digest, bool *fe
         store_blob_release(&b);
         return 0;
     }
-    if (store_blob_mount(c->st, c->local, NULL, digest) == 0)
-        return store_repo_mark_mirror(c->st, c->local);
+    if (link_listed(c, digest) == 0 || link_confirmed(c, digest) == 0) return 0;
     fill *f = fill_join(c, digest);
     if (!f) return berr_set(BERR_INTERNAL, "cannot start a fill");
     pthread_mutex_lock(&fill_mu);

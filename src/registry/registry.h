@@ -54,6 +54,8 @@ int reg_mirror_manifest_fetch(const reg_mirror_ctx *c, const char *ref, store_ma
 /* Makes sure a blob is in the store (fetching it whole when not); *fetched says whether it was. */
 int reg_mirror_blob_ensure(const reg_mirror_ctx *c, const char *digest, bool *fetched);
 int reg_mirror_route(http_req *r);
+/* The mirror that stands for Docker Hub (mirrors.docker.io), or NULL. */
+const config_mirror *reg_mirror_hub(const config *cfg);
 /* Whether a mirror serves an upstream repository (its `repositories` patterns). */
 bool reg_mirror_serves(const config_mirror *m, const char *upstream_repo);
 int reg_mirror_manifest_get(http_req *r);

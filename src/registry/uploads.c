@@ -5,6 +5,7 @@
  * and commits after the digest is verified, GET reports progress, DELETE cancels. The body is
  * hashed as it streams in, so committing never re-reads the file.
  */
+#include "auth/auth.h"
 #include "registry/httpparse.h"
 #include "registry/registry.h"
 #include "util/err.h"
@@ -148,7 +149,12 @@ static int post_end(http_req *r)
     up_ctx *c = r->ctx;
     int rc;
     if (c->mount) {
-        rc = store_blob_mount(r->store, r->name, http_query(r, "from"), c->mount);
+        /* a mount names its source and needs pull on it; without either it is answered exactly
+         * as a digest the registry does not have (a new session), so the answer reveals nothing */
+        const char *from = http_query(r, "from");
+        rc = from && auth_allowed(r, from, CONFIG_PULL)
+                 ? store_blob_mount(r->store, r->name, from, c->mount)
+                 : -BERR_BLOB_UNKNOWN;
         if (rc == 0) {
             rc = http_reply(r, 201, NULL, NULL, 0);
             reg_location(r, "/v2/%s/blobs/%s", r->name, c->mount);

@@ -26,6 +26,8 @@ typedef struct {
     int (*blob_commit)(store_meta *m, const char *repo, const char *digest, uint64_t size,
                        store_place_fn place, void *arg);
     int (*blob_link)(store_meta *m, const char *repo, const char *from, const char *digest);
+    /* links a stored blob into repo when a manifest of repo lists it (else BLOB_UNKNOWN) */
+    int (*blob_link_listed)(store_meta *m, const char *repo, const char *digest);
     int (*blob_unlink)(store_meta *m, const char *repo, const char *digest);
     int (*manifest_get)(store_meta *m, const char *repo, const char *ref, store_manifest *out);
     int (*manifest_put)(store_meta *m, const store_manifest_put_req *req);

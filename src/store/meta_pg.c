@@ -159,6 +159,8 @@ enum {
     Q_REF_INSERT,
     Q_TAG_UPSERT,
     Q_TAG_CHECKED,
+    Q_TAG_EXISTS,
+    Q_REF_LISTED,
     Q_REPO_EXISTS,
     Q_TAGS,
     Q_CATALOG,
@@ -252,6 +254,9 @@ static const char *const q_sql[Q__COUNT] = {
         "ON CONFLICT(repo, tag) DO UPDATE SET digest = excluded.digest, "
         "updated = excluded.updated, checked = excluded.checked",
     [Q_TAG_CHECKED] = "UPDATE tags SET checked = $3 WHERE repo = $1 AND tag = $2",
+    [Q_TAG_EXISTS] = "SELECT 1 FROM tags WHERE repo = $1 AND tag = $2",
+    [Q_REF_LISTED] = "SELECT 1 FROM manifest_refs WHERE child = $2 AND kind = 0 AND repo = $1 "
+                     "LIMIT 1",
     [Q_REPO_EXISTS] = "SELECT 1 FROM repos WHERE name = $1",
     [Q_TAGS] = "SELECT tag FROM tags WHERE repo = $1 AND tag > $2 ORDER BY tag LIMIT $3",
     [Q_CATALOG] = "SELECT name FROM repos WHERE name > $1 ORDER BY name LIMIT $2",
@@ -807,6 +812,32 @@ static int pg_blob_link(store_meta *base, const char *repo, const char *from, co
     return rc;
 }
 
+static int pg_blob_link_listed(store_meta *base, const char *repo, const char *digest)
+{
+    pg_meta *m = (pg_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    rc = begin(c);
+    if (rc == 0) {
+        params p = {0};
+        p_text(&p, repo);
+        p_text(&p, digest);
+        PGresult *r;
+        rc = run_q(c, Q_REF_LISTED, &p, false, &r, "reference lookup");
+        if (rc == 0) {
+            if (PQntuples(r) == 0)
+                rc = berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry: %s", digest);
+            PQclear(r);
+        }
+    }
+    if (rc == 0) rc = blob_find(c, NULL, digest, NULL, BERR_BLOB_UNKNOWN);
+    if (rc == 0) rc = link_blob(c, repo, digest, store_now());
+    rc = finish_tx(c, rc);
+    conn_give(m, c);
+    return rc;
+}
+
 /* Runs one write statement of (a, b) in its own locked transaction; *changes gets its count. */
 static int write2(store_meta *base, int q, const char *a, const char *b, int *changes)
 {
@@ -883,6 +914,19 @@ static int pg_manifest_put(store_meta *base, const store_manifest_put_req *q)
     int64_t now = store_now();
     rc = begin(c);
     if (rc == 0 && q->check) rc = q->check(q->check_arg);
+    for (size_t i = 0; rc == 0 && i < q->nabsent; i++) {
+        params p = {0};
+        p_text(&p, q->absent_repos[i]);
+        p_text(&p, q->absent_tags[i]);
+        PGresult *r;
+        rc = run_q(c, Q_TAG_EXISTS, &p, false, &r, "tag lookup");
+        if (rc == 0) {
+            if (PQntuples(r) > 0)
+                rc = berr_set(BERR_CONFLICT, "%s:%s already exists", q->absent_repos[i],
+                              q->absent_tags[i]);
+            PQclear(r);
+        }
+    }
     for (size_t i = 0; rc == 0 && i < q->nnew_blobs; i++) {
         rc = blob_upsert(c, q->new_blobs[i].digest, q->new_blobs[i].size, now);
         if (rc == 0) rc = link_blob(c, q->repo, q->new_blobs[i].digest, now);
@@ -1613,6 +1657,7 @@ int store_meta_pg_open(store_meta **out, const config_database *db)
         .blob_lookup = pg_blob_lookup,
         .blob_commit = pg_blob_commit,
         .blob_link = pg_blob_link,
+        .blob_link_listed = pg_blob_link_listed,
         .blob_unlink = pg_blob_unlink,
         .manifest_get = pg_manifest_get,
         .manifest_put = pg_manifest_put,

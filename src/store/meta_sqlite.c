@@ -35,6 +35,8 @@ enum {
     Q_REF_INSERT,
     Q_TAG_UPSERT,
     Q_TAG_CHECKED,
+    Q_TAG_EXISTS,
+    Q_REF_LISTED,
     Q_REPO_EXISTS,
     Q_TAGS,
     Q_CATALOG,
@@ -83,6 +85,9 @@ static const char *const q_sql[Q__COUNT] = {
         "ON CONFLICT(repo, tag) DO UPDATE SET digest = excluded.digest, "
         "updated = excluded.updated, checked = excluded.checked",
     [Q_TAG_CHECKED] = "UPDATE tags SET checked = ?3 WHERE repo = ?1 AND tag = ?2",
+    [Q_TAG_EXISTS] = "SELECT 1 FROM tags WHERE repo = ?1 AND tag = ?2",
+    [Q_REF_LISTED] = "SELECT 1 FROM manifest_refs WHERE child = ?2 AND kind = 0 AND repo = ?1 "
+                     "LIMIT 1",
     [Q_REPO_EXISTS] = "SELECT 1 FROM repos WHERE name = ?1",
     [Q_TAGS] = "SELECT tag FROM tags WHERE repo = ?1 AND tag > ?2 ORDER BY tag LIMIT ?3",
     [Q_CATALOG] = "SELECT name FROM repos WHERE name > ?1 ORDER BY name LIMIT ?2",
@@ -482,6 +487,31 @@ static int sq_blob_link(store_meta *base, const char *repo, const char *from, co
     return rc;
 }
 
+static int sq_blob_link_listed(store_meta *base, const char *repo, const char *digest)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    conn *c;
+    int rc = conn_take(m, &c);
+    if (rc < 0) return rc;
+    rc = begin(c);
+    if (rc == 0) {
+        sqlite3_stmt *s = stmt(c, Q_REF_LISTED);
+        bind_text(s, 1, repo);
+        bind_text(s, 2, digest);
+        int r = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (r == SQLITE_DONE)
+            rc = berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry: %s", digest);
+        else if (r != SQLITE_ROW)
+            rc = db_err(c->db, "reference lookup");
+    }
+    if (rc == 0) rc = blob_find(c, NULL, digest, NULL, BERR_BLOB_UNKNOWN);
+    if (rc == 0) rc = link_blob(c, repo, digest, store_now());
+    rc = finish_tx(c, rc);
+    conn_give(m, c);
+    return rc;
+}
+
 static int sq_blob_unlink(store_meta *base, const char *repo, const char *digest)
 {
     sqlite_meta *m = (sqlite_meta *)base;
@@ -544,6 +574,18 @@ static int sq_manifest_put(store_meta *base, const store_manifest_put_req *q)
     int64_t now = store_now();
     rc = begin(c);
     if (rc == 0 && q->check) rc = q->check(q->check_arg);
+    for (size_t i = 0; rc == 0 && i < q->nabsent; i++) {
+        sqlite3_stmt *s = stmt(c, Q_TAG_EXISTS);
+        bind_text(s, 1, q->absent_repos[i]);
+        bind_text(s, 2, q->absent_tags[i]);
+        int r = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (r == SQLITE_ROW)
+            rc = berr_set(BERR_CONFLICT, "%s:%s already exists", q->absent_repos[i],
+                          q->absent_tags[i]);
+        else if (r != SQLITE_DONE)
+            rc = db_err(c->db, "tag lookup");
+    }
     for (size_t i = 0; rc == 0 && i < q->nnew_blobs; i++) {
         sqlite3_stmt *s = stmt(c, Q_BLOB_UPSERT);
         bind_text(s, 1, q->new_blobs[i].digest);
@@ -1259,6 +1301,7 @@ static const store_meta_ops sqlite_ops = {
     .blob_lookup = sq_blob_lookup,
     .blob_commit = sq_blob_commit,
     .blob_link = sq_blob_link,
+    .blob_link_listed = sq_blob_link_listed,
     .blob_unlink = sq_blob_unlink,
     .manifest_get = sq_manifest_get,
     .manifest_put = sq_manifest_put,

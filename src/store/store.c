@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/random.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -355,6 +356,11 @@ int store_blob_mount(store *s, const char *repo, const char *from, const char *d
     return s->meta->ops->blob_link(s->meta, repo, from, digest);
 }
 
+int store_blob_link_listed(store *s, const char *repo, const char *digest)
+{
+    return s->meta->ops->blob_link_listed(s->meta, repo, digest);
+}
+
 int store_blob_unlink(store *s, const char *repo, const char *digest)
 {
     return s->meta->ops->blob_unlink(s->meta, repo, digest);
@@ -534,7 +540,15 @@ int store_upload_write(store_upload *u, const void *data, size_t len)
     if (qrc < 0) return qrc;
     if (u->s->fs.s3) return s3m_upload_write(u, data, len);
     if (!u->staged && len >= STAGE_SIZE) return write_through(u, data, len);
-    if (!u->stage && !(u->stage = malloc(STAGE_SIZE))) return write_through(u, data, len);
+    if (!u->stage) {
+        /* mapped, not malloc'd: glibc's heap would keep a freed 1 MiB buffer (its mmap threshold
+         * grows with every such free), so memory taken by many uploads at once was never given
+         * back; a mapping goes back to the system when the session closes */
+        void *m =
+            mmap(NULL, STAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) return write_through(u, data, len);
+        u->stage = m;
+    }
     const char *p = data;
     while (len > 0) {
         size_t n = len < STAGE_SIZE - u->staged ? len : STAGE_SIZE - u->staged;
@@ -768,7 +782,7 @@ void store_upload_close(store_upload *u)
     if (store_upload_flush(u) < 0)
         log_warn("msg=\"upload: received bytes not written at close\" err=\"%s\"", berr_msg());
     close(u->fd); /* releases the flock */
-    free(u->stage);
+    if (u->stage) munmap(u->stage, STAGE_SIZE);
     free(u);
 }
 

@@ -74,6 +74,12 @@ typedef struct {
     const char *chart_yaml;          /* the same entry as an index.yaml list item */
     const store_new_blob *new_blobs; /* recorded and linked first, in the same transaction */
     size_t nnew_blobs;
+    /* tags that must not exist (absent_repos[i], absent_tags[i]), checked in the transaction:
+     * -BERR_CONFLICT when one does (a chart version uploaded twice at once, or a chart whose
+     * download name another chart already has) */
+    const char *const *absent_repos;
+    const char *const *absent_tags;
+    size_t nabsent;
     /* set by the store itself: checked inside the transaction */
     int (*check)(void *arg);
     void *check_arg;
@@ -160,6 +166,9 @@ int store_blob_adopt(store *s, const char *repo, const char *digest, uint64_t si
 bool store_blob_present(store *s, const char *digest);
 /* Links an existing blob into repo (cross-repository mount). from may be NULL (any repo). */
 int store_blob_mount(store *s, const char *repo, const char *from, const char *digest);
+/* Links a stored blob into repo only when a manifest of repo lists it (a mirror repository's
+ * manifest, fetched from its upstream, vouches for its layers); else -BERR_BLOB_UNKNOWN. */
+int store_blob_link_listed(store *s, const char *repo, const char *digest);
 /* Removes repo's link to a blob; the file goes when gc finds it unreferenced. */
 int store_blob_unlink(store *s, const char *repo, const char *digest);
 

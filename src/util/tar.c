@@ -13,11 +13,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <linux/openat2.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define ENTRIES_MAX 100000
@@ -219,6 +221,140 @@ static bool link_inside(const char *path, const char *target, const char *top)
     return in_top && depth >= 1;
 }
 
+/* ---- links inside the archive ----
+ * A link whose target stays inside the directory when read as text can still lead out once other
+ * links are followed ("l1 -> .", "esc -> l1/l1/l1/../../.."), and a file stored below a link
+ * ("esc/PWNED") is written wherever the link leads. So an archive is refused when any entry's
+ * path, or any link's target, passes through a symbolic link of the archive: then reading the
+ * paths as text is what the file system does. Paths are kept normalised (no "." components, single
+ * slashes) and the links sorted, checked once all entries are read (order does not matter). */
+typedef struct {
+    char **v;
+    size_t n, cap;
+} pathset;
+
+static void pathset_free(pathset *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        free(p->v[i]);
+    free(p->v);
+    memset(p, 0, sizeof *p);
+}
+
+/* path without "." components, repeated or trailing slashes, into out (strlen(path) + 1 bytes);
+ * a leading slash is kept. */
+static void normalize(const char *path, char *out)
+{
+    char *o = out;
+    if (*path == '/') *o++ = '/';
+    for (const char *c = path; *c;) {
+        size_t n = strcspn(c, "/");
+        if (n > 0 && !(n == 1 && c[0] == '.')) {
+            if (o != out && o[-1] != '/') *o++ = '/';
+            memcpy(o, c, n);
+            o += n;
+        }
+        c += n;
+        while (*c == '/')
+            c++;
+    }
+    *o = '\0';
+}
+
+/* Adds path normalised; 0 or -1 (out of memory). */
+static int pathset_add(pathset *p, const char *path)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 64;
+        char **v = realloc(p->v, cap * sizeof *v);
+        if (!v) return -1;
+        p->v = v;
+        p->cap = cap;
+    }
+    char *out = malloc(strlen(path) + 1);
+    if (!out) return -1;
+    normalize(path, out);
+    p->v[p->n++] = out;
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool is_link(const pathset *links, const char *path, size_t len)
+{
+    char buf[4096];
+    if (len >= sizeof buf) return false;
+    memcpy(buf, path, len);
+    buf[len] = '\0';
+    const char *key = buf;
+    return bsearch(&key, links->v, links->n, sizeof *links->v, cmp_str) != NULL;
+}
+
+/* The first proper prefix of path (normalised) that is a link, as its length; 0 when none. */
+static size_t through_link(const pathset *links, const char *path)
+{
+    for (const char *c = path; (c = strchr(c, '/')); c++)
+        if (is_link(links, path, (size_t)(c - path))) return (size_t)(c - path);
+    return 0;
+}
+
+/* Whether target, read from link's directory, passes through a link before its last component. */
+static bool target_through_link(const pathset *links, const char *link, const char *target)
+{
+    char cur[4096];
+    const char *slash = strrchr(link, '/');
+    size_t len = slash ? (size_t)(slash - link) : 0;
+    memcpy(cur, link, len);
+    for (const char *c = target; *c;) {
+        size_t n = strcspn(c, "/");
+        const char *next = c + n;
+        while (*next == '/')
+            next++;
+        if (n == 2 && !memcmp(c, "..", 2)) {
+            char *up = memrchr(cur, '/', len);
+            len = up ? (size_t)(up - cur) : 0;
+        } else if (n > 0 && !(n == 1 && c[0] == '.')) {
+            if (len + n + 2 >= sizeof cur) return true;
+            if (len) cur[len++] = '/';
+            memcpy(cur + len, c, n);
+            len += n;
+            if (*next && is_link(links, cur, len)) return true;
+        }
+        c = next;
+    }
+    return false;
+}
+
+static int check_links(const char *what, pathset *links, const pathset *targets,
+                       const pathset *entries)
+{
+    /* links and targets are parallel: sort a copy of the link names for lookups */
+    pathset sorted = {.v = malloc((links->n ? links->n : 1) * sizeof(char *)), .n = links->n};
+    if (!sorted.v) return berr_set(BERR_INTERNAL, "out of memory");
+    memcpy(sorted.v, links->v, links->n * sizeof(char *));
+    qsort(sorted.v, sorted.n, sizeof *sorted.v, cmp_str);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < entries->n; i++) {
+        size_t at = through_link(&sorted, entries->v[i]);
+        if (at)
+            rc = berr_set(BERR_BAD_REQUEST,
+                          "%s: '%.200s' is stored below the symbolic link '%.*s' (it would be "
+                          "written wherever the link leads)",
+                          what, entries->v[i], (int)at, entries->v[i]);
+    }
+    for (size_t i = 0; rc == 0 && i < links->n; i++)
+        if (target_through_link(&sorted, links->v[i], targets->v[i]))
+            rc = berr_set(BERR_BAD_REQUEST,
+                          "%s: the symbolic link '%.200s' leads through another link of the "
+                          "archive ('%.200s')",
+                          what, links->v[i], targets->v[i]);
+    free(sorted.v);
+    return rc;
+}
+
 /* A gzip tar reader over fd (from offset 0). */
 static int open_reader(int fd, const char *what, struct archive **out)
 {
@@ -252,6 +388,7 @@ int tar_scan(int fd, tar_scan_opts *o)
     if (rc < 0) return rc;
     int64_t total = 0;
     size_t entries = 0;
+    pathset paths = {0}, links = {0}, targets = {0};
     struct archive_entry *e;
     int r = ARCHIVE_EOF;
     while (rc == 0 && (r = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
@@ -282,6 +419,10 @@ int tar_scan(int fd, tar_scan_opts *o)
                           what, path, o->top);
             break;
         }
+        if (pathset_add(&paths, path) < 0) {
+            rc = berr_set(BERR_INTERNAL, "out of memory");
+            break;
+        }
         mode_t type = archive_entry_filetype(e);
         mode_t mode = archive_entry_mode(e);
         if (o->no_special_bits && (mode & (S_ISUID | S_ISGID | S_ISVTX))) {
@@ -300,6 +441,7 @@ int tar_scan(int fd, tar_scan_opts *o)
                               o->symlinks_inside ? " leaving the directory" : "");
                 break;
             }
+            if (pathset_add(&paths, hard) < 0) rc = berr_set(BERR_INTERNAL, "out of memory");
             continue;
         }
         if (type == AE_IFLNK) {
@@ -310,6 +452,8 @@ int tar_scan(int fd, tar_scan_opts *o)
                                                  : " (links are refused)");
                 break;
             }
+            if (pathset_add(&links, path) < 0 || pathset_add(&targets, target) < 0)
+                rc = berr_set(BERR_INTERNAL, "out of memory");
             continue;
         }
         if (type != AE_IFREG && type != AE_IFDIR) {
@@ -369,6 +513,10 @@ int tar_scan(int fd, tar_scan_opts *o)
     if (rc == 0 && archive_filter_code(a, 0) != ARCHIVE_FILTER_GZIP)
         rc = berr_set(BERR_BAD_REQUEST, "%s: not gzip-compressed", what);
     if (rc == 0 && entries == 0) rc = berr_set(BERR_BAD_REQUEST, "%s: empty", what);
+    if (rc == 0 && links.n) rc = check_links(what, &links, &targets, &paths);
+    pathset_free(&paths);
+    pathset_free(&links);
+    pathset_free(&targets);
     archive_read_free(a);
     if (rc < 0) tar_scan_free(o);
     return rc;
@@ -475,36 +623,83 @@ int tar_create(const char *dir, const char *top, const char *out)
     return w.rc;
 }
 
+/* The directory that will hold path (below root), opened with openat2's RESOLVE_BENEATH: the
+ * kernel refuses any resolution that leaves root, through ".." or a symbolic link alike. *base
+ * points at path's last component. */
+static int open_parent(int root, const char *path, const char **base)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    *base = slash ? slash + 1 : path;
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+    return (int)syscall(SYS_openat2, root, dir, &how, sizeof how);
+}
+
 int tar_extract(int fd, const char *dest)
 {
     struct archive *a;
     int rc = open_reader(fd, "extract", &a);
     if (rc < 0) return rc;
+    int root = open(dest, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) {
+        archive_read_free(a);
+        return berr_set(BERR_IO, "%s: %s", dest, strerror(errno));
+    }
+    /* symbolic links are made last, so no entry is ever written through one */
+    pathset links = {0}, targets = {0};
     struct archive_entry *e;
     while (rc == 0 && archive_read_next_header(a, &e) == ARCHIVE_OK) {
-        char p[4096];
-        snprintf(p, sizeof p, "%s/%s", dest, archive_entry_pathname(e));
+        const char *raw = archive_entry_pathname(e), *base;
+        char path[4096];
+        if (!raw || strlen(raw) >= sizeof path) continue;
+        normalize(raw, path);
         mode_t type = archive_entry_filetype(e);
         mode_t perm = archive_entry_mode(e) & 0777;
-        if (type == AE_IFDIR) {
-            if (mkdir(p, perm | 0700) < 0 && errno != EEXIST)
-                rc = berr_set(BERR_IO, "%s: %s", p, strerror(errno));
-        } else if (type == AE_IFLNK) {
-            if (symlink(archive_entry_symlink(e), p) < 0)
-                rc = berr_set(BERR_IO, "%s: %s", p, strerror(errno));
-        } else if (type == AE_IFREG) {
-            int out = open(p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, perm);
-            if (out < 0) {
-                rc = berr_set(BERR_IO, "%s: %s", p, strerror(errno));
-                break;
-            }
-            char buf[65536];
-            la_ssize_t n;
-            while (rc == 0 && (n = archive_read_data(a, buf, sizeof buf)) > 0)
-                if (write(out, buf, (size_t)n) != n) rc = berr_set(BERR_IO, "%s: write", p);
-            close(out);
+        if (type == AE_IFLNK) {
+            if (pathset_add(&links, path) < 0 ||
+                pathset_add(&targets, archive_entry_symlink(e)) < 0)
+                rc = berr_set(BERR_INTERNAL, "out of memory");
+            continue;
         }
+        if (type != AE_IFDIR && type != AE_IFREG) continue;
+        int dir = open_parent(root, path, &base);
+        if (dir < 0) {
+            rc = berr_set(BERR_IO, "%s/%s: %s", dest, path, strerror(errno));
+            break;
+        }
+        if (!*base || !strcmp(base, "..")) { /* tar_scan refuses these; never made */
+            close(dir);
+            continue;
+        }
+        if (type == AE_IFDIR) {
+            if (mkdirat(dir, base, perm | 0700) < 0 && errno != EEXIST)
+                rc = berr_set(BERR_IO, "%s/%s: %s", dest, path, strerror(errno));
+        } else {
+            int out = openat(dir, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, perm);
+            if (out < 0) {
+                rc = berr_set(BERR_IO, "%s/%s: %s", dest, path, strerror(errno));
+            } else {
+                char buf[65536];
+                la_ssize_t n;
+                while (rc == 0 && (n = archive_read_data(a, buf, sizeof buf)) > 0)
+                    if (write(out, buf, (size_t)n) != n) rc = berr_set(BERR_IO, "%s: write", path);
+                close(out);
+            }
+        }
+        close(dir);
     }
+    for (size_t i = 0; rc == 0 && i < links.n; i++) {
+        const char *base;
+        int dir = open_parent(root, links.v[i], &base);
+        if (dir < 0 || symlinkat(targets.v[i], dir, base) < 0)
+            rc = berr_set(BERR_IO, "%s/%s: %s", dest, links.v[i], strerror(errno));
+        if (dir >= 0) close(dir);
+    }
+    pathset_free(&links);
+    pathset_free(&targets);
+    close(root);
     archive_read_free(a);
     return rc;
 }

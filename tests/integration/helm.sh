@@ -236,6 +236,7 @@ t_eq "berth exits cleanly (status 0, no sanitizer report)" 0 $?
 mkdir -p "$T_TMP/t1"
 cat >"$T_TMP/t1/config.yml" <<YML
 version: 0.1
+storage: {delete: {enabled: true}}
 helm: {depth: 1, oci_prefix: helm/repo}
 YML
 berth_start "$T_TMP/t1" || exit 1

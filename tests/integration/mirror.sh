@@ -240,6 +240,7 @@ log:
   level: info
 proxy:
   remoteurl: $C_URL
+  localpush: true
 mirrors:
   docker.io:
     urls: [$A_URL]
