@@ -619,21 +619,42 @@ typedef struct {
     int fd; /* the tar, or -1 for a directory */
 } serve_src;
 
+static bool same_time(struct timespec a, struct timespec b)
+{
+    return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+/* Only bytes that were verified are served: the tar is the file that was opened and hashed (a
+ * descriptor kept open since, so a file renamed over it changes nothing), and any write to it
+ * since, or to a directory bundle's blob file, changes its ctime: such a blob is refused. */
 static int serve_open(void *arg, const char *digest, int *fd, uint64_t *offset)
 {
     serve_src *s = arg;
     bblob *x = layout_find(s->b, digest);
     if (!x || x->offset < 0) return -1;
     if (!fd) return 0;
+    struct stat st;
+    bool same;
     if (s->fd >= 0) {
-        *fd = open(s->b->path, O_RDONLY | O_CLOEXEC);
+        *fd = dup(s->fd);
         *offset = (uint64_t)x->offset;
+        same = *fd >= 0 && fstat(*fd, &st) == 0 && st.st_size == s->b->st.st_size &&
+               same_time(st.st_ctim, s->b->st.st_ctim) && same_time(st.st_mtim, s->b->st.st_mtim);
     } else {
         char rel[DIGEST_STR_MAX + 16], p[4400];
         layout_blob_path(digest, rel, sizeof rel);
         snprintf(p, sizeof p, "%s/%s", s->b->path, rel);
         *fd = open(p, O_RDONLY | O_CLOEXEC);
         *offset = 0;
+        same = *fd >= 0 && fstat(*fd, &st) == 0 && (uint64_t)st.st_size == x->size &&
+               st.st_ino == x->ino && same_time(st.st_ctim, x->ctime);
+    }
+    if (*fd >= 0 && !same) {
+        log_error("msg=\"bundle changed since it was verified: blob refused (restart bundle "
+                  "serve to verify it again)\" bundle=\"%s\" digest=%s",
+                  s->b->path, digest);
+        close(*fd);
+        *fd = -1;
     }
     return *fd >= 0 ? 0 : -1;
 }

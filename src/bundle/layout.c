@@ -241,6 +241,8 @@ static bblob *dir_blob(bundle *b, const char *digest, char *buf, int *rc)
     x = add_blob(b, digest, (uint64_t)st.st_size);
     if (x) {
         x->offset = 0;
+        x->ino = st.st_ino;
+        x->ctime = st.st_ctim;
         *rc = layout_hash_blob(b, x, NULL, fd, 0, buf);
     }
     close(fd);
@@ -256,6 +258,8 @@ void layout_plan_free(plan *p)
         free(p->v[i].blobs);
     }
     free(p->v);
+    json_decref(p->walked);
+    p->walked = NULL;
 }
 
 /* Plans manifest m (its blobs: the nblobs of blobs, taken over) for repo and tag. */
@@ -302,6 +306,14 @@ static int walk(bundle *b, plan *p, const char *repo, const char *tag, const cha
     if (!m->mem)
         return berr_set(BERR_BAD_REQUEST, "%s: manifest %s is not a JSON manifest", repo, digest);
     if (depth > 8) return berr_set(BERR_BAD_REQUEST, "%s: manifests nest too deep", repo);
+    /* a manifest listed again (an index naming one child many times, at many levels) was
+     * checked and planned the first time: walking it again would make the work exponential */
+    char key[700];
+    snprintf(key, sizeof key, "%s\n%s", repo, digest);
+    if (!tag[0] && json_object_get(p->walked, key)) return 0;
+    if (!tag[0] && (!p->walked && !(p->walked = json_object())))
+        return berr_set(BERR_INTERNAL, "out of memory");
+    if (!tag[0]) json_object_set_new(p->walked, key, json_true());
     m->used = m->manifest = true;
     json_t *j = json_loads(m->mem, 0, NULL);
     if (!j) return berr_set(BERR_BAD_REQUEST, "%s: manifest %s is not JSON", repo, digest);
@@ -447,7 +459,8 @@ int layout_open(const char *path, bundle *b, plan *p, const char *default_repo, 
         rc = scan_dir(b);
     } else {
         *fdp = open(path, O_RDONLY | O_CLOEXEC);
-        if (*fdp < 0) return berr_set(BERR_BAD_REQUEST, "%s: %s", path, strerror(errno));
+        if (*fdp < 0 || fstat(*fdp, &b->st) < 0)
+            return berr_set(BERR_BAD_REQUEST, "%s: %s", path, strerror(errno));
         rc = scan_tar(b, *fdp, !in_place);
         if (rc == 0 && in_place) rc = hash_in_place(b, *fdp);
     }

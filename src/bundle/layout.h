@@ -10,6 +10,7 @@
 #include "util/tar.h"
 
 #include <jansson.h>
+#include <sys/stat.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,8 +22,11 @@ typedef struct {
     uint64_t size;
     int64_t header_pos; /* of its tar entry; data offset once known */
     int64_t offset;
-    char *mem;     /* kept when small and JSON-like (manifests) */
-    bool used;     /* referenced by the plan */
+    char *mem; /* kept when small and JSON-like (manifests) */
+    bool used; /* referenced by the plan */
+    /* a directory bundle's blob file as it was hashed (bundle serve checks it is unchanged) */
+    ino_t ino;
+    struct timespec ctime;
     bool manifest; /* a planned manifest: stored as metadata, not as a blob */
 } bblob;
 
@@ -34,6 +38,7 @@ typedef struct {
     json_t *map; /* digest -> index in v */
     json_t *index;
     bool compressed;
+    struct stat st; /* the tar as opened, before it was hashed (bundle serve checks it) */
     size_t kept;
     uint64_t bytes;
 } bundle;
@@ -52,6 +57,7 @@ typedef struct {
 typedef struct {
     step *v;
     size_t n, cap;
+    json_t *walked; /* "repo\ndigest" of manifests walked as a child: each is walked once */
 } plan;
 
 /* Reads path (a tar or a layout directory) and plans its import; *fdp is the open tar (or -1).

@@ -119,6 +119,27 @@ int helm_serve_layer(http_req *r, const char *repo, const char *digest, const ch
     return reg_blob_reply(r, &b, 200, 0, b.size, ct);
 }
 
+/* A chart file that is missing or that the caller may not pull: the same answer either way, so
+ * it tells nothing about what exists. A signed-in caller gets 404; an anonymous one 401 (sign in)
+ * unless anonymous callers could pull a chart of that file name, whose absence is then a 404. */
+static int hidden_file(http_req *r, const char *base)
+{
+    if (!r->cfg->auth.enabled || r->signed_in)
+        return berr_set(BERR_NOT_FOUND, "%.200s not found", base);
+    size_t n = strlen(base);
+    for (size_t i = 1; i + 1 < n; i++) {
+        if (base[i] != '-' || i > HELM_NAME_MAX) continue;
+        char name[HELM_NAME_MAX + 1], repo[512];
+        memcpy(name, base, i);
+        name[i] = '\0';
+        if (!helm_name_valid(name) || !helm_semver_valid(base + i + 1)) continue;
+        helm_repo_name(r->cfg, tenant_of(r), name, repo, sizeof repo);
+        if (auth_allowed(r, repo, CONFIG_PULL))
+            return berr_set(BERR_NOT_FOUND, "%.200s not found", base);
+    }
+    return berr_set(BERR_UNAUTHORIZED, "authentication required");
+}
+
 static int file_end(http_req *r)
 {
     const char *file = r->ref;
@@ -131,11 +152,11 @@ static int file_end(http_req *r)
     char repo[512], digest[DIGEST_STR_MAX];
     store_manifest m;
     int rc = helm_chart_find(r->store, r->cfg, tenant_of(r), base, repo, sizeof repo, &m);
-    if (rc < 0) return rc;
-    if ((rc = auth_require(r, repo, CONFIG_PULL)) < 0) {
+    if (rc == 0 && !auth_allowed(r, repo, CONFIG_PULL)) {
         store_manifest_free(&m);
-        return rc;
+        rc = -BERR_NOT_FOUND;
     }
+    if (rc < 0) return hidden_file(r, base);
     rc = helm_manifest_layer(&m, prov ? HELM_MT_PROV : HELM_MT_CHART, digest, NULL);
     store_manifest_free(&m);
     if (rc < 0) return berr_set(BERR_NOT_FOUND, "%s not found", file);

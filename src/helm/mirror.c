@@ -23,9 +23,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -323,6 +325,40 @@ static int fill_sink(void *arg, const char *data, size_t len)
     return store_upload_write(f->u, data, len);
 }
 
+/* A URL's origin, "scheme://host:port" in lower case with the port made explicit. */
+static void origin_of(const char *url, char *out, size_t len)
+{
+    const char *sep = strstr(url, "://");
+    if (!sep) {
+        snprintf(out, len, "%s", "");
+        return;
+    }
+    size_t scheme = (size_t)(sep - url);
+    const char *host = sep + 3;
+    size_t hl = strcspn(host, "/?#");
+    const char *at = memchr(host, '@', hl); /* userinfo is not part of the origin */
+    if (at) {
+        hl -= (size_t)(at + 1 - host);
+        host = at + 1;
+    }
+    bool has_port = hl && memchr(host, ':', hl) && host[hl - 1] != ']';
+    bool tls = scheme == 5 && !strncasecmp(url, "https", 5);
+    snprintf(out, len, "%.*s://%.*s%s", (int)scheme, url, (int)hl, host,
+             has_port ? ""
+             : tls    ? ":443"
+                      : ":80");
+    for (char *c = out; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+}
+
+static bool same_origin(const char *a, const char *b)
+{
+    char oa[600], ob[600];
+    origin_of(a, oa, sizeof oa);
+    origin_of(b, ob, sizeof ob);
+    return oa[0] && !strcmp(oa, ob);
+}
+
 /* Fetches file from the upstream, verifies and stores it. */
 static int fetch_chart(http_req *r, up_state *st, const char *file)
 {
@@ -354,7 +390,10 @@ static int fetch_chart(http_req *r, up_state *st, const char *file)
     if (rc < 0) return rc;
     fill fl = {u, 0, (uint64_t)r->cfg->helm.max_upload};
     upstream_resp resp;
-    rc = upstream_get_url(up, url, fill_sink, &fl, 0, &resp);
+    /* the index may name any host: the upstream's credentials go only to its own origin */
+    config_mirror anon = *up;
+    if (!same_origin(url, up->urls[0])) anon.username = anon.password = NULL;
+    rc = upstream_get_url(&anon, url, fill_sink, &fl, 0, &resp);
     long status = resp.status;
     upstream_resp_free(&resp);
     if (rc == 0 && status != 200)

@@ -499,6 +499,13 @@ static int client_cert_check(struct MHD_Connection *conn)
  * once (the connection then closes) instead of reading the body to discard it. */
 #define DISCARD_LIMIT (1u << 20)
 
+/* A refused sign-in or access is answered at once, whatever body follows: a caller who may not
+ * write gets no connection held open while it sends. */
+static uint64_t discard_limit(const http_req *r)
+{
+    return r->status == 401 || r->status == 403 ? 0 : DISCARD_LIMIT;
+}
+
 static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *url,
                            const char *method, const char *version, const char *upload_data,
                            size_t *upload_data_size, void **con_cls)
@@ -539,10 +546,16 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
             return MHD_YES;
         } else if (!r->failed)
             admit(r);
-        if (r->failed && body_remaining(r) > DISCARD_LIMIT) return queue(r);
+        if (r->failed && body_remaining(r) > discard_limit(r)) return queue(r);
         return MHD_YES;
     }
-    r->admitting = false; /* resumed after admission on a worker: a refused body is discarded */
+    if (r->admitting) { /* resumed after admission on a worker: the first call comes again */
+        r->admitting = false;
+        if (*upload_data_size == 0) {
+            if (r->failed && body_remaining(r) > discard_limit(r)) return queue(r);
+            return MHD_YES;
+        }
+    }
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
