@@ -158,6 +158,51 @@ t_eq "Helm delete as bob (no delete): 403" 403 "$(code_as bob -X DELETE "$U/api/
 t_eq "Helm delete as alice: 200" 200 "$(code_as alice -X DELETE "$U/api/charts/web/1.0.0")"
 t_eq "chart download as carol: 200" 200 "$(code_as carol "$U/charts/web-1.1.0.tgz")"
 
+# ---- every other route, one table: user x route x repository -> status ----
+# reads (tags, blob GET/HEAD, referrers, chart file and API) need pull on the repository; a
+# mount needs push on the target (team/*) and pull on its source (else a plain upload session,
+# 202, as for an unknown digest); refused: 401 anonymous, 403 signed in (Helm: 404, like a
+# missing chart, except an anonymous chart download, which asks for credentials: 401)
+curl -s -u alice:alice-pw -H "$PL_ACCEPT" "$U/v2/secret/app/manifests/v1" >"$T_TMP/manifest.json.secret"
+for r in team secret; do
+    eval "L_$r=$(jq -r '.layers[0].digest' "$T_TMP/manifest.json.$r")"
+    eval "M_$r=sha256:$(t_sha256 "$T_TMP/manifest.json.$r")"
+done
+declare -A route=(
+    [anonymous:tags:team]=401 [carol:tags:team]=200 [bob:tags:team]=200 [alice:tags:team]=200
+    [anonymous:tags:secret]=401 [carol:tags:secret]=403 [bob:tags:secret]=403 [alice:tags:secret]=200
+    [anonymous:blob:team]=401 [carol:blob:team]=200 [bob:blob:team]=200 [alice:blob:team]=200
+    [anonymous:blob:secret]=401 [carol:blob:secret]=403 [bob:blob:secret]=403 [alice:blob:secret]=200
+    [anonymous:bhead:team]=401 [carol:bhead:team]=200 [bob:bhead:team]=200 [alice:bhead:team]=200
+    [anonymous:bhead:secret]=401 [carol:bhead:secret]=403 [bob:bhead:secret]=403 [alice:bhead:secret]=200
+    [anonymous:referrers:team]=401 [carol:referrers:team]=200 [bob:referrers:team]=200 [alice:referrers:team]=200
+    [anonymous:referrers:secret]=401 [carol:referrers:secret]=403 [bob:referrers:secret]=403 [alice:referrers:secret]=200
+    [anonymous:mount:team]=401 [carol:mount:team]=403 [bob:mount:team]=201 [alice:mount:team]=201
+    [anonymous:mount:secret]=401 [carol:mount:secret]=403 [bob:mount:secret]=202 [alice:mount:secret]=201
+    [anonymous:chartfile:charts]=401 [carol:chartfile:charts]=200 [bob:chartfile:charts]=200 [alice:chartfile:charts]=200
+    [anonymous:chartapi:charts]=404 [carol:chartapi:charts]=200 [bob:chartapi:charts]=200 [alice:chartapi:charts]=200
+    [anonymous:catalog:-]=200 [carol:catalog:-]=200 [bob:catalog:-]=200 [alice:catalog:-]=200
+)
+bad=""
+n=0
+for key in $(printf '%s\n' "${!route[@]}" | sort); do
+    IFS=: read -r user what r <<<"$key"
+    eval "L=\${L_$r:-}; M=\${M_$r:-}"
+    n=$((n + 1))
+    case $what in
+    tags) got=$(code_as "$user" "$U/v2/$r/app/tags/list") ;;
+    blob) got=$(code_as "$user" "$U/v2/$r/app/blobs/$L") ;;
+    bhead) got=$(code_as "$user" -I "$U/v2/$r/app/blobs/$L") ;;
+    referrers) got=$(code_as "$user" "$U/v2/$r/app/referrers/$M") ;;
+    mount) got=$(code_as "$user" -X POST "$U/v2/team/m-$user-$n/blobs/uploads/?mount=$L&from=$r/app") ;;
+    chartfile) got=$(code_as "$user" "$U/charts/web-1.1.0.tgz") ;;
+    chartapi) got=$(code_as "$user" "$U/api/charts/web/1.1.0") ;;
+    catalog) got=$(code_as "$user" "$U/v2/_catalog") ;;
+    esac
+    [ "$got" = "${route[$key]}" ] || bad+=" $key=$got(want ${route[$key]})"
+done
+t_eq "route matrix: $n cells (4 users x tags, blobs, HEAD, referrers, mounts, chart files and API, catalog)" "" "$bad"
+
 # ---- mirror space: pull (and fill) allowed, push refused even where rules would allow it ----
 t_eq "mirror fill (first pull through berth) as carol: 200" 200 \
     "$(code_as carol -H "$PL_ACCEPT" "$U/v2/lib/up/manifests/v1?ns=$UPH")"
