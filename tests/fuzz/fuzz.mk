@@ -5,7 +5,7 @@
 #                                   build/fuzz/corpus/<target>/ (seeds: tests/fuzz/corpus/<target>/),
 #                                   crashes in build/fuzz/artifacts/<target>/
 #   make fuzz-<target>              one target only (ref digest range manifest config challenge
-#                                   chartyaml chart_tgz semver token margo bundle)
+#                                   chartyaml chart_tgz compose_tgz semver token margo bundle)
 #   make -k fuzz                    go on with the other targets after a crash
 #
 # tests/integration/fuzz.sh (part of `make test`) runs every target for a few seconds.

@@ -24,7 +24,6 @@
 #define MAX_UNCOMPRESSED (1 << 20)
 
 static int fd = -1;
-static uint32_t crc_table[256];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -32,61 +31,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     log_set_level(LOG_ERROR);
     fd = memfd_create("berth-fuzz-chart", 0);
     if (fd < 0) abort();
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
-        crc_table[i] = c;
-    }
     return 0;
-}
-
-static uint32_t crc32_of(const uint8_t *p, size_t n)
-{
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++)
-        c = crc_table[(c ^ p[i]) & 0xff] ^ (c >> 8);
-    return c ^ 0xffffffffu;
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16),
-    p[3] = (uint8_t)(v >> 24);
-}
-
-/* RFC 1952 gzip member holding p[0..n) in stored deflate blocks (RFC 1951 BTYPE 00). */
-static uint8_t *gzip_stored(const uint8_t *p, size_t n, size_t *outlen)
-{
-    size_t blocks = n / 65535 + 1;
-    uint8_t *out = malloc(10 + blocks * 5 + n + 8), *o = out;
-    if (!out) abort();
-    static const uint8_t hdr[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
-    memcpy(o, hdr, 10);
-    o += 10;
-    size_t off = 0;
-    do {
-        size_t k = n - off < 65535 ? n - off : 65535;
-        *o++ = off + k == n ? 1 : 0; /* BFINAL, BTYPE 00 */
-        o[0] = (uint8_t)k, o[1] = (uint8_t)(k >> 8);
-        o[2] = (uint8_t)~k, o[3] = (uint8_t)(~k >> 8);
-        o += 4;
-        memcpy(o, p + off, k);
-        o += k;
-        off += k;
-    } while (off < n);
-    put_le32(o, crc32_of(p, n));
-    put_le32(o + 4, (uint32_t)n);
-    o += 8;
-    *outlen = (size_t)(o - out);
-    return out;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     uint8_t *wrapped = NULL;
     if (size >= 4 && !memcmp(data, "TAR:", 4)) {
-        wrapped = gzip_stored(data + 4, size - 4, &size);
+        wrapped = fuzz_gzip_stored(data + 4, size - 4, &size);
         data = wrapped;
     }
     if (ftruncate(fd, 0) < 0 || pwrite(fd, data, size, 0) != (ssize_t)size) abort();
