@@ -351,7 +351,8 @@ int auth_request(http_req *r)
         memset(pass, 0, sizeof pass);
         if (!ok) {
             limits_signin_failed(r);
-            log_warn("msg=\"sign-in refused\" user=\"%.100s\"", user);
+            char logged[220];
+            log_warn("msg=\"sign-in refused\" user=\"%s\"", log_value(user, logged, sizeof logged));
             return berr_set(BERR_UNAUTHORIZED, "invalid username or password");
         }
         snprintf(r->user, sizeof r->user, "%s", user);

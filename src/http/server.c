@@ -339,9 +339,11 @@ int http_reply_error(http_req *r, int rc)
     int status = berr_http_status(code);
     const char *msg = berr_msg();
     if (!*msg) msg = berr_code_name(code);
-    if (status >= 500)
-        log_error("msg=\"request failed\" method=%s path=\"%s\" err=\"%s\"", r->method_str, r->path,
-                  msg);
+    if (status >= 500) {
+        char path[600];
+        log_error("msg=\"request failed\" method=%s path=\"%s\" err=\"%s\"", r->method_str,
+                  log_value(r->path, path, sizeof path), msg);
+    }
     char esc[1200], body[1500];
     json_escape(esc, sizeof esc, msg);
     char challenge[1200];
@@ -615,12 +617,14 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r->resp) MHD_destroy_response(r->resp);
     struct timespec end;
     clock_gettime(CLOCK_MONOTONIC, &end);
+    char path[600];
     double ms = (double)(end.tv_sec - r->start.tv_sec) * 1e3 +
                 (double)(end.tv_nsec - r->start.tv_nsec) / 1e6;
     log_msg(toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? LOG_INFO : LOG_WARN,
             "msg=request method=%s path=\"%s\" status=%d bytes_in=%llu bytes_out=%llu "
             "duration_ms=%.3f%s",
-            r->method_str, r->path ? r->path : "", r->status, (unsigned long long)r->body_bytes,
+            r->method_str, log_value(r->path ? r->path : "", path, sizeof path), r->status,
+            (unsigned long long)r->body_bytes,
             (unsigned long long)(r->method == M_HEAD ? 0 : r->resp_bytes), ms,
             toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=true");
     free(r->path);

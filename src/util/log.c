@@ -4,6 +4,7 @@
 #include "util/log.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -32,6 +33,34 @@ int log_parse_level(const char *s)
     return -1;
 }
 
+/* Copies in to out (at most cap - 1 bytes, never cutting an escape), control characters escaped
+ * and, when quotes, '"' and '\\' too; returns the length written. */
+static size_t escape(const char *in, char *out, size_t cap, bool quotes)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (const unsigned char *c = (const unsigned char *)in; *c; c++) {
+        char e[4];
+        size_t n = 0;
+        if (*c == '\n')
+            e[n++] = '\\', e[n++] = 'n';
+        else if (*c == '\r')
+            e[n++] = '\\', e[n++] = 'r';
+        else if (*c == '\t')
+            e[n++] = '\\', e[n++] = 't';
+        else if (*c < 0x20 || *c == 0x7f)
+            e[n++] = '\\', e[n++] = 'x', e[n++] = hex[*c >> 4], e[n++] = hex[*c & 15];
+        else if (quotes && (*c == '"' || *c == '\\'))
+            e[n++] = '\\', e[n++] = (char)*c;
+        else
+            e[n++] = (char)*c;
+        if (o + n + 1 > cap) break;
+        memcpy(out + o, e, n);
+        o += n;
+    }
+    return o;
+}
+
 void log_msg(log_level lvl, const char *fmt, ...)
 {
     if (lvl > log_threshold) return;
@@ -49,7 +78,16 @@ void log_msg(log_level lvl, const char *fmt, ...)
     va_end(ap);
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof line - 2) len = sizeof line - 2;
-    line[len++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, len);
+    line[len] = '\0';
+    char safe[sizeof line * 2];
+    len = escape(line, safe, sizeof safe - 1, false);
+    safe[len++] = '\n';
+    ssize_t w = write(STDERR_FILENO, safe, len);
     (void)w;
+}
+
+const char *log_value(const char *in, char *out, size_t cap)
+{
+    if (cap) out[escape(in, out, cap, true)] = '\0';
+    return out;
 }
