@@ -39,13 +39,13 @@ refused "package: no margo.yaml layer" "exactly one application/vnd.margo.app.de
 refused "package: two margo.yaml layers" "found 2" $MK package "$U" apps/bad 1.0.0 --variant two-descriptions
 refused "package: bad metadata.id" "metadata.id 'Hello_World' must match ^[a-z0-9-]{1,200}\$" \
     $MK package "$U" apps/bad 1.0.0 --variant bad-id
-refused "package: no deployment profile" "at least one deploymentProfiles entry" \
+refused "package: no deployment profile" "deploymentProfiles: at least one deployment profile is required" \
     $MK package "$U" apps/bad 1.0.0 --variant no-profiles
 refused "package: unknown profile type" "deploymentProfiles[0].type 'kubernetes' must be helm or compose" \
     $MK package "$U" apps/bad 1.0.0 --variant bad-type
 refused "package: helm component without repository" "deploymentProfiles[0].components[0].properties.repository is required" \
     $MK package "$U" apps/bad 1.0.0 --variant helm-no-repo
-refused "package: compose component without revision" "deploymentProfiles[1].components[0].properties needs repository and revision" \
+refused "package: compose component without revision" "deploymentProfiles[1].components[0].properties.revision is required (compose: SemVer 2, no leading v)" \
     $MK package "$U" apps/bad 1.0.0 --variant compose-no-revision
 refused "package: config is not the empty descriptor" "config must be the OCI empty descriptor" \
     $MK package "$U" apps/bad 1.0.0 --variant config-not-empty
@@ -55,7 +55,7 @@ refused "package: a layer that is not a margo type" "is not a margo type" \
     $MK package "$U" apps/bad 1.0.0 --variant bad-layer-type
 refused "package: wrong kind" "kind 'Deployment' must be ApplicationDescription" \
     $MK package "$U" apps/bad 1.0.0 --variant bad-kind
-refused "package: margo.yaml is not YAML" "margo description: margo.yaml: invalid YAML: did not find expected" \
+refused "package: margo.yaml is not YAML" "margo description: margo.yaml line 2 column 1: did not find expected ',' or ']' (while parsing a flow sequence at line 1: 'apiVersion: [unclosed')" \
     $MK package "$U" apps/bad 1.0.0 --variant bad-yaml
 t_eq "package: nothing of the refused pushes is tagged" '[]' \
     "$(curl -s "$U/v2/apps/bad/tags/list" | jq -c '.tags // []')"
@@ -82,6 +82,100 @@ refused "compose: a revision with a leading v" "'v1.2.3' must be a SemVer 2 revi
 refused "compose: tag differs from the revision" "tag '9.9.9' must equal the version '1.2.3'" \
     $MK compose "$U" comp/bad 1.2.3 --variant wrong-tag
 refused "compose: not gzip" "not gzip-compressed" $MK compose "$U" comp/bad 1.2.3 --variant not-gzip
+
+# ---- the specification's own examples (tests/fixtures/margo/README.md: repo, commit, path) ----
+# Each valid example is accepted and each invalid one refused, through a raw manifest PUT and
+# through `berth app push` (a package folder with margo.yaml and the resources it names).
+FX=$T_ROOT/tests/fixtures/margo
+apppush() { # apppush FILE REPO: a package folder around FILE, pushed with berth app push
+    local dir=$T_TMP/pkg-$(basename "$1" .yaml) f
+    mkdir -p "$dir"
+    cp "$1" "$dir/margo.yaml"
+    for f in $(python3 -c 'import sys, yaml
+a = (((yaml.safe_load(open(sys.argv[1])).get("metadata") or {}).get("catalog") or {}).get("application") or {})
+print(" ".join(a[k] for k in ("icon", "descriptionFile", "releaseNotes", "licenseFile") if k in a))' "$1"); do
+        mkdir -p "$(dirname "$dir/$f")"
+        echo "$f" >"$dir/$f"
+    done
+    "$BERTH" app push "$dir" "$U/$2" 2>&1
+}
+spec_version() { python3 -c 'import sys, yaml; print(str(yaml.safe_load(open(sys.argv[1]))["metadata"]["version"]).replace("+", "_"))' "$1"; }
+for f in "$FX"/valid/*.yaml; do
+    n=$(basename "$f" .yaml)
+    ok "spec example valid/$n: manifest PUT" $MK desc "$U" "spec/$n" "$(spec_version "$f")" "$f"
+    out=$(apppush "$f" "spec-cli/$n")
+    t_check "spec example valid/$n: berth app push ($out)" grep -q "^pushed .*spec-cli/$n:" <<<"$out"
+done
+while IFS='|' read -r n want; do
+    [ -n "$n" ] || continue
+    refused "spec example invalid/$n: manifest PUT" "$want" \
+        $MK desc "$U" "spec/bad" 1.0.0 "$FX/invalid/$n.yaml"
+    out=$(apppush "$FX/invalid/$n.yaml" spec-cli/bad)
+    t_check "spec example invalid/$n: berth app push refuses ($out)" grep -qF "$want" <<<"$out"
+done <<'LIST'
+src-applications-001|margo description: id 'an-incorrect-id-with-special-chars**&%' must match ^[a-z0-9-]{1,200}$
+src-applications-002|margo description: id 'an-incorrect-id-with-special-chars**&%' must match ^[a-z0-9-]{1,200}$
+data-model-001|margo description: kind 'SomethingErroneous' must be ApplicationDescription
+data-model-002|margo description: id 'too-lengthy-an-identifier-abcdefghijklmnopqrstuvwxyz
+data-model-003|margo description: deploymentProfiles[0].type 'helmchart' must be helm or compose
+LIST
+ok "a package whose resource layers have ordinary media types and org.margo.app.resource (the earlier registry page)" \
+    $MK desc "$U" spec/plain 1.0 "$FX/valid/src-applications-001.yaml" --plain-resources
+
+# ---- one rule broken at a time, on the newest valid example ----
+NEW=$FX/valid/data-model-helm_and_compose.yaml
+while IFS='|' read -r edit want; do
+    [ -n "$edit" ] || continue
+    refused "rule: $edit" "$want" $MK desc "$U" spec/broken 1.2.1 "$NEW" --edit "$edit"
+done <<'LIST'
+apiVersion!|apiVersion is required
+kind!|kind is required
+id=Digitron_Orchestrator|id 'Digitron_Orchestrator' must match ^[a-z0-9-]{1,200}$
+metadata.name!|metadata.name is required
+metadata.catalog!|metadata.catalog is required
+metadata.catalog.organization!|metadata.catalog.organization is required
+metadata.catalog.organization[0].name!|metadata.catalog.organization[0].name is required
+deploymentProfiles[0].id!|deploymentProfiles[0].id is required (type helm)
+deploymentProfiles[0].components[1].name=Digitron_Orchestrator|deploymentProfiles[0].components[1].name 'Digitron_Orchestrator' must be lower case letters, digits and dashes
+deploymentProfiles[0].components[0].name=database.services|deploymentProfiles[0].components[0].name 'database.services' must be lower case
+deploymentProfiles[0].components[0].properties.revision!|deploymentProfiles[0].components[0].properties.revision is required (helm)
+deploymentProfiles[0].components[0].properties.repository!|deploymentProfiles[0].components[0].properties.repository is required (helm)
+deploymentProfiles[0].components[0].properties.wait=sometimes|deploymentProfiles[0].components[0].properties.wait 'sometimes' must be true or false
+deploymentProfiles[0].components[0].properties.timeout=8min|deploymentProfiles[0].components[0].properties.timeout '8min' must be of the form ##m##s
+deploymentProfiles[0].requiredResources.memory=1024MB|deploymentProfiles[0].requiredResources.memory '1024MB' must match ^[0-9]+(Ki|Mi|Gi)$
+deploymentProfiles[0].requiredResources.storage=10GB|deploymentProfiles[0].requiredResources.storage '10GB' must match ^[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei)$
+deploymentProfiles[0].requiredResources.cpu.cores!|deploymentProfiles[0].requiredResources.cpu.cores is required
+deploymentProfiles[1].components[0].properties={repository: 'https://registry.example.com/compose/digitron', revision: 1.0.9}|deploymentProfiles[1].components[0].properties.repository 'https://registry.example.com/compose/digitron' must be an oci:// reference
+deploymentProfiles[1].components[0].properties={repository: 'oci://registry.example.com/compose/digitron', revision: v1.0.9}|deploymentProfiles[1].components[0].properties.revision 'v1.0.9' must be SemVer 2 without a leading v
+deploymentProfiles[1].components[0].properties={repository: 'oci://registry.example.com/compose/digitron'}|deploymentProfiles[1].components[0].properties.revision is required (compose
+deploymentProfiles[1].components[0].properties={keyLocation: 'https://example.com/key.asc'}|deploymentProfiles[1].components[0].properties.repository is required (compose
+parameters.idpName.targets!|parameters.idpName.targets is required
+parameters.idpName.targets[0].pointer!|parameters.idpName.targets[0].pointer is required
+parameters.idpName.targets[0].components!|parameters.idpName.targets[0].components is required
+parameters.idpName.targets[1].components=[digitron-orchestrator-compose]|parameters.idpName.targets[1].components[0] 'digitron-orchestrator-compose' is no component of the deployment profiles
+configuration.sections!|configuration.sections is required
+configuration.schema!|configuration.schema is required
+configuration.sections[1].settings[0].parameter=idpNames|configuration.sections[1].settings[0].parameter 'idpNames' is no parameter
+configuration.sections[0].settings[1].schema=optionalTxt|configuration.sections[0].settings[1].schema 'optionalTxt' is no entry of configuration.schema
+configuration.schema[2].name!|configuration.schema[2].name is required
+configuration.schema[3].dataType!|configuration.schema[3].dataType is required (schema 'pollRange')
+LIST
+$MK mutate "$NEW" 'x-vendor={a: 1}' 'metadata.x-tracking=yes' 'deploymentProfiles[0].components[0].properties.x-extra=1' \
+    'deploymentProfiles[0].requiredResources.cpu.architectures=[x86_64, riscv64]' >"$T_TMP/ext.yaml"
+ok "unknown and x- keys, and an open architecture list, are allowed" $MK desc "$U" spec/ext 1.2.1 "$T_TMP/ext.yaml"
+$MK mutate "$NEW" 'kind!' 'id=Bad_Id' 'metadata.catalog!' >"$T_TMP/three.yaml"
+refused "several findings are reported in one message" \
+    "kind is required (ApplicationDescription); id 'Bad_Id' must match ^[a-z0-9-]{1,200}\$; metadata.catalog is required" \
+    $MK desc "$U" spec/broken 1.2.1 "$T_TMP/three.yaml"
+printf 'apiVersion: margo.org/v1-alpha1\nkind: ApplicationDescription\nmetadata:\n  name: [Hello\n  version: 1.0.0\n' >"$T_TMP/syntax.yaml"
+refused "a YAML error names the line it is about" "margo.yaml line 5 column 10 ('  version: 1.0.0'): did not find expected ',' or ']' (while parsing a flow sequence at line 4: '  name: [Hello')" \
+    $MK desc "$U" spec/broken 1.0.0 "$T_TMP/syntax.yaml"
+refused "compose: the registry page's oras example (annotations on the manifest) is told where they belong" \
+    "org.margo.component.type and org.margo.component.version belong on the layer (layers[0].annotations), not on the manifest's annotations" \
+    $MK compose "$U" comp/bad 1.2.3 --variant manifest-annotations
+refused "compose: org.opencontainers.image.version must equal the component version" \
+    "org.opencontainers.image.version '9.9.9' must equal org.margo.component.version '1.2.3'" \
+    $MK compose "$U" comp/bad 1.2.3 --variant image-version-differs
 
 # ---- the valid ones pull byte for byte (skopeo to an OCI layout) ----
 t_check "skopeo pulls the package" skopeo copy -q --src-tls-verify=false \
