@@ -347,7 +347,9 @@ static int bundle_create(const char *out, char **refs, int nrefs, bool with_clos
                 continue;
             }
 
-            rc = create_ref(&c, it->ref, o, platforms);
+            /* the package is the REF as given (a URL keeps its registry and repository);
+             * the closure's own name for it is only the repository part */
+            rc = create_ref(&c, k == 0 ? refs[i] : it->ref, o, platforms);
         }
         closure_free(&cl);
     }
