@@ -195,8 +195,8 @@ metadata:
   version: 2.0.0+b1
   catalog:
     application:
-      icon: resources/icon.png
-      descriptionFile: resources/description.md
+      icon: ./resources/icon.png
+      descriptionFile: resources//description.md
       licenseFile: resources/license.txt
     organization:
       - name: Example
@@ -210,11 +210,16 @@ YML
 head -c 3000 /dev/urandom >"$P/resources/icon.png"
 echo "# CLI App" >"$P/resources/description.md"
 echo "MIT" >"$P/resources/license.txt"
+head -c 2000 /dev/urandom >"$P/resources/screenshot.png" # named nowhere in margo.yaml
 out=$("$BERTH" app push "$P" "$U/apps/cli" 2>&1)
 t_check "berth app push (tag = metadata.version, '+' as '_'): $out" grep -q "apps/cli:2.0.0_b1 sha256:" <<<"$out"
-t_eq "... the manifest has the margo artifactType, the empty config and 4 layers" \
-    "application/vnd.margo.app.v1+json application/vnd.oci.empty.v1+json 4 application/vnd.margo.app.icon.v1+png,application/vnd.margo.app.descriptionFile.v1+markdown,application/vnd.margo.app.licenseFile.v1+plain" \
-    "$(curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$U/v2/apps/cli/manifests/2.0.0_b1" | jq -r '"\(.artifactType) \(.config.mediaType) \(.layers | length) \([.layers[1:][].mediaType] | join(","))"')"
+curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$U/v2/apps/cli/manifests/2.0.0_b1" >"$T_TMP/cli.json"
+t_eq "... the manifest has the margo artifactType, the empty config and 5 layers" \
+    "application/vnd.margo.app.v1+json application/vnd.oci.empty.v1+json 5 application/vnd.margo.app.icon.v1+png,application/vnd.margo.app.descriptionFile.v1+markdown,application/vnd.margo.app.licenseFile.v1+plain,image/png" \
+    "$(jq -r '"\(.artifactType) \(.config.mediaType) \(.layers | length) \([.layers[1:][].mediaType] | join(","))"' "$T_TMP/cli.json")"
+t_eq "... every file of the folder, titles normalised (no ./ or //), each resource annotated" \
+    "margo.yaml=null resources/icon.png=metadata.catalog.application.icon resources/description.md=metadata.catalog.application.descriptionFile resources/license.txt=metadata.catalog.application.licenseFile resources/screenshot.png=resources/screenshot.png" \
+    "$(jq -r '[.layers[].annotations | "\(.["org.opencontainers.image.title"])=\(.["org.margo.app.resource"])"] | join(" ")' "$T_TMP/cli.json")"
 t_eq "berth app inspect prints the summary" "id: cli-app|name: CLI App|version: 2.0.0+b1|profile: compose cli-compose|  component: web oci://reg.example.com/compose/web@1.0.0" \
     "$("$BERTH" app inspect "$U/apps/cli:2.0.0_b1" | paste -sd'|')"
 "$BERTH" app pull "$U/apps/cli:2.0.0_b1" "$T_TMP/pulled" >/dev/null
