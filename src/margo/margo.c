@@ -7,21 +7,27 @@
  * application/vnd.org.margo.app.v1+json)
  *   - config is the OCI empty descriptor; exactly one margo.yaml layer
  *     (application/vnd.margo.app.description.v1+yaml); every other layer is a margo resource type
- *     (icon, descriptionFile, licenseFile, releaseNotes); every layer has a relative
+ *     (icon, descriptionFile, licenseFile, releaseNotes), or any type carrying
+ *     org.margo.app.resource (the earlier registry page); every layer has a relative
  *     org.opencontainers.image.title
- *   - margo.yaml is a valid ApplicationDescription: apiVersion, kind (ApplicationDescription or the
- *     older application), metadata.id matching ^[a-z0-9-]{1,200}$ (top-level id accepted), name,
- *     version, at least one deploymentProfile of type helm/compose (older helm.v3, docker-compose),
- *     each with components that have a name and the properties their type needs
+ *   - margo.yaml is a valid ApplicationDescription, checked as the conformance kit does
+ *     (margo_description_findings): apiVersion; kind (none with apiVersion v1); id (top level,
+ *     or metadata.id); metadata name, version, catalog, organizations with names; profiles of a
+ *     known type, with ids in the newer spellings, components named [a-z0-9-], the properties
+ *     their type needs (SUP-01 for compose), wait/timeout forms, requiredResources quantities;
+ *     parameter targets naming existing components; configuration sections, settings and schema
+ *     that refer to each other. Every finding is collected; unknown and x- keys are allowed.
  *   - every tag equals metadata.version ('+' written '_')
  * Compose Archive (application/vnd.org.margo.component.compose+json)
  *   - exactly one layer of application/vnd.org.margo.component.compose.tar+gzip, annotated
  *     org.margo.component.type: compose and org.margo.component.version: a SemVer 2 revision
+ *     (org.opencontainers.image.version, when set, the same); the annotations on the manifest
+ *     instead (the registry page's oras example) are refused saying where they belong
  *   - every tag equals the revision; the archive passes util/tar's rules (one top directory holding
  *     compose.yaml, no absolute or ".." paths, no links leaving it, no setuid/setgid/sticky bits)
  *
- * A violation is MANIFEST_INVALID with a message naming the rule and the field. margo.validation
- * chooses reject (default), warn (log and store) or off.
+ * A violation is MANIFEST_INVALID with a message naming the rule, the field and the value.
+ * margo.validation chooses reject (default), warn (log every finding and store) or off.
  */
 #include "margo/margo.h"
 #include "helm/helm.h"

@@ -124,10 +124,8 @@ ok "a package whose resource layers have ordinary media types and org.margo.app.
 
 # ---- one rule broken at a time, on the newest valid example ----
 NEW=$FX/valid/data-model-helm_and_compose.yaml
-while IFS='|' read -r edit want; do
-    [ -n "$edit" ] || continue
-    refused "rule: $edit" "$want" $MK desc "$U" spec/broken 1.2.1 "$NEW" --edit "$edit"
-done <<'LIST'
+RULES=$T_TMP/rules
+cat >"$RULES" <<'LIST'
 apiVersion!|apiVersion is required
 kind!|kind is required
 id=Digitron_Orchestrator|id 'Digitron_Orchestrator' must match ^[a-z0-9-]{1,200}$
@@ -160,6 +158,11 @@ configuration.sections[0].settings[1].schema=optionalTxt|configuration.sections[
 configuration.schema[2].name!|configuration.schema[2].name is required
 configuration.schema[3].dataType!|configuration.schema[3].dataType is required (schema 'pollRange')
 LIST
+# one python process pushes every variant (one answer line each, in order)
+cut -d'|' -f1 "$RULES" | $MK desc-each "$U" spec/broken 1.2.1 "$NEW" >"$T_TMP/answers"
+while IFS='|' read -r edit want && IFS= read -r answer <&3; do
+    refused "rule: $edit" "$want" echo "$answer"
+done <"$RULES" 3<"$T_TMP/answers"
 $MK mutate "$NEW" 'x-vendor={a: 1}' 'metadata.x-tracking=yes' 'deploymentProfiles[0].components[0].properties.x-extra=1' \
     'deploymentProfiles[0].requiredResources.cpu.architectures=[x86_64, riscv64]' >"$T_TMP/ext.yaml"
 ok "unknown and x- keys, and an open architecture list, are allowed" $MK desc "$U" spec/ext 1.2.1 "$T_TMP/ext.yaml"
@@ -258,6 +261,10 @@ printf 'version: 0.1\nmargo:\n  validation: warn\n' >"$T_TMP/w/config.yml"
 berth_start "$T_TMP/w" || { t_fail "berth starts (warn)"; t_finish; }
 ok "validation warn: a broken package is stored" $MK package "$BERTH_URL" apps/bad 1.0.0 --variant bad-id
 t_check "validation warn: ... and the violation is logged" grep -q "margo artifact stored despite a violation" "$T_TMP/w/berth.log"
+ok "validation warn: a description with several findings is stored" \
+    $MK desc "$BERTH_URL" apps/warn 1.2.1 "$NEW" --edit 'kind!' --edit 'configuration.schema[0].dataType!'
+t_check "validation warn: ... and each finding is logged" bash -c \
+    "grep -q 'finding=\"kind is required' '$T_TMP/w/berth.log' && grep -q 'finding=\"configuration.schema\[0\].dataType is required' '$T_TMP/w/berth.log'"
 berth_stop
 t_eq "berth exits cleanly" 0 $?
 t_finish
