@@ -87,38 +87,32 @@ refused "compose: not gzip" "not gzip-compressed" $MK compose "$U" comp/bad 1.2.
 # Each valid example is accepted and each invalid one refused, through a raw manifest PUT and
 # through `berth app push` (a package folder with margo.yaml and the resources it names).
 FX=$T_ROOT/tests/fixtures/margo
-apppush() { # apppush FILE REPO: a package folder around FILE, pushed with berth app push
-    local dir=$T_TMP/pkg-$(basename "$1" .yaml) f
-    mkdir -p "$dir"
-    cp "$1" "$dir/margo.yaml"
-    for f in $(python3 -c 'import sys, yaml
-a = (((yaml.safe_load(open(sys.argv[1])).get("metadata") or {}).get("catalog") or {}).get("application") or {})
-print(" ".join(a[k] for k in ("icon", "descriptionFile", "releaseNotes", "licenseFile") if k in a))' "$1"); do
-        mkdir -p "$(dirname "$dir/$f")"
-        echo "$f" >"$dir/$f"
-    done
-    "$BERTH" app push "$dir" "$U/$2" 2>&1
-}
-spec_version() { python3 -c 'import sys, yaml; print(str(yaml.safe_load(open(sys.argv[1]))["metadata"]["version"]).replace("+", "_"))' "$1"; }
-for f in "$FX"/valid/*.yaml; do
-    n=$(basename "$f" .yaml)
-    ok "spec example valid/$n: manifest PUT" $MK desc "$U" "spec/$n" "$(spec_version "$f")" "$f"
-    out=$(apppush "$f" "spec-cli/$n")
-    t_check "spec example valid/$n: berth app push ($out)" grep -q "^pushed .*spec-cli/$n:" <<<"$out"
-done
-while IFS='|' read -r n want; do
-    [ -n "$n" ] || continue
-    refused "spec example invalid/$n: manifest PUT" "$want" \
-        $MK desc "$U" "spec/bad" 1.0.0 "$FX/invalid/$n.yaml"
-    out=$(apppush "$FX/invalid/$n.yaml" spec-cli/bad)
-    t_check "spec example invalid/$n: berth app push refuses ($out)" grep -qF "$want" <<<"$out"
-done <<'LIST'
+# one python process pushes every example (one answer line each, in file order), another makes
+# a package folder for each (margo.yaml and the resources it names) for berth app push
+$MK desc-files "$U" spec "$FX"/valid/*.yaml >"$T_TMP/valid.answers"
+$MK folders "$T_TMP/pkgs/valid" "$FX"/valid/*.yaml >/dev/null
+$MK folders "$T_TMP/pkgs/invalid" "$FX"/invalid/*.yaml >/dev/null
+for f in "$FX"/valid/*.yaml; do echo "$(basename "$f" .yaml)"; done >"$T_TMP/valid.names"
+while IFS= read -r n && IFS= read -r answer <&3; do
+    ok "spec example valid/$n: manifest PUT" echo "$answer"
+    out=$("$BERTH" app push "$T_TMP/pkgs/valid/${n//_/-}" "$U/spec-cli/${n//_/-}" 2>&1)
+    t_check "spec example valid/$n: berth app push ($out)" grep -q "^pushed .*spec-cli/${n//_/-}:" <<<"$out"
+done <"$T_TMP/valid.names" 3<"$T_TMP/valid.answers"
+cat >"$T_TMP/invalid" <<'LIST'
 src-applications-001|margo description: id 'an-incorrect-id-with-special-chars**&%' must match ^[a-z0-9-]{1,200}$
 src-applications-002|margo description: id 'an-incorrect-id-with-special-chars**&%' must match ^[a-z0-9-]{1,200}$
 data-model-001|margo description: kind 'SomethingErroneous' must be ApplicationDescription
 data-model-002|margo description: id 'too-lengthy-an-identifier-abcdefghijklmnopqrstuvwxyz
 data-model-003|margo description: deploymentProfiles[0].type 'helmchart' must be helm or compose
+model-001|margo description: kind 'ApplicationSpecification' must be ApplicationDescription
+spec-001|margo description: kind 'SomethingErroneous' must be ApplicationDescription
 LIST
+cut -d'|' -f1 "$T_TMP/invalid" | sed "s|^|$FX/invalid/|; s|\$|.yaml|" | xargs $MK desc-files "$U" spec-bad >"$T_TMP/invalid.answers"
+while IFS='|' read -r n want && IFS= read -r answer <&3; do
+    refused "spec example invalid/$n: manifest PUT" "$want" echo "$answer"
+    out=$("$BERTH" app push "$T_TMP/pkgs/invalid/$n" "$U/spec-cli/bad" 2>&1)
+    t_check "spec example invalid/$n: berth app push refuses ($out)" grep -qF "$want" <<<"$out"
+done <"$T_TMP/invalid" 3<"$T_TMP/invalid.answers"
 ok "a package whose resource layers have ordinary media types and org.margo.app.resource (the earlier registry page)" \
     $MK desc "$U" spec/plain 1.0 "$FX/valid/src-applications-001.yaml" --plain-resources
 
