@@ -193,18 +193,20 @@ static void check_top(json_t *d, json_t *f)
         add(f, "kind '%.60s' must be ApplicationDescription", kv ? kv : "(not a string)");
     }
     json_t *md = json_object_get(d, "metadata");
-    /* id: top level in the newest schema and the conformance kit, metadata.id before */
-    const char *field = "id";
-    json_t *id = json_object_get(d, "id");
-    if (!id || json_is_null(id)) {
-        field = "metadata.id";
-        id = json_object_get(md, "id");
+    /* id: top level in the newest schema and the conformance kit, metadata.id before; each one
+     * given must match */
+    json_t *ids[2] = {json_object_get(d, "id"), json_object_get(md, "id")};
+    static const char *const fields[2] = {"id", "metadata.id"};
+    bool any = false;
+    for (int k = 0; k < 2; k++) {
+        if (!ids[k] || json_is_null(ids[k])) continue;
+        any = true;
+        const char *idv = json_string_value(ids[k]);
+        if (!idv || !all_of(idv, "-") || strlen(idv) > 200)
+            add(f, "%s '%.100s' must match ^[a-z0-9-]{1,200}$", fields[k],
+                idv ? idv : "(not a string)");
     }
-    const char *idv = json_string_value(id);
-    if (!id || json_is_null(id))
-        add(f, "id is required (top level; metadata.id in older revisions)");
-    else if (!idv || !all_of(idv, "-") || strlen(idv) > 200)
-        add(f, "%s '%.100s' must match ^[a-z0-9-]{1,200}$", field, idv ? idv : "(not a string)");
+    if (!any) add(f, "id is required (top level; metadata.id in older revisions)");
     if (!json_is_object(md)) {
         add(f, "metadata is required");
         return;
