@@ -1,10 +1,12 @@
 /*
  * bundle/closure: `berth app closure REF`. Reads the package's margo.yaml, resolves every
  * component of every deployment profile (helm and compose by `oci://` repository + revision;
- * Helm charts from classic HTTP repositories and legacy compose `packageLocation` URLs are read
- * and their images listed, digests being the archives' sha256), reads each component's content
- * for the images it runs (margo/images.c), and resolves every image's tag to a digest. Nothing is
- * written anywhere; what cannot be resolved is listed with the reason.
+ * Helm charts from classic HTTP repositories and older compose `packageLocation` URLs, of an
+ * archive or of a plain compose.yaml, are read and their images listed, digests being the files'
+ * sha256; through a registry or a store, a packageLocation is first looked up as the artifact a
+ * bundle carries it in, named after the URL), reads each component's content for the images it
+ * runs (margo/images.c), and resolves every image's tag to a digest. Nothing is written
+ * anywhere; what cannot be resolved is listed with the reason.
  */
 #include "bundle/bundle.h"
 #include "helm/helm.h"

@@ -593,10 +593,14 @@ static int check_package(store *s, const config *cfg, const char *repo, json_t *
                      "finding=\"%s\"",
                      repo, json_string_value(x));
     }
-    rc = json_array_size(f) ? findings_error(f) : 0;
-    json_decref(f);
+    /* the tags too, so that warn reports them along with the description's findings */
     const char *version = str(json_object_get(d, "metadata"), "version");
-    if (rc == 0) rc = check_tags("package", version, tags, ntags);
+    rc = version ? check_tags("package", version, tags, ntags) : 0;
+    if (rc < 0 && json_array_size(f) && cfg->margo_validation == MARGO_WARN)
+        log_warn("msg=\"margo package finding (margo.validation: warn)\" repo=%s finding=\"%s\"",
+                 repo, berr_msg());
+    if (json_array_size(f)) rc = findings_error(f);
+    json_decref(f);
     json_decref(d);
     return rc;
 }
