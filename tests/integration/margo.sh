@@ -122,7 +122,7 @@ RULES=$T_TMP/rules
 cat >"$RULES" <<'LIST'
 apiVersion!|apiVersion is required
 kind!|kind is required
-id=Digitron_Orchestrator|id 'Digitron_Orchestrator' must match ^[a-z0-9-]{1,200}$
+id=Digitron_Orchestrator|margo description: id 'Digitron_Orchestrator' must match ^[a-z0-9-]{1,200}$
 metadata.name!|metadata.name is required
 metadata.catalog!|metadata.catalog is required
 metadata.catalog.organization!|metadata.catalog.organization is required
