@@ -355,7 +355,11 @@ static void check_parameters(json_t *d, json_t *names, json_t *f)
     {
         json_t *targets = json_object_get(p, "targets"), *t;
         size_t i, j;
-        if (!json_is_array(targets) || json_array_size(targets) == 0) {
+        if (targets && !json_is_null(targets) && !json_is_array(targets)) {
+            add(f, "parameters.%.80s.targets must be a list of targets", pn);
+            continue;
+        }
+        if (json_array_size(targets) == 0) {
             add(f, "parameters.%.80s.targets is required (at least one target)", pn);
             continue;
         }
@@ -364,7 +368,12 @@ static void check_parameters(json_t *d, json_t *names, json_t *f)
             if (!nstr(t, "pointer"))
                 add(f, "parameters.%.80s.targets[%zu].pointer is required", pn, i);
             json_t *comps = json_object_get(t, "components"), *c;
-            if (!json_is_array(comps) || json_array_size(comps) == 0) {
+            if (comps && !json_is_null(comps) && !json_is_array(comps)) {
+                add(f, "parameters.%.80s.targets[%zu].components must be a list of component names",
+                    pn, i);
+                continue;
+            }
+            if (json_array_size(comps) == 0) {
                 add(f, "parameters.%.80s.targets[%zu].components is required", pn, i);
                 continue;
             }

@@ -144,6 +144,7 @@ deploymentProfiles[1].components[0].properties={keyLocation: 'https://example.co
 parameters.idpName.targets!|parameters.idpName.targets is required
 parameters.idpName.targets[0].pointer!|parameters.idpName.targets[0].pointer is required
 parameters.idpName.targets[0].components!|parameters.idpName.targets[0].components is required
+parameters.idpName.targets[0].components=digitron-orchestrator|parameters.idpName.targets[0].components must be a list of component names
 parameters.idpName.targets[1].components=[digitron-orchestrator-compose]|parameters.idpName.targets[1].components[0] 'digitron-orchestrator-compose' is no component of the deployment profiles
 configuration.sections!|configuration.sections is required
 configuration.schema!|configuration.schema is required
