@@ -299,6 +299,80 @@ static int carry_http_chart(creator *c, const closure_item *it, const rc_opts *o
     return rc;
 }
 
+/* A legacy compose packageLocation (an archive or a plain compose.yaml at a URL), carried as
+ * an OCI artifact named after the URL (bundle.h: closure_url_name, CLOSURE_URL_TAG), its one
+ * layer the file byte for byte. When the closure read it from such an artifact already (an
+ * imported bundle), that artifact is copied as it is. */
+static int carry_url(creator *c, const closure_item *it, const rc_opts *o)
+{
+    if (it->carried[0]) return create_ref(c, it->carried, o, NULL);
+    char name[600];
+    int rc = closure_url_name(it->ref, name, sizeof name);
+    int fd = -1;
+    char dg[DIGEST_STR_MAX];
+    if (rc == 0) rc = closure_fetch_url(o, it->ref, &fd, dg);
+    if (rc == 0 && strcmp(dg, it->digest))
+        rc = berr_set(BERR_IO, "%s changed since it was resolved (%s, now %s)", it->ref, it->digest,
+                      dg);
+    off_t size = fd >= 0 ? lseek(fd, 0, SEEK_END) : 0;
+    unsigned char magic[2] = {0};
+    bool gz = fd >= 0 && pread(fd, magic, 2, 0) == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+    char blob[DIGEST_STR_MAX + 16];
+    if (rc == 0 && !json_object_get(c->seen, dg)) {
+        layout_blob_path(dg, blob, sizeof blob);
+        rc = tar_writer_file(c->w, blob, (uint64_t)size);
+        char buf[65536];
+        for (off_t pos = 0; rc == 0 && pos < size;) {
+            ssize_t n = pread(fd, buf, sizeof buf, pos);
+            if (n <= 0) rc = berr_set(BERR_IO, "read %s", it->ref);
+            if (rc == 0) rc = tar_writer_write(c->w, buf, (size_t)n);
+            pos += n > 0 ? n : 0;
+        }
+        if (rc == 0) {
+            json_object_set_new(c->seen, dg, json_true());
+            c->bytes += (uint64_t)size;
+            c->nblobs++;
+        }
+    }
+    if (fd >= 0) close(fd);
+    static const char empty[] = "{}";
+    char ed[DIGEST_STR_MAX];
+    digest_buf(DIGEST_SHA256, empty, 2, ed);
+    if (rc == 0) rc = put_mem(c, ed, empty, 2);
+    const char *path = strstr(it->ref, "://") ? strstr(it->ref, "://") + 3 : it->ref;
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    char title[256];
+    snprintf(title, sizeof title, "%.*s", (int)strcspn(base, "?#"), base);
+    char *man = NULL;
+    if (rc == 0) {
+        json_t *m = json_pack(
+            "{s:i,s:s,s:s,s:{s:s,s:s,s:i,s:s},s:[{s:s,s:s,s:I,s:{s:s}}],s:{s:s}}", "schemaVersion",
+            2, "mediaType", "application/vnd.oci.image.manifest.v1+json", "artifactType",
+            CLOSURE_MT_URL, "config", "mediaType", "application/vnd.oci.empty.v1+json", "digest",
+            ed, "size", 2, "data", "e30=", "layers", "mediaType",
+            gz ? "application/vnd.org.margo.component.compose.tar+gzip" : "application/yaml",
+            "digest", dg, "size", (json_int_t)size, "annotations", "org.opencontainers.image.title",
+            title, "annotations", "io.berth.bundle.source", it->ref);
+        man = m ? json_dumps(m, JSON_COMPACT) : NULL;
+        json_decref(m);
+        if (!man) rc = berr_set(BERR_INTERNAL, "out of memory");
+    }
+    char md[DIGEST_STR_MAX];
+    if (rc == 0) {
+        digest_buf(DIGEST_SHA256, man, strlen(man), md);
+        rc = put_mem(c, md, man, strlen(man));
+    }
+    if (rc == 0) {
+        char ref[700];
+        snprintf(ref, sizeof ref, "%s:%s", name, CLOSURE_URL_TAG);
+        add_entry(c, "application/vnd.oci.image.manifest.v1+json", md, strlen(man), CLOSURE_MT_URL,
+                  json_pack("{s:s,s:s}", ANN_REF, ref, "io.berth.bundle.source", it->ref));
+        printf("added %s %s (from %s)\n", ref, md, it->ref);
+    }
+    free(man);
+    return rc;
+}
+
 static int bundle_create(const char *out, char **refs, int nrefs, bool with_closure,
                          const char *platforms, const rc_opts *o, bool allow_missing)
 {
@@ -342,12 +416,13 @@ static int bundle_create(const char *out, char **refs, int nrefs, bool with_clos
                 continue;
             }
             if (strstr(it->ref, "://")) { /* a legacy compose packageLocation URL */
-                fprintf(stderr, "warning: %s %s is not an OCI artifact and is not carried\n",
-                        it->kind, it->ref);
+                rc = carry_url(&c, it, o);
                 continue;
             }
 
-            rc = create_ref(&c, it->ref, o, platforms);
+            /* the package is the REF as given (a URL keeps its registry and repository);
+             * the closure's own name for it is only the repository part */
+            rc = create_ref(&c, k == 0 ? refs[i] : it->ref, o, platforms);
         }
         closure_free(&cl);
     }

@@ -24,7 +24,17 @@ typedef struct {
     json_t *platforms; /* images narrowed by --platform: [{platform, digest}], else NULL */
     char *error;       /* why it could not be resolved, else NULL */
     char created[64];  /* a chart from an HTTP repository: its index.yaml entry's time */
+    char carried[700]; /* a legacy packageLocation read from the artifact a bundle carried */
 } closure_item;
+
+/* A legacy compose packageLocation (a URL of an archive or of a compose.yaml) travels in a
+ * bundle as an OCI artifact named after the URL (closure_url_name), tagged CLOSURE_URL_TAG, with
+ * the file as its one layer: artifactType CLOSURE_MT_URL, io.berth.bundle.source = the URL. */
+#define CLOSURE_URL_TAG "url"
+#define CLOSURE_MT_URL "application/vnd.berth.bundle.url.v1"
+/* The repository name for a URL: host and path, lower case, characters a repository name cannot
+ * hold made '-' (https://Example.com:8443/a/App.tar.gz -> example.com-8443/a/app.tar.gz). */
+int closure_url_name(const char *url, char *out, size_t len);
 
 typedef struct {
     closure_item *items;

@@ -1,16 +1,19 @@
 /*
  * bundle/closure: `berth app closure REF`. Reads the package's margo.yaml, resolves every
  * component of every deployment profile (helm and compose by `oci://` repository + revision;
- * Helm charts from classic HTTP repositories and legacy compose `packageLocation` URLs are read
- * and their images listed, digests being the archives' sha256), reads each component's content
- * for the images it runs (margo/images.c), and resolves every image's tag to a digest. Nothing is
- * written anywhere; what cannot be resolved is listed with the reason.
+ * Helm charts from classic HTTP repositories and older compose `packageLocation` URLs, of an
+ * archive or of a plain compose.yaml, are read and their images listed, digests being the files'
+ * sha256; through a registry or a store, a packageLocation is first looked up as the artifact a
+ * bundle carries it in, named after the URL), reads each component's content for the images it
+ * runs (margo/images.c), and resolves every image's tag to a digest. Nothing is written
+ * anywhere; what cannot be resolved is listed with the reason.
  */
 #include "bundle/bundle.h"
 #include "helm/helm.h"
 #include "margo/images.h"
 #include "margo/margo.h"
 #include "util/err.h"
+#include "util/ref.h"
 #include "util/tar.h"
 
 #include <errno.h>
@@ -175,8 +178,10 @@ static int fetch_layer(closure_item *it, const rc_opts *o, json_t *m, const char
     return rc;
 }
 
-static void add_images(closure *c, img_list *found, img_list *unresolved, const char *from)
+static void add_images(closure *c, img_list *found, img_list *unresolved, const char *from_ref)
 {
+    char from[700]; /* from_ref may live in c->items, which add_item moves */
+    snprintf(from, sizeof from, "%s", from_ref);
     for (size_t i = 0; i < found->n; i++) {
         bool seen = false;
         for (size_t j = 0; j < c->n && !seen; j++)
@@ -189,9 +194,27 @@ static void add_images(closure *c, img_list *found, img_list *unresolved, const 
     }
 }
 
-/* Images of a compose archive in fd (checked as berth checks it at push). */
+/* Images of a compose archive in fd (checked as berth checks it at push), or of a plain
+ * compose.yaml (an older packageLocation may name one: "a direct path to the compose.yaml or
+ * compose.yaml file archived in tar.gz"). */
 static void compose_images(closure *c, closure_item *it, int fd)
 {
+    unsigned char magic[2] = {0};
+    off_t size = lseek(fd, 0, SEEK_END);
+    if (pread(fd, magic, 2, 0) == 2 && !(magic[0] == 0x1f && magic[1] == 0x8b)) {
+        img_list found = {0}, unres = {0};
+        char *text = size > 0 && size <= (4 << 20) ? malloc((size_t)size) : NULL;
+        if (!text || pread(fd, text, (size_t)size, 0) != size)
+            item_fail(it, "%s", "neither a gzip archive nor a compose.yaml of at most 4 MiB");
+        else if (images_from_compose(text, (size_t)size, &found, &unres) < 0)
+            item_fail(it, "%s", berr_msg());
+        else
+            add_images(c, &found, &unres, it->ref);
+        free(text);
+        img_list_free(&found);
+        img_list_free(&unres);
+        return;
+    }
     tar_scan_opts so = {.what = "compose archive",
                         .max_uncompressed = (int64_t)1 << 30,
                         .symlinks_inside = true,
@@ -320,6 +343,72 @@ static void http_chart(closure *c, const rc_opts *o, const char *repo, const cha
     close(fd);
 }
 
+int closure_url_name(const char *url, char *out, size_t len)
+{
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    size_t n = 0, end = strcspn(p, "?#");
+    bool sep = true; /* at the start of a component, or after a separator */
+    for (size_t i = 0; i < end && n + 2 < len; i++) {
+        char ch = p[i];
+        if (ch >= 'A' && ch <= 'Z') ch = (char)(ch - 'A' + 'a');
+        if (ch == '/') {
+            while (n && (out[n - 1] == '-' || out[n - 1] == '.' || out[n - 1] == '_'))
+                n--;
+            if (n && out[n - 1] != '/') out[n++] = '/';
+            sep = true;
+            continue;
+        }
+        bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
+        if (!alnum && ch != '.' && ch != '_' && ch != '-') ch = '-';
+        if (!alnum && sep) continue; /* no separator at a component's start or doubled */
+        out[n++] = ch;
+        sep = !alnum;
+    }
+    while (n && (out[n - 1] == '-' || out[n - 1] == '.' || out[n - 1] == '_' || out[n - 1] == '/'))
+        n--;
+    out[n] = '\0';
+    return n && ref_name_valid(out) ? 0 : berr_set(BERR_CONFIG, "%s: no repository name", url);
+}
+
+/* A legacy packageLocation carried by a bundle (bundle.c): when reading through a registry or a
+ * store, the artifact named after the URL, else the URL itself. */
+static void legacy_compose(closure *c, const rc_opts *o, const char *loc)
+{
+    closure_item *it = add_item(c, "compose", loc);
+    int fd = -1;
+    char dg[DIGEST_STR_MAX], name[600];
+    if (!it) return;
+    size_t idx = (size_t)(it - c->items);
+    if ((o->via || o->st) && closure_url_name(loc, name, sizeof name) == 0) {
+        closure_item probe = {0};
+        snprintf(probe.ref, sizeof probe.ref, "%s:%s", name, CLOSURE_URL_TAG);
+        json_t *m = NULL, *layer = NULL;
+        if (resolve(&probe, o, NULL, &m) == 0)
+            layer = json_array_get(json_object_get(m, "layers"), 0);
+        const char *mt = json_string_value(json_object_get(layer, "mediaType"));
+        if (mt && fetch_layer(&probe, o, m, mt, &fd) == 0) {
+            const char *ld = json_string_value(json_object_get(layer, "digest"));
+            snprintf(c->items[idx].digest, sizeof c->items[idx].digest, "%s", ld ? ld : "");
+            snprintf(c->items[idx].carried, sizeof c->items[idx].carried, "%s", probe.ref);
+        }
+        json_decref(m);
+        free(probe.error);
+        free(probe.media_type);
+        json_decref(probe.platforms);
+        berr_clear();
+    }
+    if (fd < 0) {
+        if (closure_fetch_url(o, loc, &fd, dg) < 0) {
+            item_fail(&c->items[idx], "%s", berr_msg());
+            return;
+        }
+        snprintf(c->items[idx].digest, sizeof c->items[idx].digest, "%s", dg);
+    }
+    compose_images(c, &c->items[idx], fd);
+    close(fd);
+}
+
 static void component(closure *c, const rc_opts *o, const char *ptype, json_t *comp)
 {
     json_t *pr = json_object_get(comp, "properties");
@@ -330,18 +419,8 @@ static void component(closure *c, const rc_opts *o, const char *ptype, json_t *c
     bool helm = !strcmp(ptype, "helm") || !strcmp(ptype, "helm.v3");
     bool compose = !strcmp(ptype, "compose") || !strcmp(ptype, "docker-compose");
     if (!helm && !compose) return;
-    if (compose && !repo && loc) { /* legacy: a URL of the archive */
-        closure_item *it = add_item(c, "compose", loc);
-        int fd;
-        char dg[DIGEST_STR_MAX];
-        if (!it) return;
-        if (closure_fetch_url(o, loc, &fd, dg) < 0) {
-            item_fail(it, "%s", berr_msg());
-            return;
-        }
-        snprintf(it->digest, sizeof it->digest, "%s", dg);
-        compose_images(c, it, fd);
-        close(fd);
+    if (compose && !repo && loc) { /* legacy: a URL of the archive or the compose.yaml */
+        legacy_compose(c, o, loc);
         return;
     }
     if (!repo || !rev) {

@@ -16,10 +16,12 @@
 #include "util/file.h"
 #include "util/tar.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -46,16 +48,124 @@ static int put_manifest(rc_ref *r, const char *man)
     return rc;
 }
 
-/* application/vnd.margo.app.<kind>.v1+<format>, the format from the file's extension. */
-static void resource_type(const char *kind, const char *path, char *out, size_t len)
+/* A file's format from its extension: the margo suffix (png, jpeg, markdown, plain, pdf, ...)
+ * and the ordinary media type. */
+static void file_format(const char *path, const char **suffix, const char **ordinary)
 {
-    const char *dot = strrchr(path, '.');
-    const char *ext = dot && !strchr(dot, '/') ? dot + 1 : "octet-stream";
-    static const char *const map[][2] = {
-        {"jpg", "jpeg"}, {"md", "markdown"}, {"txt", "plain"}, {"svg", "svg+xml"}, {"htm", "html"}};
+    static const char *const map[][3] = {{"png", "png", "image/png"},
+                                         {"jpg", "jpeg", "image/jpeg"},
+                                         {"jpeg", "jpeg", "image/jpeg"},
+                                         {"svg", "svg+xml", "image/svg+xml"},
+                                         {"gif", "gif", "image/gif"},
+                                         {"md", "markdown", "text/markdown"},
+                                         {"markdown", "markdown", "text/markdown"},
+                                         {"txt", "plain", "text/plain"},
+                                         {"htm", "html", "text/html"},
+                                         {"html", "html", "text/html"},
+                                         {"pdf", "pdf", "application/pdf"},
+                                         {"yaml", "yaml", "application/yaml"},
+                                         {"yml", "yaml", "application/yaml"},
+                                         {"json", "json", "application/json"}};
+    const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
+    const char *ext = dot && (!slash || dot > slash) ? dot + 1 : "";
+    *suffix = *ext ? ext : "octet-stream";
+    *ordinary = "application/octet-stream";
     for (size_t i = 0; i < sizeof map / sizeof *map; i++)
-        if (!strcasecmp(ext, map[i][0])) ext = map[i][1];
-    snprintf(out, len, "application/vnd.margo.app.%s.v1+%s", kind, ext);
+        if (!strcasecmp(ext, map[i][0])) {
+            *suffix = map[i][1];
+            *ordinary = map[i][2];
+        }
+}
+
+/* A path inside the package as a title: "./resources//icon.png" -> "resources/icon.png". -1
+ * when it leaves the package (absolute, or a ".." component). */
+static int normalize_title(const char *rel, char *out, size_t len)
+{
+    size_t n = 0;
+    const char *p = rel;
+    if (*p == '/') return -1;
+    while (*p) {
+        size_t seg = strcspn(p, "/");
+        if (seg == 2 && !strncmp(p, "..", 2)) return -1;
+        if (seg > 0 && !(seg == 1 && *p == '.')) {
+            if (n + seg + 2 > len) return -1;
+            if (n) out[n++] = '/';
+            memcpy(out + n, p, seg);
+            n += seg;
+        }
+        p += seg;
+        while (*p == '/')
+            p++;
+    }
+    out[n] = '\0';
+    return n ? 0 : -1;
+}
+
+/* Pushes the file dir/title as a layer of layers. */
+static int push_file(rc_ref *r, const char *dir, const char *title, const char *mt,
+                     const char *resource, json_t *layers)
+{
+    char p[4096], dg[DIGEST_STR_MAX];
+    snprintf(p, sizeof p, "%s/%s", dir, title);
+    size_t len;
+    char *data = file_read_all(p, &len);
+    if (!data)
+        return berr_set(BERR_IO, "%s%s%s: %s", p, resource ? " (" : "", resource ? resource : "",
+                        strerror(errno));
+    int rc = rc_push_blob_mem(r, data, len, dg);
+    free(data);
+    if (rc < 0) return rc;
+    json_t *l = json_pack("{s:s,s:s,s:I,s:{s:s}}", "mediaType", mt, "digest", dg, "size",
+                          (json_int_t)len, "annotations", "org.opencontainers.image.title", title);
+    if (resource)
+        json_object_set_new(json_object_get(l, "annotations"), "org.margo.app.resource",
+                            json_string(resource));
+    json_array_append_new(layers, l);
+    return 0;
+}
+
+static bool has_title(json_t *layers, const char *title)
+{
+    size_t i;
+    json_t *l;
+    json_array_foreach(layers, i, l)
+    {
+        const char *t = json_string_value(
+            json_object_get(json_object_get(l, "annotations"), "org.opencontainers.image.title"));
+        if (t && !strcmp(t, title)) return true;
+    }
+    return false;
+}
+
+/* Every other regular file of the package folder (the registry page: each part of the package
+ * is a layer), sorted, hidden ones skipped: ordinary media type, org.margo.app.resource = its
+ * path. */
+static int push_rest(rc_ref *r, const char *dir, const char *sub, json_t *layers, int depth)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s%s%s", dir, *sub ? "/" : "", sub);
+    struct dirent **ents;
+    int n = scandir(p, &ents, NULL, alphasort), rc = 0;
+    if (n < 0) return berr_set(BERR_IO, "%s: %s", p, strerror(errno));
+    for (int i = 0; i < n; i++) {
+        const char *name = ents[i]->d_name;
+        char rel[2048], full[4096];
+        struct stat st;
+        snprintf(rel, sizeof rel, "%s%s%s", sub, *sub ? "/" : "", name);
+        snprintf(full, sizeof full, "%s/%s", dir, rel);
+        if (rc < 0 || name[0] == '.' || lstat(full, &st) < 0) continue;
+        if (S_ISDIR(st.st_mode) && depth < 8)
+            rc = push_rest(r, dir, rel, layers, depth + 1);
+        else if (S_ISREG(st.st_mode) && !has_title(layers, rel)) {
+            const char *suffix, *ordinary;
+            file_format(rel, &suffix, &ordinary);
+            rc = push_file(r, dir, rel, ordinary, rel, layers);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        free(ents[i]);
+    free(ents);
+    return rc;
 }
 
 static int app_push(const char *dir, const char *refs, const char *user)
@@ -70,7 +180,7 @@ static int app_push(const char *dir, const char *refs, const char *user)
     if (!desc) return berr_set(BERR_IO, "%s: %s", p, strerror(errno));
     json_t *d = NULL;
     const char *version = NULL;
-    rc = helm_yaml_to_json(desc, dlen, "margo.yaml", &d);
+    rc = margo_yaml(desc, dlen, &d);
     if (rc == 0) rc = margo_check_description(d, &version);
     if (rc == 0 && !r.ref[0]) {
         snprintf(r.ref, sizeof r.ref, "%s", version);
@@ -86,36 +196,30 @@ static int app_push(const char *dir, const char *refs, const char *user)
                                         "application/vnd.margo.app.description.v1+yaml", "digest",
                                         dg, "size", (json_int_t)dlen, "annotations",
                                         "org.opencontainers.image.title", "margo.yaml"));
+    /* the resources margo.yaml names, with their margo media types */
     static const char *const kinds[] = {"icon", "descriptionFile", "releaseNotes", "licenseFile"};
     json_t *app =
         json_object_get(json_object_get(json_object_get(d, "metadata"), "catalog"), "application");
     for (size_t i = 0; rc == 0 && i < sizeof kinds / sizeof *kinds; i++) {
         const char *rel = json_string_value(json_object_get(app, kinds[i]));
+        char title[1024], mt[160], res[96];
         if (!rel) continue;
-        if (rel[0] == '/' || strstr(rel, "..")) {
-            rc = berr_set(BERR_CONFIG, "margo.yaml: %s '%s' must be a path inside the package",
+        if (normalize_title(rel, title, sizeof title) < 0) {
+            rc = berr_set(BERR_CONFIG,
+                          "margo.yaml: metadata.catalog.application.%s '%s' must be a path "
+                          "inside the package",
                           kinds[i], rel);
             break;
         }
-        snprintf(p, sizeof p, "%s/%s", dir, rel);
-        size_t len;
-        char *data = file_read_all(p, &len);
-        if (!data) {
-            rc = berr_set(BERR_IO, "%s (metadata.catalog.application.%s): %s", p, kinds[i],
-                          strerror(errno));
-            break;
-        }
-        rc = rc_push_blob_mem(&r, data, len, dg);
-        free(data);
-        char mt[160], res[96];
-        resource_type(kinds[i], rel, mt, sizeof mt);
+        if (has_title(layers, title)) continue;
+        const char *suffix, *ordinary;
+        file_format(title, &suffix, &ordinary);
+        snprintf(mt, sizeof mt, "application/vnd.margo.app.%s.v1+%s", kinds[i], suffix);
         snprintf(res, sizeof res, "metadata.catalog.application.%s", kinds[i]);
-        if (rc == 0)
-            json_array_append_new(layers, json_pack("{s:s,s:s,s:I,s:{s:s,s:s}}", "mediaType", mt,
-                                                    "digest", dg, "size", (json_int_t)len,
-                                                    "annotations", "org.opencontainers.image.title",
-                                                    rel, "org.margo.app.resource", res));
+        rc = push_file(&r, dir, title, mt, res, layers);
     }
+    /* and every other file of the folder */
+    if (rc == 0) rc = push_rest(&r, dir, "", layers, 0);
     if (rc == 0) rc = rc_push_blob_mem(&r, "{}", 2, dg);
     char *man = NULL;
     if (rc == 0) {
@@ -231,7 +335,7 @@ static int app_inspect(const char *refs, const char *user)
     json_t *d = NULL;
     if (!digest) rc = berr_set(BERR_IO, "no margo.yaml layer");
     if (rc == 0) rc = rc_get_blob_mem(&r, digest, 16 << 20, &text, &len);
-    if (rc == 0) rc = helm_yaml_to_json(text, len, "margo.yaml", &d);
+    if (rc == 0) rc = margo_yaml(text, len, &d);
     if (rc == 0) {
         json_t *md = json_object_get(d, "metadata");
         const char *id = json_string_value(json_object_get(md, "id"));

@@ -22,7 +22,13 @@ int margo_check_manifest(store *s, const config *cfg, const char *repo, const ch
 int margo_cli(int argc, char **argv);
 /* `berth compose push|pull` (cli.c); argv after "compose". */
 int margo_compose_cli(int argc, char **argv);
-/* Checks a parsed margo.yaml; sets *version to metadata.version (pointing into d). */
+/* Checks a parsed margo.yaml; sets *version to metadata.version (pointing into d). The error
+ * (MANIFEST_INVALID) lists the findings, each naming the field and the value. */
 int margo_check_description(json_t *d, const char **version);
+/* Every finding of a parsed margo.yaml, a new JSON array of strings (empty when valid). */
+json_t *margo_description_findings(json_t *d);
+/* margo.yaml text to JSON; a syntax error names the line, its text and what was expected
+ * (-BERR_BAD_REQUEST). */
+int margo_yaml(const char *text, size_t len, json_t **out);
 
 #endif

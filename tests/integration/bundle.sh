@@ -271,6 +271,61 @@ t_eq "... the same artifacts and blobs as b.tar" "$(sort "$W/b.ls")" "$(sort "$W
 t_check "app closure -c refuses a URL reference" bash -c \
     "! '$BERTH' app closure -c '$T_TMP/a/config.yml' '$A/registry.example.com/apps/hello:1.0.0' 2>/dev/null"
 
+# ---- 4b. the specification's helm + compose example, its package given by URL -------------
+# (data-model/.../ApplicationDescription-helm_and_compose.yaml with its components pointed at
+# this test's chart and compose archive). The package lives in docker-registry U, the components
+# and images are read through A: the bundle keeps the package's own name, and an empty berth E
+# that imports it resolves the whole application offline.
+SPEC=$W/spec
+mkdir -p "$SPEC/resources" "$W/files/digitron"
+# an older compose component whose packageLocation is a plain compose.yaml on a web server
+printf 'services:\n  tool:\n    image: docker.io/library/busybox:1.36\n' >"$W/files/digitron/compose.yaml"
+FP=$(t_port)
+FH=127.0.0.1:$FP
+(cd "$W/files" && exec python3 -m http.server --bind 127.0.0.1 "$FP") >"$W/files.log" 2>&1 &
+FPID=$!
+T_PIDS+=("$FPID")
+t_wait_http "http://$FH/" || t_fail "web server for the compose.yaml starts"
+python3 "$T_ROOT/tests/fixtures/mkmargo.py" mutate "$T_ROOT/tests/fixtures/margo/valid/data-model-helm_and_compose.yaml" \
+    'deploymentProfiles[0].components[0].properties.repository=oci://registry.example.com/charts/hello' \
+    'deploymentProfiles[0].components[0].properties.revision=1.2.3' \
+    'deploymentProfiles[0].components[1].properties.repository=oci://registry.example.com/charts/hello' \
+    'deploymentProfiles[0].components[1].properties.revision=1.2.3' \
+    'deploymentProfiles[1].components[0].properties={repository: "oci://registry.example.com/compose/hello", revision: 1.2.3}' \
+    "deploymentProfiles[2]={type: compose, id: digitron-legacy, components: [{name: digitron-legacy, properties: {packageLocation: 'http://$FH/digitron/compose.yaml'}}]}" \
+    >"$SPEC/margo.yaml"
+for f in ndo-logo.png description.md release-notes.md license.pdf; do echo "$f" >"$SPEC/resources/$f"; done
+run "fixture: berth app push of the specification's helm + compose example to U (acme/digitron:1.2.1)" \
+    "$BERTH" app push "$SPEC" "http://$UH/acme/digitron"
+D_SPEC=$(mdigest "$U" acme/digitron 1.2.1)
+run "bundle create --closure --registry A http://U/acme/digitron:1.2.1 (the package elsewhere than --registry)" \
+    "$BERTH" bundle create --closure --registry "$A" -o "$W/spec.tar" "http://$UH/acme/digitron:1.2.1"
+t_eq "... the bundle names the package as given (acme/digitron:1.2.1), not docker.io/..." \
+    "acme/digitron:1.2.1 $D_SPEC" "$($APP bundle-ls "$W/spec.tar" 2>&1 | awk '$1 ~ /acme\/digitron/ {print $1, $2}')"
+t_eq "... and carries the plain compose.yaml, named after its URL" "127.0.0.1-$FP/digitron/compose.yaml:url" \
+    "$($APP bundle-ls "$W/spec.tar" 2>&1 | awk '$1 ~ /compose.yaml:url$/ {print $1}')"
+kill "$FPID" && wait "$FPID" 2>/dev/null # offline from here on
+berth_start "$T_TMP/e" || t_fail "berth E starts"
+E=$BERTH_URL
+run "bundle import spec.tar --to E (empty, no mirrors)" "$BERTH" bundle import "$W/spec.tar" --to "$E"
+t_eq "E holds the package under its own name" "$D_SPEC" "$(mdigest "$E" acme/digitron 1.2.1)"
+t_eq "app inspect on E's copy" "id: com-northstartida-digitron-orchestrator|version: 1.2.1|profile: helm com-northstartida-digitron-orchestrator-helm-a|profile: compose com-northstartida-digitron-orchestrator-compose-a|profile: compose digitron-legacy" \
+    "$("$BERTH" app inspect "$E/acme/digitron:1.2.1" 2>&1 | grep -E '^(id|version|profile):' | paste -sd'|')"
+"$BERTH" app closure --registry "$E" "$E/acme/digitron:1.2.1" >"$W/cl.e" 2>&1
+rc_eq "app closure on E's copy resolves everything offline (exit 0)" 0 $? "$W/cl.e"
+t_eq "... the package, the chart, the compose archive, the carried compose.yaml and the 4 images, with the digests upstream has" "$(sort <<EOF2
+chart registry.example.com/charts/hello:1.2.3 $D_CHART
+compose http://$FH/digitron/compose.yaml sha256:$(t_sha256 "$W/files/digitron/compose.yaml")
+compose registry.example.com/compose/hello:1.2.3 $D_COMPOSE
+image docker.io/library/app:1.0 $D_APP
+image docker.io/library/busybox:1.36 $D_BUSY
+image ghcr.io/org/web:2.0 $D_WEB
+image registry.k8s.io/pause:3.9 $D_PAUSE
+package acme/digitron:1.2.1 $D_SPEC
+EOF2
+)" "$(awk '{print $1, $2, $3}' "$W/cl.e" | sort -u)"
+berth_stop
+
 # ---- 5. berth bundle import --to a fresh berth B (no mirrors) ------------------------------
 berth_start "$T_TMP/b" || { t_fail "berth B starts"; t_finish; }
 B=$BERTH_URL
