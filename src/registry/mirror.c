@@ -75,6 +75,16 @@ static void route_ns_local(http_req *r, const char *ns)
         snprintf(r->name, sizeof r->name, "%s", local);
 }
 
+/* A name whose first component is a registry host ("registry.example.com/app", "host:5000/x",
+ * "localhost/x"): Docker reads it so, and Docker Hub has no such namespace. */
+static bool hostlike(const char *name)
+{
+    size_t n = strcspn(name, "/");
+    if (!name[n]) return false; /* one component: library/<name> */
+    return memchr(name, '.', n) || memchr(name, ':', n) ||
+           (n == 9 && !strncmp(name, "localhost", 9));
+}
+
 const config_mirror *reg_mirror_hub(const config *cfg)
 {
     for (size_t i = 0; i < cfg->nmirrors; i++)
@@ -100,6 +110,7 @@ int reg_mirror_route(http_req *r)
      * clients ask) that is no local repository goes to the default upstream: proxy.remoteurl,
      * else the mirror that stands for Docker Hub */
     const config_mirror *dflt = cfg->proxy ? cfg->proxy : reg_mirror_hub(cfg);
+    if (!cfg->proxy && hostlike(r->name)) dflt = NULL; /* never a Docker Hub name */
     bool bare = !m && dflt;
     if (bare && write && cfg->proxy && !cfg->proxy_localpush)
         return berr_set(BERR_UNSUPPORTED,

@@ -52,6 +52,17 @@ t_eq "5. ... and is served from the local repository" 200 \
     "$(code -H "Accept: $MT_OCI" "$U/v2/site/app/manifests/v1")"
 berth_stop
 
+# an unrestricted Docker Hub mirror: names whose first component is a host are never Docker Hub's
+mkdir -p "$T_TMP/b"
+printf 'version: 0.1\nmirrors:\n  docker.io:\n    urls: [%s]\n' "$REG_URL" >"$T_TMP/b/config.yml"
+berth_start "$T_TMP/b" || { t_fail "berth starts (unrestricted docker.io mirror)"; t_finish; }
+t_eq "5. unrestricted mirror: a push to team/app is refused (403)" 403 \
+    "$(code -X POST "$BERTH_URL/v2/team/app/blobs/uploads/")"
+t_eq "5. ... a push to registry.example.com/apps/app (a host name first) is not (202)" 202 \
+    "$(code -X POST "$BERTH_URL/v2/registry.example.com/apps/app/blobs/uploads/")"
+t_eq "5. ... nor to localhost/app (202)" 202 "$(code -X POST "$BERTH_URL/v2/localhost/app/blobs/uploads/")"
+berth_stop
+
 # ---- proxy.remoteurl (registry:2's proxy mode) ------------------------------------------------
 mkdir -p "$T_TMP/p"
 cat >"$T_TMP/p/config.yml" <<YML
