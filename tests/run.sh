@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Runs every berth test: C unit tests (under ASan/UBSan), then each integration script against
-# build/berth, then the API suite again against the ASan/UBSan build. Prints per-test lines and,
-# last, the total as "N passed, N failed". Exits non-zero when anything failed.
+# build/berth, and the API, mirror, Helm, auth, margo and bundle suites again against the
+# ASan/UBSan build. Prints each script's lines as it finishes and, last, the total as
+# "N passed, N failed". Exits non-zero when anything failed.
+#
+# The scripts share nothing (each starts its own berth, upstreams, PostgreSQL or Ceph on free
+# ports in a directory of its own), so they run TEST_JOBS at a time (default: the number of
+# cores), the longest first. TESTS=REGEX runs only the scripts whose path matches (and "asan"
+# selects the sanitizer runs); one script alone: bash tests/integration/NAME.sh.
 cd "$(dirname "$0")/.." || exit 2
 pass=0
 fail=0
-log=$(mktemp)
-tally() { # tally LOGFILE: adds the script's "N passed, N failed" line, or one failure if missing
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+tally() { # tally LOGFILE NAME: adds the script's "N passed, N failed" line, or one failure if missing
     local line
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$1" | tail -1)
     if [ -n "$line" ]; then
@@ -19,33 +26,55 @@ tally() { # tally LOGFILE: adds the script's "N passed, N failed" line, or one f
 }
 for t in build/unit/*; do
     [ -x "$t" ] || continue
-    "$t" >"$log" 2>&1
-    cat "$log"
-    tally "$log" "$t"
+    "$t" >"$out/unit.log" 2>&1
+    cat "$out/unit.log"
+    tally "$out/unit.log" "$t"
 done
+
+# jobs: "NAME|ENV|SCRIPT", the slowest first so the lanes finish together
+jobs=()
+slow="s3_api s3_replicas rgw_engine mirror bundle pg_api api dockerd diskfull"
+ordered=()
+for s in $slow; do [ -f "tests/integration/$s.sh" ] && ordered+=("tests/integration/$s.sh"); done
 for t in tests/integration/*.sh; do
-    [ -n "${TESTS:-}" ] && ! echo "$t" | grep -qE "$TESTS" && continue
-    echo "== $t"
-    timeout 900 bash "$t" >"$log" 2>&1
-    cat "$log"
-    tally "$log" "$t"
+    case " $slow " in *" $(basename "$t" .sh) "*) continue ;; esac
+    ordered+=("$t")
 done
-# The API, mirror, Helm, auth, margo, bundle (and, over S3, API) suites once more under AddressSanitizer/UBSan: a report aborts berth and fails the suite.
+for t in "${ordered[@]}"; do
+    [ -n "${TESTS:-}" ] && ! echo "$t" | grep -qE "$TESTS" && continue
+    jobs+=("$t||$t")
+done
 if [ -z "${TESTS:-}" ] || echo asan | grep -qE "$TESTS"; then
+    asan="ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} BERTH=build/asan/berth"
+    # the S3 blob backend under ASan: the API suite over RGW + PostgreSQL, and s3_api's own checks
+    jobs+=("tests/integration/s3_api.sh (asan, API suite)|$asan S3_API_SUITES=api|tests/integration/s3_api.sh")
     for t in tests/integration/api*.sh tests/integration/mirror_*.sh tests/integration/helm.sh \
         tests/integration/auth*.sh tests/integration/margo.sh tests/integration/bundle.sh; do
-        echo "== $t (asan)"
-        ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 BERTH=build/asan/berth timeout 900 bash "$t" >"$log" 2>&1
-        cat "$log"
-        tally "$log" "$t (asan)"
+        jobs+=("$t (asan)|$asan|$t")
     done
-    # the S3 blob backend under ASan: the API suite over RGW + PostgreSQL, and s3_api's own checks
-    echo "== tests/integration/s3_api.sh (asan, API suite)"
-    S3_API_SUITES=api ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 BERTH=build/asan/berth \
-        timeout 900 bash tests/integration/s3_api.sh >"$log" 2>&1
-    cat "$log"
-    tally "$log" "tests/integration/s3_api.sh (asan)"
 fi
-rm -f "$log"
+
+max=${TEST_JOBS:-$(nproc)}
+declare -A job_of
+running=0
+finish_one() { # waits for one job, prints its log, tallies it
+    local pid k
+    wait -n -p pid
+    running=$((running - 1))
+    k=${job_of[$pid]}
+    IFS='|' read -r name _ <<<"${jobs[$k]}"
+    echo "== $name"
+    cat "$out/$k.log"
+    tally "$out/$k.log" "$name"
+}
+for k in "${!jobs[@]}"; do
+    IFS='|' read -r name envs script <<<"${jobs[$k]}"
+    [ "$running" -ge "$max" ] && finish_one
+    # shellcheck disable=SC2086
+    env $envs timeout 900 bash "$script" >"$out/$k.log" 2>&1 &
+    job_of[$!]=$k
+    running=$((running + 1))
+done
+while [ "$running" -gt 0 ]; do finish_one; done
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
