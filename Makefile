@@ -1,24 +1,36 @@
 # berth build. `make` builds build/berth; see README.md for run/test/bench.
 CC      ?= cc
+PKG_CONFIG ?= pkg-config
 PKGS     = libmicrohttpd jansson sqlite3 nettle yaml-0.1 gnutls expat
 CFLAGS  ?= -O2 -g
+# the machine the binary is for (a cross compiler names its target), not the one building it
+TARGET  := $(shell $(CC) -dumpmachine)
+# Every flag comes from pkg-config: a missing package stops the build here, by name, instead of
+# silently dropping everyone's flags. libcurl, libarchive and libpq are only dlopen'ed, so their
+# headers are all berth needs (libpq's include directory is asked for alone: its -dev package
+# cannot be installed for two architectures at once, and the host's header serves).
+PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) libcurl libarchive 2>/dev/null || echo PKGFAIL)
+PKG_LIBS   := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null || echo PKGFAIL)
+PQ_INCLUDE := $(shell $(PKG_CONFIG) --variable=includedir libpq 2>/dev/null || pg_config --includedir 2>/dev/null)
 # Paths are built with snprintf into PATH_MAX buffers; truncation there is not a bug class we hit.
 # libcurl and libarchive: headers only; they are loaded with dlopen when first needed (a mirror,
 # a chart upload: src/proxy/upstream.c, src/helm/chart.c), so a plain registry does not map them
 # libpq likewise (src/store/meta_pg.c, only when database.enabled)
-CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-format-truncation -Isrc $(shell pkg-config --cflags $(PKGS) libcurl libarchive libpq 2>/dev/null)
+# 64-bit file offsets everywhere (a 32-bit target otherwise cannot list or hold a blob over 2 GiB)
+CFLAGS  += -std=c17 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Wall -Wextra -Werror -Wno-format-truncation \
+	   -Isrc $(PKG_CFLAGS) $(if $(PQ_INCLUDE),-I$(PQ_INCLUDE))
 # The libraries are linked statically where Debian ships an archive (only the code berth touches
 # is then mapped, and no symbol lookups at start); GnuTLS is loaded with dlopen only when TLS is
 # used (src/util/tlslazy.h: libmicrohttpd's GnuTLS calls go through trampolines) and libm only if
 # an SQL math function runs (src/util/mlazy.c). On x86-64 and AArch64; elsewhere all is dynamic.
 # libmicrohttpd's sendfile calls go through src/http/bigsend.c (2 MiB per call, not 128 KiB)
 LDLIBS  += -Wl,--wrap=sendfile64
-ifneq ($(filter x86_64 aarch64,$(shell uname -m)),)
+ifneq ($(filter x86_64-% aarch64-%,$(TARGET)),)
 CFLAGS  += -DBERTH_LAZYLIBS=1
-LDLIBS  += -Wl,-Bstatic $(shell pkg-config --libs $(filter-out gnutls,$(PKGS)) 2>/dev/null) -lcrypt \
+LDLIBS  += -Wl,-Bstatic $(shell $(PKG_CONFIG) --libs $(filter-out gnutls,$(PKGS))) -lcrypt \
 	   -Wl,-Bdynamic -lpthread -ldl
 else
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lcrypt -lm -lpthread -ldl
+LDLIBS  += $(PKG_LIBS) -lcrypt -lm -lpthread -ldl
 endif
 
 SRC      = $(shell find src -name '*.c' | sort)
@@ -31,23 +43,32 @@ SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 # link it dynamically (the static archive's copy would never be pulled in)
 SANLIBS  = -Wl,--no-as-needed -lcrypt
 
-.PHONY: all deps test-deps run test asan unit bench format clean
-all: deps build/berth
+.PHONY: all deps test-deps run test asan unit bench format clean pkgcheck
+# the packages first, then a make that reads its flags from them
+all:
+	@scripts/deps.sh build
+	@$(MAKE) --no-print-directory build/berth
 
 deps:
 	@scripts/deps.sh build
 
+pkgcheck:
+	@case "$(PKG_CFLAGS) $(PKG_LIBS)" in *PKGFAIL*) \
+	    $(PKG_CONFIG) --cflags --libs $(PKGS) libcurl libarchive >/dev/null; \
+	    echo "$(PKG_CONFIG) cannot find every library berth builds with: run scripts/deps.sh build" >&2; \
+	    exit 1;; esac
+
 build/berth: $(OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-build/obj/%.o: src/%.c $(wildcard src/*.h src/*/*.h)
+build/obj/%.o: src/%.c $(wildcard src/*.h src/*/*.h) | pkgcheck
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 build/asan/berth: $(ASAN_OBJ)
 	$(CC) $(CFLAGS) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(SANLIBS)
 
-build/asan/%.o: src/%.c $(wildcard src/*.h src/*/*.h)
+build/asan/%.o: src/%.c $(wildcard src/*.h src/*/*.h) | pkgcheck
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -O1 $(SANFLAGS) -c -o $@ $<
 
