@@ -860,6 +860,122 @@ static int load_pins(cnode *root, config *cfg)
     return 0;
 }
 
+/* log.level (or registry:2's older top-level `loglevel`), log.formatter, log.fields. */
+static int load_log(cnode *root, config *cfg)
+{
+    const char *v, *old;
+    int rc;
+    if ((rc = get_str(root, "log.level", &v)) < 0 || (rc = get_str(root, "loglevel", &old)) < 0)
+        return rc;
+    const char *which = v ? "log.level" : "loglevel";
+    if (!v) v = old;
+    if (v) {
+        int lvl = log_parse_level(v);
+        if (lvl < 0) return berr_set(BERR_CONFIG, "%s: unknown level '%s'", which, v);
+        cfg->log_level = lvl;
+    }
+    if ((rc = get_str(root, "log.formatter", &v)) < 0) return rc;
+    if (v) {
+        int f = log_parse_format(v);
+        if (f < 0)
+            return berr_set(BERR_CONFIG, "log.formatter: '%s' is not text, json or logstash", v);
+        cfg->log_format = f;
+    }
+    cnode *fl = cn_path(root, "log.fields");
+    if (fl && fl->kind != CN_MAP) return berr_set(BERR_CONFIG, "log.fields: expected a mapping");
+    for (size_t i = 0; fl && i < fl->nkids; i++) {
+        cnode *k = fl->kids[i];
+        k->used = true;
+        if (k->kind != CN_SCALAR)
+            return berr_set(BERR_CONFIG, "log.fields.%s: expected a single value", k->key);
+        if (strpbrk(k->key, " =\"\r\n") || strpbrk(k->value, "\r\n"))
+            return berr_set(BERR_CONFIG, "log.fields.%s: invalid characters", k->key);
+        cfg->log_fields = realloc(cfg->log_fields, (cfg->nlog_fields + 1) * 2 * sizeof(char *));
+        if (!cfg->log_fields) abort();
+        cfg->log_fields[2 * cfg->nlog_fields] = strdup(k->key);
+        cfg->log_fields[2 * cfg->nlog_fields + 1] = strdup(k->value);
+        cfg->nlog_fields++;
+    }
+    return 0;
+}
+
+/* validation: registry:2's rules for layer URLs in pushed manifests (POSIX extended regular
+ * expressions; registry:2's RE2 syntax agrees for the anchors, classes and escapes such lists
+ * use). */
+static int regex_list(cnode *n, const char *what, regex_t **out, size_t *nout)
+{
+    char **l = NULL;
+    size_t nl = 0;
+    int rc = str_list(n, what, &l, &nl);
+    if (rc == 0 && nl) {
+        *out = calloc(nl, sizeof **out);
+        if (!*out) abort();
+    }
+    for (size_t i = 0; rc == 0 && i < nl; i++) {
+        int e = regcomp(&(*out)[i], l[i], REG_EXTENDED | REG_NOSUB);
+        if (e) {
+            char msg[128];
+            regerror(e, &(*out)[i], msg, sizeof msg);
+            rc = berr_set(BERR_CONFIG, "%s: '%s' is not a regular expression: %s", what, l[i], msg);
+        } else {
+            (*nout)++;
+        }
+    }
+    strs_free(l, nl);
+    return rc;
+}
+
+static int load_validation(cnode *root, config *cfg)
+{
+    config_validation *val = &cfg->validation;
+    bool enabled = false;
+    int rc;
+    /* validation.enabled is registry:2's deprecated spelling: false there only meant "unset" */
+    if ((rc = set_bool(root, "validation.disabled", &val->disabled)) < 0 ||
+        (rc = set_bool(root, "validation.enabled", &enabled)) < 0 ||
+        (rc = regex_list(cn_path(root, "validation.manifests.urls.allow"),
+                         "validation.manifests.urls.allow", &val->allow, &val->nallow)) < 0 ||
+        (rc = regex_list(cn_path(root, "validation.manifests.urls.deny"),
+                         "validation.manifests.urls.deny", &val->deny, &val->ndeny)) < 0)
+        return rc;
+    return 0;
+}
+
+/* registry:2 sections berth reads but does not serve or act on: named at start, with what that
+ * means, instead of the generic "unknown key" warning. */
+static void report_unserved(cnode *root)
+{
+    static const struct {
+        const char *path, *what;
+    } unserved[] = {
+        {"http.debug", "health and Prometheus metrics endpoints are not served (the /v2/ "
+                       "endpoint answers health checks)"},
+        {"notifications", "notifications.endpoints: no webhook events are sent"},
+        {"redis", "not used: berth keeps its caches in its own metadata"},
+        {"reporting", "no error reports are sent"},
+        {"http.secret", "not needed: upload state lives in berth's metadata"},
+        {"http.draintimeout", "berth drains requests for 30s at shutdown"},
+        {"http.http2", "HTTP/2 is not served (HTTP/1.1 only)"},
+        {"http.letsencrypt", "no ACME certificates: use http.tls.certificate and key"},
+        {"http.net", "berth listens on TCP only"},
+        {"http.prefix", "not supported: berth serves /v2/ at the root"},
+        {"http.relativeurls", "Locations are relative unless http.host is a URL"},
+        {"log.accesslog", "berth writes no access log"},
+        {"log.hooks", "no log hooks (mail) are run"},
+        {"middleware", "no middleware (CloudFront, redirect) is applied"},
+        {"proxy.ttl", "mirrored content is bounded by cache.maxsize, evicted least recently used "
+                      "first"},
+    };
+    for (size_t i = 0; i < sizeof unserved / sizeof *unserved; i++) {
+        cnode *n = cn_path(root, unserved[i].path);
+        if (!n) continue;
+        for (size_t j = 0; j < n->nkids; j++) /* the whole section is accounted for here */
+            n->kids[j]->used = true;
+        log_warn("msg=\"configuration key not acted on\" key=%s detail=\"%s\"", unserved[i].path,
+                 unserved[i].what);
+    }
+}
+
 static int config_extract(cnode *root, config *cfg)
 {
     int rc = 0;
@@ -867,12 +983,7 @@ static int config_extract(cnode *root, config *cfg)
     if ((rc = get_str(root, "version", &v)) < 0) return rc;
     if (v && strcmp(v, "0.1") != 0)
         return berr_set(BERR_CONFIG, "version: unsupported configuration version '%s'", v);
-    if ((rc = get_str(root, "log.level", &v)) < 0) return rc;
-    if (v) {
-        int lvl = log_parse_level(v);
-        if (lvl < 0) return berr_set(BERR_CONFIG, "log.level: unknown level '%s'", v);
-        cfg->log_level = lvl;
-    }
+    if ((rc = load_log(root, cfg)) < 0) return rc;
     cnode *storage = cn_get(root, "storage");
     if (storage && storage->kind == CN_MAP) {
         for (size_t i = 0; i < storage->nkids; i++) {
@@ -927,7 +1038,7 @@ static int config_extract(cnode *root, config *cfg)
         (rc = set_str(root, "database.dbname", &cfg->database.dbname)) < 0 ||
         (rc = set_str(root, "database.sslmode", &cfg->database.sslmode)) < 0 ||
         (rc = set_int(root, "database.pool.maxopen", &cfg->database.maxopen)) < 0 ||
-        (rc = load_s3(root, cfg)) < 0)
+        (rc = load_s3(root, cfg)) < 0 || (rc = load_validation(root, cfg)) < 0)
         return rc;
     if (cfg->database.port < 1 || cfg->database.port > 65535)
         return berr_set(BERR_CONFIG, "database.port: %d is not a port", cfg->database.port);
@@ -963,6 +1074,29 @@ static int config_extract(cnode *root, config *cfg)
     return 0;
 }
 
+static void apply_log_fields(const config *cfg)
+{
+    const char *keys[64], *values[64];
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->nlog_fields && n < 64; i++, n++) {
+        keys[n] = cfg->log_fields[2 * i];
+        values[n] = cfg->log_fields[2 * i + 1];
+    }
+    log_set_fields(keys, values, n);
+}
+
+/* http.host is used only when it is a URL with a scheme and a host, as registry:2 does: a bare
+ * "myhost:5000" is said and ignored (Locations stay relative), never copied into them. */
+static void check_host(config *cfg)
+{
+    if (!cfg->host || http_url(cfg->host)) return;
+    log_warn("msg=\"http.host is not a URL (http:// or https://): ignored as registry:2 does; "
+             "Locations are relative\" host=\"%s\"",
+             cfg->host);
+    free(cfg->host);
+    cfg->host = NULL;
+}
+
 int config_load(config *cfg, const char *path)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -990,6 +1124,7 @@ int config_load(config *cfg, const char *path)
     cfg->s3.secure = true;
     cfg->s3.chunksize = 10 * 1024 * 1024;
     cfg->s3.redirect_expiry_s = 20 * 60;
+    cfg->cache_max = -1;
     cnode *root = NULL;
     if (path) {
         cfg->path = strdup(path);
@@ -1003,7 +1138,14 @@ int config_load(config *cfg, const char *path)
     }
     apply_env(root);
     int rc = config_extract(root, cfg);
-    if (rc == 0) report_unused(root, "");
+    if (rc == 0) {
+        /* the start-up warnings below already follow log.formatter and log.fields */
+        log_set_format((log_format)cfg->log_format);
+        apply_log_fields(cfg);
+        report_unserved(root);
+        report_unused(root, "");
+        check_host(cfg);
+    }
     cn_free(root);
     if (rc < 0) config_free(cfg);
     return rc;
@@ -1062,6 +1204,13 @@ void config_free(config *cfg)
     free(cfg->s3.regionendpoint);
     free(cfg->s3.bucket);
     free(cfg->s3.rootdirectory);
+    strs_free(cfg->log_fields, 2 * cfg->nlog_fields);
+    for (size_t i = 0; i < cfg->validation.nallow; i++)
+        regfree(&cfg->validation.allow[i]);
+    free(cfg->validation.allow);
+    for (size_t i = 0; i < cfg->validation.ndeny; i++)
+        regfree(&cfg->validation.deny[i]);
+    free(cfg->validation.deny);
     memset(cfg, 0, sizeof *cfg);
 }
 
