@@ -563,11 +563,11 @@ static int load_mirrors(cnode *root, config *cfg)
     if (!cfg->proxy) abort();
     mirror_defaults(cfg->proxy, name);
     mirror_add_url(cfg->proxy, remote);
-    int64_t ttl = 0;
     if ((rc = set_str(root, "proxy.username", &cfg->proxy->username)) < 0 ||
         (rc = set_str(root, "proxy.password", &cfg->proxy->password)) < 0 ||
-        (rc = set_duration(root, "proxy.ttl", &ttl)) < 0)
+        (rc = set_duration(root, "proxy.ttl", &cfg->proxy->ttl_s)) < 0)
         return rc;
+    if (cfg->proxy->ttl_s < 0) cfg->proxy->ttl_s = 0; /* registry:3: zero or less never expires */
     return 0;
 }
 
@@ -963,8 +963,6 @@ static void report_unserved(cnode *root)
         {"log.accesslog", "berth writes no access log"},
         {"log.hooks", "no log hooks (mail) are run"},
         {"middleware", "no middleware (CloudFront, redirect) is applied"},
-        {"proxy.ttl", "mirrored content is bounded by cache.maxsize, evicted least recently used "
-                      "first"},
     };
     for (size_t i = 0; i < sizeof unserved / sizeof *unserved; i++) {
         cnode *n = cn_path(root, unserved[i].path);
@@ -1254,8 +1252,9 @@ void config_print_keys(void)
         "                                           (10MiB), path-style URLs (always), SigV4\n"
         "  storage.redirect.disable / expiry        s3: stream blob GETs instead of answering\n"
         "                                           307 to a presigned URL (false / 20m)\n"
-        "  proxy.remoteurl, proxy.username, proxy.password\n"
-        "                                           default upstream (registry:2 proxy mode)\n"
+        "  proxy.remoteurl, proxy.username, proxy.password, proxy.ttl\n"
+        "                                           default upstream (registry:2 proxy mode);\n"
+        "                                           ttl: its images unused this long expire\n"
         "  mirrors.<name>.urls                      upstream endpoints, tried in order\n"
         "  mirrors.<name>.username / password / credentials_file\n"
         "  mirrors.<name>.tls.ca / tls.insecure     upstream TLS trust\n"

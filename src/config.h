@@ -34,6 +34,7 @@ typedef struct {
     bool library_prefix; /* docker.io: one-component names live under library/ */
     char **repos;        /* repositories: fnmatch patterns of upstream names served (all if none) */
     size_t nrepos;
+    int64_t ttl_s; /* proxy.ttl: its images unused this long are evicted (0: never) */
 } config_mirror;
 
 /* Access control (`auth:` as registry:2, `access:` berth's policies; src/auth/). */

@@ -48,6 +48,20 @@ echo "pushed" >"$T_TMP/pushed.bin"
 t_eq "proxy: a push is refused as in registry:2's proxy mode (405)" 405 \
     "$(status POST "$BERTH_URL/v2/library/hello/blobs/uploads/")"
 berth_stop
+# registry:3's proxy.ttl: an image unused that long leaves the cache (and comes back on a pull)
+cfg "$T_TMP/pt" <<YML
+proxy:
+  remoteurl: $REG_URL
+  ttl: 1s
+YML
+berth_start "$T_TMP/pt"
+layer=$(curl -sf -H "Accept: $MT_OCI" "$BERTH_URL/v2/library/hello/manifests/v1" | jq -r '.layers[0].digest')
+curl -sf -o /dev/null "$BERTH_URL/v2/library/hello/blobs/$layer"
+for _ in $(seq 1 150); do grep -q 'past proxy.ttl: evicted' "$T_TMP/pt/berth.log" && break; sleep 0.1; done
+t_check "proxy.ttl: the unused image expired" grep -q 'evicted mirrored manifest.*library/hello.*reason=ttl' "$T_TMP/pt/berth.log"
+t_check "proxy.ttl: its layer left with it" grep -q "evicted mirrored blob\" digest=$layer" "$T_TMP/pt/berth.log"
+t_eq "proxy.ttl: pulled again from the upstream" 200 "$(status GET "$BERTH_URL/v2/library/hello/manifests/v1" -H "Accept: $MT_OCI")"
+berth_stop
 
 # ---- proxy with upstream auth (Harbor / Gardener shape: proxy.username / password) ----
 mkdir -p "$T_TMP/upa"
