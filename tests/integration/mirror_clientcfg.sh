@@ -59,6 +59,9 @@ t_check "k3s: registries.yaml is YAML whose mirrors point at berth" python3 -c "
 t_check "k3s: offline sites are told --disable-default-registry-endpoint" grep -q '^#.*--disable-default-registry-endpoint' "$T_TMP/reg.yaml"
 "$BERTH" client-config --for podman --endpoint "$BERTH_URL" --registries ghcr.io >"$T_TMP/podman.conf"
 t_check "podman: mirror location uses the path-prefix form" grep -q "location = \"127.0.0.1:$BERTH_PORT/ghcr.io\"" "$T_TMP/podman.conf"
+t_check "podman: the file parses as TOML exactly as printed" python3 -c "import tomllib; d=tomllib.load(open('$T_TMP/podman.conf','rb')); assert d['registry'][0]['mirror'][0]['location']"
+"$BERTH" client-config --for containerd --endpoint "$BERTH_URL" --registries ghcr.io >"$T_TMP/hosts.toml"
+t_check "containerd: one registry's hosts.toml parses as TOML exactly as printed" python3 -c "import tomllib; d=tomllib.load(open('$T_TMP/hosts.toml','rb')); assert d['server'] == 'https://ghcr.io' and '$BERTH_URL' in d['host']"
 "$BERTH" client-config --for nerdctl --endpoint "$BERTH_URL" >/dev/null 2>&1
 t_eq "unknown client: exit 2" 2 "$?"
 t_check "clean shutdown" berth_stop
