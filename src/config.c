@@ -960,7 +960,8 @@ static void report_unserved(cnode *root)
         {"http.net", "berth listens on TCP only"},
         {"http.prefix", "not supported: berth serves /v2/ at the root"},
         {"http.relativeurls", "Locations are relative unless http.host is a URL"},
-        {"log.accesslog", "berth writes no access log"},
+        {"log.accesslog", "requests are logged one line each at level info (log.level: warn "
+                          "leaves them out)"},
         {"log.hooks", "no log hooks (mail) are run"},
         {"middleware", "no middleware (CloudFront, redirect) is applied"},
     };
