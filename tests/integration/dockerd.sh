@@ -135,9 +135,10 @@ kill "$BERTH_PID" && wait "$BERTH_PID"
 bstart "$M"
 pull_check "mirrors docker.io: upstream down, berth restarted, pull again" busybox:latest "$ID_BB"
 "${DK[@]}" load -i "$T_TMP/app.tar" >/dev/null 2>&1
-push_back "mirrors docker.io: a loaded image pushed to berth" local/app:v1 "$B/team/app:v1" "$ID_APP"
+# three components: never a Docker Hub name, so never one that reads resolve to the mirror
+push_back "mirrors docker.io: a loaded image pushed to berth" local/app:v1 "$B/site/team/app:v1" "$ID_APP"
 "${DK[@]}" pull busybox:latest >/dev/null 2>&1
-push_back "mirrors docker.io: mirror-pulled busybox retagged" busybox:latest "$B/team/bb:v1" "$ID_BB"
+push_back "mirrors docker.io: mirror-pulled busybox retagged" busybox:latest "$B/site/team/bb:v1" "$ID_BB"
 kill "$BERTH_PID" && wait "$BERTH_PID"
 upstream_start
 
@@ -151,7 +152,7 @@ proxy:
   localpush: true
 YML
 bstart "$P"
-"${DK[@]}" rmi -f busybox:latest "$B/team/bb:v1" "$B/team/app:v1" >/dev/null 2>&1
+"${DK[@]}" rmi -f busybox:latest "$B/site/team/bb:v1" "$B/site/team/app:v1" >/dev/null 2>&1
 pull_check "proxy.remoteurl: docker pull busybox through berth" busybox:latest "$ID_BB"
 upstream_stop
 pull_check "proxy.remoteurl: upstream down, rmi, pull again" busybox:latest "$ID_BB"
