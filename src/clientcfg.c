@@ -45,16 +45,20 @@ int clientcfg_print(FILE *out, const char *client, const char *endpoint, const c
         return 0;
     }
     if (!strcmp(client, "k3s")) {
-        fputs("# /etc/rancher/k3s/registries.yaml\nmirrors:\n", out);
+        fputs("# /etc/rancher/k3s/registries.yaml\n"
+              "# A site without Internet access starts k3s with\n"
+              "# --disable-default-registry-endpoint, so a pull never falls back to the\n"
+              "# upstream registry when berth cannot answer.\n"
+              "mirrors:\n",
+              out);
         for (size_t i = 0; i < nregs; i++)
             fprintf(out, "  \"%s\":\n    endpoint:\n      - \"%s\"\n", regs[i], endpoint);
         return 0;
     }
     if (!strcmp(client, "docker")) {
-        fprintf(out,
-                "# /etc/docker/daemon.json (Docker uses mirrors for docker.io only)\n"
-                "{\n  \"registry-mirrors\": [\"%s\"]%s",
-                endpoint, plain ? ",\n" : "\n");
+        /* JSON has no comments: the file is usable exactly as printed (its place and Docker's
+         * docker.io-only rule are in the usage text and docs/mirrors.md) */
+        fprintf(out, "{\n  \"registry-mirrors\": [\"%s\"]%s", endpoint, plain ? ",\n" : "\n");
         if (plain) fprintf(out, "  \"insecure-registries\": [\"%s\"]\n", host);
         fputs("}\n", out);
         return 0;

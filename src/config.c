@@ -563,11 +563,11 @@ static int load_mirrors(cnode *root, config *cfg)
     if (!cfg->proxy) abort();
     mirror_defaults(cfg->proxy, name);
     mirror_add_url(cfg->proxy, remote);
-    int64_t ttl = 0;
     if ((rc = set_str(root, "proxy.username", &cfg->proxy->username)) < 0 ||
         (rc = set_str(root, "proxy.password", &cfg->proxy->password)) < 0 ||
-        (rc = set_duration(root, "proxy.ttl", &ttl)) < 0)
+        (rc = set_duration(root, "proxy.ttl", &cfg->proxy->ttl_s)) < 0)
         return rc;
+    if (cfg->proxy->ttl_s < 0) cfg->proxy->ttl_s = 0; /* registry:3: zero or less never expires */
     return 0;
 }
 
@@ -860,6 +860,121 @@ static int load_pins(cnode *root, config *cfg)
     return 0;
 }
 
+/* log.level (or registry:2's older top-level `loglevel`), log.formatter, log.fields. */
+static int load_log(cnode *root, config *cfg)
+{
+    const char *v, *old;
+    int rc;
+    if ((rc = get_str(root, "log.level", &v)) < 0 || (rc = get_str(root, "loglevel", &old)) < 0)
+        return rc;
+    const char *which = v ? "log.level" : "loglevel";
+    if (!v) v = old;
+    if (v) {
+        int lvl = log_parse_level(v);
+        if (lvl < 0) return berr_set(BERR_CONFIG, "%s: unknown level '%s'", which, v);
+        cfg->log_level = lvl;
+    }
+    if ((rc = get_str(root, "log.formatter", &v)) < 0) return rc;
+    if (v) {
+        int f = log_parse_format(v);
+        if (f < 0)
+            return berr_set(BERR_CONFIG, "log.formatter: '%s' is not text, json or logstash", v);
+        cfg->log_format = f;
+    }
+    cnode *fl = cn_path(root, "log.fields");
+    if (fl && fl->kind != CN_MAP) return berr_set(BERR_CONFIG, "log.fields: expected a mapping");
+    for (size_t i = 0; fl && i < fl->nkids; i++) {
+        cnode *k = fl->kids[i];
+        k->used = true;
+        if (k->kind != CN_SCALAR)
+            return berr_set(BERR_CONFIG, "log.fields.%s: expected a single value", k->key);
+        if (strpbrk(k->key, " =\"\r\n") || strpbrk(k->value, "\r\n"))
+            return berr_set(BERR_CONFIG, "log.fields.%s: invalid characters", k->key);
+        cfg->log_fields = realloc(cfg->log_fields, (cfg->nlog_fields + 1) * 2 * sizeof(char *));
+        if (!cfg->log_fields) abort();
+        cfg->log_fields[2 * cfg->nlog_fields] = strdup(k->key);
+        cfg->log_fields[2 * cfg->nlog_fields + 1] = strdup(k->value);
+        cfg->nlog_fields++;
+    }
+    return 0;
+}
+
+/* validation: registry:2's rules for layer URLs in pushed manifests (POSIX extended regular
+ * expressions; registry:2's RE2 syntax agrees for the anchors, classes and escapes such lists
+ * use). */
+static int regex_list(cnode *n, const char *what, regex_t **out, size_t *nout)
+{
+    char **l = NULL;
+    size_t nl = 0;
+    int rc = str_list(n, what, &l, &nl);
+    if (rc == 0 && nl) {
+        *out = calloc(nl, sizeof **out);
+        if (!*out) abort();
+    }
+    for (size_t i = 0; rc == 0 && i < nl; i++) {
+        int e = regcomp(&(*out)[i], l[i], REG_EXTENDED | REG_NOSUB);
+        if (e) {
+            char msg[128];
+            regerror(e, &(*out)[i], msg, sizeof msg);
+            rc = berr_set(BERR_CONFIG, "%s: '%s' is not a regular expression: %s", what, l[i], msg);
+        } else {
+            (*nout)++;
+        }
+    }
+    strs_free(l, nl);
+    return rc;
+}
+
+static int load_validation(cnode *root, config *cfg)
+{
+    config_validation *val = &cfg->validation;
+    bool enabled = false;
+    int rc;
+    /* validation.enabled is registry:2's deprecated spelling: false there only meant "unset" */
+    if ((rc = set_bool(root, "validation.disabled", &val->disabled)) < 0 ||
+        (rc = set_bool(root, "validation.enabled", &enabled)) < 0 ||
+        (rc = regex_list(cn_path(root, "validation.manifests.urls.allow"),
+                         "validation.manifests.urls.allow", &val->allow, &val->nallow)) < 0 ||
+        (rc = regex_list(cn_path(root, "validation.manifests.urls.deny"),
+                         "validation.manifests.urls.deny", &val->deny, &val->ndeny)) < 0)
+        return rc;
+    return 0;
+}
+
+/* registry:2 sections berth reads but does not serve or act on: named at start, with what that
+ * means, instead of the generic "unknown key" warning. */
+static void report_unserved(cnode *root)
+{
+    static const struct {
+        const char *path, *what;
+    } unserved[] = {
+        {"http.debug", "health and Prometheus metrics endpoints are not served (the /v2/ "
+                       "endpoint answers health checks)"},
+        {"notifications", "notifications.endpoints: no webhook events are sent"},
+        {"redis", "not used: berth keeps its caches in its own metadata"},
+        {"reporting", "no error reports are sent"},
+        {"http.secret", "not needed: upload state lives in berth's metadata"},
+        {"http.draintimeout", "berth drains requests for 30s at shutdown"},
+        {"http.http2", "HTTP/2 is not served (HTTP/1.1 only)"},
+        {"http.letsencrypt", "no ACME certificates: use http.tls.certificate and key"},
+        {"http.net", "berth listens on TCP only"},
+        {"http.prefix", "not supported: berth serves /v2/ at the root"},
+        {"http.relativeurls", "Locations are relative unless http.host is a URL"},
+        {"log.accesslog", "requests are logged one line each at level info (log.level: warn "
+                          "leaves them out)"},
+        {"log.hooks", "no log hooks (mail) are run"},
+        {"middleware", "no middleware (CloudFront, redirect) is applied"},
+    };
+    for (size_t i = 0; i < sizeof unserved / sizeof *unserved; i++) {
+        cnode *n = cn_path(root, unserved[i].path);
+        if (!n) continue;
+        for (size_t j = 0; j < n->nkids; j++) /* the whole section is accounted for here */
+            n->kids[j]->used = true;
+        log_warn("msg=\"configuration key not acted on\" key=%s detail=\"%s\"", unserved[i].path,
+                 unserved[i].what);
+    }
+}
+
 static int config_extract(cnode *root, config *cfg)
 {
     int rc = 0;
@@ -867,12 +982,7 @@ static int config_extract(cnode *root, config *cfg)
     if ((rc = get_str(root, "version", &v)) < 0) return rc;
     if (v && strcmp(v, "0.1") != 0)
         return berr_set(BERR_CONFIG, "version: unsupported configuration version '%s'", v);
-    if ((rc = get_str(root, "log.level", &v)) < 0) return rc;
-    if (v) {
-        int lvl = log_parse_level(v);
-        if (lvl < 0) return berr_set(BERR_CONFIG, "log.level: unknown level '%s'", v);
-        cfg->log_level = lvl;
-    }
+    if ((rc = load_log(root, cfg)) < 0) return rc;
     cnode *storage = cn_get(root, "storage");
     if (storage && storage->kind == CN_MAP) {
         for (size_t i = 0; i < storage->nkids; i++) {
@@ -928,7 +1038,7 @@ static int config_extract(cnode *root, config *cfg)
         (rc = set_str(root, "database.dbname", &cfg->database.dbname)) < 0 ||
         (rc = set_str(root, "database.sslmode", &cfg->database.sslmode)) < 0 ||
         (rc = set_int(root, "database.pool.maxopen", &cfg->database.maxopen)) < 0 ||
-        (rc = load_s3(root, cfg)) < 0)
+        (rc = load_s3(root, cfg)) < 0 || (rc = load_validation(root, cfg)) < 0)
         return rc;
     if (cfg->database.port < 1 || cfg->database.port > 65535)
         return berr_set(BERR_CONFIG, "database.port: %d is not a port", cfg->database.port);
@@ -964,6 +1074,29 @@ static int config_extract(cnode *root, config *cfg)
     return 0;
 }
 
+static void apply_log_fields(const config *cfg)
+{
+    const char *keys[64], *values[64];
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->nlog_fields && n < 64; i++, n++) {
+        keys[n] = cfg->log_fields[2 * i];
+        values[n] = cfg->log_fields[2 * i + 1];
+    }
+    log_set_fields(keys, values, n);
+}
+
+/* http.host is used only when it is a URL with a scheme and a host, as registry:2 does: a bare
+ * "myhost:5000" is said and ignored (Locations stay relative), never copied into them. */
+static void check_host(config *cfg)
+{
+    if (!cfg->host || http_url(cfg->host)) return;
+    log_warn("msg=\"http.host is not a URL (http:// or https://): ignored as registry:2 does; "
+             "Locations are relative\" host=\"%s\"",
+             cfg->host);
+    free(cfg->host);
+    cfg->host = NULL;
+}
+
 int config_load(config *cfg, const char *path)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -992,6 +1125,7 @@ int config_load(config *cfg, const char *path)
     cfg->s3.secure = true;
     cfg->s3.chunksize = 10 * 1024 * 1024;
     cfg->s3.redirect_expiry_s = 20 * 60;
+    cfg->cache_max = -1;
     cnode *root = NULL;
     if (path) {
         cfg->path = strdup(path);
@@ -1005,7 +1139,14 @@ int config_load(config *cfg, const char *path)
     }
     apply_env(root);
     int rc = config_extract(root, cfg);
-    if (rc == 0) report_unused(root, "");
+    if (rc == 0) {
+        /* the start-up warnings below already follow log.formatter and log.fields */
+        log_set_format((log_format)cfg->log_format);
+        apply_log_fields(cfg);
+        report_unserved(root);
+        report_unused(root, "");
+        check_host(cfg);
+    }
     cn_free(root);
     if (rc < 0) config_free(cfg);
     return rc;
@@ -1064,6 +1205,13 @@ void config_free(config *cfg)
     free(cfg->s3.regionendpoint);
     free(cfg->s3.bucket);
     free(cfg->s3.rootdirectory);
+    strs_free(cfg->log_fields, 2 * cfg->nlog_fields);
+    for (size_t i = 0; i < cfg->validation.nallow; i++)
+        regfree(&cfg->validation.allow[i]);
+    free(cfg->validation.allow);
+    for (size_t i = 0; i < cfg->validation.ndeny; i++)
+        regfree(&cfg->validation.deny[i]);
+    free(cfg->validation.deny);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -1072,7 +1220,9 @@ void config_print_keys(void)
     fputs(
         "Configuration keys (registry:2 format; override any with REGISTRY_<PATH>):\n"
         "  version                                  must be 0.1\n"
-        "  log.level                                error|warn|info|debug (info)\n"
+        "  log.level                                error|warn|info|debug (info; or loglevel)\n"
+        "  log.formatter                            text|json (text: logfmt lines)\n"
+        "  log.fields                               {key: value} added to every line\n"
         "  storage.filesystem.rootdirectory         storage directory (./data)\n"
         "  storage.delete.enabled                   allow DELETE of blobs/manifests (false)\n"
         "  storage.maintenance.readonly.enabled  reads only; writes answer 405 (false)\n"
@@ -1081,6 +1231,7 @@ void config_print_keys(void)
         "  storage.maintenance.uploadpurging.interval  how often to purge (24h)\n"
         "  http.addr                                listen address host:port (:5000)\n"
         "  http.host                                external base URL for Location headers\n"
+        "                                           (ignored unless http(s)://host)\n"
         "  http.headers                             extra response headers {Name: [value]}\n"
         "  http.tls.certificate / http.tls.key      PEM files: serve HTTPS\n"
         "  http.tls.clientcas                       CA files: require client certificates\n"
@@ -1095,6 +1246,8 @@ void config_print_keys(void)
         "  limits.rate / limits.burst               requests/s per address, burst (no limit)\n"
         "  limits.uploads      128                  concurrent requests with a body (0: no limit)\n"
         "  storage.quota                            most bytes of blobs stored (no limit)\n"
+        "  validation.manifests.urls.allow / deny   regexps for layer URLs (none: URLs refused)\n"
+        "  validation.disabled                      skip the layer URL checks (false)\n"
         "  storage.s3.bucket / regionendpoint / region / accesskey / secretkey / rootdirectory\n"
         "                                           blobs in S3-compatible storage (filesystem)\n"
         "  storage.s3.secure / skipverify / chunksize / forcepathstyle / v4auth\n"
@@ -1102,8 +1255,9 @@ void config_print_keys(void)
         "                                           (10MiB), path-style URLs (always), SigV4\n"
         "  storage.redirect.disable / expiry        s3: stream blob GETs instead of answering\n"
         "                                           307 to a presigned URL (false / 20m)\n"
-        "  proxy.remoteurl, proxy.username, proxy.password\n"
-        "                                           default upstream (registry:2 proxy mode)\n"
+        "  proxy.remoteurl, proxy.username, proxy.password, proxy.ttl\n"
+        "                                           default upstream (registry:2 proxy mode);\n"
+        "                                           ttl: its images unused this long expire\n"
         "  proxy.localpush     false                with proxy.remoteurl, also take pushes to\n"
         "                                           local repositories (registry:2 takes none)\n"
         "  mirrors.<name>.urls                      upstream endpoints, tried in order\n"
@@ -1112,7 +1266,8 @@ void config_print_keys(void)
         "  mirrors.<name>.timeout.connect / transfer (5s / 10m)\n"
         "  mirrors.<name>.revalidate                min interval between tag checks (5m)\n"
         "  mirrors.<name>.repositories              upstream names served (patterns; all)\n"
-        "  cache.maxsize                            space for mirrored content (no limit)\n"
+        "  cache.maxsize                            space for mirrored content (half the file\n"
+        "                                           system; 0: no limit)\n"
         "  cache.pin                                mirrored repositories never evicted\n"
         "  auth.htpasswd.path / realm               bcrypt htpasswd file: Basic sign-in\n"
         "  auth.token.realm / service / issuer / rootcertbundle   bearer tokens (JWT)\n"

@@ -10,6 +10,7 @@
 #ifndef BERTH_CONFIG_H
 #define BERTH_CONFIG_H
 
+#include <regex.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
@@ -33,6 +34,7 @@ typedef struct {
     bool library_prefix; /* docker.io: one-component names live under library/ */
     char **repos;        /* repositories: fnmatch patterns of upstream names served (all if none) */
     size_t nrepos;
+    int64_t ttl_s; /* proxy.ttl: its images unused this long are evicted (0: never) */
 } config_mirror;
 
 /* Access control (`auth:` as registry:2, `access:` berth's policies; src/auth/). */
@@ -114,9 +116,21 @@ typedef struct {
     int64_t redirect_expiry_s; /* berth: storage.redirect.expiry (20m) */
 } config_s3;
 
+/* validation: (registry:2's) what a pushed manifest may hold. */
+typedef struct {
+    bool disabled;  /* validation.disabled: no checks of layer URLs */
+    regex_t *allow; /* validation.manifests.urls.allow: a layer URL must match one (none: */
+    size_t nallow;  /*   a manifest whose layers carry URLs is refused, registry:2's default) */
+    regex_t *deny;  /* validation.manifests.urls.deny: a layer URL must match none */
+    size_t ndeny;
+} config_validation;
+
 typedef struct {
     char *path; /* the file loaded, or NULL for defaults only */
     int log_level;
+    int log_format;      /* log.formatter: LOG_TEXT | LOG_JSON (util/log.h) */
+    char **log_fields;   /* log.fields: key, value, key, value... added to every line */
+    size_t nlog_fields;  /* pairs */
     char *root;          /* storage.filesystem.rootdirectory */
     bool delete_enabled; /* storage.delete.enabled */
     bool read_only;      /* storage.maintenance.readonly.enabled: writes answer 405 */
@@ -147,7 +161,8 @@ typedef struct {
     size_t nmirrors;
     config_mirror *proxy; /* registry:2 proxy.remoteurl: the default upstream, or NULL */
     bool proxy_localpush; /* proxy.localpush (berth's): pushes to local repositories allowed */
-    int64_t cache_max;    /* berth: cache.maxsize, bytes of mirrored content (0: no limit) */
+    int64_t cache_max;    /* berth: cache.maxsize, bytes of mirrored content (0: no limit; -1:
+                           * unset, serve sets the default share of the file system) */
     char **pins;          /* berth: cache.pin, repository names or patterns kept from eviction */
     size_t npins;
     config_helm helm;
@@ -155,6 +170,7 @@ typedef struct {
     int margo_validation; /* berth: margo.validation: reject | warn | off */
     config_database database;
     config_s3 s3;
+    config_validation validation;
 } config;
 
 /* Loads defaults, then the file (when path is non-NULL), then REGISTRY_* env overrides.

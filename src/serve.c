@@ -3,6 +3,10 @@
  * maintenance thread (storage health, mirror upkeep, Helm index views, quota, upload purging).
  * `berth serve` and `berth bundle serve` both end here. The health check covers both engines:
  * the blob storage (a synced probe file) and the metadata (one query).
+ *
+ * Before serving it says what the configuration leaves unsafe or inert: an htpasswd file that
+ * cannot be read (everyone needing sign-in is refused), and the mirror cache's bound, which
+ * defaults to a share of the store's file system when cache.maxsize is not set.
  */
 #include "serve.h"
 #include "auth/auth.h"
@@ -12,25 +16,79 @@
 #include "util/err.h"
 #include "util/log.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Mirrored content may fill this share (percent) of the store's file system when cache.maxsize
+ * is not set: an unchanged mirror config never fills the disk. */
+#define SERVE_CACHE_SHARE 50
+
+static void startup_checks(config *cfg, store *st)
+{
+    if (cfg->auth.htpasswd && access(cfg->auth.htpasswd, R_OK) != 0)
+        log_warn("msg=\"auth.htpasswd.path cannot be read: every request that needs sign-in is "
+                 "refused until it can\" path=\"%s\" err=\"%s\"",
+                 cfg->auth.htpasswd, strerror(errno));
+    if (!cfg->nmirrors && !cfg->proxy) return;
+    if (cfg->cache_max == 0) {
+        log_warn("msg=\"cache.maxsize is 0: mirrored content is never evicted and can fill the "
+                 "disk\"");
+        return;
+    }
+    if (cfg->cache_max > 0) {
+        log_info("msg=\"mirror cache bounded\" cache.maxsize=%lld", (long long)cfg->cache_max);
+        return;
+    }
+    struct statvfs vs;
+    if (cfg->s3.enabled || statvfs(store_root(st), &vs) != 0) {
+        cfg->cache_max = 0;
+        log_warn("msg=\"cache.maxsize not set and the store has no local file system to take a "
+                 "share of: mirrored content is not bounded; set cache.maxsize\"");
+        return;
+    }
+    unsigned long long fs = (unsigned long long)vs.f_blocks * vs.f_frsize;
+    cfg->cache_max = (int64_t)(fs / 100 * SERVE_CACHE_SHARE);
+    if (cfg->cache_max < 1) cfg->cache_max = 1;
+    log_info("msg=\"cache.maxsize not set: mirrored content bounded by default to a share of the "
+             "store's file system\" share=%d%% filesystem=%llu cache.maxsize=%lld",
+             SERVE_CACHE_SHARE, fs, (long long)cfg->cache_max);
+}
 
 /* ---- serve ---- */
 
 typedef struct {
     const config *cfg;
     store *st;
-    volatile bool stop;
+    bool stop; /* under mu; cv wakes the one-second wait at once when it is set */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
 } maint_arg;
+
+/* Waits one second, or less when stop is set; returns whether to stop. */
+static bool maint_wait(maint_arg *m)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 1;
+    pthread_mutex_lock(&m->mu);
+    while (!m->stop && pthread_cond_timedwait(&m->cv, &m->mu, &until) == 0)
+        ;
+    bool stop = m->stop;
+    pthread_mutex_unlock(&m->mu);
+    return stop;
+}
 
 static void *maintenance(void *p)
 {
     maint_arg *m = p;
     int failures = 0;
     time_t last_purge = 0;
-    for (int tick = 0; !m->stop; tick++) {
+    for (int tick = 0;; tick++) {
         if (m->cfg->health_enabled && tick % (int)m->cfg->health_interval_s == 0) {
             if (store_check_writable(m->st) < 0 || store_check_metadata(m->st) < 0) {
                 if (++failures >= m->cfg->health_threshold && http_server_healthy()) {
@@ -50,7 +108,7 @@ static void *maintenance(void *p)
             store_upload_purge(m->st, m->cfg->purge_age_s);
             last_purge = time(NULL);
         }
-        sleep(1);
+        if (maint_wait(m)) break;
     }
     return NULL;
 }
@@ -74,6 +132,7 @@ int serve_run(config *cfg, store *st)
 {
     /* signals are taken by sigwait below; threads started from here inherit the mask */
     serve_block_signals();
+    startup_checks(cfg, st);
     sigset_t set;
     signal_set(&set);
     http_server *srv;
@@ -84,15 +143,22 @@ int serve_run(config *cfg, store *st)
     log_info("msg=\"berth serving\" version=%s addr=%s root=%s tls=%s delete=%s%s", BERTH_VERSION,
              cfg->addr, store_root(st), cfg->tls_cert ? "on" : "off",
              cfg->delete_enabled ? "enabled" : "disabled", cfg->read_only ? " read_only=true" : "");
-    maint_arg m = {cfg, st, false};
+    maint_arg m = {.cfg = cfg, .st = st};
+    pthread_mutex_init(&m.mu, NULL);
+    pthread_cond_init(&m.cv, NULL);
     pthread_t mt;
     pthread_create(&mt, NULL, maintenance, &m);
     int sig = 0;
     sigwait(&set, &sig);
     log_info("msg=\"shutting down\" signal=%d", sig);
     http_server_stop(srv, 30);
+    pthread_mutex_lock(&m.mu);
     m.stop = true;
+    pthread_cond_signal(&m.cv);
+    pthread_mutex_unlock(&m.mu);
     pthread_join(mt, NULL);
+    pthread_cond_destroy(&m.cv);
+    pthread_mutex_destroy(&m.mu);
     helm_views_free();
     helm_mirror_free();
     auth_free_cache();

@@ -43,7 +43,8 @@ reg_range_result reg_parse_range(const char *h, uint64_t size, uint64_t *off, ui
         b = strtoull(p, &end, 10);
         while (*end == ' ')
             end++;
-        if (*end || b < a) return REG_RANGE_NONE;
+        if (*end) return REG_RANGE_NONE;
+        if (b < a) return REG_RANGE_UNSATISFIABLE; /* "500-0": RFC 9110 lets a server answer 416 */
         if (b >= size) b = size ? size - 1 : 0;
     }
     if (a >= size) return REG_RANGE_UNSATISFIABLE;

@@ -8,6 +8,7 @@
 #include "util/err.h"
 
 #include <jansson.h>
+#include <regex.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,4 +192,45 @@ int reg_manifest_parse(const char *content, size_t len, const char *content_type
 fail:
     reg_manifest_parsed_free(p);
     return rc;
+}
+
+/* One layer URL against registry:2's rule: http(s), a host, no fragment, allowed, not denied. */
+static bool url_allowed(const char *u, const config_validation *v)
+{
+    const char *host = !strncmp(u, "http://", 7)    ? u + 7
+                       : !strncmp(u, "https://", 8) ? u + 8
+                                                    : NULL;
+    if (!host || !*host || *host == '/' || strchr(u, '#')) return false;
+    bool allowed = false;
+    for (size_t i = 0; !allowed && i < v->nallow; i++)
+        allowed = regexec(&v->allow[i], u, 0, NULL, 0) == 0;
+    for (size_t i = 0; allowed && i < v->ndeny; i++)
+        allowed = regexec(&v->deny[i], u, 0, NULL, 0) != 0;
+    return allowed;
+}
+
+int reg_manifest_check_urls(const reg_manifest_parsed *p, const config_validation *v)
+{
+    if (v->disabled || is_index(p->media_type)) return 0;
+    json_t *layers = json_object_get(p->root, "layers"), *d;
+    size_t i;
+    json_array_foreach(layers, i, d)
+    {
+        const char *mt = json_string_value(json_object_get(d, "mediaType"));
+        json_t *urls = json_object_get(d, "urls"), *u;
+        bool foreign = mt && (strstr(mt, "foreign") || strstr(mt, "nondistributable"));
+        if (urls && !json_is_array(urls))
+            return berr_set(BERR_MANIFEST_INVALID, "layers[%zu]: urls must be an array", i);
+        if (foreign && json_array_size(urls) == 0)
+            return berr_set(BERR_MANIFEST_INVALID, "layers[%zu]: a %s layer needs urls", i, mt);
+        size_t j;
+        json_array_foreach(urls, j, u)
+        {
+            if (!json_is_string(u) || !url_allowed(json_string_value(u), v))
+                return berr_set(BERR_MANIFEST_INVALID,
+                                "layers[%zu]: URL %.200s not allowed (validation.manifests.urls)",
+                                i, json_is_string(u) ? json_string_value(u) : "(not a string)");
+        }
+    }
+    return 0;
 }

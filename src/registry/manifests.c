@@ -73,6 +73,10 @@ int reg_manifest_commit(store *st, const config *cfg, const reg_manifest_commit_
     reg_manifest_parsed *parsed;
     int rc = reg_manifest_parse(q->content, q->len, q->content_type, &req, &parsed);
     if (rc < 0) return rc;
+    if ((rc = reg_manifest_check_urls(parsed, &cfg->validation)) < 0) {
+        reg_manifest_parsed_free(parsed);
+        return rc;
+    }
     req.repo = q->repo;
     req.digest = q->digest;
     req.tags = q->tags;

@@ -75,12 +75,14 @@ static void route_ns_local(http_req *r, const char *ns)
         snprintf(r->name, sizeof r->name, "%s", local);
 }
 
-/* A name whose first component is a registry host ("registry.example.com/app", "host:5000/x",
- * "localhost/x"): Docker reads it so, and Docker Hub has no such namespace. */
-static bool hostlike(const char *name)
+/* A name that cannot be Docker Hub's: its first component is a registry host
+ * ("registry.example.com/app", "host:5000/x", "localhost/x", as Docker reads names), or it has
+ * more than two components (Docker Hub's are "name" or "namespace/name"). */
+static bool not_hub_name(const char *name)
 {
     size_t n = strcspn(name, "/");
     if (!name[n]) return false; /* one component: library/<name> */
+    if (strchr(name + n + 1, '/')) return true;
     return memchr(name, '.', n) || memchr(name, ':', n) ||
            (n == 9 && !strncmp(name, "localhost", 9));
 }
@@ -110,7 +112,7 @@ int reg_mirror_route(http_req *r)
      * clients ask) that is no local repository goes to the default upstream: proxy.remoteurl,
      * else the mirror that stands for Docker Hub */
     const config_mirror *dflt = cfg->proxy ? cfg->proxy : reg_mirror_hub(cfg);
-    if (!cfg->proxy && hostlike(r->name)) dflt = NULL; /* never a Docker Hub name */
+    if (!cfg->proxy && not_hub_name(r->name)) dflt = NULL;
     bool bare = !m && dflt;
     if (bare && write && cfg->proxy && !cfg->proxy_localpush)
         return berr_set(BERR_UNSUPPORTED,
@@ -317,23 +319,26 @@ void reg_mirror_maintain(store *st, const config *cfg, bool evict)
         list[i] = (store_access){batch[i].repo, batch[i].digest, batch[i].when};
     if (store_touch(st, list, n) < 0)
         log_warn("msg=\"recording access times failed\" err=\"%s\"", berr_msg());
-    if (!evict || cfg->cache_max <= 0) return;
+    int64_t ttl_ms = cfg->proxy ? cfg->proxy->ttl_s * 1000 : 0;
+    if (!evict || (cfg->cache_max <= 0 && ttl_ms <= 0)) return;
     /* berths sharing one metadata database evict one at a time: the lease's holder decides */
     static char owner[160];
     if (!owner[0]) lease_owner(owner, sizeof owner, "evict", NULL);
     if (store_lease_take(st, "mirror evict", owner, 60000) == -BERR_CONFLICT) return;
-    store_evict_opts o = {.max_bytes = (uint64_t)cfg->cache_max,
+    store_evict_opts o = {.max_bytes = cfg->cache_max > 0 ? (uint64_t)cfg->cache_max : UINT64_MAX,
+                          .idle_ms = ttl_ms, /* proxy.ttl: the proxy's images unused that long */
+                          .idle_prefix = cfg->proxy ? cfg->proxy->local : NULL,
                           .pins = (const char *const *)cfg->pins,
                           .npins = cfg->npins};
     int erc = store_evict(st, &o);
     store_lease_drop(st, "mirror evict", owner);
     if (erc < 0)
         log_warn("msg=\"mirror eviction failed\" err=\"%s\"", berr_msg());
-    else if (o.manifests_evicted)
-        log_info("msg=\"mirror space over its limit: evicted\" manifests=%zu blobs=%zu "
-                 "bytes_before=%llu bytes_after=%llu",
-                 o.manifests_evicted, o.blobs_evicted, (unsigned long long)o.bytes_before,
-                 (unsigned long long)o.bytes_after);
+    else if (o.manifests_evicted || o.manifests_expired)
+        log_info("msg=\"mirror space over its limit or past proxy.ttl: evicted\" manifests=%zu "
+                 "expired=%zu blobs=%zu bytes_before=%llu bytes_after=%llu",
+                 o.manifests_evicted, o.manifests_expired, o.blobs_evicted,
+                 (unsigned long long)o.bytes_before, (unsigned long long)o.bytes_after);
 }
 
 /* ---- manifests ---- */

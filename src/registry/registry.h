@@ -23,6 +23,12 @@ typedef struct reg_manifest_parsed reg_manifest_parsed;
 int reg_manifest_parse(const char *content, size_t len, const char *content_type,
                        store_manifest_put_req *req, reg_manifest_parsed **out);
 void reg_manifest_parsed_free(reg_manifest_parsed *p);
+/* registry:2's validation of a pushed image manifest's layer URLs (validation: in the config):
+ * unless validation.disabled, a layer that carries urls (or has a foreign/non-distributable
+ * type, which must) is accepted only when every URL is http(s) without a fragment, matches one
+ * validation.manifests.urls.allow expression (none set: refused) and no deny one.
+ * -BERR_MANIFEST_INVALID names the first URL refused. */
+int reg_manifest_check_urls(const reg_manifest_parsed *p, const config_validation *v);
 /* The referrers API's "manifests" array for a list from the store. */
 json_t *reg_referrer_descriptors(const store_referrer_list *l);
 /* A manifest to store, parsed and checked as a PUT is (margo rules, Helm chart indexing). */

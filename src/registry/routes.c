@@ -132,8 +132,10 @@ bool registry_route(http_req *r)
     } else if (ref_is_tag_or_digest) {
         if (ref_is_digest(r->ref))
             rc = digest_parse(r->ref, NULL);
-        else if (!ref_tag_valid(r->ref))
-            rc = berr_set(BERR_MANIFEST_INVALID, "invalid tag");
+        else if (!ref_tag_valid(r->ref)) /* no such manifest can exist: reads answer 404 */
+            rc = r->method == M_GET || r->method == M_HEAD
+                     ? berr_set(BERR_MANIFEST_UNKNOWN, "manifest unknown (invalid reference)")
+                     : berr_set(BERR_MANIFEST_INVALID, "invalid tag");
     } else if (ref_is_uuid && !*r->ref) {
         rc = berr_set(BERR_BLOB_UPLOAD_UNKNOWN, "upload unknown");
     }

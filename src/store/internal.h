@@ -54,8 +54,10 @@ typedef struct {
     int (*repo_mark_mirror)(store_meta *m, const char *repo);
     int (*touch)(store_meta *m, const store_access *a, size_t n);
     int (*mirror_usage)(store_meta *m, uint64_t *bytes);
-    int (*usage)(store_meta *m, uint64_t *bytes);                  /* all blobs */
-    int (*mirror_lru)(store_meta *m, size_t max, store_list *out); /* "repo@digest", oldest first */
+    int (*usage)(store_meta *m, uint64_t *bytes); /* all blobs */
+    /* "repo@digest", least recently used first; before > 0: only those last used (or stored,
+     * when never used) before it, ms */
+    int (*mirror_lru)(store_meta *m, size_t max, int64_t before, store_list *out);
     int (*mirror_evict)(store_meta *m, const char *repo, const char *digest, store_list *freed);
     int (*mirror_blob_remove)(store_meta *m, const char *digest, store_place_fn trash, void *arg,
                               bool *removed);

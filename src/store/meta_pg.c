@@ -302,6 +302,7 @@ static const char *const q_sql[Q__COUNT] = {
         "SELECT COALESCE(SUM(b.size), 0)::bigint FROM blobs b WHERE " MIRROR_ONLY_BLOB,
     [Q_MIRROR_LRU] = "SELECT m.repo || '@' || m.digest FROM manifests m JOIN repos r "
                      "ON r.name = m.repo WHERE r.mirrored = 1 "
+                     "AND COALESCE(m.accessed, m.created) < $2 "
                      "ORDER BY COALESCE(m.accessed, m.created) ASC LIMIT $1",
     [Q_EACH_BLOB] = "SELECT digest, size FROM blobs ORDER BY digest",
     [Q_EACH_MANIFEST] = "SELECT repo, digest, content FROM manifests ORDER BY repo, digest",
@@ -1307,7 +1308,7 @@ static int pg_mirror_usage(store_meta *base, uint64_t *bytes)
     return sum_bytes(base, Q_MIRROR_USAGE, bytes);
 }
 
-static int pg_mirror_lru(store_meta *base, size_t max, store_list *out)
+static int pg_mirror_lru(store_meta *base, size_t max, int64_t before, store_list *out)
 {
     pg_meta *m = (pg_meta *)base;
     conn *c;
@@ -1315,6 +1316,7 @@ static int pg_mirror_lru(store_meta *base, size_t max, store_list *out)
     if (rc < 0) return rc;
     params p = {0};
     p_int(&p, (int64_t)max);
+    p_int(&p, before > 0 ? before : INT64_MAX);
     rc = collect(c, Q_MIRROR_LRU, &p, (long)max, out);
     conn_give(m, c);
     return rc;

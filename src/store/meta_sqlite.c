@@ -1014,7 +1014,7 @@ static int sq_mirror_usage(store_meta *base, uint64_t *bytes)
                      bytes);
 }
 
-static int sq_mirror_lru(store_meta *base, size_t max, store_list *out)
+static int sq_mirror_lru(store_meta *base, size_t max, int64_t before, store_list *out)
 {
     sqlite_meta *m = (sqlite_meta *)base;
     conn *c;
@@ -1024,11 +1024,13 @@ static int sq_mirror_lru(store_meta *base, size_t max, store_list *out)
     if (sqlite3_prepare_v2(c->db,
                            "SELECT m.repo || '@' || m.digest FROM manifests m JOIN repos r "
                            "ON r.name = m.repo WHERE r.mirrored = 1 "
+                           "AND COALESCE(m.accessed, m.created) < ?2 "
                            "ORDER BY COALESCE(m.accessed, m.created) ASC LIMIT ?1",
                            -1, &s, NULL) != SQLITE_OK) {
         rc = db_err(c->db, "prepare");
     } else {
         sqlite3_bind_int64(s, 1, (sqlite3_int64)max);
+        sqlite3_bind_int64(s, 2, before > 0 ? (sqlite3_int64)before : INT64_MAX);
         rc = collect(c, s, (long)max, out);
         sqlite3_finalize(s);
     }

@@ -268,14 +268,18 @@ typedef struct {
 int store_repo_mark_mirror(store *s, const char *repo);
 /* Records last-access times of manifests, in one batch (never per request). */
 int store_touch(store *s, const store_access *a, size_t n);
-/* Evicts least recently used mirrored images until mirrored content uses at most max_bytes.
- * Manifests of repositories matching a pin pattern (fnmatch) stay, with everything they
- * reference; content pushed to local repositories is never touched. */
+/* Evicts least recently used mirrored images until mirrored content uses at most max_bytes,
+ * after every mirrored image of a repository under idle_prefix ("<prefix>/...", NULL: any) not
+ * used for idle_ms (0: none expire; proxy.ttl). Manifests of repositories matching a pin pattern
+ * (fnmatch) stay, with everything they reference; content pushed to local repositories is never
+ * touched. */
 typedef struct {
     uint64_t max_bytes;
+    int64_t idle_ms;
+    const char *idle_prefix;
     const char *const *pins;
     size_t npins;
-    size_t manifests_evicted, blobs_evicted;
+    size_t manifests_evicted, manifests_expired, blobs_evicted;
     uint64_t bytes_before, bytes_after;
 } store_evict_opts;
 int store_evict(store *s, store_evict_opts *o);

@@ -61,6 +61,8 @@ t_eq "5. unrestricted mirror: a push to team/app is refused (403)" 403 \
 t_eq "5. ... a push to registry.example.com/apps/app (a host name first) is not (202)" 202 \
     "$(code -X POST "$BERTH_URL/v2/registry.example.com/apps/app/blobs/uploads/")"
 t_eq "5. ... nor to localhost/app (202)" 202 "$(code -X POST "$BERTH_URL/v2/localhost/app/blobs/uploads/")"
+t_eq "5. ... nor to site/team/app (three components: never Docker Hub's) (202)" 202 \
+    "$(code -X POST "$BERTH_URL/v2/site/team/app/blobs/uploads/")"
 berth_stop
 
 # ---- proxy.remoteurl (registry:2's proxy mode) ------------------------------------------------

@@ -50,13 +50,18 @@ t_check "berth cached both under their mirror names" bash -c \
     "curl -s $BERTH_URL/v2/_catalog | jq -e '.repositories | index(\"docker.io/library/alpine\") and index(\"ghcr.io/org/app\")'"
 
 # the other formats
-"$BERTH" client-config --for docker --endpoint "$BERTH_URL" | grep -v '^#' >"$T_TMP/daemon.json"
+"$BERTH" client-config --for docker --endpoint "$BERTH_URL" >"$T_TMP/daemon.json"
 t_eq "docker: daemon.json is JSON with the mirror" "$BERTH_URL" "$(jq -r '."registry-mirrors"[0]' "$T_TMP/daemon.json")"
 t_eq "docker: plain http endpoint listed as insecure" "127.0.0.1:$BERTH_PORT" "$(jq -r '."insecure-registries"[0]' "$T_TMP/daemon.json")"
 "$BERTH" client-config --for k3s --endpoint "$BERTH_URL" --registries docker.io,ghcr.io >"$T_TMP/reg.yaml"
 t_check "k3s: registries.yaml names both registries" bash -c "grep -q '\"docker.io\":' $T_TMP/reg.yaml && grep -q '\"ghcr.io\":' $T_TMP/reg.yaml"
+t_check "k3s: registries.yaml is YAML whose mirrors point at berth" python3 -c "import yaml,sys; d=yaml.safe_load(open('$T_TMP/reg.yaml')); sys.exit(d['mirrors']['ghcr.io']['endpoint'] != ['$BERTH_URL'])"
+t_check "k3s: offline sites are told --disable-default-registry-endpoint" grep -q '^#.*--disable-default-registry-endpoint' "$T_TMP/reg.yaml"
 "$BERTH" client-config --for podman --endpoint "$BERTH_URL" --registries ghcr.io >"$T_TMP/podman.conf"
 t_check "podman: mirror location uses the path-prefix form" grep -q "location = \"127.0.0.1:$BERTH_PORT/ghcr.io\"" "$T_TMP/podman.conf"
+t_check "podman: the file parses as TOML exactly as printed" python3 -c "import tomllib; d=tomllib.load(open('$T_TMP/podman.conf','rb')); assert d['registry'][0]['mirror'][0]['location']"
+"$BERTH" client-config --for containerd --endpoint "$BERTH_URL" --registries ghcr.io >"$T_TMP/hosts.toml"
+t_check "containerd: one registry's hosts.toml parses as TOML exactly as printed" python3 -c "import tomllib; d=tomllib.load(open('$T_TMP/hosts.toml','rb')); assert d['server'] == 'https://ghcr.io' and '$BERTH_URL' in d['host']"
 "$BERTH" client-config --for nerdctl --endpoint "$BERTH_URL" >/dev/null 2>&1
 t_eq "unknown client: exit 2" 2 "$?"
 t_check "clean shutdown" berth_stop

@@ -36,7 +36,7 @@ YML
 berth_start "$d"
 t_check "config: unknown key storage.cache reported by name" grep -q 'key=storage.cache' "$d/berth.log"
 t_check "config: unknown key http.secret reported by name" grep -q 'key=http.secret' "$d/berth.log"
-t_check "config: unknown key log.fields reported by name" grep -q 'key=log.fields' "$d/berth.log"
+t_check "config: log.fields added to the lines (registry:2's key)" grep -q 'msg="berth serving".* service=registry$' "$d/berth.log"
 t_check "config: env override of rootdirectory used" test -f "$d/data/metadata.db"
 hdrs=$(curl -s -D - -o /dev/null "$BERTH_URL/v2/" | tr -d '\r')
 t_check "http.headers: X-Content-Type-Options sent" grep -q '^X-Content-Type-Options: nosniff' <<<"$hdrs"

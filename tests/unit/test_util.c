@@ -1,12 +1,18 @@
-/* Unit tests for src/util: reference grammar, digests, error table; and config parsing. */
+/* Unit tests for src/util: reference grammar, digests, error table, log formats; config parsing;
+ * the Range parser. */
 #include "config.h"
+#include "registry/httpparse.h"
 #include "unit.h"
 #include "util/digest.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/ref.h"
 
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static void test_names(void)
@@ -129,6 +135,62 @@ static void test_config(void)
     unlink(path);
 }
 
+/* What one log_info call writes to stderr (captured through a file), in buf. */
+static void log_capture(char *buf, size_t len, const char *msg)
+{
+    char path[] = "/tmp/berth-unit-log-XXXXXX";
+    int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    log_info("%s", msg);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    ssize_t n = pread(fd, buf, len - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    close(fd);
+    unlink(path);
+}
+
+static void test_log(void)
+{
+    char out[4096];
+    log_set_level(LOG_INFO);
+    const char *keys[] = {"service", "env"}, *values[] = {"registry", "a b"};
+    log_set_fields(keys, values, 2);
+    log_set_format(LOG_TEXT);
+    log_capture(out, sizeof out, "msg=\"hello\" k=v");
+    CHECK(strstr(out, " level=info msg=\"hello\" k=v service=registry env=\"a b\"\n") != NULL);
+    log_set_format(LOG_JSON);
+    log_capture(out, sizeof out, "msg=\"a \\\"quoted\\\" word\" n=42 err=\"x=y\"");
+    json_t *j = json_loads(out, 0, NULL);
+    CHECK(j != NULL && out[strlen(out) - 1] == '\n');
+    CHECK_STR(json_string_value(json_object_get(j, "level")), "info");
+    CHECK_STR(json_string_value(json_object_get(j, "msg")), "a \"quoted\" word");
+    CHECK_STR(json_string_value(json_object_get(j, "n")), "42");
+    CHECK_STR(json_string_value(json_object_get(j, "err")), "x=y");
+    CHECK_STR(json_string_value(json_object_get(j, "env")), "a b");
+    CHECK(json_is_string(json_object_get(j, "time")));
+    json_decref(j);
+    log_capture(out, sizeof out, "not logfmt \xff at all");
+    j = json_loads(out, 0, NULL);
+    CHECK(j != NULL);
+    CHECK_STR(json_string_value(json_object_get(j, "msg")), "not logfmt ? at all");
+    json_decref(j);
+    CHECK(log_parse_format("json") == LOG_JSON && log_parse_format("text") == LOG_TEXT);
+    CHECK(log_parse_format("yaml") < 0);
+    log_set_format(LOG_TEXT);
+    log_set_fields(NULL, NULL, 0);
+    log_set_level(LOG_ERROR);
+}
+
+static void test_range(void)
+{
+    uint64_t off = 0, len = 0;
+    CHECK(reg_parse_range("bytes=500-0", 1000, &off, &len) == REG_RANGE_UNSATISFIABLE);
+    CHECK(reg_parse_range("bytes=10-19", 1000, &off, &len) == REG_RANGE_OK && off == 10 &&
+          len == 10);
+    CHECK(reg_parse_range("bytes=5-x", 1000, &off, &len) == REG_RANGE_NONE);
+}
+
 int main(void)
 {
     test_names();
@@ -136,5 +198,7 @@ int main(void)
     test_digests();
     test_errors();
     test_config();
+    test_log();
+    test_range();
     UNIT_DONE();
 }
