@@ -126,14 +126,11 @@ static int hidden_file(http_req *r, const char *base)
 {
     if (!r->cfg->auth.enabled || r->signed_in)
         return berr_set(BERR_NOT_FOUND, "%.200s not found", base);
-    size_t n = strlen(base);
-    for (size_t i = 1; i + 1 < n; i++) {
-        if (base[i] != '-' || i > HELM_NAME_MAX) continue;
-        char name[HELM_NAME_MAX + 1], repo[512];
-        memcpy(name, base, i);
-        name[i] = '\0';
-        if (!helm_name_valid(name) || !helm_semver_valid(base + i + 1)) continue;
-        helm_repo_name(r->cfg, tenant_of(r), name, repo, sizeof repo);
+    helm_file_chart c[HELM_FILE_CHARTS];
+    size_t n = helm_file_charts(base, c, HELM_FILE_CHARTS);
+    for (size_t i = 0; i < n; i++) {
+        char repo[512];
+        helm_repo_name(r->cfg, tenant_of(r), c[i].name, repo, sizeof repo);
         if (auth_allowed(r, repo, CONFIG_PULL))
             return berr_set(BERR_NOT_FOUND, "%.200s not found", base);
     }

@@ -388,8 +388,8 @@ char *helm_chart_manifest(const helm_chart_info *ci, const char *chart_digest, u
  * those of every other chart whose download file "<name>-<version>.tgz" would be the same name
  * ("web-1.0.0" 0.0.0 against "web" 1.0.0-0.0.0). */
 typedef struct {
-    char repos[8][512], tags[8][HELM_VERSION_MAX + 1];
-    const char *rp[8], *tp[8];
+    char repos[HELM_FILE_CHARTS + 1][512], tags[HELM_FILE_CHARTS + 1][HELM_VERSION_MAX + 1];
+    const char *rp[HELM_FILE_CHARTS + 1], *tp[HELM_FILE_CHARTS + 1];
     size_t n;
 } absent_set;
 
@@ -399,7 +399,7 @@ static void chart_absent(const helm_store_req *q, absent_set *a)
     a->n = 0;
     size_t rl = strlen(q->repo), nl = strlen(ci->name);
     if (rl < nl) return;
-    size_t plen = rl - nl; /* the repository prefix (helm.ocirepository and tenant) */
+    int plen = (int)(rl - nl); /* the repository prefix (helm.ocirepository and tenant) */
     if (!q->overwrite) {
         snprintf(a->repos[a->n], sizeof a->repos[0], "%s", q->repo);
         snprintf(a->tags[a->n], sizeof a->tags[0], "%s", ci->tag);
@@ -407,19 +407,12 @@ static void chart_absent(const helm_store_req *q, absent_set *a)
     }
     char base[HELM_NAME_MAX + HELM_VERSION_MAX + 2];
     snprintf(base, sizeof base, "%s-%s", ci->name, ci->version);
-    size_t n = strlen(base);
-    for (size_t i = 1; i + 1 < n && a->n < 8; i++) {
-        if (base[i] != '-' || i == nl || i > HELM_NAME_MAX || n - i - 1 > HELM_VERSION_MAX)
-            continue;
-        char name[HELM_NAME_MAX + 1], ver[HELM_VERSION_MAX + 1];
-        memcpy(name, base, i);
-        name[i] = '\0';
-        snprintf(ver, sizeof ver, "%s", base + i + 1);
-        if (!helm_name_valid(name) || !helm_semver_valid(ver)) continue;
-        for (char *p = ver; *p; p++)
-            if (*p == '+') *p = '_';
-        snprintf(a->repos[a->n], sizeof a->repos[0], "%.*s%s", (int)plen, q->repo, name);
-        snprintf(a->tags[a->n], sizeof a->tags[0], "%s", ver);
+    helm_file_chart c[HELM_FILE_CHARTS];
+    size_t n = helm_file_charts(base, c, HELM_FILE_CHARTS);
+    for (size_t i = 0; i < n; i++) {
+        if (!strcmp(c[i].name, ci->name)) continue; /* this chart itself */
+        snprintf(a->repos[a->n], sizeof a->repos[0], "%.*s%s", plen, q->repo, c[i].name);
+        snprintf(a->tags[a->n], sizeof a->tags[0], "%s", c[i].tag);
         a->n++;
     }
     for (size_t i = 0; i < a->n; i++) {
@@ -503,22 +496,31 @@ int helm_chart_store(store *s, const helm_store_req *q)
 
 /* ---- finding stored charts ---- */
 
+size_t helm_file_charts(const char *base, helm_file_chart *out, size_t max)
+{
+    size_t n = strlen(base), k = 0;
+    for (size_t i = 1; i + 1 < n && k < max; i++) {
+        if (base[i] != '-' || i > HELM_NAME_MAX || n - i - 1 > HELM_VERSION_MAX) continue;
+        helm_file_chart *c = &out[k];
+        memcpy(c->name, base, i);
+        c->name[i] = '\0';
+        snprintf(c->tag, sizeof c->tag, "%s", base + i + 1);
+        if (!helm_name_valid(c->name) || !helm_semver_valid(c->tag)) continue;
+        for (char *p = c->tag; *p; p++)
+            if (*p == '+') *p = '_';
+        k++;
+    }
+    return k;
+}
+
 int helm_chart_find(store *s, const config *cfg, const char *tenant, const char *base, char *repo,
                     size_t repolen, store_manifest *m)
 {
-    size_t n = strlen(base);
-    for (size_t i = 1; i + 1 < n; i++) {
-        if (base[i] != '-') continue;
-        char name[HELM_NAME_MAX + 1], ver[HELM_VERSION_MAX + 1];
-        if (i > HELM_NAME_MAX || n - i - 1 > HELM_VERSION_MAX) continue;
-        memcpy(name, base, i);
-        name[i] = '\0';
-        snprintf(ver, sizeof ver, "%s", base + i + 1);
-        if (!helm_name_valid(name) || !helm_semver_valid(ver)) continue;
-        for (char *p = ver; *p; p++)
-            if (*p == '+') *p = '_';
-        helm_repo_name(cfg, tenant, name, repo, repolen);
-        if (store_manifest_get(s, repo, ver, m) == 0) return 0;
+    helm_file_chart c[HELM_FILE_CHARTS];
+    size_t n = helm_file_charts(base, c, HELM_FILE_CHARTS);
+    for (size_t i = 0; i < n; i++) {
+        helm_repo_name(cfg, tenant, c[i].name, repo, repolen);
+        if (store_manifest_get(s, repo, c[i].tag, m) == 0) return 0;
     }
     return berr_set(BERR_NOT_FOUND, "chart %.200s not found", base);
 }

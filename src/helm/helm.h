@@ -87,6 +87,15 @@ void helm_entry_free(helm_entry *e);
 int helm_oci_entry(store *s, const config *cfg, const char *repo, const char *content, size_t len,
                    helm_entry *e);
 
+/* The charts a download file name "<base>.tgz" can stand for: each split of base at a '-' into a
+ * valid chart name and SemVer version (its tag: '+' written '_'); returns how many (at most max).
+ */
+#define HELM_FILE_CHARTS 8
+typedef struct {
+    char name[HELM_NAME_MAX + 1];
+    char tag[HELM_VERSION_MAX + 1];
+} helm_file_chart;
+size_t helm_file_charts(const char *base, helm_file_chart *out, size_t max);
 /* The stored chart "<name>-<version>" (names may hold '-': every split is tried) of a tenant
  * ("" for none): its repository and manifest. -BERR_NOT_FOUND when absent. */
 int helm_chart_find(store *s, const config *cfg, const char *tenant, const char *base, char *repo,

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define FUZZ_ASSERT(cond)                                                                          \
     do {                                                                                           \
@@ -74,6 +75,19 @@ static inline uint8_t *fuzz_gzip_stored(const uint8_t *p, size_t n, size_t *outl
     o += 8;
     *outlen = (size_t)(o - out);
     return out;
+}
+
+/* Writes an archive input to fd (truncated first): as it is, or, for "TAR:" and a tar stream,
+ * wrapped in a stored gzip. */
+static inline void fuzz_tgz_to_fd(int fd, const uint8_t *data, size_t size)
+{
+    uint8_t *wrapped = NULL;
+    if (size >= 4 && !memcmp(data, "TAR:", 4)) {
+        wrapped = fuzz_gzip_stored(data + 4, size - 4, &size);
+        data = wrapped;
+    }
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, data, size, 0) != (ssize_t)size) abort();
+    free(wrapped);
 }
 
 #endif

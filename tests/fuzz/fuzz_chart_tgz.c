@@ -36,13 +36,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint8_t *wrapped = NULL;
-    if (size >= 4 && !memcmp(data, "TAR:", 4)) {
-        wrapped = fuzz_gzip_stored(data + 4, size - 4, &size);
-        data = wrapped;
-    }
-    if (ftruncate(fd, 0) < 0 || pwrite(fd, data, size, 0) != (ssize_t)size) abort();
-    free(wrapped);
+    fuzz_tgz_to_fd(fd, data, size);
 
     helm_chart_info info;
     memset(&info, 0x5a, sizeof info); /* inspect must initialise it itself */

@@ -52,13 +52,7 @@ static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint8_t *wrapped = NULL;
-    if (size >= 4 && !memcmp(data, "TAR:", 4)) {
-        wrapped = fuzz_gzip_stored(data + 4, size - 4, &size);
-        data = wrapped;
-    }
-    if (ftruncate(fd, 0) < 0 || pwrite(fd, data, size, 0) != (ssize_t)size) abort();
-    free(wrapped);
+    fuzz_tgz_to_fd(fd, data, size);
     tar_scan_opts o = {.what = "compose archive",
                        .max_uncompressed = 1 << 20,
                        .symlinks_inside = true,
