@@ -71,6 +71,28 @@ static int put_mem(creator *c, const char *digest, const void *data, size_t len)
     return rc;
 }
 
+/* size bytes of fd (a fetched file whose digest is dg) as a blob of the bundle, once. */
+static int put_file(creator *c, const char *dg, int fd, off_t size, const char *what)
+{
+    if (json_object_get(c->seen, dg)) return 0;
+    char name[DIGEST_STR_MAX + 16];
+    layout_blob_path(dg, name, sizeof name);
+    int rc = tar_writer_file(c->w, name, (uint64_t)size);
+    char buf[65536];
+    for (off_t pos = 0; rc == 0 && pos < size;) {
+        ssize_t n = pread(fd, buf, sizeof buf, pos);
+        if (n <= 0) rc = berr_set(BERR_IO, "read %s", what);
+        if (rc == 0) rc = tar_writer_write(c->w, buf, (size_t)n);
+        pos += n > 0 ? n : 0;
+    }
+    if (rc == 0) {
+        json_object_set_new(c->seen, dg, json_true());
+        c->bytes += (uint64_t)size;
+        c->nblobs++;
+    }
+    return rc;
+}
+
 static int to_tar(void *arg, const char *data, size_t len)
 {
     return tar_writer_write(arg, data, len) < 0 ? -1 : 0;
@@ -255,7 +277,7 @@ static int carry_http_chart(creator *c, const closure_item *it, const rc_opts *o
     char *cfg = rc == 0 ? json_dumps(ci.meta, JSON_COMPACT) : NULL;
     if (rc == 0 && !cfg) rc = berr_set(BERR_INTERNAL, "out of memory");
     off_t size = fd >= 0 ? lseek(fd, 0, SEEK_END) : 0;
-    char cfgd[DIGEST_STR_MAX], name[DIGEST_STR_MAX + 16];
+    char cfgd[DIGEST_STR_MAX];
     char *man = NULL;
     if (rc == 0) {
         digest_buf(DIGEST_SHA256, cfg, strlen(cfg), cfgd);
@@ -263,22 +285,7 @@ static int carry_http_chart(creator *c, const closure_item *it, const rc_opts *o
                                   it->created[0] ? it->created : "1970-01-01T00:00:00Z");
         if (!man) rc = berr_set(BERR_INTERNAL, "out of memory");
     }
-    if (rc == 0 && !json_object_get(c->seen, dg)) { /* the .tgz, from the anonymous file */
-        layout_blob_path(dg, name, sizeof name);
-        rc = tar_writer_file(c->w, name, (uint64_t)size);
-        char buf[65536];
-        for (off_t pos = 0; rc == 0 && pos < size;) {
-            ssize_t n = pread(fd, buf, sizeof buf, pos);
-            if (n <= 0) rc = berr_set(BERR_IO, "read %s", it->ref);
-            if (rc == 0) rc = tar_writer_write(c->w, buf, (size_t)n);
-            pos += n > 0 ? n : 0;
-        }
-        if (rc == 0) {
-            json_object_set_new(c->seen, dg, json_true());
-            c->bytes += (uint64_t)size;
-            c->nblobs++;
-        }
-    }
+    if (rc == 0) rc = put_file(c, dg, fd, size, it->ref); /* the .tgz, from the anonymous file */
     if (rc == 0) rc = put_mem(c, cfgd, cfg, strlen(cfg));
     char md[DIGEST_STR_MAX];
     if (rc == 0) {
@@ -317,23 +324,7 @@ static int carry_url(creator *c, const closure_item *it, const rc_opts *o)
     off_t size = fd >= 0 ? lseek(fd, 0, SEEK_END) : 0;
     unsigned char magic[2] = {0};
     bool gz = fd >= 0 && pread(fd, magic, 2, 0) == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
-    char blob[DIGEST_STR_MAX + 16];
-    if (rc == 0 && !json_object_get(c->seen, dg)) {
-        layout_blob_path(dg, blob, sizeof blob);
-        rc = tar_writer_file(c->w, blob, (uint64_t)size);
-        char buf[65536];
-        for (off_t pos = 0; rc == 0 && pos < size;) {
-            ssize_t n = pread(fd, buf, sizeof buf, pos);
-            if (n <= 0) rc = berr_set(BERR_IO, "read %s", it->ref);
-            if (rc == 0) rc = tar_writer_write(c->w, buf, (size_t)n);
-            pos += n > 0 ? n : 0;
-        }
-        if (rc == 0) {
-            json_object_set_new(c->seen, dg, json_true());
-            c->bytes += (uint64_t)size;
-            c->nblobs++;
-        }
-    }
+    if (rc == 0) rc = put_file(c, dg, fd, size, it->ref);
     if (fd >= 0) close(fd);
     static const char empty[] = "{}";
     char ed[DIGEST_STR_MAX];
