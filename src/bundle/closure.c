@@ -302,7 +302,7 @@ static void http_chart(closure *c, const rc_opts *o, const char *repo, const cha
     char *text = size > 0 ? malloc((size_t)size + 1) : NULL;
     json_t *idx = NULL;
     if (text && pread(fd, text, (size_t)size, 0) == size)
-        helm_yaml_to_json(text, (size_t)size, "index.yaml", &idx);
+        yamlj_parse(text, (size_t)size, "index.yaml", &idx);
     free(text);
     close(fd);
     const char *want_s = NULL, *curl = NULL;
@@ -490,7 +490,7 @@ int closure_resolve(const char *ref, const rc_opts *o, const char *platforms, cl
     json_t *d = NULL;
     rc = rc_get_blob_mem(&r, desc, 16 << 20, &text, &len);
     json_decref(m);
-    if (rc == 0) rc = helm_yaml_to_json(text, len, "margo.yaml", &d);
+    if (rc == 0) rc = yamlj_parse(text, len, "margo.yaml", &d);
     free(text);
     if (rc < 0) return rc;
     json_t *p, *comp;

@@ -3,7 +3,7 @@
  * that proxy/upstream does; every body received is checked against the digest it was asked by.
  */
 #include "client/regclient.h"
-#include "helm/helm.h"
+#include "util/strbuf.h"
 #include "margo/images.h"
 #include "registry/registry.h"
 #include "util/err.h"
@@ -258,7 +258,7 @@ int rc_get_blob(rc_ref *r, const char *digest, uint64_t size, upstream_sink sink
 }
 
 typedef struct {
-    helm_buf b;
+    strbuf b;
     size_t max;
 } membuf;
 
@@ -266,7 +266,7 @@ static int mem_cb(void *arg, const char *data, size_t len)
 {
     membuf *m = arg;
     if (m->b.len + len > m->max) return -1;
-    helm_buf_add(&m->b, data, len);
+    strbuf_add(&m->b, data, len);
     return m->b.oom ? -1 : 0;
 }
 

@@ -34,7 +34,7 @@ static int reply_json(http_req *r, int status, const char *body)
     return http_reply(r, status, "application/json", body, strlen(body));
 }
 
-static int reply_buf(http_req *r, int status, helm_buf *b)
+static int reply_buf(http_req *r, int status, strbuf *b)
 {
     if (b->oom) {
         free(b->buf);
@@ -163,14 +163,14 @@ static int file_end(http_req *r)
 
 /* ---- listings ---- */
 
-static void add_versions(helm_buf *b, const helm_chart *c)
+static void add_versions(strbuf *b, const helm_chart *c)
 {
-    helm_buf_add(b, "[", 1);
+    strbuf_add(b, "[", 1);
     for (size_t i = 0; i < c->n; i++) {
-        if (i) helm_buf_add(b, ",", 1);
-        helm_buf_add(b, c->versions[i].json, strlen(c->versions[i].json));
+        if (i) strbuf_add(b, ",", 1);
+        strbuf_add(b, c->versions[i].json, strlen(c->versions[i].json));
     }
-    helm_buf_add(b, "]", 1);
+    strbuf_add(b, "]", 1);
 }
 
 static int list_end(http_req *r)
@@ -182,8 +182,8 @@ static int list_end(http_req *r)
     helm_view *v;
     int rc = helm_view_get(r->store, r->cfg, tenant_of(r), &v);
     if (rc < 0) return rc;
-    helm_buf b = {0};
-    helm_buf_add(&b, "{", 1);
+    strbuf b = {0};
+    strbuf_add(&b, "{", 1);
     size_t shown = 0;
     for (size_t i = 0, skip = (size_t)off; i < v->ncharts && (lim < 0 || shown < (size_t)lim);
          i++) {
@@ -195,12 +195,12 @@ static int list_end(http_req *r)
         json_t *k = json_string(v->charts[i]->name);
         char *ks = json_dumps(k, JSON_ENCODE_ANY);
         json_decref(k);
-        if (shown++) helm_buf_add(&b, ",", 1);
-        helm_buf_addf(&b, "%s:", ks ? ks : "\"\"");
+        if (shown++) strbuf_add(&b, ",", 1);
+        strbuf_addf(&b, "%s:", ks ? ks : "\"\"");
         free(ks);
         add_versions(&b, v->charts[i]);
     }
-    helm_buf_add(&b, "}\n", 2);
+    strbuf_add(&b, "}\n", 2);
     helm_view_put(v);
     return reply_buf(r, 200, &b);
 }
@@ -216,9 +216,9 @@ static int chart_end(http_req *r)
         helm_view_put(v);
         return berr_set(BERR_NOT_FOUND, "chart not found");
     }
-    helm_buf b = {0};
+    strbuf b = {0};
     add_versions(&b, c);
-    helm_buf_add(&b, "\n", 1);
+    strbuf_add(&b, "\n", 1);
     helm_view_put(v);
     return reply_buf(r, 200, &b);
 }
@@ -254,9 +254,9 @@ static int version_end(http_req *r)
     const helm_version *hv;
     int rc = find_version(r, true, &v, &hv);
     if (rc < 0) return rc;
-    helm_buf b = {0};
-    helm_buf_add(&b, hv->json, strlen(hv->json));
-    helm_buf_add(&b, "\n", 1);
+    strbuf b = {0};
+    strbuf_add(&b, hv->json, strlen(hv->json));
+    strbuf_add(&b, "\n", 1);
     helm_view_put(v);
     return reply_buf(r, 200, &b);
 }
@@ -406,7 +406,7 @@ static int prov_chart(const char *prov, size_t len, helm_chart_info *ci)
     if (!end || (sig && sig < end)) end = sig;
     if (!end) return berr_set(BERR_BAD_REQUEST, "not a provenance file (no signature)");
     json_t *meta;
-    int rc = helm_yaml_to_json(body, (size_t)(end - body), "provenance file", &meta);
+    int rc = yamlj_parse(body, (size_t)(end - body), "provenance file", &meta);
     if (rc < 0) return rc;
     memset(ci, 0, sizeof *ci);
     ci->meta = meta;

@@ -24,99 +24,6 @@
 #include <yaml.h>
 
 #define CHART_YAML_MAX (1u << 20)
-/* What a YAML document may expand to, in bytes of produced JSON (counted per node below): a
- * fixed allowance plus a multiple of the input, so aliases cannot turn a few hundred bytes into
- * gigabytes (a "billion laughs" document). */
-#define YAML_EXPAND_BASE (4u << 20)
-#define YAML_EXPAND_PER_BYTE 8
-#define YAML_DEPTH_MAX 64
-
-/* ---- SemVer ---- */
-
-static const char semver_re[] = "^(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)"
-                                "(-((0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\\.(0|[1-9][0-9]*|"
-                                "[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-                                "(\\+([0-9a-zA-Z-]+(\\.[0-9a-zA-Z-]+)*))?$";
-
-static regex_t semver_compiled;
-static bool semver_ready;
-static pthread_once_t semver_once = PTHREAD_ONCE_INIT;
-
-static void semver_init(void)
-{
-    semver_ready = regcomp(&semver_compiled, semver_re, REG_EXTENDED | REG_NOSUB) == 0;
-}
-
-bool helm_semver_valid(const char *v)
-{
-    if (strlen(v) > HELM_VERSION_MAX) return false;
-    pthread_once(&semver_once, semver_init);
-    return semver_ready && regexec(&semver_compiled, v, 0, NULL, 0) == 0;
-}
-
-/* Compares numeric identifiers of any length. */
-static int num_cmp(const char *a, size_t al, const char *b, size_t bl)
-{
-    if (al != bl) return al < bl ? -1 : 1;
-    int c = memcmp(a, b, al);
-    return c < 0 ? -1 : c > 0;
-}
-
-static bool all_digits(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isdigit((unsigned char)s[i])) return false;
-    return n > 0;
-}
-
-int helm_semver_cmp(const char *a, const char *b)
-{
-    const char *pa = a, *pb = b;
-    /* major.minor.patch */
-    for (int i = 0; i < 3; i++) {
-        size_t la = strspn(pa, "0123456789"), lb = strspn(pb, "0123456789");
-        int c = num_cmp(pa, la, pb, lb);
-        if (c) return c;
-        pa += la;
-        pb += lb;
-        if (i < 2) {
-            if (*pa == '.') pa++;
-            if (*pb == '.') pb++;
-        }
-    }
-    size_t ra = strcspn(pa, "+"), rb = strcspn(pb, "+");
-    bool prea = *pa == '-', preb = *pb == '-';
-    if (!prea && preb) return 1;
-    if (prea && !preb) return -1;
-    if (prea && preb) {
-        const char *xa = pa + 1, *xb = pb + 1, *ea = pa + ra, *eb = pb + rb;
-        while (xa < ea && xb < eb) {
-            size_t la = strcspn(xa, ".+"), lb = strcspn(xb, ".+");
-            if (xa + la > ea) la = (size_t)(ea - xa);
-            if (xb + lb > eb) lb = (size_t)(eb - xb);
-            bool na = all_digits(xa, la), nb = all_digits(xb, lb);
-            int c;
-            if (na && nb)
-                c = num_cmp(xa, la, xb, lb);
-            else if (na != nb)
-                c = na ? -1 : 1;
-            else {
-                size_t m = la < lb ? la : lb;
-                c = memcmp(xa, xb, m);
-                c = c ? (c < 0 ? -1 : 1) : (la == lb ? 0 : (la < lb ? -1 : 1));
-            }
-            if (c) return c;
-            xa += la;
-            xb += lb;
-            if (xa < ea && *xa == '.') xa++;
-            if (xb < eb && *xb == '.') xb++;
-        }
-        if (xa < ea) return 1;
-        if (xb < eb) return -1;
-    }
-    int c = strcmp(a, b); /* same precedence: a stable order by build metadata */
-    return c < 0 ? -1 : c > 0;
-}
 
 bool helm_name_valid(const char *name)
 {
@@ -132,123 +39,6 @@ bool helm_name_valid(const char *name)
         prev_sep = sep;
     }
     return !prev_sep;
-}
-
-/* ---- YAML -> JSON ---- */
-
-typedef struct {
-    yaml_document_t *doc;
-    size_t budget; /* bytes the produced JSON may still take (approximate: see node_cost) */
-    const char *what;
-    int rc;
-} conv;
-
-static bool is_null_word(const char *s)
-{
-    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
-}
-
-/* What one node costs once it is JSON: jansson's value, a hash table for a mapping, the text. */
-static size_t node_cost(const yaml_node_t *n)
-{
-    switch (n->type) {
-    case YAML_SCALAR_NODE:
-        return 64 + n->data.scalar.length;
-    case YAML_MAPPING_NODE:
-        return 256 + 64 * (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
-    default:
-        return 64 + 16 * (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
-    }
-}
-
-static json_t *node_json(conv *c, yaml_node_t *n, const char *key, int depth)
-{
-    if (!n || c->rc) return NULL;
-    size_t cost = node_cost(n);
-    if (depth > YAML_DEPTH_MAX) {
-        c->rc =
-            berr_set(BERR_BAD_REQUEST, "%s: nested more than %d levels", c->what, YAML_DEPTH_MAX);
-        return NULL;
-    }
-    if (cost > c->budget) {
-        c->rc = berr_set(BERR_BAD_REQUEST,
-                         "%s: expands to too much data (aliases repeating content?)", c->what);
-        return NULL;
-    }
-    c->budget -= cost;
-    switch (n->type) {
-    case YAML_SCALAR_NODE: {
-        const char *v = (const char *)n->data.scalar.value;
-        bool plain = n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-        if (plain && is_null_word(v)) return json_null();
-        /* Helm's typed fields: booleans stay booleans, everything else is read as text */
-        if (plain && key && (!strcmp(key, "deprecated") || !strcmp(key, "enabled"))) {
-            if (!strcasecmp(v, "true")) return json_true();
-            if (!strcasecmp(v, "false")) return json_false();
-        }
-        return json_stringn(v, n->data.scalar.length);
-    }
-    case YAML_SEQUENCE_NODE: {
-        json_t *a = json_array();
-        for (yaml_node_item_t *it = n->data.sequence.items.start;
-             it < n->data.sequence.items.top && !c->rc; it++) {
-            json_t *v = node_json(c, yaml_document_get_node(c->doc, *it), NULL, depth + 1);
-            if (v) json_array_append_new(a, v);
-        }
-        return a;
-    }
-    case YAML_MAPPING_NODE: {
-        json_t *o = json_object();
-        for (yaml_node_pair_t *p = n->data.mapping.pairs.start;
-             p < n->data.mapping.pairs.top && !c->rc; p++) {
-            yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
-            if (!k || k->type != YAML_SCALAR_NODE) {
-                c->rc = berr_set(BERR_BAD_REQUEST, "%s: mapping keys must be scalars", c->what);
-                break;
-            }
-            const char *ks = (const char *)k->data.scalar.value;
-            if (json_object_get(o, ks)) {
-                c->rc = berr_set(BERR_BAD_REQUEST, "%s: key '%.100s' appears twice", c->what, ks);
-                break;
-            }
-            json_t *v = node_json(c, yaml_document_get_node(c->doc, p->value), ks, depth + 1);
-            if (v) json_object_set_new(o, ks, v);
-        }
-        return o;
-    }
-    default:
-        return json_null();
-    }
-}
-
-int helm_yaml_to_json(const char *text, size_t len, const char *what, json_t **out)
-{
-    *out = NULL;
-    yaml_parser_t p;
-    yaml_document_t doc;
-    if (!yaml_parser_initialize(&p)) return berr_set(BERR_INTERNAL, "out of memory");
-    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
-    if (!yaml_parser_load(&p, &doc)) {
-        int rc = berr_set(BERR_BAD_REQUEST, "%s: invalid YAML: %s at line %zu", what,
-                          p.problem ? p.problem : "error", p.problem_mark.line + 1);
-        yaml_parser_delete(&p);
-        return rc;
-    }
-    conv c = {&doc, YAML_EXPAND_BASE + YAML_EXPAND_PER_BYTE * len, what, 0};
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
-    json_t *j = root ? node_json(&c, root, NULL, 0) : NULL;
-    yaml_document_delete(&doc);
-    yaml_parser_delete(&p);
-    if (c.rc) {
-        json_decref(j);
-        return c.rc;
-    }
-    if (!json_is_object(j)) {
-        json_decref(j);
-        return berr_set(BERR_BAD_REQUEST, "%s: expected a mapping", what);
-    }
-    *out = j;
-    return 0;
 }
 
 /* ---- metadata ---- */
@@ -268,7 +58,7 @@ int helm_chart_check_meta(json_t *meta, helm_chart_info *info)
                         "separated by '.', '_' or '-' (it names an OCI repository)",
                         name);
     if (!version || !*version) return berr_set(BERR_BAD_REQUEST, "Chart.yaml: version is required");
-    if (!helm_semver_valid(version))
+    if (!semver_valid(version))
         return berr_set(BERR_BAD_REQUEST, "Chart.yaml: version '%.130s' is not a SemVer 2 version",
                         version);
     snprintf(info->name, sizeof info->name, "%s", name);
@@ -298,7 +88,7 @@ int helm_chart_inspect(int fd, int64_t max_uncompressed, helm_chart_info *info)
     if (rc < 0) return rc;
     if (!o.captured)
         rc = berr_set(BERR_BAD_REQUEST, "chart archive: no Chart.yaml in '%s/'", o.top);
-    if (rc == 0) rc = helm_yaml_to_json(o.captured, o.captured_len, "Chart.yaml", &info->meta);
+    if (rc == 0) rc = yamlj_parse(o.captured, o.captured_len, "Chart.yaml", &info->meta);
     tar_scan_free(&o);
     if (rc == 0) rc = helm_chart_check_meta(info->meta, info);
     if (rc < 0) helm_chart_info_free(info);
@@ -348,7 +138,7 @@ static int make_entry(json_t *meta, const helm_chart_info *ci, const char *chart
     json_object_set_new(e, "created", json_string(created));
     json_object_set_new(e, "digest", json_string(digest_hex(chart_digest)));
     out->json = json_dumps(e, JSON_COMPACT | JSON_SORT_KEYS);
-    helm_buf b = {0};
+    strbuf b = {0};
     helm_yaml_entry(&b, e);
     json_decref(e);
     out->yaml = b.buf;
@@ -505,7 +295,7 @@ size_t helm_file_charts(const char *base, helm_file_chart *out, size_t max)
         memcpy(c->name, base, i);
         c->name[i] = '\0';
         snprintf(c->tag, sizeof c->tag, "%s", base + i + 1);
-        if (!helm_name_valid(c->name) || !helm_semver_valid(c->tag)) continue;
+        if (!helm_name_valid(c->name) || !semver_valid(c->tag)) continue;
         for (char *p = c->tag; *p; p++)
             if (*p == '+') *p = '_';
         k++;

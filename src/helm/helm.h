@@ -16,6 +16,9 @@
 #define BERTH_HELM_H
 
 #include "http/http.h"
+#include "util/semver.h"
+#include "util/strbuf.h"
+#include "util/yamlj.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -26,7 +29,7 @@
 
 /* ---- chart.c ---- */
 #define HELM_NAME_MAX 128
-#define HELM_VERSION_MAX 128
+#define HELM_VERSION_MAX SEMVER_MAX
 
 typedef struct {
     json_t *meta; /* Chart.yaml as JSON (owned) */
@@ -35,10 +38,6 @@ typedef struct {
     char tag[HELM_VERSION_MAX + 1]; /* the version as an OCI tag ('+' -> '_') */
 } helm_chart_info;
 
-/* Strict SemVer 2.0.0 (no leading "v"). */
-bool helm_semver_valid(const char *v);
-/* SemVer precedence (build metadata ignored, then compared as text for a stable order). */
-int helm_semver_cmp(const char *a, const char *b);
 /* Chart names become OCI repository components: [a-z0-9]+([._-][a-z0-9]+)*. */
 bool helm_name_valid(const char *name);
 
@@ -50,8 +49,6 @@ int helm_chart_inspect(int fd, int64_t max_uncompressed, helm_chart_info *info);
 /* Checks Chart.yaml metadata (apiVersion, name, SemVer version) and fills info's strings. */
 int helm_chart_check_meta(json_t *meta, helm_chart_info *info);
 void helm_chart_info_free(helm_chart_info *info);
-/* Parses YAML text (Chart.yaml, a .prov's signed part) into JSON. -BERR_BAD_REQUEST. */
-int helm_yaml_to_json(const char *text, size_t len, const char *what, json_t **out);
 
 /* Stores a chart whose .tgz is the blob chart_digest (linked to the chart's repository) as an
  * OCI chart manifest tagged with its version, with prov (may be NULL) as a provenance layer.
@@ -149,18 +146,8 @@ void helm_view_put(helm_view *v);
 const helm_chart *helm_view_chart(const helm_view *v, const char *name);
 /* A version of a chart ("latest": the newest), or NULL. */
 const helm_version *helm_view_version(const helm_view *v, const char *name, const char *version);
-/* Renders a JSON value as block YAML at indent (used for index.yaml and rewritten indexes). */
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    bool oom;
-} helm_buf;
-void helm_buf_add(helm_buf *b, const char *s, size_t n);
-void helm_buf_addf(helm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void helm_yaml_value(helm_buf *b, json_t *v, int indent);
-void helm_yaml_scalar(helm_buf *b, json_t *v);
 /* An index entry as a list item under a chart name ("  - key: ...", keys sorted). */
-void helm_yaml_entry(helm_buf *b, json_t *entry);
+void helm_yaml_entry(strbuf *b, json_t *entry);
 void helm_views_free(void);
 /* Brings the cached views up to date (and builds the default tenant's at start), so a GET
  * rarely pays for a build: called each second by the maintenance thread. */

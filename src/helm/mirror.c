@@ -118,7 +118,7 @@ static void resolve_url(const config_mirror *up, const char *u, char *out, size_
 static int snap_build(const config_mirror *up, const char *text, size_t len, snap **out)
 {
     json_t *idx;
-    int rc = helm_yaml_to_json(text, len, "upstream index.yaml", &idx);
+    int rc = yamlj_parse(text, len, "upstream index.yaml", &idx);
     if (rc < 0) return rc;
     json_t *entries = json_object_get(idx, "entries");
     if (!json_is_object(entries)) {
@@ -137,7 +137,7 @@ static int snap_build(const config_mirror *up, const char *text, size_t len, sna
             const char *ver = json_string_value(json_object_get(e, "version"));
             json_t *urls = json_object_get(e, "urls");
             const char *u = json_string_value(json_array_get(urls, 0));
-            if (!ver || !u || !helm_name_valid(name) || !helm_semver_valid(ver)) continue;
+            if (!ver || !u || !helm_name_valid(name) || !semver_valid(ver)) continue;
             char file[300], abs[2048];
             snprintf(file, sizeof file, "%s-%s.tgz", name, ver);
             resolve_url(up, u, abs, sizeof abs);
@@ -151,8 +151,8 @@ static int snap_build(const config_mirror *up, const char *text, size_t len, sna
             json_object_set_new(e, "urls", json_pack("[s]", rel));
         }
     }
-    helm_buf b = {0};
-    helm_yaml_value(&b, idx, 0);
+    strbuf b = {0};
+    yamlj_value(&b, idx, 0);
     json_decref(idx);
     if (b.oom) {
         free(b.buf);

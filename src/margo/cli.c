@@ -8,7 +8,7 @@
  * from --user user:password or BERTH_REGISTRY_USER / BERTH_REGISTRY_PASSWORD (Basic).
  */
 #include "client/regclient.h"
-#include "helm/helm.h"
+#include "util/semver.h"
 #include "margo/margo.h"
 #include "proxy/upstream.h"
 #include "util/digest.h"
@@ -383,7 +383,7 @@ static int compose_push(const char *dir, const char *refs, const char *user)
     snprintf(rev, sizeof rev, "%s", r.ref);
     for (char *c = rev; *c; c++)
         if (*c == '_') *c = '+';
-    if (!r.ref[0] || !helm_semver_valid(rev))
+    if (!r.ref[0] || !semver_valid(rev))
         return berr_set(BERR_CONFIG,
                         "the reference needs a tag that is a SemVer 2 revision "
                         "(no leading v; '+' written '_'): %s",

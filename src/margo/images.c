@@ -1,7 +1,7 @@
 /*
  * margo/images: which container images a compose file or a Helm chart runs (see images.h).
  *
- * Nothing is rendered: YAML goes through helm_yaml_to_json (libyaml; every scalar is text), a
+ * Nothing is rendered: YAML goes through yamlj_parse (libyaml; every scalar is text), a
  * chart archive is streamed once with util/tar's reader and only Chart.yaml, values.yaml and the
  * templates of each chart directory are kept (bounded per file and in total), then each chart is
  * read on its own. A chart directory is the archive's top directory followed by any number of
@@ -10,7 +10,8 @@
  * than guessed.
  */
 #include "margo/images.h"
-#include "helm/helm.h"
+#include "util/yamlj.h"
+#include "util/strbuf.h"
 #include "util/digest.h"
 #include "util/err.h"
 #include "util/ref.h"
@@ -168,12 +169,12 @@ static int add_ref(const char *raw, img_list *found, img_list *unresolved)
 
 /* ---- small helpers ---- */
 
-/* A growing string (helm_buf, NUL-terminated); sb_put fails on out of memory. */
-typedef helm_buf sbuf;
+/* A growing string (strbuf, NUL-terminated); sb_put fails on out of memory. */
+typedef strbuf sbuf;
 
 static int sb_put(sbuf *b, const char *s, size_t n)
 {
-    helm_buf_add(b, s, n);
+    strbuf_add(b, s, n);
     return b->oom ? berr_set(BERR_INTERNAL, "out of memory") : 0;
 }
 
@@ -259,7 +260,7 @@ static int interpolate(const char *s, size_t n, sbuf *out, int depth)
 int images_from_compose(const char *yaml, size_t len, img_list *found, img_list *unresolved)
 {
     json_t *doc;
-    int rc = helm_yaml_to_json(yaml, len, "compose.yaml", &doc);
+    int rc = yamlj_parse(yaml, len, "compose.yaml", &doc);
     if (rc < 0) return rc;
     json_t *services = json_object_get(doc, "services"), *svc;
     const char *name;
@@ -553,7 +554,7 @@ static int collect(tar_reader *r, scan_ctx *c, int nest, unit_list *units)
 /* ---- charts: what each chart names ---- */
 
 /* artifacthub.io/images: a YAML list in a string. It is parsed as the value of a key (indented
- * under "images:") since helm_yaml_to_json wants a mapping at the top. */
+ * under "images:") since yamlj_parse wants a mapping at the top. */
 static int annotation_images(json_t *ann, const char *what, img_list *found, img_list *unresolved)
 {
     json_t *list = NULL, *doc = NULL;
@@ -573,7 +574,7 @@ static int annotation_images(json_t *ann, const char *what, img_list *found, img
             if (rc == 0) rc = sb_put(&b, "\n", 1);
             p = le;
         }
-        if (rc == 0) rc = helm_yaml_to_json(b.buf, b.len, what, &doc);
+        if (rc == 0) rc = yamlj_parse(b.buf, b.len, what, &doc);
         free(b.buf);
         if (rc < 0) return rc;
         list = json_object_get(doc, "images");
@@ -661,7 +662,7 @@ static int unit_images(chart_unit *u, img_list *found, img_list *unresolved)
     int rc = 0;
     if (u->chart_yaml && !yaml_blank(u->chart_yaml, u->chart_len)) {
         snprintf(what, sizeof what, "%.400s/Chart.yaml", u->prefix);
-        rc = helm_yaml_to_json(u->chart_yaml, u->chart_len, what, &meta);
+        rc = yamlj_parse(u->chart_yaml, u->chart_len, what, &meta);
     }
     char num[64];
     const char *app_version = scalar_text(json_object_get(meta, "appVersion"), num, sizeof num);
@@ -674,7 +675,7 @@ static int unit_images(chart_unit *u, img_list *found, img_list *unresolved)
     }
     if (rc == 0 && u->values_yaml && !yaml_blank(u->values_yaml, u->values_len)) {
         snprintf(what, sizeof what, "%.400s/values.yaml", u->prefix);
-        rc = helm_yaml_to_json(u->values_yaml, u->values_len, what, &values);
+        rc = yamlj_parse(u->values_yaml, u->values_len, what, &values);
         if (rc == 0) rc = walk_values(values, app_version, found, unresolved);
     }
     for (size_t i = 0; rc == 0 && i < u->tmpl.n; i++)

@@ -30,7 +30,8 @@
  * margo.validation chooses reject (default), warn (log every finding and store) or off.
  */
 #include "margo/margo.h"
-#include "helm/helm.h"
+#include "util/yamlj.h"
+#include "util/semver.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/tar.h"
@@ -259,7 +260,7 @@ static void check_component(json_t *c, const char *cw, bool helm, json_t *names,
                 repo);
         if (!rev)
             add(f, "%s.properties.revision is required (compose: SemVer 2, no leading v)", cw);
-        else if (!helm_semver_valid(rev))
+        else if (!semver_valid(rev))
             add(f, "%s.properties.revision '%.100s' must be SemVer 2 without a leading v (compose)",
                 cw, rev);
     }
@@ -509,7 +510,7 @@ static int line_text(const char *text, size_t len, size_t line, const char **out
 
 int margo_yaml(const char *text, size_t len, json_t **out)
 {
-    int rc = helm_yaml_to_json(text, len, "margo.yaml", out);
+    int rc = yamlj_parse(text, len, "margo.yaml", out);
     if (rc == 0 || rc != -BERR_BAD_REQUEST) return rc;
     /* a syntax error: say where, with the line it is about */
     yaml_parser_t p;
@@ -637,7 +638,7 @@ static int check_compose(store *s, const config *cfg, const char *repo, json_t *
     if (!type || strcmp(type, "compose"))
         return bad("compose", "the layer's org.margo.component.type must be 'compose'%s%s", NULL,
                    NULL);
-    if (!rev || !helm_semver_valid(rev))
+    if (!rev || !semver_valid(rev))
         return bad("compose",
                    "the layer's org.margo.component.version '%.100s' must be a SemVer 2 revision "
                    "(no leading v)%s",

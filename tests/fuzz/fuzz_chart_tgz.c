@@ -9,7 +9,7 @@
  * max_uncompressed is 1 MiB, so a bomb is refused early and no input can take long.
  *
  * Invariants: 0 or -BERR_BAD_REQUEST (-BERR_INTERNAL only for out of memory); on success a JSON
- * object whose name passes helm_name_valid and version helm_semver_valid, equal to info's strings,
+ * object whose name passes helm_name_valid and version semver_valid, equal to info's strings,
  * and info's tag is the version with '+' written '_'; on failure a message and no metadata;
  * helm_chart_info_free releases everything (LeakSanitizer); no crash, no hang.
  */
@@ -48,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *name = json_string_value(json_object_get(info.meta, "name"));
         const char *version = json_string_value(json_object_get(info.meta, "version"));
         FUZZ_ASSERT(name && !strcmp(name, info.name) && helm_name_valid(info.name));
-        FUZZ_ASSERT(version && !strcmp(version, info.version) && helm_semver_valid(info.version));
+        FUZZ_ASSERT(version && !strcmp(version, info.version) && semver_valid(info.version));
         FUZZ_ASSERT(strlen(info.tag) == strlen(info.version));
         for (size_t i = 0; info.version[i]; i++)
             FUZZ_ASSERT(info.tag[i] == (info.version[i] == '+' ? '_' : info.version[i]));

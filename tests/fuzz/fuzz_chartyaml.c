@@ -1,15 +1,15 @@
 /*
  * Fuzzes Chart.yaml reading (src/helm/chart.c): the input is the file's text (as in a chart
- * archive, or the signed part of a .prov), read by helm_yaml_to_json (libyaml -> jansson) and
+ * archive, or the signed part of a .prov), read by yamlj_parse (libyaml -> jansson) and
  * checked by helm_chart_check_meta, the path every uploaded or mirrored chart takes.
  *
  * Invariants:
- *  - helm_yaml_to_json returns 0 with a JSON object, or -BERR_BAD_REQUEST with no object and a
+ *  - yamlj_parse returns 0 with a JSON object, or -BERR_BAD_REQUEST with no object and a
  *    message; helm_chart_check_meta returns 0 or -BERR_BAD_REQUEST;
  *  - accepted metadata has apiVersion v1 or v2, a name that passes helm_name_valid and equals the
- *    "name" string, a version that passes helm_semver_valid and equals the "version" string, and
+ *    "name" string, a version that passes semver_valid and equals the "version" string, and
  *    a tag that is the version with '+' written '_' (a valid OCI tag);
- *  - the metadata rendered as YAML the way index.yaml entries are (helm_yaml_value, src/helm/
+ *  - the metadata rendered as YAML the way index.yaml entries are (yamlj_value, src/helm/
  *    index.c) reads back as the same JSON: what berth serves to Helm clients means what the
  *    chart said;
  *  - nothing leaks (LeakSanitizer).
@@ -33,7 +33,7 @@ static void check_info(json_t *meta, const helm_chart_info *info)
     FUZZ_ASSERT(api && (!strcmp(api, "v1") || !strcmp(api, "v2")));
     FUZZ_ASSERT(helm_name_valid(info->name));
     FUZZ_ASSERT(!strcmp(info->name, json_string_value(json_object_get(meta, "name"))));
-    FUZZ_ASSERT(helm_semver_valid(info->version));
+    FUZZ_ASSERT(semver_valid(info->version));
     FUZZ_ASSERT(!strcmp(info->version, json_string_value(json_object_get(meta, "version"))));
     FUZZ_ASSERT(strlen(info->tag) == strlen(info->version));
     for (size_t i = 0; info->version[i]; i++)
@@ -44,11 +44,11 @@ static void check_info(json_t *meta, const helm_chart_info *info)
 /* index.yaml is rendered from the JSON: reading the rendering back must give the JSON again */
 static void check_render(json_t *meta)
 {
-    helm_buf b = {0};
-    helm_yaml_value(&b, meta, 0);
+    strbuf b = {0};
+    yamlj_value(&b, meta, 0);
     FUZZ_ASSERT(!b.oom);
     json_t *back = NULL;
-    int rc = helm_yaml_to_json(b.buf ? b.buf : "", b.len, "rendered", &back);
+    int rc = yamlj_parse(b.buf ? b.buf : "", b.len, "rendered", &back);
     if (rc < 0 || !json_equal(meta, back)) {
         fprintf(stderr, "rendered YAML (%s):\n%s\n", rc < 0 ? berr_msg() : "reads back different",
                 b.buf ? b.buf : "");
@@ -63,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     json_t *meta = (json_t *)1;
     berr_clear();
-    int rc = helm_yaml_to_json((const char *)data, size, "Chart.yaml", &meta);
+    int rc = yamlj_parse((const char *)data, size, "Chart.yaml", &meta);
     FUZZ_ASSERT(rc == 0 || rc == -BERR_BAD_REQUEST);
     if (rc < 0) {
         FUZZ_ASSERT(meta == NULL && berr_msg()[0]);

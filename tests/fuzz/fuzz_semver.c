@@ -1,13 +1,13 @@
 /*
- * Fuzzes the SemVer 2.0.0 and chart-name grammar of src/helm/chart.c (helm_semver_valid,
- * helm_semver_cmp, helm_name_valid) against small reference implementations written here from
+ * Fuzzes the SemVer 2.0.0 and chart-name grammar of src/helm/chart.c (semver_valid,
+ * semver_cmp, helm_name_valid) against small reference implementations written here from
  * the specifications (semver.org 2.0.0 items 2, 9-11; Helm's chart name rule as berth narrows it
  * to an OCI repository component).
  *
  * The input is up to three strings separated by '\n' (a, b and an optional c; each ends at its
  * first NUL as C strings do). Invariants:
- *  - helm_semver_valid and helm_name_valid agree with the references (lengths at most 128);
- *  - helm_semver_cmp, for any strings, returns -1, 0 or 1, cmp(a,a) == 0, cmp(a,b) == -cmp(b,a)
+ *  - semver_valid and helm_name_valid agree with the references (lengths at most 128);
+ *  - semver_cmp, for any strings, returns -1, 0 or 1, cmp(a,a) == 0, cmp(a,b) == -cmp(b,a)
  *    and cmp(a,b) == 0 only for the same text (build metadata breaks precedence ties);
  *  - for valid versions it orders by SemVer precedence (numeric identifiers numerically, numeric
  *    before alphanumeric, a pre-release before its release, a shorter pre-release before a longer
@@ -169,20 +169,20 @@ static void check_one(const char *s)
 {
     ref_version v;
     bool valid = ref_parse(s, &v);
-    if (helm_semver_valid(s) != valid) {
-        fprintf(stderr, "helm_semver_valid(\"%s\") = %d, reference %d\n", s, !valid, valid);
-        FUZZ_ASSERT(helm_semver_valid(s) == valid);
+    if (semver_valid(s) != valid) {
+        fprintf(stderr, "semver_valid(\"%s\") = %d, reference %d\n", s, !valid, valid);
+        FUZZ_ASSERT(semver_valid(s) == valid);
     }
     if (strlen(s) <= HELM_NAME_MAX + 8)
         FUZZ_ASSERT(helm_name_valid(s) == ref_name(s));
     else
         FUZZ_ASSERT(!helm_name_valid(s));
-    FUZZ_ASSERT(helm_semver_cmp(s, s) == 0);
+    FUZZ_ASSERT(semver_cmp(s, s) == 0);
 }
 
 static void check_pair(const char *a, const char *b)
 {
-    int ab = helm_semver_cmp(a, b), ba = helm_semver_cmp(b, a);
+    int ab = semver_cmp(a, b), ba = semver_cmp(b, a);
     if (ab != -ba || ab < -1 || ab > 1)
         fprintf(stderr, "cmp(\"%s\", \"%s\") = %d, reversed %d\n", a, b, ab, ba);
     FUZZ_ASSERT(ab >= -1 && ab <= 1);
@@ -222,7 +222,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_pair(b, c);
         ref_version va, vb, vc;
         if (ref_parse(a, &va) && ref_parse(b, &vb) && ref_parse(c, &vc)) {
-            int ab = helm_semver_cmp(a, b), bc = helm_semver_cmp(b, c), ac = helm_semver_cmp(a, c);
+            int ab = semver_cmp(a, b), bc = semver_cmp(b, c), ac = semver_cmp(a, c);
             if (ab <= 0 && bc <= 0) FUZZ_ASSERT(ac <= 0);
             if (ab >= 0 && bc >= 0) FUZZ_ASSERT(ac >= 0);
         }
