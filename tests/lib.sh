@@ -24,6 +24,12 @@ t_cleanup() {
 trap t_cleanup EXIT
 
 t_ok() { T_PASS=$((T_PASS + 1)); echo "ok   - $T_NAME: $1"; }
+# t_skip NAME WHY: a check that cannot run here, counted apart (never as a pass), with the reason.
+T_SKIP=0
+t_skip() {
+    T_SKIP=$((T_SKIP + 1))
+    echo "skip - $T_NAME: $1 ($2)"
+}
 t_fail() {
     T_FAIL=$((T_FAIL + 1))
     echo "FAIL - $T_NAME: $1${2:+ ($2)}"
@@ -40,7 +46,7 @@ t_eq() {
 }
 # t_finish: prints the script's tally; exit status 1 when anything failed.
 t_finish() {
-    echo "$T_PASS passed, $T_FAIL failed"
+    echo "$T_PASS passed, $T_FAIL failed$([ "$T_SKIP" -eq 0 ] || echo ", $T_SKIP skipped")"
     [ "$T_FAIL" -eq 0 ]
     exit $?
 }
@@ -178,7 +184,7 @@ t_ctr_rootfs() {
 t_suite() {
     local out=$T_TMP/suite-$1.out line
     timeout 900 bash "$T_ROOT/tests/integration/$1.sh" >"$out" 2>&1
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -1)
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$out" | tail -1)
     if [ -z "$line" ]; then
         t_fail "$1.sh $2 ended without a tally" "$(tail -c 300 "$out" | tr '\n' ' ')"
         return
@@ -186,7 +192,8 @@ t_suite() {
     echo "# $1.sh $2: $line"
     grep '^FAIL' "$out" | sed 's/^/# /'
     T_PASS=$((T_PASS + $(echo "$line" | cut -d' ' -f1)))
-    T_FAIL=$((T_FAIL + $(echo "$line" | cut -d' ' -f3)))
+    T_FAIL=$((T_FAIL + $(echo "$line" | cut -d' ' -f3 | tr -d ,)))
+    T_SKIP=$((T_SKIP + $(echo "$line" | awk '{print ($5 == "" ? 0 : $5)}')))
 }
 
 # t_wrapper_head: the start of a berth wrapper script (tests/pg.sh, tests/rgw.sh), after it sets

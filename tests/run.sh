@@ -11,14 +11,16 @@
 cd "$(dirname "$0")/.." || exit 2
 pass=0
 fail=0
+skip=0
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 tally() { # tally LOGFILE NAME: adds the script's "N passed, N failed" line, or one failure if missing
     local line
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$1" | tail -1)
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$1" | tail -1)
     if [ -n "$line" ]; then
         pass=$((pass + $(echo "$line" | cut -d' ' -f1)))
-        fail=$((fail + $(echo "$line" | cut -d' ' -f3)))
+        fail=$((fail + $(echo "$line" | cut -d' ' -f3 | tr -d ,)))
+        skip=$((skip + $(echo "$line" | awk '{print ($5 == "" ? 0 : $5)}')))
     else
         fail=$((fail + 1))
         echo "FAIL - $2: ended without a tally (crashed?)"
@@ -76,5 +78,5 @@ for k in "${!jobs[@]}"; do
     running=$((running + 1))
 done
 while [ "$running" -gt 0 ]; do finish_one; done
-echo "$pass passed, $fail failed"
+echo "$pass passed, $fail failed$([ "$skip" -eq 0 ] || echo ", $skip skipped")"
 [ "$fail" -eq 0 ]

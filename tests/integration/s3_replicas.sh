@@ -497,7 +497,7 @@ r4_up() { replica_up 4 false; }
 s4() {
     local d=$W/s4 size want code loc dimg
     if ! s3mode; then
-        echo "# section 4 needs S3 (skipped)"
+        t_skip "section 4, redirect mode" "it needs storage.s3"
         return 0
     fi
     mkdir -p "$d"
