@@ -9,6 +9,7 @@
  * copy into trash/ followed by a delete, so the same invariants hold. The functions below that
  * both modes share branch on b->s3.
  */
+#include "store/fault.h"
 #include "store/internal.h"
 #include "store/s3.h"
 #include "util/err.h"
@@ -24,7 +25,9 @@ int fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return berr_set(BERR_IO, "open %s: %s", dir, strerror(errno));
-    int rc = fsync(fd) < 0 ? berr_set(BERR_IO, "fsync %s: %s", dir, strerror(errno)) : 0;
+    int rc = store_fault_hit(STORE_FAULT_FSYNC) || fsync(fd) < 0
+                 ? berr_set(BERR_IO, "fsync %s: %s", dir, strerror(errno))
+                 : 0;
     close(fd);
     return rc;
 }
@@ -65,7 +68,8 @@ int blobfs_place(const blobfs *b, const char *src, const char *digest)
     }
     int rc = mkdir_p(dir);
     if (rc < 0) return rc;
-    if (rename(src, dst) < 0) return berr_set(BERR_IO, "rename into %s: %s", dst, strerror(errno));
+    if (store_fault_hit(STORE_FAULT_RENAME) || rename(src, dst) < 0)
+        return berr_set(BERR_IO, "rename into %s: %s", dst, strerror(errno));
     return fsync_dir(dir);
 }
 
@@ -80,7 +84,8 @@ int blobfs_preplace(const blobfs *b, const char *src, const char *digest, bool *
     *strrchr(dir, '/') = '\0';
     int rc = mkdir_p(dir);
     if (rc < 0) return rc;
-    if (rename(src, dst) < 0) return berr_set(BERR_IO, "rename into %s: %s", dst, strerror(errno));
+    if (store_fault_hit(STORE_FAULT_RENAME) || rename(src, dst) < 0)
+        return berr_set(BERR_IO, "rename into %s: %s", dst, strerror(errno));
     *placed = true;
     return fsync_dir(dir);
 }
@@ -133,7 +138,7 @@ int blobfs_trash(const blobfs *b, const char *digest)
     char src[4096], dst[4096];
     blobfs_path(b, digest, src, sizeof src);
     trash_path(b, digest, dst, sizeof dst);
-    if (rename(src, dst) < 0 && errno != ENOENT)
+    if ((store_fault_hit(STORE_FAULT_RENAME) || rename(src, dst) < 0) && errno != ENOENT)
         return berr_set(BERR_IO, "rename %s to trash: %s", src, strerror(errno));
     return 0;
 }

@@ -9,6 +9,7 @@
  * of each request, so chunked uploads never re-read what was already written, and a session
  * survives a restart (if `hash` is stale, finishing re-hashes the file).
  */
+#include "store/fault.h"
 #include "store/internal.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -500,7 +501,7 @@ static int write_through(store_upload *u, const void *data, size_t len)
     const char *p = data;
     size_t left = len;
     while (left > 0) {
-        ssize_t n = write(u->fd, p, left);
+        ssize_t n = store_fault_hit(STORE_FAULT_WRITE) ? -1 : write(u->fd, p, left);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             int e = errno;
@@ -544,8 +545,10 @@ int store_upload_write(store_upload *u, const void *data, size_t len)
         /* mapped, not malloc'd: glibc's heap would keep a freed 1 MiB buffer (its mmap threshold
          * grows with every such free), so memory taken by many uploads at once was never given
          * back; a mapping goes back to the system when the session closes */
-        void *m =
-            mmap(NULL, STAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        void *m = store_fault_hit(STORE_FAULT_ALLOC)
+                      ? MAP_FAILED
+                      : mmap(NULL, STAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                             -1, 0);
         if (m == MAP_FAILED) return write_through(u, data, len);
         u->stage = m;
     }
@@ -587,10 +590,11 @@ int store_upload_save(store_upload *u)
         .magic = HASH_MAGIC, .algo = (uint32_t)u->algo, .size = u->size, .ctx = u->ctx};
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return storage_err("save upload state", errno);
-    bool ok = write(fd, &hs, sizeof hs) == (ssize_t)sizeof hs;
+    bool ok =
+        !store_fault_hit(STORE_FAULT_WRITE) && write(fd, &hs, sizeof hs) == (ssize_t)sizeof hs;
     int e = errno;
     close(fd);
-    if (ok && rename(tmp, p) < 0) {
+    if (ok && (store_fault_hit(STORE_FAULT_RENAME) || rename(tmp, p) < 0)) {
         ok = false;
         e = errno;
     }
@@ -677,7 +681,8 @@ static int upload_verify(store_upload *u, const char *digest, char *data, size_t
         upload_remove(u);
         return berr_set(BERR_DIGEST_INVALID, "provided digest did not match uploaded content");
     }
-    if (fdatasync(u->fd) < 0) return berr_set(BERR_IO, "fsync upload: %s", strerror(errno));
+    if (store_fault_hit(STORE_FAULT_FSYNC) || fdatasync(u->fd) < 0)
+        return berr_set(BERR_IO, "fsync upload: %s", strerror(errno));
     if (u->size > 2 * WRITEBACK_STEP) /* all clean now: keep only the last two steps cached */
         posix_fadvise(u->fd, 0, (off_t)(u->size - 2 * WRITEBACK_STEP), POSIX_FADV_DONTNEED);
     return 0;
@@ -718,13 +723,15 @@ int store_blob_place_mem(store *s, const void *data, size_t len, store_new_blob 
     if (fd < 0) return berr_set(BERR_IO, "create %s: %s", p, strerror(errno));
     bool ok = true;
     for (size_t off = 0; ok && off < len;) {
-        ssize_t n = write(fd, (const char *)data + off, len - off);
+        ssize_t n = store_fault_hit(STORE_FAULT_WRITE)
+                        ? -1
+                        : write(fd, (const char *)data + off, len - off);
         if (n < 0 && errno == EINTR) continue;
         ok = n > 0;
         if (ok) off += (size_t)n;
     }
     int e = errno;
-    if (ok) ok = fdatasync(fd) == 0;
+    if (ok) ok = !store_fault_hit(STORE_FAULT_FSYNC) && fdatasync(fd) == 0;
     close(fd);
     bool placed = false;
     int rc = ok ? blobfs_preplace(&s->fs, p, out->digest, &placed) : storage_err("write blob", e);
