@@ -19,7 +19,7 @@ RSS_MARGIN=16384   # kB
 D=$T_TMP/b
 mkdir -p "$D"
 # connections_per_ip: the wrk test opens 1,000 connections from one address (the default limit
-# is a quarter of http.connections); the slowloris test above the limit relies on it too
+# is all but an eighth of http.connections); the slowloris test above the limit relies on it too
 cat >"$D/config.yml" <<YML
 version: 0.1
 log:
