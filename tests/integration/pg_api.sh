@@ -90,8 +90,9 @@ rc=$?
 t_check "a wrong password fails at start" [ "$rc" -ne 0 ]
 t_check "... saying why ($(echo "$out" | tail -1 | cut -c1-90))" grep -q "password authentication failed" <<<"$out"
 if unshare -m true 2>/dev/null; then
-    lib=$(realpath /usr/lib/*/libpq.so.5 2>/dev/null | head -1)
-    out=$(unshare -m sh -c "mount --bind /dev/null '$lib' && exec '$BERTH' migrate -c '$W/mig.yml'" 2>&1)
+    # every architecture's libpq (a foreign one may be installed beside the binary's own)
+    binds=$(for l in $(realpath /usr/lib/*/libpq.so.5 2>/dev/null | sort -u); do printf "mount --bind /dev/null '%s' && " "$l"; done)
+    out=$(unshare -m sh -c "$binds exec '$BERTH' migrate -c '$W/mig.yml'" 2>&1)
     rc=$?
     t_check "without libpq, store_open fails" [ "$rc" -ne 0 ]
     t_check "... with a clear message ($(echo "$out" | tail -1 | cut -c1-80))" grep -q "database.enabled: the PostgreSQL client library" <<<"$out"
