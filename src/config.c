@@ -455,6 +455,7 @@ static void mirror_defaults(config_mirror *m, const char *name)
     m->local = mirror_local_name(name);
     m->connect_ms = 5000;
     m->transfer_ms = 600000;
+    m->revalidate_ms = 3000;
     m->revalidate_s = 300;
     m->library_prefix = !strcasecmp(name, "docker.io");
 }
@@ -534,6 +535,9 @@ static int load_mirror(cnode *mnode, const char *name, config_mirror *m)
     if ((rc = get_str(root, "timeout.transfer", &v)) < 0) return rc;
     if (v && (rc = config_parse_duration_ms(v, &ms)) < 0) return rc;
     if (v) m->transfer_ms = ms;
+    if ((rc = get_str(root, "timeout.revalidate", &v)) < 0) return rc;
+    if (v && (rc = config_parse_duration_ms(v, &ms)) < 0) return rc;
+    if (v) m->revalidate_ms = ms > 0 ? ms : 1;
     return 0;
 }
 
@@ -1106,6 +1110,7 @@ void config_print_keys(void)
         "  mirrors.<name>.username / password / credentials_file\n"
         "  mirrors.<name>.tls.ca / tls.insecure     upstream TLS trust\n"
         "  mirrors.<name>.timeout.connect / transfer (5s / 10m)\n"
+        "  mirrors.<name>.timeout.revalidate        a cached tag's check, then stale (3s)\n"
         "  mirrors.<name>.revalidate                min interval between tag checks (5m)\n"
         "  mirrors.<name>.repositories              upstream names served (patterns; all)\n"
         "  cache.maxsize                            space for mirrored content (no limit)\n"

@@ -434,6 +434,11 @@ static void offload(http_server *srv, http_req *r)
     pthread_mutex_unlock(&srv->mu);
 }
 
+void http_req_requeue(http_req *r)
+{
+    offload(r->srv, r);
+}
+
 static void *worker(void *arg)
 {
     http_server *srv = arg;
@@ -455,6 +460,7 @@ static void *worker(void *arg)
         berr_clear();
         r->on_worker = true;
         int rc = r->h->end(r);
+        if (rc == HTTP_PARKED) continue; /* r belongs to whoever requeues it now */
         if (rc < 0) fail(r, rc);
         MHD_resume_connection(r->conn);
     }
@@ -491,6 +497,7 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
         r->initialized = true;
         if (srv->cfg->header_timeout_ms > 0) watch_set(conn, 0);
         r->conn = conn;
+        r->srv = srv;
         r->cfg = srv->cfg;
         r->store = srv->st;
         r->method_str = method;
