@@ -956,8 +956,8 @@ static int config_extract(cnode *root, config *cfg)
         cfg->margo_validation = MARGO_OFF;
     else if (v)
         return berr_set(BERR_CONFIG, "margo.validation: '%s' is not reject, warn or off", v);
-    if (cfg->connections_per_ip < 0) /* default: a quarter of the slots, at least 16 */
-        cfg->connections_per_ip = cfg->connection_limit / 4 > 16 ? cfg->connection_limit / 4 : 16;
+    if (cfg->connections_per_ip < 0) /* all but an eighth (a fleet behind one NAT address) */
+        cfg->connections_per_ip = cfg->connection_limit - cfg->connection_limit / 8;
     if (cfg->ntls_clientcas && !cfg->tls_cert)
         return berr_set(BERR_CONFIG, "http.tls.clientcas: needs http.tls.certificate and key");
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
@@ -1087,7 +1087,7 @@ void config_print_keys(void)
         "  http.tls.certificate / http.tls.key      PEM files: serve HTTPS\n"
         "  http.tls.clientcas                       CA files: require client certificates\n"
         "  http.connections                         max concurrent connections (1024)\n"
-        "  http.connections_per_ip                  max from one address (a quarter; 0: none)\n"
+        "  http.connections_per_ip                  max from one address (7/8 of them; 0: none)\n"
         "  http.threads                             event-loop threads (1)\n"
         "  health.storagedriver.enabled             periodic storage check (true)\n"
         "  health.storagedriver.interval            check interval (10s)\n"

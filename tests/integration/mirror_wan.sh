@@ -109,5 +109,66 @@ t_check "cut: logged" grep -q 'mirror fill cut: resuming' "$T_TMP/b/berth.log"
 for p in "${bg[@]}"; do kill "$p" 2>/dev/null; done
 kill -KILL "$BERTH_PID" 2>/dev/null
 wait "$BERTH_PID" 2>/dev/null
+
+# a fleet behind one NAT address, under a soft descriptor limit of 256: berth raises it to the
+# hard limit, and 300 connections from one address at once are all served
+nofile_berth() { # nofile_berth SOFT:HARD DIR: berth_start under that descriptor limit
+    printf '#!/bin/sh\nexec prlimit --nofile=%s %s "$@"\n' "$1" "$BERTH" >"$T_TMP/nofile.sh"
+    chmod +x "$T_TMP/nofile.sh"
+    BERTH="$T_TMP/nofile.sh" berth_start "$2"
+}
+nofile_berth 256:4096 "$T_TMP/b"
+t_eq "descriptors: the soft limit is raised to the hard one" 4096 \
+    "$(awk '/Max open files/{print $4}' /proc/$BERTH_PID/limits)"
+t_check "descriptors: the start-up log says so" grep -q 'berth serving.*nofile=4096' "$T_TMP/b/berth.log"
+ok=$(python3 - "$BERTH_PORT" <<'PY'
+import socket, sys
+conns = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(300)]
+for c in conns:
+    c.sendall(b"GET /v2/ HTTP/1.1\r\nHost: berth\r\n\r\n")
+ok = 0
+for c in conns:
+    c.settimeout(20)
+    try:
+        ok += c.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        pass
+print(ok)
+PY
+)
+t_eq "fleet: 300 connections from one address at once are all served" 300 "$ok"
+berth_stop
+
+# out of descriptors: a stored blob is a 503 (retryable), never BLOB_UNKNOWN, and not fetched again
+printf 'http:\n  connections_per_ip: 0\n' >"$T_TMP/f.yml"
+cat "$T_TMP/b/config.yml" "$T_TMP/f.yml" >"$T_TMP/b/config2.yml"
+mkdir -p "$T_TMP/f" && ln -s "$T_TMP/b/data" "$T_TMP/f/data" && cp "$T_TMP/b/config2.yml" "$T_TMP/f/config.yml"
+nofile_berth 40:40 "$T_TMP/f"
+wan0=$(cat "$T_TMP/wan")
+code=$(python3 - "$BERTH_PORT" "/v2/cut.io/org/big/blobs/$big" <<'PY'
+import socket, sys
+port = int(sys.argv[1])
+a = socket.create_connection(("127.0.0.1", port))
+idle = []
+for _ in range(60):  # take every descriptor berth has left
+    try:
+        idle.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+    except OSError:
+        break
+import time
+time.sleep(0.5)
+a.sendall(f"GET {sys.argv[2]} HTTP/1.1\r\nHost: berth\r\n\r\n".encode())
+a.settimeout(20)
+try:
+    print(a.recv(64).split(b" ")[1].decode())
+except (OSError, IndexError):
+    print("none")
+PY
+)
+t_eq "descriptors exhausted: a stored blob answers 503" 503 "$code"
+t_eq "descriptors exhausted: and is not fetched again" "$wan0" "$(cat "$T_TMP/wan")"
+t_check "descriptors exhausted: logged" grep -q 'cannot open a stored blob' "$T_TMP/f/berth.log"
+kill -KILL "$BERTH_PID" 2>/dev/null
+wait "$BERTH_PID" 2>/dev/null
 t_check "fsck clean after the faults" env REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY="$T_TMP/b/data" "$BERTH" fsck -c "$T_TMP/b/config.yml"
 t_finish
