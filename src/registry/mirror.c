@@ -13,7 +13,10 @@
  * digest matches; berths sharing one metadata database take a lease per blob, so only one of
  * them fetches it and the others serve it once committed. Upstream 404s are remembered for a few
  * seconds so clients that try a list of hosts fall through fast. Steps that talk to the upstream
- * run on worker threads.
+ * run on threads of their own (a fill, a tag's check): a request waiting for one is parked
+ * without holding a worker, so a silent upstream never starves local requests or other
+ * upstreams. A cached tag's check is bounded by timeout.revalidate; an upstream that does not
+ * answer is marked down and probed in the background (see "upstream health" below).
  */
 #include "proxy/upstream.h"
 #include "registry/registry.h"
