@@ -434,9 +434,12 @@ static void offload(http_server *srv, http_req *r)
     pthread_mutex_unlock(&srv->mu);
 }
 
+/* Set once the server stops: a request parked then is gone with its daemon, not requeued. */
+static atomic_bool requeue_closed;
+
 void http_req_requeue(http_req *r)
 {
-    offload(r->srv, r);
+    if (!atomic_load(&requeue_closed)) offload(r->srv, r);
 }
 
 static void *worker(void *arg)
@@ -771,6 +774,7 @@ void http_server_stop(http_server *srv, int grace_s)
     if (atomic_load(&srv->inflight) > 0)
         log_warn("msg=\"shutdown: requests still in flight after grace period\" count=%d",
                  atomic_load(&srv->inflight));
+    atomic_store(&requeue_closed, true);
     MHD_stop_daemon(srv->d);
     if (atomic_load(&srv->sweeping)) {
         atomic_store(&srv->sweeping, false);
