@@ -88,7 +88,7 @@ t_check "down: requests do not ask it again ($before -> $after connections)" tes
 # the WAN comes back: a background probe marks it up
 rm -f "$T_TMP/stall"
 up=no
-for i in $(seq 1 100); do
+for i in $(seq 1 150); do
     curl -s "$BERTH_URL/health" | jq -e '.upstreams_down == null' >/dev/null && { up=yes; break; }
     sleep 0.2
 done
