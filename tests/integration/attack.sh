@@ -186,10 +186,12 @@ t_check "12. ... with Retry-After" bash -c "curl -s -D - -o /dev/null -u bob:bob
 berth_stop
 berth_start "$T_TMP" || { t_fail "berth restarts"; t_finish; }
 U=$BERTH_URL
+# medians of 3 each: six failures, under the sign-in back-off (5 free); the old binary refused
+# an unknown user 160 times faster, so a quarter leaves room for a loaded machine
 known=$($ATK timing "$U/v2/" --user slow --n 3)
 unknown=$($ATK timing "$U/v2/" --user nobody-here --n 3)
-t_check "15. an unknown user is refused as slowly as a wrong password ($unknown s against $known s)" \
-    python3 -c "import sys; sys.exit(0 if $unknown > 0.5 * $known else 1)"
+t_check "15. an unknown user is refused about as slowly as a wrong password ($unknown s against $known s)" \
+    python3 -c "import sys; sys.exit(0 if $unknown > 0.25 * $known else 1)"
 
 # ---- 16. log injection ----------------------------------------------------------------------
 code "$U/v2/x%0Amsg=forged%20status=200/tags/list" >/dev/null
