@@ -2,7 +2,9 @@
 # Side-by-side benchmark: berth vs docker-registry (registry:2) vs nginx (static files); then
 # bench/bundle_bench.py: bundle create/import MB/s beside skopeo (oci-archive); then
 # bench/scale_bench.py: push/pull MiB/s through one and three berth replicas over one Ceph RGW
-# (S3) + PostgreSQL, beside docker-registry's s3 driver (figures only, no target).
+# (S3) + PostgreSQL, beside docker-registry's s3 driver (figures only, no target); then
+# bench/fleet_bench.py: 10 and 50 devices pulling one image at once through a 20 MB/s WAN, berth's
+# mirror beside docker-registry's proxy (last device's time, WAN bytes / image, errors).
 #
 # Servers are pinned to CPU 0, load generators (curl, wrk) to CPU 1, all on 127.0.0.1 (the scale
 # section pins nothing: its replicas, Ceph, PostgreSQL and clients share every CPU).
@@ -36,4 +38,5 @@ if [ "$(nproc)" -lt 2 ]; then
     exit 2
 fi
 rc=0; python3 bench/bench.py "$@" || rc=$?; python3 bench/bundle_bench.py || rc=$((rc ? rc : $?))
-python3 bench/scale_bench.py || rc=$((rc ? rc : $?)); exit "$rc"
+python3 bench/scale_bench.py || rc=$((rc ? rc : $?))
+python3 bench/fleet_bench.py || rc=$((rc ? rc : $?)); exit "$rc"

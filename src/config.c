@@ -455,6 +455,7 @@ static void mirror_defaults(config_mirror *m, const char *name)
     m->local = mirror_local_name(name);
     m->connect_ms = 5000;
     m->transfer_ms = 600000;
+    m->revalidate_ms = 3000;
     m->revalidate_s = 300;
     m->library_prefix = !strcasecmp(name, "docker.io");
 }
@@ -534,6 +535,9 @@ static int load_mirror(cnode *mnode, const char *name, config_mirror *m)
     if ((rc = get_str(root, "timeout.transfer", &v)) < 0) return rc;
     if (v && (rc = config_parse_duration_ms(v, &ms)) < 0) return rc;
     if (v) m->transfer_ms = ms;
+    if ((rc = get_str(root, "timeout.revalidate", &v)) < 0) return rc;
+    if (v && (rc = config_parse_duration_ms(v, &ms)) < 0) return rc;
+    if (v) m->revalidate_ms = ms > 0 ? ms : 1;
     return 0;
 }
 
@@ -1063,8 +1067,8 @@ static int config_extract(cnode *root, config *cfg)
         cfg->margo_validation = MARGO_OFF;
     else if (v)
         return berr_set(BERR_CONFIG, "margo.validation: '%s' is not reject, warn or off", v);
-    if (cfg->connections_per_ip < 0) /* default: a quarter of the slots, at least 16 */
-        cfg->connections_per_ip = cfg->connection_limit / 4 > 16 ? cfg->connection_limit / 4 : 16;
+    if (cfg->connections_per_ip < 0) /* all but an eighth (a fleet behind one NAT address) */
+        cfg->connections_per_ip = cfg->connection_limit - cfg->connection_limit / 8;
     if (cfg->ntls_clientcas && !cfg->tls_cert)
         return berr_set(BERR_CONFIG, "http.tls.clientcas: needs http.tls.certificate and key");
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
@@ -1236,7 +1240,7 @@ void config_print_keys(void)
         "  http.tls.certificate / http.tls.key      PEM files: serve HTTPS\n"
         "  http.tls.clientcas                       CA files: require client certificates\n"
         "  http.connections                         max concurrent connections (1024)\n"
-        "  http.connections_per_ip                  max from one address (a quarter; 0: none)\n"
+        "  http.connections_per_ip                  max from one address (7/8 of them; 0: none)\n"
         "  http.threads                             event-loop threads (1)\n"
         "  health.storagedriver.enabled             periodic storage check (true)\n"
         "  health.storagedriver.interval            check interval (10s)\n"
@@ -1264,6 +1268,7 @@ void config_print_keys(void)
         "  mirrors.<name>.username / password / credentials_file\n"
         "  mirrors.<name>.tls.ca / tls.insecure     upstream TLS trust\n"
         "  mirrors.<name>.timeout.connect / transfer (5s / 10m)\n"
+        "  mirrors.<name>.timeout.revalidate        a cached tag's check, then stale (3s)\n"
         "  mirrors.<name>.revalidate                min interval between tag checks (5m)\n"
         "  mirrors.<name>.repositories              upstream names served (patterns; all)\n"
         "  cache.maxsize                            space for mirrored content (half the file\n"

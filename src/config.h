@@ -30,6 +30,7 @@ typedef struct {
     char *ca_file;
     bool insecure;
     int64_t connect_ms, transfer_ms;
+    int64_t revalidate_ms; /* timeout.revalidate: how long a cached tag's check may take */
     int64_t revalidate_s;
     bool library_prefix; /* docker.io: one-component names live under library/ */
     char **repos;        /* repositories: fnmatch patterns of upstream names served (all if none) */

@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -128,8 +129,28 @@ void serve_block_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* Raises the soft descriptor limit to the hard one, as docker-registry does: every client
+ * connection, blob being served, upload and upstream fill takes one, and systemd's default soft
+ * limit of 1024 refuses a fleet of a hundred-odd devices pulling at once. Returns the limit. */
+static unsigned long long raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return 0;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = rl;
+        want.rlim_cur = rl.rlim_max == RLIM_INFINITY ? 1048576 : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl = want;
+        else
+            log_warn("msg=\"cannot raise the descriptor limit\" soft=%llu hard=%llu",
+                     (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
+    }
+    return (unsigned long long)rl.rlim_cur;
+}
+
 int serve_run(config *cfg, store *st)
 {
+    unsigned long long nofile = raise_nofile();
     /* signals are taken by sigwait below; threads started from here inherit the mask */
     serve_block_signals();
     startup_checks(cfg, st);
@@ -140,9 +161,10 @@ int serve_run(config *cfg, store *st)
         log_error("msg=\"cannot start server\" err=\"%s\"", berr_msg());
         return -1;
     }
-    log_info("msg=\"berth serving\" version=%s addr=%s root=%s tls=%s delete=%s%s", BERTH_VERSION,
-             cfg->addr, store_root(st), cfg->tls_cert ? "on" : "off",
-             cfg->delete_enabled ? "enabled" : "disabled", cfg->read_only ? " read_only=true" : "");
+    log_info("msg=\"berth serving\" version=%s addr=%s root=%s tls=%s delete=%s%s nofile=%llu",
+             BERTH_VERSION, cfg->addr, store_root(st), cfg->tls_cert ? "on" : "off",
+             cfg->delete_enabled ? "enabled" : "disabled", cfg->read_only ? " read_only=true" : "",
+             nofile);
     maint_arg m = {.cfg = cfg, .st = st};
     pthread_mutex_init(&m.mu, NULL);
     pthread_cond_init(&m.cv, NULL);

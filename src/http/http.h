@@ -22,6 +22,7 @@
 #include <time.h>
 
 typedef struct http_req http_req;
+typedef struct http_server http_server;
 
 typedef struct {
     int (*begin)(http_req *r);                             /* headers received */
@@ -34,6 +35,10 @@ typedef struct {
 /* An end() may return HTTP_OFFLOAD to be called again on a worker thread (r->on_worker set),
  * when it finds it must wait after all (an upstream fetch on a cache miss). */
 #define HTTP_OFFLOAD 1
+/* An end() on a worker may return HTTP_PARKED after handing the request to code that calls
+ * http_req_requeue(r) once what it waits for has happened (an upstream's answer): the connection
+ * stays suspended and no worker is held meanwhile; end() then runs again on a worker. */
+#define HTTP_PARKED 2
 
 typedef enum { M_GET, M_HEAD, M_PUT, M_POST, M_PATCH, M_DELETE, M_OTHER } http_method;
 
@@ -74,11 +79,13 @@ struct http_req {
     bool bigsend;         /* http_reply_fd registered the response with bigsend (bigsend.h) */
     int bigsend_file, bigsend_sock;
     char user[128];
-    const void *aux; /* router's extra result (helm/: the upstream chart repository) */
-    bool failed;     /* a response (usually an error) is set; the rest of the body is discarded */
+    const void *aux;  /* router's extra result (helm/: the upstream chart repository) */
+    bool failed;      /* a response (usually an error) is set; the rest of the body is discarded */
+    http_server *srv; /* the server the request came to (for http_req_requeue) */
 };
 
-typedef struct http_server http_server;
+/* Queues a request parked by HTTP_PARKED for its end() to run again on a worker. */
+void http_req_requeue(http_req *r);
 
 int http_server_start(http_server **out, const config *cfg, store *st);
 /* Stops accepting, waits up to grace_s for in-flight requests, then stops. */

@@ -452,6 +452,14 @@ static void offload(http_server *srv, http_req *r)
     pthread_mutex_unlock(&srv->mu);
 }
 
+/* Set once the server stops: a request parked then is gone with its daemon, not requeued. */
+static atomic_bool requeue_closed;
+
+void http_req_requeue(http_req *r)
+{
+    if (!atomic_load(&requeue_closed)) offload(r->srv, r);
+}
+
 static void *worker(void *arg)
 {
     http_server *srv = arg;
@@ -476,6 +484,7 @@ static void *worker(void *arg)
         } else {
             r->on_worker = true;
             int rc = r->h->end(r);
+            if (rc == HTTP_PARKED) continue; /* r belongs to whoever requeues it now */
             if (rc < 0) fail(r, rc);
         }
         MHD_resume_connection(r->conn);
@@ -520,6 +529,7 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
         r->initialized = true;
         if (srv->cfg->header_timeout_ms > 0) watch_set(conn, 0);
         r->conn = conn;
+        r->srv = srv;
         r->cfg = srv->cfg;
         r->store = srv->st;
         r->method_str = method;
@@ -802,6 +812,7 @@ void http_server_stop(http_server *srv, int grace_s)
     if (atomic_load(&srv->inflight) > 0)
         log_warn("msg=\"shutdown: requests still in flight after grace period\" count=%d",
                  atomic_load(&srv->inflight));
+    atomic_store(&requeue_closed, true);
     MHD_stop_daemon(srv->d);
     if (atomic_load(&srv->sweeping)) {
         atomic_store(&srv->sweeping, false);

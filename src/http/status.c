@@ -3,9 +3,11 @@
  * `/debug/health`, registry:2's path) answers 200 {"healthy":true} while the periodic checks of
  * the engines pass (blob storage writable, metadata reachable: SQLite, or PostgreSQL when
  * configured) and 503 {"healthy":false,"reason":...} when one fails, so a load balancer takes
- * the replica out.
+ * the replica out. An upstream mirror marked down (registry/mirror.c) is named in
+ * "upstreams_down" while the answer stays 200: berth still serves, cached content included.
  */
 #include "http/http.h"
+#include "registry/registry.h"
 #include "util/err.h"
 
 #include <jansson.h>
@@ -20,10 +22,19 @@ static int root_end(http_req *r)
 
 static int health_end(http_req *r)
 {
-    if (http_server_healthy()) {
+    json_t *down = reg_mirror_health();
+    if (http_server_healthy() && !down) {
         static const char ok[] = "{\"healthy\":true}\n";
         return http_reply(r, 200, "application/json", ok, sizeof ok - 1);
     }
+    if (http_server_healthy()) { /* serving, cached content included: say which upstream is not */
+        json_t *j = json_pack("{s:b,s:o}", "healthy", 1, "upstreams_down", down);
+        char *body = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        if (!body) return berr_set(BERR_INTERNAL, "out of memory");
+        return http_reply_owned(r, 200, "application/json", body, strlen(body));
+    }
+    json_decref(down);
     char reason[256];
     http_server_health_reason(reason, sizeof reason);
     json_t *j = json_pack("{s:b,s:s}", "healthy", 0, "reason", reason[0] ? reason : "unhealthy");

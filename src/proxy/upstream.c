@@ -158,6 +158,8 @@ typedef struct {
     const char *body_type;
     upstream_source source; /* a streamed request body of body_len bytes (instead of body) */
     void *source_arg;
+    long limit_ms; /* > 0: the whole exchange within this (a cached tag's check, a probe) */
+    uint64_t from; /* > 0: Range: bytes=from- (a fill resumed after a cut) */
 } xfer;
 
 static size_t on_read(char *buf, size_t size, size_t n, void *p)
@@ -178,7 +180,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *p)
     line[strcspn(line, "\r\n")] = '\0';
     if (!strncmp(line, "HTTP/", 5)) { /* a new response (after a redirect): start over */
         x->out->content_type[0] = x->out->digest[0] = x->challenge[0] = x->out->location[0] = '\0';
-        x->out->content_length = -1;
+        x->out->content_length = x->out->range_start = x->out->range_total = -1;
         return len;
     }
     char *colon = strchr(line, ':');
@@ -195,7 +197,13 @@ static size_t on_header(char *buf, size_t size, size_t n, void *p)
         snprintf(x->challenge, sizeof x->challenge, "%s", v);
     else if (!strcasecmp(line, "Content-Length"))
         x->out->content_length = strtoll(v, NULL, 10);
-    else if (!strcasecmp(line, "Retry-After"))
+    else if (!strcasecmp(line, "Content-Range")) {
+        long long a, b, t;
+        if (sscanf(v, "bytes %lld-%lld/%lld", &a, &b, &t) == 3 && a >= 0 && b >= a && t > b) {
+            x->out->range_start = a;
+            x->out->range_total = t;
+        }
+    } else if (!strcasecmp(line, "Retry-After"))
         x->out->retry_after = strtol(v, NULL, 10);
     else if (!strcasecmp(line, "Location"))
         snprintf(x->out->location, sizeof x->out->location, "%s", v);
@@ -208,6 +216,8 @@ static size_t on_body(char *buf, size_t size, size_t n, void *p)
     size_t len = size * n;
     long status = 0;
     curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &status);
+    /* a ranged answer is taken only when it starts where it was asked to */
+    if (status == 206 && x->from > 0 && x->out->range_start == (long long)x->from) status = 200;
     if (status == 200 && x->sink) {
         if (x->sink(x->arg, buf, len) < 0) {
             x->sink_failed = true;
@@ -236,10 +246,14 @@ static int perform(const config_mirror *m, const char *url, bool head, const cha
     x->curl = c;
     upstream_resp_free(x->out);
     memset(x->out, 0, sizeof *x->out);
-    x->out->content_length = -1;
+    x->out->content_length = x->out->range_start = x->out->range_total = -1;
     x->challenge[0] = '\0';
     struct curl_slist *hdrs = NULL;
     char h[2200];
+    if (x->from > 0) {
+        snprintf(h, sizeof h, "Range: bytes=%llu-", (unsigned long long)x->from);
+        hdrs = curl_slist_append(hdrs, h);
+    }
     if (accept) {
         snprintf(h, sizeof h, "Accept: %s", accept);
         hdrs = curl_slist_append(hdrs, h);
@@ -273,7 +287,11 @@ static int perform(const config_mirror *m, const char *url, bool head, const cha
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "berth");
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)m->connect_ms);
-    if (blob) { /* a large blob may take long: fail when it stalls, not on total time */
+    if (x->limit_ms > 0) { /* a bounded exchange: connecting included */
+        if (x->limit_ms < m->connect_ms)
+            curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, x->limit_ms);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, x->limit_ms);
+    } else if (blob) { /* a large blob may take long: fail when it stalls, not on total time */
         curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
         curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME,
                          (long)(m->transfer_ms / 1000 > 0 ? m->transfer_ms / 1000 : 1));
@@ -331,7 +349,8 @@ static char *auth_for(const config_mirror *m, const char *key)
 }
 
 /* Fetches a Bearer token for the challenge; returns a malloc'd "Bearer ..." or NULL. */
-static char *fetch_token(const config_mirror *m, const upstream_challenge *ch, const char *scope)
+static char *fetch_token(const config_mirror *m, const upstream_challenge *ch, const char *scope,
+                         long limit_ms)
 {
     char key[1024];
     snprintf(key, sizeof key, "%s\n%s", m->name, scope);
@@ -348,7 +367,7 @@ static char *fetch_token(const config_mirror *m, const upstream_challenge *ch, c
     curl_free(esc_service);
     curl_free(esc_scope);
     upstream_resp r = {0};
-    xfer x = {.out = &r, .limit = ERRBODY_MAX};
+    xfer x = {.out = &r, .limit = ERRBODY_MAX, .limit_ms = limit_ms};
     char *basic = basic_auth(m);
     char *result = NULL;
     if (perform(m, url, false, "application/json", basic, &x, false) == 0 && r.status == 200 &&
@@ -374,7 +393,8 @@ static char *fetch_token(const config_mirror *m, const upstream_challenge *ch, c
 
 /* Runs a request against each URL in turn, answering auth challenges once. */
 static int request(const config_mirror *m, const char *repo, const char *path, bool head,
-                   const char *accept, upstream_sink sink, void *arg, upstream_resp *out)
+                   const char *accept, long limit_ms, uint64_t from, upstream_sink sink, void *arg,
+                   upstream_resp *out)
 {
     char scope[400];
     snprintf(scope, sizeof scope, "repository:%s:pull", repo);
@@ -384,7 +404,12 @@ static int request(const config_mirror *m, const char *repo, const char *path, b
     for (size_t i = 0; i < m->nurls; i++) {
         char url[2048];
         snprintf(url, sizeof url, "%s/v2/%s/%s", m->urls[i], repo, path);
-        xfer x = {.out = out, .sink = sink, .arg = arg, .limit = MANIFEST_MAX};
+        xfer x = {.out = out,
+                  .sink = sink,
+                  .arg = arg,
+                  .limit = MANIFEST_MAX,
+                  .limit_ms = limit_ms,
+                  .from = from};
         char *auth = auth_for(m, key);
         rc = perform(m, url, head, accept, auth, &x, sink != NULL);
         if (rc == 0 && out->status == 401 && x.challenge[0] && x.delivered == 0) {
@@ -395,7 +420,7 @@ static int request(const config_mirror *m, const char *repo, const char *path, b
                     char tkey[1024];
                     snprintf(tkey, sizeof tkey, "%s\n%s", m->name, ch.scope[0] ? ch.scope : scope);
                     if (auth) token_drop(tkey); /* the token we sent was refused */
-                    retry = fetch_token(m, &ch, ch.scope[0] ? ch.scope : scope);
+                    retry = fetch_token(m, &ch, ch.scope[0] ? ch.scope : scope, limit_ms);
                 } else if (!strcasecmp(ch.scheme, "Basic") && !auth)
                     retry = basic_auth(m);
             }
@@ -417,36 +442,52 @@ static const char manifest_accept[] =
     "application/vnd.docker.distribution.manifest.v2+json";
 
 int upstream_manifest(const config_mirror *m, const char *repo, const char *ref, bool head,
-                      upstream_resp *out)
+                      long limit_ms, upstream_resp *out)
 {
     char path[400];
     snprintf(path, sizeof path, "manifests/%s", ref);
     memset(out, 0, sizeof *out);
-    return request(m, repo, path, head, manifest_accept, NULL, NULL, out);
+    return request(m, repo, path, head, manifest_accept, limit_ms, 0, NULL, NULL, out);
 }
 
-int upstream_blob(const config_mirror *m, const char *repo, const char *digest, upstream_sink sink,
-                  void *arg, upstream_resp *out)
+int upstream_blob(const config_mirror *m, const char *repo, const char *digest, uint64_t from,
+                  upstream_sink sink, void *arg, upstream_resp *out)
 {
     char path[400];
     snprintf(path, sizeof path, "blobs/%s", digest);
     memset(out, 0, sizeof *out);
-    return request(m, repo, path, false, NULL, sink, arg, out);
+    return request(m, repo, path, false, NULL, 0, from, sink, arg, out);
 }
 
-int upstream_blob_head(const config_mirror *m, const char *repo, const char *digest,
+int upstream_blob_head(const config_mirror *m, const char *repo, const char *digest, long limit_ms,
                        upstream_resp *out)
 {
     char path[400];
     snprintf(path, sizeof path, "blobs/%s", digest);
     memset(out, 0, sizeof *out);
-    return request(m, repo, path, true, NULL, NULL, NULL, out);
+    return request(m, repo, path, true, NULL, limit_ms, 0, NULL, NULL, out);
 }
 
 int upstream_tags(const config_mirror *m, const char *repo, upstream_resp *out)
 {
     memset(out, 0, sizeof *out);
-    return request(m, repo, "tags/list?n=10000", false, "application/json", NULL, NULL, out);
+    return request(m, repo, "tags/list?n=10000", false, "application/json", 0, 0, NULL, NULL, out);
+}
+
+int upstream_ping(const config_mirror *m, long limit_ms, upstream_resp *out)
+{
+    memset(out, 0, sizeof *out);
+    int rc = berr_set(BERR_UNAVAILABLE, "upstream %s has no URL", m->name);
+    for (size_t i = 0; i < m->nurls; i++) {
+        char url[2048];
+        snprintf(url, sizeof url, "%s/v2/", m->urls[i]);
+        xfer x = {.out = out, .limit = ERRBODY_MAX, .limit_ms = limit_ms};
+        rc = perform(m, url, false, "application/json", NULL, &x, false);
+        if (rc == 0 && out->status > 0 && out->status < 500) return 0;
+        if (rc == 0)
+            rc = berr_set(BERR_UNAVAILABLE, "upstream %s answered %ld", m->name, out->status);
+    }
+    return rc;
 }
 
 int upstream_get_url(const config_mirror *m, const char *url, upstream_sink sink, void *arg,
@@ -493,7 +534,7 @@ static int send_req(const config_mirror *m, const char *method, const char *url,
         upstream_parse_challenge(x.challenge, &ch) && !strcasecmp(ch.scheme, "Bearer") &&
         ch.realm[0]) {
         if (had_token) token_drop(key);
-        char *retry = fetch_token(m, &ch, ch.scope);
+        char *retry = fetch_token(m, &ch, ch.scope, 0);
         if (retry) {
             pthread_mutex_lock(&tok_mu);
             snprintf(client_scope, sizeof client_scope, "%s", ch.scope);

@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct {
     long status;
@@ -20,6 +21,8 @@ typedef struct {
     char digest[DIGEST_STR_MAX]; /* Docker-Content-Digest, when sent */
     long retry_after;            /* seconds, from a 429 */
     long long content_length;    /* -1 when not announced */
+    long long range_start;       /* a 206's Content-Range first byte, -1 when none */
+    long long range_total;       /* a 206's Content-Range complete length, -1 when unknown */
     char location[2048];         /* Location, when sent */
     char *body;                  /* buffered body (manifests, error bodies) */
     size_t len;
@@ -32,14 +35,21 @@ typedef int (*upstream_sink)(void *arg, const char *data, size_t len);
 int upstream_global_init(void);
 
 /* GET (or HEAD) /v2/<repo>/manifests/<ref>. Returns 0 when an upstream answered (see status),
- * -BERR_UNAVAILABLE when none could be reached in time. */
+ * -BERR_UNAVAILABLE when none could be reached in time: the mirror's timeouts, or at most
+ * limit_ms in all for each URL when limit_ms > 0 (a cached tag's check). */
 int upstream_manifest(const config_mirror *m, const char *repo, const char *ref, bool head,
-                      upstream_resp *out);
-/* GET /v2/<repo>/blobs/<digest>, streaming a 200's body into sink. */
-int upstream_blob(const config_mirror *m, const char *repo, const char *digest, upstream_sink sink,
-                  void *arg, upstream_resp *out);
-/* HEAD /v2/<repo>/blobs/<digest>: whether the upstream holds the blob for that repository. */
-int upstream_blob_head(const config_mirror *m, const char *repo, const char *digest,
+                      long limit_ms, upstream_resp *out);
+/* GET /v2/<repo>/blobs/<digest>, streaming a 200's body into sink. With from > 0, asks for the
+ * bytes from that offset on (Range): a 206 whose range_start is from streams only those; an
+ * upstream that ignores the Range answers 200 with the whole blob. */
+int upstream_blob(const config_mirror *m, const char *repo, const char *digest, uint64_t from,
+                  upstream_sink sink, void *arg, upstream_resp *out);
+/* GET /v2/ on each URL in turn with at most limit_ms each: 0 once one answers below 500 (an
+ * upstream that is reachable again, whether it asks for credentials or not). */
+int upstream_ping(const config_mirror *m, long limit_ms, upstream_resp *out);
+/* HEAD /v2/<repo>/blobs/<digest> within limit_ms: whether the upstream holds the blob for that
+ * repository. */
+int upstream_blob_head(const config_mirror *m, const char *repo, const char *digest, long limit_ms,
                        upstream_resp *out);
 /* GET /v2/<repo>/tags/list (body buffered). */
 int upstream_tags(const config_mirror *m, const char *repo, upstream_resp *out);

@@ -271,5 +271,5 @@ static int blob_delete_end(http_req *r)
     return rc;
 }
 
-const http_handler reg_blob_get_h = {.end = blob_get_end};
+const http_handler reg_blob_get_h = {.end = blob_get_end, .cleanup = reg_mirror_blob_cleanup};
 const http_handler reg_blob_delete_h = {.end = blob_delete_end, .offload = true};

@@ -163,6 +163,6 @@ static int delete_end(http_req *r)
     return http_reply(r, 202, NULL, NULL, 0);
 }
 
-const http_handler reg_manifest_get_h = {.end = get_end};
+const http_handler reg_manifest_get_h = {.end = get_end, .cleanup = reg_mirror_manifest_cleanup};
 const http_handler reg_manifest_put_h = {put_begin, put_data, put_end, put_cleanup, true};
 const http_handler reg_manifest_delete_h = {.end = delete_end, .offload = true};

@@ -13,7 +13,10 @@
  * digest matches; berths sharing one metadata database take a lease per blob, so only one of
  * them fetches it and the others serve it once committed. Upstream 404s are remembered for a few
  * seconds so clients that try a list of hosts fall through fast. Steps that talk to the upstream
- * run on worker threads.
+ * run on threads of their own (a fill, a tag's check): a request waiting for one is parked
+ * without holding a worker, so a silent upstream never starves local requests or other
+ * upstreams. A cached tag's check is bounded by timeout.revalidate; an upstream that does not
+ * answer is marked down and probed in the background (see "upstream health" below).
  */
 #include "proxy/upstream.h"
 #include "registry/registry.h"
@@ -152,14 +155,26 @@ int reg_mirror_route(http_req *r)
     return 0;
 }
 
-/* ---- upstream health: log an outage once, not per request ---- */
+/* ---- upstream health: log an outage once, not per request ----
+ * An upstream that does not answer (refused, reset, timed out) or answers 502-504 is marked
+ * down: from then on a request for a cached tag is served what berth has without asking, and a
+ * request that needs the upstream fails at once (503) instead of waiting for it; the
+ * maintenance thread probes it (GET /v2/, bounded by timeout.revalidate) 1 s later, then with a
+ * doubling gap up to a minute, and the first answer marks it up again. /health lists it. */
 
 static pthread_mutex_t state_mu = PTHREAD_MUTEX_INITIALIZER;
+
+#define PROBE_FIRST_MS 1000
+#define PROBE_MAX_MS 60000
 
 typedef struct down_entry {
     const config_mirror *m;
     time_t backoff_until; /* from a 429's Retry-After */
-    bool down;
+    bool down;            /* an outage was logged */
+    bool dark;            /* no answer: marked down, probed in the background */
+    bool probing;
+    int64_t next_probe, gap_ms, since;
+    char why[200];
     struct down_entry *next;
 } down_entry;
 static down_entry *downs;
@@ -181,6 +196,10 @@ static void mark_up(const config_mirror *m, bool up, const char *why)
 {
     pthread_mutex_lock(&state_mu);
     down_entry *d = down_of(m);
+    if (d && up) {
+        d->dark = false;
+        d->gap_ms = 0;
+    }
     if (d && d->down == up) {
         d->down = !up;
         if (up)
@@ -191,6 +210,100 @@ static void mark_up(const config_mirror *m, bool up, const char *why)
                      m->name, why);
     }
     pthread_mutex_unlock(&state_mu);
+}
+
+/* Marks m down after it did not answer: probed from the maintenance thread from now on. */
+static void mark_dark(const config_mirror *m, const char *why)
+{
+    pthread_mutex_lock(&state_mu);
+    down_entry *d = down_of(m);
+    if (d && !d->dark) {
+        d->dark = true;
+        d->since = store_now();
+        d->gap_ms = PROBE_FIRST_MS;
+        d->next_probe = store_now() + d->gap_ms;
+        log_warn("msg=\"upstream down: cached content is served, other requests fail at once; "
+                 "probing it in the background\" mirror=%s err=\"%s\"",
+                 m->name, why);
+    }
+    if (d) snprintf(d->why, sizeof d->why, "%s", why);
+    pthread_mutex_unlock(&state_mu);
+}
+
+/* Whether m is marked down; why (when not NULL) receives the last failure. */
+static bool is_dark(const config_mirror *m, char *why, size_t len)
+{
+    pthread_mutex_lock(&state_mu);
+    down_entry *d = downs;
+    while (d && d->m != m)
+        d = d->next;
+    bool dark = d && d->dark;
+    if (dark && why) snprintf(why, len, "%s", d->why);
+    pthread_mutex_unlock(&state_mu);
+    return dark;
+}
+
+static int down_error(const config_mirror *m)
+{
+    char why[200] = "";
+    is_dark(m, why, sizeof why);
+    return berr_set(BERR_UNAVAILABLE, "upstream %s is down (%s); retrying it in the background",
+                    m->name, why);
+}
+
+static void *probe_main(void *arg)
+{
+    const config_mirror *m = arg;
+    berr_clear();
+    upstream_resp u;
+    int rc = upstream_ping(m, (long)m->revalidate_ms, &u);
+    upstream_resp_free(&u);
+    if (rc == 0) mark_up(m, true, NULL);
+    pthread_mutex_lock(&state_mu);
+    down_entry *d = down_of(m);
+    if (d) {
+        d->probing = false;
+        if (rc < 0 && d->dark) {
+            d->gap_ms = d->gap_ms * 2 < PROBE_MAX_MS ? d->gap_ms * 2 : PROBE_MAX_MS;
+            d->next_probe = store_now() + d->gap_ms;
+            snprintf(d->why, sizeof d->why, "%s", berr_msg());
+        }
+    }
+    pthread_mutex_unlock(&state_mu);
+    return NULL;
+}
+
+/* Starts the probe of each upstream marked down whose time has come (one at a time each). */
+static void probe_due(const config *cfg)
+{
+    int64_t now = store_now();
+    pthread_mutex_lock(&state_mu);
+    for (down_entry *d = downs; d; d = d->next) {
+        if (!d->dark || d->probing || d->next_probe > now) continue;
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &attr, probe_main, (void *)d->m) == 0) d->probing = true;
+        pthread_attr_destroy(&attr);
+    }
+    pthread_mutex_unlock(&state_mu);
+    (void)cfg;
+}
+
+json_t *reg_mirror_health(void)
+{
+    json_t *list = NULL;
+    pthread_mutex_lock(&state_mu);
+    for (down_entry *d = downs; d; d = d->next) {
+        if (!d->dark) continue;
+        if (!list) list = json_array();
+        json_array_append_new(list,
+                              json_pack("{s:s,s:s,s:I}", "mirror", d->m->name, "error", d->why,
+                                        "down_ms", (json_int_t)(store_now() - d->since)));
+    }
+    pthread_mutex_unlock(&state_mu);
+    return list;
 }
 
 static bool in_backoff(const config_mirror *m)
@@ -266,6 +379,7 @@ static int unavailable(const config_mirror *m, int rc, const upstream_resp *u)
     else
         snprintf(why, sizeof why, "upstream answered %ld", u->status);
     mark_up(m, false, why);
+    if (rc < 0 || u->status == 502 || u->status == 503 || u->status == 504) mark_dark(m, why);
     if (u->status == 401 || u->status == 403)
         return berr_set(BERR_UNAVAILABLE, "upstream %s refused access (%ld)", m->name, u->status);
     return berr_set(BERR_UNAVAILABLE, "upstream %s unavailable: %s", m->name, why);
@@ -308,6 +422,7 @@ static void lease_owner(char *out, size_t len, const char *what, const void *p)
 
 void reg_mirror_maintain(store *st, const config *cfg, bool evict)
 {
+    probe_due(cfg);
     static access_rec batch[ACCESS_MAX];
     static store_access list[ACCESS_MAX];
     pthread_mutex_lock(&state_mu);
@@ -395,57 +510,144 @@ static int store_upstream_manifest(const reg_mirror_ctx *c, const char *ref, ups
     return rc;
 }
 
-/* ---- single flight of upstream manifest checks ---- */
+/* ---- single flight of upstream manifest checks ----
+ * A tag's check (or an uncached manifest's fetch) runs on a thread of its own, one per tag at a
+ * time. An HTTP request waiting for it is parked (HTTP_PARKED): it holds no worker, so requests
+ * for local content or for other upstreams never queue behind a silent upstream; the check
+ * requeues it when done and it then answers from the store (or with the check's error).
+ * `berth sync` waits for the same check on its own thread. */
 
-typedef struct flight {
+typedef struct parked {
+    http_req *r;
+    struct parked *next;
+} parked;
+
+/* Requeues each request of a detached list (called without locks held). */
+static void requeue_all(parked *p)
+{
+    while (p) {
+        parked *n = p->next;
+        http_req_requeue(p->r);
+        free(p);
+        p = n;
+    }
+}
+
+typedef struct check {
     char key[600];
-    struct flight *next;
-} flight;
-static flight *flights;
-static pthread_cond_t flight_cv = PTHREAD_COND_INITIALIZER;
-
-/* True when the caller is to check key upstream; false after waiting for another's check. */
-static bool flight_lead(const char *key)
-{
-    pthread_mutex_lock(&state_mu);
-    flight *f = flights;
-    while (f && strcmp(f->key, key))
-        f = f->next;
-    if (f) {
-        do {
-            pthread_cond_wait(&flight_cv, &state_mu);
-            for (f = flights; f && strcmp(f->key, key);)
-                f = f->next;
-        } while (f);
-        pthread_mutex_unlock(&state_mu);
-        return false;
-    }
-    f = calloc(1, sizeof *f);
-    if (f) {
-        snprintf(f->key, sizeof f->key, "%s", key);
-        f->next = flights;
-        flights = f;
-    }
-    pthread_mutex_unlock(&state_mu);
-    return true;
-}
-
-static void flight_done(const char *key)
-{
-    pthread_mutex_lock(&state_mu);
-    for (flight **p = &flights; *p; p = &(*p)->next)
-        if (!strcmp((*p)->key, key)) {
-            flight *f = *p;
-            *p = f->next;
-            free(f);
-            break;
-        }
-    pthread_cond_broadcast(&flight_cv);
-    pthread_mutex_unlock(&state_mu);
-}
+    char local[256], upstream_repo[256], ref[256];
+    store *st;
+    const config_mirror *mirror;
+    bool done;
+    int rc;
+    char err[256];
+    int refs; /* the thread's, and each waiter's */
+    parked *parked;
+    struct check *next;
+} check;
+static check *checks;
+static pthread_cond_t check_cv = PTHREAD_COND_INITIALIZER;
 
 static int manifest_check(const reg_mirror_ctx *c, const char *ref, const char *key, bool cached,
                           store_manifest *cm, store_manifest *out);
+
+/* Called with state_mu held. */
+static void check_release(check *k)
+{
+    if (--k->refs == 0) free(k);
+}
+
+static void *check_main(void *arg)
+{
+    check *k = arg;
+    berr_clear();
+    reg_mirror_ctx c = {k->st, k->mirror, k->local, k->upstream_repo};
+    store_manifest m, out;
+    int rc = store_manifest_get(k->st, k->local, k->ref, &m);
+    if (rc == 0 || rc == -BERR_MANIFEST_UNKNOWN) {
+        bool cached = rc == 0;
+        if (cached && store_now() - m.checked < k->mirror->revalidate_s * 1000) {
+            store_manifest_free(&m); /* checked meanwhile */
+            rc = 0;
+        } else {
+            rc = manifest_check(&c, k->ref, k->key, cached, &m, &out);
+            if (rc == 0) store_manifest_free(&out);
+        }
+    }
+    pthread_mutex_lock(&state_mu);
+    k->done = true;
+    k->rc = rc;
+    snprintf(k->err, sizeof k->err, "%s", rc < 0 ? berr_msg() : "");
+    for (check **p = &checks; *p; p = &(*p)->next)
+        if (*p == k) {
+            *p = k->next;
+            break;
+        }
+    parked *wake = k->parked;
+    k->parked = NULL;
+    pthread_cond_broadcast(&check_cv);
+    check_release(k);
+    pthread_mutex_unlock(&state_mu);
+    requeue_all(wake);
+    return NULL;
+}
+
+/* The running check of key, or a new one; returned with a reference held and state_mu held
+ * (NULL, unlocked, when none can be started). */
+static check *check_join(const reg_mirror_ctx *c, const char *ref, const char *key)
+{
+    pthread_mutex_lock(&state_mu);
+    check *k = checks;
+    while (k && strcmp(k->key, key))
+        k = k->next;
+    if (k) {
+        k->refs++;
+        return k;
+    }
+    if (!(k = calloc(1, sizeof *k))) {
+        pthread_mutex_unlock(&state_mu);
+        return NULL;
+    }
+    snprintf(k->key, sizeof k->key, "%s", key);
+    snprintf(k->local, sizeof k->local, "%s", c->local);
+    snprintf(k->upstream_repo, sizeof k->upstream_repo, "%s", c->upstream_repo);
+    snprintf(k->ref, sizeof k->ref, "%s", ref);
+    k->st = c->st;
+    k->mirror = c->mirror;
+    k->refs = 2;
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int prc = pthread_create(&t, &attr, check_main, k);
+    pthread_attr_destroy(&attr);
+    if (prc != 0) {
+        pthread_mutex_unlock(&state_mu);
+        free(k);
+        return NULL;
+    }
+    k->next = checks;
+    checks = k;
+    return k;
+}
+
+/* A finished check's result: 0, or its error set again; releases the reference. */
+static int check_result(check *k)
+{
+    pthread_mutex_lock(&state_mu);
+    int rc = k->rc;
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", k->err);
+    check_release(k);
+    pthread_mutex_unlock(&state_mu);
+    return rc < 0 ? berr_set((berr)-rc, "%s", msg) : 0;
+}
+
+static void manifest_key(const config_mirror *mi, const char *upstream_repo, const char *ref,
+                         char *key, size_t len)
+{
+    snprintf(key, len, "%s\n%s\nmanifest %s", mi->name, upstream_repo, ref);
+}
 
 int reg_mirror_manifest_fetch(const reg_mirror_ctx *c, const char *ref, store_manifest *out)
 {
@@ -460,19 +662,18 @@ int reg_mirror_manifest_fetch(const reg_mirror_ctx *c, const char *ref, store_ma
         return 0;
     }
     char key[600];
-    snprintf(key, sizeof key, "%s\n%s\nmanifest %s", mi->name, c->upstream_repo, ref);
+    manifest_key(mi, c->upstream_repo, ref, key, sizeof key);
     if (!cached && neg_hit(key))
         return berr_set(BERR_MANIFEST_UNKNOWN, "manifest unknown to upstream %s", mi->name);
-    /* one upstream check per tag at a time: latecomers wait for it and take its result */
-    if (!flight_lead(key)) {
-        if (cached) store_manifest_free(&m);
-        if (store_manifest_get(c->st, c->local, ref, out) == 0) return 0;
-        if (neg_hit(key))
-            return berr_set(BERR_MANIFEST_UNKNOWN, "manifest unknown to upstream %s", mi->name);
-        return berr_set(BERR_UNAVAILABLE, "upstream %s unavailable", mi->name);
-    }
-    rc = manifest_check(c, ref, key, cached, &m, out);
-    flight_done(key);
+    if (cached) store_manifest_free(&m);
+    check *k = check_join(c, ref, key);
+    if (!k) return berr_set(BERR_INTERNAL, "cannot start an upstream check");
+    while (!k->done)
+        pthread_cond_wait(&check_cv, &state_mu);
+    pthread_mutex_unlock(&state_mu);
+    if ((rc = check_result(k)) < 0) return rc;
+    if ((rc = store_manifest_get(c->st, c->local, ref, out)) == -BERR_MANIFEST_UNKNOWN)
+        return berr_set(BERR_UNAVAILABLE, "manifest of %s went away while checked", c->local);
     return rc;
 }
 
@@ -491,13 +692,15 @@ static int manifest_check(const reg_mirror_ctx *c, const char *ref, const char *
         return berr_set(BERR_TOOMANYREQUESTS, "upstream %s is rate limiting", mi->name);
     }
     upstream_resp u;
-    /* with a cached copy, a HEAD tells whether the tag moved without being charged a pull */
-    rc = upstream_manifest(mi, c->upstream_repo, ref, cached, &u);
+    /* with a cached copy, a HEAD tells whether the tag moved without being charged a pull, and
+     * the check is bounded by timeout.revalidate: past it, the cached copy is served */
+    long limit = cached ? (long)mi->revalidate_ms : 0;
+    rc = upstream_manifest(mi, c->upstream_repo, ref, cached, limit, &u);
     if (!transient(rc, &u) && cached && u.status == 200 &&
         !(u.digest[0] && !strcmp(u.digest, m.digest))) {
         /* the tag moved (or the upstream sent no digest): fetch the manifest */
         upstream_resp_free(&u);
-        rc = upstream_manifest(mi, c->upstream_repo, ref, false, &u);
+        rc = upstream_manifest(mi, c->upstream_repo, ref, false, limit, &u);
         if (rc == 0 && u.status == 200) {
             store_manifest_free(&m);
             cached = false;
@@ -541,18 +744,55 @@ static reg_mirror_ctx ctx_of_req(const http_req *r)
 
 int reg_mirror_manifest_get(http_req *r)
 {
+    const config_mirror *mi = r->mirror;
     store_manifest m;
-    int rc = store_manifest_get(r->store, r->name, r->ref, &m);
+    int rc;
+    check *k = r->ctx; /* a run after this request was parked on a check: take its result */
+    r->ctx = NULL;
+    if (k) {
+        if ((rc = check_result(k)) < 0) return rc;
+        if ((rc = store_manifest_get(r->store, r->name, r->ref, &m)) < 0) return rc;
+        return serve_manifest(r, &m);
+    }
+    rc = store_manifest_get(r->store, r->name, r->ref, &m);
     if (rc < 0 && rc != -BERR_MANIFEST_UNKNOWN) return rc;
     /* the hot path: a cached digest, or a tag checked recently, is served on the event loop */
-    if (rc == 0 &&
-        (ref_is_digest(r->ref) || store_now() - m.checked < r->mirror->revalidate_s * 1000))
+    if (rc == 0 && (ref_is_digest(r->ref) || store_now() - m.checked < mi->revalidate_s * 1000))
         return serve_manifest(r, &m);
+    /* an upstream marked down is not asked: what is cached is served, the rest fails at once */
+    if (is_dark(mi, NULL, 0)) return rc == 0 ? serve_manifest(r, &m) : down_error(mi);
     if (rc == 0) store_manifest_free(&m);
+    char key[600];
+    manifest_key(mi, r->upstream_repo, r->ref, key, sizeof key);
+    if (rc < 0 && neg_hit(key))
+        return berr_set(BERR_MANIFEST_UNKNOWN, "manifest unknown to upstream %s", mi->name);
     if (!r->on_worker) return HTTP_OFFLOAD;
     reg_mirror_ctx c = ctx_of_req(r);
-    if ((rc = reg_mirror_manifest_fetch(&c, r->ref, &m)) < 0) return rc;
+    k = check_join(&c, r->ref, key);
+    if (!k) return berr_set(BERR_INTERNAL, "cannot start an upstream check");
+    parked *p = k->done ? NULL : malloc(sizeof *p);
+    if (p) { /* park until the check requeues it; r is not touched from here on */
+        p->r = r;
+        p->next = k->parked;
+        k->parked = p;
+        r->ctx = k;
+        pthread_mutex_unlock(&state_mu);
+        return HTTP_PARKED;
+    }
+    while (!k->done)
+        pthread_cond_wait(&check_cv, &state_mu);
+    pthread_mutex_unlock(&state_mu);
+    if ((rc = check_result(k)) < 0) return rc;
+    if ((rc = store_manifest_get(r->store, r->name, r->ref, &m)) < 0) return rc;
     return serve_manifest(r, &m);
+}
+
+void reg_mirror_manifest_cleanup(http_req *r)
+{
+    if (r->mirror && r->ctx) {
+        check_result(r->ctx);
+        r->ctx = NULL;
+    }
 }
 
 /* ---- blobs: one fill per digest, streamed to every client while it fills ----
@@ -589,13 +829,15 @@ typedef struct fill {
     uint64_t written;
     uint64_t woken; /* written, as of the last wake */
     bool verified;  /* all size bytes are there and hash to digest: readers may finish */
-    bool leased;    /* holds the "fill <digest>" lease (other berths on this metadata wait) */
-    char lease_key[DIGEST_STR_MAX + 8], lease_owner[160];
+    bool leased; /* holds the "fill <digest> <mirror>" lease (other berths on this metadata wait) */
+    char lease_key[DIGEST_STR_MAX + 300], lease_owner[160];
     int64_t lease_renewed;
+    uint64_t skip; /* bytes of a whole-blob answer to a resume that are already written */
     store_upload *u;
     upstream_resp resp;
     int refs;
     waiter *waiters;
+    parked *parked; /* requests waiting for the first bytes (or the end) */
     struct fill *next;
 } fill;
 
@@ -625,14 +867,28 @@ static void fill_release(fill *f)
 static int fill_sink(void *arg, const char *data, size_t len)
 {
     fill *f = arg;
+    if (f->skip > 0 && f->resp.range_start < 0) { /* a resume answered with the whole blob */
+        size_t n = f->skip < len ? (size_t)f->skip : len;
+        f->skip -= n;
+        data += n;
+        len -= n;
+        if (len == 0) return 0;
+    }
     int rc = store_upload_write(f->u, data, len);
-    if (rc < 0) return rc;
+    if (rc < 0) {
+        log_error("msg=\"writing a mirror fill failed\" mirror=%s digest=%s err=\"%s\"",
+                  f->mirror->name, f->digest, berr_msg());
+        return rc;
+    }
     uint64_t written = store_upload_written(f->u); /* readers follow the file */
+    parked *wake = NULL;
     pthread_mutex_lock(&fill_mu);
     if (f->state == FILL_STARTING) {
         f->size = f->resp.content_length;
         f->state = FILL_STREAMING;
         pthread_cond_broadcast(&fill_cv);
+        wake = f->parked;
+        f->parked = NULL;
     }
     f->written = written;
     if (f->leased && store_now() - f->lease_renewed > FILL_LEASE_MS / 3) {
@@ -645,7 +901,66 @@ static int fill_sink(void *arg, const char *data, size_t len)
         wake_readers(f);
     }
     pthread_mutex_unlock(&fill_mu);
+    requeue_all(wake);
     return 0;
+}
+
+/* How many times a fill cut by the network is resumed without any progress in between. */
+#define RESUME_TRIES 6
+
+/* Fetches the blob into f->u; a transfer cut after some bytes is resumed from where it stopped
+ * (Range; an upstream that ignores it sends the whole blob again and the bytes already written
+ * are skipped). The digest covers every byte either way. */
+/* A blob already in the store (under another name) is linked into a mirror repository, instead
+ * of fetched again, only when that repository's upstream holds it: a manifest cached from the
+ * upstream for this repository lists it (link_listed, no network), or the upstream answers a
+ * HEAD for it within the revalidation bound (link_confirmed, on the fill's thread: no worker
+ * waits on the upstream). Never on the strength of a digest alone: that would hand a private
+ * repository's blob to anyone who can name its digest. */
+static int link_listed(const reg_mirror_ctx *c, const char *digest)
+{
+    int rc = store_blob_link_listed(c->st, c->local, digest);
+    return rc < 0 ? rc : store_repo_mark_mirror(c->st, c->local);
+}
+
+static int link_confirmed(const reg_mirror_ctx *c, const char *digest)
+{
+    if (!store_blob_present(c->st, digest) || in_backoff(c->mirror))
+        return berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
+    upstream_resp u;
+    int rc =
+        upstream_blob_head(c->mirror, c->upstream_repo, digest, (long)c->mirror->revalidate_ms, &u);
+    bool held = rc == 0 && u.status == 200;
+    upstream_resp_free(&u);
+    if (!held) return berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
+    rc = store_blob_mount(c->st, c->local, NULL, digest);
+    return rc < 0 ? rc : store_repo_mark_mirror(c->st, c->local);
+}
+
+static int fetch_upstream(fill *f, bool *whole)
+{
+    const config_mirror *mi = f->mirror;
+    uint64_t from = 0;
+    int tries = 0;
+    for (;;) {
+        int rc = upstream_blob(mi, f->upstream_repo, f->digest, from, fill_sink, f, &f->resp);
+        *whole = rc == 0 && (f->resp.status == 200 || (from > 0 && f->resp.status == 206 &&
+                                                       f->resp.range_start == (long long)from));
+        if (rc == 0) return 0; /* the blob, or an answer that is not (404, 5xx...) */
+        uint64_t have = store_upload_size(f->u); /* every byte taken (and hashed) so far */
+        /* resumed only after the network cut a transfer that was under way */
+        if (rc != -BERR_UNAVAILABLE || have == 0 || (f->size > 0 && have >= (uint64_t)f->size))
+            return rc;
+        if (have > from)
+            tries = 0;
+        else if (++tries >= RESUME_TRIES)
+            return rc;
+        log_warn("msg=\"mirror fill cut: resuming\" mirror=%s digest=%s at=%llu err=\"%s\"",
+                 mi->name, f->digest, (unsigned long long)have, berr_msg());
+        from = have;
+        f->skip = have;
+        usleep((useconds_t)(250000u << (tries < 4 ? tries : 4)));
+    }
 }
 
 static int fetch_into(fill *f)
@@ -658,8 +973,12 @@ static int fetch_into(fill *f)
         return berr_set(BERR_TOOMANYREQUESTS, "upstream %s is rate limiting", mi->name);
     /* one upstream fetch per blob across every berth on this metadata: the others wait for the
      * holder's commit and serve the blob from the store */
-    snprintf(f->lease_key, sizeof f->lease_key, "fill %s", f->digest);
+    snprintf(f->lease_key, sizeof f->lease_key, "fill %s %s", f->digest, mi->name);
     lease_owner(f->lease_owner, sizeof f->lease_owner, "fill", f);
+    /* the store may hold these bytes under another name: linked when the upstream confirms it
+     * holds them for this repository, instead of fetched again */
+    reg_mirror_ctx vc = {f->st, mi, f->repo, f->upstream_repo};
+    if (link_confirmed(&vc, f->digest) == 0) return 0;
     int64_t deadline = store_now() + mi->connect_ms + mi->transfer_ms;
     for (;;) {
         /* another berth's fill of this repository committed (linked here already) */
@@ -688,9 +1007,14 @@ static int fetch_into(fill *f)
     int rc = store_upload_create(f->st, f->repo, algo, uuid);
     if (rc == 0) rc = store_upload_open(f->st, f->repo, uuid, &f->u);
     if (rc == 0) rc = store_upload_spool(f->u); /* S3: readers stream a local copy of the fill */
-    if (rc < 0) return rc;
-    rc = upstream_blob(mi, f->upstream_repo, f->digest, fill_sink, f, &f->resp);
-    if (rc == 0 && f->resp.status == 200) {
+    if (rc < 0) {
+        log_error("msg=\"cannot start a mirror fill\" mirror=%s digest=%s err=\"%s\"", mi->name,
+                  f->digest, berr_msg());
+        return berr_set(BERR_UNAVAILABLE, "storing %s failed: %s", f->digest, berr_msg());
+    }
+    bool whole = false;
+    rc = fetch_upstream(f, &whole);
+    if (rc == 0 && whole) {
         /* readers get the last bytes as soon as the content is known good, not after the fsync */
         char got[DIGEST_STR_MAX];
         if (store_upload_digest(f->u, got) == 0 && !strcmp(got, f->digest)) {
@@ -713,6 +1037,11 @@ static int fetch_into(fill *f)
                           mi->name, f->digest);
         } else if (rc == 0) {
             mark_up(mi, true, NULL);
+        } else {
+            log_error("msg=\"mirror fill not committed\" mirror=%s digest=%s err=\"%s\"", mi->name,
+                      f->digest, berr_msg());
+            if (rc != -BERR_UNAVAILABLE) /* a local failure: retryable, never "unknown" */
+                rc = berr_set(BERR_UNAVAILABLE, "storing %s failed: %s", f->digest, berr_msg());
         }
     } else {
         store_upload_cancel(f->u);
@@ -722,6 +1051,8 @@ static int fetch_into(fill *f)
             rc = berr_set(BERR_BLOB_UNKNOWN, "blob unknown to upstream %s", mi->name);
         } else if (rc != -BERR_IO) {
             rc = unavailable(mi, rc, &f->resp);
+        } else { /* writing it here failed: retryable, never "unknown", and logged */
+            rc = berr_set(BERR_UNAVAILABLE, "storing %s failed: %s", f->digest, berr_msg());
         }
     }
     return rc;
@@ -747,18 +1078,23 @@ static void *fill_main(void *arg)
             break;
         }
     wake_readers(f);
+    parked *wake = f->parked;
+    f->parked = NULL;
     pthread_cond_broadcast(&fill_cv);
     fill_release(f);
     pthread_mutex_unlock(&fill_mu);
+    requeue_all(wake);
     return NULL;
 }
 
-/* Finds the running fill of digest or starts one; returns it with a reference held. */
+/* Finds the running fill of digest from c's upstream, or starts one; returns it with a reference
+ * held. Fills are per upstream: a client of a healthy upstream never waits on a silent one's
+ * fill of the same content. */
 static fill *fill_join(const reg_mirror_ctx *c, const char *digest)
 {
     pthread_mutex_lock(&fill_mu);
     fill *f = fills;
-    while (f && strcmp(f->digest, digest))
+    while (f && (strcmp(f->digest, digest) || f->mirror != c->mirror))
         f = f->next;
     if (f) {
         f->refs++;
@@ -846,43 +1182,32 @@ static void stream_free(void *cls)
     free(c);
 }
 
-/* A blob already in the store (under another name) is linked into a mirror repository, instead
- * of fetched again, only when that repository's upstream holds it: a manifest cached from the
- * upstream for this repository lists it (link_listed, no network), or the upstream answers a
- * HEAD for it (link_confirmed, on a worker). Never on the strength of a digest alone: that would
- * hand a private repository's blob to anyone who can name its digest. */
-static int link_listed(const reg_mirror_ctx *c, const char *digest)
-{
-    int rc = store_blob_link_listed(c->st, c->local, digest);
-    return rc < 0 ? rc : store_repo_mark_mirror(c->st, c->local);
-}
-
-static int link_confirmed(const reg_mirror_ctx *c, const char *digest)
-{
-    if (!store_blob_present(c->st, digest) || in_backoff(c->mirror))
-        return berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
-    upstream_resp u;
-    int rc = upstream_blob_head(c->mirror, c->upstream_repo, digest, &u);
-    bool held = rc == 0 && u.status == 200;
-    upstream_resp_free(&u);
-    if (!held) return berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
-    rc = store_blob_mount(c->st, c->local, NULL, digest);
-    return rc < 0 ? rc : store_repo_mark_mirror(c->st, c->local);
-}
-
 int reg_mirror_blob_miss(http_req *r)
 {
     reg_mirror_ctx mc = ctx_of_req(r);
-    if (link_listed(&mc, r->ref) == 0) return reg_blob_serve(r);
+    if (link_listed(&mc, r->ref) == 0) return reg_blob_serve(r); /* no network: on the loop */
     if (!r->on_worker) return HTTP_OFFLOAD;
-    if (link_confirmed(&mc, r->ref) == 0) return reg_blob_serve(r);
-    fill *f = fill_join(&mc, r->ref);
-    if (!f) return berr_set(BERR_INTERNAL, "cannot start a fill");
+    fill *f = r->ctx; /* a run after this request was parked on a fill */
+    r->ctx = NULL;
+    if (!f && is_dark(r->mirror, NULL, 0)) return down_error(r->mirror);
+    if (!f && !(f = fill_join(&mc, r->ref))) return berr_set(BERR_INTERNAL, "cannot start a fill");
     pthread_mutex_lock(&fill_mu);
-    while (f->state == FILL_STARTING)
-        pthread_cond_wait(&fill_cv, &fill_mu);
     int fd = -1;
     if (f->state == FILL_STREAMING && f->size > 0 && f->u && store_upload_growing(f->u))
+        fd = store_upload_reader(f->u);
+    parked *p = NULL;
+    if (f->state == FILL_STARTING || (f->state == FILL_STREAMING && fd < 0)) p = malloc(sizeof *p);
+    if (p) { /* no worker waits for the upstream: the fill requeues r (not touched from here) */
+        p->r = r;
+        p->next = f->parked;
+        f->parked = p;
+        r->ctx = f;
+        pthread_mutex_unlock(&fill_mu);
+        return HTTP_PARKED;
+    }
+    while (f->state == FILL_STARTING)
+        pthread_cond_wait(&fill_cv, &fill_mu);
+    if (fd < 0 && f->state == FILL_STREAMING && f->size > 0 && f->u && store_upload_growing(f->u))
         fd = store_upload_reader(f->u);
     while (f->state == FILL_STREAMING && fd < 0)
         pthread_cond_wait(&fill_cv, &fill_mu);
@@ -915,6 +1240,15 @@ int reg_mirror_blob_miss(http_req *r)
     return rc;
 }
 
+void reg_mirror_blob_cleanup(http_req *r)
+{
+    if (!r->mirror || !r->ctx) return;
+    pthread_mutex_lock(&fill_mu);
+    fill_release(r->ctx);
+    pthread_mutex_unlock(&fill_mu);
+    r->ctx = NULL;
+}
+
 int reg_mirror_blob_ensure(const reg_mirror_ctx *c, const char *digest, bool *fetched)
 {
     *fetched = false;
@@ -923,7 +1257,7 @@ int reg_mirror_blob_ensure(const reg_mirror_ctx *c, const char *digest, bool *fe
         store_blob_release(&b);
         return 0;
     }
-    if (link_listed(c, digest) == 0 || link_confirmed(c, digest) == 0) return 0;
+    if (link_listed(c, digest) == 0) return 0; /* else the fill links it or fetches it */
     fill *f = fill_join(c, digest);
     if (!f) return berr_set(BERR_INTERNAL, "cannot start a fill");
     pthread_mutex_lock(&fill_mu);

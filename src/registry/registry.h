@@ -65,11 +65,17 @@ const config_mirror *reg_mirror_hub(const config *cfg);
 /* Whether a mirror serves an upstream repository (its `repositories` patterns). */
 bool reg_mirror_serves(const config_mirror *m, const char *upstream_repo);
 int reg_mirror_manifest_get(http_req *r);
+/* Handlers' cleanup for mirror GETs: releases what a parked request still holds (r->ctx). */
+void reg_mirror_manifest_cleanup(http_req *r);
+void reg_mirror_blob_cleanup(http_req *r);
+/* The upstreams marked down (no answer): [{"mirror","error","since"}], or NULL when none. */
+json_t *reg_mirror_health(void);
 /* A blob GET that missed in a mirror repository: link, fetch or join the running fetch, and
  * answer (streaming while it fills). HTTP_OFFLOAD to continue on a worker. */
 int reg_mirror_blob_miss(http_req *r);
-/* Periodic mirror upkeep (from the maintenance thread): records batched access times and, when
- * evict is set and cache.maxsize is configured, evicts down to the limit. */
+/* Periodic mirror upkeep (from the maintenance thread): records batched access times, probes
+ * upstreams marked down (in the background, with backoff) and, when evict is set and
+ * cache.maxsize is configured, evicts down to the limit. */
 void reg_mirror_maintain(store *st, const config *cfg, bool evict);
 /* `berth sync` (sync.c): fills the mirror from a list file; 0 when everything synced. */
 int reg_sync(store *s, const config *cfg, const char *list_path);

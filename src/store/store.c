@@ -287,9 +287,14 @@ static int blob_open(store *s, const char *repo, const char *digest, store_blob 
     char path[4096];
     blobfs_path(&s->fs, digest, path, sizeof path);
     out->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (out->fd < 0) {
+    if (out->fd < 0 && errno == ENOENT) {
         log_error("msg=\"blob file missing\" digest=%s err=\"%s\"", digest, strerror(errno));
         return berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
+    }
+    if (out->fd < 0) { /* out of descriptors, EIO...: a local failure, retryable, not "unknown" */
+        int e = errno;
+        log_error("msg=\"cannot open a stored blob\" digest=%s err=\"%s\"", digest, strerror(e));
+        return berr_set(BERR_UNAVAILABLE, "cannot open stored blob %s: %s", digest, strerror(e));
     }
     out->size = size;
     return 0;
