@@ -199,7 +199,13 @@ t_eq "berth gc --dry-run finds nothing more" "would remove 0 manifests, 0 blobs 
 # a replica killed with SIGKILL in the middle of pushes to both: every acknowledged push is
 # intact (read through the other one and through the restarted one), fsck is clean
 push_loops kill 500
-sleep 1.5
+# killed once both have acknowledged pushes (on a loaded machine that can take more than a second)
+for _ in $(seq 1 300); do
+    [ "$(cat "$W"/kill.acked.a* 2>/dev/null | wc -l)" -gt 0 ] &&
+        [ "$(cat "$W"/kill.acked.b* 2>/dev/null | wc -l)" -gt 0 ] && break
+    sleep 0.1
+done
+sleep 0.5
 kill -9 "$B_PID"
 wait "$B_PID" 2>/dev/null
 sleep 1
