@@ -952,8 +952,6 @@ static void report_unserved(cnode *root)
     static const struct {
         const char *path, *what;
     } unserved[] = {
-        {"http.debug", "health and Prometheus metrics endpoints are not served (the /v2/ "
-                       "endpoint answers health checks)"},
         {"notifications", "notifications.endpoints: no webhook events are sent"},
         {"redis", "not used: berth keeps its caches in its own metadata"},
         {"reporting", "no error reports are sent"},
@@ -1031,6 +1029,9 @@ static int config_extract(cnode *root, config *cfg)
         (rc = set_size(root, "storage.quota", &cfg->quota)) < 0 ||
         (rc = load_mirrors(root, cfg)) < 0 ||
         (rc = set_bool(root, "proxy.localpush", &cfg->proxy_localpush)) < 0 ||
+        (rc = set_str(root, "http.debug.addr", &cfg->debug_addr)) < 0 ||
+        (rc = set_bool(root, "http.debug.prometheus.enabled", &cfg->debug_prometheus)) < 0 ||
+        (rc = set_str(root, "http.debug.prometheus.path", &cfg->debug_prometheus_path)) < 0 ||
         (rc = set_size(root, "cache.maxsize", &cfg->cache_max)) < 0 ||
         (rc = load_pins(root, cfg)) < 0 || (rc = load_helm(root, cfg)) < 0 ||
         (rc = load_auth(root, cfg)) < 0 ||
@@ -1118,6 +1119,7 @@ int config_load(config *cfg, const char *path)
     cfg->connection_limit = 1024;
     cfg->connections_per_ip = -1;
     cfg->max_bodies = 128; /* each holds up to a 1 MiB write buffer while it streams */
+    cfg->debug_prometheus_path = strdup("/metrics");
     cfg->header_timeout_ms = 30000;
     cfg->threads = 1;
     cfg->helm.enabled = true;
@@ -1189,6 +1191,8 @@ void config_free(config *cfg)
     free(cfg->path);
     free(cfg->root);
     free(cfg->addr);
+    free(cfg->debug_addr);
+    free(cfg->debug_prometheus_path);
     free(cfg->host);
     free(cfg->tls_cert);
     free(cfg->tls_key);
@@ -1259,6 +1263,8 @@ void config_print_keys(void)
         "                                           (10MiB), path-style URLs (always), SigV4\n"
         "  storage.redirect.disable / expiry        s3: stream blob GETs instead of answering\n"
         "                                           307 to a presigned URL (false / 20m)\n"
+        "  http.debug.addr                          a second listener: /debug/health (none)\n"
+        "  http.debug.prometheus.enabled / path     Prometheus metrics there (false, /metrics)\n"
         "  proxy.remoteurl, proxy.username, proxy.password, proxy.ttl\n"
         "                                           default upstream (registry:2 proxy mode);\n"
         "                                           ttl: its images unused this long expire\n"

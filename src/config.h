@@ -138,7 +138,10 @@ typedef struct {
     bool purge_enabled;  /* storage.maintenance.uploadpurging.enabled */
     int64_t purge_age_s; /* storage.maintenance.uploadpurging.age */
     int64_t purge_interval_s;
-    char *addr; /* http.addr, "host:port" or ":port" */
+    char *addr;            /* http.addr, "host:port" or ":port" */
+    char *debug_addr;      /* http.debug.addr: the debug listener (health, metrics), or NULL */
+    bool debug_prometheus; /* http.debug.prometheus.enabled */
+    char *debug_prometheus_path; /* http.debug.prometheus.path ("/metrics") */
     char *host; /* http.host: external base URL for absolute Locations (optional) */
     char *tls_cert, *tls_key;
     char **tls_clientcas; /* http.tls.clientcas: CA files; a client must show a certificate */

@@ -15,6 +15,7 @@
 #include "registry/registry.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -148,6 +149,54 @@ static unsigned long long raise_nofile(void)
     return (unsigned long long)rl.rlim_cur;
 }
 
+/* ---- the gauges of the metrics (read when scraped) ---- */
+
+static store *metrics_store;
+static const config *metrics_cfg;
+
+static int64_t gauge_uploads(void)
+{
+    return limits_bodies();
+}
+
+static int64_t gauge_store(void)
+{
+    uint64_t all = 0, mirrored = 0;
+    store_usage(metrics_store, &all, &mirrored);
+    return (int64_t)all;
+}
+
+static int64_t gauge_cache(void)
+{
+    uint64_t all = 0, mirrored = 0;
+    store_usage(metrics_store, &all, &mirrored);
+    return (int64_t)mirrored;
+}
+
+static int64_t gauge_cache_max(void)
+{
+    return metrics_cfg->cache_max > 0 ? metrics_cfg->cache_max : 0;
+}
+
+static int64_t gauge_down(void)
+{
+    json_t *down = reg_mirror_health();
+    int64_t n = (int64_t)json_array_size(down);
+    json_decref(down);
+    return n;
+}
+
+static void register_gauges(void)
+{
+    metrics_gauge(GAUGE_IN_FLIGHT, http_server_in_flight);
+    metrics_gauge(GAUGE_QUEUE, http_server_queue_depth);
+    metrics_gauge(GAUGE_UPLOADS, gauge_uploads);
+    metrics_gauge(GAUGE_STORE_BYTES, gauge_store);
+    metrics_gauge(GAUGE_CACHE_BYTES, gauge_cache);
+    metrics_gauge(GAUGE_CACHE_MAX, gauge_cache_max);
+    metrics_gauge(GAUGE_UPSTREAMS_DOWN, gauge_down);
+}
+
 int serve_run(config *cfg, store *st)
 {
     unsigned long long nofile = raise_nofile();
@@ -165,6 +214,15 @@ int serve_run(config *cfg, store *st)
              BERTH_VERSION, cfg->addr, store_root(st), cfg->tls_cert ? "on" : "off",
              cfg->delete_enabled ? "enabled" : "disabled", cfg->read_only ? " read_only=true" : "",
              nofile);
+    http_debug *dbg = NULL;
+    metrics_store = st;
+    metrics_cfg = cfg;
+    register_gauges();
+    if (http_debug_start(&dbg, cfg) < 0) {
+        log_error("msg=\"cannot start the debug listener\" err=\"%s\"", berr_msg());
+        http_server_stop(srv, 0);
+        return -1;
+    }
     maint_arg m = {.cfg = cfg, .st = st};
     pthread_mutex_init(&m.mu, NULL);
     pthread_cond_init(&m.cv, NULL);
@@ -174,6 +232,7 @@ int serve_run(config *cfg, store *st)
     sigwait(&set, &sig);
     log_info("msg=\"shutting down\" signal=%d", sig);
     http_server_stop(srv, 30);
+    http_debug_stop(dbg);
     pthread_mutex_lock(&m.mu);
     m.stop = true;
     pthread_cond_signal(&m.cv);

@@ -11,6 +11,7 @@
 #include "auth/auth.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 #include <crypt.h>
 #include <jansson.h>
@@ -331,6 +332,7 @@ int auth_request(http_req *r)
         json_t *access;
         int rc = auth_token_verify(r->cfg, h + 7, r->user, sizeof r->user, &access);
         if (rc < 0) {
+            metrics_inc(METRIC_SIGNIN_FAILURES);
             log_warn("msg=\"token refused\" reason=\"%s\"", berr_msg());
             return rc;
         }
@@ -342,6 +344,7 @@ int auth_request(http_req *r)
             return berr_set(BERR_UNAUTHORIZED, "unsupported or malformed Authorization header");
         long wait = limits_signin_wait(r);
         if (wait > 0) {
+            metrics_inc(METRIC_SIGNIN_THROTTLED);
             memset(pass, 0, sizeof pass);
             r->retry_after = wait;
             return berr_set(BERR_TOOMANYREQUESTS,

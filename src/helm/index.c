@@ -14,6 +14,7 @@
  */
 #include "helm/helm.h"
 #include "util/err.h"
+#include "util/metrics.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -316,6 +317,7 @@ int helm_view_get(store *s, const config *cfg, const char *tenant, helm_view **o
     if (rc == -BERR_UNAVAILABLE) rc = view_full(s, cfg, tenant, gen, &nv);
     helm_view_put(cur);
     if (rc < 0) return rc;
+    metrics_inc(METRIC_HELM_REBUILDS);
     nv->refs = 2; /* the cache's and the caller's */
     pthread_mutex_lock(&views_mu);
     helm_view **pp = &views;

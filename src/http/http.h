@@ -134,6 +134,23 @@ void limits_done(http_req *r);
  * refused without a password check until its back-off ends (seconds to wait, or 0). */
 void limits_signin_failed(const http_req *r);
 long limits_signin_wait(const http_req *r);
+/* Requests receiving a body now. */
+int64_t limits_bodies(void);
+
+/* /health's body (malloc'd JSON) and status: 200 while storage and metadata answer (naming any
+ * upstream marked down), else 503 with the reason (status.c; also the debug listener's). */
+char *status_health_json(int *status);
+/* "host:port", ":port", "[v6]:port" -> sockaddr (a literal needs no resolver). */
+struct sockaddr_storage;
+int http_parse_addr(const char *addr, struct sockaddr_storage *ss, unsigned *len);
+/* Requests being served, and end() steps waiting for a worker (metrics). */
+int64_t http_server_in_flight(void);
+int64_t http_server_queue_depth(void);
+/* registry:2's debug listener (http.debug.addr): /debug/health, and Prometheus metrics at
+ * http.debug.prometheus.path when enabled (debug.c). NULL when not configured. */
+typedef struct http_debug http_debug;
+int http_debug_start(http_debug **out, const config *cfg);
+void http_debug_stop(http_debug *d);
 
 /* Routers: fill r->h (and name/ref); return false when the path is not theirs. */
 bool registry_route(http_req *r);

@@ -14,6 +14,7 @@
  */
 #include "http/http.h"
 #include "util/err.h"
+#include "util/metrics.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -178,6 +179,7 @@ void limits_signin_failed(const http_req *r)
         e->failures = 0;
         e->first = t;
     }
+    metrics_inc(METRIC_SIGNIN_FAILURES);
     if (++e->failures > SIGNIN_FREE) {
         int k = e->failures - SIGNIN_FREE - 1;
         double block = k >= 6 ? SIGNIN_BLOCK_MAX : (double)(1 << k);
@@ -199,4 +201,9 @@ long limits_signin_wait(const http_req *r)
     }
     pthread_mutex_unlock(&mu);
     return wait;
+}
+
+int64_t limits_bodies(void)
+{
+    return atomic_load(&bodies);
 }

@@ -17,6 +17,7 @@
 #include "util/err.h"
 #include "util/file.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "util/tlslazy.h"
 
 #include <gnutls/gnutls.h>
@@ -414,6 +415,25 @@ static void fail(http_req *r, int rc)
 
 static void *worker(void *arg);
 
+/* The server this process runs (for the metrics gauges). */
+static http_server *_Atomic current;
+
+int64_t http_server_in_flight(void)
+{
+    http_server *srv = atomic_load(&current);
+    return srv ? atomic_load(&srv->inflight) : 0;
+}
+
+int64_t http_server_queue_depth(void)
+{
+    http_server *srv = atomic_load(&current);
+    if (!srv) return 0;
+    pthread_mutex_lock(&srv->mu);
+    int64_t n = (int64_t)srv->qlen;
+    pthread_mutex_unlock(&srv->mu);
+    return n;
+}
+
 /* Signs the request in, checks its access, then runs the handler's begin(): on the event loop,
  * or on a worker when auth_slow says the sign-in costs a password check. */
 static void admit(http_req *r)
@@ -630,6 +650,9 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     char path[600];
     double ms = (double)(end.tv_sec - r->start.tv_sec) * 1e3 +
                 (double)(end.tv_nsec - r->start.tv_nsec) / 1e6;
+    metrics_request(r->path, r->method_str, r->status, ms / 1e3);
+    metrics_add(METRIC_BYTES_IN, r->body_bytes);
+    if (r->method != M_HEAD) metrics_add(METRIC_BYTES_OUT, r->resp_bytes);
     log_msg(toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? LOG_INFO : LOG_WARN,
             "msg=request method=%s path=\"%s\" status=%d bytes_in=%llu bytes_out=%llu "
             "duration_ms=%.3f%s",
@@ -652,7 +675,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 /* "host:port", ":port", "[v6]:port" -> sockaddr. */
-static int parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len)
+int http_parse_addr(const char *addr, struct sockaddr_storage *ss, unsigned *len)
 {
     char host[256] = "";
     const char *port;
@@ -720,12 +743,13 @@ static void stop_workers(http_server *srv)
 int http_server_start(http_server **out, const config *cfg, store *st)
 {
     http_server *srv = calloc(1, sizeof *srv);
+    current = srv;
     if (!srv) return berr_set(BERR_INTERNAL, "out of memory");
     srv->cfg = cfg;
     srv->st = st;
     struct sockaddr_storage ss;
-    socklen_t sslen;
-    int rc = parse_addr(cfg->addr, &ss, &sslen);
+    unsigned sslen;
+    int rc = http_parse_addr(cfg->addr, &ss, &sslen);
     if (rc < 0) {
         free(srv);
         return rc;
@@ -806,6 +830,8 @@ int http_server_start(http_server **out, const config *cfg, store *st)
 void http_server_stop(http_server *srv, int grace_s)
 {
     if (!srv) return;
+    http_server *me = srv;
+    atomic_compare_exchange_strong(&current, &me, NULL);
     MHD_quiesce_daemon(srv->d);
     for (int i = 0; i < grace_s * 20 && atomic_load(&srv->inflight) > 0; i++)
         usleep(50000);

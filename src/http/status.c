@@ -20,31 +20,41 @@ static int root_end(http_req *r)
     return http_reply(r, 200, "application/json", body, sizeof body - 1);
 }
 
+char *status_health_json(int *status)
+{
+    json_t *down = reg_mirror_health(), *j;
+    *status = 200;
+    if (http_server_healthy() && !down) {
+        j = json_pack("{s:b}", "healthy", 1);
+    } else if (http_server_healthy()) { /* serving, cached content included: say which is not */
+        j = json_pack("{s:b,s:o}", "healthy", 1, "upstreams_down", down);
+    } else {
+        json_decref(down);
+        char reason[256];
+        http_server_health_reason(reason, sizeof reason);
+        j = json_pack("{s:b,s:s}", "healthy", 0, "reason", reason[0] ? reason : "unhealthy");
+        *status = 503;
+    }
+    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!body) return NULL;
+    size_t n = strlen(body);
+    char *nl = realloc(body, n + 2);
+    if (!nl) {
+        free(body);
+        return NULL;
+    }
+    nl[n] = '\n';
+    nl[n + 1] = '\0';
+    return nl;
+}
+
 static int health_end(http_req *r)
 {
-    json_t *down = reg_mirror_health();
-    if (http_server_healthy() && !down) {
-        static const char ok[] = "{\"healthy\":true}\n";
-        return http_reply(r, 200, "application/json", ok, sizeof ok - 1);
-    }
-    if (http_server_healthy()) { /* serving, cached content included: say which upstream is not */
-        json_t *j = json_pack("{s:b,s:o}", "healthy", 1, "upstreams_down", down);
-        char *body = json_dumps(j, JSON_COMPACT);
-        json_decref(j);
-        if (!body) return berr_set(BERR_INTERNAL, "out of memory");
-        return http_reply_owned(r, 200, "application/json", body, strlen(body));
-    }
-    json_decref(down);
-    char reason[256];
-    http_server_health_reason(reason, sizeof reason);
-    json_t *j = json_pack("{s:b,s:s}", "healthy", 0, "reason", reason[0] ? reason : "unhealthy");
-    char *body = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
+    int status;
+    char *body = status_health_json(&status);
     if (!body) return berr_set(BERR_INTERNAL, "out of memory");
-    size_t n = strlen(body);
-    int rc = http_reply(r, 503, "application/json", body, n);
-    free(body);
-    return rc;
+    return http_reply_owned(r, status, "application/json", body, strlen(body));
 }
 
 static const http_handler root_h = {.end = root_end};

@@ -7,6 +7,7 @@
 #include "registry/httpparse.h"
 #include "registry/registry.h"
 #include "util/err.h"
+#include "util/metrics.h"
 #include "util/log.h"
 
 #include <microhttpd.h>
@@ -200,6 +201,7 @@ static int blob_get_end(http_req *r)
 {
     int rc = reg_blob_serve(r);
     if (rc == -BERR_BLOB_UNKNOWN && r->mirror) return reg_mirror_blob_miss(r);
+    if (rc == 0 && r->mirror && !r->on_worker) metrics_mirror(r->mirror->name, true);
     return rc;
 }
 

@@ -22,6 +22,7 @@
 #include "registry/registry.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "util/ref.h"
 
 #include <fnmatch.h>
@@ -867,6 +868,7 @@ static void fill_release(fill *f)
 static int fill_sink(void *arg, const char *data, size_t len)
 {
     fill *f = arg;
+    metrics_upstream(f->mirror->name, len, true);
     if (f->skip > 0 && f->resp.range_start < 0) { /* a resume answered with the whole blob */
         size_t n = f->skip < len ? (size_t)f->skip : len;
         f->skip -= n;
@@ -1065,6 +1067,7 @@ static void *fill_main(void *arg)
     int rc = fetch_into(f);
     char msg[256];
     snprintf(msg, sizeof msg, "%s", berr_msg());
+    if (rc < 0 && rc != -BERR_BLOB_UNKNOWN) metrics_upstream(f->mirror->name, 0, false);
     if (f->leased) store_lease_drop(f->st, f->lease_key, f->lease_owner);
     store_upload_close(f->u);
     pthread_mutex_lock(&fill_mu);
@@ -1185,11 +1188,15 @@ static void stream_free(void *cls)
 int reg_mirror_blob_miss(http_req *r)
 {
     reg_mirror_ctx mc = ctx_of_req(r);
-    if (link_listed(&mc, r->ref) == 0) return reg_blob_serve(r); /* no network: on the loop */
+    if (link_listed(&mc, r->ref) == 0) { /* no network: on the loop */
+        metrics_mirror(r->mirror->name, true);
+        return reg_blob_serve(r);
+    }
     if (!r->on_worker) return HTTP_OFFLOAD;
     fill *f = r->ctx; /* a run after this request was parked on a fill */
     r->ctx = NULL;
     if (!f && is_dark(r->mirror, NULL, 0)) return down_error(r->mirror);
+    if (!f) metrics_mirror(r->mirror->name, false); /* first run of this request: a miss */
     if (!f && !(f = fill_join(&mc, r->ref))) return berr_set(BERR_INTERNAL, "cannot start a fill");
     pthread_mutex_lock(&fill_mu);
     int fd = -1;

@@ -10,6 +10,7 @@
  */
 #include "store/internal.h"
 #include "util/err.h"
+#include "util/metrics.h"
 #include "util/log.h"
 
 #include <fnmatch.h>
@@ -120,6 +121,8 @@ int store_evict(store *s, store_evict_opts *o)
     if (rc < 0 || used <= o->max_bytes) {
         if (rc == 0 && o->manifests_expired) rc = s->meta->ops->mirror_usage(s->meta, &used);
         o->bytes_after = used;
+        metrics_add(METRIC_EVICTIONS, o->manifests_expired);
+        if (o->bytes_before > used) metrics_add(METRIC_EVICTED_BYTES, o->bytes_before - used);
         return rc;
     }
     store_list lru = {0};
@@ -133,5 +136,7 @@ int store_evict(store *s, store_evict_opts *o)
     store_list_free(&lru);
     if (rc == 0) rc = s->meta->ops->mirror_usage(s->meta, &used);
     o->bytes_after = used;
+    metrics_add(METRIC_EVICTIONS, o->manifests_evicted + o->manifests_expired);
+    if (o->bytes_before > used) metrics_add(METRIC_EVICTED_BYTES, o->bytes_before - used);
     return rc;
 }

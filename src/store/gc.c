@@ -17,6 +17,7 @@
  */
 #include "store/internal.h"
 #include "util/err.h"
+#include "util/metrics.h"
 #include "util/log.h"
 
 #include <dirent.h>
@@ -155,5 +156,9 @@ int store_gc(store *s, store_gc_opts *o)
     }
     store_list_free(&cands);
     if (rc == 0) gc_orphans(s, o, cutoff);
+    if (rc == 0 && !o->dry_run) {
+        metrics_inc(METRIC_GC_RUNS);
+        metrics_add(METRIC_GC_BYTES, o->bytes_removed);
+    }
     return rc;
 }

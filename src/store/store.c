@@ -210,6 +210,13 @@ int store_refresh_usage(store *s)
     return rc;
 }
 
+int store_usage(store *s, uint64_t *all, uint64_t *mirrored)
+{
+    int rc = s->meta->ops->usage(s->meta, all);
+    if (rc == 0) rc = s->meta->ops->mirror_usage(s->meta, mirrored);
+    return rc;
+}
+
 /* storage.quota: refuses bytes that would take the store past it (uploads in flight count as
  * they are written; the count is refreshed from the metadata every few seconds). */
 static int quota_check(store *s, uint64_t more)

@@ -128,6 +128,8 @@ const char *store_root(const store *s);
 /* Re-counts the bytes of stored blobs (for storage.quota); cheap enough to run every few
  * seconds. */
 int store_refresh_usage(store *s);
+/* Bytes of stored blobs, all and those only mirrored content uses (one metadata query each). */
+int store_usage(store *s, uint64_t *all, uint64_t *mirrored);
 /* Writes, syncs and removes a probe file: 0 when storage is writable. */
 int store_check_writable(store *s);
 /* A lease shared by every process on this metadata (SQLite file or PostgreSQL database): 0 when

@@ -23,7 +23,7 @@ FUZZ_SRC      = src/util/ref.c src/util/digest.c src/util/err.c src/util/log.c s
                 src/store/blobfs.c src/store/meta_sqlite.c src/store/meta_pg.c src/auth/token.c \
                 src/util/tar.c \
                 src/margo/margo.c src/bundle/layout.c src/util/file.c src/util/curlx.c src/util/tlslazy.c \
-                src/util/mlazy.c src/util/semver.c src/util/strbuf.c src/util/yamlj.c \
+                src/util/mlazy.c src/util/semver.c src/util/strbuf.c src/util/yamlj.c src/util/metrics.c \
                 src/store/s3.c src/store/s3mode.c src/store/fault.c
 FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 # The Makefile's CFLAGS (-std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc + pkg-config), under

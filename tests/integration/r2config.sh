@@ -3,7 +3,7 @@
 # for the behaviour it asks for, not only that berth starts: proxy with and without upstream
 # auth, token auth, TLS, headers, readonly, validation of layer URLs, http.host without a scheme,
 # json logs with fields and the old `loglevel` spelling; and the start-up warnings (an unreadable
-# htpasswd file, http.debug and notifications not served, the mirror cache's default bound).
+# htpasswd file, notifications not served, http.debug served, the mirror cache's default bound).
 . "$(dirname "$0")/../lib.sh"
 t_need_tools skopeo jq openssl htpasswd docker-registry python3
 MT_OCI=application/vnd.oci.image.manifest.v1+json
@@ -263,6 +263,7 @@ t_check "loglevel (old spelling): warn hides the info lines" bash -c "! grep -q 
 t_check "loglevel (old spelling): not reported unknown" bash -c "! grep -q 'unknown configuration key' '$T_TMP/l/berth.log'"
 
 # ---- start-up warnings ----
+DBG_PORT=$(t_port)
 cfg "$T_TMP/w" <<YML
 auth:
   htpasswd:
@@ -270,7 +271,7 @@ auth:
     path: $T_TMP/w/no-such-htpasswd
 http:
   debug:
-    addr: 127.0.0.1:5001
+    addr: 127.0.0.1:$DBG_PORT
     prometheus:
       enabled: true
 notifications:
@@ -284,9 +285,13 @@ cache:
   maxsize: 0
 YML
 berth_start "$T_TMP/w"
+t_eq "http.debug.addr serves /debug/health, as registry:2" 200 \
+    "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$DBG_PORT/debug/health")"
+t_check "... and Prometheus metrics at /metrics" \
+    bash -c "curl -s 'http://127.0.0.1:$DBG_PORT/metrics' | grep -q '^# TYPE registry_http_requests_total counter'"
 berth_stop
 t_check "warning: an unreadable htpasswd file is said at start" grep -q "auth.htpasswd.path cannot be read.*no-such-htpasswd" "$T_TMP/w/berth.log"
-t_check "warning: http.debug named as not served" grep -q 'not acted on.*key=http.debug' "$T_TMP/w/berth.log"
+t_check "http.debug is not named as unserved" bash -c "! grep -q 'not acted on.*key=http.debug' '$T_TMP/w/berth.log'"
 t_check "warning: notifications named as not served" grep -q 'not acted on.*key=notifications' "$T_TMP/w/berth.log"
 t_check "warning: cache.maxsize 0 said as unbounded" grep -q 'cache.maxsize is 0' "$T_TMP/w/berth.log"
 t_finish
