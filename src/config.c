@@ -864,6 +864,38 @@ static int load_pins(cnode *root, config *cfg)
     return 0;
 }
 
+/* health.file: registry:2's file checks, [{file, interval, threshold}]: while the file exists the
+ * instance reports itself unhealthy (an operator takes it out of a load balancer's rotation). */
+static int load_health_files(cnode *root, config *cfg)
+{
+    cnode *l = cn_path(root, "health.file");
+    if (!l) return 0;
+    if (l->kind != CN_SEQ) return berr_set(BERR_CONFIG, "health.file: expected a list");
+    for (size_t i = 0; i < l->nkids; i++) {
+        cnode *e = l->kids[i];
+        if (e->kind != CN_MAP)
+            return berr_set(BERR_CONFIG, "health.file[%zu]: expected a mapping", i);
+        e->used = true;
+        char *file = NULL;
+        int64_t interval = 10;
+        int rc = set_str(e, "file", &file);
+        if (rc == 0) rc = set_duration(e, "interval", &interval);
+        if (rc == 0 && cn_path(e, "threshold")) cn_path(e, "threshold")->used = true;
+        if (rc == 0 && !file) rc = berr_set(BERR_CONFIG, "health.file[%zu].file is required", i);
+        if (rc < 0) {
+            free(file);
+            return rc;
+        }
+        cfg->health_files =
+            realloc(cfg->health_files, (cfg->nhealth_files + 1) * sizeof *cfg->health_files);
+        if (!cfg->health_files) abort();
+        cfg->health_files[cfg->nhealth_files].path = file;
+        cfg->health_files[cfg->nhealth_files].interval_s = interval < 1 ? 1 : interval;
+        cfg->nhealth_files++;
+    }
+    return 0;
+}
+
 /* log.level (or registry:2's older top-level `loglevel`), log.formatter, log.fields. */
 static int load_log(cnode *root, config *cfg)
 {
@@ -1021,6 +1053,7 @@ static int config_extract(cnode *root, config *cfg)
         (rc = set_bool(root, "health.storagedriver.enabled", &cfg->health_enabled)) < 0 ||
         (rc = set_duration(root, "health.storagedriver.interval", &cfg->health_interval_s)) < 0 ||
         (rc = set_int(root, "health.storagedriver.threshold", &cfg->health_threshold)) < 0 ||
+        (rc = load_health_files(root, cfg)) < 0 ||
         (rc = set_duration(root, "gc.grace", &cfg->gc_grace_s)) < 0 ||
         (rc = set_size(root, "limits.manifest", &cfg->max_manifest)) < 0 ||
         (rc = set_double(root, "limits.rate", &cfg->rate_limit)) < 0 ||
@@ -1192,6 +1225,9 @@ void config_free(config *cfg)
     free(cfg->root);
     free(cfg->addr);
     free(cfg->debug_addr);
+    for (size_t i = 0; i < cfg->nhealth_files; i++)
+        free(cfg->health_files[i].path);
+    free(cfg->health_files);
     free(cfg->debug_prometheus_path);
     free(cfg->host);
     free(cfg->tls_cert);
@@ -1248,6 +1284,7 @@ void config_print_keys(void)
         "  http.threads                             event-loop threads (1)\n"
         "  health.storagedriver.enabled             periodic storage check (true)\n"
         "  health.storagedriver.interval            check interval (10s)\n"
+        "  health.file: [{file, interval}]          unhealthy while a file exists (none)\n"
         "  health.storagedriver.threshold           failures before unhealthy (1)\n"
         "  gc.grace                                 gc keeps content younger than this (1h)\n"
         "  limits.manifest                          largest manifest accepted (4MiB)\n"

@@ -151,6 +151,11 @@ typedef struct {
     bool health_enabled; /* health.storagedriver.enabled */
     int64_t health_interval_s;
     int health_threshold;
+    struct {
+        char *path;
+        int64_t interval_s;
+    } * health_files; /* health.file: unhealthy while one of these exists */
+    size_t nhealth_files;
     int64_t gc_grace_s;     /* gc.grace: age below which gc keeps unreferenced content */
     int64_t max_manifest;   /* berth: limits.manifest (bytes) */
     double rate_limit;      /* berth: limits.rate, requests per second per address (0: none) */

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
@@ -90,18 +91,45 @@ static void *maintenance(void *p)
     maint_arg *m = p;
     int failures = 0;
     time_t last_purge = 0;
+    char storage_err[256] = "";
+    bool storage_ok = true;
+    bool *present = calloc(m->cfg->nhealth_files + 1, sizeof *present); /* health.file */
     for (int tick = 0;; tick++) {
         if (m->cfg->health_enabled && tick % (int)m->cfg->health_interval_s == 0) {
             if (store_check_writable(m->st) < 0 || store_check_metadata(m->st) < 0) {
-                if (++failures >= m->cfg->health_threshold && http_server_healthy()) {
+                if (++failures >= m->cfg->health_threshold && storage_ok) {
                     log_error("msg=\"storage health check failed\" err=\"%s\"", berr_msg());
-                    http_server_set_health(false, berr_msg());
+                    snprintf(storage_err, sizeof storage_err, "%s", berr_msg());
+                    storage_ok = false;
                 }
             } else {
-                if (!http_server_healthy()) log_info("msg=\"storage healthy again\"");
+                if (!storage_ok) log_info("msg=\"storage healthy again\"");
                 failures = 0;
-                http_server_set_healthy(true);
+                storage_ok = true;
             }
+        }
+        /* health.file (registry:2): unhealthy while one of the files exists */
+        const char *file = NULL;
+        for (size_t i = 0; present && i < m->cfg->nhealth_files; i++) {
+            const char *path = m->cfg->health_files[i].path;
+            if (tick % (int)m->cfg->health_files[i].interval_s == 0) {
+                bool now = access(path, F_OK) == 0;
+                if (now != present[i])
+                    log_msg(now ? LOG_WARN : LOG_INFO,
+                            "msg=\"health file %s: reporting %s\" file=\"%s\"",
+                            now ? "present" : "gone", now ? "unhealthy" : "healthy", path);
+                present[i] = now;
+            }
+            if (present[i] && !file) file = path;
+        }
+        if (!storage_ok) {
+            http_server_set_health(false, storage_err);
+        } else if (file) {
+            char why[300];
+            snprintf(why, sizeof why, "health file %s exists", file);
+            http_server_set_health(false, why);
+        } else if (!http_server_healthy()) {
+            http_server_set_healthy(true);
         }
         if (m->cfg->nmirrors || m->cfg->proxy) reg_mirror_maintain(m->st, m->cfg, tick % 5 == 0);
         if (m->cfg->helm.enabled) helm_views_warm(m->st, m->cfg);
@@ -112,6 +140,7 @@ static void *maintenance(void *p)
         }
         if (maint_wait(m)) break;
     }
+    free(present);
     return NULL;
 }
 

@@ -201,7 +201,8 @@ static int blob_get_end(http_req *r)
 {
     int rc = reg_blob_serve(r);
     if (rc == -BERR_BLOB_UNKNOWN && r->mirror) return reg_mirror_blob_miss(r);
-    if (rc == 0 && r->mirror && !r->on_worker) metrics_mirror(r->mirror->name, true);
+    /* a hit; a request parked on a fill (r->ctx) was counted as a miss when it started it */
+    if (rc == 0 && r->mirror && !r->ctx) metrics_mirror(r->mirror->name, true);
     return rc;
 }
 

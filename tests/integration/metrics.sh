@@ -31,6 +31,9 @@ http:
     prometheus: {enabled: true, path: /metrics}
 mirrors:
   docker.io: {urls: [$REG_URL]}
+health:
+  file:
+    - {file: $W/out-of-rotation, interval: 1s}
 YML
 berth_start "$T_TMP" || { t_fail "berth starts"; t_finish; }
 U=$BERTH_URL
@@ -102,6 +105,22 @@ t_check "the upstream's last success is a recent time" \
 curl -s -o /dev/null -u alice:alice-pw -X DELETE "$U/v2/site/team/app/manifests/$D_IMG"
 "$BERTH" gc -c "$T_TMP/config.yml" --grace 0s >/dev/null 2>&1 # another process: its own counts
 t_eq "gc runs in the server are counted (none yet)" 0 "$(value berth_gc_runs_total)"
+
+# ---- health.file (registry:2): unhealthy while the file exists ----
+touch "$W/out-of-rotation"
+for _ in $(seq 1 30); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$D/debug/health")" = 503 ] && break
+    sleep 0.1
+done
+t_eq "health.file present: /debug/health answers 503" 503 "$(curl -s -o "$W/h" -w '%{http_code}' "$D/debug/health")"
+t_check "... naming the file ($(cat "$W/h"))" grep -q "out-of-rotation exists" "$W/h"
+t_eq "... and so does the API's /health" 503 "$(curl -s -o /dev/null -w '%{http_code}' "$U/health")"
+rm "$W/out-of-rotation"
+for _ in $(seq 1 30); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$D/debug/health")" = 200 ] && break
+    sleep 0.1
+done
+t_eq "file removed: healthy again" 200 "$(curl -s -o /dev/null -w '%{http_code}' "$D/debug/health")"
 berth_stop
 
 # ---- without http.debug.addr nothing else listens ----
