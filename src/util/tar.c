@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 #define ENTRIES_MAX 100000
+/* every name (and link target) fits the 4096-byte buffers the checks and extraction use */
+#define PATH_MAX_ENTRY 4096
 
 static struct {
     struct archive *(*read_new)(void);
@@ -168,6 +170,9 @@ static int check_path(const char *what, const char *path, size_t *skip, size_t *
                       bool *deeper)
 {
     if (!*path) return berr_set(BERR_BAD_REQUEST, "%s: an entry has an empty name", what);
+    if (strlen(path) >= PATH_MAX_ENTRY)
+        return berr_set(BERR_BAD_REQUEST, "%s: an entry's name is longer than %d bytes", what,
+                        PATH_MAX_ENTRY - 1);
     if (path[0] == '/') return berr_set(BERR_BAD_REQUEST, "%s: absolute path '%.200s'", what, path);
     const char *p = path;
     size_t first = 0, start = 0;
@@ -446,7 +451,8 @@ int tar_scan(int fd, tar_scan_opts *o)
         }
         if (type == AE_IFLNK) {
             const char *target = archive_entry_symlink(e);
-            if (!o->symlinks_inside || !target || !link_inside(start, target, o->top)) {
+            if (!o->symlinks_inside || !target || strlen(target) >= PATH_MAX_ENTRY ||
+                !link_inside(start, target, o->top)) {
                 rc = berr_set(BERR_BAD_REQUEST, "%s: '%.200s' is a symbolic link%s", what, path,
                               o->symlinks_inside ? " leaving the directory"
                                                  : " (links are refused)");
