@@ -4,13 +4,15 @@
  * SQLite always; PostgreSQL on a throwaway cluster started the way tests/pg.sh does (initdb and
  * pg_ctl as the postgres user), or on the server named by BERTH_TEST_PG_HOST/_PORT/_USER/
  * _PASSWORD/_DBNAME. When PostgreSQL cannot be had, the run says so and counts the skip; with
- * BERTH_TEST_PG=required the skip is a failure instead. It is the net under the backends' code:
+ * BERTH_TEST_PG=required the skip is a failure instead. A SQLite file from before schema versions
+ * were recorded migrates in place. It is the net under the backends' code:
  * every error code, message fragment and transaction boundary the store relies on is checked. */
 #include "unit.h"
 #include "store/internal.h"
 #include "util/err.h"
 
 #include <limits.h>
+#include <sqlite3.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -664,6 +666,25 @@ static void run_pg(void)
     pg_cluster_stop();
 }
 
+/* The file's PRAGMA user_version, after setting it to set (when set >= 0); -1 on error. */
+static int user_version(const char *path, int set)
+{
+    sqlite3 *db = NULL;
+    int v = -1;
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", set);
+    if (sqlite3_open(path, &db) == SQLITE_OK &&
+        (set < 0 || sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK)) {
+        sqlite3_stmt *s = NULL;
+        if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
+            sqlite3_step(s) == SQLITE_ROW)
+            v = sqlite3_column_int(s, 0);
+        sqlite3_finalize(s);
+    }
+    sqlite3_close(db);
+    return v;
+}
+
 static void run_sqlite(void)
 {
     char dir[] = "/tmp/berth-unit-meta.XXXXXX";
@@ -689,6 +710,23 @@ static void run_sqlite(void)
             CHECK(size == 10);
             m->ops->close(m);
         }
+        /* the schema version is recorded; a database from before versions were recorded
+         * (user_version 0, the tables of version 1) migrates in place, keeping its rows */
+        int v = user_version(path, -1);
+        CHECK(v >= 1);
+        CHECK(user_version(path, 0) == 0);
+        rc = store_meta_sqlite_open(&m, path);
+        CHECK(rc == 0);
+        if (rc == 0) {
+            uint64_t size = 0;
+            OK(m->ops->blob_lookup(m, "a/app", dg('1'), &size));
+            CHECK(size == 10);
+            int64_t gen = 0;
+            OK(m->ops->charts_gen(m, &gen, NULL));
+            CHECK(gen > 0);
+            m->ops->close(m);
+        }
+        CHECK(user_version(path, -1) == v);
     }
     /* a path that cannot be opened: an I/O error, not a crash */
     snprintf(path, sizeof path, "%s/no/such/dir/metadata.db", dir);
