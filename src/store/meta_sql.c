@@ -120,117 +120,129 @@ typedef struct {
 } stmt_def;
 
 static const stmt_def q_def[Q__COUNT] = {
-    [Q_BLOB_LINKED] = {"SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest "
-                       "WHERE rb.repo = $1 AND rb.digest = $2"},
-    [Q_BLOB_ROW] = {"SELECT size FROM blobs WHERE digest = $1"},
-    [Q_BLOB_UPSERT] = {"INSERT INTO blobs(digest, size, created) VALUES($1, $2, $3) "
-                       "ON CONFLICT(digest) DO UPDATE SET created = excluded.created"},
-    [Q_REPO_ADD] = {"INSERT INTO repos(name, created) VALUES($1, $2) ON CONFLICT DO NOTHING"},
-    [Q_REPO_MIRROR] = {"INSERT INTO repos(name, created, mirrored) VALUES($1, $2, 1) "
-                       "ON CONFLICT(name) DO UPDATE SET mirrored = 1"},
-    [Q_TOUCH] = {"UPDATE manifests SET accessed = $3 WHERE repo = $1 AND digest = $2"},
-    [Q_LINK_ADD] = {"INSERT INTO repo_blobs(repo, digest, linked) VALUES($1, $2, $3) "
-                    "ON CONFLICT(repo, digest) DO UPDATE SET linked = excluded.linked"},
-    [Q_LINK_DEL] = {"DELETE FROM repo_blobs WHERE repo = $1 AND digest = $2"},
-    [Q_MAN_BY_TAG] = {"SELECT m.digest, m.media_type, m.content, t.checked FROM tags t "
-                      "JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest "
-                      "WHERE t.repo = $1 AND t.tag = $2"},
-    [Q_MAN_BY_DIGEST] = {"SELECT digest, media_type, content, CAST(NULL AS BIGINT) "
-                         "FROM manifests WHERE repo = $1 AND digest = $2"},
-    [Q_MAN_EXISTS] = {"SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2"},
-    [Q_MAN_INSERT] = {"INSERT INTO manifests(repo, digest, media_type, content, subject, "
-                      "artifact_type, annotations, created, mirrored) "
-                      "VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-                      "ON CONFLICT(repo, digest) DO UPDATE SET created = excluded.created"},
-    [Q_REF_INSERT] = {"INSERT INTO manifest_refs(repo, digest, child, kind) "
-                      "VALUES($1, $2, $3, $4) ON CONFLICT DO NOTHING"},
-    [Q_TAG_UPSERT] = {"INSERT INTO tags(repo, tag, digest, updated, checked) "
-                      "VALUES($1, $2, $3, $4, $5) "
-                      "ON CONFLICT(repo, tag) DO UPDATE SET digest = excluded.digest, "
-                      "updated = excluded.updated, checked = excluded.checked"},
-    [Q_TAG_CHECKED] = {"UPDATE tags SET checked = $3 WHERE repo = $1 AND tag = $2"},
-    [Q_TAG_EXISTS] = {"SELECT 1 FROM tags WHERE repo = $1 AND tag = $2"},
-    [Q_REF_LISTED] = {"SELECT 1 FROM manifest_refs WHERE child = $2 AND kind = 0 AND repo = $1 "
-                      "LIMIT 1"},
-    [Q_REPO_EXISTS] = {"SELECT 1 FROM repos WHERE name = $1"},
-    [Q_TAGS] = {"SELECT tag FROM tags WHERE repo = $1 AND tag > $2 ORDER BY tag LIMIT $3"},
-    [Q_CATALOG] = {"SELECT name FROM repos WHERE name > $1 ORDER BY name LIMIT $2"},
+    [Q_BLOB_LINKED] = {.sql =
+                           "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest "
+                           "WHERE rb.repo = $1 AND rb.digest = $2"},
+    [Q_BLOB_ROW] = {.sql = "SELECT size FROM blobs WHERE digest = $1"},
+    [Q_BLOB_UPSERT] = {.sql = "INSERT INTO blobs(digest, size, created) VALUES($1, $2, $3) "
+                              "ON CONFLICT(digest) DO UPDATE SET created = excluded.created"},
+    [Q_REPO_ADD] = {.sql =
+                        "INSERT INTO repos(name, created) VALUES($1, $2) ON CONFLICT DO NOTHING"},
+    [Q_REPO_MIRROR] = {.sql = "INSERT INTO repos(name, created, mirrored) VALUES($1, $2, 1) "
+                              "ON CONFLICT(name) DO UPDATE SET mirrored = 1"},
+    [Q_TOUCH] = {.sql = "UPDATE manifests SET accessed = $3 WHERE repo = $1 AND digest = $2"},
+    [Q_LINK_ADD] = {.sql = "INSERT INTO repo_blobs(repo, digest, linked) VALUES($1, $2, $3) "
+                           "ON CONFLICT(repo, digest) DO UPDATE SET linked = excluded.linked"},
+    [Q_LINK_DEL] = {.sql = "DELETE FROM repo_blobs WHERE repo = $1 AND digest = $2"},
+    [Q_MAN_BY_TAG] = {.sql = "SELECT m.digest, m.media_type, m.content, t.checked FROM tags t "
+                             "JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest "
+                             "WHERE t.repo = $1 AND t.tag = $2"},
+    [Q_MAN_BY_DIGEST] = {.sql = "SELECT digest, media_type, content, CAST(NULL AS BIGINT) "
+                                "FROM manifests WHERE repo = $1 AND digest = $2"},
+    [Q_MAN_EXISTS] = {.sql = "SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2"},
+    [Q_MAN_INSERT] = {.sql = "INSERT INTO manifests(repo, digest, media_type, content, subject, "
+                             "artifact_type, annotations, created, mirrored) "
+                             "VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+                             "ON CONFLICT(repo, digest) DO UPDATE SET created = excluded.created"},
+    [Q_REF_INSERT] = {.sql = "INSERT INTO manifest_refs(repo, digest, child, kind) "
+                             "VALUES($1, $2, $3, $4) ON CONFLICT DO NOTHING"},
+    [Q_TAG_UPSERT] = {.sql = "INSERT INTO tags(repo, tag, digest, updated, checked) "
+                             "VALUES($1, $2, $3, $4, $5) "
+                             "ON CONFLICT(repo, tag) DO UPDATE SET digest = excluded.digest, "
+                             "updated = excluded.updated, checked = excluded.checked"},
+    [Q_TAG_CHECKED] = {.sql = "UPDATE tags SET checked = $3 WHERE repo = $1 AND tag = $2"},
+    [Q_TAG_EXISTS] = {.sql = "SELECT 1 FROM tags WHERE repo = $1 AND tag = $2"},
+    [Q_REF_LISTED] = {.sql =
+                          "SELECT 1 FROM manifest_refs WHERE child = $2 AND kind = 0 AND repo = $1 "
+                          "LIMIT 1"},
+    [Q_REPO_EXISTS] = {.sql = "SELECT 1 FROM repos WHERE name = $1"},
+    [Q_TAGS] = {.sql = "SELECT tag FROM tags WHERE repo = $1 AND tag > $2 ORDER BY tag LIMIT $3"},
+    [Q_CATALOG] = {.sql = "SELECT name FROM repos WHERE name > $1 ORDER BY name LIMIT $2"},
     /* length() of a blob (SQLite) or bytea (PostgreSQL) counts bytes */
-    [Q_REFERRERS] = {"SELECT digest, media_type, length(content), artifact_type, annotations "
-                     "FROM manifests WHERE repo = $1 AND subject = $2 ORDER BY created, digest"},
-    [Q_REFERRERS_TYPE] = {"SELECT digest, media_type, length(content), artifact_type, "
-                          "annotations FROM manifests WHERE repo = $1 AND subject = $2 "
-                          "AND artifact_type = $3 ORDER BY created, digest"},
-    [Q_CHART_INSERT] = {"INSERT INTO charts(repo, digest, tag, entry, yaml) "
-                        "VALUES($1, $2, $3, $4, $5) "
-                        "ON CONFLICT(repo, digest) DO UPDATE SET tag = excluded.tag, "
-                        "entry = excluded.entry, yaml = excluded.yaml"},
+    [Q_REFERRERS] =
+        {.sql = "SELECT digest, media_type, length(content), artifact_type, annotations "
+                "FROM manifests WHERE repo = $1 AND subject = $2 ORDER BY created, digest"},
+    [Q_REFERRERS_TYPE] = {.sql = "SELECT digest, media_type, length(content), artifact_type, "
+                                 "annotations FROM manifests WHERE repo = $1 AND subject = $2 "
+                                 "AND artifact_type = $3 ORDER BY created, digest"},
+    [Q_CHART_INSERT] = {.sql = "INSERT INTO charts(repo, digest, tag, entry, yaml) "
+                               "VALUES($1, $2, $3, $4, $5) "
+                               "ON CONFLICT(repo, digest) DO UPDATE SET tag = excluded.tag, "
+                               "entry = excluded.entry, yaml = excluded.yaml"},
     /* charts in index.yaml: a chart manifest counts under the tag its version maps to; $2 is
      * $1 with its last character incremented: the range of names starting with $1 */
-    [Q_CHARTS] = {"SELECT c.repo, c.tag, c.entry, c.digest, c.yaml FROM charts c "
-                  "JOIN tags t ON t.repo = c.repo AND t.digest = c.digest AND t.tag = c.tag "
-                  "WHERE c.repo >= $1 AND c.repo < $2"},
-    [Q_CHARTS_REPO] = {"SELECT c.repo, c.tag, c.entry, c.digest, c.yaml FROM charts c "
-                       "JOIN tags t ON t.repo = c.repo AND t.digest = c.digest AND t.tag = c.tag "
-                       "WHERE c.repo = $1"},
-    [Q_CHARTS_GEN] = {"SELECT coalesce(max(seq), 0), coalesce(min(seq), 0) FROM charts_changes"},
-    [Q_CHARTS_CHANGES] = {"SELECT DISTINCT repo FROM charts_changes WHERE seq > $1 "
-                          "AND substr(repo, 1, length($2)) = $2",
-                          "SELECT DISTINCT repo FROM charts_changes WHERE seq > $1 "
-                          "AND starts_with(repo, $2::text)"},
-    [Q_MAN_DEL] = {"DELETE FROM manifests WHERE repo = $1 AND digest = $2"},
-    [Q_MAN_TAGS_DEL] = {"DELETE FROM tags WHERE repo = $1 AND digest = $2"},
-    [Q_MAN_REFS_DEL] = {"DELETE FROM manifest_refs WHERE repo = $1 AND digest = $2"},
-    [Q_TAG_DEL] = {"DELETE FROM tags WHERE repo = $1 AND tag = $2"},
-    [Q_GC_MANIFESTS] = {"SELECT m.repo || '@' || m.digest FROM manifests m "
-                        "WHERE " GC_MANIFEST_WHERE},
-    [Q_GC_BLOBS] = {"SELECT b.digest FROM blobs b WHERE " GC_BLOB_WHERE},
-    [Q_GC_BLOB_DEL] = {"DELETE FROM blobs AS b WHERE b.digest = $2 AND " GC_BLOB_WHERE},
-    [Q_BLOB_LINKS_DEL] = {"DELETE FROM repo_blobs WHERE digest = $1"},
-    [Q_MIRROR_MAN_DEL] = {"DELETE FROM manifests WHERE repo = $1 AND digest = $2 "
-                          "AND mirrored = 1"},
-    [Q_MIRROR_FREED] = {"SELECT b.digest FROM blobs b WHERE " UNREFERENCED_BLOB
-                        "AND " MIRROR_ONLY_BLOB},
-    [Q_MIRROR_BLOB_DEL] = {"DELETE FROM blobs AS b WHERE b.digest = $1 AND " UNREFERENCED_BLOB
-                           "AND " MIRROR_ONLY_BLOB},
-    [Q_USAGE] = {"SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs"},
-    [Q_MIRROR_USAGE] = {"SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM blobs b "
-                        "WHERE " MIRROR_ONLY_BLOB},
-    [Q_MIRROR_LRU] = {"SELECT m.repo || '@' || m.digest FROM manifests m JOIN repos r "
-                      "ON r.name = m.repo WHERE r.mirrored = 1 "
-                      "ORDER BY COALESCE(m.accessed, m.created) ASC LIMIT $1"},
-    [Q_EACH_BLOB] = {"SELECT digest, size FROM blobs ORDER BY digest", NULL, true},
-    [Q_EACH_MANIFEST] = {"SELECT repo, digest, content FROM manifests ORDER BY repo, digest", NULL,
-                         true},
-    [Q_CHECK0] = {"SELECT 'manifest ' || r.repo || '@' || r.digest || "
-                  "' references missing blob ' || r.child "
-                  "FROM manifest_refs r JOIN manifests m ON m.repo = r.repo "
-                  "AND m.digest = r.digest WHERE m.mirrored = 0 AND r.kind = 0 AND NOT EXISTS "
-                  "(SELECT 1 FROM blobs b WHERE b.digest = r.child)"},
-    [Q_CHECK1] = {"SELECT 'manifest ' || r.repo || '@' || r.digest || ' references blob ' || "
-                  "r.child || ' not linked to the repository' FROM manifest_refs r "
-                  "JOIN manifests m ON m.repo = r.repo AND m.digest = r.digest "
-                  "WHERE m.mirrored = 0 AND r.kind = 0 AND NOT EXISTS "
-                  "(SELECT 1 FROM repo_blobs l WHERE l.repo = r.repo AND l.digest = r.child)"},
-    [Q_CHECK2] = {"SELECT 'index ' || r.repo || '@' || r.digest || "
-                  "' references missing manifest ' || r.child FROM manifest_refs r "
-                  "JOIN manifests p ON p.repo = r.repo AND p.digest = r.digest "
-                  "WHERE p.mirrored = 0 AND r.kind = 1 AND NOT EXISTS "
-                  "(SELECT 1 FROM manifests m WHERE m.repo = r.repo AND m.digest = r.child)"},
-    [Q_CHECK3] = {"SELECT 'tag ' || t.repo || ':' || t.tag || ' points at missing manifest ' || "
-                  "t.digest FROM tags t WHERE NOT EXISTS (SELECT 1 FROM manifests m "
-                  "WHERE m.repo = t.repo AND m.digest = t.digest)"},
-    [Q_CHECK4] = {"SELECT 'reference from ' || r.repo || '@' || r.digest || "
-                  "' whose manifest is missing' FROM manifest_refs r WHERE NOT EXISTS "
-                  "(SELECT 1 FROM manifests m WHERE m.repo = r.repo AND m.digest = r.digest)"},
-    [Q_CHECK5] = {"SELECT 'repository ' || l.repo || ' links missing blob ' || l.digest "
-                  "FROM repo_blobs l WHERE NOT EXISTS (SELECT 1 FROM blobs b "
-                  "WHERE b.digest = l.digest)"},
-    [Q_LEASE_TAKE] = {"INSERT INTO leases(key, owner, until) VALUES($1, $2, $3) "
-                      "ON CONFLICT(key) DO UPDATE SET owner = excluded.owner, "
-                      "until = excluded.until "
-                      "WHERE leases.until < $4 OR leases.owner = excluded.owner"},
-    [Q_LEASE_DROP] = {"DELETE FROM leases WHERE key = $1 AND owner = $2"},
+    [Q_CHARTS] = {.sql = "SELECT c.repo, c.tag, c.entry, c.digest, c.yaml FROM charts c "
+                         "JOIN tags t ON t.repo = c.repo AND t.digest = c.digest AND t.tag = c.tag "
+                         "WHERE c.repo >= $1 AND c.repo < $2"},
+    [Q_CHARTS_REPO] =
+        {.sql = "SELECT c.repo, c.tag, c.entry, c.digest, c.yaml FROM charts c "
+                "JOIN tags t ON t.repo = c.repo AND t.digest = c.digest AND t.tag = c.tag "
+                "WHERE c.repo = $1"},
+    [Q_CHARTS_GEN] =
+        {.sql = "SELECT coalesce(max(seq), 0), coalesce(min(seq), 0) FROM charts_changes"},
+    [Q_CHARTS_CHANGES] = {.sql = "SELECT DISTINCT repo FROM charts_changes WHERE seq > $1 "
+                                 "AND substr(repo, 1, length($2)) = $2",
+                          .pg = "SELECT DISTINCT repo FROM charts_changes WHERE seq > $1 "
+                                "AND starts_with(repo, $2::text)"},
+    [Q_MAN_DEL] = {.sql = "DELETE FROM manifests WHERE repo = $1 AND digest = $2"},
+    [Q_MAN_TAGS_DEL] = {.sql = "DELETE FROM tags WHERE repo = $1 AND digest = $2"},
+    [Q_MAN_REFS_DEL] = {.sql = "DELETE FROM manifest_refs WHERE repo = $1 AND digest = $2"},
+    [Q_TAG_DEL] = {.sql = "DELETE FROM tags WHERE repo = $1 AND tag = $2"},
+    [Q_GC_MANIFESTS] = {.sql = "SELECT m.repo || '@' || m.digest FROM manifests m "
+                               "WHERE " GC_MANIFEST_WHERE},
+    [Q_GC_BLOBS] = {.sql = "SELECT b.digest FROM blobs b WHERE " GC_BLOB_WHERE},
+    [Q_GC_BLOB_DEL] = {.sql = "DELETE FROM blobs AS b WHERE b.digest = $2 AND " GC_BLOB_WHERE},
+    [Q_BLOB_LINKS_DEL] = {.sql = "DELETE FROM repo_blobs WHERE digest = $1"},
+    [Q_MIRROR_MAN_DEL] = {.sql = "DELETE FROM manifests WHERE repo = $1 AND digest = $2 "
+                                 "AND mirrored = 1"},
+    [Q_MIRROR_FREED] = {.sql = "SELECT b.digest FROM blobs b WHERE " UNREFERENCED_BLOB
+                               "AND " MIRROR_ONLY_BLOB},
+    [Q_MIRROR_BLOB_DEL] = {.sql =
+                               "DELETE FROM blobs AS b WHERE b.digest = $1 AND " UNREFERENCED_BLOB
+                               "AND " MIRROR_ONLY_BLOB},
+    [Q_USAGE] = {.sql = "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs"},
+    [Q_MIRROR_USAGE] = {.sql = "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM blobs b "
+                               "WHERE " MIRROR_ONLY_BLOB},
+    [Q_MIRROR_LRU] = {.sql = "SELECT m.repo || '@' || m.digest FROM manifests m JOIN repos r "
+                             "ON r.name = m.repo WHERE r.mirrored = 1 "
+                             "ORDER BY COALESCE(m.accessed, m.created) ASC LIMIT $1"},
+    [Q_EACH_BLOB] = {.sql = "SELECT digest, size FROM blobs ORDER BY digest", .stream = true},
+    [Q_EACH_MANIFEST] = {.sql = "SELECT repo, digest, content FROM manifests ORDER BY repo, digest",
+                         .stream = true},
+    [Q_CHECK0] = {.sql =
+                      "SELECT 'manifest ' || r.repo || '@' || r.digest || "
+                      "' references missing blob ' || r.child "
+                      "FROM manifest_refs r JOIN manifests m ON m.repo = r.repo "
+                      "AND m.digest = r.digest WHERE m.mirrored = 0 AND r.kind = 0 AND NOT EXISTS "
+                      "(SELECT 1 FROM blobs b WHERE b.digest = r.child)"},
+    [Q_CHECK1] = {.sql =
+                      "SELECT 'manifest ' || r.repo || '@' || r.digest || ' references blob ' || "
+                      "r.child || ' not linked to the repository' FROM manifest_refs r "
+                      "JOIN manifests m ON m.repo = r.repo AND m.digest = r.digest "
+                      "WHERE m.mirrored = 0 AND r.kind = 0 AND NOT EXISTS "
+                      "(SELECT 1 FROM repo_blobs l WHERE l.repo = r.repo AND l.digest = r.child)"},
+    [Q_CHECK2] = {.sql =
+                      "SELECT 'index ' || r.repo || '@' || r.digest || "
+                      "' references missing manifest ' || r.child FROM manifest_refs r "
+                      "JOIN manifests p ON p.repo = r.repo AND p.digest = r.digest "
+                      "WHERE p.mirrored = 0 AND r.kind = 1 AND NOT EXISTS "
+                      "(SELECT 1 FROM manifests m WHERE m.repo = r.repo AND m.digest = r.child)"},
+    [Q_CHECK3] =
+        {.sql = "SELECT 'tag ' || t.repo || ':' || t.tag || ' points at missing manifest ' || "
+                "t.digest FROM tags t WHERE NOT EXISTS (SELECT 1 FROM manifests m "
+                "WHERE m.repo = t.repo AND m.digest = t.digest)"},
+    [Q_CHECK4] = {.sql =
+                      "SELECT 'reference from ' || r.repo || '@' || r.digest || "
+                      "' whose manifest is missing' FROM manifest_refs r WHERE NOT EXISTS "
+                      "(SELECT 1 FROM manifests m WHERE m.repo = r.repo AND m.digest = r.digest)"},
+    [Q_CHECK5] = {.sql = "SELECT 'repository ' || l.repo || ' links missing blob ' || l.digest "
+                         "FROM repo_blobs l WHERE NOT EXISTS (SELECT 1 FROM blobs b "
+                         "WHERE b.digest = l.digest)"},
+    [Q_LEASE_TAKE] = {.sql = "INSERT INTO leases(key, owner, until) VALUES($1, $2, $3) "
+                             "ON CONFLICT(key) DO UPDATE SET owner = excluded.owner, "
+                             "until = excluded.until "
+                             "WHERE leases.until < $4 OR leases.owner = excluded.owner"},
+    [Q_LEASE_DROP] = {.sql = "DELETE FROM leases WHERE key = $1 AND owner = $2"},
 };
 
 typedef struct {
