@@ -25,7 +25,6 @@
 #include "util/log.h"
 
 #include <dlfcn.h>
-#include <endian.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -412,37 +411,22 @@ static const char *pg_col_text(sqldrv_rows *r, int col, size_t *len)
     return PQgetvalue(r->h, r->row, col);
 }
 
-/* Binary integers by their column type: int8, int4, int2 (pg_type OIDs 20, 23, 21). */
+/* Binary integers by their column type: int8, int4 or int2 (pg_type OIDs 20, 23, 21), each a
+ * big-endian two's complement of its width. */
 static int64_t pg_col_int(sqldrv_rows *r, int col)
 {
     if (PQgetisnull(r->h, r->row, col)) return 0;
-    const char *v = PQgetvalue(r->h, r->row, col);
+    Oid t = PQftype(r->h, col);
     int len = PQgetlength(r->h, r->row, col);
-    switch (PQftype(r->h, col)) {
-    case 20:
-        if (len == 8) {
-            uint64_t x;
-            memcpy(&x, v, 8);
-            return (int64_t)be64toh(x);
-        }
-        break;
-    case 23:
-        if (len == 4) {
-            uint32_t x;
-            memcpy(&x, v, 4);
-            return (int32_t)be32toh(x);
-        }
-        break;
-    case 21:
-        if (len == 2) {
-            uint16_t x;
-            memcpy(&x, v, 2);
-            return (int16_t)be16toh(x);
-        }
-        break;
+    if (!((t == 20 && len == 8) || (t == 23 && len == 4) || (t == 21 && len == 2))) {
+        log_error("msg=\"postgres: not an integer column\" type=%u", (unsigned)t);
+        return 0;
     }
-    log_error("msg=\"postgres: not an integer column\" type=%u", (unsigned)PQftype(r->h, col));
-    return 0;
+    const unsigned char *v = (const unsigned char *)PQgetvalue(r->h, r->row, col);
+    uint64_t x = v[0] & 0x80 ? UINT64_MAX : 0;
+    for (int i = 0; i < len; i++)
+        x = x << 8 | v[i];
+    return (int64_t)x;
 }
 
 static void pg_rows_close(sqldrv_rows *r)

@@ -24,6 +24,7 @@
 #include "util/ref.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -330,11 +331,36 @@ static void conn_give(sql_meta *m, sqldrv_conn *c)
     pthread_mutex_unlock(&m->mu);
 }
 
+/* Opens an operation: declares m (the backend) and c (a pooled connection, or the one holding
+ * the write lock inside `locked`) and rc; returns the error when no connection can be had. The
+ * operation ends with conn_give(m, c). */
+#define TAKE_CONN(base)                                                                            \
+    sql_meta *m = (sql_meta *)(base);                                                              \
+    sqldrv_conn *c;                                                                                \
+    int rc = conn_take(m, &c);                                                                     \
+    if (rc < 0) return rc
+
 /* ---- running statements ---- */
 
 static const char *sql_of(const sql_meta *m, int q)
 {
     return m->dialect == SQL_DIALECT_PG && q_def[q].pg ? q_def[q].pg : q_def[q].sql;
+}
+
+static _Atomic long fail_countdown;
+
+void meta_sql_fail_at(long n)
+{
+    fail_countdown = n;
+}
+
+/* Whether this statement is the one meta_sql_fail_at chose (then it fails with BERR_IO). */
+static int injected(void)
+{
+    long n = fail_countdown;
+    while (n > 0 && !atomic_compare_exchange_weak(&fail_countdown, &n, n - 1))
+        ;
+    return n == 1 ? berr_set(BERR_IO, "injected fault") : 0;
 }
 
 static int begin(sql_meta *m, sqldrv_conn *c)
@@ -352,12 +378,16 @@ static int finish(sql_meta *m, sqldrv_conn *c, int rc)
 /* A write statement; *changes (when not NULL) gets the rows it changed. */
 static int exec_q(sql_meta *m, sqldrv_conn *c, int q, const sqlv *args, int n, int64_t *changes)
 {
+    int rc = injected();
+    if (rc < 0) return rc;
     return m->drv->exec(c, q, sql_of(m, q), args, n, changes, "write metadata");
 }
 
 static int query_q(sql_meta *m, sqldrv_conn *c, int q, const sqlv *args, int n, sqldrv_rows *r,
                    const char *what)
 {
+    int rc = injected();
+    if (rc < 0) return rc;
     return m->drv->query(c, q, sql_of(m, q), args, n, q_def[q].stream, r, what);
 }
 
@@ -440,10 +470,7 @@ static int blob_find(sql_meta *m, sqldrv_conn *c, const char *repo, const char *
 
 static int sql_blob_lookup(store_meta *base, const char *repo, const char *digest, uint64_t *size)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     rc = blob_find(m, c, repo, digest, size, BERR_BLOB_UNKNOWN);
     conn_give(m, c);
     return rc;
@@ -466,10 +493,7 @@ static int blob_upsert(sql_meta *m, sqldrv_conn *c, const char *digest, uint64_t
 static int sql_blob_commit(store_meta *base, const char *repo, const char *digest, uint64_t size,
                            store_place_fn place, void *arg)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     int64_t now = store_now();
     rc = begin(m, c);
     if (rc == 0) rc = place(arg);
@@ -482,10 +506,7 @@ static int sql_blob_commit(store_meta *base, const char *repo, const char *diges
 
 static int sql_blob_link(store_meta *base, const char *repo, const char *from, const char *digest)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     rc = begin(m, c);
     if (rc == 0) rc = blob_find(m, c, from, digest, NULL, BERR_BLOB_UNKNOWN);
     if (rc == 0) rc = link_blob(m, c, repo, digest, store_now());
@@ -496,10 +517,7 @@ static int sql_blob_link(store_meta *base, const char *repo, const char *from, c
 
 static int sql_blob_link_listed(store_meta *base, const char *repo, const char *digest)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     rc = begin(m, c);
     if (rc == 0) {
         rc = exists_q(m, c, Q_REF_LISTED, ARGS(v_text(repo), v_text(digest)), "reference lookup");
@@ -526,10 +544,7 @@ static int sql_blob_unlink(store_meta *base, const char *repo, const char *diges
 static int sql_manifest_get(store_meta *base, const char *repo, const char *ref,
                             store_manifest *out)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     sqldrv_rows r;
     rc = query_q(m, c, ref_is_digest(ref) ? Q_MAN_BY_DIGEST : Q_MAN_BY_TAG,
                  ARGS(v_text(repo), v_text(ref)), &r, "manifest lookup");
@@ -626,10 +641,7 @@ static int manifest_write(sql_meta *m, sqldrv_conn *c, const store_manifest_put_
 
 static int sql_manifest_put(store_meta *base, const store_manifest_put_req *q)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     int64_t now = store_now();
     rc = begin(m, c);
     if (rc == 0) rc = manifest_checks(m, c, q, now);
@@ -654,10 +666,7 @@ static int manifest_remove(sql_meta *m, sqldrv_conn *c, int q_del, const char *r
 
 static int sql_manifest_delete(store_meta *base, const char *repo, const char *digest)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     int64_t changes = 0;
     rc = begin(m, c);
     if (rc == 0) rc = manifest_remove(m, c, Q_MAN_DEL, repo, digest, &changes);
@@ -691,10 +700,7 @@ static int repo_find(sql_meta *m, sqldrv_conn *c, const char *repo, const char *
 
 static int sql_repo_exists(store_meta *base, const char *repo)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     rc = repo_find(m, c, repo, "repository unknown");
     conn_give(m, c);
     return rc;
@@ -703,10 +709,7 @@ static int sql_repo_exists(store_meta *base, const char *repo)
 static int sql_tags_list(store_meta *base, const char *repo, const char *last, long n,
                          store_list *out)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     rc = repo_find(m, c, repo, "repository name not known to registry");
     if (rc == 0)
         rc = collect(m, c, Q_TAGS,
@@ -717,10 +720,7 @@ static int sql_tags_list(store_meta *base, const char *repo, const char *last, l
 
 static int sql_catalog(store_meta *base, const char *last, long n, store_list *out)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     rc = collect(m, c, Q_CATALOG, ARGS(v_text(last ? last : ""), v_int((int64_t)n + 1)), n, out);
     conn_give(m, c);
     return rc;
@@ -729,10 +729,7 @@ static int sql_catalog(store_meta *base, const char *last, long n, store_list *o
 static int sql_referrers(store_meta *base, const char *repo, const char *digest, const char *atype,
                          store_referrer_list *out)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     sqldrv_rows r;
     rc = atype ? query_q(m, c, Q_REFERRERS_TYPE, ARGS(v_text(repo), v_text(digest), v_text(atype)),
                          &r, "referrers")
@@ -766,10 +763,7 @@ static int sql_referrers(store_meta *base, const char *repo, const char *digest,
 static int sql_gc_manifests(store_meta *base, int64_t cutoff, bool dry_run, size_t *removed,
                             store_list *blobs)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     *removed = 0;
     rc = begin(m, c);
     while (rc == 0) {
@@ -827,10 +821,7 @@ static int sql_gc_blob_remove(store_meta *base, const char *digest, int64_t cuto
 
 static int sql_locked(store_meta *base, store_place_fn fn, void *arg)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     rc = begin(m, c);
     if (rc == 0) {
         sqldrv_conn *outer = tl_locked;
@@ -858,10 +849,7 @@ static int sql_repo_mark_mirror(store_meta *base, const char *repo)
 
 static int sql_touch(store_meta *base, const store_access *a, size_t n)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     rc = begin(m, c);
     for (size_t i = 0; rc == 0 && i < n; i++)
         rc = exec_q(m, c, Q_TOUCH, ARGS(v_text(a[i].repo), v_text(a[i].digest), v_int(a[i].when)),
@@ -874,10 +862,7 @@ static int sql_touch(store_meta *base, const store_access *a, size_t n)
 /* One byte count (a SELECT of one integer) on a pooled connection. */
 static int sum_bytes(store_meta *base, int q, uint64_t *bytes)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     sqldrv_rows r;
     rc = query_q(m, c, q, NULL, 0, &r, "usage");
     if (rc == 0) {
@@ -906,10 +891,7 @@ static int sql_mirror_usage(store_meta *base, uint64_t *bytes)
 
 static int sql_mirror_lru(store_meta *base, size_t max, store_list *out)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     rc = collect(m, c, Q_MIRROR_LRU, ARGS(v_int((int64_t)max)), (int64_t)max, out);
     conn_give(m, c);
     return rc;
@@ -920,10 +902,7 @@ static int sql_mirror_lru(store_meta *base, size_t max, store_list *out)
 static int sql_mirror_evict(store_meta *base, const char *repo, const char *digest,
                             store_list *freed)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     rc = begin(m, c);
     if (rc == 0) rc = manifest_remove(m, c, Q_MIRROR_MAN_DEL, repo, digest, NULL);
     rc = finish(m, c, rc);
@@ -945,10 +924,7 @@ static int sql_mirror_blob_remove(store_meta *base, const char *digest, store_pl
 
 static int sql_each_blob(store_meta *base, int (*cb)(void *, const char *, uint64_t), void *arg)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     sqldrv_rows r;
     rc = query_q(m, c, Q_EACH_BLOB, NULL, 0, &r, "list");
     if (rc == 0) {
@@ -969,10 +945,7 @@ static int sql_each_manifest(store_meta *base,
                              int (*cb)(void *, const char *, const char *, const char *, size_t),
                              void *arg)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     sqldrv_rows r;
     rc = query_q(m, c, Q_EACH_MANIFEST, NULL, 0, &r, "list");
     if (rc == 0) {
@@ -995,10 +968,7 @@ static int sql_each_manifest(store_meta *base,
 
 static int sql_check_refs(store_meta *base, void (*cb)(void *, const char *), void *arg)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     for (int q = Q_CHECK0; rc == 0 && q <= Q_CHECK5; q++) {
         sqldrv_rows r;
         rc = query_q(m, c, q, NULL, 0, &r, "check references");
@@ -1018,10 +988,7 @@ static int sql_check_refs(store_meta *base, void (*cb)(void *, const char *), vo
 
 static int sql_charts(store_meta *base, const char *prefix, bool exact, store_chart_list *out)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     char upper[600];
     snprintf(upper, sizeof upper, "%s", prefix);
     size_t ul = strlen(upper);
@@ -1058,10 +1025,7 @@ static int sql_charts(store_meta *base, const char *prefix, bool exact, store_ch
 
 static int sql_charts_gen(store_meta *base, int64_t *latest, int64_t *oldest)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     sqldrv_rows r;
     rc = query_q(m, c, Q_CHARTS_GEN, NULL, 0, &r, "chart changes");
     if (rc == 0) {
@@ -1081,10 +1045,7 @@ static int sql_charts_gen(store_meta *base, int64_t *latest, int64_t *oldest)
 
 static int sql_charts_changes(store_meta *base, int64_t since, const char *prefix, store_list *out)
 {
-    sql_meta *m = (sql_meta *)base;
-    sqldrv_conn *c;
-    int rc = conn_take(m, &c);
-    if (rc < 0) return rc;
+    TAKE_CONN(base);
     rc = collect(m, c, Q_CHARTS_CHANGES, ARGS(v_int(since), v_text(prefix)), NO_LIMIT, out);
     conn_give(m, c);
     return rc;

@@ -86,4 +86,10 @@ typedef enum { SQL_DIALECT_SQLITE, SQL_DIALECT_PG } sql_dialect;
 int meta_sql_open(store_meta **out, const sqldrv *drv, sqldrv_db *db, sql_dialect dialect,
                   int pool);
 
+/* Fault injection, for tests (tests/unit/test_meta.c): with n > 0, the nth statement meta_sql.c
+ * runs from now on (in any thread) fails with -BERR_IO "injected fault", as a failing disk would,
+ * and injection is off again; 0 turns it off. Lets a test walk every statement of an operation and
+ * check that each failure leaves nothing committed half-way. */
+void meta_sql_fail_at(long n);
+
 #endif

@@ -5,10 +5,12 @@
  * pg_ctl as the postgres user), or on the server named by BERTH_TEST_PG_HOST/_PORT/_USER/
  * _PASSWORD/_DBNAME. When PostgreSQL cannot be had, the run says so and counts the skip; with
  * BERTH_TEST_PG=required the skip is a failure instead. A SQLite file from before schema versions
- * were recorded migrates in place. It is the net under the backends' code:
+ * were recorded migrates in place. A statement failing at any point of a write (meta_sql_fail_at)
+ * leaves nothing of it committed. It is the net under the backends' code:
  * every error code, message fragment and transaction boundary the store relies on is checked. */
 #include "unit.h"
 #include "store/internal.h"
+#include "store/sqldrv.h"
 #include "util/err.h"
 
 #include <limits.h>
@@ -84,6 +86,26 @@ static bool in_list(const store_list *l, const char *v)
 static const char MAN[] = "{\"schemaVersion\":2,\"x\":\"\0bytes\"}";
 #define MAN_LEN (sizeof MAN - 1)
 #define MAN_NUL 24
+
+/* How many charts store_meta_ops.charts lists (-1 on error). */
+static long ncharts(store_meta *m, const char *prefix, bool exact)
+{
+    store_chart_list cl = {0};
+    long n = m->ops->charts(m, prefix, exact, &cl) == 0 ? (long)cl.n : -1;
+    store_chart_list_free(&cl);
+    return n;
+}
+
+/* How many repositories the chart change log names after since under prefix (-1 on error, or
+ * when repo is not among them). */
+static long nchanged(store_meta *m, int64_t since, const char *prefix, const char *repo)
+{
+    store_list l = {0};
+    long n = m->ops->charts_changes(m, since, prefix, &l) == 0 ? (long)l.n : -1;
+    if (repo && !in_list(&l, repo)) n = -1;
+    store_list_free(&l);
+    return n;
+}
 
 static store_manifest_put_req image(const char *repo, const char *digest, const char **blobs,
                                     size_t nblobs, const char **tags, size_t ntags)
@@ -359,39 +381,17 @@ static void scenario(store_meta *m)
         CHECK_STR(cl.items[0].yaml, qh.chart_yaml);
     }
     store_chart_list_free(&cl);
-    memset(&cl, 0, sizeof cl);
-    OK(o->charts(m, "charts/team/web", true, &cl));
-    CHECK(cl.n == 1);
-    store_chart_list_free(&cl);
-    memset(&cl, 0, sizeof cl);
-    OK(o->charts(m, "charts/team/we", true, &cl)); /* exact: not a prefix */
-    CHECK(cl.n == 0);
-    store_chart_list_free(&cl);
-    memset(&cl, 0, sizeof cl);
-    OK(o->charts(m, "a/", false, &cl));
-    CHECK(cl.n == 0);
-    store_chart_list_free(&cl);
-    memset(&cl, 0, sizeof cl);
-    OK(o->charts_changes(m, gen0, "charts/", &l));
-    CHECK(l.n == 1 && in_list(&l, "charts/team/web"));
-    store_list_free(&l);
-    memset(&l, 0, sizeof l);
-    OK(o->charts_changes(m, gen0, "a/", &l));
-    CHECK(l.n == 0);
-    store_list_free(&l);
-    memset(&l, 0, sizeof l);
+    CHECK(ncharts(m, "charts/team/web", true) == 1);
+    CHECK(ncharts(m, "charts/team/we", true) == 0); /* exact: not a prefix */
+    CHECK(ncharts(m, "a/", false) == 0);
+    CHECK(nchanged(m, gen0, "charts/", "charts/team/web") == 1);
+    CHECK(nchanged(m, gen0, "a/", NULL) == 0);
     /* the tag going away takes the chart out of the index and logs a change */
     OK(o->tag_delete(m, "charts/team/web", "0.1.0"));
     OK(o->charts_gen(m, &gen2, NULL));
     CHECK(gen2 > gen1);
-    OK(o->charts(m, "charts/", false, &cl));
-    CHECK(cl.n == 0);
-    store_chart_list_free(&cl);
-    memset(&cl, 0, sizeof cl);
-    OK(o->charts_changes(m, gen1, "charts/t", &l));
-    CHECK(l.n == 1 && in_list(&l, "charts/team/web"));
-    store_list_free(&l);
-    memset(&l, 0, sizeof l);
+    CHECK(ncharts(m, "charts/", false) == 0);
+    CHECK(nchanged(m, gen1, "charts/t", "charts/team/web") == 1);
 
     /* ---- the write lock: reads inside its callback do not wait for it ---- */
     locked_ctx lc = {.m = m};
@@ -559,6 +559,108 @@ static void scenario(store_meta *m)
     CHECK(gen3 > gen2); /* the chart row went with its manifest: logged */
 }
 
+/* Fails each statement of an operation in turn (meta_sql_fail_at): every failure returns the
+ * injected error and leaves nothing of the operation committed; the operation then succeeds. */
+static void faults(store_meta *m)
+{
+    const store_meta_ops *o = m->ops;
+    uint64_t size;
+    store_manifest man;
+    int n, rc;
+    /* a blob commit: its row, repository and link */
+    for (n = 1; n < 100; n++) {
+        meta_sql_fail_at(n);
+        rc = o->blob_commit(m, "f/app", dg('5'), 50, place_ok, NULL);
+        meta_sql_fail_at(0);
+        if (rc == 0) break;
+        CHECK_ERR(rc, BERR_IO, "injected fault");
+        CHECK_ERR(o->blob_lookup(m, NULL, dg('5'), &size), BERR_BLOB_UNKNOWN, NULL);
+        CHECK_ERR(o->repo_exists(m, "f/app"), BERR_NAME_UNKNOWN, NULL);
+    }
+    CHECK(n == 4); /* three statements, each failed once */
+    OK(o->blob_lookup(m, "f/app", dg('5'), &size));
+    /* a manifest put: a new blob, checks, the row, a chart, references and tags */
+    int64_t gen0 = 0, gen = 0;
+    OK(o->charts_gen(m, &gen0, NULL));
+    const char *blobs[] = {dg('5'), dg('6')};
+    const char *tags[] = {"0.2.0", "x"};
+    store_manifest_put_req q = image("f/app", dg('f'), blobs, 2, tags, 2);
+    store_new_blob nb = {.size = 60};
+    snprintf(nb.digest, sizeof nb.digest, "%s", dg('6'));
+    q.new_blobs = &nb;
+    q.nnew_blobs = 1;
+    q.chart_tag = "0.2.0";
+    q.chart_entry = "{}";
+    q.chart_yaml = "- {}\n";
+    for (n = 1; n < 100; n++) {
+        meta_sql_fail_at(n);
+        rc = o->manifest_put(m, &q);
+        meta_sql_fail_at(0);
+        if (rc == 0) break;
+        CHECK_ERR(rc, BERR_IO, "injected fault");
+        CHECK_ERR(o->manifest_get(m, "f/app", dg('f'), &man), BERR_MANIFEST_UNKNOWN, NULL);
+        CHECK_ERR(o->manifest_get(m, "f/app", "x", &man), BERR_MANIFEST_UNKNOWN, NULL);
+        CHECK_ERR(o->blob_lookup(m, NULL, dg('6'), &size), BERR_BLOB_UNKNOWN, NULL);
+        OK(o->charts_gen(m, &gen, NULL));
+        CHECK(gen == gen0);
+    }
+    CHECK(n > 12);
+    CHECK(ncharts(m, "f/app", true) == 1);
+    /* gc: the untagged manifest's removal and the blob listing */
+    OK(o->tag_delete(m, "f/app", "x"));
+    OK(o->tag_delete(m, "f/app", "0.2.0"));
+    int64_t cutoff = store_now() + 60000;
+    size_t removed = 0;
+    store_list l = {0};
+    for (n = 1; n < 100; n++) {
+        meta_sql_fail_at(n);
+        rc = o->gc_manifests(m, cutoff, false, &removed, &l);
+        meta_sql_fail_at(0);
+        store_list_free(&l);
+        memset(&l, 0, sizeof l);
+        if (rc == 0) break;
+        CHECK_ERR(rc, BERR_IO, "injected fault");
+        OK(o->manifest_get(m, "f/app", dg('f'), &man));
+        man_free(&man);
+    }
+    CHECK(n > 3 && removed >= 1);
+    CHECK_ERR(o->manifest_get(m, "f/app", dg('f'), &man), BERR_MANIFEST_UNKNOWN, NULL);
+}
+
+/* Opens a backend, runs the scenario and the fault walk on it, and opens it again to find its
+ * data; true when it opened. */
+static bool run_backend(const char *name, int (*open)(store_meta **m, void *arg), void *arg)
+{
+    store_meta *m = NULL;
+    backend = name;
+    int rc = open(&m, arg);
+    if (rc != 0) printf("  [%s] open: %s\n", name, berr_msg());
+    CHECK(rc == 0);
+    if (rc != 0) return false;
+    scenario(m);
+    faults(m);
+    m->ops->close(m);
+    rc = open(&m, arg); /* reopened: the data and the schema are there */
+    CHECK(rc == 0);
+    if (rc == 0) {
+        uint64_t size = 0;
+        OK(m->ops->blob_lookup(m, "a/app", dg('1'), &size));
+        CHECK(size == 10);
+        m->ops->close(m);
+    }
+    return true;
+}
+
+static int open_pg(store_meta **m, void *arg)
+{
+    return store_meta_pg_open(m, arg);
+}
+
+static int open_sqlite(store_meta **m, void *arg)
+{
+    return store_meta_sqlite_open(m, arg);
+}
+
 /* ---- PostgreSQL: a throwaway cluster, as tests/pg.sh starts one ---- */
 
 static char pg_dir[512], pg_bin[512], pg_port[16];
@@ -645,24 +747,7 @@ static void run_pg(void)
         }
         return;
     }
-    store_meta *m = NULL;
-    backend = "postgres";
-    int rc = store_meta_pg_open(&m, &db);
-    if (rc != 0) printf("  [postgres] open: %s\n", berr_msg());
-    CHECK(rc == 0);
-    if (rc == 0) {
-        scenario(m);
-        m->ops->close(m);
-        /* a second open of the same database finds the schema in place */
-        rc = store_meta_pg_open(&m, &db);
-        CHECK(rc == 0);
-        if (rc == 0) {
-            uint64_t size = 0;
-            OK(m->ops->blob_lookup(m, "a/app", dg('1'), &size));
-            CHECK(size == 10);
-            m->ops->close(m);
-        }
-    }
+    run_backend("postgres", open_pg, &db);
     pg_cluster_stop();
 }
 
@@ -694,28 +779,14 @@ static void run_sqlite(void)
     }
     char path[600];
     snprintf(path, sizeof path, "%s/metadata.db", dir);
-    store_meta *m = NULL;
-    backend = "sqlite";
-    int rc = store_meta_sqlite_open(&m, path);
-    if (rc != 0) printf("  [sqlite] open: %s\n", berr_msg());
-    CHECK(rc == 0);
-    if (rc == 0) {
-        scenario(m);
-        m->ops->close(m);
-        rc = store_meta_sqlite_open(&m, path); /* reopened: the data and schema are there */
-        CHECK(rc == 0);
-        if (rc == 0) {
-            uint64_t size = 0;
-            OK(m->ops->blob_lookup(m, "a/app", dg('1'), &size));
-            CHECK(size == 10);
-            m->ops->close(m);
-        }
+    if (run_backend("sqlite", open_sqlite, path)) {
         /* the schema version is recorded; a database from before versions were recorded
          * (user_version 0, the tables of version 1) migrates in place, keeping its rows */
+        store_meta *m = NULL;
         int v = user_version(path, -1);
         CHECK(v >= 1);
         CHECK(user_version(path, 0) == 0);
-        rc = store_meta_sqlite_open(&m, path);
+        int rc = store_meta_sqlite_open(&m, path);
         CHECK(rc == 0);
         if (rc == 0) {
             uint64_t size = 0;
@@ -730,6 +801,7 @@ static void run_sqlite(void)
     }
     /* a path that cannot be opened: an I/O error, not a crash */
     snprintf(path, sizeof path, "%s/no/such/dir/metadata.db", dir);
+    store_meta *m = NULL;
     CHECK_ERR(store_meta_sqlite_open(&m, path), BERR_IO, "open metadata database");
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
