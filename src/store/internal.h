@@ -1,6 +1,7 @@
 /*
- * store/internal.h: the seams inside the store. store_meta_ops is the metadata backend vtable
- * (SQLite now; a shared engine later); blobfs is the file half. Only the store files include this.
+ * store/internal.h: the seams inside the store. store_meta_ops is the metadata vtable, implemented
+ * once in SQL by store/meta_sql.c over a driver (store/sqldrv.h: SQLite or PostgreSQL); blobfs is
+ * the file half. Only the store files include this.
  */
 #ifndef BERTH_STORE_INTERNAL_H
 #define BERTH_STORE_INTERNAL_H
@@ -89,6 +90,7 @@ struct store_meta {
     const store_meta_ops *ops;
 };
 
+/* SQLite (store/meta_sqlite.c): opens or creates the file and migrates the schema. */
 int store_meta_sqlite_open(store_meta **out, const char *path);
 /* PostgreSQL (store/meta_pg.c): loads libpq, connects and migrates the schema. */
 int store_meta_pg_open(store_meta **out, const config_database *db);

@@ -20,7 +20,8 @@ FUZZ_TARGETS  = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_SRC      = src/util/ref.c src/util/digest.c src/util/err.c src/util/log.c src/config.c \
                 src/registry/httpparse.c src/registry/manifest.c src/proxy/upstream.c \
                 src/helm/chart.c src/helm/index.c src/store/store.c src/store/evict.c \
-                src/store/blobfs.c src/store/meta_sqlite.c src/store/meta_pg.c src/auth/token.c \
+                src/store/blobfs.c src/store/meta_sql.c src/store/meta_sqlite.c src/store/meta_pg.c \
+                src/auth/token.c \
                 src/util/tar.c \
                 src/margo/margo.c src/bundle/layout.c src/util/file.c src/util/curlx.c src/util/tlslazy.c \
                 src/util/mlazy.c src/util/semver.c src/util/strbuf.c src/util/yamlj.c src/util/metrics.c \
