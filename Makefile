@@ -33,9 +33,11 @@ else
 LDLIBS  += $(PKG_LIBS) -lcrypt -lm -lpthread -ldl
 endif
 
+# B: where a build goes (build/ for this machine; a cross build is a sub-make with B=build/<arch>)
+B       ?= build
 SRC      = $(shell find src -name '*.c' | sort)
 LIBSRC   = $(filter-out src/main.c,$(SRC))
-OBJ      = $(SRC:src/%.c=build/obj/%.o)
+OBJ      = $(SRC:src/%.c=$(B)/obj/%.o)
 ASAN_OBJ = $(SRC:src/%.c=build/asan/%.o)
 UNIT     = $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/*.c))
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -58,10 +60,10 @@ pkgcheck:
 	    echo "$(PKG_CONFIG) cannot find every library berth builds with: run scripts/deps.sh build" >&2; \
 	    exit 1;; esac
 
-build/berth: $(OBJ)
+$(B)/berth: $(OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-build/obj/%.o: src/%.c $(wildcard src/*.h src/*/*.h) | pkgcheck
+$(B)/obj/%.o: src/%.c $(wildcard src/*.h src/*/*.h) | pkgcheck
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
@@ -100,3 +102,27 @@ format:
 
 clean:
 	rm -rf build
+
+# ==== issue 22: other architectures, install, Debian package, OCI image ===========================
+# make build/arm64/berth, make build/armhf/berth: a cross build with Debian's cross toolchain (the
+# packages come from `scripts/deps.sh build ARCH`), in a sub-make whose CC is the cross compiler and
+# whose pkg-config reads only that architecture's .pc files; objects in build/<arch>/obj. The
+# fuzzers and the ASan build stay host builds (they are built by this, native, make).
+CROSS_arm64 = aarch64-linux-gnu
+CROSS_armhf = arm-linux-gnueabihf
+CROSS_ARCHES = arm64 armhf
+# the architectures `make test` also builds and runs under qemu-user (TEST_ARCHES= for none)
+TEST_ARCHES ?= arm64 armhf
+cross_pkgconfig = $(if $(shell command -v $(CROSS_$(1))-pkg-config),$(CROSS_$(1))-pkg-config,env \
+	PKG_CONFIG_LIBDIR=/usr/lib/$(CROSS_$(1))/pkgconfig:/usr/share/pkgconfig pkg-config)
+.PHONY: FORCE cross
+ifeq ($(B),build)
+$(CROSS_ARCHES:%=build/%/berth): build/%/berth: FORCE
+	@scripts/deps.sh build $*
+	@$(MAKE) --no-print-directory B=build/$* CC=$(CROSS_$*)-gcc \
+	    PKG_CONFIG="$(call cross_pkgconfig,$*)" build/$*/berth
+cross: $(CROSS_ARCHES:%=build/%/berth)
+# make test: the cross builds first (tests/run.sh runs each under qemu-user when it exists)
+test: $(TEST_ARCHES:%=build/%/berth)
+endif
+FORCE:

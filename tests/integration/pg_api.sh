@@ -90,7 +90,7 @@ rc=$?
 t_check "a wrong password fails at start" [ "$rc" -ne 0 ]
 t_check "... saying why ($(echo "$out" | tail -1 | cut -c1-90))" grep -q "password authentication failed" <<<"$out"
 if unshare -m true 2>/dev/null; then
-    lib=$(realpath /usr/lib/*/libpq.so.5 2>/dev/null | head -1)
+    lib=$(realpath "/usr/lib/$(t_bin_triplet)/libpq.so.5" 2>/dev/null)
     out=$(unshare -m sh -c "mount --bind /dev/null '$lib' && exec '$BERTH' migrate -c '$W/mig.yml'" 2>&1)
     rc=$?
     t_check "without libpq, store_open fails" [ "$rc" -ne 0 ]
