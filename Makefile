@@ -86,8 +86,8 @@ run: all
 	build/berth serve $(if $(CONFIG),-c $(CONFIG),)
 
 test:
-	@scripts/deps.sh test
-	@$(MAKE) --no-print-directory build/berth build/asan/berth $(UNIT)
+	@scripts/deps.sh test $(TEST_ARCHES)
+	@$(MAKE) --no-print-directory build/berth build/asan/berth $(UNIT) $(TEST_EXTRA)
 	@tests/run.sh
 
 bench:
@@ -123,8 +123,9 @@ $(CROSS_ARCHES:%=build/%/berth): build/%/berth: FORCE
 	@$(MAKE) --no-print-directory B=build/$* CC=$(CROSS_$*)-gcc \
 	    PKG_CONFIG="$(call cross_pkgconfig,$*)" build/$*/berth
 cross: $(CROSS_ARCHES:%=build/%/berth)
-# make test: the cross builds first (tests/run.sh runs each under qemu-user when it exists)
-test: $(TEST_ARCHES:%=build/%/berth)
+# what `make test` builds beside the native binaries: the cross builds (tests/run.sh runs each
+# under qemu-user when it exists), the package and the root tests/integration/deb.sh installs it into
+TEST_EXTRA = $(TEST_ARCHES:%=build/%/berth) deb debroot
 endif
 FORCE:
 
@@ -164,3 +165,13 @@ $(DEB): $(BIN) $(wildcard packaging/* packaging/deb/*) LICENSE scripts/deb-contr
 	install -m 0644 packaging/deb/conffiles $(DEBROOT)/DEBIAN/
 	scripts/deb-control.sh $(ARCH) $(VERSION) $(CURDIR)/$(DEBROOT) >$(DEBROOT)/DEBIAN/control
 	dpkg-deb --root-owner-group -Zxz --build $(DEBROOT) $@
+
+# make debroot [ARCH=...]: the throwaway Debian root tests/integration/deb.sh installs the package
+# into (a minbase bookworm made by mmdebstrap through apt from Debian's mirror, once; under
+# qemu-user for a foreign architecture)
+.PHONY: debroot
+debroot: build/deb/root-$(ARCH).tar
+build/deb/root-%.tar:
+	@mkdir -p $(dir $@)
+	mmdebstrap --quiet --variant=minbase --architectures=$* bookworm $@.tmp http://deb.debian.org/debian
+	mv $@.tmp $@

@@ -8,6 +8,9 @@ test_pkgs="curl jq openssl skopeo umoci containerd docker-registry python3 pytho
   nginx-light wrk clang libclang-rt-14-dev podman postgresql util-linux-extra docker.io"
 # a single-node Ceph RADOS Gateway as the S3 store of tests/rgw.sh, and the AWS CLI to check it
 test_pkgs="$test_pkgs ceph-mon ceph-osd radosgw ceph-common awscli"
+# the Debian package's test (tests/integration/deb.sh): a throwaway root, and a trace of berth's
+# system calls against the unit's filter
+test_pkgs="$test_pkgs mmdebstrap strace"
 bench_pkgs=""
 case "${1:-build}" in
   build) pkgs="$build_pkgs" ;;
