@@ -10,7 +10,7 @@ test_pkgs="curl jq openssl skopeo umoci containerd docker-registry python3 pytho
 test_pkgs="$test_pkgs ceph-mon ceph-osd radosgw ceph-common awscli"
 # the Debian package's test (tests/integration/deb.sh): a throwaway root, and a trace of berth's
 # system calls against the unit's filter
-test_pkgs="$test_pkgs mmdebstrap strace"
+test_pkgs="$test_pkgs mmdebstrap arch-test strace"
 bench_pkgs=""
 case "${1:-build}" in
   build) pkgs="$build_pkgs" ;;
