@@ -173,5 +173,5 @@ $(DEB): $(BIN) $(wildcard packaging/* packaging/deb/*) LICENSE scripts/deb-contr
 debroot: build/deb/root-$(ARCH).tar
 build/deb/root-%.tar:
 	@mkdir -p $(dir $@)
-	mmdebstrap --quiet --variant=minbase --architectures=$* bookworm $@.tmp http://deb.debian.org/debian
+	mmdebstrap --quiet --format=tar --variant=minbase --architectures=$* bookworm $@.tmp http://deb.debian.org/debian
 	mv $@.tmp $@
