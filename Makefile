@@ -125,7 +125,7 @@ $(CROSS_ARCHES:%=build/%/berth): build/%/berth: FORCE
 cross: $(CROSS_ARCHES:%=build/%/berth)
 # what `make test` builds beside the native binaries: the cross builds (tests/run.sh runs each
 # under qemu-user when it exists), the package and the root tests/integration/deb.sh installs it into
-TEST_EXTRA = $(TEST_ARCHES:%=build/%/berth) deb debroot
+TEST_EXTRA = $(TEST_ARCHES:%=build/%/berth) deb debroot image
 endif
 FORCE:
 
@@ -175,3 +175,15 @@ build/deb/root-%.tar:
 	@mkdir -p $(dir $@)
 	mmdebstrap --quiet --format=tar --variant=minbase --architectures=$* bookworm $@.tmp http://deb.debian.org/debian
 	mv $@.tmp $@
+
+# make image: berth's own OCI image, an index of IMAGE_ARCHES, as the OCI layout build/image (tag
+# <version>, and <version>-<arch> each), made from each architecture's package tree by
+# scripts/image.sh; `skopeo copy --all oci:build/image:<version> docker://...` publishes it
+IMAGE_ARCHES ?= amd64 arm64
+.PHONY: image
+image:
+	@for a in $(IMAGE_ARCHES); do $(MAKE) --no-print-directory deb ARCH=$$a || exit 1; done
+	@if [ ! -f build/image/index.json ] || \
+	    [ -n "$$(find build -maxdepth 1 -name 'berth_*.deb' -newer build/image/index.json)" ] || \
+	    [ scripts/image.sh -nt build/image/index.json ]; then \
+	    scripts/image.sh build/image $(VERSION) $(IMAGE_ARCHES); fi
