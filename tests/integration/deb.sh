@@ -70,7 +70,8 @@ for k in ProtectSystem=strict StateDirectory=berth NoNewPrivileges=yes PrivateTm
     MemoryDenyWriteExecute=yes CapabilityBoundingSet= User=berth; do
     t_check "berth.service: $k" grep -qx "$k" "$unit"
 done
-t_check "berth.service: LimitNOFILE and a SystemCallFilter" grep -q '^LimitNOFILE=[0-9]' "$unit"
+t_check "berth.service: LimitNOFILE" grep -q "^LimitNOFILE=[0-9]" "$unit"
+t_check "berth.service: a SystemCallFilter" grep -q "^SystemCallFilter=@system-service" "$unit"
 t_check "berth-gc.timer starts berth-gc.service daily" grep -qx OnCalendar=daily "$R/lib/systemd/system/berth-gc.timer"
 
 # ---- run the installed binary as the unit does, push and pull ----
