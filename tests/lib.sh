@@ -15,13 +15,40 @@ T_FAIL=0
 T_TMP=$(mktemp -d "/tmp/berth-$T_NAME.XXXXXX")
 T_PIDS=()
 
+# t_cleanup: SIGTERM to every process the script started, then SIGKILL to any still alive after
+# T_KILL_AFTER seconds (default 10): a signal lost under qemu-user once left a berth running for
+# 37 minutes after its script had ended.
 t_cleanup() {
-    local p
+    local p i alive
     for p in "${T_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for i in $(seq 1 $((${T_KILL_AFTER:-10} * 10))); do
+        alive=0
+        for p in "${T_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1 && break; done
+        [ "$alive" -eq 0 ] && break
+        sleep 0.1
+    done
+    for p in "${T_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null; done
     for p in "${T_PIDS[@]}"; do wait "$p" 2>/dev/null; done
     [ -n "${T_KEEP:-}" ] || rm -rf "$T_TMP"
 }
 trap t_cleanup EXIT
+
+# t_bin_arch [FILE]: the Debian architecture the binary under test (or FILE) is built for, read
+# from its ELF header (amd64, arm64, armhf, ...), not the machine's: a cross-built berth runs here
+# under qemu-user, and checks that depend on the build (the trampolines, the libraries it maps)
+# follow the binary.
+t_bin_arch() {
+    local m
+    m=$(od -An -tu2 -j18 -N2 "${1:-$BERTH}" 2>/dev/null | tr -d ' ')
+    case "$m" in 62) echo amd64 ;; 183) echo arm64 ;; 40) echo armhf ;; 3) echo i386 ;; *) echo "unknown-$m" ;; esac
+}
+# t_bin_triplet [FILE]: the multiarch directory of the binary's libraries (/usr/lib/TRIPLET)
+t_bin_triplet() {
+    case "$(t_bin_arch "$@")" in
+    amd64) echo x86_64-linux-gnu ;; arm64) echo aarch64-linux-gnu ;; armhf) echo arm-linux-gnueabihf ;;
+    i386) echo i386-linux-gnu ;; *) echo unknown ;;
+    esac
+}
 
 t_ok() { T_PASS=$((T_PASS + 1)); echo "ok   - $T_NAME: $1"; }
 # t_skip NAME WHY: a check that cannot run here, counted apart (never as a pass), with the reason.

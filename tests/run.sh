@@ -56,6 +56,32 @@ if [ -z "${TESTS:-}" ] || echo asan | grep -qE "$TESTS"; then
     done
 fi
 
+# ---- other architectures (issue 22): each cross build that exists (make test builds
+# build/<arch>/berth for TEST_ARCHES) runs a set of scripts under qemu-user through binfmt (never
+# `qemu -L`, which hangs threaded programs), in the same lanes as the native scripts. LeakSanitizer
+# cannot run under qemu, and these are not ASan builds. TESTS=arm64 (or armhf) selects a lane.
+declare -A cross_scripts=(
+    [arm64]="api mirror helm margo bundle auth tls_client crash"
+    [armhf]="api mirror bundle bigblob"
+)
+declare -A cross_binfmt=([arm64]=qemu-aarch64 [armhf]=qemu-arm)
+for arch in arm64 armhf; do
+    [ -x "build/$arch/berth" ] || continue
+    if ! grep -qx enabled "/proc/sys/fs/binfmt_misc/${cross_binfmt[$arch]}" 2>/dev/null; then
+        echo "FAIL - $arch: build/$arch/berth exists but binfmt has no ${cross_binfmt[$arch]} (scripts/deps.sh test $arch)"
+        fail=$((fail + 1))
+        continue
+    fi
+    for s in ${cross_scripts[$arch]}; do
+        t=tests/integration/$s.sh
+        [ -f "$t" ] || t=tests/cross/$s.sh # the checks only a cross lane runs
+        [ -f "$t" ] || continue
+        [ -n "${TESTS:-}" ] && ! echo "$t ($arch)" | grep -qE "$TESTS" && continue
+        jobs+=("$t ($arch)|BERTH=build/$arch/berth ASAN_OPTIONS=detect_leaks=0|$t")
+    done
+done
+# ---- end of the other architectures
+
 max=${TEST_JOBS:-$(nproc)}
 declare -A job_of
 running=0

@@ -629,6 +629,30 @@ int tar_create(const char *dir, const char *top, const char *out)
     return w.rc;
 }
 
+/* Where openat2 is missing (kernels before 5.6, as on older edge boards, and qemu-user before
+ * 9.0): dir opened one component at a time, none of them ".." and none a symbolic link
+ * (O_NOFOLLOW), so the walk cannot leave root either. */
+static int open_beneath_walk(int root, const char *dir)
+{
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", dir);
+    int fd = dup(root);
+    for (char *save = NULL, *c = strtok_r(buf, "/", &save); fd >= 0 && c;
+         c = strtok_r(NULL, "/", &save)) {
+        if (!strcmp(c, ".")) continue;
+        int next = -1;
+        if (strcmp(c, "..") != 0)
+            next = openat(fd, c, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        else
+            errno = EXDEV; /* what RESOLVE_BENEATH answers */
+        int err = errno;
+        close(fd);
+        errno = err;
+        fd = next;
+    }
+    return fd;
+}
+
 /* The directory that will hold path (below root), opened with openat2's RESOLVE_BENEATH: the
  * kernel refuses any resolution that leaves root, through ".." or a symbolic link alike. *base
  * points at path's last component. */
@@ -640,7 +664,9 @@ static int open_parent(int root, const char *path, const char **base)
     snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
     struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
                            .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
-    return (int)syscall(SYS_openat2, root, dir, &how, sizeof how);
+    int fd = (int)syscall(SYS_openat2, root, dir, &how, sizeof how);
+    if (fd < 0 && errno == ENOSYS) fd = open_beneath_walk(root, dir);
+    return fd;
 }
 
 int tar_extract(int fd, const char *dest)

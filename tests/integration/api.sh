@@ -406,7 +406,7 @@ tail -c +$(((1 << 20) + 8)) "$W/big.bin" >"$W/slice"
 t_eq "6 MiB blob: open-ended range after the whole blob" "$(dg "$W/slice")" "$(dg "$W/k4")"
 # /proc/PID/io counts every sendfile call in syscw: 6 MiB in 128 KiB calls would be 48 or more
 # (blobs on the local disk only: over S3 they stream from the bucket, not from a file)
-[ -z "${T_S3_PREFIXED:-}" ] && case "$(uname -m)" in x86_64 | aarch64)
+[ -z "${T_S3_PREFIXED:-}" ] && case "$(t_bin_arch)" in amd64 | arm64)
     w0=$(awk '/^syscw/ {print $2}' "/proc/$BERTH_PID/io")
     curl -s -g --max-time 30 -o /dev/null "$U"
     w1=$(awk '/^syscw/ {print $2}' "/proc/$BERTH_PID/io")

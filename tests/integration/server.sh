@@ -44,7 +44,7 @@ t_check "http.headers: custom header sent" grep -q '^X-Berth-Test: one' <<<"$hdr
 t_eq "GET / answers 200" 200 "$(curl -s -o /dev/null -w '%{http_code}' "$BERTH_URL/")"
 t_eq "GET /health answers 200 when writable" 200 "$(curl -s -o /dev/null -w '%{http_code}' "$BERTH_URL/health")"
 # plain HTTP maps no TLS library (src/util/tlslazy.h), and no libm unless ASan's runtime needs it
-case "$(uname -m)" in x86_64 | aarch64)
+case "$(t_bin_arch)" in amd64 | arm64)
     t_check "plain HTTP: GnuTLS is not loaded" bash -c "! grep -q libgnutls /proc/$BERTH_PID/maps"
     ldd "$BERTH" | grep -q libasan ||
         t_check "plain HTTP: libm is not loaded" bash -c "! grep -q '/libm[.-]' /proc/$BERTH_PID/maps"
