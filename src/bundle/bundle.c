@@ -740,7 +740,8 @@ static int bundle_serve(const char *path, const char *addr, const char *cfg_path
     int rc = layout_open(path, &b, &p, default_repo, true, &fd); /* hashed where it lies */
     config cfg;
     bool cfg_loaded = false;
-    char root[] = "/tmp/berth-bundle-XXXXXX";
+    char root[4096];
+    file_tmp_template(root, sizeof root, "berth-bundle");
     bool tmp = false;
     if (rc == 0) rc = config_load(&cfg, cfg_path);
     if (rc == 0) {

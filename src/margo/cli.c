@@ -396,7 +396,8 @@ static int compose_push(const char *dir, const char *refs, const char *user)
     for (size_t i = 0; i < dl; i++)
         if (dir[i] == '/') base = dir + i + 1;
     snprintf(top, sizeof top, "%.*s", (int)(dir + dl - base), base);
-    char tmp[] = "/tmp/berth-compose-XXXXXX";
+    char tmp[4096];
+    file_tmp_template(tmp, sizeof tmp, "berth-compose");
     int fd = mkstemp(tmp);
     if (fd < 0) return berr_set(BERR_IO, "temporary file: %s", strerror(errno));
     rc = tar_create(dir, top, tmp);
@@ -447,7 +448,8 @@ static int compose_pull(const char *refs, const char *dir, const char *user)
     const char *digest = json_string_value(json_object_get(l, "digest"));
     if (rc == 0 && (!at || strcmp(at, MARGO_MT_COMPOSE) || !digest))
         rc = berr_set(BERR_IO, "%s:%s is not a margo compose archive", r.repo, r.ref);
-    char tmp[] = "/tmp/berth-compose-XXXXXX";
+    char tmp[4096];
+    file_tmp_template(tmp, sizeof tmp, "berth-compose");
     int fd = rc == 0 ? mkstemp(tmp) : -1;
     if (rc == 0 && fd < 0) rc = berr_set(BERR_IO, "temporary file: %s", strerror(errno));
     FILE *f = fd >= 0 ? fdopen(dup(fd), "wb") : NULL;

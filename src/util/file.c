@@ -40,3 +40,9 @@ char *file_read_all(const char *path, size_t *len)
     if (len) *len = n;
     return buf;
 }
+
+void file_tmp_template(char *out, size_t len, const char *name)
+{
+    const char *dir = getenv("TMPDIR");
+    snprintf(out, len, "%s/%s-XXXXXX", dir && *dir ? dir : "/tmp", name);
+}

@@ -10,4 +10,7 @@
  * it cannot be read. */
 char *file_read_all(const char *path, size_t *len);
 
+/* A mkstemp/mkdtemp template "<dir>/<name>-XXXXXX" in $TMPDIR (when set), else /tmp. */
+void file_tmp_template(char *out, size_t len, const char *name);
+
 #endif

@@ -243,6 +243,12 @@ t_eq "... the layer is annotated with the revision" "compose 1.0.0+b2" \
 t_check "berth compose pull extracts the same files" diff -r "$C" "$T_TMP/webout/web"
 t_eq "... the link inside the directory is kept" app.conf "$(readlink "$T_TMP/webout/web/config/current.conf")"
 t_eq "... and no setuid bit survived" 755 "$(stat -c %a "$T_TMP/webout/web/tool")"
+# temporary files go to $TMPDIR: one that does not exist makes the pull fail, saying so
+out=$(TMPDIR=$T_TMP/no-such-dir "$BERTH" compose pull "$U/comp/web:1.0.0_b2" "$T_TMP/webout2" 2>&1)
+t_check "compose pull writes its temporary file in \$TMPDIR ($out)" grep -q "temporary file" <<<"$out"
+mkdir -p "$T_TMP/tmpd"
+t_check "... and works with a \$TMPDIR that exists" \
+    env TMPDIR="$T_TMP/tmpd" "$BERTH" compose pull "$U/comp/web:1.0.0_b2" "$T_TMP/webout3"
 ln -s ../../etc/passwd "$C/config/evil"
 out=$("$BERTH" compose push "$C" "$U/comp/web:1.0.1" 2>&1)
 t_check "berth compose push refuses a link leaving the directory ($out)" grep -q "symbolic link leaving the directory" <<<"$out"
