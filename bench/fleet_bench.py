@@ -30,6 +30,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
+import tcprelay  # noqa: E402  (the relay loop the tests' forwarders use)
+
 NS = [int(x) for x in os.environ.get("BENCH_FLEET_N", "10,50").split(",") if x]
 IMAGE_MIB = int(os.environ.get("BENCH_FLEET_MIB", "24"))
 LAYERS = int(os.environ.get("BENCH_FLEET_LAYERS", "3"))
@@ -99,22 +102,8 @@ class Relay:
             time.sleep(wait)
 
     def _pipe(self, a, b, paced):
-        try:
-            while True:
-                data = a.recv(65536 if not paced else 32768)
-                if not data:
-                    break
-                if paced:
-                    self._pace(len(data))
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (a, b):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        tcprelay.pipe(a, b, 32768 if paced else 65536,
+                      before=(lambda data: self._pace(len(data))) if paced else None)
 
     def _serve(self, c):
         try:
