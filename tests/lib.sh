@@ -95,23 +95,45 @@ t_wait_http() {
 
 # berth_start DIR [extra serve args...]: starts berth with storage in DIR/data on a free port,
 # log in DIR/berth.log, config DIR/config.yml when present. Sets BERTH_URL, BERTH_PID, BERTH_PORT.
+# t_listener_is PORT PID: whether PID is the process listening on PORT (true when ss is missing).
+t_listener_is() {
+    command -v ss >/dev/null || return 0
+    ss -Hltnp "sport = :$1" 2>/dev/null | grep -q "pid=$2,"
+}
+
 berth_start() {
-    local dir=$1
+    local dir=$1 try i
     shift
     mkdir -p "$dir"
-    BERTH_PORT=$(t_port)
     local cfg=()
     [ -f "$dir/config.yml" ] && cfg=(-c "$dir/config.yml")
-    REGISTRY_HTTP_ADDR=127.0.0.1:$BERTH_PORT REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$dir/data \
-        "$BERTH" serve "${cfg[@]}" "$@" >>"$dir/berth.log" 2>&1 &
-    BERTH_PID=$!
-    T_PIDS+=("$BERTH_PID")
-    BERTH_URL=http://127.0.0.1:$BERTH_PORT
-    t_wait_http "$BERTH_URL/v2/" || {
-        echo "berth did not start; log:" >&2
-        tail -20 "$dir/berth.log" >&2
-        return 1
-    }
+    # a free port can be taken by another test's server (scripts run in parallel) between t_port
+    # and berth's bind: berth then stops with "Address already in use" and the other server would
+    # answer in its place, so the answer is trusted only from berth's own process
+    for try in 1 2 3 4 5; do
+        BERTH_PORT=$(t_port)
+        REGISTRY_HTTP_ADDR=127.0.0.1:$BERTH_PORT REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$dir/data \
+            "$BERTH" serve "${cfg[@]}" "$@" >>"$dir/berth.log" 2>&1 &
+        BERTH_PID=$!
+        T_PIDS+=("$BERTH_PID")
+        BERTH_URL=http://127.0.0.1:$BERTH_PORT
+        if ! t_wait_http "$BERTH_URL/v2/"; then
+            echo "berth did not start; log:" >&2
+            tail -20 "$dir/berth.log" >&2
+            return 1
+        fi
+        for i in $(seq 1 100); do
+            t_listener_is "$BERTH_PORT" "$BERTH_PID" && return 0
+            kill -0 "$BERTH_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill "$BERTH_PID" 2>/dev/null
+        wait "$BERTH_PID" 2>/dev/null
+        echo "# port $BERTH_PORT was answered by another process: berth starts again" >&2
+    done
+    echo "berth did not start on its own port; log:" >&2
+    tail -20 "$dir/berth.log" >&2
+    return 1
 }
 
 # berth_stop: SIGTERM and wait; returns berth's exit status.
