@@ -653,13 +653,15 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     metrics_request(r->path, r->method_str, r->status, ms / 1e3);
     metrics_add(METRIC_BYTES_IN, r->body_bytes);
     if (r->method != M_HEAD) metrics_add(METRIC_BYTES_OUT, r->resp_bytes);
-    log_msg(toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? LOG_INFO : LOG_WARN,
-            "msg=request method=%s path=\"%s\" status=%d bytes_in=%llu bytes_out=%llu "
-            "duration_ms=%.3f%s",
-            r->method_str, log_value(r->path ? r->path : "", path, sizeof path), r->status,
-            (unsigned long long)r->body_bytes,
-            (unsigned long long)(r->method == M_HEAD ? 0 : r->resp_bytes), ms,
-            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=true");
+    log_level lvl = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? LOG_INFO : LOG_WARN;
+    if (lvl <= log_get_level()) /* the path is escaped only for a line that is written */
+        log_msg(lvl,
+                "msg=request method=%s path=\"%s\" status=%d bytes_in=%llu bytes_out=%llu "
+                "duration_ms=%.3f%s",
+                r->method_str, log_value(r->path ? r->path : "", path, sizeof path), r->status,
+                (unsigned long long)r->body_bytes,
+                (unsigned long long)(r->method == M_HEAD ? 0 : r->resp_bytes), ms,
+                toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=true");
     free(r->path);
     free(r);
     atomic_fetch_sub(&srv->inflight, 1);
