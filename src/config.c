@@ -337,95 +337,424 @@ static int get_str(cnode *root, const char *path, const char **out)
     return 0;
 }
 
-static int set_str(cnode *root, const char *path, char **dst)
+static void strs_free(char **l, size_t n)
 {
-    const char *v;
-    int rc = get_str(root, path, &v);
-    if (rc == 0 && v) {
-        free(*dst);
-        *dst = strdup(v);
+    for (size_t i = 0; i < n; i++)
+        free(l[i]);
+    free(l);
+}
+
+/* A list of strings: a scalar or a sequence of scalars (noun: what an item is, in errors). */
+static int str_list(cnode *n, const char *what, const char *noun, char ***out, size_t *nout)
+{
+    if (!n) return 0;
+    n->used = true;
+    if (n->kind == CN_MAP)
+        return berr_set(BERR_CONFIG, "%s: expected a list%s%s", what, noun ? " of " : "",
+                        noun ? noun : "");
+    size_t cnt = n->kind == CN_SEQ ? n->nkids : 1;
+    for (size_t i = 0; i < cnt; i++) {
+        cnode *v = n->kind == CN_SEQ ? n->kids[i] : n;
+        if (v->kind != CN_SCALAR)
+            return berr_set(BERR_CONFIG, "%s: expected %s", what, noun ? noun : "names");
+        *out = realloc(*out, (*nout + 1) * sizeof **out);
+        if (!*out) abort();
+        (*out)[(*nout)++] = strdup(v->value);
     }
-    return rc;
+    return 0;
 }
 
-static int set_bool(cnode *root, const char *path, bool *dst)
-{
-    const char *v;
-    int rc = get_str(root, path, &v);
-    return (rc == 0 && v) ? parse_bool(path, v, dst) : rc;
-}
+/* ---- the table of known keys ----
+ *
+ * Every key berth reads is one config_key entry, in the style of nginx's ngx_command_t: its path
+ * in the tree, its type, where its value goes (offsetof into the struct the table describes), its
+ * default (as text, parsed like a value from the file) and a one-line help. The table drives the
+ * defaults (table_defaults), the parsing, which marks each node it reads (table_apply), the free
+ * (table_free: strings and lists) and `berth serve --help` (config_print_keys);
+ * tests/integration/config_keys.sh checks that the help and docs/configuration.md name the same
+ * keys. Entries are applied in table order, so the first bad key in that order is the error.
+ *
+ * A section that is a list or map of its own (mirrors, helm upstreams, access rules...) is one
+ * CK_BLOCK entry whose handler reads it; adding a section (notifications:, trust:) is:
+ *   1. the struct member in config.h;
+ *   2. a handler `static int load_x(cnode *root, void *base, const config_key *k)`: base is the
+ *      config, root the whole tree; look nodes up with cn_path(root, ...) (which marks them used,
+ *      so they are not reported as unknown), report errors with berr_set(BERR_CONFIG, "path: ...")
+ *      and leave whatever was allocated in *base (the caller frees it on error);
+ *   3. a release `static void free_x(void *base, const config_key *k)` for what load_x allocated;
+ *   4. one entry in config_keys[]: BLOCK("x", load_x, free_x, NULL, "map", "one-line help"), placed
+ *      where its errors should come in order. Scalar keys inside the section can be plain
+ *      entries instead (KEY("x.enabled", CK_BOOL, x.enabled, "false", "help")), and a section of
+ *      named members can describe each member with a sub-table applied by its handler
+ *      (see mirror_keys and load_mirrors), which --help prints under ".sub_prefix";
+ *   5. a row per key in docs/configuration.md (the test fails otherwise); take the section out
+ *      of report_unserved() if it was named there. */
 
-static int set_duration(cnode *root, const char *path, int64_t *dst)
-{
-    const char *v;
-    int rc = get_str(root, path, &v);
-    if (rc == 0 && v && config_parse_duration(v, dst) < 0)
-        return berr_set(BERR_CONFIG, "%s: invalid duration '%s'", path, v);
-    return rc;
-}
+typedef enum {
+    CK_STR,      /* char *: a copy of the value */
+    CK_BOOL,     /* bool: true/false, yes/no, on/off, 1/0 */
+    CK_INT,      /* int, 0 to 1000000; the default "auto" is -1, resolved by config_finish */
+    CK_DOUBLE,   /* double, 0 to 1e9 */
+    CK_DURATION, /* int64_t seconds: Go-style duration or bare seconds */
+    CK_MSEC,     /* int64_t milliseconds: Go-style duration */
+    CK_SIZE,     /* int64_t bytes ("4MiB"); the default "auto" is -1 */
+    CK_ENUM,     /* int: k->parse(value), or "is not <k->choices>" */
+    CK_LIST,     /* char ** at off, its size_t count at noff: a scalar or a sequence of scalars */
+    CK_ACCEPT,   /* registry:2's, read and ignored: marked used whatever it holds */
+    CK_BLOCK,    /* a section of its own, read by k->block */
+} ck_type;
 
-static int set_size(cnode *root, const char *path, int64_t *dst)
-{
-    const char *v;
-    int rc = get_str(root, path, &v);
-    if (rc == 0 && v && config_parse_size(v, dst) < 0)
-        return berr_set(BERR_CONFIG, "%s: invalid size '%s'", path, v);
-    return rc;
-}
+#define CK_NOFIELD ((size_t)-1) /* the value is checked (and passed to k->check), not stored */
+#define AT(base, off, T) ((T *)((char *)(base) + (off)))
 
-static int set_double(cnode *root, const char *path, double *dst)
-{
-    const char *v;
-    int rc = get_str(root, path, &v);
-    if (rc == 0 && v) {
-        char *end;
-        double x = strtod(v, &end);
-        if (*end || !(x >= 0 && x <= 1e9))
-            return berr_set(BERR_CONFIG, "%s: invalid number '%s'", path, v);
-        *dst = x;
-    }
-    return rc;
-}
+typedef struct config_key config_key;
+struct config_key {
+    const char *path; /* dotted, relative to the node the table is applied to */
+    ck_type type;
+    size_t off;       /* offsetof into the table's struct, or CK_NOFIELD */
+    size_t noff;      /* CK_LIST: offsetof its count */
+    const char *def;  /* default, as text (NULL: zero) */
+    const char *help; /* one line; NULL: an internal check, not a key (not in --help) */
+    /* CK_BLOCK: reads the section from node (the table's root) into base */
+    int (*block)(cnode *node, void *base, const config_key *k);
+    /* after the value is stored (v: the raw value, NULL when the key is absent) */
+    int (*check)(void *base, const config_key *k, const char *v);
+    /* frees what the entry holds (blocks; strings and lists are freed by table_free) */
+    void (*release)(void *base, const config_key *k);
+    int (*parse)(const char *v);  /* CK_ENUM: the value, or -1 */
+    const char *choices;          /* CK_ENUM: "a, b or c"; CK_LIST: what an item is ("names") */
+    const char *shows;            /* CK_BLOCK: --help's type column ("map", "list"...) */
+    const struct config_key *sub; /* a block's per-member keys, for --help */
+    const char *sub_prefix;       /*   printed under this prefix */
+};
 
-static int set_int(cnode *root, const char *path, int *dst)
+/* The value v of k into base; path names the key in errors. */
+static int key_set(const config_key *k, void *base, const char *path, const char *v)
 {
-    const char *v;
-    int rc = get_str(root, path, &v);
-    if (rc == 0 && v) {
-        char *end;
+    union {
+        bool b;
+        int i;
+        double d;
+        int64_t l;
+    } scratch;
+    void *p = k->off == CK_NOFIELD ? (void *)&scratch : AT(base, k->off, void);
+    char *end;
+    switch (k->type) {
+    case CK_STR:
+        if (k->off != CK_NOFIELD) {
+            free(*(char **)p);
+            if (!(*(char **)p = strdup(v))) abort();
+        }
+        return 0;
+    case CK_BOOL:
+        return parse_bool(path, v, p);
+    case CK_INT: {
         long x = strtol(v, &end, 10);
         if (*end || x < 0 || x > 1000000)
             return berr_set(BERR_CONFIG, "%s: invalid number '%s'", path, v);
-        *dst = (int)x;
+        *(int *)p = (int)x;
+        return 0;
     }
-    return rc;
+    case CK_DOUBLE: {
+        double x = strtod(v, &end);
+        if (*end || !(x >= 0 && x <= 1e9))
+            return berr_set(BERR_CONFIG, "%s: invalid number '%s'", path, v);
+        *(double *)p = x;
+        return 0;
+    }
+    case CK_DURATION:
+        if (config_parse_duration(v, p) < 0)
+            return berr_set(BERR_CONFIG, "%s: invalid duration '%s'", path, v);
+        return 0;
+    case CK_MSEC: /* the parser's own error, without the key (as berth has always said it) */
+        return config_parse_duration_ms(v, p);
+    case CK_SIZE:
+        if (config_parse_size(v, p) < 0)
+            return berr_set(BERR_CONFIG, "%s: invalid size '%s'", path, v);
+        return 0;
+    case CK_ENUM: {
+        int x = k->parse(v);
+        if (x < 0) return berr_set(BERR_CONFIG, "%s: '%s' is not %s", path, v, k->choices);
+        *(int *)p = x;
+        return 0;
+    }
+    default:
+        return berr_set(BERR_CONFIG, "%s: not a scalar key", path);
+    }
 }
 
-/* http.headers: {Name: [v1, v2]} as in registry:2 (a scalar value is accepted too). */
-static int load_headers(cnode *root, config *cfg)
+static void table_defaults(const config_key *t, void *base)
 {
-    cnode *h = cn_path(root, "http.headers");
+    for (const config_key *k = t; k->path; k++) {
+        if (!k->def || k->off == CK_NOFIELD || k->type >= CK_LIST) continue;
+        if (!strcmp(k->def, "auto") && k->type == CK_INT)
+            *AT(base, k->off, int) = -1;
+        else if (!strcmp(k->def, "auto") && k->type == CK_SIZE)
+            *AT(base, k->off, int64_t) = -1;
+        else if (key_set(k, base, k->path, k->def) < 0) {
+            fprintf(stderr, "berth: bad default in the configuration table: %s\n", berr_msg());
+            abort();
+        }
+    }
+}
+
+static int table_apply(cnode *node, void *base, const config_key *t)
+{
+    for (const config_key *k = t; k->path; k++) {
+        const char *v = NULL;
+        int rc = 0;
+        switch (k->type) {
+        case CK_BLOCK:
+            rc = k->block(node, base, k);
+            break;
+        case CK_ACCEPT:
+            cn_path(node, k->path);
+            break;
+        case CK_LIST:
+            rc = str_list(cn_path(node, k->path), k->path, k->choices, AT(base, k->off, char **),
+                          AT(base, k->noff, size_t));
+            break;
+        default:
+            rc = get_str(node, k->path, &v);
+            if (rc == 0 && v) rc = key_set(k, base, k->path, v);
+        }
+        if (rc == 0 && k->check) rc = k->check(base, k, v);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+static void table_free(const config_key *t, void *base)
+{
+    for (const config_key *k = t; k->path; k++) {
+        if (k->release) {
+            k->release(base, k);
+        } else if (k->type == CK_STR && k->off != CK_NOFIELD) {
+            free(*AT(base, k->off, char *));
+            *AT(base, k->off, char *) = NULL;
+        } else if (k->type == CK_LIST) {
+            strs_free(*AT(base, k->off, char **), *AT(base, k->noff, size_t));
+            *AT(base, k->off, char **) = NULL;
+            *AT(base, k->noff, size_t) = 0;
+        }
+    }
+}
+
+static const char *type_name(const config_key *k)
+{
+    static const char *const names[] = {"string", "bool", "int",  "number", "duration", "duration",
+                                        "size",   "enum", "list", "any",    "section"};
+    return k->type == CK_BLOCK && k->shows ? k->shows : names[k->type];
+}
+
+static void table_print(const config_key *t, const char *prefix)
+{
+    for (const config_key *k = t; k->path; k++) {
+        if (!k->help) continue;
+        char path[128];
+        snprintf(path, sizeof path, "%s%s", prefix, k->path);
+        printf("  %-42s %-8s %-8s %s%s%s%s\n", path, type_name(k), k->def ? k->def : "-", k->help,
+               k->type == CK_ENUM ? " (" : "", k->type == CK_ENUM ? k->choices : "",
+               k->type == CK_ENUM ? ")" : "");
+        if (k->sub) table_print(k->sub, k->sub_prefix);
+    }
+}
+
+/* clang-format off */
+#define KEY(p, t, field, d, h) \
+    {.path = p, .type = t, .off = offsetof(config, field), .def = d, .help = h}
+#define KEYC(p, t, field, d, chk, h) \
+    {.path = p, .type = t, .off = offsetof(config, field), .def = d, .check = chk, .help = h}
+#define LIST(p, field, nfield, noun, h) \
+    {.path = p, .type = CK_LIST, .off = offsetof(config, field), \
+     .noff = offsetof(config, nfield), .choices = noun, .help = h}
+#define ENUM(p, field, d, fn, ch, h) \
+    {.path = p, .type = CK_ENUM, .off = offsetof(config, field), .def = d, .parse = fn, \
+     .choices = ch, .help = h}
+/* a section read by fn into base, freed by rel; shows: its type in --help */
+#define BLOCK(p, fn, rel, d, shows_, h) \
+    {.path = p, .type = CK_BLOCK, .off = CK_NOFIELD, .block = fn, .release = rel, .def = d, \
+     .shows = shows_, .help = h}
+/* a check of several keys, run at this point of the table (not a key: not in --help) */
+#define CHECK(p, fn) {.path = p, .type = CK_BLOCK, .off = CK_NOFIELD, .block = fn}
+/* a value checked (and handed to chk), not stored */
+#define RAW(p, t, d, chk, h) {.path = p, .type = t, .off = CK_NOFIELD, .def = d, .check = chk, .help = h}
+/* a map of named members, each read with the sub-table sub_ (printed under prefix) */
+#define MEMBERS(p, fn, rel, sub_, prefix, shows_, h) \
+    {.path = p, .type = CK_BLOCK, .off = CK_NOFIELD, .block = fn, .release = rel, .sub = sub_, \
+     .sub_prefix = prefix, .shows = shows_, .help = h}
+#define REGEXES(p, field, nfield, h) \
+    {.path = p, .type = CK_BLOCK, .off = offsetof(config, field), .noff = offsetof(config, nfield), \
+     .block = load_regex_list, .release = free_regex_list, .shows = "list", .help = h}
+#define ACTIONS(p, field, d, h) \
+    {.path = p, .type = CK_BLOCK, .off = offsetof(config, field), .block = load_actions, .def = d, \
+     .shows = "list", .help = h}
+/* the same over a config_mirror */
+#define MKEY(p, t, field, d, h) \
+    {.path = p, .type = t, .off = offsetof(config_mirror, field), .def = d, .help = h}
+#define MKEYC(p, t, field, d, chk, h) \
+    {.path = p, .type = t, .off = offsetof(config_mirror, field), .def = d, .check = chk, .help = h}
+/* clang-format on */
+
+/* ---- sections: version, log, storage ---- */
+
+static int check_version(void *base, const config_key *k, const char *v)
+{
+    (void)base, (void)k;
+    if (v && strcmp(v, "0.1") != 0)
+        return berr_set(BERR_CONFIG, "version: unsupported configuration version '%s'", v);
+    return 0;
+}
+
+/* log.level, or registry:2's older top-level `loglevel` when it is absent */
+static int load_log_level(cnode *root, void *base, const config_key *k)
+{
+    config *cfg = base;
+    const char *v, *old;
+    int rc;
+    if ((rc = get_str(root, "log.level", &v)) < 0 || (rc = get_str(root, "loglevel", &old)) < 0)
+        return rc;
+    const char *which = v ? "log.level" : "loglevel";
+    if (!v) v = old ? old : k->def;
+    int lvl = log_parse_level(v);
+    if (lvl < 0) return berr_set(BERR_CONFIG, "%s: unknown level '%s'", which, v);
+    cfg->log_level = lvl;
+    return 0;
+}
+
+static int load_log_fields(cnode *root, void *base, const config_key *k)
+{
+    config *cfg = base;
+    cnode *fl = cn_path(root, k->path);
+    if (fl && fl->kind != CN_MAP) return berr_set(BERR_CONFIG, "log.fields: expected a mapping");
+    for (size_t i = 0; fl && i < fl->nkids; i++) {
+        cnode *kid = fl->kids[i];
+        kid->used = true;
+        if (kid->kind != CN_SCALAR)
+            return berr_set(BERR_CONFIG, "log.fields.%s: expected a single value", kid->key);
+        if (strpbrk(kid->key, " =\"\r\n") || strpbrk(kid->value, "\r\n"))
+            return berr_set(BERR_CONFIG, "log.fields.%s: invalid characters", kid->key);
+        cfg->log_fields = realloc(cfg->log_fields, (cfg->nlog_fields + 1) * 2 * sizeof(char *));
+        if (!cfg->log_fields) abort();
+        cfg->log_fields[2 * cfg->nlog_fields] = strdup(kid->key);
+        cfg->log_fields[2 * cfg->nlog_fields + 1] = strdup(kid->value);
+        cfg->nlog_fields++;
+    }
+    return 0;
+}
+
+static void free_log_fields(void *base, const config_key *k)
+{
+    config *cfg = base;
+    (void)k;
+    strs_free(cfg->log_fields, 2 * cfg->nlog_fields);
+    cfg->log_fields = NULL;
+    cfg->nlog_fields = 0;
+}
+
+static int check_drivers(cnode *root, void *base, const config_key *k)
+{
+    (void)base, (void)k;
+    cnode *storage = cn_get(root, "storage");
+    for (size_t i = 0; storage && storage->kind == CN_MAP && i < storage->nkids; i++) {
+        const char *drv = storage->kids[i]->key;
+        static const char *const other[] = {"azure", "gcs", "swift", "oss", "inmemory"};
+        for (size_t j = 0; j < sizeof other / sizeof *other; j++)
+            if (!strcasecmp(drv, other[j]))
+                return berr_set(BERR_CONFIG,
+                                "storage.%s: storage driver not supported by this berth "
+                                "(supported: filesystem, s3)",
+                                drv);
+    }
+    return 0;
+}
+
+/* ---- http ---- */
+
+/* http.headers: {Name: [v1, v2]} as in registry:2 (a scalar value is accepted too). */
+static int load_headers(cnode *root, void *base, const config_key *k)
+{
+    config *cfg = base;
+    cnode *h = cn_path(root, k->path);
     if (!h) return 0;
     if (h->kind != CN_MAP) return berr_set(BERR_CONFIG, "http.headers: expected a mapping");
     for (size_t i = 0; i < h->nkids; i++) {
-        cnode *k = h->kids[i];
-        k->used = true;
-        size_t nv = k->kind == CN_SEQ ? k->nkids : 1;
+        cnode *kid = h->kids[i];
+        kid->used = true;
+        size_t nv = kid->kind == CN_SEQ ? kid->nkids : 1;
         for (size_t j = 0; j < nv; j++) {
-            cnode *v = k->kind == CN_SEQ ? k->kids[j] : k;
+            cnode *v = kid->kind == CN_SEQ ? kid->kids[j] : kid;
             if (v->kind != CN_SCALAR)
-                return berr_set(BERR_CONFIG, "http.headers.%s: expected strings", k->key);
-            if (strpbrk(k->key, "\r\n:") || strpbrk(v->value, "\r\n"))
-                return berr_set(BERR_CONFIG, "http.headers.%s: invalid characters", k->key);
+                return berr_set(BERR_CONFIG, "http.headers.%s: expected strings", kid->key);
+            if (strpbrk(kid->key, "\r\n:") || strpbrk(v->value, "\r\n"))
+                return berr_set(BERR_CONFIG, "http.headers.%s: invalid characters", kid->key);
             cfg->headers = realloc(cfg->headers, (cfg->nheaders + 1) * sizeof *cfg->headers);
             if (!cfg->headers) abort();
-            cfg->headers[cfg->nheaders].name = strdup(k->key);
+            cfg->headers[cfg->nheaders].name = strdup(kid->key);
             cfg->headers[cfg->nheaders].value = strdup(v->value);
             cfg->nheaders++;
         }
     }
     return 0;
 }
+
+static void free_headers(void *base, const config_key *k)
+{
+    config *cfg = base;
+    (void)k;
+    for (size_t i = 0; i < cfg->nheaders; i++) {
+        free(cfg->headers[i].name);
+        free(cfg->headers[i].value);
+    }
+    free(cfg->headers);
+    cfg->headers = NULL;
+    cfg->nheaders = 0;
+}
+
+/* health.file: registry:2's file checks, [{file, interval, threshold}]: while the file exists the
+ * instance reports itself unhealthy (an operator takes it out of a load balancer's rotation). */
+static int load_health_files(cnode *root, void *base, const config_key *k)
+{
+    config *cfg = base;
+    cnode *l = cn_path(root, k->path);
+    if (!l) return 0;
+    if (l->kind != CN_SEQ) return berr_set(BERR_CONFIG, "health.file: expected a list");
+    for (size_t i = 0; i < l->nkids; i++) {
+        cnode *e = l->kids[i];
+        if (e->kind != CN_MAP)
+            return berr_set(BERR_CONFIG, "health.file[%zu]: expected a mapping", i);
+        e->used = true;
+        const char *file = NULL, *iv = NULL;
+        int64_t interval = 10;
+        int rc = get_str(e, "file", &file);
+        if (rc == 0) rc = get_str(e, "interval", &iv);
+        if (rc == 0 && iv && config_parse_duration(iv, &interval) < 0)
+            rc = berr_set(BERR_CONFIG, "interval: invalid duration '%s'", iv);
+        if (rc == 0) cn_path(e, "threshold");
+        if (rc == 0 && !file) rc = berr_set(BERR_CONFIG, "health.file[%zu].file is required", i);
+        if (rc < 0) return rc;
+        cfg->health_files =
+            realloc(cfg->health_files, (cfg->nhealth_files + 1) * sizeof *cfg->health_files);
+        if (!cfg->health_files) abort();
+        cfg->health_files[cfg->nhealth_files].path = strdup(file);
+        cfg->health_files[cfg->nhealth_files].interval_s = interval < 1 ? 1 : interval;
+        cfg->nhealth_files++;
+    }
+    return 0;
+}
+
+static void free_health_files(void *base, const config_key *k)
+{
+    config *cfg = base;
+    (void)k;
+    for (size_t i = 0; i < cfg->nhealth_files; i++)
+        free(cfg->health_files[i].path);
+    free(cfg->health_files);
+    cfg->health_files = NULL;
+    cfg->nhealth_files = 0;
+}
+
+/* ---- mirrors and the registry:2 proxy ---- */
 
 /* "http://host..." or "https://host...": an upstream URL needs a host. */
 static bool http_url(const char *u)
@@ -448,18 +777,6 @@ static char *mirror_local_name(const char *name)
     return l;
 }
 
-static void mirror_defaults(config_mirror *m, const char *name)
-{
-    memset(m, 0, sizeof *m);
-    m->name = strdup(name);
-    m->local = mirror_local_name(name);
-    m->connect_ms = 5000;
-    m->transfer_ms = 600000;
-    m->revalidate_ms = 3000;
-    m->revalidate_s = 300;
-    m->library_prefix = !strcasecmp(name, "docker.io");
-}
-
 static void mirror_add_url(config_mirror *m, const char *url)
 {
     m->urls = realloc(m->urls, (m->nurls + 1) * sizeof *m->urls);
@@ -470,8 +787,59 @@ static void mirror_add_url(config_mirror *m, const char *url)
     m->urls[m->nurls++] = strndup(url, n);
 }
 
-static int read_credentials_file(config_mirror *m, const char *path)
+static int mirror_urls(cnode *mnode, void *base, const config_key *k)
 {
+    config_mirror *m = base;
+    cnode *urls = cn_path(mnode, k->path);
+    if (!urls || (urls->kind == CN_SEQ && urls->nkids == 0))
+        return berr_set(BERR_CONFIG, "mirrors.%s.urls: at least one URL is required", m->name);
+    for (size_t i = 0; i < (urls->kind == CN_SEQ ? urls->nkids : 1); i++) {
+        cnode *u = urls->kind == CN_SEQ ? urls->kids[i] : urls;
+        if (u->kind != CN_SCALAR || !http_url(u->value))
+            return berr_set(BERR_CONFIG, "mirrors.%s.urls: expected http(s) URLs", m->name);
+        mirror_add_url(m, u->value);
+    }
+    return 0;
+}
+
+static void free_urls(void *base, const config_key *k)
+{
+    config_mirror *m = base;
+    (void)k;
+    strs_free(m->urls, m->nurls);
+    m->urls = NULL;
+    m->nurls = 0;
+}
+
+static int mirror_repos(cnode *mnode, void *base, const config_key *k)
+{
+    config_mirror *m = base;
+    cnode *pats = cn_path(mnode, k->path);
+    for (size_t i = 0; pats && i < (pats->kind == CN_SEQ ? pats->nkids : 1); i++) {
+        cnode *v = pats->kind == CN_SEQ ? pats->kids[i] : pats;
+        if (v->kind != CN_SCALAR)
+            return berr_set(BERR_CONFIG, "mirrors.%s.repositories: expected patterns", m->name);
+        m->repos = realloc(m->repos, (m->nrepos + 1) * sizeof *m->repos);
+        if (!m->repos) abort();
+        m->repos[m->nrepos++] = strdup(v->value);
+    }
+    return 0;
+}
+
+static void free_repos(void *base, const config_key *k)
+{
+    config_mirror *m = base;
+    (void)k;
+    strs_free(m->repos, m->nrepos);
+    m->repos = NULL;
+    m->nrepos = 0;
+}
+
+static int read_credentials(void *base, const config_key *k, const char *path)
+{
+    config_mirror *m = base;
+    (void)k;
+    if (!path) return 0;
     FILE *f = fopen(path, "r");
     if (!f)
         return berr_set(BERR_CONFIG, "mirrors.%s.credentials_file: cannot open %s", m->name, path);
@@ -484,78 +852,121 @@ static int read_credentials_file(config_mirror *m, const char *path)
         return berr_set(BERR_CONFIG, "mirrors.%s.credentials_file: expected user:password",
                         m->name);
     *colon = '\0';
+    free(m->username);
+    free(m->password);
     m->username = strdup(line);
     m->password = strdup(colon + 1);
     return 0;
 }
 
-/* mnode is the mirror's own map (its name holds dots, so paths are taken from it). */
-static int load_mirror(cnode *mnode, const char *name, config_mirror *m)
+static int check_revalidate_ms(void *base, const config_key *k, const char *v)
 {
-    int rc = 0;
-    mirror_defaults(m, name);
-    mnode->used = true;
-    /* the name is the first component of the mirror's repositories in the store */
-    if (!m->local[0] || !ref_name_valid(m->local) || strchr(m->local, '/'))
-        return berr_set(BERR_CONFIG, "mirrors: '%.100s' is not a registry name (host[:port])",
-                        name);
-    cnode *root = mnode;
-    cnode *urls = cn_path(root, "urls");
-    if (!urls || (urls->kind == CN_SEQ && urls->nkids == 0))
-        return berr_set(BERR_CONFIG, "mirrors.%s.urls: at least one URL is required", name);
-    for (size_t i = 0; i < (urls->kind == CN_SEQ ? urls->nkids : 1); i++) {
-        cnode *u = urls->kind == CN_SEQ ? urls->kids[i] : urls;
-        if (u->kind != CN_SCALAR || !http_url(u->value))
-            return berr_set(BERR_CONFIG, "mirrors.%s.urls: expected http(s) URLs", name);
-        mirror_add_url(m, u->value);
-    }
-    const char *cred = NULL;
-    int64_t ms;
-    if ((rc = set_str(root, "username", &m->username)) < 0 ||
-        (rc = set_str(root, "password", &m->password)) < 0 ||
-        (rc = get_str(root, "credentials_file", &cred)) < 0 ||
-        (rc = set_str(root, "tls.ca", &m->ca_file)) < 0 ||
-        (rc = set_bool(root, "tls.insecure", &m->insecure)) < 0 ||
-        (rc = set_duration(root, "revalidate", &m->revalidate_s)) < 0)
-        return rc;
-    if (cred && (rc = read_credentials_file(m, cred)) < 0) return rc;
-    cnode *pats = cn_path(root, "repositories");
-    for (size_t i = 0; pats && i < (pats->kind == CN_SEQ ? pats->nkids : 1); i++) {
-        cnode *v = pats->kind == CN_SEQ ? pats->kids[i] : pats;
-        if (v->kind != CN_SCALAR)
-            return berr_set(BERR_CONFIG, "mirrors.%s.repositories: expected patterns", name);
-        m->repos = realloc(m->repos, (m->nrepos + 1) * sizeof *m->repos);
-        if (!m->repos) abort();
-        m->repos[m->nrepos++] = strdup(v->value);
-    }
-    const char *v;
-    if ((rc = get_str(root, "timeout.connect", &v)) < 0) return rc;
-    if (v && (rc = config_parse_duration_ms(v, &ms)) < 0) return rc;
-    if (v) m->connect_ms = ms;
-    if ((rc = get_str(root, "timeout.transfer", &v)) < 0) return rc;
-    if (v && (rc = config_parse_duration_ms(v, &ms)) < 0) return rc;
-    if (v) m->transfer_ms = ms;
-    if ((rc = get_str(root, "timeout.revalidate", &v)) < 0) return rc;
-    if (v && (rc = config_parse_duration_ms(v, &ms)) < 0) return rc;
-    if (v) m->revalidate_ms = ms > 0 ? ms : 1;
+    config_mirror *m = base;
+    (void)k, (void)v;
+    if (m->revalidate_ms <= 0) m->revalidate_ms = 1;
     return 0;
 }
 
-static int load_mirrors(cnode *root, config *cfg)
+static int check_ttl(void *base, const config_key *k, const char *v)
 {
-    cnode *ms = cn_path(root, "mirrors");
+    config_mirror *m = base;
+    (void)k, (void)v;
+    if (m->ttl_s < 0) m->ttl_s = 0; /* registry:3: zero or less never expires */
+    return 0;
+}
+
+/* what a mirror and a Helm upstream share */
+#define UPSTREAM_SIGNIN                                                                            \
+    MKEY("username", CK_STR, username, NULL, "upstream sign-in"),                                  \
+        MKEY("password", CK_STR, password, NULL, "upstream sign-in"),                              \
+        RAW("credentials_file", CK_STR, NULL, read_credentials,                                    \
+            "a file holding user:password (instead of the two keys)"),                             \
+        MKEY("tls.ca", CK_STR, ca_file, NULL,                                                      \
+             "PEM CA file the upstream's certificate is checked with"),                            \
+        MKEY("tls.insecure", CK_BOOL, insecure, "false",                                           \
+             "do not verify the upstream's TLS certificate")
+#define UPSTREAM_TIMEOUTS                                                                          \
+    MKEY("timeout.connect", CK_MSEC, connect_ms, "5s", "connecting to the upstream"),              \
+        MKEY("timeout.transfer", CK_MSEC, transfer_ms, "10m", "one transfer from the upstream")
+
+/* mirrors.<name>: applied to the mirror's own map (its name holds dots) */
+static const config_key mirror_keys[] = {
+    BLOCK("urls", mirror_urls, free_urls, NULL, "list",
+          "upstream endpoints (http(s) URLs), tried in order"),
+    UPSTREAM_SIGNIN,
+    MKEY("revalidate", CK_DURATION, revalidate_s, "5m", "least time between checks of a tag"),
+    BLOCK("repositories", mirror_repos, free_repos, NULL, "list",
+          "upstream repositories served (fnmatch patterns; all when unset)"),
+    UPSTREAM_TIMEOUTS,
+    MKEYC("timeout.revalidate", CK_MSEC, revalidate_ms, "3s", check_revalidate_ms,
+          "a cached tag's check; past it the cached copy is served"),
+    {0}};
+
+/* proxy.*: registry:2's proxy mode, applied to the root (proxy.remoteurl made the mirror) */
+static const config_key proxy_keys[] = {
+    MKEY("proxy.username", CK_STR, username, NULL, "upstream sign-in"),
+    MKEY("proxy.password", CK_STR, password, NULL, "upstream sign-in"),
+    MKEYC("proxy.ttl", CK_DURATION, ttl_s, NULL, check_ttl,
+          "its images unused this long are evicted (0: never)"),
+    {0}};
+
+/* name, local store prefix and the defaults of mirror_keys */
+static void mirror_init(config_mirror *m, const char *name)
+{
+    memset(m, 0, sizeof *m);
+    m->name = strdup(name);
+    m->local = mirror_local_name(name);
+    m->library_prefix = !strcasecmp(name, "docker.io");
+    table_defaults(mirror_keys, m);
+}
+
+static void mirror_free(config_mirror *m)
+{
+    free(m->name);
+    free(m->local);
+    table_free(mirror_keys, m); /* a superset of what helm_upstream_keys and proxy_keys hold */
+}
+
+static int load_mirrors(cnode *root, void *base, const config_key *k)
+{
+    config *cfg = base;
+    cnode *ms = cn_path(root, k->path);
     if (ms && ms->kind != CN_MAP) return berr_set(BERR_CONFIG, "mirrors: expected a mapping");
     for (size_t i = 0; ms && i < ms->nkids; i++) {
+        cnode *mnode = ms->kids[i];
+        if (mnode->kind != CN_MAP)
+            return berr_set(BERR_CONFIG, "mirrors.%s: expected a mapping", mnode->key);
         cfg->mirrors = realloc(cfg->mirrors, (cfg->nmirrors + 1) * sizeof *cfg->mirrors);
         if (!cfg->mirrors) abort();
-        if (ms->kids[i]->kind != CN_MAP)
-            return berr_set(BERR_CONFIG, "mirrors.%s: expected a mapping", ms->kids[i]->key);
-        int rc = load_mirror(ms->kids[i], ms->kids[i]->key, &cfg->mirrors[cfg->nmirrors]);
-        cfg->nmirrors++;
+        config_mirror *m = &cfg->mirrors[cfg->nmirrors++];
+        mirror_init(m, mnode->key);
+        mnode->used = true;
+        /* the name is the first component of the mirror's repositories in the store */
+        if (!m->local[0] || !ref_name_valid(m->local) || strchr(m->local, '/'))
+            return berr_set(BERR_CONFIG, "mirrors: '%.100s' is not a registry name (host[:port])",
+                            mnode->key);
+        int rc = table_apply(mnode, m, mirror_keys);
         if (rc < 0) return rc;
     }
+    return 0;
+}
+
+static void free_mirrors(void *base, const config_key *k)
+{
+    config *cfg = base;
+    (void)k;
+    for (size_t i = 0; i < cfg->nmirrors; i++)
+        mirror_free(&cfg->mirrors[i]);
+    free(cfg->mirrors);
+    cfg->mirrors = NULL;
+    cfg->nmirrors = 0;
+}
+
+static int load_proxy(cnode *root, void *base, const config_key *k)
+{
+    config *cfg = base;
     const char *remote;
-    int rc = get_str(root, "proxy.remoteurl", &remote);
+    int rc = get_str(root, k->path, &remote);
     if (rc < 0 || !remote) return rc;
     if (!http_url(remote)) return berr_set(BERR_CONFIG, "proxy.remoteurl: expected an http(s) URL");
     const char *host = strstr(remote, "://") + 3;
@@ -565,100 +976,117 @@ static int load_mirrors(cnode *root, config *cfg)
     if (!strcmp(name, "registry-1.docker.io")) snprintf(name, sizeof name, "docker.io");
     cfg->proxy = calloc(1, sizeof *cfg->proxy);
     if (!cfg->proxy) abort();
-    mirror_defaults(cfg->proxy, name);
+    mirror_init(cfg->proxy, name);
     mirror_add_url(cfg->proxy, remote);
-    if ((rc = set_str(root, "proxy.username", &cfg->proxy->username)) < 0 ||
-        (rc = set_str(root, "proxy.password", &cfg->proxy->password)) < 0 ||
-        (rc = set_duration(root, "proxy.ttl", &cfg->proxy->ttl_s)) < 0)
-        return rc;
-    if (cfg->proxy->ttl_s < 0) cfg->proxy->ttl_s = 0; /* registry:3: zero or less never expires */
-    return 0;
+    return table_apply(root, cfg->proxy, proxy_keys);
 }
 
-/* helm.upstreams.<name>: {url, username, password, credentials_file, tls, timeout, refresh} */
-static int load_helm_upstream(cnode *n, const char *name, config_mirror *m)
+static void free_proxy(void *base, const config_key *k)
 {
-    int rc;
-    mirror_defaults(m, name);
-    m->revalidate_s = 600;
-    n->used = true;
-    const char *url, *cred = NULL, *v;
-    int64_t ms;
-    if ((rc = get_str(n, "url", &url)) < 0) return rc;
-    if (!url || !http_url(url))
-        return berr_set(BERR_CONFIG, "helm.upstreams.%s.url: an http(s) URL is required", name);
-    for (const char *c = name; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '_' ||
-              (*c == '.' && c != name)))
-            return berr_set(BERR_CONFIG,
-                            "helm.upstreams.%s: a name is lowercase letters, digits, '.', '-', '_'",
-                            name);
-    mirror_add_url(m, url);
-    if ((rc = set_str(n, "username", &m->username)) < 0 ||
-        (rc = set_str(n, "password", &m->password)) < 0 ||
-        (rc = get_str(n, "credentials_file", &cred)) < 0 ||
-        (rc = set_str(n, "tls.ca", &m->ca_file)) < 0 ||
-        (rc = set_bool(n, "tls.insecure", &m->insecure)) < 0 ||
-        (rc = set_duration(n, "refresh", &m->revalidate_s)) < 0)
-        return rc;
-    if (cred && (rc = read_credentials_file(m, cred)) < 0) return rc;
-    if ((rc = get_str(n, "timeout.connect", &v)) < 0) return rc;
-    if (v && (rc = config_parse_duration_ms(v, &ms)) < 0) return rc;
-    if (v) m->connect_ms = ms;
-    if ((rc = get_str(n, "timeout.transfer", &v)) < 0) return rc;
-    if (v && (rc = config_parse_duration_ms(v, &ms)) < 0) return rc;
-    if (v) m->transfer_ms = ms;
-    return 0;
+    config *cfg = base;
+    (void)k;
+    if (cfg->proxy) mirror_free(cfg->proxy);
+    free(cfg->proxy);
+    cfg->proxy = NULL;
 }
 
-static int load_helm(cnode *root, config *cfg)
+/* ---- helm ---- */
+
+static int check_oci_prefix(void *base, const config_key *k, const char *v)
 {
-    config_helm *h = &cfg->helm;
-    int rc;
-    if ((rc = set_bool(root, "helm.enabled", &h->enabled)) < 0 ||
-        (rc = set_str(root, "helm.oci_prefix", &h->oci_prefix)) < 0 ||
-        (rc = set_bool(root, "helm.allow_overwrite", &h->allow_overwrite)) < 0 ||
-        (rc = set_int(root, "helm.depth", &h->depth)) < 0 ||
-        (rc = set_size(root, "helm.max_upload_size", &h->max_upload)) < 0 ||
-        (rc = set_size(root, "helm.max_uncompressed", &h->max_uncompressed)) < 0)
-        return rc;
+    config_helm *h = &((config *)base)->helm;
+    (void)k, (void)v;
     size_t pl = strlen(h->oci_prefix);
     while (pl > 0 && h->oci_prefix[pl - 1] == '/')
         h->oci_prefix[--pl] = '\0';
     if (!pl || !ref_name_valid(h->oci_prefix))
         return berr_set(BERR_CONFIG, "helm.oci_prefix: '%s' is not a repository name",
                         h->oci_prefix);
-    if (h->depth > 8) return berr_set(BERR_CONFIG, "helm.depth: at most 8");
-    cnode *ups = cn_path(root, "helm.upstreams");
+    return 0;
+}
+
+static int check_depth(void *base, const config_key *k, const char *v)
+{
+    (void)k, (void)v;
+    if (((config *)base)->helm.depth > 8) return berr_set(BERR_CONFIG, "helm.depth: at most 8");
+    return 0;
+}
+
+static int helm_url(void *base, const config_key *k, const char *url)
+{
+    config_mirror *m = base;
+    (void)k;
+    if (!url || !http_url(url))
+        return berr_set(BERR_CONFIG, "helm.upstreams.%s.url: an http(s) URL is required", m->name);
+    for (const char *c = m->name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '_' ||
+              (*c == '.' && c != m->name)))
+            return berr_set(BERR_CONFIG,
+                            "helm.upstreams.%s: a name is lowercase letters, digits, '.', '-', '_'",
+                            m->name);
+    mirror_add_url(m, url);
+    return 0;
+}
+
+/* helm.upstreams.<name>: applied to the upstream's own map */
+static const config_key helm_upstream_keys[] = {
+    RAW("url", CK_STR, NULL, helm_url, "the upstream HTTP chart repository (required)"),
+    UPSTREAM_SIGNIN,
+    MKEY("refresh", CK_DURATION, revalidate_s, "10m", "least time between index fetches"),
+    UPSTREAM_TIMEOUTS,
+    {0}};
+
+static int load_helm_upstreams(cnode *root, void *base, const config_key *k)
+{
+    config_helm *h = &((config *)base)->helm;
+    cnode *ups = cn_path(root, k->path);
     if (ups && ups->kind != CN_MAP)
         return berr_set(BERR_CONFIG, "helm.upstreams: expected a mapping");
     for (size_t i = 0; ups && i < ups->nkids; i++) {
+        cnode *n = ups->kids[i];
+        if (n->kind != CN_MAP)
+            return berr_set(BERR_CONFIG, "helm.upstreams.%s: expected a mapping", n->key);
         h->upstreams = realloc(h->upstreams, (h->nupstreams + 1) * sizeof *h->upstreams);
         if (!h->upstreams) abort();
-        if (ups->kids[i]->kind != CN_MAP)
-            return berr_set(BERR_CONFIG, "helm.upstreams.%s: expected a mapping",
-                            ups->kids[i]->key);
-        rc = load_helm_upstream(ups->kids[i], ups->kids[i]->key, &h->upstreams[h->nupstreams]);
-        h->nupstreams++;
+        config_mirror *m = &h->upstreams[h->nupstreams++];
+        mirror_init(m, n->key);
+        table_defaults(helm_upstream_keys, m);
+        n->used = true;
+        int rc = table_apply(n, m, helm_upstream_keys);
         if (rc < 0) return rc;
     }
     return 0;
 }
 
-/* A list of strings: a scalar or a sequence of scalars. */
-static int str_list(cnode *n, const char *what, char ***out, size_t *nout)
+static void free_helm_upstreams(void *base, const config_key *k)
 {
-    if (!n) return 0;
-    n->used = true;
-    if (n->kind == CN_MAP) return berr_set(BERR_CONFIG, "%s: expected a list", what);
-    size_t cnt = n->kind == CN_SEQ ? n->nkids : 1;
-    for (size_t i = 0; i < cnt; i++) {
-        cnode *v = n->kind == CN_SEQ ? n->kids[i] : n;
-        if (v->kind != CN_SCALAR) return berr_set(BERR_CONFIG, "%s: expected names", what);
-        *out = realloc(*out, (*nout + 1) * sizeof **out);
-        if (!*out) abort();
-        (*out)[(*nout)++] = strdup(v->value);
+    config_helm *h = &((config *)base)->helm;
+    (void)k;
+    for (size_t i = 0; i < h->nupstreams; i++)
+        mirror_free(&h->upstreams[i]);
+    free(h->upstreams);
+    h->upstreams = NULL;
+    h->nupstreams = 0;
+}
+
+/* ---- auth and access ---- */
+
+/* "pull", "push", "delete", "none" (a list) into CONFIG_* bits */
+static int actions_of(char **l, size_t nl, const char *what, unsigned *out)
+{
+    unsigned a = 0;
+    for (size_t i = 0; i < nl; i++) {
+        if (!strcasecmp(l[i], "pull"))
+            a |= CONFIG_PULL;
+        else if (!strcasecmp(l[i], "push"))
+            a |= CONFIG_PUSH;
+        else if (!strcasecmp(l[i], "delete"))
+            a |= CONFIG_DELETE;
+        else if (strcasecmp(l[i], "none"))
+            return berr_set(BERR_CONFIG, "%s: unknown action '%s' (pull, push, delete, none)", what,
+                            l[i]);
     }
+    *out = a;
     return 0;
 }
 
@@ -666,59 +1094,198 @@ static int actions(cnode *n, const char *what, unsigned *out)
 {
     char **l = NULL;
     size_t nl = 0;
-    int rc = str_list(n, what, &l, &nl);
-    unsigned a = 0;
-    for (size_t i = 0; rc == 0 && i < nl; i++) {
-        if (!strcasecmp(l[i], "pull"))
-            a |= CONFIG_PULL;
-        else if (!strcasecmp(l[i], "push"))
-            a |= CONFIG_PUSH;
-        else if (!strcasecmp(l[i], "delete"))
-            a |= CONFIG_DELETE;
-        else if (!strcasecmp(l[i], "none"))
-            ;
-        else
-            rc = berr_set(BERR_CONFIG, "%s: unknown action '%s' (pull, push, delete, none)", what,
-                          l[i]);
-    }
-    for (size_t i = 0; i < nl; i++)
-        free(l[i]);
-    free(l);
-    if (rc == 0 && n) *out = a;
+    int rc = str_list(n, what, NULL, &l, &nl);
+    if (rc == 0 && n) rc = actions_of(l, nl, what, out);
+    strs_free(l, nl);
     return rc;
 }
 
-/* storage.s3: registry:2's S3 driver keys. The section being there selects the backend. */
-static int load_s3(cnode *root, config *cfg)
+/* access.anonymous / default / mirror: the entry's default is a list of actions ("pull,push") */
+static int load_actions(cnode *root, void *base, const config_key *k)
 {
-    config_s3 *c = &cfg->s3;
+    unsigned *out = AT(base, k->off, unsigned);
+    cnode *n = cn_path(root, k->path);
+    if (n) return actions(n, k->path, out);
+    char *words[4], buf[64];
+    size_t nw = 0;
+    snprintf(buf, sizeof buf, "%s", k->def);
+    char *save = NULL;
+    for (char *w = strtok_r(buf, ",", &save); w && nw < 4; w = strtok_r(NULL, ",", &save))
+        words[nw++] = w;
+    return actions_of(words, nw, k->path, out);
+}
+
+static int check_auth(cnode *root, void *base, const config_key *k)
+{
+    config_auth *a = &((config *)base)->auth;
+    (void)k;
+    a->token = a->token_realm || a->token_bundle;
+    if (a->token && (!a->token_realm || !a->token_service || !a->token_issuer || !a->token_bundle))
+        return berr_set(BERR_CONFIG,
+                        "auth.token: realm, service, issuer and rootcertbundle are all required");
+    if (a->token && a->htpasswd)
+        return berr_set(BERR_CONFIG, "auth: htpasswd and token cannot be used together");
+    for (const char *other = "silly\0"; *other; other += strlen(other) + 1) {
+        char key[64];
+        snprintf(key, sizeof key, "auth.%s", other);
+        if (cn_path(root, key))
+            return berr_set(BERR_CONFIG, "%s: not supported by this berth (supported: htpasswd)",
+                            key);
+    }
+    a->enabled = a->htpasswd != NULL || a->token;
+    return 0;
+}
+
+static int load_groups(cnode *root, void *base, const config_key *k)
+{
+    config_auth *a = &((config *)base)->auth;
+    cnode *g = cn_path(root, k->path);
+    if (g && g->kind != CN_MAP) return berr_set(BERR_CONFIG, "access.groups: expected a mapping");
+    for (size_t i = 0; g && i < g->nkids; i++) {
+        a->groups = realloc(a->groups, (a->ngroups + 1) * sizeof *a->groups);
+        if (!a->groups) abort();
+        config_group *cg = &a->groups[a->ngroups++];
+        memset(cg, 0, sizeof *cg);
+        cg->name = strdup(g->kids[i]->key);
+        int rc = str_list(g->kids[i], "access.groups", NULL, &cg->members, &cg->nmembers);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+static void free_groups(void *base, const config_key *k)
+{
+    config_auth *a = &((config *)base)->auth;
+    (void)k;
+    for (size_t i = 0; i < a->ngroups; i++) {
+        free(a->groups[i].name);
+        strs_free(a->groups[i].members, a->groups[i].nmembers);
+    }
+    free(a->groups);
+    a->groups = NULL;
+    a->ngroups = 0;
+}
+
+static int load_rules(cnode *root, void *base, const config_key *k)
+{
+    config_auth *a = &((config *)base)->auth;
+    cnode *rl = cn_path(root, k->path);
+    if (rl && rl->kind != CN_SEQ) return berr_set(BERR_CONFIG, "access.rules: expected a list");
+    for (size_t i = 0; rl && i < rl->nkids; i++) {
+        cnode *r = rl->kids[i];
+        if (r->kind != CN_MAP)
+            return berr_set(BERR_CONFIG, "access.rules[%zu]: expected a mapping", i);
+        a->rules = realloc(a->rules, (a->nrules + 1) * sizeof *a->rules);
+        if (!a->rules) abort();
+        config_rule *cr = &a->rules[a->nrules++];
+        memset(cr, 0, sizeof *cr);
+        for (size_t j = 0; j < r->nkids; j++) {
+            const char *key = r->kids[j]->key;
+            if (strcasecmp(key, "repositories") && strcasecmp(key, "users") &&
+                strcasecmp(key, "groups") && strcasecmp(key, "actions"))
+                return berr_set(BERR_CONFIG,
+                                "access.rules[%zu]: unknown key '%s' (repositories, users, groups, "
+                                "actions)",
+                                i, key);
+        }
+        char what[64];
+        snprintf(what, sizeof what, "access.rules[%zu]", i);
+        int rc;
+        if ((rc = str_list(cn_get(r, "repositories"), what, NULL, &cr->repos, &cr->nrepos)) < 0 ||
+            (rc = str_list(cn_get(r, "users"), what, NULL, &cr->users, &cr->nusers)) < 0 ||
+            (rc = str_list(cn_get(r, "groups"), what, NULL, &cr->groups, &cr->ngroups)) < 0 ||
+            (rc = actions(cn_get(r, "actions"), what, &cr->actions)) < 0)
+            return rc;
+        if (!cr->nrepos)
+            return berr_set(BERR_CONFIG, "access.rules[%zu]: repositories is required", i);
+        if (!cr->nusers && !cr->ngroups)
+            return berr_set(BERR_CONFIG, "access.rules[%zu]: users or groups is required", i);
+    }
+    return 0;
+}
+
+static void free_rules(void *base, const config_key *k)
+{
+    config_auth *a = &((config *)base)->auth;
+    (void)k;
+    for (size_t i = 0; i < a->nrules; i++) {
+        strs_free(a->rules[i].repos, a->rules[i].nrepos);
+        strs_free(a->rules[i].users, a->rules[i].nusers);
+        strs_free(a->rules[i].groups, a->rules[i].ngroups);
+    }
+    free(a->rules);
+    a->rules = NULL;
+    a->nrules = 0;
+}
+
+static int check_access(cnode *root, void *base, const config_key *k)
+{
+    (void)k;
+    if (!((config *)base)->auth.enabled && cn_path(root, "access") != NULL)
+        return berr_set(BERR_CONFIG, "access: needs auth.htpasswd or auth.token (who is asking)");
+    return 0;
+}
+
+/* ---- database, storage.s3, validation, margo ---- */
+
+static int check_port(void *base, const config_key *k, const char *v)
+{
+    (void)k, (void)v;
+    int port = ((config *)base)->database.port;
+    if (port < 1 || port > 65535)
+        return berr_set(BERR_CONFIG, "database.port: %d is not a port", port);
+    return 0;
+}
+
+static int check_maxopen(void *base, const config_key *k, const char *v)
+{
+    (void)k, (void)v;
+    if (((config *)base)->database.maxopen < 1)
+        return berr_set(BERR_CONFIG, "database.pool.maxopen: must be at least 1");
+    return 0;
+}
+
+static int check_sslmode(void *base, const config_key *k, const char *v)
+{
+    (void)base, (void)k;
+    static const char *const sslmodes[] = {"disable", "allow",     "prefer",
+                                           "require", "verify-ca", "verify-full"};
+    bool ok = !v;
+    for (size_t i = 0; !ok && i < sizeof sslmodes / sizeof *sslmodes; i++)
+        ok = !strcmp(v, sslmodes[i]);
+    if (!ok)
+        return berr_set(BERR_CONFIG,
+                        "database.sslmode: '%s' is not disable, allow, prefer, require, "
+                        "verify-ca or verify-full",
+                        v);
+    return 0;
+}
+
+/* storage.redirect.disable is the inverse of s3.redirect (registry:2 accepts it with any driver;
+ * the filesystem one never redirects) */
+static int check_redirect(void *base, const config_key *k, const char *v)
+{
     bool disable = false;
-    int rc;
-    /* registry:2 accepts these with any driver (the filesystem one never redirects) */
-    if ((rc = set_bool(root, "storage.redirect.disable", &disable)) < 0 ||
-        (rc = set_duration(root, "storage.redirect.expiry", &c->redirect_expiry_s)) < 0)
-        return rc;
-    c->redirect = !disable;
-    cnode *n = cn_path(root, "storage.s3");
-    if (!n) return 0;
-    n->used = true;
-    c->enabled = true;
-    const char *v4 = NULL;
-    bool pathstyle = true; /* accepted; berth always uses path-style URLs */
-    if ((rc = set_str(root, "storage.s3.accesskey", &c->accesskey)) < 0 ||
-        (rc = set_str(root, "storage.s3.secretkey", &c->secretkey)) < 0 ||
-        (rc = set_str(root, "storage.s3.region", &c->region)) < 0 ||
-        (rc = set_str(root, "storage.s3.regionendpoint", &c->regionendpoint)) < 0 ||
-        (rc = set_str(root, "storage.s3.bucket", &c->bucket)) < 0 ||
-        (rc = set_str(root, "storage.s3.rootdirectory", &c->rootdirectory)) < 0 ||
-        (rc = set_bool(root, "storage.s3.secure", &c->secure)) < 0 ||
-        (rc = set_bool(root, "storage.s3.skipverify", &c->skipverify)) < 0 ||
-        (rc = set_bool(root, "storage.s3.forcepathstyle", &pathstyle)) < 0 ||
-        (rc = get_str(root, "storage.s3.v4auth", &v4)) < 0 ||
-        (rc = set_size(root, "storage.s3.chunksize", &c->chunksize)) < 0)
-        return rc;
-    if (v4 && strcasecmp(v4, "true") != 0)
+    if (v && parse_bool(k->path, v, &disable) < 0) return -BERR_CONFIG;
+    ((config *)base)->s3.redirect = !disable;
+    return 0;
+}
+
+static int check_v4auth(void *base, const config_key *k, const char *v)
+{
+    (void)base, (void)k;
+    if (v && strcasecmp(v, "true") != 0)
         return berr_set(BERR_CONFIG, "storage.s3.v4auth: berth signs with SigV4 only (set true)");
+    return 0;
+}
+
+/* storage.s3: the section being there selects the backend; its keys are entries of their own */
+static int load_s3(cnode *root, void *base, const config_key *k)
+{
+    config_s3 *c = &((config *)base)->s3;
+    cnode *n = cn_path(root, k->path);
+    if (!n) return 0;
+    c->enabled = true;
     if (!c->bucket || !*c->bucket) return berr_set(BERR_CONFIG, "storage.s3.bucket: required");
     if (!c->accesskey || !c->secretkey)
         return berr_set(BERR_CONFIG, "storage.s3.accesskey and secretkey: required (berth does "
@@ -734,215 +1301,16 @@ static int load_s3(cnode *root, config *cfg)
     return 0;
 }
 
-static int load_auth(cnode *root, config *cfg)
-{
-    config_auth *a = &cfg->auth;
-    int rc;
-    a->authenticated = CONFIG_PULL | CONFIG_PUSH | CONFIG_DELETE;
-    a->mirror = CONFIG_PULL;
-    if ((rc = set_str(root, "auth.htpasswd.path", &a->htpasswd)) < 0 ||
-        (rc = set_str(root, "auth.htpasswd.realm", &a->realm)) < 0)
-        return rc;
-    if ((rc = set_str(root, "auth.token.realm", &a->token_realm)) < 0 ||
-        (rc = set_str(root, "auth.token.service", &a->token_service)) < 0 ||
-        (rc = set_str(root, "auth.token.issuer", &a->token_issuer)) < 0 ||
-        (rc = set_str(root, "auth.token.rootcertbundle", &a->token_bundle)) < 0)
-        return rc;
-    cn_path(root, "auth.token.autoredirect"); /* registry:2's; berth's challenge is absolute */
-    a->token = a->token_realm || a->token_bundle;
-    if (a->token && (!a->token_realm || !a->token_service || !a->token_issuer || !a->token_bundle))
-        return berr_set(BERR_CONFIG,
-                        "auth.token: realm, service, issuer and rootcertbundle are all required");
-    if (a->token && a->htpasswd)
-        return berr_set(BERR_CONFIG, "auth: htpasswd and token cannot be used together");
-    for (const char *other = "silly\0"; *other; other += strlen(other) + 1) {
-        char key[64];
-        snprintf(key, sizeof key, "auth.%s", other);
-        if (cn_path(root, key))
-            return berr_set(BERR_CONFIG, "%s: not supported by this berth (supported: htpasswd)",
-                            key);
-    }
-    a->enabled = a->htpasswd != NULL || a->token;
-    if (!a->realm) a->realm = strdup("berth");
-    if ((rc = actions(cn_path(root, "access.anonymous"), "access.anonymous", &a->anonymous)) < 0 ||
-        (rc = actions(cn_path(root, "access.default"), "access.default", &a->authenticated)) < 0 ||
-        (rc = actions(cn_path(root, "access.mirror"), "access.mirror", &a->mirror)) < 0 ||
-        (rc = str_list(cn_path(root, "access.admins"), "access.admins", &a->admins, &a->nadmins)) <
-            0)
-        return rc;
-    cnode *g = cn_path(root, "access.groups");
-    if (g && g->kind != CN_MAP) return berr_set(BERR_CONFIG, "access.groups: expected a mapping");
-    for (size_t i = 0; g && i < g->nkids; i++) {
-        a->groups = realloc(a->groups, (a->ngroups + 1) * sizeof *a->groups);
-        if (!a->groups) abort();
-        config_group *cg = &a->groups[a->ngroups++];
-        memset(cg, 0, sizeof *cg);
-        cg->name = strdup(g->kids[i]->key);
-        if ((rc = str_list(g->kids[i], "access.groups", &cg->members, &cg->nmembers)) < 0)
-            return rc;
-    }
-    cnode *rl = cn_path(root, "access.rules");
-    if (rl && rl->kind != CN_SEQ) return berr_set(BERR_CONFIG, "access.rules: expected a list");
-    for (size_t i = 0; rl && i < rl->nkids; i++) {
-        cnode *r = rl->kids[i];
-        if (r->kind != CN_MAP)
-            return berr_set(BERR_CONFIG, "access.rules[%zu]: expected a mapping", i);
-        a->rules = realloc(a->rules, (a->nrules + 1) * sizeof *a->rules);
-        if (!a->rules) abort();
-        config_rule *cr = &a->rules[a->nrules++];
-        memset(cr, 0, sizeof *cr);
-        for (size_t k = 0; k < r->nkids; k++) {
-            const char *key = r->kids[k]->key;
-            if (strcasecmp(key, "repositories") && strcasecmp(key, "users") &&
-                strcasecmp(key, "groups") && strcasecmp(key, "actions"))
-                return berr_set(BERR_CONFIG,
-                                "access.rules[%zu]: unknown key '%s' (repositories, users, groups, "
-                                "actions)",
-                                i, key);
-        }
-        char what[64];
-        snprintf(what, sizeof what, "access.rules[%zu]", i);
-        if ((rc = str_list(cn_get(r, "repositories"), what, &cr->repos, &cr->nrepos)) < 0 ||
-            (rc = str_list(cn_get(r, "users"), what, &cr->users, &cr->nusers)) < 0 ||
-            (rc = str_list(cn_get(r, "groups"), what, &cr->groups, &cr->ngroups)) < 0 ||
-            (rc = actions(cn_get(r, "actions"), what, &cr->actions)) < 0)
-            return rc;
-        if (!cr->nrepos)
-            return berr_set(BERR_CONFIG, "access.rules[%zu]: repositories is required", i);
-        if (!cr->nusers && !cr->ngroups)
-            return berr_set(BERR_CONFIG, "access.rules[%zu]: users or groups is required", i);
-    }
-    if (!a->enabled && (cn_path(root, "access") != NULL))
-        return berr_set(BERR_CONFIG, "access: needs auth.htpasswd or auth.token (who is asking)");
-    return 0;
-}
-
-static void strs_free(char **l, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(l[i]);
-    free(l);
-}
-
-static void auth_free(config_auth *a)
-{
-    free(a->token_realm);
-    free(a->token_service);
-    free(a->token_issuer);
-    free(a->token_bundle);
-    free(a->realm);
-    free(a->htpasswd);
-    strs_free(a->admins, a->nadmins);
-    for (size_t i = 0; i < a->ngroups; i++) {
-        free(a->groups[i].name);
-        strs_free(a->groups[i].members, a->groups[i].nmembers);
-    }
-    free(a->groups);
-    for (size_t i = 0; i < a->nrules; i++) {
-        strs_free(a->rules[i].repos, a->rules[i].nrepos);
-        strs_free(a->rules[i].users, a->rules[i].nusers);
-        strs_free(a->rules[i].groups, a->rules[i].ngroups);
-    }
-    free(a->rules);
-}
-
-/* cache.pin: names as clients write them ("docker.io/library/nginx"), with a mirror name that
- * holds a port written as stored ("host-5000/..."); fnmatch patterns allowed. */
-static int load_pins(cnode *root, config *cfg)
-{
-    cnode *p = cn_path(root, "cache.pin");
-    if (!p) return 0;
-    if (p->kind == CN_MAP) return berr_set(BERR_CONFIG, "cache.pin: expected a list of names");
-    size_t n = p->kind == CN_SEQ ? p->nkids : 1;
-    for (size_t i = 0; i < n; i++) {
-        cnode *v = p->kind == CN_SEQ ? p->kids[i] : p;
-        if (v->kind != CN_SCALAR) return berr_set(BERR_CONFIG, "cache.pin: expected names");
-        cfg->pins = realloc(cfg->pins, (cfg->npins + 1) * sizeof *cfg->pins);
-        if (!cfg->pins) abort();
-        cfg->pins[cfg->npins++] = strdup(v->value);
-    }
-    return 0;
-}
-
-/* health.file: registry:2's file checks, [{file, interval, threshold}]: while the file exists the
- * instance reports itself unhealthy (an operator takes it out of a load balancer's rotation). */
-static int load_health_files(cnode *root, config *cfg)
-{
-    cnode *l = cn_path(root, "health.file");
-    if (!l) return 0;
-    if (l->kind != CN_SEQ) return berr_set(BERR_CONFIG, "health.file: expected a list");
-    for (size_t i = 0; i < l->nkids; i++) {
-        cnode *e = l->kids[i];
-        if (e->kind != CN_MAP)
-            return berr_set(BERR_CONFIG, "health.file[%zu]: expected a mapping", i);
-        e->used = true;
-        char *file = NULL;
-        int64_t interval = 10;
-        int rc = set_str(e, "file", &file);
-        if (rc == 0) rc = set_duration(e, "interval", &interval);
-        if (rc == 0 && cn_path(e, "threshold")) cn_path(e, "threshold")->used = true;
-        if (rc == 0 && !file) rc = berr_set(BERR_CONFIG, "health.file[%zu].file is required", i);
-        if (rc < 0) {
-            free(file);
-            return rc;
-        }
-        cfg->health_files =
-            realloc(cfg->health_files, (cfg->nhealth_files + 1) * sizeof *cfg->health_files);
-        if (!cfg->health_files) abort();
-        cfg->health_files[cfg->nhealth_files].path = file;
-        cfg->health_files[cfg->nhealth_files].interval_s = interval < 1 ? 1 : interval;
-        cfg->nhealth_files++;
-    }
-    return 0;
-}
-
-/* log.level (or registry:2's older top-level `loglevel`), log.formatter, log.fields. */
-static int load_log(cnode *root, config *cfg)
-{
-    const char *v, *old;
-    int rc;
-    if ((rc = get_str(root, "log.level", &v)) < 0 || (rc = get_str(root, "loglevel", &old)) < 0)
-        return rc;
-    const char *which = v ? "log.level" : "loglevel";
-    if (!v) v = old;
-    if (v) {
-        int lvl = log_parse_level(v);
-        if (lvl < 0) return berr_set(BERR_CONFIG, "%s: unknown level '%s'", which, v);
-        cfg->log_level = lvl;
-    }
-    if ((rc = get_str(root, "log.formatter", &v)) < 0) return rc;
-    if (v) {
-        int f = log_parse_format(v);
-        if (f < 0)
-            return berr_set(BERR_CONFIG, "log.formatter: '%s' is not text, json or logstash", v);
-        cfg->log_format = f;
-    }
-    cnode *fl = cn_path(root, "log.fields");
-    if (fl && fl->kind != CN_MAP) return berr_set(BERR_CONFIG, "log.fields: expected a mapping");
-    for (size_t i = 0; fl && i < fl->nkids; i++) {
-        cnode *k = fl->kids[i];
-        k->used = true;
-        if (k->kind != CN_SCALAR)
-            return berr_set(BERR_CONFIG, "log.fields.%s: expected a single value", k->key);
-        if (strpbrk(k->key, " =\"\r\n") || strpbrk(k->value, "\r\n"))
-            return berr_set(BERR_CONFIG, "log.fields.%s: invalid characters", k->key);
-        cfg->log_fields = realloc(cfg->log_fields, (cfg->nlog_fields + 1) * 2 * sizeof(char *));
-        if (!cfg->log_fields) abort();
-        cfg->log_fields[2 * cfg->nlog_fields] = strdup(k->key);
-        cfg->log_fields[2 * cfg->nlog_fields + 1] = strdup(k->value);
-        cfg->nlog_fields++;
-    }
-    return 0;
-}
-
 /* validation: registry:2's rules for layer URLs in pushed manifests (POSIX extended regular
  * expressions; registry:2's RE2 syntax agrees for the anchors, classes and escapes such lists
- * use). */
-static int regex_list(cnode *n, const char *what, regex_t **out, size_t *nout)
+ * use). off: the regex_t array, noff: its count. */
+static int load_regex_list(cnode *root, void *base, const config_key *k)
 {
+    regex_t **out = AT(base, k->off, regex_t *);
+    size_t *nout = AT(base, k->noff, size_t);
     char **l = NULL;
     size_t nl = 0;
-    int rc = str_list(n, what, &l, &nl);
+    int rc = str_list(cn_path(root, k->path), k->path, NULL, &l, &nl);
     if (rc == 0 && nl) {
         *out = calloc(nl, sizeof **out);
         if (!*out) abort();
@@ -952,7 +1320,8 @@ static int regex_list(cnode *n, const char *what, regex_t **out, size_t *nout)
         if (e) {
             char msg[128];
             regerror(e, &(*out)[i], msg, sizeof msg);
-            rc = berr_set(BERR_CONFIG, "%s: '%s' is not a regular expression: %s", what, l[i], msg);
+            rc = berr_set(BERR_CONFIG, "%s: '%s' is not a regular expression: %s", k->path, l[i],
+                          msg);
         } else {
             (*nout)++;
         }
@@ -961,21 +1330,162 @@ static int regex_list(cnode *n, const char *what, regex_t **out, size_t *nout)
     return rc;
 }
 
-static int load_validation(cnode *root, config *cfg)
+static void free_regex_list(void *base, const config_key *k)
 {
-    config_validation *val = &cfg->validation;
-    bool enabled = false;
-    int rc;
-    /* validation.enabled is registry:2's deprecated spelling: false there only meant "unset" */
-    if ((rc = set_bool(root, "validation.disabled", &val->disabled)) < 0 ||
-        (rc = set_bool(root, "validation.enabled", &enabled)) < 0 ||
-        (rc = regex_list(cn_path(root, "validation.manifests.urls.allow"),
-                         "validation.manifests.urls.allow", &val->allow, &val->nallow)) < 0 ||
-        (rc = regex_list(cn_path(root, "validation.manifests.urls.deny"),
-                         "validation.manifests.urls.deny", &val->deny, &val->ndeny)) < 0)
-        return rc;
-    return 0;
+    regex_t **l = AT(base, k->off, regex_t *);
+    size_t *n = AT(base, k->noff, size_t);
+    for (size_t i = 0; i < *n; i++)
+        regfree(&(*l)[i]);
+    free(*l);
+    *l = NULL;
+    *n = 0;
 }
+
+static int margo_parse(const char *v)
+{
+    return !strcasecmp(v, "reject") ? MARGO_REJECT
+           : !strcasecmp(v, "warn") ? MARGO_WARN
+           : !strcasecmp(v, "off")  ? MARGO_OFF
+                                    : -1;
+}
+
+/* Every key of the file, in the order they are read (and their errors reported). */
+static const config_key config_keys[] = {
+    RAW("version", CK_STR, "0.1", check_version, "the format's version, 0.1 when present"),
+    BLOCK("log.level", load_log_level, NULL, "info", "enum",
+          "error|warn|info|debug (registry:2's top-level loglevel when absent)"),
+    ENUM("log.formatter", log_format, "text", log_parse_format, "text, json or logstash",
+         "text: logfmt lines; json (logstash): one JSON object a line"),
+    BLOCK("log.fields", load_log_fields, free_log_fields, NULL, "map",
+          "{key: value} added to every line"),
+    CHECK("storage", check_drivers),
+    KEY("storage.filesystem.rootdirectory", CK_STR, root, "./data", "the storage directory"),
+    KEY("storage.delete.enabled", CK_BOOL, delete_enabled, "false",
+        "allow DELETE of blobs, manifests and tags"),
+    KEY("storage.maintenance.readonly.enabled", CK_BOOL, read_only, "false",
+        "reads only: writes answer 405"),
+    KEY("storage.maintenance.uploadpurging.enabled", CK_BOOL, purge_enabled, "true",
+        "remove abandoned uploads"),
+    KEY("storage.maintenance.uploadpurging.age", CK_DURATION, purge_age_s, "168h",
+        "an upload untouched this long is abandoned"),
+    KEY("storage.maintenance.uploadpurging.interval", CK_DURATION, purge_interval_s, "24h",
+        "how often to look for them"),
+    KEY("http.addr", CK_STR, addr, ":5000", "listen address, host:port or :port"),
+    KEY("http.host", CK_STR, host, NULL,
+        "external base URL for Location headers (ignored unless http(s)://host)"),
+    KEY("http.tls.certificate", CK_STR, tls_cert, NULL, "PEM certificate: serve HTTPS"),
+    KEY("http.tls.key", CK_STR, tls_key, NULL, "PEM private key of the certificate"),
+    LIST("http.tls.clientcas", tls_clientcas, ntls_clientcas, NULL,
+         "CA files: every client must show a certificate"),
+    KEY("http.connections", CK_INT, connection_limit, "1024", "most concurrent connections"),
+    KEY("http.connections_per_ip", CK_INT, connections_per_ip, "auto",
+        "most from one address (auto: 7/8 of http.connections; 0: no limit)"),
+    KEY("http.headertimeout", CK_MSEC, header_timeout_ms, "30s",
+        "a request head must arrive within this (0: no limit)"),
+    KEY("http.threads", CK_INT, threads, "1", "event-loop threads"),
+    BLOCK("http.headers", load_headers, free_headers, NULL, "map",
+          "extra response headers {Name: [value]}"),
+    KEY("health.storagedriver.enabled", CK_BOOL, health_enabled, "true", "periodic storage check"),
+    KEY("health.storagedriver.interval", CK_DURATION, health_interval_s, "10s", "how often"),
+    KEY("health.storagedriver.threshold", CK_INT, health_threshold, "1",
+        "failures in a row before unhealthy"),
+    BLOCK("health.file", load_health_files, free_health_files, NULL, "list",
+          "[{file, interval}]: unhealthy while one of the files exists"),
+    KEY("gc.grace", CK_DURATION, gc_grace_s, "1h", "gc keeps content younger than this"),
+    KEY("limits.manifest", CK_SIZE, max_manifest, "4MiB", "largest manifest accepted"),
+    KEY("limits.rate", CK_DOUBLE, rate_limit, NULL,
+        "requests per second per address (0: no limit)"),
+    KEY("limits.burst", CK_DOUBLE, rate_burst, NULL, "requests at once per address (the rate)"),
+    KEY("limits.uploads", CK_INT, max_bodies, "128",
+        "concurrent requests with a body (0: no limit)"),
+    KEY("storage.quota", CK_SIZE, quota, NULL, "most bytes of blobs stored (0: no limit)"),
+    MEMBERS("mirrors", load_mirrors, free_mirrors, mirror_keys, "mirrors.<name>.", "map",
+            "upstream registries mirrored, by the name clients use (host[:port])"),
+    MEMBERS("proxy.remoteurl", load_proxy, free_proxy, proxy_keys, "", "string",
+            "the default upstream (registry:2's proxy mode)"),
+    KEY("proxy.localpush", CK_BOOL, proxy_localpush, "false",
+        "with proxy.remoteurl, also take pushes to local repositories"),
+    KEY("http.debug.addr", CK_STR, debug_addr, NULL, "a second listener: /debug/health, metrics"),
+    KEY("http.debug.prometheus.enabled", CK_BOOL, debug_prometheus, "false",
+        "Prometheus metrics on the debug listener"),
+    KEY("http.debug.prometheus.path", CK_STR, debug_prometheus_path, "/metrics",
+        "where the metrics are served"),
+    KEY("cache.maxsize", CK_SIZE, cache_max, "auto",
+        "space for mirrored content (auto: half the file system; 0: no limit)"),
+    LIST("cache.pin", pins, npins, "names", "mirrored repositories never evicted (patterns)"),
+    KEY("helm.enabled", CK_BOOL, helm.enabled, "true", "serve the Helm chart repository"),
+    KEYC("helm.oci_prefix", CK_STR, helm.oci_prefix, "charts", check_oci_prefix,
+         "charts also at oci://<berth>/<prefix>/<name>"),
+    KEY("helm.allow_overwrite", CK_BOOL, helm.allow_overwrite, "false",
+        "re-uploading a version replaces it"),
+    KEYC("helm.depth", CK_INT, helm.depth, "0", check_depth,
+         "tenancy depth, as ChartMuseum's (at most 8)"),
+    KEY("helm.max_upload_size", CK_SIZE, helm.max_upload, "64MiB", "largest chart .tgz accepted"),
+    KEY("helm.max_uncompressed", CK_SIZE, helm.max_uncompressed, "256MiB",
+        "largest unpacked chart accepted"),
+    MEMBERS("helm.upstreams", load_helm_upstreams, free_helm_upstreams, helm_upstream_keys,
+            "helm.upstreams.<name>.", "map", "upstream HTTP chart repositories, by name"),
+    KEY("auth.htpasswd.path", CK_STR, auth.htpasswd, NULL, "bcrypt htpasswd file: Basic sign-in"),
+    KEY("auth.htpasswd.realm", CK_STR, auth.realm, "berth", "the Basic realm"),
+    KEY("auth.token.realm", CK_STR, auth.token_realm, NULL, "the token service's URL"),
+    KEY("auth.token.service", CK_STR, auth.token_service, NULL, "the service tokens are for"),
+    KEY("auth.token.issuer", CK_STR, auth.token_issuer, NULL, "the issuer tokens must name"),
+    KEY("auth.token.rootcertbundle", CK_STR, auth.token_bundle, NULL,
+        "PEM certificates that sign tokens"),
+    {.path = "auth.token.autoredirect",
+     .type = CK_ACCEPT,
+     .off = CK_NOFIELD,
+     .help = "accepted; berth's challenge is always absolute"},
+    CHECK("auth", check_auth),
+    ACTIONS("access.anonymous", auth.anonymous, "none", "what anyone may do unsigned"),
+    ACTIONS("access.default", auth.authenticated, "pull,push,delete",
+            "what a signed-in user may do when no rule matches"),
+    ACTIONS("access.mirror", auth.mirror, "pull", "the most a non-admin may do in mirror space"),
+    LIST("access.admins", auth.admins, auth.nadmins, NULL, "users who may do everything"),
+    BLOCK("access.groups", load_groups, free_groups, NULL, "map", "{group: [users]}"),
+    BLOCK("access.rules", load_rules, free_rules, NULL, "list",
+          "[{repositories, users, groups, actions}]: the first match decides"),
+    CHECK("access", check_access),
+    KEY("database.enabled", CK_BOOL, database.enabled, "false",
+        "metadata in PostgreSQL, not SQLite"),
+    KEY("database.host", CK_STR, database.host, NULL, "PostgreSQL host (libpq's default)"),
+    KEYC("database.port", CK_INT, database.port, "5432", check_port, "PostgreSQL port"),
+    KEY("database.user", CK_STR, database.user, NULL, "PostgreSQL user"),
+    KEY("database.password", CK_STR, database.password, NULL, "PostgreSQL password"),
+    KEY("database.dbname", CK_STR, database.dbname, NULL, "the database"),
+    KEYC("database.sslmode", CK_STR, database.sslmode, NULL, check_sslmode,
+         "disable|allow|prefer|require|verify-ca|verify-full"),
+    KEYC("database.pool.maxopen", CK_INT, database.maxopen, "8", check_maxopen,
+         "connections per berth process"),
+    RAW("storage.redirect.disable", CK_BOOL, "false", check_redirect,
+        "s3: stream blob GETs instead of a 307 to S3"),
+    KEY("storage.redirect.expiry", CK_DURATION, s3.redirect_expiry_s, "20m",
+        "s3: how long a presigned URL is valid"),
+    KEY("storage.s3.accesskey", CK_STR, s3.accesskey, NULL, "S3 credentials (required)"),
+    KEY("storage.s3.secretkey", CK_STR, s3.secretkey, NULL, "S3 credentials (required)"),
+    KEY("storage.s3.region", CK_STR, s3.region, NULL, "signing region (us-east-1)"),
+    KEY("storage.s3.regionendpoint", CK_STR, s3.regionendpoint, NULL,
+        "scheme://host[:port] of the service (AWS)"),
+    KEY("storage.s3.bucket", CK_STR, s3.bucket, NULL, "the bucket (required)"),
+    KEY("storage.s3.rootdirectory", CK_STR, s3.rootdirectory, NULL, "key prefix in the bucket"),
+    KEY("storage.s3.secure", CK_BOOL, s3.secure, "true", "https when the endpoint has no scheme"),
+    KEY("storage.s3.skipverify", CK_BOOL, s3.skipverify, "false",
+        "do not verify the endpoint's certificate"),
+    RAW("storage.s3.forcepathstyle", CK_BOOL, "true", NULL,
+        "accepted; berth always uses path-style URLs"),
+    RAW("storage.s3.v4auth", CK_STR, "true", check_v4auth, "SigV4 only: false is refused"),
+    KEY("storage.s3.chunksize", CK_SIZE, s3.chunksize, "10MiB", "multipart part size"),
+    BLOCK("storage.s3", load_s3, NULL, NULL, "map",
+          "blobs in S3-compatible storage (when present)"),
+    KEY("validation.disabled", CK_BOOL, validation.disabled, "false", "skip the layer URL checks"),
+    RAW("validation.enabled", CK_BOOL, NULL, NULL, "registry:2's older spelling, accepted"),
+    REGEXES("validation.manifests.urls.allow", validation.allow, validation.nallow,
+            "regexps a layer URL must match one of (none: URLs refused)"),
+    REGEXES("validation.manifests.urls.deny", validation.deny, validation.ndeny,
+            "regexps a layer URL must match none of"),
+    ENUM("margo.validation", margo_validation, "reject", margo_parse, "reject, warn or off",
+         "margo packages and compose archives"),
+    {0}};
 
 /* registry:2 sections berth reads but does not serve or act on: named at start, with what that
  * means, instead of the generic "unknown key" warning. */
@@ -1009,98 +1519,9 @@ static void report_unserved(cnode *root)
     }
 }
 
-static int config_extract(cnode *root, config *cfg)
+/* What depends on several keys, once all are read. */
+static int config_finish(config *cfg)
 {
-    int rc = 0;
-    const char *v;
-    if ((rc = get_str(root, "version", &v)) < 0) return rc;
-    if (v && strcmp(v, "0.1") != 0)
-        return berr_set(BERR_CONFIG, "version: unsupported configuration version '%s'", v);
-    if ((rc = load_log(root, cfg)) < 0) return rc;
-    cnode *storage = cn_get(root, "storage");
-    if (storage && storage->kind == CN_MAP) {
-        for (size_t i = 0; i < storage->nkids; i++) {
-            const char *drv = storage->kids[i]->key;
-            static const char *const other[] = {"azure", "gcs", "swift", "oss", "inmemory"};
-            for (size_t j = 0; j < sizeof other / sizeof *other; j++)
-                if (!strcasecmp(drv, other[j]))
-                    return berr_set(BERR_CONFIG,
-                                    "storage.%s: storage driver not supported by this berth "
-                                    "(supported: filesystem, s3)",
-                                    drv);
-        }
-    }
-    if ((rc = set_str(root, "storage.filesystem.rootdirectory", &cfg->root)) < 0 ||
-        (rc = set_bool(root, "storage.delete.enabled", &cfg->delete_enabled)) < 0 ||
-        (rc = set_bool(root, "storage.maintenance.readonly.enabled", &cfg->read_only)) < 0 ||
-        (rc = set_bool(root, "storage.maintenance.uploadpurging.enabled", &cfg->purge_enabled)) <
-            0 ||
-        (rc = set_duration(root, "storage.maintenance.uploadpurging.age", &cfg->purge_age_s)) < 0 ||
-        (rc = set_duration(root, "storage.maintenance.uploadpurging.interval",
-                           &cfg->purge_interval_s)) < 0 ||
-        (rc = set_str(root, "http.addr", &cfg->addr)) < 0 ||
-        (rc = set_str(root, "http.host", &cfg->host)) < 0 ||
-        (rc = set_str(root, "http.tls.certificate", &cfg->tls_cert)) < 0 ||
-        (rc = set_str(root, "http.tls.key", &cfg->tls_key)) < 0 ||
-        (rc = str_list(cn_path(root, "http.tls.clientcas"), "http.tls.clientcas",
-                       &cfg->tls_clientcas, &cfg->ntls_clientcas)) < 0 ||
-        (rc = set_int(root, "http.connections", &cfg->connection_limit)) < 0 ||
-        (rc = set_int(root, "http.connections_per_ip", &cfg->connections_per_ip)) < 0 ||
-        (rc = get_str(root, "http.headertimeout", &v)) < 0 ||
-        (v && (rc = config_parse_duration_ms(v, &cfg->header_timeout_ms)) < 0) ||
-        (rc = set_int(root, "http.threads", &cfg->threads)) < 0 ||
-        (rc = load_headers(root, cfg)) < 0 ||
-        (rc = set_bool(root, "health.storagedriver.enabled", &cfg->health_enabled)) < 0 ||
-        (rc = set_duration(root, "health.storagedriver.interval", &cfg->health_interval_s)) < 0 ||
-        (rc = set_int(root, "health.storagedriver.threshold", &cfg->health_threshold)) < 0 ||
-        (rc = load_health_files(root, cfg)) < 0 ||
-        (rc = set_duration(root, "gc.grace", &cfg->gc_grace_s)) < 0 ||
-        (rc = set_size(root, "limits.manifest", &cfg->max_manifest)) < 0 ||
-        (rc = set_double(root, "limits.rate", &cfg->rate_limit)) < 0 ||
-        (rc = set_double(root, "limits.burst", &cfg->rate_burst)) < 0 ||
-        (rc = set_int(root, "limits.uploads", &cfg->max_bodies)) < 0 ||
-        (rc = set_size(root, "storage.quota", &cfg->quota)) < 0 ||
-        (rc = load_mirrors(root, cfg)) < 0 ||
-        (rc = set_bool(root, "proxy.localpush", &cfg->proxy_localpush)) < 0 ||
-        (rc = set_str(root, "http.debug.addr", &cfg->debug_addr)) < 0 ||
-        (rc = set_bool(root, "http.debug.prometheus.enabled", &cfg->debug_prometheus)) < 0 ||
-        (rc = set_str(root, "http.debug.prometheus.path", &cfg->debug_prometheus_path)) < 0 ||
-        (rc = set_size(root, "cache.maxsize", &cfg->cache_max)) < 0 ||
-        (rc = load_pins(root, cfg)) < 0 || (rc = load_helm(root, cfg)) < 0 ||
-        (rc = load_auth(root, cfg)) < 0 ||
-        (rc = set_bool(root, "database.enabled", &cfg->database.enabled)) < 0 ||
-        (rc = set_str(root, "database.host", &cfg->database.host)) < 0 ||
-        (rc = set_int(root, "database.port", &cfg->database.port)) < 0 ||
-        (rc = set_str(root, "database.user", &cfg->database.user)) < 0 ||
-        (rc = set_str(root, "database.password", &cfg->database.password)) < 0 ||
-        (rc = set_str(root, "database.dbname", &cfg->database.dbname)) < 0 ||
-        (rc = set_str(root, "database.sslmode", &cfg->database.sslmode)) < 0 ||
-        (rc = set_int(root, "database.pool.maxopen", &cfg->database.maxopen)) < 0 ||
-        (rc = load_s3(root, cfg)) < 0 || (rc = load_validation(root, cfg)) < 0)
-        return rc;
-    if (cfg->database.port < 1 || cfg->database.port > 65535)
-        return berr_set(BERR_CONFIG, "database.port: %d is not a port", cfg->database.port);
-    if (cfg->database.maxopen < 1)
-        return berr_set(BERR_CONFIG, "database.pool.maxopen: must be at least 1");
-    static const char *const sslmodes[] = {"disable", "allow",     "prefer",
-                                           "require", "verify-ca", "verify-full"};
-    bool sslmode_ok = !cfg->database.sslmode;
-    for (size_t i = 0; !sslmode_ok && i < sizeof sslmodes / sizeof *sslmodes; i++)
-        sslmode_ok = !strcmp(cfg->database.sslmode, sslmodes[i]);
-    if (!sslmode_ok)
-        return berr_set(BERR_CONFIG,
-                        "database.sslmode: '%s' is not disable, allow, prefer, require, "
-                        "verify-ca or verify-full",
-                        cfg->database.sslmode);
-    if ((rc = get_str(root, "margo.validation", &v)) < 0) return rc;
-    if (v && !strcasecmp(v, "reject"))
-        cfg->margo_validation = MARGO_REJECT;
-    else if (v && !strcasecmp(v, "warn"))
-        cfg->margo_validation = MARGO_WARN;
-    else if (v && !strcasecmp(v, "off"))
-        cfg->margo_validation = MARGO_OFF;
-    else if (v)
-        return berr_set(BERR_CONFIG, "margo.validation: '%s' is not reject, warn or off", v);
     if (cfg->connections_per_ip < 0) /* all but an eighth (a fleet behind one NAT address) */
         cfg->connections_per_ip = cfg->connection_limit - cfg->connection_limit / 8;
     if (cfg->ntls_clientcas && !cfg->tls_cert)
@@ -1138,33 +1559,7 @@ static void check_host(config *cfg)
 int config_load(config *cfg, const char *path)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->log_level = LOG_INFO;
-    cfg->root = strdup("./data");
-    cfg->addr = strdup(":5000");
-    cfg->purge_enabled = true;
-    cfg->purge_age_s = 7 * 86400;
-    cfg->purge_interval_s = 86400;
-    cfg->health_enabled = true;
-    cfg->health_interval_s = 10;
-    cfg->health_threshold = 1;
-    cfg->gc_grace_s = 3600;
-    cfg->max_manifest = 4 * 1024 * 1024;
-    cfg->connection_limit = 1024;
-    cfg->connections_per_ip = -1;
-    cfg->max_bodies = 128; /* each holds up to a 1 MiB write buffer while it streams */
-    cfg->debug_prometheus_path = strdup("/metrics");
-    cfg->header_timeout_ms = 30000;
-    cfg->threads = 1;
-    cfg->helm.enabled = true;
-    cfg->helm.oci_prefix = strdup("charts");
-    cfg->helm.max_upload = 64 * 1024 * 1024;
-    cfg->helm.max_uncompressed = 256 * 1024 * 1024;
-    cfg->database.port = 5432;
-    cfg->database.maxopen = 8;
-    cfg->s3.secure = true;
-    cfg->s3.chunksize = 10 * 1024 * 1024;
-    cfg->s3.redirect_expiry_s = 20 * 60;
-    cfg->cache_max = -1;
+    table_defaults(config_keys, cfg);
     cnode *root = NULL;
     if (path) {
         cfg->path = strdup(path);
@@ -1177,7 +1572,8 @@ int config_load(config *cfg, const char *path)
         root = cn_new(CN_MAP, NULL);
     }
     apply_env(root);
-    int rc = config_extract(root, cfg);
+    int rc = table_apply(root, cfg, config_keys);
+    if (rc == 0) rc = config_finish(cfg);
     if (rc == 0) {
         /* the start-up warnings below already follow log.formatter and log.fields */
         log_set_format((log_format)cfg->log_format);
@@ -1191,151 +1587,18 @@ int config_load(config *cfg, const char *path)
     return rc;
 }
 
-static void mirror_free(config_mirror *m)
-{
-    free(m->name);
-    free(m->local);
-    for (size_t i = 0; i < m->nurls; i++)
-        free(m->urls[i]);
-    free(m->urls);
-    free(m->username);
-    free(m->password);
-    free(m->ca_file);
-    for (size_t i = 0; i < m->nrepos; i++)
-        free(m->repos[i]);
-    free(m->repos);
-}
-
 void config_free(config *cfg)
 {
-    for (size_t i = 0; i < cfg->nmirrors; i++)
-        mirror_free(&cfg->mirrors[i]);
-    free(cfg->mirrors);
-    if (cfg->proxy) mirror_free(cfg->proxy);
-    for (size_t i = 0; i < cfg->npins; i++)
-        free(cfg->pins[i]);
-    free(cfg->pins);
-    free(cfg->proxy);
-    for (size_t i = 0; i < cfg->helm.nupstreams; i++)
-        mirror_free(&cfg->helm.upstreams[i]);
-    free(cfg->helm.upstreams);
-    free(cfg->helm.oci_prefix);
-    auth_free(&cfg->auth);
+    table_free(config_keys, cfg);
     free(cfg->path);
-    free(cfg->root);
-    free(cfg->addr);
-    free(cfg->debug_addr);
-    for (size_t i = 0; i < cfg->nhealth_files; i++)
-        free(cfg->health_files[i].path);
-    free(cfg->health_files);
-    free(cfg->debug_prometheus_path);
-    free(cfg->host);
-    free(cfg->tls_cert);
-    free(cfg->tls_key);
-    strs_free(cfg->tls_clientcas, cfg->ntls_clientcas);
-    for (size_t i = 0; i < cfg->nheaders; i++) {
-        free(cfg->headers[i].name);
-        free(cfg->headers[i].value);
-    }
-    free(cfg->headers);
-    free(cfg->database.host);
-    free(cfg->database.user);
-    free(cfg->database.password);
-    free(cfg->database.dbname);
-    free(cfg->database.sslmode);
-    free(cfg->s3.accesskey);
-    free(cfg->s3.secretkey);
-    free(cfg->s3.region);
-    free(cfg->s3.regionendpoint);
-    free(cfg->s3.bucket);
-    free(cfg->s3.rootdirectory);
-    strs_free(cfg->log_fields, 2 * cfg->nlog_fields);
-    for (size_t i = 0; i < cfg->validation.nallow; i++)
-        regfree(&cfg->validation.allow[i]);
-    free(cfg->validation.allow);
-    for (size_t i = 0; i < cfg->validation.ndeny; i++)
-        regfree(&cfg->validation.deny[i]);
-    free(cfg->validation.deny);
     memset(cfg, 0, sizeof *cfg);
 }
 
 void config_print_keys(void)
 {
-    fputs(
-        "Configuration keys (registry:2 format; override any with REGISTRY_<PATH>):\n"
-        "  version                                  must be 0.1\n"
-        "  log.level                                error|warn|info|debug (info; or loglevel)\n"
-        "  log.formatter                            text|json (text: logfmt lines)\n"
-        "  log.fields                               {key: value} added to every line\n"
-        "  storage.filesystem.rootdirectory         storage directory (./data)\n"
-        "  storage.delete.enabled                   allow DELETE of blobs/manifests (false)\n"
-        "  storage.maintenance.readonly.enabled  reads only; writes answer 405 (false)\n"
-        "  storage.maintenance.uploadpurging.enabled  purge stale uploads (true)\n"
-        "  storage.maintenance.uploadpurging.age    age of a stale upload (168h)\n"
-        "  storage.maintenance.uploadpurging.interval  how often to purge (24h)\n"
-        "  http.addr                                listen address host:port (:5000)\n"
-        "  http.host                                external base URL for Location headers\n"
-        "                                           (ignored unless http(s)://host)\n"
-        "  http.headers                             extra response headers {Name: [value]}\n"
-        "  http.tls.certificate / http.tls.key      PEM files: serve HTTPS\n"
-        "  http.tls.clientcas                       CA files: require client certificates\n"
-        "  http.connections                         max concurrent connections (1024)\n"
-        "  http.connections_per_ip                  max from one address (7/8 of them; 0: none)\n"
-        "  http.threads                             event-loop threads (1)\n"
-        "  health.storagedriver.enabled             periodic storage check (true)\n"
-        "  health.storagedriver.interval            check interval (10s)\n"
-        "  health.file: [{file, interval}]          unhealthy while a file exists (none)\n"
-        "  health.storagedriver.threshold           failures before unhealthy (1)\n"
-        "  gc.grace                                 gc keeps content younger than this (1h)\n"
-        "  limits.manifest                          largest manifest accepted (4MiB)\n"
-        "  limits.rate / limits.burst               requests/s per address, burst (no limit)\n"
-        "  limits.uploads      128                  concurrent requests with a body (0: no limit)\n"
-        "  storage.quota                            most bytes of blobs stored (no limit)\n"
-        "  validation.manifests.urls.allow / deny   regexps for layer URLs (none: URLs refused)\n"
-        "  validation.disabled                      skip the layer URL checks (false)\n"
-        "  storage.s3.bucket / regionendpoint / region / accesskey / secretkey / rootdirectory\n"
-        "                                           blobs in S3-compatible storage (filesystem)\n"
-        "  storage.s3.secure / skipverify / chunksize / forcepathstyle / v4auth\n"
-        "                                           https (true), TLS check (false), part size\n"
-        "                                           (10MiB), path-style URLs (always), SigV4\n"
-        "  storage.redirect.disable / expiry        s3: stream blob GETs instead of answering\n"
-        "                                           307 to a presigned URL (false / 20m)\n"
-        "  http.debug.addr                          a second listener: /debug/health (none)\n"
-        "  http.debug.prometheus.enabled / path     Prometheus metrics there (false, /metrics)\n"
-        "  proxy.remoteurl, proxy.username, proxy.password, proxy.ttl\n"
-        "                                           default upstream (registry:2 proxy mode);\n"
-        "                                           ttl: its images unused this long expire\n"
-        "  proxy.localpush     false                with proxy.remoteurl, also take pushes to\n"
-        "                                           local repositories (registry:2 takes none)\n"
-        "  mirrors.<name>.urls                      upstream endpoints, tried in order\n"
-        "  mirrors.<name>.username / password / credentials_file\n"
-        "  mirrors.<name>.tls.ca / tls.insecure     upstream TLS trust\n"
-        "  mirrors.<name>.timeout.connect / transfer (5s / 10m)\n"
-        "  mirrors.<name>.timeout.revalidate        a cached tag's check, then stale (3s)\n"
-        "  mirrors.<name>.revalidate                min interval between tag checks (5m)\n"
-        "  mirrors.<name>.repositories              upstream names served (patterns; all)\n"
-        "  cache.maxsize                            space for mirrored content (half the file\n"
-        "                                           system; 0: no limit)\n"
-        "  cache.pin                                mirrored repositories never evicted\n"
-        "  auth.htpasswd.path / realm               bcrypt htpasswd file: Basic sign-in\n"
-        "  auth.token.realm / service / issuer / rootcertbundle   bearer tokens (JWT)\n"
-        "  access.anonymous / default / mirror      actions without sign-in (none), for a\n"
-        "                                           signed-in user (all), in mirror space (pull)\n"
-        "  access.admins / groups / rules           per-repository policies (docs/auth.md)\n"
-        "  margo.validation                         margo packages/compose archives: "
-        "reject|warn|off\n"
-        "  helm.enabled                             serve the Helm chart repository (true)\n"
-        "  helm.oci_prefix                          charts at oci://<berth>/<prefix>/ (charts)\n"
-        "  helm.allow_overwrite                     re-uploading a version replaces it (false)\n"
-        "  helm.depth                               tenancy depth, as ChartMuseum's (0)\n"
-        "  helm.max_upload_size                     largest chart .tgz accepted (64MiB)\n"
-        "  helm.max_uncompressed                    largest unpacked chart accepted (256MiB)\n"
-        "  helm.upstreams.<name>.url                upstream HTTP chart repository\n"
-        "  helm.upstreams.<name>.username / password / credentials_file / tls / timeout\n"
-        "  helm.upstreams.<name>.refresh            min interval between index fetches (10m)\n"
-        "  database.enabled                         metadata in PostgreSQL, not SQLite (false)\n"
-        "  database.host / port / user / password / dbname / sslmode\n"
-        "                                           the PostgreSQL connection (port 5432)\n"
-        "  database.pool.maxopen                    connections per berth process (8)\n",
-        stdout);
+    printf("Configuration keys (registry:2 format; override any with REGISTRY_<PATH>;\n"
+           "durations: 90s, 1h30m; sizes: 512k, 4MiB; docs/configuration.md):\n"
+           "  %-42s %-8s %-8s %s\n",
+           "key", "type", "default", "meaning");
+    table_print(config_keys, "");
 }
