@@ -1463,7 +1463,7 @@ static const config_key config_keys[] = {
         "s3: how long a presigned URL is valid"),
     KEY("storage.s3.accesskey", CK_STR, s3.accesskey, NULL, "S3 credentials (required)"),
     KEY("storage.s3.secretkey", CK_STR, s3.secretkey, NULL, "S3 credentials (required)"),
-    KEY("storage.s3.region", CK_STR, s3.region, NULL, "signing region (us-east-1)"),
+    KEY("storage.s3.region", CK_STR, s3.region, "us-east-1", "the signing region"),
     KEY("storage.s3.regionendpoint", CK_STR, s3.regionendpoint, NULL,
         "scheme://host[:port] of the service (AWS)"),
     KEY("storage.s3.bucket", CK_STR, s3.bucket, NULL, "the bucket (required)"),
