@@ -6,6 +6,9 @@
 # Environment:
 #   BERTH      the binary under test (default build/berth; run.sh also passes build/asan/berth)
 #   T_TMP      a per-script scratch directory, removed at exit
+#   T_ONLY     a regex: only the checks whose group (t_group) or name matches it are counted;
+#              the others are counted as skipped (their commands still run: later checks may
+#              need what they did)
 set -u
 T_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BERTH=${BERTH:-$T_ROOT/build/berth}
@@ -50,7 +53,32 @@ t_bin_triplet() {
     esac
 }
 
-t_ok() { T_PASS=$((T_PASS + 1)); echo "ok   - $T_NAME: $1"; }
+# t_group NAME: the checks that follow, up to the next t_group, are group NAME, which T_ONLY can
+# select (T_ONLY=uploads bash tests/integration/api.sh, or make test TESTS=api T_ONLY=uploads).
+# Returns 1 when T_ONLY is set and does not select the group, so a script may leave out the
+# group's own work: `if t_group tags; then ...; fi`.
+T_GROUP=
+t_group() {
+    T_GROUP=$1
+    [ -z "${T_ONLY:-}" ] || echo "$T_GROUP" | grep -qE -- "$T_ONLY"
+}
+# t_selected NAME: whether the check NAME counts under T_ONLY (its group or its name matches).
+t_selected() {
+    [ -z "${T_ONLY:-}" ] && return 0
+    { [ -n "$T_GROUP" ] && echo "$T_GROUP" | grep -qE -- "$T_ONLY"; } ||
+        echo "$1" | grep -qE -- "$T_ONLY"
+}
+T_UNSELECTED=0
+t_unselected() {
+    T_SKIP=$((T_SKIP + 1))
+    T_UNSELECTED=$((T_UNSELECTED + 1))
+    echo "skip - $T_NAME: $1 (not selected by T_ONLY)"
+}
+t_ok() {
+    t_selected "$1" || { t_unselected "$1"; return 0; }
+    T_PASS=$((T_PASS + 1))
+    echo "ok   - $T_NAME: $1"
+}
 # t_skip NAME WHY: a check that cannot run here, counted apart (never as a pass), with the reason.
 T_SKIP=0
 t_skip() {
@@ -58,6 +86,7 @@ t_skip() {
     echo "skip - $T_NAME: $1 ($2)"
 }
 t_fail() {
+    t_selected "$1" || { t_unselected "$1"; return 0; }
     T_FAIL=$((T_FAIL + 1))
     echo "FAIL - $T_NAME: $1${2:+ ($2)}"
 }
@@ -73,6 +102,8 @@ t_eq() {
 }
 # t_finish: prints the script's tally; exit status 1 when anything failed.
 t_finish() {
+    [ -n "${T_ONLY:-}" ] && [ $((T_PASS + T_FAIL)) -eq 0 ] &&
+        echo "# T_ONLY=$T_ONLY selected none of this script's $T_UNSELECTED checks"
     echo "$T_PASS passed, $T_FAIL failed$([ "$T_SKIP" -eq 0 ] || echo ", $T_SKIP skipped")"
     [ "$T_FAIL" -eq 0 ]
     exit $?

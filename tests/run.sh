@@ -7,7 +7,9 @@
 # The scripts share nothing (each starts its own berth, upstreams, PostgreSQL or Ceph on free
 # ports in a directory of its own), so they run TEST_JOBS at a time (default: the number of
 # cores), the longest first. TESTS=REGEX runs only the scripts whose path matches (and "asan"
-# selects the sanitizer runs); one script alone: bash tests/integration/NAME.sh.
+# selects the sanitizer runs); one script alone: bash tests/integration/NAME.sh. T_ONLY=REGEX
+# (passed on to every script) counts only the checks whose t_group or name matches; the others
+# are counted as skipped (tests/lib.sh).
 cd "$(dirname "$0")/.." || exit 2
 pass=0
 fail=0
