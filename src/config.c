@@ -377,16 +377,17 @@ static int str_list(cnode *n, const char *what, const char *noun, char ***out, s
  * A section that is a list or map of its own (mirrors, helm upstreams, access rules...) is one
  * CK_BLOCK entry whose handler reads it; adding a section (notifications:, trust:) is:
  *   1. the struct member in config.h;
- *   2. a handler `static int load_x(cnode *root, void *base, const config_key *k)`: base is the
- *      config, root the whole tree; look nodes up with cn_path(root, ...) (which marks them used,
- *      so they are not reported as unknown), report errors with berr_set(BERR_CONFIG, "path: ...")
- *      and leave whatever was allocated in *base (the caller frees it on error);
+ *   2. a handler `static int load_x(cnode *root, void *base, const config_key *k)`, called
+ *      on every load (it returns 0 when the section is absent): base is the config, root the
+ *      whole tree after the REGISTRY_* overrides; it looks nodes up with cn_path(root, k->path),
+ *      which marks them used (not reported as unknown), reports errors with
+ *      berr_set(BERR_CONFIG, "x.key: ...") and leaves what it allocated in *base (freed on error);
  *   3. a release `static void free_x(void *base, const config_key *k)` for what load_x allocated;
- *   4. one entry in config_keys[]: BLOCK("x", load_x, free_x, NULL, "map", "one-line help"), placed
- *      where its errors should come in order. Scalar keys inside the section can be plain
- *      entries instead (KEY("x.enabled", CK_BOOL, x.enabled, "false", "help")), and a section of
- *      named members can describe each member with a sub-table applied by its handler
- *      (see mirror_keys and load_mirrors), which --help prints under ".sub_prefix";
+ *   4. one entry in config_keys[]: BLOCK("x", load_x, free_x, NULL, "map", "one-line help"),
+ *      placed where its errors should come in order (the last entries: after margo.validation).
+ *      Scalar keys of the section can be plain entries instead, KEY("x.enabled", CK_BOOL,
+ *      x.enabled, "false", "help"); a map of named members can describe a member with a
+ *      sub-table its handler applies (mirror_keys, load_mirrors), printed under .sub_prefix;
  *   5. a row per key in docs/configuration.md (the test fails otherwise); take the section out
  *      of report_unserved() if it was named there. */
 

@@ -5,7 +5,9 @@
  * registry:2 meaning, so an existing config works unchanged. Every key can be overridden by an
  * environment variable REGISTRY_<PATH> (REGISTRY_HTTP_ADDR overrides http.addr), as in registry:2.
  * Keys berth does not understand are reported by name at start, never silently ignored.
- * docs/configuration.md documents every key.
+ * config.c's table (config_keys[]: path, type, offset, default, help) is the one list of the
+ * keys: it drives the defaults, the parsing, config_free and config_print_keys; it says how a new
+ * section is added. docs/configuration.md documents every key (tests/integration/config_keys.sh).
  */
 #ifndef BERTH_CONFIG_H
 #define BERTH_CONFIG_H
