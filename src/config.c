@@ -385,6 +385,8 @@ static int str_list(cnode *n, const char *what, const char *noun, char ***out, s
  *   3. a release `static void free_x(void *base, const config_key *k)` for what load_x allocated;
  *   4. one entry in config_keys[]: BLOCK("x", load_x, free_x, NULL, "map", "one-line help"),
  *      placed where its errors should come in order (the last entries: after margo.validation).
+ *      A loader written as berth's were, `int load_x(cnode *root, config *cfg)` with its frees
+ *      in `void free_x(config *cfg)`, drops in as is: SECTION("x", load_x, free_x, "help").
  *      Scalar keys of the section can be plain entries instead, KEY("x.enabled", CK_BOOL,
  *      x.enabled, "false", "help"); a map of named members can describe a member with a
  *      sub-table its handler applies (mirror_keys, load_mirrors), printed under .sub_prefix;
@@ -422,6 +424,10 @@ struct config_key {
     int (*check)(void *base, const config_key *k, const char *v);
     /* frees what the entry holds (blocks; strings and lists are freed by table_free) */
     void (*release)(void *base, const config_key *k);
+    /* CK_BLOCK in config_keys[] the way berth's loaders were written, load_x(root, cfg) and
+     * free_x(cfg) (SECTION below): such a loader drops in unchanged */
+    int (*section)(cnode *root, config *cfg);
+    void (*section_free)(config *cfg);
     int (*parse)(const char *v);  /* CK_ENUM: the value, or -1 */
     const char *choices;          /* CK_ENUM: "a, b or c"; CK_LIST: what an item is ("names") */
     const char *shows;            /* CK_BLOCK: --help's type column ("map", "list"...) */
@@ -506,7 +512,7 @@ static int table_apply(cnode *node, void *base, const config_key *t)
         int rc = 0;
         switch (k->type) {
         case CK_BLOCK:
-            rc = k->block(node, base, k);
+            rc = k->section ? k->section(node, base) : k->block(node, base, k);
             break;
         case CK_ACCEPT:
             cn_path(node, k->path);
@@ -530,6 +536,8 @@ static void table_free(const config_key *t, void *base)
     for (const config_key *k = t; k->path; k++) {
         if (k->release) {
             k->release(base, k);
+        } else if (k->section_free) {
+            k->section_free(base);
         } else if (k->type == CK_STR && k->off != CK_NOFIELD) {
             free(*AT(base, k->off, char *));
             *AT(base, k->off, char *) = NULL;
@@ -576,6 +584,10 @@ static void table_print(const config_key *t, const char *prefix)
 #define BLOCK(p, fn, rel, d, shows_, h) \
     {.path = p, .type = CK_BLOCK, .off = CK_NOFIELD, .block = fn, .release = rel, .def = d, \
      .shows = shows_, .help = h}
+/* a section read by load(root, cfg), freed by release(cfg) (release may be NULL) */
+#define SECTION(p, load, release, h) \
+    {.path = p, .type = CK_BLOCK, .off = CK_NOFIELD, .section = load, .section_free = release, \
+     .shows = "map", .help = h}
 /* a check of several keys, run at this point of the table (not a key: not in --help) */
 #define CHECK(p, fn) {.path = p, .type = CK_BLOCK, .off = CK_NOFIELD, .block = fn}
 /* a value checked (and handed to chk), not stored */
@@ -673,10 +685,9 @@ static int check_drivers(cnode *root, void *base, const config_key *k)
 /* ---- http ---- */
 
 /* http.headers: {Name: [v1, v2]} as in registry:2 (a scalar value is accepted too). */
-static int load_headers(cnode *root, void *base, const config_key *k)
+static int load_headers(cnode *root, config *cfg)
 {
-    config *cfg = base;
-    cnode *h = cn_path(root, k->path);
+    cnode *h = cn_path(root, "http.headers");
     if (!h) return 0;
     if (h->kind != CN_MAP) return berr_set(BERR_CONFIG, "http.headers: expected a mapping");
     for (size_t i = 0; i < h->nkids; i++) {
@@ -699,10 +710,8 @@ static int load_headers(cnode *root, void *base, const config_key *k)
     return 0;
 }
 
-static void free_headers(void *base, const config_key *k)
+static void free_headers(config *cfg)
 {
-    config *cfg = base;
-    (void)k;
     for (size_t i = 0; i < cfg->nheaders; i++) {
         free(cfg->headers[i].name);
         free(cfg->headers[i].value);
@@ -1281,10 +1290,10 @@ static int check_v4auth(void *base, const config_key *k, const char *v)
 }
 
 /* storage.s3: the section being there selects the backend; its keys are entries of their own */
-static int load_s3(cnode *root, void *base, const config_key *k)
+static int load_s3(cnode *root, config *cfg)
 {
-    config_s3 *c = &((config *)base)->s3;
-    cnode *n = cn_path(root, k->path);
+    config_s3 *c = &cfg->s3;
+    cnode *n = cn_path(root, "storage.s3");
     if (!n) return 0;
     c->enabled = true;
     if (!c->bucket || !*c->bucket) return berr_set(BERR_CONFIG, "storage.s3.bucket: required");
@@ -1384,8 +1393,7 @@ static const config_key config_keys[] = {
     KEY("http.headertimeout", CK_MSEC, header_timeout_ms, "30s",
         "a request head must arrive within this (0: no limit)"),
     KEY("http.threads", CK_INT, threads, "1", "event-loop threads"),
-    BLOCK("http.headers", load_headers, free_headers, NULL, "map",
-          "extra response headers {Name: [value]}"),
+    SECTION("http.headers", load_headers, free_headers, "extra response headers {Name: [value]}"),
     KEY("health.storagedriver.enabled", CK_BOOL, health_enabled, "true", "periodic storage check"),
     KEY("health.storagedriver.interval", CK_DURATION, health_interval_s, "10s", "how often"),
     KEY("health.storagedriver.threshold", CK_INT, health_threshold, "1",
@@ -1476,8 +1484,7 @@ static const config_key config_keys[] = {
         "accepted; berth always uses path-style URLs"),
     RAW("storage.s3.v4auth", CK_STR, "true", check_v4auth, "SigV4 only: false is refused"),
     KEY("storage.s3.chunksize", CK_SIZE, s3.chunksize, "10MiB", "multipart part size"),
-    BLOCK("storage.s3", load_s3, NULL, NULL, "map",
-          "blobs in S3-compatible storage (when present)"),
+    SECTION("storage.s3", load_s3, NULL, "blobs in S3-compatible storage (when present)"),
     KEY("validation.disabled", CK_BOOL, validation.disabled, "false", "skip the layer URL checks"),
     RAW("validation.enabled", CK_BOOL, NULL, NULL, "registry:2's older spelling, accepted"),
     REGEXES("validation.manifests.urls.allow", validation.allow, validation.nallow,
