@@ -381,6 +381,10 @@ out:
 static const char *parse_cose(const char *blob, size_t len, envelope *e)
 {
     struct cbor_load_result lr;
+    /* COSE_Sign1's tag 18 is the one byte 0xd2, which libcbor 0.8 (Debian 12) refuses as
+     * malformed (it rejects one-byte tags 6 to 20): the tag is taken here, the array by libcbor */
+    bool tag18 = len > 1 && (unsigned char)blob[0] == 0xd2;
+    if (tag18) blob++, len--;
     cbor_item_t *root = cbor_load((cbor_data)blob, len, &lr), *arr = NULL, *sig_st = NULL;
     const char *why = NULL;
     if (!root || lr.error.code != CBOR_ERR_NONE || lr.read != len) {
@@ -388,7 +392,7 @@ static const char *parse_cose(const char *blob, size_t len, envelope *e)
         goto out;
     }
     if (cbor_isa_tag(root)) {
-        if (cbor_tag_value(root) != 18) {
+        if (tag18 || cbor_tag_value(root) != 18) {
             why = "the COSE envelope is not a COSE_Sign1 (tag 18)";
             goto out;
         }
@@ -567,12 +571,12 @@ static const char *check_signature(const envelope *e, gnutls_x509_crt_t leaf)
         }
         size_t half = (e->alg->bits + 7) / 8;
         if (e->sig_len != 2 * half) {
-            why = "tampered payload: the ECDSA signature has the wrong length";
+            why = "wrong key or tampered payload: the ECDSA signature has the wrong length";
             goto out;
         }
         gnutls_datum_t r = {e->sig, (unsigned)half}, s = {e->sig + half, (unsigned)half};
         if (gnutls_encode_rs_value(&der, &r, &s) < 0) {
-            why = "tampered payload: the ECDSA signature cannot be encoded";
+            why = "wrong key or tampered payload: the ECDSA signature cannot be encoded";
             goto out;
         }
         sig = der;
@@ -585,8 +589,8 @@ static const char *check_signature(const envelope *e, gnutls_x509_crt_t leaf)
         sa = e->alg->rsa_sign;
     }
     if (gnutls_pubkey_verify_data2(pub, sa, 0, &data, &sig) < 0)
-        why = "tampered payload: the envelope's signature does not verify with the signing "
-              "certificate's key";
+        why = "wrong key or tampered payload: the envelope's signature does not verify with the "
+              "signing certificate's key";
 out:
     gnutls_free(der.data);
     if (pub) gnutls_pubkey_deinit(pub);
