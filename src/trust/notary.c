@@ -59,15 +59,15 @@ typedef struct {
     const char *jws;
     int cose;
     bool ec;
-    unsigned bits; /* the curve for EC; the minimum modulus for RSA */
+    unsigned bits; /* the key size the algorithm goes with (Algorithm Selection) */
     gnutls_digest_algorithm_t hash;
     gnutls_sign_algorithm_t rsa_sign; /* RSASSA-PSS */
 } alg_info;
 
 static const alg_info algs[] = {
     {"PS256", -37, false, 2048, GNUTLS_DIG_SHA256, GNUTLS_SIGN_RSA_PSS_SHA256},
-    {"PS384", -38, false, 2048, GNUTLS_DIG_SHA384, GNUTLS_SIGN_RSA_PSS_SHA384},
-    {"PS512", -39, false, 2048, GNUTLS_DIG_SHA512, GNUTLS_SIGN_RSA_PSS_SHA512},
+    {"PS384", -38, false, 3072, GNUTLS_DIG_SHA384, GNUTLS_SIGN_RSA_PSS_SHA384},
+    {"PS512", -39, false, 4096, GNUTLS_DIG_SHA512, GNUTLS_SIGN_RSA_PSS_SHA512},
     {"ES256", -7, true, 256, GNUTLS_DIG_SHA256, GNUTLS_SIGN_UNKNOWN},
     {"ES384", -35, true, 384, GNUTLS_DIG_SHA384, GNUTLS_SIGN_UNKNOWN},
     {"ES512", -36, true, 521, GNUTLS_DIG_SHA512, GNUTLS_SIGN_UNKNOWN},
@@ -177,9 +177,10 @@ static const char *crit_check(const char *const *crit, size_t n, const envelope 
     if (!scheme) return "crit does not name " H_SCHEME;
     if (e->expiry && !expiry) return "crit does not name " H_EXPIRY;
     if (e->auth_time && !auth) return "crit does not name " H_AUTHTIME;
-    if (!e->signing_time) return "the protected header has no " H_TIME;
     if (strcmp(e->scheme, "notary.x509") && strcmp(e->scheme, "notary.x509.signingAuthority"))
         return "unknown signing scheme";
+    if (!strcmp(e->scheme, "notary.x509") && !e->signing_time)
+        return "the protected header has no " H_TIME;
     if (!strcmp(e->scheme, "notary.x509.signingAuthority") && !e->auth_time)
         return "notary.x509.signingAuthority without " H_AUTHTIME;
     return NULL;
@@ -323,6 +324,27 @@ static char *cbor_text_dup(const cbor_item_t *it)
     return strndup((const char *)cbor_string_handle(it), cbor_string_length(it));
 }
 
+/* x5chain (label 33): one certificate as a byte string, or an array of them */
+static const char *cose_certs(cbor_item_t *v, envelope *e)
+{
+    cbor_item_t **certs = &v;
+    size_t nx = 1;
+    if (cbor_isa_array(v)) {
+        certs = cbor_array_handle(v);
+        nx = cbor_array_size(v);
+    }
+    if (e->ncerts + nx > MAX_CERTS) return "x5chain holds too many certificates";
+    for (size_t j = 0; j < nx; j++) {
+        if (!cbor_bytes(certs[j])) return "an x5chain entry is not a byte string";
+        size_t dl = cbor_bytestring_length(certs[j]);
+        unsigned char *d = malloc(dl ? dl : 1);
+        if (!d) return "out of memory";
+        memcpy(d, cbor_bytestring_handle(certs[j]), dl);
+        e->der[e->ncerts++] = (gnutls_datum_t){d, (unsigned)dl};
+    }
+    return NULL;
+}
+
 static const char *parse_cose_protected(const unsigned char *p, size_t n, envelope *e)
 {
     struct cbor_load_result lr;
@@ -346,6 +368,8 @@ static const char *parse_cose_protected(const unsigned char *p, size_t n, envelo
             for (size_t j = 0; has_crit && j < cbor_array_size(v); j++)
                 if (!(names[nc++] = cbor_text_dup(cbor_array_handle(v)[j])))
                     why = "a COSE crit entry is not a text label";
+        } else if (cbor_label(k, 33)) {
+            why = cose_certs(kv[i].value, e);
         } else if (cbor_label(k, 3)) {
             cty_ok = cbor_is_text(v, NOTARY_PAYLOAD);
         } else if (cbor_is_text(k, H_SCHEME)) {
@@ -391,14 +415,13 @@ static const char *parse_cose(const char *blob, size_t len, envelope *e)
         why = "the COSE envelope is not CBOR";
         goto out;
     }
-    if (cbor_isa_tag(root)) {
-        if (tag18 || cbor_tag_value(root) != 18) {
-            why = "the COSE envelope is not a COSE_Sign1 (tag 18)";
-            goto out;
-        }
-        arr = cbor_tag_item(root);
-    } else {
+    if (!tag18 && cbor_isa_tag(root) && cbor_tag_value(root) == 18) {
+        arr = cbor_tag_item(root); /* tag 18 written in two bytes */
+    } else if (tag18 && !cbor_isa_tag(root)) {
         arr = cbor_incref(root);
+    } else {
+        why = "the COSE envelope is not a COSE_Sign1_Tagged (tag 18)";
+        goto out;
     }
     if (!cbor_isa_array(arr) || cbor_array_size(arr) != 4) {
         why = "the COSE_Sign1 is not an array of four";
@@ -415,30 +438,14 @@ static const char *parse_cose(const char *blob, size_t len, envelope *e)
     struct cbor_pair *kv = cbor_map_handle(f[1]);
     for (size_t i = 0; i < cbor_map_size(f[1]); i++) {
         if (!cbor_label(kv[i].key, 33)) continue; /* x5chain */
-        cbor_item_t *v = kv[i].value;
-        cbor_item_t **certs = &v;
-        size_t nx = 1;
-        if (cbor_isa_array(v)) {
-            certs = cbor_array_handle(v);
-            nx = cbor_array_size(v);
+        if (e->ncerts) {
+            why = "x5chain is in both headers";
+            goto out;
         }
-        for (size_t j = 0; j < nx && e->ncerts < MAX_CERTS; j++) {
-            if (!cbor_bytes(certs[j])) {
-                why = "an x5chain entry is not a byte string";
-                goto out;
-            }
-            size_t dl = cbor_bytestring_length(certs[j]);
-            unsigned char *d = malloc(dl ? dl : 1);
-            if (!d) {
-                why = "out of memory";
-                goto out;
-            }
-            memcpy(d, cbor_bytestring_handle(certs[j]), dl);
-            e->der[e->ncerts++] = (gnutls_datum_t){d, (unsigned)dl};
-        }
+        if ((why = cose_certs(kv[i].value, e))) goto out;
     }
     if (!e->ncerts) {
-        why = "the COSE unprotected header has no x5chain";
+        why = "the COSE envelope has no x5chain";
         goto out;
     }
     e->payload_len = cbor_bytestring_length(f[2]);
@@ -480,64 +487,94 @@ static void crt_subject(gnutls_x509_crt_t c, char *out, size_t cap)
     gnutls_free(dn.data);
 }
 
-/* The certificate requirements of the signature specification: NULL or why not. */
+/* The leaf requirements: keyUsage present, critical, digitalSignature and no encipherment or
+ * certificate signing; basicConstraints, if present, not a CA; extendedKeyUsage, if present,
+ * none of anyExtendedKeyUsage, serverAuth, clientAuth, emailProtection, timeStamping. */
+static const char *leaf_requirements(gnutls_x509_crt_t c, const char *subj, char *buf, size_t cap)
+{
+    unsigned ku = 0, kcrit = 0, ca = 0;
+    if (gnutls_x509_crt_get_key_usage(c, &ku, &kcrit) < 0 || !kcrit) {
+        snprintf(buf, cap, "signing certificate %s has no critical key usage extension", subj);
+        return buf;
+    }
+    if (gnutls_x509_crt_get_basic_constraints(c, NULL, &ca, NULL) >= 0 && ca) {
+        snprintf(buf, cap, "signing certificate %s is a CA certificate", subj);
+        return buf;
+    }
+    if (!(ku & GNUTLS_KEY_DIGITAL_SIGNATURE)) {
+        snprintf(buf, cap, "signing certificate %s lacks key usage digitalSignature", subj);
+        return buf;
+    }
+    if (ku & (GNUTLS_KEY_KEY_ENCIPHERMENT | GNUTLS_KEY_DATA_ENCIPHERMENT |
+              GNUTLS_KEY_KEY_AGREEMENT | GNUTLS_KEY_KEY_CERT_SIGN | GNUTLS_KEY_CRL_SIGN |
+              GNUTLS_KEY_ENCIPHER_ONLY | GNUTLS_KEY_DECIPHER_ONLY)) {
+        snprintf(buf, cap,
+                 "signing certificate %s has a key usage besides digitalSignature and "
+                 "nonRepudiation",
+                 subj);
+        return buf;
+    }
+    for (unsigned k = 0;; k++) {
+        char oid[128];
+        size_t ol = sizeof oid;
+        int r = gnutls_x509_crt_get_key_purpose_oid(c, k, oid, &ol, NULL);
+        if (r == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) break;
+        if (r < 0) {
+            snprintf(buf, cap, "signing certificate %s: unreadable extended key usage", subj);
+            return buf;
+        }
+        if (!strcmp(oid, GNUTLS_KP_ANY) || !strcmp(oid, GNUTLS_KP_TLS_WWW_SERVER) ||
+            !strcmp(oid, GNUTLS_KP_TLS_WWW_CLIENT) || !strcmp(oid, GNUTLS_KP_EMAIL_PROTECTION) ||
+            !strcmp(oid, GNUTLS_KP_TIME_STAMPING)) {
+            snprintf(buf, cap,
+                     "signing certificate %s: extended key usage %s is not allowed for code "
+                     "signing",
+                     subj, oid);
+            return buf;
+        }
+    }
+    unsigned bits = 0;
+    int pk = gnutls_x509_crt_get_pk_algorithm(c, &bits);
+    if ((pk == GNUTLS_PK_RSA && bits < 2048) || (pk == GNUTLS_PK_ECDSA && bits < 256)) {
+        snprintf(buf, cap, "signing certificate %s: a %u-bit key is too short", subj, bits);
+        return buf;
+    }
+    return NULL;
+}
+
+/* The certificate requirements of the signature specification (the chain in x5c ordered from
+ * the leaf to a self-signed root, the leaf's and the CAs' extensions, no SHA-1): NULL or why. */
 static const char *crt_requirements(gnutls_x509_crt_t *c, size_t n, char *buf, size_t cap)
 {
     for (size_t i = 0; i < n; i++) {
-        unsigned ku = 0, critical = 0, ca = 0;
         char subj[200];
         crt_subject(c[i], subj, sizeof subj);
-        int kr = gnutls_x509_crt_get_key_usage(c[i], &ku, &critical);
-        int bc = gnutls_x509_crt_get_basic_constraints(c[i], NULL, &ca, NULL);
-        if (kr < 0) {
-            snprintf(buf, cap, "certificate %s has no key usage extension", subj);
+        int sa = gnutls_x509_crt_get_signature_algorithm(c[i]);
+        if (sa == GNUTLS_SIGN_RSA_SHA1 || sa == GNUTLS_SIGN_ECDSA_SHA1 ||
+            sa == GNUTLS_SIGN_DSA_SHA1) {
+            snprintf(buf, cap, "certificate %s is signed with SHA-1", subj);
             return buf;
         }
         if (i == 0) {
-            if (bc >= 0 && ca) {
-                snprintf(buf, cap, "signing certificate %s is a CA certificate", subj);
-                return buf;
-            }
-            if (!(ku & GNUTLS_KEY_DIGITAL_SIGNATURE)) {
-                snprintf(buf, cap, "signing certificate %s lacks key usage digitalSignature", subj);
-                return buf;
-            }
-            if (ku & (GNUTLS_KEY_KEY_CERT_SIGN | GNUTLS_KEY_CRL_SIGN)) {
-                snprintf(buf, cap, "signing certificate %s may sign certificates", subj);
-                return buf;
-            }
-            bool any = false, code = false, bad = false;
-            for (unsigned k = 0;; k++) {
-                char oid[128];
-                size_t ol = sizeof oid;
-                int r = gnutls_x509_crt_get_key_purpose_oid(c[i], k, oid, &ol, NULL);
-                if (r == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) break;
-                if (r < 0) {
-                    snprintf(buf, cap, "signing certificate %s: unreadable extended key usage",
-                             subj);
-                    return buf;
-                }
-                any = true;
-                code |= !strcmp(oid, GNUTLS_KP_CODE_SIGNING);
-                bad |= !strcmp(oid, GNUTLS_KP_TLS_WWW_SERVER) ||
-                       !strcmp(oid, GNUTLS_KP_TLS_WWW_CLIENT) ||
-                       !strcmp(oid, GNUTLS_KP_EMAIL_PROTECTION) ||
-                       !strcmp(oid, GNUTLS_KP_TIME_STAMPING) ||
-                       !strcmp(oid, GNUTLS_KP_OCSP_SIGNING);
-            }
-            if (any && (!code || bad)) {
-                snprintf(buf, cap,
-                         "signing certificate %s: extended key usage is not codeSigning alone",
+            const char *why = leaf_requirements(c[i], subj, buf, cap);
+            if (why) return why;
+        } else {
+            unsigned ku = 0, kcrit = 0, bcrit = 0, ca = 0;
+            int pathlen = -1;
+            if (gnutls_x509_crt_get_basic_constraints(c[i], &bcrit, &ca, &pathlen) < 0 || !bcrit ||
+                !ca) {
+                snprintf(buf, cap, "chain certificate %s has no critical basicConstraints CA",
                          subj);
                 return buf;
             }
-        } else {
-            if (bc < 0 || !ca) {
-                snprintf(buf, cap, "chain certificate %s is not a CA", subj);
+            if (pathlen >= 0 && (size_t)pathlen < i - 1) {
+                snprintf(buf, cap, "chain certificate %s: path length %d exceeded", subj, pathlen);
                 return buf;
             }
-            if (!(ku & GNUTLS_KEY_KEY_CERT_SIGN)) {
-                snprintf(buf, cap, "chain certificate %s lacks key usage keyCertSign", subj);
+            if (gnutls_x509_crt_get_key_usage(c[i], &ku, &kcrit) < 0 || !kcrit ||
+                !(ku & GNUTLS_KEY_KEY_CERT_SIGN)) {
+                snprintf(buf, cap, "chain certificate %s lacks critical key usage keyCertSign",
+                         subj);
                 return buf;
             }
         }
@@ -546,6 +583,14 @@ static const char *crt_requirements(gnutls_x509_crt_t *c, size_t n, char *buf, s
                      subj);
             return buf;
         }
+    }
+    unsigned st = 0;
+    if (!gnutls_x509_crt_check_issuer(c[n - 1], c[n - 1]) ||
+        gnutls_x509_crt_verify(c[n - 1], &c[n - 1], 1, GNUTLS_VERIFY_DISABLE_TIME_CHECKS, &st) <
+            0 ||
+        st) {
+        snprintf(buf, cap, "x5c does not end with a self-signed root certificate");
+        return buf;
     }
     return NULL;
 }
@@ -582,7 +627,7 @@ static const char *check_signature(const envelope *e, gnutls_x509_crt_t leaf)
         sig = der;
         sa = gnutls_pk_to_sign(GNUTLS_PK_ECDSA, e->alg->hash);
     } else {
-        if (pk != GNUTLS_PK_RSA || bits < e->alg->bits) {
+        if (pk != GNUTLS_PK_RSA || bits != e->alg->bits) {
             why = "unsupported envelope: the signing key does not match the signature algorithm";
             goto out;
         }
@@ -628,8 +673,6 @@ static const char *check_payload(const envelope *e, const trust_sig *s, char *bu
 static const char *check_chain(gnutls_x509_crt_t *c, size_t n, const trust_material *m,
                                const char *type, char *buf, size_t cap)
 {
-    gnutls_typed_vdata_st purpose = {GNUTLS_DT_KEY_PURPOSE_OID,
-                                     (unsigned char *)GNUTLS_KP_CODE_SIGNING, 0};
     unsigned flags = GNUTLS_VERIFY_DISABLE_TIME_CHECKS | GNUTLS_VERIFY_DISABLE_TRUSTED_TIME_CHECKS;
     unsigned status = GNUTLS_CERT_SIGNER_NOT_FOUND;
     size_t tried = 0;
@@ -638,7 +681,7 @@ static const char *check_chain(gnutls_x509_crt_t *c, size_t n, const trust_mater
         if (!st || !st->list || !st->type || strcmp(st->type, type)) continue;
         tried++;
         unsigned v = 0;
-        if (gnutls_x509_trust_list_verify_crt2(st->list, c, n, &purpose, 1, flags, &v, NULL) < 0)
+        if (gnutls_x509_trust_list_verify_crt2(st->list, c, n, NULL, 0, flags, &v, NULL) < 0)
             v = GNUTLS_CERT_INVALID;
         if (!v) return NULL;
         status = v;
@@ -698,7 +741,8 @@ static int leaf_has(gnutls_x509_crt_t leaf, const char *key, const char *val)
 }
 
 /* "x509.subject: C=US, ST=WA, O=acme, CN=x": every attribute named must be in the leaf's subject
- * with that value (the Notary Project's subset match); 1, 0, or -1 when malformed. */
+ * with that value (the Notary Project's subset match; C, ST and O must be named; \, \; \\ and
+ * an escaped space are escapes); 1, 0, or -1 when malformed. */
 static int identity_match(gnutls_x509_crt_t leaf, const char *id)
 {
     if (!strcmp(id, "*")) return 1;
@@ -706,6 +750,7 @@ static int identity_match(gnutls_x509_crt_t leaf, const char *id)
     if (strncmp(id, pfx, strlen(pfx))) return -1;
     const char *p = id + strlen(pfx);
     int nattr = 0;
+    bool c = false, st = false, o = false, mismatch = false;
     while (*p) {
         char key[32], val[512];
         size_t kl = 0, vl = 0;
@@ -719,19 +764,29 @@ static int identity_match(gnutls_x509_crt_t leaf, const char *id)
         while (kl && key[kl - 1] == ' ')
             kl--;
         key[kl] = 0;
+        size_t keep = 0; /* escaped characters are kept even when spaces */
+        while (*p == ' ')
+            p++;
         while (*p && *p != ',' && vl + 1 < sizeof val) {
-            if (*p == '\\' && p[1]) p++;
+            bool esc = *p == '\\' && p[1];
+            if (esc) p++;
             val[vl++] = *p++;
+            if (esc) keep = vl;
         }
-        while (vl && val[vl - 1] == ' ')
+        if (*p && *p != ',') return -1; /* too long */
+        while (vl > keep && val[vl - 1] == ' ')
             vl--;
         val[vl] = 0;
         int r = leaf_has(leaf, key, val);
         if (r < 0) return -1;
-        if (!r) return 0;
+        c |= !strcasecmp(key, "C");
+        st |= !strcasecmp(key, "ST") || !strcasecmp(key, "S");
+        o |= !strcasecmp(key, "O");
+        if (!r) mismatch = true;
         nattr++;
     }
-    return nattr ? 1 : -1;
+    if (!c || !st || !o) return -1; /* the specification's minimum: C, ST and O */
+    return mismatch ? 0 : 1;
 }
 
 static const char *level_name(trust_level l)
@@ -776,19 +831,23 @@ static int verify_envelope(const trust_sig *s, const trust_material *m, const en
         rc = fail(res, "%s", why);
         goto out;
     }
-    if ((why = crt_requirements(crt, n, buf, sizeof buf))) {
-        rc = fail(res, "unsupported envelope: %s", why);
-        goto out;
-    }
     if ((why = check_payload(e, s, buf, sizeof buf))) {
         rc = fail(res, "%s", why);
         goto out;
     }
     char subj[256];
     crt_subject(crt[0], subj, sizeof subj);
-    /* authenticity: strict and permissive */
+    /* authenticity: strict and permissive; the chain's requirements, its trust, the identity */
     bool authentic = m->level == TRUST_LEVEL_STRICT || m->level == TRUST_LEVEL_PERMISSIVE;
     bool sa = !strcmp(e->scheme, "notary.x509.signingAuthority");
+    char req[400];
+    if ((why = crt_requirements(crt, n, buf, sizeof buf))) {
+        snprintf(req, sizeof req, "invalid certificate chain: %s", why);
+        if (enforced(s, m, authentic, req)) {
+            rc = fail(res, "%s", req);
+            goto out;
+        }
+    }
     if ((why = check_chain(crt, n, m, sa ? "signingAuthority" : "ca", buf, sizeof buf)) &&
         enforced(s, m, authentic, why)) {
         rc = fail(res, "%s", why);
@@ -798,7 +857,8 @@ static int verify_envelope(const trust_sig *s, const trust_material *m, const en
     for (size_t i = 0; i < m->nidentities && idm != 1; i++) {
         int r = identity_match(crt[0], m->identities[i]);
         if (r < 0)
-            log_warn("trust: trustedIdentity '%s' is not '*' or 'x509.subject: K=V, ...'",
+            log_warn("trust: trustedIdentity '%s' is not '*' or 'x509.subject: C=.., ST=.., "
+                     "O=.., ...'",
                      m->identities[i]);
         if (r > 0) idm = 1;
     }
@@ -809,8 +869,16 @@ static int verify_envelope(const trust_sig *s, const trust_material *m, const en
             goto out;
         }
     }
-    /* authentic timestamp and expiry: strict only */
+    /* expiry and authentic timestamp: strict only */
     bool strict = m->level == TRUST_LEVEL_STRICT;
+    if (e->expiry && s->now >= e->expiry) {
+        snprintf(buf, sizeof buf, "signature expiry passed: the signature expired %lld s ago",
+                 (long long)(s->now - e->expiry));
+        if (enforced(s, m, strict, buf)) {
+            rc = fail(res, "%s", buf);
+            goto out;
+        }
+    }
     int64_t at = sa ? e->auth_time : s->now;
     for (size_t i = 0; i < n; i++) {
         int64_t from = gnutls_x509_crt_get_activation_time(crt[i]);
@@ -825,14 +893,6 @@ static int verify_envelope(const trust_sig *s, const trust_material *m, const en
             goto out;
         }
         break;
-    }
-    if (e->expiry && s->now > e->expiry) {
-        snprintf(buf, sizeof buf, "signature expiry passed: the signature expired %lld s ago",
-                 (long long)(s->now - e->expiry));
-        if (enforced(s, m, strict, buf)) {
-            rc = fail(res, "%s", buf);
-            goto out;
-        }
     }
     snprintf(res->signer, sizeof res->signer, "%s", subj);
     rc = 1;

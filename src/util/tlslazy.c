@@ -76,8 +76,11 @@
     X(gnutls_x509_crt_get_expiration_time)                                                         \
     X(gnutls_x509_crt_get_key_purpose_oid)                                                         \
     X(gnutls_x509_crt_get_key_usage)                                                               \
+    X(gnutls_x509_crt_get_pk_algorithm)                                                            \
+    X(gnutls_x509_crt_get_signature_algorithm)                                                     \
     X(gnutls_x509_crt_import)                                                                      \
     X(gnutls_x509_crt_init)                                                                        \
+    X(gnutls_x509_crt_verify)                                                                      \
     X(gnutls_x509_trust_list_add_trust_dir)                                                        \
     X(gnutls_x509_trust_list_add_trust_file)                                                       \
     X(gnutls_x509_trust_list_deinit)                                                               \

@@ -137,7 +137,9 @@ static const char *exts =
     "printf 'basicConstraints=CA:false\\nkeyUsage=critical,digitalSignature\\n"
     "extendedKeyUsage=serverAuth\\n' >tls.ext && "
     "printf 'basicConstraints=CA:false\\nkeyUsage=critical,keyAgreement\\n"
-    "extendedKeyUsage=codeSigning\\n' >noku.ext";
+    "extendedKeyUsage=codeSigning\\n' >noku.ext && "
+    "printf 'basicConstraints=CA:false\\nkeyUsage=critical,digitalSignature,keyEncipherment\\n"
+    "' >kenc.ext";
 
 static int make_pki(void)
 {
@@ -167,6 +169,7 @@ static int make_pki(void)
         {"evilleaf", "ec", "evil", "leaf", "berth signer", 3650},
         {"tls", "ec", "inter", "tls", "berth signer", 3650},
         {"noku", "ec", "inter", "noku", "berth signer", 3650},
+        {"kenc", "rsa", "inter", "kenc", "berth signer", 3650},
     };
     for (size_t i = 0; i < sizeof leaves / sizeof leaves[0]; i++) {
         const char *ko = strcmp(leaves[i].key, "rsa") ? ec : "-newkey rsa:3072 -nodes";
@@ -269,31 +272,45 @@ static void test_notary(const char *fmt)
     snprintf(extra, sizeof extra, "%s --envelope-type application/pkcs7-signature", leaf);
     SIGN("pkcs7", extra, dir);
     /* the leaf certificate with another key's signature */
-    SIGN("wrongkey", "--key %1$s/tls.key --cert %1$s/leaf.pem --cert %1$s/inter.pem", dir);
+    SIGN("wrongkey",
+         "--key %1$s/tls.key --cert %1$s/leaf.pem --cert %1$s/inter.pem --cert %1$s/root.pem", dir);
+    SIGN("noroot", "--key %1$s/leaf.key --cert %1$s/leaf.pem --cert %1$s/inter.pem", dir);
+    SIGN("kenc",
+         "--key %1$s/kenc.key --cert %1$s/kenc.pem --cert %1$s/inter.pem --cert %1$s/root.pem",
+         dir);
     SIGN("rsa", "--key %1$s/rsa.key --cert %1$s/rsa.pem --cert %1$s/inter.pem --cert %1$s/root.pem",
          dir);
-    SIGN("short", "--key %1$s/short.key --cert %1$s/short.pem --cert %1$s/inter.pem", dir);
+    SIGN("short",
+         "--key %1$s/short.key --cert %1$s/short.pem --cert %1$s/inter.pem --cert %1$s/root.pem",
+         dir);
     SIGN("evil", "--key %1$s/evilleaf.key --cert %1$s/evilleaf.pem --cert %1$s/evil.pem", dir);
-    SIGN("tls", "--key %1$s/tls.key --cert %1$s/tls.pem --cert %1$s/inter.pem", dir);
-    SIGN("noku", "--key %1$s/noku.key --cert %1$s/noku.pem --cert %1$s/inter.pem", dir);
+    SIGN("tls", "--key %1$s/tls.key --cert %1$s/tls.pem --cert %1$s/inter.pem --cert %1$s/root.pem",
+         dir);
+    SIGN("noku",
+         "--key %1$s/noku.key --cert %1$s/noku.pem --cert %1$s/inter.pem --cert %1$s/root.pem",
+         dir);
 #pragma GCC diagnostic pop
     /* another subject: same signer, other digest */
     char keep[80];
     snprintf(keep, sizeof keep, "%s", subject);
     sha256_hex("another manifest", 16, subject);
-    SIGN("other", "--key %1$s/leaf.key --cert %1$s/leaf.pem --cert %1$s/inter.pem", dir);
+    SIGN("other", leaf, dir);
     snprintf(subject, sizeof subject, "%s", keep);
 
     trust_store *ca = store("acme", "ca", "root.pem");
     CHECK(trust_store_load(ca) == 0);
     const char *ids[] = {"x509.subject: C=US, ST=WA, L=Seattle, O=acme, CN=berth signer"};
-    const char *subset[] = {"x509.subject: O=acme, C=US"};
+    const char *subset[] = {"x509.subject: O=acme, C=US, ST=WA"};
+    const char *no_st[] = {"x509.subject: O=acme, C=US, CN=berth signer"};
+    const char *escaped[] = {"x509.subject: C=US, ST=WA, O=acme, CN=berth\\, signer"};
     const char *other_id[] = {"x509.subject: C=US, ST=WA, L=Seattle, O=acme, CN=someone else"};
     const char *any[] = {"*"};
     trust_store *stores[] = {ca};
     trust_material strict = {.stores = stores, .nstores = 1, .identities = ids, .nidentities = 1};
     trust_material perm = strict, audit = strict, skip = strict, sub = strict, wrongid = strict,
-                   star = strict, nostore = strict;
+                   star = strict, nostore = strict, nost = strict, esc = strict;
+    nost.identities = no_st;
+    esc.identities = escaped;
     perm.level = TRUST_LEVEL_PERMISSIVE;
     audit.level = TRUST_LEVEL_AUDIT;
     skip.level = TRUST_LEVEL_SKIP;
@@ -310,7 +327,11 @@ static void test_notary(const char *fmt)
     expect(trust_verify_notary, NAME("rsa"), &strict, now, 0, "untrusted identity");
     expect(trust_verify_notary, NAME("future"), &strict, now, 1, "CN=berth signer");
     expect(trust_verify_notary, NAME("good"), &wrongid, now, 0, "untrusted identity");
+    expect(trust_verify_notary, NAME("good"), &nost, now, 0, "untrusted identity");
+    expect(trust_verify_notary, NAME("good"), &esc, now, 0, "untrusted identity");
     expect(trust_verify_notary, NAME("good"), &nostore, now, 0, "untrusted CA");
+    expect(trust_verify_notary, NAME("noroot"), &strict, now, 0, "self-signed root");
+    expect(trust_verify_notary, NAME("kenc"), &strict, now, 0, "key usage besides");
     expect(trust_verify_notary, NAME("other"), &strict, now, 0, "other digest");
     expect(trust_verify_notary, NAME("tamper"), &strict, now, 0, "tampered payload");
     expect(trust_verify_notary, NAME("wrongkey"), &strict, now, 0, "wrong key");
@@ -329,6 +350,8 @@ static void test_notary(const char *fmt)
     expect(trust_verify_notary, NAME("evil"), &perm, now, 0, "untrusted CA");
     expect(trust_verify_notary, NAME("good"), &perm, now, 1, "CN=berth signer");
     expect(trust_verify_notary, NAME("evil"), &audit, now, 1, "CN=berth signer");
+    expect(trust_verify_notary, NAME("tls"), &perm, now, 0, "extended key usage");
+    expect(trust_verify_notary, NAME("tls"), &audit, now, 1, "CN=berth signer");
     expect(trust_verify_notary, NAME("good"), &wrongid, now, 0, "untrusted identity");
     audit.identities = other_id;
     expect(trust_verify_notary, NAME("good"), &audit, now, 1, "CN=berth signer");
