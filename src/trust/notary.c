@@ -175,6 +175,8 @@ static const char *crit_check(const char *const *crit, size_t n, const envelope 
         auth |= !strcmp(crit[i], H_AUTHTIME);
     }
     if (!scheme) return "crit does not name " H_SCHEME;
+    if ((expiry && !e->expiry) || (auth && !e->auth_time))
+        return "crit names a header the protected header lacks";
     if (e->expiry && !expiry) return "crit does not name " H_EXPIRY;
     if (e->auth_time && !auth) return "crit does not name " H_AUTHTIME;
     if (strcmp(e->scheme, "notary.x509") && strcmp(e->scheme, "notary.x509.signingAuthority"))
@@ -197,9 +199,16 @@ static const char *parse_jws(const char *blob, size_t len, envelope *e)
         why = "the JWS envelope is not a JSON object";
         goto out;
     }
-    if (json_object_get(root, "signatures")) {
-        why = "JWS general serialization (only the flattened form is allowed)";
-        goto out;
+    const char *k;
+    json_t *v;
+    json_object_foreach(root, k, v)
+    {
+        if (strcmp(k, "payload") && strcmp(k, "protected") && strcmp(k, "header") &&
+            strcmp(k, "signature")) {
+            why = "the JWS has a member besides payload, protected, header and signature (only "
+                  "the flattened serialization is allowed)";
+            goto out;
+        }
     }
     const char *pb64 = json_string_value(json_object_get(root, "protected"));
     const char *yb64 = json_string_value(json_object_get(root, "payload"));

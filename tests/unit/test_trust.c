@@ -43,9 +43,10 @@ static int sh(const char *fmt, ...)
 static char *slurp(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
+    struct stat st;
     if (!f) return NULL;
-    char *buf = malloc(1 << 22);
-    *len = fread(buf, 1, 1 << 22, f);
+    char *buf = fstat(fileno(f), &st) == 0 ? malloc((size_t)st.st_size + 1) : NULL;
+    *len = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
     fclose(f);
     return buf;
 }
@@ -242,6 +243,59 @@ static trust_key *key(const char *name)
     return k;
 }
 
+/* The envelope blob, truncated (mut_len) or with one byte changed (mut_pos), for the robustness
+ * pass: the verifier must never accept a truncated envelope, nor crash on a changed one. */
+static long mut_len = -1, mut_pos = -1;
+static int mut_read(void *arg, const char *digest, size_t max, char **out, size_t *outlen)
+{
+    int rc = read_blob(arg, digest, max, out, outlen);
+    if (rc < 0 || *outlen <= 2) return rc; /* the config ("{}") stays as it is */
+    if (mut_len >= 0 && (size_t)mut_len < *outlen) *outlen = (size_t)mut_len;
+    if (mut_pos >= 0 && (size_t)mut_pos < *outlen) (*out)[mut_pos] ^= 0x21;
+    return 0;
+}
+
+static void test_mangled(const char *name, const trust_material *m)
+{
+    char sd[PATH_MAX + 64], mp[PATH_MAX + 80];
+    snprintf(sd, sizeof sd, "%s/%s", dir, name);
+    snprintf(mp, sizeof mp, "%s/manifest.json", sd);
+    size_t len = 0, elen = 0;
+    char *man = slurp(mp, &len);
+    /* the layer's size, from the manifest, to step through the envelope */
+    const char *sz = man ? strstr(man, "\"layers\":[{") : NULL;
+    sz = sz ? strstr(sz, "\"size\":") : NULL;
+    elen = sz ? strtoul(sz + 7, NULL, 10) : 0;
+    CHECK(elen > 100);
+    trust_sig s = {.subject_digest = subject,
+                   .subject_media_type = subject_mt,
+                   .subject_size = subject_size,
+                   .sig_digest = "sha256:mangled",
+                   .sig_manifest = man,
+                   .sig_manifest_len = len,
+                   .read_blob = mut_read,
+                   .read_arg = sd,
+                   .now = now};
+    int accepted_truncated = 0, bad_rc = 0;
+    size_t step = elen / 150 + 1;
+    for (size_t i = 0; i < elen; i += step) {
+        trust_result res;
+        mut_len = (long)i;
+        mut_pos = -1;
+        int rc = trust_verify_notary(&s, m, &res);
+        if (rc == 1) accepted_truncated++;
+        if (rc < 0) bad_rc++;
+        mut_len = -1;
+        mut_pos = (long)i;
+        rc = trust_verify_notary(&s, m, &res);
+        if (rc < 0) bad_rc++;
+    }
+    mut_len = mut_pos = -1;
+    CHECK(accepted_truncated == 0);
+    CHECK(bad_rc == 0);
+    free(man);
+}
+
 static void test_notary(const char *fmt)
 {
     char a[PATH_MAX * 3], n[64];
@@ -358,6 +412,7 @@ static void test_notary(const char *fmt)
     expect(trust_verify_notary, NAME("tamper"), &audit, now, 0, "tampered payload");
     expect(trust_verify_notary, NAME("other"), &audit, now, 0, "other digest");
     expect(trust_verify_notary, NAME("tamper"), &skip, now, 1, "skip");
+    test_mangled(NAME("good"), &strict);
     /* a Sigstore verifier does not take a Notary signature */
     expect(trust_verify_sigstore, NAME("good"), &strict, now, 0, "unsupported envelope");
     trust_store_free(ca);
