@@ -255,7 +255,7 @@ static int mut_read(void *arg, const char *digest, size_t max, char **out, size_
     return 0;
 }
 
-static void test_mangled(const char *name, const trust_material *m)
+static void test_mangled(verify_fn fn, const char *name, const trust_material *m)
 {
     char sd[PATH_MAX + 64], mp[PATH_MAX + 80];
     snprintf(sd, sizeof sd, "%s/%s", dir, name);
@@ -282,12 +282,12 @@ static void test_mangled(const char *name, const trust_material *m)
         trust_result res;
         mut_len = (long)i;
         mut_pos = -1;
-        int rc = trust_verify_notary(&s, m, &res);
+        int rc = fn(&s, m, &res);
         if (rc == 1) accepted_truncated++;
         if (rc < 0) bad_rc++;
         mut_len = -1;
         mut_pos = (long)i;
-        rc = trust_verify_notary(&s, m, &res);
+        rc = fn(&s, m, &res);
         if (rc < 0) bad_rc++;
     }
     mut_len = mut_pos = -1;
@@ -412,7 +412,7 @@ static void test_notary(const char *fmt)
     expect(trust_verify_notary, NAME("tamper"), &audit, now, 0, "tampered payload");
     expect(trust_verify_notary, NAME("other"), &audit, now, 0, "other digest");
     expect(trust_verify_notary, NAME("tamper"), &skip, now, 1, "skip");
-    test_mangled(NAME("good"), &strict);
+    test_mangled(trust_verify_notary, NAME("good"), &strict);
     /* a Sigstore verifier does not take a Notary signature */
     expect(trust_verify_sigstore, NAME("good"), &strict, now, 0, "unsupported envelope");
     trust_store_free(ca);
@@ -457,6 +457,8 @@ static void test_sigstore(void)
     expect(trust_verify_sigstore, "ss-other", &m, now, 0, "other digest");
     expect(trust_verify_sigstore, "ss-msg-other", &m, now, 0, "other digest");
     expect(trust_verify_sigstore, "ss-keyless", &m, now, 0, "unsupported envelope");
+    test_mangled(trust_verify_sigstore, "ss-ec", &m);
+    test_mangled(trust_verify_sigstore, "ss-msg-rsa", &m);
     /* a Notary verifier does not take a bundle */
     expect(trust_verify_notary, "ss-ec", &m, now, 0, "unsupported envelope");
     trust_key *keys[] = {ec, rsa, ed, oth};
