@@ -1,7 +1,7 @@
 # berth build. `make` builds build/berth; see README.md for run/test/bench.
 CC      ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS     = libmicrohttpd jansson sqlite3 nettle yaml-0.1 gnutls expat
+PKGS     = libmicrohttpd jansson sqlite3 nettle yaml-0.1 gnutls expat libcbor
 CFLAGS  ?= -O2 -g
 # the machine the binary is for (a cross compiler names its target), not the one building it
 TARGET  := $(shell $(CC) -dumpmachine)
@@ -27,8 +27,9 @@ CFLAGS  += -std=c17 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Wall -Wextra -Werror -
 LDLIBS  += -Wl,--wrap=sendfile64
 ifneq ($(filter x86_64-% aarch64-%,$(TARGET)),)
 CFLAGS  += -DBERTH_LAZYLIBS=1
-LDLIBS  += -Wl,-Bstatic $(shell $(PKG_CONFIG) --libs $(filter-out gnutls,$(PKGS))) -lcrypt \
-	   -Wl,-Bdynamic -lpthread -ldl
+# (libcbor, for Notary COSE signatures: Debian ships no static archive of it)
+LDLIBS  += -Wl,-Bstatic $(shell $(PKG_CONFIG) --libs $(filter-out gnutls libcbor,$(PKGS))) -lcrypt \
+	   -Wl,-Bdynamic $(shell $(PKG_CONFIG) --libs libcbor) -lpthread -ldl
 else
 LDLIBS  += $(PKG_LIBS) -lcrypt -lm -lpthread -ldl
 endif

@@ -3,7 +3,8 @@
 # Runs apt-get only when something is missing, so repeated `make` calls stay fast.
 set -euo pipefail
 build_pkgs="build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev nettle-dev
-  libgnutls28-dev libyaml-dev libcurl4-gnutls-dev libarchive-dev libcrypt-dev libpq-dev libexpat1-dev"
+  libgnutls28-dev libyaml-dev libcurl4-gnutls-dev libarchive-dev libcrypt-dev libpq-dev libexpat1-dev
+  libcbor-dev"
 test_pkgs="curl jq openssl skopeo umoci containerd docker-registry python3 python3-yaml sqlite3 apache2-utils
   nginx-light wrk clang libclang-rt-14-dev podman postgresql util-linux-extra python3-prometheus-client docker.io"
 # a single-node Ceph RADOS Gateway as the S3 store of tests/rgw.sh, and the AWS CLI to check it
@@ -11,6 +12,8 @@ test_pkgs="$test_pkgs ceph-mon ceph-osd radosgw ceph-common awscli"
 # the Debian package's test (tests/integration/deb.sh): a throwaway root, and a trace of berth's
 # system calls against the unit's filter
 test_pkgs="$test_pkgs mmdebstrap arch-test strace"
+# the Notary Project COSE envelopes tests/fixtures/notary_sign.py writes
+test_pkgs="$test_pkgs python3-cbor2"
 bench_pkgs=""
 case "${1:-build}" in
   build) pkgs="$build_pkgs" ;;
@@ -23,7 +26,7 @@ esac
 # libraries berth dlopens (libpq5: its -dev cannot be installed for two architectures at once,
 # and berth takes the host's header), and qemu-user with binfmt to run the result here.
 cross_libs="libmicrohttpd-dev libjansson-dev libsqlite3-dev nettle-dev libgnutls28-dev libyaml-dev
-  libexpat1-dev libcrypt-dev libcurl4-gnutls-dev libarchive-dev libpq5"
+  libexpat1-dev libcbor-dev libcrypt-dev libcurl4-gnutls-dev libarchive-dev libpq5"
 shift || true
 add_arch=""
 for a in "$@"; do

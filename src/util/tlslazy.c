@@ -62,7 +62,30 @@
     X(gnutls_pubkey_init)                                                                          \
     X(gnutls_pubkey_verify_data2)                                                                  \
     X(gnutls_x509_crt_deinit)                                                                      \
-    X(gnutls_x509_crt_list_import2)
+    X(gnutls_x509_crt_list_import2)                                                                \
+    /* trust: Notary Project and Sigstore-bundle signatures (trust/notary.c, trust/sigstore.c) */  \
+    X(gnutls_certificate_verification_status_print)                                                \
+    X(gnutls_pk_to_sign)                                                                           \
+    X(gnutls_pubkey_get_pk_algorithm)                                                              \
+    X(gnutls_pubkey_verify_hash2)                                                                  \
+    X(gnutls_x509_crt_check_issuer)                                                                \
+    X(gnutls_x509_crt_get_activation_time)                                                         \
+    X(gnutls_x509_crt_get_basic_constraints)                                                       \
+    X(gnutls_x509_crt_get_dn3)                                                                     \
+    X(gnutls_x509_crt_get_dn_by_oid)                                                               \
+    X(gnutls_x509_crt_get_expiration_time)                                                         \
+    X(gnutls_x509_crt_get_key_purpose_oid)                                                         \
+    X(gnutls_x509_crt_get_key_usage)                                                               \
+    X(gnutls_x509_crt_get_pk_algorithm)                                                            \
+    X(gnutls_x509_crt_get_signature_algorithm)                                                     \
+    X(gnutls_x509_crt_import)                                                                      \
+    X(gnutls_x509_crt_init)                                                                        \
+    X(gnutls_x509_crt_verify)                                                                      \
+    X(gnutls_x509_trust_list_add_trust_dir)                                                        \
+    X(gnutls_x509_trust_list_add_trust_file)                                                       \
+    X(gnutls_x509_trust_list_deinit)                                                               \
+    X(gnutls_x509_trust_list_init)                                                                 \
+    X(gnutls_x509_trust_list_verify_crt2)
 
 static void unloaded(const char *name)
 {
