@@ -20,6 +20,7 @@
 #include "registry/registry.h"
 #include "serve.h"
 #include "store/store.h"
+#include "trust/trust.h"
 #include "util/err.h"
 #include "util/file.h"
 #include "util/log.h"
@@ -659,7 +660,8 @@ static int bundle_import(const char *path, const char *cfg_path, const char *to,
         store *st = NULL;
         rc = config_load(&cfg, cfg_path);
         if (rc == 0) {
-            rc = store_open(&st, &cfg);
+            rc = trust_bundle_check(&cfg, &b, &p, NULL); /* trust: refused whole, nothing written */
+            if (rc == 0) rc = store_open(&st, &cfg);
             store_import si = {.st = st, .buf = buf};
             if (rc == 0) rc = each_blob(&b, fd, to_store, &si);
             if (rc == 0) rc = commit_plan(st, &cfg, &p);

@@ -62,7 +62,10 @@
     X(gnutls_pubkey_init)                                                                          \
     X(gnutls_pubkey_verify_data2)                                                                  \
     X(gnutls_x509_crt_deinit)                                                                      \
-    X(gnutls_x509_crt_list_import2)
+    X(gnutls_x509_crt_list_import2)                                                                \
+    /* trust keys (trust/cosign.c) */                                                              \
+    X(gnutls_pubkey_get_pk_algorithm)                                                              \
+    X(gnutls_pubkey_import)
 
 static void unloaded(const char *name)
 {
