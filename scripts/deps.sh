@@ -11,6 +11,8 @@ test_pkgs="$test_pkgs ceph-mon ceph-osd radosgw ceph-common awscli"
 # the Debian package's test (tests/integration/deb.sh): a throwaway root, and a trace of berth's
 # system calls against the unit's filter
 test_pkgs="$test_pkgs mmdebstrap arch-test strace"
+# trust (tests/integration/trust.sh, bench/trust_bench.py): cosign-format signatures
+test_pkgs="$test_pkgs python3-cryptography"
 bench_pkgs=""
 case "${1:-build}" in
   build) pkgs="$build_pkgs" ;;
