@@ -132,6 +132,10 @@ static int cmd_serve(const cli *o)
     }
     config cfg;
     if (load(o, &cfg) < 0) return 1;
+    if (cfg.trust.npolicies && trust_load(&cfg) < 0) { /* trust: keys load at start, or no start */
+        config_free(&cfg);
+        return 1;
+    }
     serve_block_signals();
     if ((cfg.nmirrors || cfg.proxy || cfg.helm.nupstreams) && upstream_global_init() < 0) {
         log_error("msg=\"mirrors are configured but libcurl cannot be loaded\"");

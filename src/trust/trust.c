@@ -683,6 +683,10 @@ int trust_serve_check(http_req *r, const char *digest, const char *media_type, c
     long pi = policy_index(cfg, r->name);
     if (pi < 0 || cache_get(pi, digest, NULL, 0)) return 0;
     if (!r->on_worker) return HTTP_OFFLOAD;
+    if (about_other(content, len)) { /* a signature travels with its subject: nothing to fetch */
+        cache_put(pi, digest, "(a signature or attestation)");
+        return 0;
+    }
     if (r->mirror) mirror_fetch_sigs(r, digest);
     trust_source src;
     trust_store_source(r->store, &src);

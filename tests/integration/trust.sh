@@ -172,6 +172,12 @@ push() { # push REPO TAG DIR LABEL: a fresh image; prints its digest
     pl_push_image "$BERTH_URL" "$1" "$2" "$3" "$3/c1" "$3/l1"
 }
 
+printf 'version: 0.1\nhttp: {addr: "127.0.0.1:%s"}\ntrust:\n  keys: {k: %s}\n  policies:\n    - {name: p, repositories: ["a/*"], keys: [k]}\n' \
+    "$(t_port)" "$CFG" >"$W/badkey.yml"
+timeout 5 "$BERTH" serve -c "$W/badkey.yml" >"$W/badkey.out" 2>&1
+t_eq "a trust key that is not a PEM public key stops berth at start (exit 1)" 1 "$?"
+t_check "and says which key" grep -q "trust key k: .* is not a PEM public key" "$W/badkey.out"
+
 # ---- 1. enforce: unsigned is pushed but not served ----------------------------------------
 D1=$(push apps/img v1 "$W/i1" img1)
 t_check "an unsigned push to a repository in scope is accepted" test -n "$D1"
