@@ -273,23 +273,31 @@ static char sig_kind(const char *content, size_t len)
     return k;
 }
 
-/* Signatures, attestations and other artifacts about a subject are not themselves subjects of a
- * policy: they travel with their content (a subject field, a signature layer or type). */
+/* Signatures and attestations are not themselves subjects of a policy: they travel with their
+ * content. Only a manifest all of whose layers are signature envelopes counts (a cosign
+ * simple-signing payload, a DSSE attestation, a Sigstore bundle, a Notary JWS or COSE envelope):
+ * nothing in it can run, so an image cannot slip past a policy by carrying a subject field or an
+ * extra signature-typed layer. */
 static bool about_other(const char *content, size_t len)
 {
+    static const char *const env[] = {MT_SIMPLESIGNING, "application/vnd.dsse.envelope.v1+json",
+                                      "application/jose+json", "application/cose"};
     if (!content) return false;
-    if (sig_kind(content, len)) return true;
     json_t *j = json_loadb(content, len, 0, NULL);
-    bool about = json_object_get(j, "subject") != NULL;
+    json_t *layers = json_object_get(j, "layers");
+    bool all = json_array_size(layers) > 0;
     size_t i;
     json_t *l;
-    json_array_foreach(json_object_get(j, "layers"), i, l)
+    json_array_foreach(layers, i, l)
     {
         const char *mt = json_string_value(json_object_get(l, "mediaType"));
-        if (mt && !strcmp(mt, "application/vnd.dsse.envelope.v1+json")) about = true;
+        bool sig = mt && !strncmp(mt, AT_SIGSTORE, strlen(AT_SIGSTORE));
+        for (size_t k = 0; mt && !sig && k < sizeof env / sizeof *env; k++)
+            sig = !strcmp(mt, env[k]);
+        all = all && sig;
     }
     json_decref(j);
-    return about;
+    return all;
 }
 
 /* Verifies one signature artifact: 1 accepted (signer set), 0 refused (reason appended). */

@@ -191,6 +191,17 @@ t_eq "berth verify of the unsigned image exits 1" 1 "$?"
 t_check "berth verify says NOT MET" grep -q "policy 'apps' (enforce): NOT MET" "$W/v1.out"
 t_eq "a repository no policy covers is served as before" 200 "$(status_of other/x v1 >/dev/null; D=$(push other/x v1 "$W/o1" o1); status_of other/x v1)"
 
+# an image cannot pass for a signature: a subject field, or one signature-typed layer beside its
+# filesystem layers, does not exempt it from the policy
+jq -c --arg d "$D1" --argjson n "$(stat -c %s "$W/i1/manifest.json")" \
+    '. + {subject: {mediaType: .mediaType, digest: $d, size: $n}}' "$W/i1/manifest.json" >"$W/smug1.json"
+pl_push_manifest "$BERTH_URL" apps/img smug1 "$W/smug1.json" || t_fail "push an image with a subject field"
+t_check "an unsigned image with a subject field is still denied" denied_with apps/img smug1 "has no signature"
+jq -c '.layers += [.config + {mediaType: "application/vnd.dev.cosign.simplesigning.v1+json"}]' \
+    "$W/i1/manifest.json" >"$W/smug2.json"
+pl_push_manifest "$BERTH_URL" apps/img smug2 "$W/smug2.json" || t_fail "push an image with a signature-typed layer"
+t_check "an unsigned image with an extra simple-signing layer is still denied" denied_with apps/img smug2 "trust policy 'apps'"
+
 # ---- 2. signatures that must be refused, each with its reason ------------------------------
 $SIGN sign "$BERTH_URL" apps/img "$D1" --key "$W/other/cosign.key" >/dev/null
 t_check "signed by another key: denied, 'does not verify with key 'release''" \
