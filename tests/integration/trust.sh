@@ -102,6 +102,14 @@ t_eq "nothing was written: no blob in the target store" 0 "$(find "$W/t3" -path 
 "$BERTH" verify apps/ref:v1 -c "$W/t3.yml" >/dev/null 2>&1
 t_eq "nothing was written: the manifest is unknown there (berth verify: 2)" 2 "$?"
 
+# cosign's classic .sig tag rides along in a bundle too, and recreates its tag on import
+"$BERTH" bundle create -c "$W/cli.yml" -o "$W/c.tar" multi/rsa:v1 >"$W/cc.out" 2>&1
+t_eq "bundle create of multi/rsa:v1 carries its tag sha256-<hex>.sig" 1 \
+    "$(tar -xOf "$W/c.tar" index.json | jq --arg t "multi/rsa:sha256-${DR#sha256:}.sig" '[.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $t)] | length')"
+t_check "bundle import of it into an enforcing store" "$BERTH" bundle import "$W/c.tar" -c "$W/t2.yml"
+"$BERTH" verify multi/rsa:v1 -c "$W/t2.yml" >"$W/cv.out" 2>&1
+t_eq "the imported image verifies there by its .sig tag" "0 1" "$? $(grep -c "accepted: signed by key 'rsa' (cosign signature, tag sha256-" "$W/cv.out")"
+
 # ---- 9. mirror fill from a real docker-registry ----------------------------------------
 code=$(curl -s -o "$W/m1.out" -w '%{http_code}' -H "$PL_ACCEPT" "$BERTH_URL/v2/library/signed/manifests/v1?ns=docker.io")
 t_eq "mirror: the upstream's signed image is served" "200 $D_UPS" "$code sha256:$(t_sha256 "$W/m1.out")"
@@ -293,6 +301,14 @@ t_check "the refusal names the policy and the missing signature" grep -q "trust 
 t_eq "nothing was written: no blob in the target store" 0 "$(find "$W/t3" -path '*/blobs/*' -type f 2>/dev/null | wc -l)"
 "$BERTH" verify apps/ref:v1 -c "$W/t3.yml" >/dev/null 2>&1
 t_eq "nothing was written: the manifest is unknown there (berth verify: 2)" 2 "$?"
+
+# cosign's classic .sig tag rides along in a bundle too, and recreates its tag on import
+"$BERTH" bundle create -c "$W/cli.yml" -o "$W/c.tar" multi/rsa:v1 >"$W/cc.out" 2>&1
+t_eq "bundle create of multi/rsa:v1 carries its tag sha256-<hex>.sig" 1 \
+    "$(tar -xOf "$W/c.tar" index.json | jq --arg t "multi/rsa:sha256-${DR#sha256:}.sig" '[.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $t)] | length')"
+t_check "bundle import of it into an enforcing store" "$BERTH" bundle import "$W/c.tar" -c "$W/t2.yml"
+"$BERTH" verify multi/rsa:v1 -c "$W/t2.yml" >"$W/cv.out" 2>&1
+t_eq "the imported image verifies there by its .sig tag" "0 1" "$? $(grep -c "accepted: signed by key 'rsa' (cosign signature, tag sha256-" "$W/cv.out")"
 
 # ---- 9. mirror fill from a real docker-registry ----------------------------------------
 code=$(curl -s -o "$W/m1.out" -w '%{http_code}' -H "$PL_ACCEPT" "$BERTH_URL/v2/library/signed/manifests/v1?ns=docker.io")
