@@ -186,6 +186,17 @@ timeout 5 "$BERTH" serve -c "$W/badkey.yml" >"$W/badkey.out" 2>&1
 t_eq "a trust key that is not a PEM public key stops berth at start (exit 1)" 1 "$?"
 t_check "and says which key" grep -q "trust key k: .* is not a PEM public key" "$W/badkey.out"
 
+# config mistakes are refused by name, never silently ignored
+badcfg() { # badcfg NAME POLICY-LINE EXPECTED
+    printf 'version: 0.1\ntrust:\n  keys: {release: %s}\n  policies:\n    - %s\n' "$W/good/cosign.pub" "$2" >"$W/bad-$1.yml"
+    "$BERTH" verify apps/x:v1 -c "$W/bad-$1.yml" >"$W/bad-$1.out" 2>&1
+    t_eq "config: $1 is refused by name (exit 2)" "2 1" "$? $(grep -cF "$3" "$W/bad-$1.out")"
+}
+badcfg "a key no trust.keys has" '{name: p, repositories: ["a/*"], keys: [nokey]}' "'nokey' is not in trust.keys"
+badcfg "a mode other than enforce or warn" '{name: p, repositories: ["a/*"], keys: [release], mode: audit}' "'audit' is not enforce or warn"
+badcfg "a policy without repositories" '{name: p, keys: [release]}' "repositories: at least one pattern"
+badcfg "an unknown policy key" '{name: p, repositories: ["a/*"], keys: [release], sign: yes}' "trust.policies[0].sign: unknown"
+
 # ---- 1. enforce: unsigned is pushed but not served ----------------------------------------
 D1=$(push apps/img v1 "$W/i1" img1)
 t_check "an unsigned push to a repository in scope is accepted" test -n "$D1"
