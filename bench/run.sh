@@ -4,7 +4,9 @@
 # bench/scale_bench.py: push/pull MiB/s through one and three berth replicas over one Ceph RGW
 # (S3) + PostgreSQL, beside docker-registry's s3 driver (figures only, no target); then
 # bench/fleet_bench.py: 10 and 50 devices pulling one image at once through a 20 MB/s WAN, berth's
-# mirror beside docker-registry's proxy (last device's time, WAN bytes / image, errors).
+# mirror beside docker-registry's proxy (last device's time, WAN bytes / image, errors); then
+# bench/trust_bench.py: a warm pull of a signed manifest through an enforcing trust policy vs the
+# same pull without policy, as a ratio (target within 1.2x).
 #
 # Servers are pinned to CPU 0, load generators (curl, wrk) to CPU 1, all on 127.0.0.1 (the scale
 # section pins nothing: its replicas, Ceph, PostgreSQL and clients share every CPU).
@@ -39,4 +41,5 @@ if [ "$(nproc)" -lt 2 ]; then
 fi
 rc=0; python3 bench/bench.py "$@" || rc=$?; python3 bench/bundle_bench.py || rc=$((rc ? rc : $?))
 python3 bench/scale_bench.py || rc=$((rc ? rc : $?))
-python3 bench/fleet_bench.py || rc=$((rc ? rc : $?)); exit "$rc"
+python3 bench/fleet_bench.py || rc=$((rc ? rc : $?))
+python3 bench/trust_bench.py || rc=$((rc ? rc : $?)); exit "$rc"

@@ -14,6 +14,8 @@ test_pkgs="$test_pkgs ceph-mon ceph-osd radosgw ceph-common awscli"
 test_pkgs="$test_pkgs mmdebstrap arch-test strace"
 # the Notary Project COSE envelopes tests/fixtures/notary_sign.py writes
 test_pkgs="$test_pkgs python3-cbor2"
+# trust (tests/integration/trust.sh, bench/trust_bench.py): cosign-format signatures
+test_pkgs="$test_pkgs python3-cryptography"
 bench_pkgs=""
 case "${1:-build}" in
   build) pkgs="$build_pkgs" ;;

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 #include <yaml.h>
 
 extern char **environ;
@@ -1359,6 +1360,9 @@ static int margo_parse(const char *v)
                                     : -1;
 }
 
+static int load_trust(cnode *root, config *cfg); /* below, with the trust section */
+static void free_trust(config *cfg);
+
 /* Every key of the file, in the order they are read (and their errors reported). */
 static const config_key config_keys[] = {
     RAW("version", CK_STR, "0.1", check_version, "the format's version, 0.1 when present"),
@@ -1493,6 +1497,8 @@ static const config_key config_keys[] = {
             "regexps a layer URL must match none of"),
     ENUM("margo.validation", margo_validation, "reject", margo_parse, "reject, warn or off",
          "margo packages and compose archives"),
+    SECTION("trust", load_trust, free_trust,
+            "signature keys, Notary trust stores and policies (docs/trust.md)"),
     {0}};
 
 /* registry:2 sections berth reads but does not serve or act on: named at start, with what that
@@ -1525,6 +1531,161 @@ static void report_unserved(cnode *root)
         log_warn("msg=\"configuration key not acted on\" key=%s detail=\"%s\"", unserved[i].path,
                  unserved[i].what);
     }
+}
+
+/* ---- trust: keys, Notary trust stores and policies (src/trust/, docs/trust.md) ---- */
+static void trust_config_free(config_trust *t)
+{
+    for (size_t i = 0; i < t->nkeys; i++) {
+        free(t->keys[i].name);
+        free(t->keys[i].path);
+    }
+    free(t->keys);
+    for (size_t i = 0; i < t->nstores; i++) {
+        free(t->stores[i].name);
+        free(t->stores[i].type);
+        strs_free(t->stores[i].paths, t->stores[i].npaths);
+    }
+    free(t->stores);
+    for (size_t i = 0; i < t->npolicies; i++) {
+        config_trust_policy *p = &t->policies[i];
+        free(p->name);
+        strs_free(p->repos, p->nrepos);
+        strs_free(p->keys, p->nkeys);
+        strs_free(p->stores, p->nstores);
+        strs_free(p->identities, p->nidentities);
+    }
+    free(t->policies);
+    memset(t, 0, sizeof *t);
+}
+
+static int trust_policy_load(cnode *pn, size_t idx, const config_trust *t, config_trust_policy *p)
+{
+    char what[96];
+    snprintf(what, sizeof what, "trust.policies[%zu]", idx);
+    if (pn->kind != CN_MAP) return berr_set(BERR_CONFIG, "%s: expected a map", what);
+    p->name = strdup(what);
+    for (size_t i = 0; i < pn->nkids; i++) {
+        cnode *k = pn->kids[i];
+        k->used = true;
+        char kw[160];
+        snprintf(kw, sizeof kw, "%s.%s", what, k->key);
+        bool scalar = k->kind == CN_SCALAR;
+        int rc = 0;
+        if (!strcasecmp(k->key, "name") && scalar) {
+            free(p->name);
+            p->name = strdup(k->value);
+        } else if (!strcasecmp(k->key, "repositories")) {
+            rc = str_list(k, kw, NULL, &p->repos, &p->nrepos);
+        } else if (!strcasecmp(k->key, "mode") && scalar) {
+            if (!strcasecmp(k->value, "warn"))
+                p->warn = true;
+            else if (strcasecmp(k->value, "enforce") != 0)
+                rc = berr_set(BERR_CONFIG, "%s: '%s' is not enforce or warn", kw, k->value);
+        } else if (!strcasecmp(k->key, "keys")) {
+            rc = str_list(k, kw, NULL, &p->keys, &p->nkeys);
+        } else if (!strcasecmp(k->key, "trustStores")) {
+            rc = str_list(k, kw, NULL, &p->stores, &p->nstores);
+        } else if (!strcasecmp(k->key, "trustedIdentities")) {
+            rc = str_list(k, kw, NULL, &p->identities, &p->nidentities);
+        } else if (!strcasecmp(k->key, "signatureVerification") && scalar) {
+            static const char *const lv[] = {"strict", "permissive", "audit", "skip"};
+            p->level = -1;
+            for (int l = 0; l < 4; l++)
+                if (!strcasecmp(k->value, lv[l])) p->level = l;
+            if (p->level < 0)
+                rc = berr_set(BERR_CONFIG, "%s: '%s' is not strict, permissive, audit or skip", kw,
+                              k->value);
+        } else {
+            rc = berr_set(BERR_CONFIG, "%s: unknown or malformed key", kw);
+        }
+        if (rc < 0) return rc;
+    }
+    if (!p->nrepos) return berr_set(BERR_CONFIG, "%s: repositories: at least one pattern", what);
+    if (!p->nkeys && !p->nstores)
+        return berr_set(BERR_CONFIG, "%s: names no keys and no trustStores", what);
+    for (size_t i = 0; i < p->nkeys; i++) {
+        bool found = false;
+        for (size_t j = 0; j < t->nkeys && !found; j++)
+            found = !strcmp(t->keys[j].name, p->keys[i]);
+        if (!found)
+            return berr_set(BERR_CONFIG, "%s.keys: '%s' is not in trust.keys", what, p->keys[i]);
+    }
+    for (size_t i = 0; i < p->nstores; i++) {
+        const char *colon = strchr(p->stores[i], ':');
+        bool found = false;
+        for (size_t j = 0; colon && j < t->nstores && !found; j++)
+            found = !strcmp(t->stores[j].name, colon + 1) &&
+                    strlen(t->stores[j].type) == (size_t)(colon - p->stores[i]) &&
+                    !strncmp(t->stores[j].type, p->stores[i], (size_t)(colon - p->stores[i]));
+        if (!found)
+            return berr_set(BERR_CONFIG,
+                            "%s.trustStores: '%s' is not a <type>:<name> of trust.stores", what,
+                            p->stores[i]);
+    }
+    return 0;
+}
+
+/* trust: its own block (keys: {name: path}, stores: {name: {type, paths}}, policies: [...]). */
+static int load_trust(cnode *root, config *cfg)
+{
+    config_trust *t = &cfg->trust;
+    cnode *keys = cn_path(root, "trust.keys"), *stores = cn_path(root, "trust.stores"),
+          *pols = cn_path(root, "trust.policies");
+    if (keys && keys->kind != CN_MAP)
+        return berr_set(BERR_CONFIG, "trust.keys: expected a map of name: path");
+    for (size_t i = 0; keys && i < keys->nkids; i++) {
+        cnode *k = keys->kids[i];
+        k->used = true;
+        if (k->kind != CN_SCALAR)
+            return berr_set(BERR_CONFIG, "trust.keys.%s: expected a file path", k->key);
+        t->keys = realloc(t->keys, (t->nkeys + 1) * sizeof *t->keys);
+        if (!t->keys) abort();
+        t->keys[t->nkeys++] = (config_trust_key){strdup(k->key), strdup(k->value)};
+        if (access(k->value, R_OK) != 0)
+            return berr_set(BERR_CONFIG, "trust.keys.%s: cannot read %s", k->key, k->value);
+    }
+    if (stores && stores->kind != CN_MAP)
+        return berr_set(BERR_CONFIG, "trust.stores: expected a map of name: {type, paths}");
+    for (size_t i = 0; stores && i < stores->nkids; i++) {
+        cnode *s = stores->kids[i];
+        s->used = true;
+        char what[300];
+        snprintf(what, sizeof what, "trust.stores.%s", s->key);
+        if (s->kind != CN_MAP) return berr_set(BERR_CONFIG, "%s: expected {type, paths}", what);
+        t->stores = realloc(t->stores, (t->nstores + 1) * sizeof *t->stores);
+        if (!t->stores) abort();
+        config_trust_store *cs = &t->stores[t->nstores++];
+        memset(cs, 0, sizeof *cs);
+        cs->name = strdup(s->key);
+        cnode *ty = cn_get(s, "type"), *ps = cn_get(s, "paths");
+        if (ty) ty->used = true;
+        cs->type = strdup(ty && ty->kind == CN_SCALAR ? ty->value : "ca");
+        if (strcmp(cs->type, "ca") && strcmp(cs->type, "signingAuthority") &&
+            strcmp(cs->type, "tsa"))
+            return berr_set(BERR_CONFIG, "%s.type: '%s' is not ca, signingAuthority or tsa", what,
+                            cs->type);
+        int rc = str_list(ps, what, NULL, &cs->paths, &cs->npaths);
+        if (rc < 0) return rc;
+        if (!cs->npaths)
+            return berr_set(BERR_CONFIG, "%s.paths: at least one certificate file", what);
+    }
+    if (pols && pols->kind != CN_SEQ)
+        return berr_set(BERR_CONFIG, "trust.policies: expected a list");
+    for (size_t i = 0; pols && i < pols->nkids; i++) {
+        t->policies = realloc(t->policies, (t->npolicies + 1) * sizeof *t->policies);
+        if (!t->policies) abort();
+        config_trust_policy *p = &t->policies[t->npolicies++];
+        memset(p, 0, sizeof *p);
+        int rc = trust_policy_load(pols->kids[i], i, t, p);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+static void free_trust(config *cfg)
+{
+    trust_config_free(&cfg->trust);
 }
 
 /* What depends on several keys, once all are read. */

@@ -128,6 +128,39 @@ typedef struct {
     size_t ndeny;
 } config_validation;
 
+/* Trust at the site boundary (`trust:`, berth's own; src/trust/, docs/trust.md): public keys
+ * and Notary trust stores by name, and policies by repository pattern. */
+typedef struct {
+    char *name, *path; /* trust.keys.<name>: a PEM public key as cosign writes it */
+} config_trust_key;
+typedef struct {
+    char *name;   /* trust.stores.<name> */
+    char *type;   /* ca | signingAuthority | tsa */
+    char **paths; /* PEM certificate files */
+    size_t npaths;
+} config_trust_store;
+typedef struct {
+    char *name;   /* trust.policies[].name */
+    char **repos; /* repositories: fnmatch patterns ('*' also matches '/'), mirror space too */
+    size_t nrepos;
+    bool warn;   /* mode: warn (serve and log) instead of enforce (deny) */
+    char **keys; /* names of trust.keys accepted (cosign, Sigstore bundles) */
+    size_t nkeys;
+    char **stores; /* trustStores: "<type>:<name>" (Notary Project) */
+    size_t nstores;
+    char **identities; /* trustedIdentities */
+    size_t nidentities;
+    int level; /* signatureVerification: trust_level (0 strict .. 3 skip) */
+} config_trust_policy;
+typedef struct {
+    config_trust_key *keys;
+    size_t nkeys;
+    config_trust_store *stores;
+    size_t nstores;
+    config_trust_policy *policies; /* first match decides */
+    size_t npolicies;
+} config_trust;
+
 typedef struct {
     char *path; /* the file loaded, or NULL for defaults only */
     int log_level;
@@ -182,6 +215,7 @@ typedef struct {
     config_database database;
     config_s3 s3;
     config_validation validation;
+    config_trust trust; /* berth: trust */
 } config;
 
 /* Loads defaults, then the file (when path is non-NULL), then REGISTRY_* env overrides.

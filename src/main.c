@@ -16,6 +16,7 @@
 #include "serve.h"
 #include "proxy/upstream.h"
 #include "store/store.h"
+#include "trust/trust.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -41,6 +42,8 @@ static void usage(FILE *f)
           "  bundle import FILE (-c config.yml | --to URL)\n"
           "  bundle serve FILE|DIR [--addr HOST:PORT] [-c config.yml]\n"
           "                      air-gap bundles: OCI image layout archives\n"
+          "  verify REF [-c config.yml]\n"
+          "                      check REF's signatures against its trust policy\n"
           "  compose push DIR REF:REVISION | pull REF DIR [--user U:P]\n"
           "                      margo compose archives to and from any registry\n"
           "  gc [--dry-run] [--grace DURATION]\n"
@@ -129,6 +132,10 @@ static int cmd_serve(const cli *o)
     }
     config cfg;
     if (load(o, &cfg) < 0) return 1;
+    if (cfg.trust.npolicies && trust_load(&cfg) < 0) { /* trust: keys load at start, or no start */
+        config_free(&cfg);
+        return 1;
+    }
     serve_block_signals();
     if ((cfg.nmirrors || cfg.proxy || cfg.helm.nupstreams) && upstream_global_init() < 0) {
         log_error("msg=\"mirrors are configured but libcurl cannot be loaded\"");
@@ -288,7 +295,10 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "app") && argc > 2 && !strcmp(argv[2], "closure"))
         return bundle_closure_cli(argc - 3, argv + 3);
     if (!strcmp(cmd, "app")) return margo_cli(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bundle") && argc > 2 && !strcmp(argv[2], "verify"))
+        return trust_bundle_cli(argc - 2, argv + 2);
     if (!strcmp(cmd, "bundle")) return bundle_cli(argc - 2, argv + 2);
+    if (!strcmp(cmd, "verify")) return trust_verify_cli(argc - 2, argv + 2);
     if (!strcmp(cmd, "compose")) return margo_compose_cli(argc - 2, argv + 2);
     cli o;
     if (parse_cli(argc - 1, argv + 1, &o) < 0) {

@@ -20,6 +20,7 @@
 #include "registry/registry.h"
 #include "serve.h"
 #include "store/store.h"
+#include "trust/trust.h"
 #include "util/err.h"
 #include "util/file.h"
 #include "util/log.h"
@@ -233,6 +234,26 @@ static int narrow(rc_ref *r, const char *platforms, rc_manifest *mf)
     return rc;
 }
 
+/* trust: cosign's classic signature of digest (the tag sha256-<hex>.sig), carried as a tagged
+ * entry so that the import recreates the tag beside its subject. A source without one (or that
+ * cannot be read) leaves it out: an enforcing import then refuses the subject, naming why. */
+static int copy_cosign_sig(creator *c, rc_ref *r, const char *digest)
+{
+    if (strncmp(digest, "sha256:", 7) != 0) return 0;
+    char tag[128];
+    snprintf(tag, sizeof tag, "sha256-%s.sig", digest + 7);
+    rc_manifest mf;
+    if (rc_get_manifest(r, tag, &mf) < 0) return 0;
+    int rc = copy_manifest(c, r, mf.digest, mf.body, mf.len, 1);
+    if (rc == 0) {
+        char name[800];
+        snprintf(name, sizeof name, "%s:%s", r->name, tag);
+        add_entry(c, mf.media_type, mf.digest, mf.len, NULL, json_pack("{s:s}", ANN_REF, name));
+    }
+    rc_manifest_free(&mf);
+    return rc;
+}
+
 /* One reference: its manifest, everything below it, its referrers and its index.json entry. */
 static int create_ref(creator *c, const char *ref, const rc_opts *o, const char *platforms)
 {
@@ -245,6 +266,7 @@ static int create_ref(creator *c, const char *ref, const rc_opts *o, const char 
     snprintf(orig, sizeof orig, "%s", mf.digest);
     if (platforms && is_index(mf.media_type)) rc = narrow(&r, platforms, &mf);
     if (rc == 0) rc = copy_manifest(c, &r, mf.digest, mf.body, mf.len, 0);
+    if (rc == 0) rc = copy_cosign_sig(c, &r, orig); /* trust: the signature travels along */
     if (rc == 0) {
         char name[800];
         const char *tag = r.ref[0] ? r.ref : "latest";
@@ -659,7 +681,8 @@ static int bundle_import(const char *path, const char *cfg_path, const char *to,
         store *st = NULL;
         rc = config_load(&cfg, cfg_path);
         if (rc == 0) {
-            rc = store_open(&st, &cfg);
+            rc = trust_bundle_check(&cfg, &b, &p, NULL); /* trust: refused whole, nothing written */
+            if (rc == 0) rc = store_open(&st, &cfg);
             store_import si = {.st = st, .buf = buf};
             if (rc == 0) rc = each_blob(&b, fd, to_store, &si);
             if (rc == 0) rc = commit_plan(st, &cfg, &p);

@@ -20,6 +20,7 @@
  */
 #include "proxy/upstream.h"
 #include "registry/registry.h"
+#include "trust/trust.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/metrics.h"
@@ -461,8 +462,13 @@ void reg_mirror_maintain(store *st, const config *cfg, bool evict)
 
 static int serve_manifest(http_req *r, store_manifest *m)
 {
+    int rc = trust_serve_check(r, m->digest, m->media_type, m->content, m->size);
+    if (rc != 0) { /* trust: fetches the upstream's signatures; unsigned is denied and dropped */
+        store_manifest_free(m);
+        return rc;
+    }
     note_access(r->name, m->digest);
-    int rc = http_reply_owned(r, 200, m->media_type, m->content, m->size);
+    rc = http_reply_owned(r, 200, m->media_type, m->content, m->size);
     m->content = NULL;
     if (rc == 0) {
         http_add_header(r, "Docker-Content-Digest", m->digest);

@@ -85,7 +85,9 @@
     X(gnutls_x509_trust_list_add_trust_file)                                                       \
     X(gnutls_x509_trust_list_deinit)                                                               \
     X(gnutls_x509_trust_list_init)                                                                 \
-    X(gnutls_x509_trust_list_verify_crt2)
+    X(gnutls_x509_trust_list_verify_crt2)                                                                     \
+    /* trust keys (trust/cosign.c) */                                                              \
+    X(gnutls_pubkey_import)
 
 static void unloaded(const char *name)
 {
