@@ -7,6 +7,7 @@
 #include "helm/helm.h"
 #include "margo/margo.h"
 #include "registry/registry.h"
+#include "ui/ui.h"
 #include "util/err.h"
 #include "util/ref.h"
 
@@ -31,6 +32,7 @@ static int get_end(http_req *r)
     if (rc == 0) {
         http_add_header(r, "Docker-Content-Digest", m.digest);
         http_add_headerf(r, "ETag", "\"%s\"", m.digest);
+        if (r->method == M_GET) ui_pull_note(r->name, r->ref); /* the web view's last pull */
     }
     store_manifest_free(&m);
     return rc;
