@@ -232,7 +232,12 @@ void ui_flush(store *st, const config *cfg)
     } else {
         json_decref(j);
     }
-    if (cfg) record(st, "runtime.json", ui_runtime(cfg));
+    /* at most once a second: page views do not each cost an fsync */
+    static int64_t runtime_written;
+    if (cfg && store_now() - runtime_written >= 1000) {
+        record(st, "runtime.json", ui_runtime(cfg));
+        runtime_written = store_now();
+    }
     pthread_mutex_unlock(&write_mu);
 }
 
