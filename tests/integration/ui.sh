@@ -74,7 +74,20 @@ for t in tmp-amd64 tmp-arm64; do curl -s -o /dev/null "${A[@]}" -X DELETE "$U/v2
 MKC="python3 $T_ROOT/tests/fixtures/mkchart.py"
 $MKC good "$T_TMP/webapp-1.2.3.tgz" webapp 1.2.3 --full
 $MKC good "$T_TMP/secretdb-0.9.0.tgz" secretdb 0.9.0
-for c in webapp-1.2.3 secretdb-0.9.0; do
+# a chart whose description is markup: the page shows it as text
+python3 - "$T_TMP/evil-0.1.0.tgz" <<'PY'
+import io, sys, tarfile
+chart = b"""apiVersion: v2
+name: evil
+version: 0.1.0
+description: "<script>alert(1)</script><img src=x onerror=alert(2)> & 'q'"
+"""
+with tarfile.open(sys.argv[1], "w:gz") as t:
+    info = tarfile.TarInfo("evil/Chart.yaml")
+    info.size = len(chart)
+    t.addfile(info, io.BytesIO(chart))
+PY
+for c in webapp-1.2.3 secretdb-0.9.0 evil-0.1.0; do
     code=$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" --data-binary @"$T_TMP/$c.tgz" "$U/api/charts")
     [ "$code" = 201 ] || t_fail "upload chart $c" "HTTP $code"
 done
@@ -150,6 +163,9 @@ t_check "the chart secretdb 0.9.0 shows for the admin [$r]" bash -c '[[ "$1" == 
 r=$(row "$D" 'class="app"')
 t_check "the margo app: name, id, version, description, package [$r]" \
     bash -c '[[ "$1" == "Hello World hello-world 1.0.0 a test app apps/hello:1.0.0 "* ]]' _ "$r"
+r=$(row "$D" 'class="chart"' | grep evil)
+t_check "a chart description that is markup shows as text [$r]" \
+    bash -c '[[ "$1" == "evil 0.1.0 charts/evil <script>alert(1)</script><img src=x onerror=alert(2)> & '"'q'"'" ]] && ! grep -q "<img src=\"x\"" "$2"' _ "$r" "$D"
 icon=$(python3 -c 'import base64;print("data:image/png;base64,"+base64.b64encode(b"\x89PNG fake icon").decode())')
 t_check "the margo app's icon is the package's, inline" has "$D" "src=\"$icon\""
 t_check "the page loads nothing from elsewhere (no script, no external URL)" \
@@ -244,8 +260,8 @@ curl -s "${A[@]}" "$U/ui/status.json" | jq -S "$proj" >"$T_TMP/page.json"
 REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$T_TMP/data "$BERTH" status -c "$T_TMP/config.yml" --json \
     >"$T_TMP/status.raw" 2>"$T_TMP/status.err"
 jq -S "$proj" "$T_TMP/status.raw" >"$T_TMP/status.json" 2>/dev/null
-t_check "the summary compared is not empty (7 repositories, 2 charts, 1 app, 2 upstreams)" \
-    bash -c "test -s '$T_TMP/status.json' && jq -e '(.repos|length)==7 and (.charts|length)==2 and (.apps|length)==1 and (.up|length)==2' '$T_TMP/status.json'"
+t_check "the summary compared is not empty (8 repositories, 3 charts, 1 app, 2 upstreams)" \
+    bash -c "test -s '$T_TMP/status.json' && jq -e '(.repos|length)==8 and (.charts|length)==3 and (.apps|length)==1 and (.up|length)==2' '$T_TMP/status.json'"
 t_check "berth status --json gives the page's numbers" \
     bash -c "test -s '$T_TMP/page.json' && diff '$T_TMP/page.json' '$T_TMP/status.json'"
 REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$T_TMP/data "$BERTH" status -c "$T_TMP/config.yml" >"$T_TMP/status.txt" 2>&1
