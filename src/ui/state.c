@@ -4,7 +4,8 @@
  * reader sees one complete version; pulls are noted in memory under one mutex (at most
  * PULL_SLOTS pending distinct references; a note past that is counted as dropped until the next
  * write) and only the writer thread, ui_flush or ui_stop touch the disk; a pull is at most
- * FLUSH_S seconds late in pulls.json (lost only when the server is killed in between).
+ * FLUSH_S seconds late in pulls.json (lost only when the server is killed in between), which
+ * keeps the PULLS_KEPT most recently pulled references.
  */
 #include "proxy/upstream.h"
 #include "registry/registry.h"
@@ -26,6 +27,7 @@
 
 #define PULL_SLOTS 4096
 #define FLUSH_S 5
+#define PULLS_KEPT 100000
 #define STATE_DIR "ui-state"
 
 typedef struct {
@@ -214,6 +216,40 @@ json_t *ui_runtime(const config *cfg)
                      (json_int_t)hits, "misses", (json_int_t)misses, "upstreams", ups);
 }
 
+typedef struct {
+    const char *key;
+    json_int_t when;
+} pull_age;
+
+static int by_age(const void *a, const void *b)
+{
+    json_int_t x = ((const pull_age *)a)->when, y = ((const pull_age *)b)->when;
+    return x < y ? -1 : x > y;
+}
+
+/* Keeps pulls.json bounded: past PULLS_KEPT references, the least recently pulled are forgotten
+ * (a deleted repository's entries go that way too). */
+static void prune(json_t *obj)
+{
+    size_t n = json_object_size(obj), i = 0;
+    if (n <= PULLS_KEPT) return;
+    pull_age *ages = calloc(n, sizeof *ages);
+    if (!ages) return;
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v) ages[i++] = (pull_age){k, json_integer_value(v)};
+    qsort(ages, n, sizeof *ages, by_age);
+    char **drop = calloc(n - PULLS_KEPT, sizeof *drop);
+    for (i = 0; drop && i < n - PULLS_KEPT; i++)
+        drop[i] = strdup(ages[i].key); /* keys die with their entries */
+    free(ages);
+    for (i = 0; drop && i < n - PULLS_KEPT; i++) {
+        if (drop[i]) json_object_del(obj, drop[i]);
+        free(drop[i]);
+    }
+    free(drop);
+}
+
 void ui_flush(store *st, const config *cfg)
 {
     pthread_mutex_lock(&write_mu);
@@ -228,6 +264,7 @@ void ui_flush(store *st, const config *cfg)
     pthread_mutex_unlock(&pull_mu);
     if (j && pending) {
         take_pulls(j, true);
+        prune(j);
         record(st, "pulls.json", j);
     } else {
         json_decref(j);
