@@ -7,6 +7,8 @@ build_pkgs="build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlit
   libcbor-dev"
 test_pkgs="curl jq openssl skopeo umoci containerd docker-registry python3 python3-yaml sqlite3 apache2-utils
   nginx-light wrk clang libclang-rt-14-dev podman postgresql util-linux-extra python3-prometheus-client docker.io"
+# the web view's test (tests/integration/ui.sh): a real browser, headless
+test_pkgs="$test_pkgs chromium"
 # a single-node Ceph RADOS Gateway as the S3 store of tests/rgw.sh, and the AWS CLI to check it
 test_pkgs="$test_pkgs ceph-mon ceph-osd radosgw ceph-common awscli"
 # the Debian package's test (tests/integration/deb.sh): a throwaway root, and a trace of berth's

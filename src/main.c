@@ -17,6 +17,7 @@
 #include "proxy/upstream.h"
 #include "store/store.h"
 #include "trust/trust.h"
+#include "ui/ui.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -49,6 +50,7 @@ static void usage(FILE *f)
           "  gc [--dry-run] [--grace DURATION]\n"
           "                      remove unreferenced blobs and untagged manifests (online)\n"
           "  fsck                re-hash every blob, check every reference; non-zero on problems\n"
+          "  status [--json]     what the store holds, cache, upstreams, last gc and fsck\n"
           "  migrate             create or upgrade the metadata schema (database:) and exit\n"
           "  sync [-c config.yml] list.yml\n"
           "                      pull the listed images into the mirror ahead of time\n"
@@ -300,6 +302,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "bundle")) return bundle_cli(argc - 2, argv + 2);
     if (!strcmp(cmd, "verify")) return trust_verify_cli(argc - 2, argv + 2);
     if (!strcmp(cmd, "compose")) return margo_compose_cli(argc - 2, argv + 2);
+    if (!strcmp(cmd, "status")) return ui_status_cli(argc - 1, argv + 1);
     cli o;
     if (parse_cli(argc - 1, argv + 1, &o) < 0) {
         usage(stderr);

@@ -13,6 +13,7 @@
 #include "helm/helm.h"
 #include "http/http.h"
 #include "registry/registry.h"
+#include "ui/ui.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/metrics.h"
@@ -257,10 +258,12 @@ int serve_run(config *cfg, store *st)
     pthread_cond_init(&m.cv, NULL);
     pthread_t mt;
     pthread_create(&mt, NULL, maintenance, &m);
+    ui_start(cfg, st); /* the web view's state writer (last pulls, runtime snapshot) */
     int sig = 0;
     sigwait(&set, &sig);
     log_info("msg=\"shutting down\" signal=%d", sig);
     http_server_stop(srv, 30);
+    ui_stop();
     http_debug_stop(dbg);
     pthread_mutex_lock(&m.mu);
     m.stop = true;

@@ -14,6 +14,7 @@
 #include "auth/auth.h"
 #include "http/bigsend.h"
 #include "http/http.h"
+#include "ui/ui.h"
 #include "util/err.h"
 #include "util/file.h"
 #include "util/log.h"
@@ -567,7 +568,7 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
             fail(r, arc);
         else if (srv->tls_trust && (arc = client_cert_check(conn)) < 0)
             fail(r, arc);
-        else if (!registry_route(r) && !status_route(r) && !helm_route(r))
+        else if (!registry_route(r) && !status_route(r) && !helm_route(r) && !ui_route(r))
             fail(r, berr_set(BERR_NOT_FOUND, "no such endpoint"));
         else if (!r->failed && auth_slow(r)) {
             /* a password to check with bcrypt (milliseconds by design): on a worker, so the

@@ -8,6 +8,7 @@
 #include "margo/margo.h"
 #include "registry/registry.h"
 #include "trust/trust.h"
+#include "ui/ui.h"
 #include "util/err.h"
 #include "util/ref.h"
 
@@ -34,6 +35,7 @@ static int get_end(http_req *r)
     if (rc == 0) {
         http_add_header(r, "Docker-Content-Digest", m.digest);
         http_add_headerf(r, "ETag", "\"%s\"", m.digest);
+        if (r->method == M_GET) ui_pull_note(r->name, r->ref); /* the web view's last pull */
     }
     store_manifest_free(&m);
     return rc;

@@ -6,6 +6,7 @@
  * Files in blobs/ that no metadata row knows are reported as notes only (gc removes them).
  */
 #include "store/internal.h"
+#include "ui/ui.h"
 #include "util/err.h"
 
 #include <stdio.h>
@@ -84,5 +85,6 @@ int store_fsck(store *s, long *problems)
     if (rc == 0) rc = s->meta->ops->check_refs(s->meta, ref_problem, &st);
     printf("checked %ld blobs, %ld manifests: %ld problems\n", st.blobs, st.manifests, st.problems);
     *problems = st.problems;
+    ui_state_fsck(s, st.blobs, st.manifests, st.problems, rc); /* the web view's "last fsck" */
     return rc;
 }

@@ -16,6 +16,7 @@
  * too once older than the grace period.
  */
 #include "store/internal.h"
+#include "ui/ui.h"
 #include "util/err.h"
 #include "util/metrics.h"
 #include "util/log.h"
@@ -160,5 +161,6 @@ int store_gc(store *s, store_gc_opts *o)
         metrics_inc(METRIC_GC_RUNS);
         metrics_add(METRIC_GC_BYTES, o->bytes_removed);
     }
+    ui_state_gc(s, o, rc); /* the web view's "last gc" */
     return rc;
 }

@@ -133,6 +133,22 @@ void metrics_upstream(const char *name, uint64_t bytes, bool ok)
     }
 }
 
+void metrics_mirror_read(const char *name, metrics_mirror_counts *out)
+{
+    memset(out, 0, sizeof *out);
+    int n = atomic_load(&nmirrors);
+    for (int i = 0; i < n; i++) {
+        mirror_counts *m = &mirrors[i];
+        if (strcmp(m->name, name) != 0) continue;
+        out->hits = atomic_load_explicit(&m->hits, memory_order_relaxed);
+        out->misses = atomic_load_explicit(&m->misses, memory_order_relaxed);
+        out->bytes = atomic_load_explicit(&m->bytes, memory_order_relaxed);
+        out->errors = atomic_load_explicit(&m->errors, memory_order_relaxed);
+        out->last_ok_s = atomic_load_explicit(&m->last_ok_s, memory_order_relaxed);
+        return;
+    }
+}
+
 /* ---- gauges ---- */
 
 static const char *const gauge_names[][2] = {

@@ -44,6 +44,11 @@ void metrics_request(const char *path, const char *method, int status, double se
 #define METRICS_MIRRORS 32
 void metrics_mirror(const char *name, bool hit);
 void metrics_upstream(const char *name, uint64_t bytes, bool ok);
+/* A mirror's counts so far (all zero when it has none): for the web view (src/ui/). */
+typedef struct {
+    uint64_t hits, misses, bytes, errors, last_ok_s;
+} metrics_mirror_counts;
+void metrics_mirror_read(const char *name, metrics_mirror_counts *out);
 
 /* Gauges read when scraped: each returns its current value. */
 typedef enum {
