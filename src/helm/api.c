@@ -463,7 +463,8 @@ static int prov_attach(http_req *r, const char *prov, size_t len, bool overwrite
     }
     json_decref(man);
     if (rc == 0) {
-        helm_store_req q = {.repo = repo,
+        helm_store_req q = {.cfg = r->cfg,
+                            .repo = repo,
                             .info = &ci,
                             .chart_digest = chart_digest,
                             .chart_size = chart_size,
@@ -523,7 +524,8 @@ static int upload_end(http_req *r)
         }
     }
     if (rc == 0) {
-        helm_store_req q = {.repo = repo,
+        helm_store_req q = {.cfg = r->cfg,
+                            .repo = repo,
                             .info = &ci,
                             .chart_digest = digest,
                             .chart_size = c->chart_bytes,

@@ -424,7 +424,8 @@ static int fetch_chart(http_req *r, up_state *st, const char *file)
     if (rc == 0) {
         store_upload_close(u);
         u = NULL;
-        helm_store_req q = {.repo = repo,
+        helm_store_req q = {.cfg = r->cfg,
+                            .repo = repo,
                             .info = &ci,
                             .chart_digest = got,
                             .chart_size = fl.n,

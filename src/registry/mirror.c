@@ -19,6 +19,7 @@
  * answer is marked down and probed in the background (see "upstream health" below).
  */
 #include "proxy/upstream.h"
+#include "registry/ingest.h"
 #include "registry/registry.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -472,6 +473,13 @@ static int serve_manifest(http_req *r, store_manifest *m)
     return rc;
 }
 
+/* For the ingest hooks that must read a layer of a manifest being filled (margo). */
+static int fill_blob_for_check(void *arg, const char *digest)
+{
+    bool fetched;
+    return reg_mirror_blob_ensure(arg, digest, &fetched);
+}
+
 /* Stores an upstream manifest byte for byte (tagged when ref is a tag); returns it in out. */
 static int store_upstream_manifest(const reg_mirror_ctx *c, const char *ref, upstream_resp *u,
                                    store_manifest *out)
@@ -488,26 +496,28 @@ static int store_upstream_manifest(const reg_mirror_ctx *c, const char *ref, ups
         strcmp(u->digest, digest) != 0)
         return berr_set(BERR_UNAVAILABLE, "upstream %s sent a manifest whose digest is not %s",
                         c->mirror->name, u->digest);
-    store_manifest_put_req req;
-    reg_manifest_parsed *parsed;
-    int rc = reg_manifest_parse(u->body, u->len, u->content_type, &req, &parsed);
-    if (rc < 0) return rc;
     const char *tags[1] = {ref};
-    req.repo = c->local;
-    req.digest = digest;
-    req.tags = tags;
-    req.ntags = by_digest ? 0 : 1;
-    req.mirrored = true;
-    rc = store_manifest_put(c->st, &req);
+    ingest_req q = {.source = INGEST_MIRROR,
+                    .repo = c->local,
+                    .content = u->body,
+                    .len = u->len,
+                    .content_type = u->content_type,
+                    .digest = digest,
+                    .tags = tags,
+                    .ntags = by_digest ? 0 : 1,
+                    .mirrored = true,
+                    .blob_ensure = fill_blob_for_check,
+                    .blob_arg = (void *)c};
+    ingest_result res;
+    int rc = ingest_manifest(c->st, c->cfg, &q, &res);
     if (rc == 0) {
         memset(out, 0, sizeof *out);
         snprintf(out->digest, sizeof out->digest, "%s", digest);
-        out->media_type = strdup(req.media_type);
+        out->media_type = strdup(res.media_type);
         out->content = u->body;
         out->size = u->len;
         u->body = NULL;
     }
-    reg_manifest_parsed_free(parsed);
     return rc;
 }
 
@@ -538,6 +548,7 @@ typedef struct check {
     char key[600];
     char local[256], upstream_repo[256], ref[256];
     store *st;
+    const config *cfg;
     const config_mirror *mirror;
     bool done;
     int rc;
@@ -562,7 +573,7 @@ static void *check_main(void *arg)
 {
     check *k = arg;
     berr_clear();
-    reg_mirror_ctx c = {k->st, k->mirror, k->local, k->upstream_repo};
+    reg_mirror_ctx c = {k->st, k->mirror, k->local, k->upstream_repo, k->cfg};
     store_manifest m, out;
     int rc = store_manifest_get(k->st, k->local, k->ref, &m);
     if (rc == 0 || rc == -BERR_MANIFEST_UNKNOWN) {
@@ -614,6 +625,7 @@ static check *check_join(const reg_mirror_ctx *c, const char *ref, const char *k
     snprintf(k->upstream_repo, sizeof k->upstream_repo, "%s", c->upstream_repo);
     snprintf(k->ref, sizeof k->ref, "%s", ref);
     k->st = c->st;
+    k->cfg = c->cfg;
     k->mirror = c->mirror;
     k->refs = 2;
     pthread_t t;
@@ -740,7 +752,7 @@ static int manifest_check(const reg_mirror_ctx *c, const char *ref, const char *
 
 static reg_mirror_ctx ctx_of_req(const http_req *r)
 {
-    return (reg_mirror_ctx){r->store, r->mirror, r->name, r->upstream_repo};
+    return (reg_mirror_ctx){r->store, r->mirror, r->name, r->upstream_repo, r->cfg};
 }
 
 int reg_mirror_manifest_get(http_req *r)
@@ -979,7 +991,7 @@ static int fetch_into(fill *f)
     lease_owner(f->lease_owner, sizeof f->lease_owner, "fill", f);
     /* the store may hold these bytes under another name: linked when the upstream confirms it
      * holds them for this repository, instead of fetched again */
-    reg_mirror_ctx vc = {f->st, mi, f->repo, f->upstream_repo};
+    reg_mirror_ctx vc = {f->st, mi, f->repo, f->upstream_repo, NULL}; /* no ingest */
     if (link_confirmed(&vc, f->digest) == 0) return 0;
     int64_t deadline = store_now() + mi->connect_ms + mi->transfer_ms;
     for (;;) {
