@@ -523,138 +523,60 @@ static int store_upstream_manifest(const reg_mirror_ctx *c, const char *ref, ups
 }
 
 /* ---- single flight of upstream manifest checks ----
- * A tag's check (or an uncached manifest's fetch) runs on a thread of its own, one per tag at a
- * time. An HTTP request waiting for it is parked (HTTP_PARKED): it holds no worker, so requests
- * for local content or for other upstreams never queue behind a silent upstream; the check
- * requeues it when done and it then answers from the store (or with the check's error).
- * `berth sync` waits for the same check on its own thread. */
+ * A tag's check (or an uncached manifest's fetch) is a fill without bytes (proxy/fill.h): it runs
+ * on a thread of its own, one per tag at a time. An HTTP request waiting for it is parked
+ * (HTTP_PARKED): it holds no worker, so requests for local content or for other upstreams never
+ * queue behind a silent upstream; the check requeues it when done and it then answers from the
+ * store (or with the check's error). `berth sync` waits for the same check on its own thread. */
 
-typedef struct parked {
-    http_req *r;
-    struct parked *next;
-} parked;
-
-/* Requeues each request of a detached list (called without locks held). */
-static void requeue_all(parked *p)
-{
-    while (p) {
-        parked *n = p->next;
-        http_req_requeue(p->r);
-        free(p);
-        p = n;
-    }
-}
-
-typedef struct check {
+typedef struct {
     char key[600];
     char local[256], upstream_repo[256], ref[256];
     store *st;
     const config *cfg;
     const config_mirror *mirror;
-    bool done;
-    int rc;
-    char err[256];
-    int refs; /* the thread's, and each waiter's */
-    parked *parked;
-    struct check *next;
-} check;
-static check *checks;
-static pthread_cond_t check_cv = PTHREAD_COND_INITIALIZER;
+} check_job;
 
 static int manifest_check(const reg_mirror_ctx *c, const char *ref, const char *key, bool cached,
                           store_manifest *cm, store_manifest *out);
 
-/* Called with state_mu held. */
-static void check_release(check *k)
+/* The check's run (fill_ops.run), on its own thread. */
+static int check_run(fill *f, void *arg)
 {
-    if (--k->refs == 0) free(k);
-}
-
-static void *check_main(void *arg)
-{
-    check *k = arg;
-    berr_clear();
-    reg_mirror_ctx c = {k->st, k->mirror, k->local, k->upstream_repo, k->cfg};
+    (void)f;
+    check_job *j = arg;
+    reg_mirror_ctx c = {j->st, j->mirror, j->local, j->upstream_repo, j->cfg};
     store_manifest m, out;
-    int rc = store_manifest_get(k->st, k->local, k->ref, &m);
+    int rc = store_manifest_get(j->st, j->local, j->ref, &m);
     if (rc == 0 || rc == -BERR_MANIFEST_UNKNOWN) {
         bool cached = rc == 0;
-        if (cached && store_now() - m.checked < k->mirror->revalidate_s * 1000) {
+        if (cached && store_now() - m.checked < j->mirror->revalidate_s * 1000) {
             store_manifest_free(&m); /* checked meanwhile */
             rc = 0;
         } else {
-            rc = manifest_check(&c, k->ref, k->key, cached, &m, &out);
+            rc = manifest_check(&c, j->ref, j->key, cached, &m, &out);
             if (rc == 0) store_manifest_free(&out);
         }
     }
-    pthread_mutex_lock(&state_mu);
-    k->done = true;
-    k->rc = rc;
-    snprintf(k->err, sizeof k->err, "%s", rc < 0 ? berr_msg() : "");
-    for (check **p = &checks; *p; p = &(*p)->next)
-        if (*p == k) {
-            *p = k->next;
-            break;
-        }
-    parked *wake = k->parked;
-    k->parked = NULL;
-    pthread_cond_broadcast(&check_cv);
-    check_release(k);
-    pthread_mutex_unlock(&state_mu);
-    requeue_all(wake);
-    return NULL;
+    return rc;
 }
 
-/* The running check of key, or a new one; returned with a reference held and state_mu held
- * (NULL, unlocked, when none can be started). */
-static check *check_join(const reg_mirror_ctx *c, const char *ref, const char *key)
+/* The running check of key, or a new one; returned with a reference held (NULL when none can be
+ * started). */
+static fill *check_join(const reg_mirror_ctx *c, const char *ref, const char *key)
 {
-    pthread_mutex_lock(&state_mu);
-    check *k = checks;
-    while (k && strcmp(k->key, key))
-        k = k->next;
-    if (k) {
-        k->refs++;
-        return k;
-    }
-    if (!(k = calloc(1, sizeof *k))) {
-        pthread_mutex_unlock(&state_mu);
-        return NULL;
-    }
-    snprintf(k->key, sizeof k->key, "%s", key);
-    snprintf(k->local, sizeof k->local, "%s", c->local);
-    snprintf(k->upstream_repo, sizeof k->upstream_repo, "%s", c->upstream_repo);
-    snprintf(k->ref, sizeof k->ref, "%s", ref);
-    k->st = c->st;
-    k->cfg = c->cfg;
-    k->mirror = c->mirror;
-    k->refs = 2;
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int prc = pthread_create(&t, &attr, check_main, k);
-    pthread_attr_destroy(&attr);
-    if (prc != 0) {
-        pthread_mutex_unlock(&state_mu);
-        free(k);
-        return NULL;
-    }
-    k->next = checks;
-    checks = k;
-    return k;
-}
-
-/* A finished check's result: 0, or its error set again; releases the reference. */
-static int check_result(check *k)
-{
-    pthread_mutex_lock(&state_mu);
-    int rc = k->rc;
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s", k->err);
-    check_release(k);
-    pthread_mutex_unlock(&state_mu);
-    return rc < 0 ? berr_set((berr)-rc, "%s", msg) : 0;
+    check_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    snprintf(j->key, sizeof j->key, "%s", key);
+    snprintf(j->local, sizeof j->local, "%s", c->local);
+    snprintf(j->upstream_repo, sizeof j->upstream_repo, "%s", c->upstream_repo);
+    snprintf(j->ref, sizeof j->ref, "%s", ref);
+    j->st = c->st;
+    j->cfg = c->cfg;
+    j->mirror = c->mirror;
+    fill_spec s = {
+        .key = key, .name = c->mirror->name, .st = c->st, .ops = {check_run, free}, .arg = j};
+    return fill_join(&s);
 }
 
 static void manifest_key(const config_mirror *mi, const char *upstream_repo, const char *ref,
@@ -680,12 +602,9 @@ int reg_mirror_manifest_fetch(const reg_mirror_ctx *c, const char *ref, store_ma
     if (!cached && neg_hit(key))
         return berr_set(BERR_MANIFEST_UNKNOWN, "manifest unknown to upstream %s", mi->name);
     if (cached) store_manifest_free(&m);
-    check *k = check_join(c, ref, key);
+    fill *k = check_join(c, ref, key);
     if (!k) return berr_set(BERR_INTERNAL, "cannot start an upstream check");
-    while (!k->done)
-        pthread_cond_wait(&check_cv, &state_mu);
-    pthread_mutex_unlock(&state_mu);
-    if ((rc = check_result(k)) < 0) return rc;
+    if ((rc = fill_wait(k)) < 0) return rc;
     if ((rc = store_manifest_get(c->st, c->local, ref, out)) == -BERR_MANIFEST_UNKNOWN)
         return berr_set(BERR_UNAVAILABLE, "manifest of %s went away while checked", c->local);
     return rc;
@@ -756,19 +675,23 @@ static reg_mirror_ctx ctx_of_req(const http_req *r)
     return (reg_mirror_ctx){r->store, r->mirror, r->name, r->upstream_repo, r->cfg};
 }
 
+/* The check is done: the manifest is answered from the store. */
+static int serve_stored_manifest(http_req *r)
+{
+    store_manifest m;
+    int rc = store_manifest_get(r->store, r->name, r->ref, &m);
+    return rc < 0 ? rc : serve_manifest(r, &m);
+}
+
 int reg_mirror_manifest_get(http_req *r)
 {
     const config_mirror *mi = r->mirror;
-    store_manifest m;
-    int rc;
-    check *k = r->ctx; /* a run after this request was parked on a check: take its result */
+    fill_serve_opts o = {.done = serve_stored_manifest};
+    fill *k = r->ctx; /* a run after this request was parked on a check: take its result */
     r->ctx = NULL;
-    if (k) {
-        if ((rc = check_result(k)) < 0) return rc;
-        if ((rc = store_manifest_get(r->store, r->name, r->ref, &m)) < 0) return rc;
-        return serve_manifest(r, &m);
-    }
-    rc = store_manifest_get(r->store, r->name, r->ref, &m);
+    if (k) return fill_serve(r, k, &o);
+    store_manifest m;
+    int rc = store_manifest_get(r->store, r->name, r->ref, &m);
     if (rc < 0 && rc != -BERR_MANIFEST_UNKNOWN) return rc;
     /* the hot path: a cached digest, or a tag checked recently, is served on the event loop */
     if (rc == 0 && (ref_is_digest(r->ref) || store_now() - m.checked < mi->revalidate_s * 1000))
@@ -782,31 +705,14 @@ int reg_mirror_manifest_get(http_req *r)
         return berr_set(BERR_MANIFEST_UNKNOWN, "manifest unknown to upstream %s", mi->name);
     if (!r->on_worker) return HTTP_OFFLOAD;
     reg_mirror_ctx c = ctx_of_req(r);
-    k = check_join(&c, r->ref, key);
-    if (!k) return berr_set(BERR_INTERNAL, "cannot start an upstream check");
-    parked *p = k->done ? NULL : malloc(sizeof *p);
-    if (p) { /* park until the check requeues it; r is not touched from here on */
-        p->r = r;
-        p->next = k->parked;
-        k->parked = p;
-        r->ctx = k;
-        pthread_mutex_unlock(&state_mu);
-        return HTTP_PARKED;
-    }
-    while (!k->done)
-        pthread_cond_wait(&check_cv, &state_mu);
-    pthread_mutex_unlock(&state_mu);
-    if ((rc = check_result(k)) < 0) return rc;
-    if ((rc = store_manifest_get(r->store, r->name, r->ref, &m)) < 0) return rc;
-    return serve_manifest(r, &m);
+    if (!(k = check_join(&c, r->ref, key)))
+        return berr_set(BERR_INTERNAL, "cannot start an upstream check");
+    return fill_serve(r, k, &o); /* parked until the check ends */
 }
 
 void reg_mirror_manifest_cleanup(http_req *r)
 {
-    if (r->mirror && r->ctx) {
-        check_result(r->ctx);
-        r->ctx = NULL;
-    }
+    if (r->mirror) fill_serve_cleanup(r);
 }
 
 /* ---- blobs: one fill per digest and upstream (proxy/fill: coalesced, streamed, leased) ----
