@@ -580,9 +580,10 @@ static const http_handler upload_h = {chart_upload_begin, upload_data, upload_en
                                       true};
 static const http_handler prov_h = {prov_upload_begin, upload_data, upload_end, upload_cleanup,
                                     true};
-static const http_handler mirror_index_h = {.end = mirror_index_end, .offload = true};
+static const http_handler mirror_index_h = {
+    .end = mirror_index_end, .cleanup = helm_mirror_cleanup, .offload = true};
 static const http_handler mirror_file_h = {
-    .end = mirror_file_end, .cleanup = helm_mirror_chart_cleanup, .offload = true};
+    .end = mirror_file_end, .cleanup = helm_mirror_cleanup, .offload = true};
 
 /* ---- routing ---- */
 

@@ -165,8 +165,8 @@ int helm_serve_layer(http_req *r, const char *repo, const char *digest, const ch
 const config_mirror *helm_upstream_find(const config *cfg, const char *name);
 int helm_mirror_index(http_req *r, const config_mirror *up);
 int helm_mirror_chart(http_req *r, const config_mirror *up, const char *file);
-/* mirror_file's cleanup: releases the chart fill a parked request still holds (r->ctx). */
-void helm_mirror_chart_cleanup(http_req *r);
+/* The mirror handlers' cleanup: releases the fill a parked request still holds (r->ctx). */
+void helm_mirror_cleanup(http_req *r);
 void helm_mirror_free(void);
 
 #endif

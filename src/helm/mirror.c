@@ -3,7 +3,8 @@
  *
  * GET /<name>/index.yaml serves the upstream's index with every chart URL rewritten to
  * charts/<chart>-<version>.tgz under berth. The index is fetched at most once per `refresh`
- * interval (one fetch at a time per upstream); the last good copy is kept on disk
+ * interval (one fetch at a time per upstream, on a fill's thread: requests waiting for it are
+ * parked and hold no worker); the last good copy is kept on disk
  * (<root>/helm/upstreams/<name>/index.yaml, replaced atomically) and served, stale, whenever the
  * upstream cannot be reached, including after a restart.
  *
@@ -283,16 +284,70 @@ static int index_current(store *s, up_state *st, snap **out)
     return 0;
 }
 
-int helm_mirror_index(http_req *r, const config_mirror *up)
+/* Whether a request must wait for a refresh of the index (else the current copy is served). */
+static bool index_due(up_state *st)
 {
-    up_state *st = state_of(up);
-    if (!st) return berr_set(BERR_INTERNAL, "out of memory");
-    snap *s;
-    int rc = index_current(r->store, st, &s);
-    if (rc < 0) return rc;
-    rc = http_reply(r, 200, "application/x-yaml", s->yaml, s->yaml_len);
+    time_t now = time(NULL);
+    pthread_mutex_lock(&st->mu);
+    bool fresh = st->cur && now - st->fetched < st->up->revalidate_s;
+    bool backoff = st->cur && now - st->tried < RETRY_AFTER_FAILURE_S;
+    pthread_mutex_unlock(&st->mu);
+    return !fresh && !backoff;
+}
+
+static int serve_index(http_req *r)
+{
+    up_state *st = state_of(r->aux);
+    snap *s = st ? snap_get(st) : NULL;
+    if (!s)
+        return berr_set(BERR_UNAVAILABLE,
+                        "upstream chart repository %s unavailable and no copy of its index is kept",
+                        ((const config_mirror *)r->aux)->name);
+    int rc = http_reply(r, 200, "application/x-yaml", s->yaml, s->yaml_len);
     snap_put(s);
     return rc;
+}
+
+typedef struct {
+    store *st;
+    up_state *ups;
+} index_job;
+
+/* A refresh is a fill without bytes (proxy/fill.h): one at a time per upstream, on its own
+ * thread, its clients parked meanwhile. */
+static int index_run(fill *f, void *arg)
+{
+    (void)f;
+    index_job *j = arg;
+    snap *s;
+    int rc = index_current(j->st, j->ups, &s);
+    if (rc == 0) snap_put(s);
+    return rc;
+}
+
+int helm_mirror_index(http_req *r, const config_mirror *up)
+{
+    fill *f = r->ctx; /* a run after this request was parked on a refresh */
+    r->ctx = NULL;
+    up_state *st = state_of(up);
+    if (!st) {
+        if (f) fill_release(f);
+        return berr_set(BERR_INTERNAL, "out of memory");
+    }
+    if (!f && !index_due(st)) return serve_index(r);
+    if (!f) {
+        index_job *j = calloc(1, sizeof *j);
+        if (!j) return berr_set(BERR_INTERNAL, "out of memory");
+        j->st = r->store;
+        j->ups = st;
+        char key[300];
+        snprintf(key, sizeof key, "helm-index %s", up->name);
+        fill_spec s = {
+            .key = key, .name = up->name, .st = r->store, .ops = {index_run, free}, .arg = j};
+        if (!(f = fill_join(&s))) return berr_set(BERR_INTERNAL, "cannot start an index refresh");
+    }
+    fill_serve_opts o = {.done = serve_index};
+    return fill_serve(r, f, &o);
 }
 
 /* ---- charts ---- */
@@ -505,7 +560,7 @@ int helm_mirror_chart(http_req *r, const config_mirror *up, const char *file)
     return fill_serve(r, f, &o);
 }
 
-void helm_mirror_chart_cleanup(http_req *r)
+void helm_mirror_cleanup(http_req *r)
 {
     fill_serve_cleanup(r);
 }

@@ -5,11 +5,14 @@
 #     fetch, and every client gets the chart;
 #   - while that fetch is stalled, a cached chart is still served (no worker waits on the
 #     upstream: the downloads are parked), and a chart over 1 MiB is streamed: its clients have
-#     its first bytes before the upstream finished sending.
+#     its first bytes before the upstream finished sending;
+#   - a stalled refresh of an upstream's index.yaml holds no worker either, and is made once for
+#     all the requests waiting for it.
 . "$(dirname "$0")/../lib.sh"
 N=12 # > the 8 workers
 W=$T_TMP/www
 mkdir -p "$W/stable" "$T_TMP/b"
+ln -s stable "$W/other"
 python3 - "$W/stable" <<'PY'
 import io, os, sys, tarfile, gzip
 def chart(out, name, version, pad):
@@ -37,6 +40,7 @@ version: 0.1
 helm:
   upstreams:
     stable: {url: "http://127.0.0.1:$UP_PORT/stable", refresh: 1h, timeout: {connect: 2s, transfer: 60s}}
+    other: {url: "http://127.0.0.1:$UP_PORT/other", refresh: 1s, timeout: {connect: 2s, transfer: 60s}}
 YML
 berth_start "$T_TMP/b" || { t_fail "berth starts"; t_finish; }
 U=$BERTH_URL
@@ -87,6 +91,33 @@ for which in small big; do
     t_eq "$which: one upstream fetch for all of them" 1 "$(fetches "$which-1.0.0.tgz")"
 done
 t_eq "the cached chart was fetched once" 1 "$(fetches cached-1.0.0.tgz)"
+
+# an index refresh that stalls: every request waiting for it is parked
+curl -s -o /dev/null "$U/other/index.yaml"
+touch "$T_TMP/stall"
+sleep 1.1 # past other's refresh interval
+pids=()
+for i in $(seq 1 $N); do
+    curl -s -m 90 -o "$T_TMP/i.$i" -w '%{http_code}\n' "$U/other/index.yaml" >"$T_TMP/icode.$i" &
+    pids+=("$!")
+done
+refreshing() { [ "$(grep -c 'GET /other/index.yaml' "$T_TMP/up.log")" -ge 2 ]; }
+wait_for 100 refreshing
+sleep 0.5 # every request has reached berth
+ok=0
+for i in 1 2 3; do
+    code=$(curl -s -m 8 -o "$T_TMP/c$i" -w '%{http_code}' "$U/stable/charts/cached-1.0.0.tgz")
+    [ "$code" = 200 ] && cmp -s "$T_TMP/c$i" "$W/stable/cached-1.0.0.tgz" && ok=$((ok + 1))
+done
+t_eq "index: $N requests waiting on a stalled refresh hold no worker: a cached chart is served" 3 "$ok"
+rm -f "$T_TMP/stall"
+wait "${pids[@]}"
+same=0
+for i in $(seq 1 $N); do
+    [ "$(cat "$T_TMP/icode.$i")" = 200 ] && grep -q 'charts/big-1.0.0.tgz' "$T_TMP/i.$i" && same=$((same + 1))
+done
+t_eq "index: all $N requests get the rewritten index" $N "$same"
+t_eq "index: one refresh for all of them" 2 "$(grep -c 'GET /other/index.yaml' "$T_TMP/up.log")"
 berth_stop
 t_eq "berth exits cleanly" 0 $?
 t_finish
