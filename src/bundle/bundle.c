@@ -17,6 +17,7 @@
 #include "bundle/layout.h"
 #include "helm/helm.h"
 #include "margo/margo.h"
+#include "registry/ingest.h"
 #include "registry/registry.h"
 #include "serve.h"
 #include "store/store.h"
@@ -561,14 +562,15 @@ static int commit_plan(store *st, const config *cfg, const plan *p)
             if (!strcmp(cur.digest, s->keep)) ntags = 0; /* the whole image is already here */
             store_manifest_free(&cur);
         }
-        reg_manifest_commit_req q = {.repo = s->repo,
-                                     .content = s->m->mem,
-                                     .len = s->m->size,
-                                     .content_type = s->mt[0] ? s->mt : NULL,
-                                     .digest = s->m->digest,
-                                     .tags = tags,
-                                     .ntags = ntags};
-        if (rc == 0) rc = reg_manifest_commit(st, cfg, &q, NULL);
+        ingest_req q = {.source = INGEST_BUNDLE,
+                        .repo = s->repo,
+                        .content = s->m->mem,
+                        .len = s->m->size,
+                        .content_type = s->mt[0] ? s->mt : NULL,
+                        .digest = s->m->digest,
+                        .tags = tags,
+                        .ntags = ntags};
+        if (rc == 0) rc = ingest_manifest(st, cfg, &q, NULL);
         char prefix[700];
         snprintf(prefix, sizeof prefix, "%s: ", s->repo);
         if (rc < 0) rc = berr_rewrap((berr)-rc, prefix);

@@ -463,7 +463,8 @@ static int prov_attach(http_req *r, const char *prov, size_t len, bool overwrite
     }
     json_decref(man);
     if (rc == 0) {
-        helm_store_req q = {.repo = repo,
+        helm_store_req q = {.cfg = r->cfg,
+                            .repo = repo,
                             .info = &ci,
                             .chart_digest = chart_digest,
                             .chart_size = chart_size,
@@ -523,7 +524,8 @@ static int upload_end(http_req *r)
         }
     }
     if (rc == 0) {
-        helm_store_req q = {.repo = repo,
+        helm_store_req q = {.cfg = r->cfg,
+                            .repo = repo,
                             .info = &ci,
                             .chart_digest = digest,
                             .chart_size = c->chart_bytes,
@@ -578,8 +580,10 @@ static const http_handler upload_h = {chart_upload_begin, upload_data, upload_en
                                       true};
 static const http_handler prov_h = {prov_upload_begin, upload_data, upload_end, upload_cleanup,
                                     true};
-static const http_handler mirror_index_h = {.end = mirror_index_end, .offload = true};
-static const http_handler mirror_file_h = {.end = mirror_file_end, .offload = true};
+static const http_handler mirror_index_h = {
+    .end = mirror_index_end, .cleanup = helm_mirror_cleanup, .offload = true};
+static const http_handler mirror_file_h = {
+    .end = mirror_file_end, .cleanup = helm_mirror_cleanup, .offload = true};
 
 /* ---- routing ---- */
 

@@ -7,6 +7,7 @@
  * The stored form of a chart is the OCI chart manifest `helm push` writes (see helm.h).
  */
 #include "helm/helm.h"
+#include "registry/ingest.h"
 #include "registry/registry.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -250,34 +251,31 @@ int helm_chart_store(store *s, const helm_store_req *q)
         return rc;
     }
     size_t len = strlen(content);
-    store_manifest_put_req req;
-    reg_manifest_parsed *parsed;
-    rc = reg_manifest_parse(content, len, NULL, &req, &parsed);
-    if (rc == 0) {
-        char digest[DIGEST_STR_MAX];
-        digest_buf(DIGEST_SHA256, content, len, digest);
-        const char *tags[1] = {ci->tag};
-        req.repo = q->repo;
-        req.digest = digest;
-        req.tags = tags;
-        req.ntags = 1;
-        req.mirrored = q->mirrored;
-        req.chart_tag = ci->tag;
-        req.chart_entry = entry.json;
-        req.chart_yaml = entry.yaml;
-        req.new_blobs = nb;
-        req.nnew_blobs = nnb;
-        req.absent_repos = absent.rp;
-        req.absent_tags = absent.tp;
-        req.nabsent = absent.n;
-        if (q->mirrored) store_repo_mark_mirror(s, q->repo);
-        rc = store_manifest_put(s, &req);
-        if (rc == -BERR_CONFLICT) {
-            char why[300];
-            snprintf(why, sizeof why, "%s", berr_msg());
-            rc = berr_set(BERR_CONFLICT, "file already exists (%s)", why);
-        }
-        reg_manifest_parsed_free(parsed);
+    char digest[DIGEST_STR_MAX];
+    digest_buf(DIGEST_SHA256, content, len, digest);
+    const char *tags[1] = {ci->tag};
+    ingest_req in = {.source = q->mirrored ? INGEST_HELM_MIRROR : INGEST_HELM_UPLOAD,
+                     .repo = q->repo,
+                     .content = content,
+                     .len = len,
+                     .digest = digest,
+                     .tags = tags,
+                     .ntags = 1,
+                     .mirrored = q->mirrored,
+                     .new_blobs = nb,
+                     .nnew_blobs = nnb,
+                     .absent_repos = absent.rp,
+                     .absent_tags = absent.tp,
+                     .nabsent = absent.n,
+                     .chart_tag = ci->tag,
+                     .chart_entry = entry.json,
+                     .chart_yaml = entry.yaml};
+    if (q->mirrored) store_repo_mark_mirror(s, q->repo);
+    rc = ingest_manifest(s, q->cfg, &in, NULL);
+    if (rc == -BERR_CONFLICT) {
+        char why[300];
+        snprintf(why, sizeof why, "%s", berr_msg());
+        rc = berr_set(BERR_CONFLICT, "file already exists (%s)", why);
     }
     free(content);
     helm_entry_free(&entry);
@@ -403,4 +401,36 @@ int helm_oci_entry(store *s, const config *cfg, const char *repo, const char *co
 out:
     json_decref(man);
     return rc;
+}
+
+/* The ingest hook: a Helm chart pushed over OCI (or arriving by any other path) into a chart
+ * repository is indexed in index.yaml too; charts stored through the chart API come with their
+ * entry already made. */
+static int helm_ingest_hook(ingest_ctx *c, void *arg)
+{
+    (void)arg;
+    if (c->put->chart_entry) return 0;
+    helm_entry e;
+    int rc = helm_oci_entry(c->st, c->cfg, c->in->repo, c->in->content, c->in->len, &e);
+    if (rc < 0 || !e.json) {
+        helm_entry_free(&e);
+        return rc;
+    }
+    char *tag = strdup(e.tag);
+    if (!tag) {
+        helm_entry_free(&e);
+        return berr_set(BERR_INTERNAL, "out of memory");
+    }
+    c->put->chart_tag = tag;
+    c->put->chart_entry = e.json;
+    c->put->chart_yaml = e.yaml;
+    ingest_defer_free(c, tag);
+    ingest_defer_free(c, e.json);
+    ingest_defer_free(c, e.yaml);
+    return 0;
+}
+
+void helm_ingest_register(void)
+{
+    ingest_hook_add(INGEST_VALIDATE, 200, "helm", helm_ingest_hook, NULL);
 }

@@ -64,6 +64,7 @@ typedef struct {
     bool overwrite;
     bool mirrored;       /* cached from an upstream chart repository */
     const char *created; /* RFC 3339 time for the entry, or NULL for now */
+    const config *cfg;   /* for the ingest hooks (registry/ingest.h) */
 } helm_store_req;
 int helm_chart_store(store *s, const helm_store_req *q);
 /* The OCI manifest `helm push` would make for a chart (malloc'd JSON): config = Chart.yaml as
@@ -83,6 +84,9 @@ void helm_entry_free(helm_entry *e);
  * e->json NULL when it is not an indexable chart). */
 int helm_oci_entry(store *s, const config *cfg, const char *repo, const char *content, size_t len,
                    helm_entry *e);
+
+/* Registers helm_oci_entry as an ingest validation hook (registry/ingest.h, order 200). */
+void helm_ingest_register(void);
 
 /* The charts a download file name "<base>.tgz" can stand for: each split of base at a '-' into a
  * valid chart name and SemVer version (its tag: '+' written '_'); returns how many (at most max).
@@ -161,6 +165,8 @@ int helm_serve_layer(http_req *r, const char *repo, const char *digest, const ch
 const config_mirror *helm_upstream_find(const config *cfg, const char *name);
 int helm_mirror_index(http_req *r, const config_mirror *up);
 int helm_mirror_chart(http_req *r, const config_mirror *up, const char *file);
+/* The mirror handlers' cleanup: releases the fill a parked request still holds (r->ctx). */
+void helm_mirror_cleanup(http_req *r);
 void helm_mirror_free(void);
 
 #endif

@@ -3,18 +3,24 @@
  *
  * GET /<name>/index.yaml serves the upstream's index with every chart URL rewritten to
  * charts/<chart>-<version>.tgz under berth. The index is fetched at most once per `refresh`
- * interval (one fetch at a time per upstream); the last good copy is kept on disk
+ * interval (one fetch at a time per upstream, on a fill's thread: requests waiting for it are
+ * parked and hold no worker); the last good copy is kept on disk
  * (<root>/helm/upstreams/<name>/index.yaml, replaced atomically) and served, stale, whenever the
  * upstream cannot be reached, including after a restart.
  *
  * GET /<name>/charts/<file> serves the chart from the store when it is there, without asking the
- * upstream. Otherwise the chart is fetched from the URL the upstream index gives, hashed while it
- * streams into an upload session, refused unless its sha256 equals the index's digest, checked
- * like an uploaded chart, and stored as a mirrored (evictable) OCI chart in
+ * upstream. Otherwise a fill (proxy/fill.h, the engine registry mirrors use too) fetches it from
+ * the URL the upstream index gives, on a thread of its own: concurrent requests for the file join
+ * that one fetch and are parked meanwhile (no worker waits on the upstream), berths sharing one
+ * metadata database take a lease so only one of them fetches, and a chart over 1 MiB is streamed
+ * to its clients while it arrives. The chart is hashed as it streams into an upload session,
+ * refused unless its sha256 equals the index's digest (the last byte is held back until then),
+ * checked like an uploaded chart, and stored as a mirrored (evictable) OCI chart in
  * <helm.oci_prefix>/<name>/<chart>, so it is pullable over OCI as well.
  */
 #include "auth/auth.h"
 #include "helm/helm.h"
+#include "proxy/fill.h"
 #include "proxy/upstream.h"
 #include "util/err.h"
 #include "util/file.h"
@@ -46,7 +52,6 @@ typedef struct up_state {
     const config_mirror *up;
     pthread_mutex_t mu;       /* guards cur, fetched, tried */
     pthread_mutex_t fetch_mu; /* one index fetch at a time */
-    pthread_mutex_t chart_mu; /* one chart fetch at a time */
     snap *cur;
     time_t fetched, tried;
     struct up_state *next;
@@ -74,7 +79,6 @@ static up_state *state_of(const config_mirror *up)
             s->up = up;
             pthread_mutex_init(&s->mu, NULL);
             pthread_mutex_init(&s->fetch_mu, NULL);
-            pthread_mutex_init(&s->chart_mu, NULL);
             s->next = states;
             states = s;
         }
@@ -280,49 +284,90 @@ static int index_current(store *s, up_state *st, snap **out)
     return 0;
 }
 
-int helm_mirror_index(http_req *r, const config_mirror *up)
+/* Whether a request must wait for a refresh of the index (else the current copy is served). */
+static bool index_due(up_state *st)
 {
-    up_state *st = state_of(up);
-    if (!st) return berr_set(BERR_INTERNAL, "out of memory");
-    snap *s;
-    int rc = index_current(r->store, st, &s);
-    if (rc < 0) return rc;
-    rc = http_reply(r, 200, "application/x-yaml", s->yaml, s->yaml_len);
+    time_t now = time(NULL);
+    pthread_mutex_lock(&st->mu);
+    bool fresh = st->cur && now - st->fetched < st->up->revalidate_s;
+    bool backoff = st->cur && now - st->tried < RETRY_AFTER_FAILURE_S;
+    pthread_mutex_unlock(&st->mu);
+    return !fresh && !backoff;
+}
+
+static int serve_index(http_req *r)
+{
+    up_state *st = state_of(r->aux);
+    snap *s = st ? snap_get(st) : NULL;
+    if (!s)
+        return berr_set(BERR_UNAVAILABLE,
+                        "upstream chart repository %s unavailable and no copy of its index is kept",
+                        ((const config_mirror *)r->aux)->name);
+    int rc = http_reply(r, 200, "application/x-yaml", s->yaml, s->yaml_len);
     snap_put(s);
     return rc;
+}
+
+typedef struct {
+    store *st;
+    up_state *ups;
+} index_job;
+
+/* A refresh is a fill without bytes (proxy/fill.h): one at a time per upstream, on its own
+ * thread, its clients parked meanwhile. */
+static int index_run(fill *f, void *arg)
+{
+    (void)f;
+    index_job *j = arg;
+    snap *s;
+    int rc = index_current(j->st, j->ups, &s);
+    if (rc == 0) snap_put(s);
+    return rc;
+}
+
+int helm_mirror_index(http_req *r, const config_mirror *up)
+{
+    fill *f = r->ctx; /* a run after this request was parked on a refresh */
+    r->ctx = NULL;
+    up_state *st = state_of(up);
+    if (!st) {
+        if (f) fill_release(f);
+        return berr_set(BERR_INTERNAL, "out of memory");
+    }
+    if (!f && !index_due(st)) return serve_index(r);
+    if (!f) {
+        index_job *j = calloc(1, sizeof *j);
+        if (!j) return berr_set(BERR_INTERNAL, "out of memory");
+        j->st = r->store;
+        j->ups = st;
+        char key[300];
+        snprintf(key, sizeof key, "helm-index %s", up->name);
+        fill_spec s = {
+            .key = key, .name = up->name, .st = r->store, .ops = {index_run, free}, .arg = j};
+        if (!(f = fill_join(&s))) return berr_set(BERR_INTERNAL, "cannot start an index refresh");
+    }
+    fill_serve_opts o = {.done = serve_index};
+    return fill_serve(r, f, &o);
 }
 
 /* ---- charts ---- */
 
 /* The stored chart for file ("<name>-<version>.tgz") of upstream up, and its .tgz layer. */
-static bool stored_chart(http_req *r, const config_mirror *up, const char *file, char *repo,
-                         size_t rl, char *digest)
+static bool stored_chart(store *st, const config *cfg, const config_mirror *up, const char *file,
+                         char *repo, size_t rl, char *digest)
 {
     size_t n = strlen(file);
     if (n <= 4 || strcmp(file + n - 4, ".tgz")) return false;
     char base[300];
     snprintf(base, sizeof base, "%.*s", (int)(n - 4), file);
     store_manifest m;
-    if (helm_chart_find(r->store, r->cfg, up->name, base, repo, rl, &m) < 0) {
+    if (helm_chart_find(st, cfg, up->name, base, repo, rl, &m) < 0) {
         berr_clear();
         return false;
     }
     bool found = helm_manifest_layer(&m, HELM_MT_CHART, digest, NULL) == 0;
     store_manifest_free(&m);
     return found;
-}
-
-typedef struct {
-    store_upload *u;
-    uint64_t n, max;
-} fill;
-
-static int fill_sink(void *arg, const char *data, size_t len)
-{
-    fill *f = arg;
-    f->n += len;
-    if (f->n > f->max) return berr_set(BERR_TOO_LARGE, "upstream chart too large");
-    return store_upload_write(f->u, data, len);
 }
 
 /* A URL's origin, "scheme://host:port" in lower case with the port made explicit. */
@@ -359,12 +404,31 @@ static bool same_origin(const char *a, const char *b)
     return oa[0] && !strcmp(oa, ob);
 }
 
-/* Fetches file from the upstream, verifies and stores it. */
-static int fetch_chart(http_req *r, up_state *st, const char *file)
+/* What a chart fill needs (the fill's arg). */
+typedef struct {
+    store *st;
+    const config *cfg;
+    up_state *ups;
+    char file[300];
+} chart_job;
+
+/* Another berth (sharing the metadata) stored the chart meanwhile. */
+static int chart_present(void *arg)
 {
-    const config_mirror *up = st->up;
+    chart_job *j = arg;
+    char repo[512], digest[DIGEST_STR_MAX];
+    return stored_chart(j->st, j->cfg, j->ups->up, j->file, repo, sizeof repo, digest);
+}
+
+/* The fill's run (proxy/fill): fetches the file from the upstream into the fill's upload (the
+ * clients read it as it lands), verifies and stores it. On the fill's own thread. */
+static int fetch_chart(fill *fl, void *arg)
+{
+    chart_job *j = arg;
+    const config_mirror *up = j->ups->up;
+    const char *file = j->file;
     snap *s;
-    int rc = index_current(r->store, st, &s);
+    int rc = index_current(j->st, j->ups, &s);
     if (rc < 0) return rc;
     json_t *f = json_object_get(s->files, file);
     if (!f) {
@@ -382,20 +446,20 @@ static int fetch_chart(http_req *r, up_state *st, const char *file)
     if (!want[0] || digest_parse(want, NULL) < 0)
         return berr_set(BERR_UNAVAILABLE, "%s's index gives no sha256 digest for %.200s", up->name,
                         file);
-    char repo[512], uuid[STORE_UUID_LEN + 1];
-    helm_repo_name(r->cfg, up->name, name, repo, sizeof repo);
-    rc = store_upload_create(r->store, repo, DIGEST_SHA256, uuid);
-    store_upload *u = NULL;
-    if (rc == 0) rc = store_upload_open(r->store, repo, uuid, &u);
-    if (rc < 0) return rc;
-    fill fl = {u, 0, (uint64_t)r->cfg->helm.max_upload};
-    upstream_resp resp;
+    /* one fetch per chart across every berth on this metadata */
+    char lease[600];
+    snprintf(lease, sizeof lease, "fill helm %s %s", up->name, file);
+    rc = fill_lease(fl, lease, store_now() + up->connect_ms + up->transfer_ms, chart_present, j);
+    if (rc != 0) return rc < 0 ? rc : 0;
+    char repo[512];
+    helm_repo_name(j->cfg, up->name, name, repo, sizeof repo);
+    if ((rc = fill_upload_open(fl, repo, DIGEST_SHA256)) < 0) return rc;
+    store_upload *u = fill_upload(fl);
     /* the index may name any host: the upstream's credentials go only to its own origin */
     config_mirror anon = *up;
     if (!same_origin(url, up->urls[0])) anon.username = anon.password = NULL;
-    rc = upstream_get_url(&anon, url, fill_sink, &fl, 0, &resp);
-    long status = resp.status;
-    upstream_resp_free(&resp);
+    rc = upstream_get_url(&anon, url, fill_sink, fl, 0, fill_resp(fl));
+    long status = fill_resp(fl)->status;
     if (rc == 0 && status != 200)
         rc = status == 404
                  ? berr_set(BERR_NOT_FOUND, "%s: %.200s not found upstream", up->name, file)
@@ -409,7 +473,7 @@ static int fetch_chart(http_req *r, up_state *st, const char *file)
     helm_chart_info ci = {0};
     if (rc == 0) {
         int fd = store_upload_reader(u);
-        rc = fd < 0 ? fd : helm_chart_inspect(fd, r->cfg->helm.max_uncompressed, &ci);
+        rc = fd < 0 ? fd : helm_chart_inspect(fd, j->cfg->helm.max_uncompressed, &ci);
         if (fd >= 0) close(fd);
         if (rc < 0) {
             char why[300];
@@ -419,24 +483,23 @@ static int fetch_chart(http_req *r, up_state *st, const char *file)
             rc = berr_set(BERR_UNAVAILABLE, "%.200s from %s holds chart '%s'", file, up->name,
                           ci.name);
     }
+    if (rc == 0) fill_verified(fl); /* readers may take the last byte */
     store_new_blob nb;
+    uint64_t size = store_upload_size(u);
     if (rc == 0) rc = store_upload_place(u, got, &nb);
     if (rc == 0) {
-        store_upload_close(u);
-        u = NULL;
-        helm_store_req q = {.repo = repo,
+        helm_store_req q = {.cfg = j->cfg,
+                            .repo = repo,
                             .info = &ci,
                             .chart_digest = got,
-                            .chart_size = fl.n,
+                            .chart_size = size,
                             .chart_new = true,
                             .overwrite = true,
                             .mirrored = true,
                             .created = created[0] ? created : NULL};
-        rc = helm_chart_store(r->store, &q);
-    }
-    if (u) {
+        rc = helm_chart_store(j->st, &q);
+    } else {
         store_upload_cancel(u);
-        store_upload_close(u);
     }
     if (rc == 0)
         log_info("msg=\"chart cached\" upstream=%s file=%s digest=%s", up->name, file, got);
@@ -447,25 +510,59 @@ static int fetch_chart(http_req *r, up_state *st, const char *file)
     return rc;
 }
 
+/* The fill committed: the chart is served from the store. */
+static int serve_stored(http_req *r)
+{
+    char repo[512], digest[DIGEST_STR_MAX];
+    if (!stored_chart(r->store, r->cfg, r->aux, r->ref, repo, sizeof repo, digest))
+        return berr_set(BERR_INTERNAL, "chart %.200s stored but not found", r->ref);
+    return helm_serve_layer(r, repo, digest, "application/x-tar");
+}
+
+/* Charts are mostly small: a client is answered once the whole chart is checked unless it is
+ * larger than this, when it gets the bytes as they arrive (cut should the chart turn out bad). */
+#define CHART_STREAM_MIN (1u << 20)
+
 int helm_mirror_chart(http_req *r, const config_mirror *up, const char *file)
 {
+    fill *f = r->ctx; /* a run after this request was parked on a fill */
+    r->ctx = NULL;
     up_state *st = state_of(up);
-    if (!st) return berr_set(BERR_INTERNAL, "out of memory");
     char area[512];
     helm_repo_name(r->cfg, "", up->name, area, sizeof area);
-    int arc = auth_require(r, area, CONFIG_PULL);
-    if (arc < 0) return arc;
-    char repo[512], digest[DIGEST_STR_MAX];
-    if (!stored_chart(r, up, file, repo, sizeof repo, digest)) {
-        pthread_mutex_lock(&st->chart_mu);
-        int rc = 0;
-        if (!stored_chart(r, up, file, repo, sizeof repo, digest)) rc = fetch_chart(r, st, file);
-        pthread_mutex_unlock(&st->chart_mu);
-        if (rc < 0) return rc;
-        if (!stored_chart(r, up, file, repo, sizeof repo, digest))
-            return berr_set(BERR_INTERNAL, "chart %.200s stored but not found", file);
+    int rc = st ? auth_require(r, area, CONFIG_PULL) : berr_set(BERR_INTERNAL, "out of memory");
+    if (rc < 0) {
+        if (f) fill_release(f);
+        return rc;
     }
-    return helm_serve_layer(r, repo, digest, "application/x-tar");
+    if (!f) {
+        char repo[512], digest[DIGEST_STR_MAX];
+        if (stored_chart(r->store, r->cfg, up, file, repo, sizeof repo, digest))
+            return helm_serve_layer(r, repo, digest, "application/x-tar");
+        chart_job *j = calloc(1, sizeof *j);
+        if (!j) return berr_set(BERR_INTERNAL, "out of memory");
+        j->st = r->store;
+        j->cfg = r->cfg;
+        j->ups = st;
+        snprintf(j->file, sizeof j->file, "%s", file);
+        char key[600];
+        snprintf(key, sizeof key, "helm %s %s", up->name, file);
+        fill_spec s = {.key = key,
+                       .name = up->name,
+                       .limit = (uint64_t)r->cfg->helm.max_upload,
+                       .stream_min = CHART_STREAM_MIN,
+                       .st = r->store,
+                       .ops = {fetch_chart, free},
+                       .arg = j};
+        if (!(f = fill_join(&s))) return berr_set(BERR_INTERNAL, "cannot start a chart fetch");
+    }
+    fill_serve_opts o = {"application/x-tar", NULL, serve_stored};
+    return fill_serve(r, f, &o);
+}
+
+void helm_mirror_cleanup(http_req *r)
+{
+    fill_serve_cleanup(r);
 }
 
 void helm_mirror_free(void)
@@ -476,7 +573,6 @@ void helm_mirror_free(void)
         snap_put(states->cur);
         pthread_mutex_destroy(&states->mu);
         pthread_mutex_destroy(&states->fetch_mu);
-        pthread_mutex_destroy(&states->chart_mu);
         free(states);
         states = n;
     }

@@ -30,6 +30,7 @@
  * margo.validation chooses reject (default), warn (log every finding and store) or off.
  */
 #include "margo/margo.h"
+#include "registry/ingest.h"
 #include "util/yamlj.h"
 #include "util/semver.h"
 #include "util/err.h"
@@ -699,4 +700,35 @@ int margo_check_manifest(store *s, const config *cfg, const char *repo, const ch
         return 0;
     }
     return rc;
+}
+
+/* The ingest hook: every manifest entering the store, by any path, meets margo's rules. A mirror
+ * fill has not fetched the layers yet: those of a margo artifact are fetched first (they are
+ * what its clients pull next anyway). */
+static int margo_ingest_hook(ingest_ctx *c, void *arg)
+{
+    (void)arg;
+    if (c->cfg->margo_validation == MARGO_OFF) return 0;
+    json_t *man = json_loadb(c->in->content, c->in->len, 0, NULL);
+    const char *at = str(man, "artifactType");
+    int rc = 0;
+    if (at && (!strcmp(at, MARGO_MT_APP) || !strcmp(at, MARGO_MT_APP_OLD) ||
+               !strcmp(at, MARGO_MT_COMPOSE))) {
+        json_t *l;
+        size_t i;
+        json_array_foreach(json_object_get(man, "layers"), i, l)
+        {
+            const char *d = str(l, "digest");
+            if (d && (rc = ingest_blob_ensure(c, d)) < 0) break;
+        }
+    }
+    json_decref(man);
+    if (rc < 0) return rc;
+    return margo_check_manifest(c->st, c->cfg, c->in->repo, c->in->content, c->in->len, c->in->tags,
+                                c->in->ntags);
+}
+
+void margo_ingest_register(void)
+{
+    ingest_hook_add(INGEST_VALIDATE, 100, "margo", margo_ingest_hook, NULL);
 }

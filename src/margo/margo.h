@@ -18,6 +18,8 @@
  * the rule and field; -BERR_MANIFEST_BLOB_UNKNOWN when a layer it must read is missing. */
 int margo_check_manifest(store *s, const config *cfg, const char *repo, const char *content,
                          size_t len, const char *const *tags, size_t ntags);
+/* Registers margo_check_manifest as an ingest validation hook (registry/ingest.h, order 100). */
+void margo_ingest_register(void);
 /* `berth app push|pull|inspect` (cli.c); argv after "app". */
 int margo_cli(int argc, char **argv);
 /* `berth compose push|pull` (cli.c); argv after "compose". */

@@ -1,11 +1,11 @@
 /*
  * manifests: GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>. A PUT body is collected in
- * memory up to the manifest limit (4 MiB by default; beyond it 413), validated, and stored byte
- * for byte with its tags in one metadata transaction; GET serves those exact bytes with the
+ * memory up to the manifest limit (4 MiB by default; beyond it 413), and handed to ingest
+ * (registry/ingest.h: parsed, checked by the hooks, stored byte for byte with its tags in one
+ * metadata transaction); GET serves those exact bytes with the
  * manifest's own media type.
  */
-#include "helm/helm.h"
-#include "margo/margo.h"
+#include "registry/ingest.h"
 #include "registry/registry.h"
 #include "trust/trust.h"
 #include "ui/ui.h"
@@ -71,40 +71,6 @@ static int put_data(http_req *r, const char *data, size_t len)
     return 0;
 }
 
-int reg_manifest_commit(store *st, const config *cfg, const reg_manifest_commit_req *q,
-                        char *subject)
-{
-    store_manifest_put_req req;
-    reg_manifest_parsed *parsed;
-    int rc = reg_manifest_parse(q->content, q->len, q->content_type, &req, &parsed);
-    if (rc < 0) return rc;
-    if ((rc = reg_manifest_check_urls(parsed, &cfg->validation)) < 0) {
-        reg_manifest_parsed_free(parsed);
-        return rc;
-    }
-    req.repo = q->repo;
-    req.digest = q->digest;
-    req.tags = q->tags;
-    req.ntags = q->ntags;
-    req.new_blobs = q->new_blobs;
-    req.nnew_blobs = q->nnew_blobs;
-    /* margo's artifacts are checked against margo's rules before they are stored */
-    rc = margo_check_manifest(st, cfg, q->repo, q->content, q->len, q->tags, q->ntags);
-    /* a Helm chart pushed over OCI (helm push) is indexed in index.yaml too */
-    helm_entry chart = {0};
-    if (rc == 0) rc = helm_oci_entry(st, cfg, q->repo, q->content, q->len, &chart);
-    if (rc == 0 && chart.json) {
-        req.chart_tag = chart.tag;
-        req.chart_entry = chart.json;
-        req.chart_yaml = chart.yaml;
-    }
-    if (rc == 0) rc = store_manifest_put(st, &req);
-    if (rc == 0 && subject) snprintf(subject, DIGEST_STR_MAX, "%s", req.subject ? req.subject : "");
-    helm_entry_free(&chart);
-    reg_manifest_parsed_free(parsed);
-    return rc;
-}
-
 static int put_end(http_req *r)
 {
     put_ctx *c = r->ctx;
@@ -130,20 +96,21 @@ static int put_end(http_req *r)
             return berr_set(BERR_MANIFEST_INVALID, "invalid tag %.130s", extra[i]);
         tags[ntags++] = extra[i];
     }
-    reg_manifest_commit_req q = {.repo = r->name,
-                                 .content = c->buf,
-                                 .len = c->len,
-                                 .content_type = http_header(r, "Content-Type"),
-                                 .digest = digest,
-                                 .tags = tags,
-                                 .ntags = ntags};
-    char subject[DIGEST_STR_MAX];
-    int rc = reg_manifest_commit(r->store, r->cfg, &q, subject);
+    ingest_req q = {.source = INGEST_PUSH,
+                    .repo = r->name,
+                    .content = c->buf,
+                    .len = c->len,
+                    .content_type = http_header(r, "Content-Type"),
+                    .digest = digest,
+                    .tags = tags,
+                    .ntags = ntags};
+    ingest_result res;
+    int rc = ingest_manifest(r->store, r->cfg, &q, &res);
     if (rc == 0) rc = http_reply(r, 201, NULL, NULL, 0);
     if (rc == 0) {
         reg_location(r, "/v2/%s/manifests/%s", r->name, digest);
         http_add_header(r, "Docker-Content-Digest", digest);
-        if (subject[0]) http_add_header(r, "OCI-Subject", subject);
+        if (res.subject[0]) http_add_header(r, "OCI-Subject", res.subject);
         for (size_t i = 0; i < nextra; i++)
             http_add_header(r, "OCI-Tag", extra[i]);
     }

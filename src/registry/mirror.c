@@ -18,7 +18,9 @@
  * upstreams. A cached tag's check is bounded by timeout.revalidate; an upstream that does not
  * answer is marked down and probed in the background (see "upstream health" below).
  */
+#include "proxy/fill.h"
 #include "proxy/upstream.h"
+#include "registry/ingest.h"
 #include "registry/registry.h"
 #include "trust/trust.h"
 #include "util/err.h"
@@ -478,6 +480,13 @@ static int serve_manifest(http_req *r, store_manifest *m)
     return rc;
 }
 
+/* For the ingest hooks that must read a layer of a manifest being filled (margo). */
+static int fill_blob_for_check(void *arg, const char *digest)
+{
+    bool fetched;
+    return reg_mirror_blob_ensure(arg, digest, &fetched);
+}
+
 /* Stores an upstream manifest byte for byte (tagged when ref is a tag); returns it in out. */
 static int store_upstream_manifest(const reg_mirror_ctx *c, const char *ref, upstream_resp *u,
                                    store_manifest *out)
@@ -494,160 +503,86 @@ static int store_upstream_manifest(const reg_mirror_ctx *c, const char *ref, ups
         strcmp(u->digest, digest) != 0)
         return berr_set(BERR_UNAVAILABLE, "upstream %s sent a manifest whose digest is not %s",
                         c->mirror->name, u->digest);
-    store_manifest_put_req req;
-    reg_manifest_parsed *parsed;
-    int rc = reg_manifest_parse(u->body, u->len, u->content_type, &req, &parsed);
-    if (rc < 0) return rc;
     const char *tags[1] = {ref};
-    req.repo = c->local;
-    req.digest = digest;
-    req.tags = tags;
-    req.ntags = by_digest ? 0 : 1;
-    req.mirrored = true;
-    rc = store_manifest_put(c->st, &req);
+    ingest_req q = {.source = INGEST_MIRROR,
+                    .repo = c->local,
+                    .content = u->body,
+                    .len = u->len,
+                    .content_type = u->content_type,
+                    .digest = digest,
+                    .tags = tags,
+                    .ntags = by_digest ? 0 : 1,
+                    .mirrored = true,
+                    .blob_ensure = fill_blob_for_check,
+                    .blob_arg = (void *)c};
+    ingest_result res;
+    int rc = ingest_manifest(c->st, c->cfg, &q, &res);
     if (rc == 0) {
         memset(out, 0, sizeof *out);
         snprintf(out->digest, sizeof out->digest, "%s", digest);
-        out->media_type = strdup(req.media_type);
+        out->media_type = strdup(res.media_type);
         out->content = u->body;
         out->size = u->len;
         u->body = NULL;
     }
-    reg_manifest_parsed_free(parsed);
     return rc;
 }
 
 /* ---- single flight of upstream manifest checks ----
- * A tag's check (or an uncached manifest's fetch) runs on a thread of its own, one per tag at a
- * time. An HTTP request waiting for it is parked (HTTP_PARKED): it holds no worker, so requests
- * for local content or for other upstreams never queue behind a silent upstream; the check
- * requeues it when done and it then answers from the store (or with the check's error).
- * `berth sync` waits for the same check on its own thread. */
+ * A tag's check (or an uncached manifest's fetch) is a fill without bytes (proxy/fill.h): it runs
+ * on a thread of its own, one per tag at a time. An HTTP request waiting for it is parked
+ * (HTTP_PARKED): it holds no worker, so requests for local content or for other upstreams never
+ * queue behind a silent upstream; the check requeues it when done and it then answers from the
+ * store (or with the check's error). `berth sync` waits for the same check on its own thread. */
 
-typedef struct parked {
-    http_req *r;
-    struct parked *next;
-} parked;
-
-/* Requeues each request of a detached list (called without locks held). */
-static void requeue_all(parked *p)
-{
-    while (p) {
-        parked *n = p->next;
-        http_req_requeue(p->r);
-        free(p);
-        p = n;
-    }
-}
-
-typedef struct check {
+typedef struct {
     char key[600];
     char local[256], upstream_repo[256], ref[256];
     store *st;
+    const config *cfg;
     const config_mirror *mirror;
-    bool done;
-    int rc;
-    char err[256];
-    int refs; /* the thread's, and each waiter's */
-    parked *parked;
-    struct check *next;
-} check;
-static check *checks;
-static pthread_cond_t check_cv = PTHREAD_COND_INITIALIZER;
+} check_job;
 
 static int manifest_check(const reg_mirror_ctx *c, const char *ref, const char *key, bool cached,
                           store_manifest *cm, store_manifest *out);
 
-/* Called with state_mu held. */
-static void check_release(check *k)
+/* The check's run (fill_ops.run), on its own thread. */
+static int check_run(fill *f, void *arg)
 {
-    if (--k->refs == 0) free(k);
-}
-
-static void *check_main(void *arg)
-{
-    check *k = arg;
-    berr_clear();
-    reg_mirror_ctx c = {k->st, k->mirror, k->local, k->upstream_repo};
+    (void)f;
+    check_job *j = arg;
+    reg_mirror_ctx c = {j->st, j->mirror, j->local, j->upstream_repo, j->cfg};
     store_manifest m, out;
-    int rc = store_manifest_get(k->st, k->local, k->ref, &m);
+    int rc = store_manifest_get(j->st, j->local, j->ref, &m);
     if (rc == 0 || rc == -BERR_MANIFEST_UNKNOWN) {
         bool cached = rc == 0;
-        if (cached && store_now() - m.checked < k->mirror->revalidate_s * 1000) {
+        if (cached && store_now() - m.checked < j->mirror->revalidate_s * 1000) {
             store_manifest_free(&m); /* checked meanwhile */
             rc = 0;
         } else {
-            rc = manifest_check(&c, k->ref, k->key, cached, &m, &out);
+            rc = manifest_check(&c, j->ref, j->key, cached, &m, &out);
             if (rc == 0) store_manifest_free(&out);
         }
     }
-    pthread_mutex_lock(&state_mu);
-    k->done = true;
-    k->rc = rc;
-    snprintf(k->err, sizeof k->err, "%s", rc < 0 ? berr_msg() : "");
-    for (check **p = &checks; *p; p = &(*p)->next)
-        if (*p == k) {
-            *p = k->next;
-            break;
-        }
-    parked *wake = k->parked;
-    k->parked = NULL;
-    pthread_cond_broadcast(&check_cv);
-    check_release(k);
-    pthread_mutex_unlock(&state_mu);
-    requeue_all(wake);
-    return NULL;
+    return rc;
 }
 
-/* The running check of key, or a new one; returned with a reference held and state_mu held
- * (NULL, unlocked, when none can be started). */
-static check *check_join(const reg_mirror_ctx *c, const char *ref, const char *key)
+/* The running check of key, or a new one; returned with a reference held (NULL when none can be
+ * started). */
+static fill *check_join(const reg_mirror_ctx *c, const char *ref, const char *key)
 {
-    pthread_mutex_lock(&state_mu);
-    check *k = checks;
-    while (k && strcmp(k->key, key))
-        k = k->next;
-    if (k) {
-        k->refs++;
-        return k;
-    }
-    if (!(k = calloc(1, sizeof *k))) {
-        pthread_mutex_unlock(&state_mu);
-        return NULL;
-    }
-    snprintf(k->key, sizeof k->key, "%s", key);
-    snprintf(k->local, sizeof k->local, "%s", c->local);
-    snprintf(k->upstream_repo, sizeof k->upstream_repo, "%s", c->upstream_repo);
-    snprintf(k->ref, sizeof k->ref, "%s", ref);
-    k->st = c->st;
-    k->mirror = c->mirror;
-    k->refs = 2;
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int prc = pthread_create(&t, &attr, check_main, k);
-    pthread_attr_destroy(&attr);
-    if (prc != 0) {
-        pthread_mutex_unlock(&state_mu);
-        free(k);
-        return NULL;
-    }
-    k->next = checks;
-    checks = k;
-    return k;
-}
-
-/* A finished check's result: 0, or its error set again; releases the reference. */
-static int check_result(check *k)
-{
-    pthread_mutex_lock(&state_mu);
-    int rc = k->rc;
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s", k->err);
-    check_release(k);
-    pthread_mutex_unlock(&state_mu);
-    return rc < 0 ? berr_set((berr)-rc, "%s", msg) : 0;
+    check_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    snprintf(j->key, sizeof j->key, "%s", key);
+    snprintf(j->local, sizeof j->local, "%s", c->local);
+    snprintf(j->upstream_repo, sizeof j->upstream_repo, "%s", c->upstream_repo);
+    snprintf(j->ref, sizeof j->ref, "%s", ref);
+    j->st = c->st;
+    j->cfg = c->cfg;
+    j->mirror = c->mirror;
+    fill_spec s = {
+        .key = key, .name = c->mirror->name, .st = c->st, .ops = {check_run, free}, .arg = j};
+    return fill_join(&s);
 }
 
 static void manifest_key(const config_mirror *mi, const char *upstream_repo, const char *ref,
@@ -673,12 +608,9 @@ int reg_mirror_manifest_fetch(const reg_mirror_ctx *c, const char *ref, store_ma
     if (!cached && neg_hit(key))
         return berr_set(BERR_MANIFEST_UNKNOWN, "manifest unknown to upstream %s", mi->name);
     if (cached) store_manifest_free(&m);
-    check *k = check_join(c, ref, key);
+    fill *k = check_join(c, ref, key);
     if (!k) return berr_set(BERR_INTERNAL, "cannot start an upstream check");
-    while (!k->done)
-        pthread_cond_wait(&check_cv, &state_mu);
-    pthread_mutex_unlock(&state_mu);
-    if ((rc = check_result(k)) < 0) return rc;
+    if ((rc = fill_wait(k)) < 0) return rc;
     if ((rc = store_manifest_get(c->st, c->local, ref, out)) == -BERR_MANIFEST_UNKNOWN)
         return berr_set(BERR_UNAVAILABLE, "manifest of %s went away while checked", c->local);
     return rc;
@@ -746,22 +678,26 @@ static int manifest_check(const reg_mirror_ctx *c, const char *ref, const char *
 
 static reg_mirror_ctx ctx_of_req(const http_req *r)
 {
-    return (reg_mirror_ctx){r->store, r->mirror, r->name, r->upstream_repo};
+    return (reg_mirror_ctx){r->store, r->mirror, r->name, r->upstream_repo, r->cfg};
+}
+
+/* The check is done: the manifest is answered from the store. */
+static int serve_stored_manifest(http_req *r)
+{
+    store_manifest m;
+    int rc = store_manifest_get(r->store, r->name, r->ref, &m);
+    return rc < 0 ? rc : serve_manifest(r, &m);
 }
 
 int reg_mirror_manifest_get(http_req *r)
 {
     const config_mirror *mi = r->mirror;
-    store_manifest m;
-    int rc;
-    check *k = r->ctx; /* a run after this request was parked on a check: take its result */
+    fill_serve_opts o = {.done = serve_stored_manifest};
+    fill *k = r->ctx; /* a run after this request was parked on a check: take its result */
     r->ctx = NULL;
-    if (k) {
-        if ((rc = check_result(k)) < 0) return rc;
-        if ((rc = store_manifest_get(r->store, r->name, r->ref, &m)) < 0) return rc;
-        return serve_manifest(r, &m);
-    }
-    rc = store_manifest_get(r->store, r->name, r->ref, &m);
+    if (k) return fill_serve(r, k, &o);
+    store_manifest m;
+    int rc = store_manifest_get(r->store, r->name, r->ref, &m);
     if (rc < 0 && rc != -BERR_MANIFEST_UNKNOWN) return rc;
     /* the hot path: a cached digest, or a tag checked recently, is served on the event loop */
     if (rc == 0 && (ref_is_digest(r->ref) || store_now() - m.checked < mi->revalidate_s * 1000))
@@ -775,150 +711,28 @@ int reg_mirror_manifest_get(http_req *r)
         return berr_set(BERR_MANIFEST_UNKNOWN, "manifest unknown to upstream %s", mi->name);
     if (!r->on_worker) return HTTP_OFFLOAD;
     reg_mirror_ctx c = ctx_of_req(r);
-    k = check_join(&c, r->ref, key);
-    if (!k) return berr_set(BERR_INTERNAL, "cannot start an upstream check");
-    parked *p = k->done ? NULL : malloc(sizeof *p);
-    if (p) { /* park until the check requeues it; r is not touched from here on */
-        p->r = r;
-        p->next = k->parked;
-        k->parked = p;
-        r->ctx = k;
-        pthread_mutex_unlock(&state_mu);
-        return HTTP_PARKED;
-    }
-    while (!k->done)
-        pthread_cond_wait(&check_cv, &state_mu);
-    pthread_mutex_unlock(&state_mu);
-    if ((rc = check_result(k)) < 0) return rc;
-    if ((rc = store_manifest_get(r->store, r->name, r->ref, &m)) < 0) return rc;
-    return serve_manifest(r, &m);
+    if (!(k = check_join(&c, r->ref, key)))
+        return berr_set(BERR_INTERNAL, "cannot start an upstream check");
+    return fill_serve(r, k, &o); /* parked until the check ends */
 }
 
 void reg_mirror_manifest_cleanup(http_req *r)
 {
-    if (r->mirror && r->ctx) {
-        check_result(r->ctx);
-        r->ctx = NULL;
-    }
+    if (r->mirror) fill_serve_cleanup(r);
 }
 
-/* ---- blobs: one fill per digest, streamed to every client while it fills ----
+/* ---- blobs: one fill per digest and upstream (proxy/fill: coalesced, streamed, leased) ----
  *
- * A fill runs on its own thread: it creates an upload session in the mirror repository and
- * writes the upstream's bytes into it, hashing as they arrive. Every client asking for that blob
- * meanwhile gets a response that reads the growing file: the reader serves what has landed and,
- * when it has caught up, suspends its connection until the fill writes more (the fill resumes
- * it). The last byte is held back until the whole content is there and its digest verified
- * (the commit, with its fsync, then runs while the clients finish); a fill that fails or turns
- * out corrupt cuts every reader's connection, so no client ever sees a clean end of wrong bytes,
- * and nothing is committed. */
-
-typedef enum { FILL_STARTING, FILL_STREAMING, FILL_DONE, FILL_FAILED } fill_state;
-
-#define WAKE_STEP (1u << 20)
-/* how long a fill's lease lasts unless renewed (the fill renews it while bytes arrive) */
-#define FILL_LEASE_MS 30000
-
-typedef struct waiter {
-    struct MHD_Connection *conn;
-    struct waiter *next;
-} waiter;
-
-typedef struct fill {
-    char digest[DIGEST_STR_MAX];
-    char repo[256], upstream_repo[256];
-    const config_mirror *mirror;
-    store *st;
-    fill_state state;
-    int rc;
-    char err[256]; /* the failure's detail, for every client of the fill */
-    int64_t size;  /* from the upstream's Content-Length, -1 when unknown */
-    uint64_t written;
-    uint64_t woken; /* written, as of the last wake */
-    bool verified;  /* all size bytes are there and hash to digest: readers may finish */
-    bool leased; /* holds the "fill <digest> <mirror>" lease (other berths on this metadata wait) */
-    char lease_key[DIGEST_STR_MAX + 300], lease_owner[160];
-    int64_t lease_renewed;
-    uint64_t skip; /* bytes of a whole-blob answer to a resume that are already written */
-    store_upload *u;
-    upstream_resp resp;
-    int refs;
-    waiter *waiters;
-    parked *parked; /* requests waiting for the first bytes (or the end) */
-    struct fill *next;
-} fill;
-
-static pthread_mutex_t fill_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t fill_cv = PTHREAD_COND_INITIALIZER;
-static fill *fills;
-
-/* Called with fill_mu held. */
-static void wake_readers(fill *f)
-{
-    while (f->waiters) {
-        waiter *w = f->waiters;
-        f->waiters = w->next;
-        MHD_resume_connection(w->conn);
-        free(w);
-    }
-}
-
-/* Called with fill_mu held. */
-static void fill_release(fill *f)
-{
-    if (--f->refs > 0) return;
-    upstream_resp_free(&f->resp);
-    free(f);
-}
-
-static int fill_sink(void *arg, const char *data, size_t len)
-{
-    fill *f = arg;
-    metrics_upstream(f->mirror->name, len, true);
-    if (f->skip > 0 && f->resp.range_start < 0) { /* a resume answered with the whole blob */
-        size_t n = f->skip < len ? (size_t)f->skip : len;
-        f->skip -= n;
-        data += n;
-        len -= n;
-        if (len == 0) return 0;
-    }
-    int rc = store_upload_write(f->u, data, len);
-    if (rc < 0) {
-        log_error("msg=\"writing a mirror fill failed\" mirror=%s digest=%s err=\"%s\"",
-                  f->mirror->name, f->digest, berr_msg());
-        return rc;
-    }
-    uint64_t written = store_upload_written(f->u); /* readers follow the file */
-    parked *wake = NULL;
-    pthread_mutex_lock(&fill_mu);
-    if (f->state == FILL_STARTING) {
-        f->size = f->resp.content_length;
-        f->state = FILL_STREAMING;
-        pthread_cond_broadcast(&fill_cv);
-        wake = f->parked;
-        f->parked = NULL;
-    }
-    f->written = written;
-    if (f->leased && store_now() - f->lease_renewed > FILL_LEASE_MS / 3) {
-        f->lease_renewed = store_now(); /* a long transfer keeps its lease */
-        store_lease_take(f->st, f->lease_key, f->lease_owner, FILL_LEASE_MS);
-    }
-    /* readers are woken in steps, not per read: each wake costs a resume and a send */
-    if (f->written - f->woken >= WAKE_STEP) {
-        f->woken = f->written;
-        wake_readers(f);
-    }
-    pthread_mutex_unlock(&fill_mu);
-    requeue_all(wake);
-    return 0;
-}
+ * A blob that misses is fetched by a fill (src/proxy/fill.h) keyed by the upstream and the
+ * digest: every client asking for it meanwhile joins that fill, is parked until the first bytes
+ * land and then reads the growing upload. Here is what is particular to registry blobs: the
+ * upstream request (resumed after a cut), the negative cache and the rate-limit backoff, linking
+ * a blob the store already holds, and the commit (store_upload_finish verifies the digest; the
+ * last byte is released to readers as soon as the digest matched). */
 
 /* How many times a fill cut by the network is resumed without any progress in between. */
 #define RESUME_TRIES 6
 
-/* Fetches the blob into f->u; a transfer cut after some bytes is resumed from where it stopped
- * (Range; an upstream that ignores it sends the whole blob again and the bytes already written
- * are skipped). The digest covers every byte either way. */
 /* A blob already in the store (under another name) is linked into a mirror repository, instead
  * of fetched again, only when that repository's upstream holds it: a manifest cached from the
  * upstream for this repository lists it (link_listed, no network), or the upstream answers a
@@ -945,250 +759,140 @@ static int link_confirmed(const reg_mirror_ctx *c, const char *digest)
     return rc < 0 ? rc : store_repo_mark_mirror(c->st, c->local);
 }
 
-static int fetch_upstream(fill *f, bool *whole)
+/* What a blob fill needs (the fill's arg). */
+typedef struct {
+    char digest[DIGEST_STR_MAX];
+    char repo[256], upstream_repo[256];
+    const config_mirror *mirror;
+    store *st;
+} blob_job;
+
+/* Another berth's fill of this repository committed (linked here already). */
+static int blob_committed(void *arg)
 {
-    const config_mirror *mi = f->mirror;
+    blob_job *j = arg;
+    return store_blob_mount(j->st, j->repo, j->repo, j->digest) == 0;
+}
+
+/* Fetches the blob into the fill's upload; a transfer cut after some bytes is resumed from where
+ * it stopped (Range; an upstream that ignores it sends the whole blob again and the bytes already
+ * written are skipped). The digest covers every byte either way. */
+static int fetch_upstream(fill *f, const blob_job *j, bool *whole)
+{
+    const config_mirror *mi = j->mirror;
+    upstream_resp *resp = fill_resp(f);
     uint64_t from = 0;
     int tries = 0;
     for (;;) {
-        int rc = upstream_blob(mi, f->upstream_repo, f->digest, from, fill_sink, f, &f->resp);
-        *whole = rc == 0 && (f->resp.status == 200 || (from > 0 && f->resp.status == 206 &&
-                                                       f->resp.range_start == (long long)from));
+        int rc = upstream_blob(mi, j->upstream_repo, j->digest, from, fill_sink, f, resp);
+        *whole = rc == 0 && (resp->status == 200 || (from > 0 && resp->status == 206 &&
+                                                     resp->range_start == (long long)from));
         if (rc == 0) return 0; /* the blob, or an answer that is not (404, 5xx...) */
-        uint64_t have = store_upload_size(f->u); /* every byte taken (and hashed) so far */
+        uint64_t have = store_upload_size(fill_upload(f)); /* every byte taken (and hashed) */
         /* resumed only after the network cut a transfer that was under way */
-        if (rc != -BERR_UNAVAILABLE || have == 0 || (f->size > 0 && have >= (uint64_t)f->size))
+        if (rc != -BERR_UNAVAILABLE || have == 0 ||
+            (fill_size(f) > 0 && have >= (uint64_t)fill_size(f)))
             return rc;
         if (have > from)
             tries = 0;
         else if (++tries >= RESUME_TRIES)
             return rc;
         log_warn("msg=\"mirror fill cut: resuming\" mirror=%s digest=%s at=%llu err=\"%s\"",
-                 mi->name, f->digest, (unsigned long long)have, berr_msg());
+                 mi->name, j->digest, (unsigned long long)have, berr_msg());
         from = have;
-        f->skip = have;
+        fill_skip(f, have);
         usleep((useconds_t)(250000u << (tries < 4 ? tries : 4)));
     }
 }
 
-static int fetch_into(fill *f)
+/* The fill's run (fill_ops.run), on the fill's thread. */
+static int blob_fetch(fill *f, void *arg)
 {
-    const config_mirror *mi = f->mirror;
+    blob_job *j = arg;
+    const config_mirror *mi = j->mirror;
     char key[600];
-    snprintf(key, sizeof key, "%s\n%s\nblob %s", mi->name, f->upstream_repo, f->digest);
+    snprintf(key, sizeof key, "%s\n%s\nblob %s", mi->name, j->upstream_repo, j->digest);
     if (neg_hit(key)) return berr_set(BERR_BLOB_UNKNOWN, "blob unknown to upstream %s", mi->name);
     if (in_backoff(mi))
         return berr_set(BERR_TOOMANYREQUESTS, "upstream %s is rate limiting", mi->name);
-    /* one upstream fetch per blob across every berth on this metadata: the others wait for the
-     * holder's commit and serve the blob from the store */
-    snprintf(f->lease_key, sizeof f->lease_key, "fill %s %s", f->digest, mi->name);
-    lease_owner(f->lease_owner, sizeof f->lease_owner, "fill", f);
     /* the store may hold these bytes under another name: linked when the upstream confirms it
      * holds them for this repository, instead of fetched again */
-    reg_mirror_ctx vc = {f->st, mi, f->repo, f->upstream_repo};
-    if (link_confirmed(&vc, f->digest) == 0) return 0;
-    int64_t deadline = store_now() + mi->connect_ms + mi->transfer_ms;
-    for (;;) {
-        /* another berth's fill of this repository committed (linked here already) */
-        if (store_blob_mount(f->st, f->repo, f->repo, f->digest) == 0)
-            return store_repo_mark_mirror(f->st, f->repo);
-        int lrc = store_lease_take(f->st, f->lease_key, f->lease_owner, FILL_LEASE_MS);
-        if (lrc == 0 && store_blob_mount(f->st, f->repo, f->repo, f->digest) == 0) {
-            /* committed between the check and the lease */
-            store_lease_drop(f->st, f->lease_key, f->lease_owner);
-            return store_repo_mark_mirror(f->st, f->repo);
-        }
-        if (lrc == 0) {
-            f->leased = true;
-            f->lease_renewed = store_now();
-            break;
-        }
-        if (lrc != -BERR_CONFLICT) break; /* the metadata cannot say: fetch anyway */
-        if (store_now() > deadline)
-            return berr_set(BERR_UNAVAILABLE, "another berth's fill of %s did not finish",
-                            f->digest);
-        usleep(100 * 1000);
-    }
+    reg_mirror_ctx vc = {j->st, mi, j->repo, j->upstream_repo, NULL}; /* no ingest */
+    if (link_confirmed(&vc, j->digest) == 0) return 0;
+    /* one upstream fetch per blob across every berth on this metadata: the others wait for the
+     * holder's commit and serve the blob from the store */
+    char lease[DIGEST_STR_MAX + 300];
+    snprintf(lease, sizeof lease, "fill %s %s", j->digest, mi->name);
+    int rc =
+        fill_lease(f, lease, store_now() + mi->connect_ms + mi->transfer_ms, blob_committed, j);
+    if (rc == 1) return store_repo_mark_mirror(j->st, j->repo);
+    if (rc < 0) return rc;
     digest_algo algo;
-    digest_parse(f->digest, &algo);
-    char uuid[STORE_UUID_LEN + 1];
-    int rc = store_upload_create(f->st, f->repo, algo, uuid);
-    if (rc == 0) rc = store_upload_open(f->st, f->repo, uuid, &f->u);
-    if (rc == 0) rc = store_upload_spool(f->u); /* S3: readers stream a local copy of the fill */
-    if (rc < 0) {
+    digest_parse(j->digest, &algo);
+    if ((rc = fill_upload_open(f, j->repo, algo)) < 0) {
         log_error("msg=\"cannot start a mirror fill\" mirror=%s digest=%s err=\"%s\"", mi->name,
-                  f->digest, berr_msg());
-        return berr_set(BERR_UNAVAILABLE, "storing %s failed: %s", f->digest, berr_msg());
+                  j->digest, berr_msg());
+        return berr_set(BERR_UNAVAILABLE, "storing %s failed: %s", j->digest, berr_msg());
     }
+    store_upload *u = fill_upload(f);
     bool whole = false;
-    rc = fetch_upstream(f, &whole);
+    rc = fetch_upstream(f, j, &whole);
     if (rc == 0 && whole) {
         /* readers get the last bytes as soon as the content is known good, not after the fsync */
         char got[DIGEST_STR_MAX];
-        if (store_upload_digest(f->u, got) == 0 && !strcmp(got, f->digest)) {
-            uint64_t written = store_upload_written(f->u); /* the digest wrote the last bytes */
-            pthread_mutex_lock(&fill_mu);
-            f->written = written;
-            if (f->size > 0 && f->written == (uint64_t)f->size) {
-                f->verified = true;
-                wake_readers(f);
-            }
-            pthread_mutex_unlock(&fill_mu);
-        }
-        rc = store_upload_finish(f->u, f->digest); /* verifies the digest, commits, links */
+        if (store_upload_digest(u, got) == 0 && !strcmp(got, j->digest)) fill_verified(f);
+        rc = store_upload_finish(u, j->digest); /* verifies the digest, commits, links */
         /* the repository exists from here on; it holds mirrored (evictable) content */
-        if (rc == 0) rc = store_repo_mark_mirror(f->st, f->repo);
+        if (rc == 0) rc = store_repo_mark_mirror(j->st, j->repo);
         if (rc == -BERR_DIGEST_INVALID) {
             log_error("msg=\"upstream sent corrupt blob: nothing committed\" mirror=%s digest=%s",
-                      mi->name, f->digest);
+                      mi->name, j->digest);
             rc = berr_set(BERR_UNAVAILABLE, "upstream %s sent content that does not match %s",
-                          mi->name, f->digest);
+                          mi->name, j->digest);
         } else if (rc == 0) {
             mark_up(mi, true, NULL);
         } else {
             log_error("msg=\"mirror fill not committed\" mirror=%s digest=%s err=\"%s\"", mi->name,
-                      f->digest, berr_msg());
+                      j->digest, berr_msg());
             if (rc != -BERR_UNAVAILABLE) /* a local failure: retryable, never "unknown" */
-                rc = berr_set(BERR_UNAVAILABLE, "storing %s failed: %s", f->digest, berr_msg());
+                rc = berr_set(BERR_UNAVAILABLE, "storing %s failed: %s", j->digest, berr_msg());
         }
     } else {
-        store_upload_cancel(f->u);
-        if (rc == 0 && f->resp.status == 404) {
+        store_upload_cancel(u);
+        if (rc == 0 && fill_resp(f)->status == 404) {
             mark_up(mi, true, NULL);
             neg_add(key);
             rc = berr_set(BERR_BLOB_UNKNOWN, "blob unknown to upstream %s", mi->name);
         } else if (rc != -BERR_IO) {
-            rc = unavailable(mi, rc, &f->resp);
+            rc = unavailable(mi, rc, fill_resp(f));
         } else { /* writing it here failed: retryable, never "unknown", and logged */
-            rc = berr_set(BERR_UNAVAILABLE, "storing %s failed: %s", f->digest, berr_msg());
+            rc = berr_set(BERR_UNAVAILABLE, "storing %s failed: %s", j->digest, berr_msg());
         }
     }
     return rc;
 }
 
-static void *fill_main(void *arg)
+/* Finds the running fill of digest from c's upstream, or starts one (a reference held). Fills
+ * are per upstream: a client of a healthy upstream never waits on a silent one's fill of the
+ * same content. */
+static fill *blob_fill_join(const reg_mirror_ctx *c, const char *digest)
 {
-    fill *f = arg;
-    berr_clear();
-    int rc = fetch_into(f);
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s", berr_msg());
-    if (rc < 0 && rc != -BERR_BLOB_UNKNOWN) metrics_upstream(f->mirror->name, 0, false);
-    if (f->leased) store_lease_drop(f->st, f->lease_key, f->lease_owner);
-    store_upload_close(f->u);
-    pthread_mutex_lock(&fill_mu);
-    f->u = NULL;
-    f->state = rc == 0 ? FILL_DONE : FILL_FAILED;
-    f->rc = rc;
-    snprintf(f->err, sizeof f->err, "%s", msg);
-    for (fill **p = &fills; *p; p = &(*p)->next)
-        if (*p == f) {
-            *p = f->next;
-            break;
-        }
-    wake_readers(f);
-    parked *wake = f->parked;
-    f->parked = NULL;
-    pthread_cond_broadcast(&fill_cv);
-    fill_release(f);
-    pthread_mutex_unlock(&fill_mu);
-    requeue_all(wake);
-    return NULL;
-}
-
-/* Finds the running fill of digest from c's upstream, or starts one; returns it with a reference
- * held. Fills are per upstream: a client of a healthy upstream never waits on a silent one's
- * fill of the same content. */
-static fill *fill_join(const reg_mirror_ctx *c, const char *digest)
-{
-    pthread_mutex_lock(&fill_mu);
-    fill *f = fills;
-    while (f && (strcmp(f->digest, digest) || f->mirror != c->mirror))
-        f = f->next;
-    if (f) {
-        f->refs++;
-        pthread_mutex_unlock(&fill_mu);
-        return f;
-    }
-    f = calloc(1, sizeof *f);
-    if (!f) {
-        pthread_mutex_unlock(&fill_mu);
-        return NULL;
-    }
-    snprintf(f->digest, sizeof f->digest, "%s", digest);
-    snprintf(f->repo, sizeof f->repo, "%s", c->local);
-    snprintf(f->upstream_repo, sizeof f->upstream_repo, "%s", c->upstream_repo);
-    f->mirror = c->mirror;
-    f->st = c->st;
-    f->size = -1;
-    f->refs = 2; /* the fill thread's and the caller's */
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&t, &attr, fill_main, f) != 0) {
-        pthread_attr_destroy(&attr);
-        pthread_mutex_unlock(&fill_mu);
-        free(f);
-        return NULL;
-    }
-    pthread_attr_destroy(&attr);
-    f->next = fills;
-    fills = f;
-    pthread_mutex_unlock(&fill_mu);
-    return f;
-}
-
-typedef struct {
-    fill *f;
-    int fd;
-    struct MHD_Connection *conn;
-} stream_ctx;
-
-static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
-{
-    stream_ctx *c = cls;
-    fill *f = c->f;
-    pthread_mutex_lock(&fill_mu);
-    if (f->state == FILL_FAILED) {
-        pthread_mutex_unlock(&fill_mu);
-        return MHD_CONTENT_READER_END_WITH_ERROR; /* cut: the client must not take this as whole */
-    }
-    uint64_t limit = f->written;
-    bool whole = f->state == FILL_DONE || f->verified;
-    if (!whole && f->size > 0 && limit >= (uint64_t)f->size)
-        limit = (uint64_t)f->size - 1; /* the last byte waits for the digest check */
-    if (pos < limit) {
-        pthread_mutex_unlock(&fill_mu);
-        size_t want = limit - pos < max ? (size_t)(limit - pos) : max;
-        ssize_t n = pread(c->fd, buf, want, (off_t)pos);
-        return n > 0 ? n : MHD_CONTENT_READER_END_WITH_ERROR;
-    }
-    if (f->state == FILL_DONE || (f->verified && pos >= (uint64_t)f->size)) {
-        pthread_mutex_unlock(&fill_mu);
-        return MHD_CONTENT_READER_END_OF_STREAM;
-    }
-    waiter *w = malloc(sizeof *w);
-    if (!w) {
-        pthread_mutex_unlock(&fill_mu);
-        return MHD_CONTENT_READER_END_WITH_ERROR;
-    }
-    w->conn = c->conn;
-    w->next = f->waiters;
-    f->waiters = w;
-    MHD_suspend_connection(c->conn); /* the fill resumes it when more bytes land */
-    pthread_mutex_unlock(&fill_mu);
-    return 0;
-}
-
-static void stream_free(void *cls)
-{
-    stream_ctx *c = cls;
-    if (c->fd >= 0) close(c->fd);
-    pthread_mutex_lock(&fill_mu);
-    fill_release(c->f);
-    pthread_mutex_unlock(&fill_mu);
-    free(c);
+    blob_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    snprintf(j->digest, sizeof j->digest, "%s", digest);
+    snprintf(j->repo, sizeof j->repo, "%s", c->local);
+    snprintf(j->upstream_repo, sizeof j->upstream_repo, "%s", c->upstream_repo);
+    j->mirror = c->mirror;
+    j->st = c->st;
+    char key[DIGEST_STR_MAX + 300];
+    snprintf(key, sizeof key, "blob %s %s", c->mirror->name, digest);
+    fill_spec s = {.key = key,
+                   .name = c->mirror->name,
+                   .metrics = true,
+                   .st = c->st,
+                   .ops = {blob_fetch, free},
+                   .arg = j};
+    return fill_join(&s);
 }
 
 int reg_mirror_blob_miss(http_req *r)
@@ -1203,63 +907,15 @@ int reg_mirror_blob_miss(http_req *r)
     r->ctx = NULL;
     if (!f && is_dark(r->mirror, NULL, 0)) return down_error(r->mirror);
     if (!f) metrics_mirror(r->mirror->name, false); /* first run of this request: a miss */
-    if (!f && !(f = fill_join(&mc, r->ref))) return berr_set(BERR_INTERNAL, "cannot start a fill");
-    pthread_mutex_lock(&fill_mu);
-    int fd = -1;
-    if (f->state == FILL_STREAMING && f->size > 0 && f->u && store_upload_growing(f->u))
-        fd = store_upload_reader(f->u);
-    parked *p = NULL;
-    if (f->state == FILL_STARTING || (f->state == FILL_STREAMING && fd < 0)) p = malloc(sizeof *p);
-    if (p) { /* no worker waits for the upstream: the fill requeues r (not touched from here) */
-        p->r = r;
-        p->next = f->parked;
-        f->parked = p;
-        r->ctx = f;
-        pthread_mutex_unlock(&fill_mu);
-        return HTTP_PARKED;
-    }
-    while (f->state == FILL_STARTING)
-        pthread_cond_wait(&fill_cv, &fill_mu);
-    if (fd < 0 && f->state == FILL_STREAMING && f->size > 0 && f->u && store_upload_growing(f->u))
-        fd = store_upload_reader(f->u);
-    while (f->state == FILL_STREAMING && fd < 0)
-        pthread_cond_wait(&fill_cv, &fill_mu);
-    fill_state st = f->state;
-    int rc = f->rc;
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s", f->err);
-    if (fd < 0) fill_release(f);
-    pthread_mutex_unlock(&fill_mu);
-    if (fd < 0) {
-        if (st == FILL_DONE) return reg_blob_serve(r);
-        return berr_set((berr)-rc, "%s", msg);
-    }
-    stream_ctx *c = calloc(1, sizeof *c);
-    if (!c) {
-        close(fd);
-        pthread_mutex_lock(&fill_mu);
-        fill_release(f);
-        pthread_mutex_unlock(&fill_mu);
-        return berr_set(BERR_INTERNAL, "out of memory");
-    }
-    c->f = f;
-    c->fd = fd;
-    c->conn = r->conn;
-    rc = http_reply_stream(r, 200, (uint64_t)f->size, stream_read, c, stream_free);
-    if (rc == 0) {
-        http_add_header(r, "Content-Type", "application/octet-stream");
-        http_add_header(r, "Docker-Content-Digest", r->ref);
-    }
-    return rc;
+    if (!f && !(f = blob_fill_join(&mc, r->ref)))
+        return berr_set(BERR_INTERNAL, "cannot start a fill");
+    fill_serve_opts o = {"application/octet-stream", r->ref, reg_blob_serve};
+    return fill_serve(r, f, &o);
 }
 
 void reg_mirror_blob_cleanup(http_req *r)
 {
-    if (!r->mirror || !r->ctx) return;
-    pthread_mutex_lock(&fill_mu);
-    fill_release(r->ctx);
-    pthread_mutex_unlock(&fill_mu);
-    r->ctx = NULL;
+    if (r->mirror) fill_serve_cleanup(r);
 }
 
 int reg_mirror_blob_ensure(const reg_mirror_ctx *c, const char *digest, bool *fetched)
@@ -1271,17 +927,10 @@ int reg_mirror_blob_ensure(const reg_mirror_ctx *c, const char *digest, bool *fe
         return 0;
     }
     if (link_listed(c, digest) == 0) return 0; /* else the fill links it or fetches it */
-    fill *f = fill_join(c, digest);
+    fill *f = blob_fill_join(c, digest);
     if (!f) return berr_set(BERR_INTERNAL, "cannot start a fill");
-    pthread_mutex_lock(&fill_mu);
-    while (f->state != FILL_DONE && f->state != FILL_FAILED)
-        pthread_cond_wait(&fill_cv, &fill_mu);
-    int rc = f->rc;
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s", f->err);
-    fill_release(f);
-    pthread_mutex_unlock(&fill_mu);
-    if (rc < 0) return berr_set((berr)-rc, "%s", msg);
+    int rc = fill_wait(f);
+    if (rc < 0) return rc;
     *fetched = true;
     return 0;
 }

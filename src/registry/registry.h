@@ -31,22 +31,6 @@ void reg_manifest_parsed_free(reg_manifest_parsed *p);
 int reg_manifest_check_urls(const reg_manifest_parsed *p, const config_validation *v);
 /* The referrers API's "manifests" array for a list from the store. */
 json_t *reg_referrer_descriptors(const store_referrer_list *l);
-/* A manifest to store, parsed and checked as a PUT is (margo rules, Helm chart indexing). */
-typedef struct {
-    const char *repo;
-    const char *content;
-    size_t len;
-    const char *content_type; /* NULL: the manifest's own mediaType */
-    const char *digest;       /* of content */
-    const char **tags;
-    size_t ntags;
-    const store_new_blob *new_blobs; /* placed blobs to record with it */
-    size_t nnew_blobs;
-} reg_manifest_commit_req;
-/* subject (DIGEST_STR_MAX, may be NULL) receives the manifest's subject digest or "". */
-int reg_manifest_commit(store *st, const config *cfg, const reg_manifest_commit_req *q,
-                        char *subject);
-
 /* Mirror (mirror.c): routing, and the cache-miss paths of manifest and blob GETs. The core
  * works on a reg_mirror_ctx, so `berth sync` uses the same code as the server. */
 typedef struct {
@@ -54,6 +38,7 @@ typedef struct {
     const config_mirror *mirror;
     const char *local;         /* repository in the store: "<mirror>/<upstream repo>" */
     const char *upstream_repo; /* repository at the upstream */
+    const config *cfg;         /* for the ingest hooks (registry/ingest.h) */
 } reg_mirror_ctx;
 /* The manifest for ref, from the store or the upstream (revalidating tags, stale-if-error). */
 int reg_mirror_manifest_fetch(const reg_mirror_ctx *c, const char *ref, store_manifest *out);

@@ -139,7 +139,7 @@ static void sync_image(store *s, const config *cfg, sync_stats *st, const char *
         st->errors++;
         return;
     }
-    reg_mirror_ctx c = {s, m, local, up};
+    reg_mirror_ctx c = {s, m, local, up, cfg};
     if (at) {
         manifest(&c, st, at + 1, 0);
         return;
