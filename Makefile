@@ -140,8 +140,13 @@ $(CROSS_ARCHES:%=build/%/berth): build/%/berth: FORCE
 	    PKG_CONFIG="$(call cross_pkgconfig,$*)" build/$*/berth
 cross: $(CROSS_ARCHES:%=build/%/berth)
 # what `make test` builds beside the native binaries: the cross builds (tests/run.sh runs each
-# under qemu-user when it exists), the package and the root tests/integration/deb.sh installs it into
-TEST_EXTRA = $(TEST_ARCHES:%=build/%/berth) deb debroot image
+# under qemu-user when it exists), the package and the root tests/integration/deb.sh installs it into,
+# for this machine's architecture and each of TEST_ARCHES (tests/run.sh runs deb.sh once for each)
+TEST_EXTRA = $(TEST_ARCHES:%=build/%/berth) deb debroot $(TEST_ARCHES:%=deb-%) \
+	$(TEST_ARCHES:%=build/deb/root-%.tar) image
+.PHONY: $(CROSS_ARCHES:%=deb-%)
+$(CROSS_ARCHES:%=deb-%): deb-%: build/%/berth
+	@$(MAKE) --no-print-directory deb ARCH=$*
 endif
 FORCE:
 
