@@ -192,9 +192,16 @@ $(DEB): $(BIN) $(wildcard packaging/* packaging/deb/*) LICENSE scripts/deb-contr
 # qemu-user for a foreign architecture)
 .PHONY: debroot
 debroot: build/deb/root-$(ARCH).tar
-build/deb/root-%.tar:
+# The root holds what the package depends on (its Depends, read from the package: a build that
+# links libraries dynamically, armhf's, needs them there), since the test installs with dpkg -i and
+# no network; it is made once, not again each time the package changes.
+build/berth_$(VERSION)_%.deb:
+	@$(MAKE) --no-print-directory deb ARCH=$*
+build/deb/root-%.tar: | build/berth_$(VERSION)_%.deb
 	@mkdir -p $(dir $@)
-	mmdebstrap --quiet --format=tar --variant=minbase --architectures=$* bookworm $@.tmp \
+	mmdebstrap --quiet --format=tar --variant=minbase --architectures=$* \
+	    --include="$$(dpkg-deb -f build/berth_$(VERSION)_$*.deb Depends | sed 's/([^)]*)//g; s/ //g')" \
+	    bookworm $@.tmp \
 	    $(wildcard /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources)
 	mv $@.tmp $@
 
