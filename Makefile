@@ -141,8 +141,13 @@ $(CROSS_ARCHES:%=build/%/berth): build/%/berth: FORCE
 	    PKG_CONFIG="$(call cross_pkgconfig,$*)" build/$*/berth
 cross: $(CROSS_ARCHES:%=build/%/berth)
 # what `make test` builds beside the native binaries: the cross builds (tests/run.sh runs each
-# under qemu-user when it exists), the package and the root tests/integration/deb.sh installs it into
-TEST_EXTRA = $(TEST_ARCHES:%=build/%/berth) deb debroot image
+# under qemu-user when it exists), the package and the root tests/integration/deb.sh installs it into,
+# for this machine's architecture and each of TEST_ARCHES (tests/run.sh runs deb.sh once for each)
+TEST_EXTRA = $(TEST_ARCHES:%=build/%/berth) deb debroot $(TEST_ARCHES:%=deb-%) \
+	$(TEST_ARCHES:%=build/deb/root-%.tar) image
+.PHONY: $(CROSS_ARCHES:%=deb-%)
+$(CROSS_ARCHES:%=deb-%): deb-%: build/%/berth
+	@$(MAKE) --no-print-directory deb ARCH=$*
 endif
 FORCE:
 
@@ -188,9 +193,16 @@ $(DEB): $(BIN) $(wildcard packaging/* packaging/deb/*) LICENSE scripts/deb-contr
 # qemu-user for a foreign architecture)
 .PHONY: debroot
 debroot: build/deb/root-$(ARCH).tar
-build/deb/root-%.tar:
+# The root holds what the package depends on (its Depends, read from the package: a build that
+# links libraries dynamically, armhf's, needs them there), since the test installs with dpkg -i and
+# no network; it is made once, not again each time the package changes.
+build/berth_$(VERSION)_%.deb:
+	@$(MAKE) --no-print-directory deb ARCH=$*
+build/deb/root-%.tar: | build/berth_$(VERSION)_%.deb
 	@mkdir -p $(dir $@)
-	mmdebstrap --quiet --format=tar --variant=minbase --architectures=$* bookworm $@.tmp \
+	mmdebstrap --quiet --format=tar --variant=minbase --architectures=$* \
+	    --include="$$(dpkg-deb -f build/berth_$(VERSION)_$*.deb Depends | sed 's/([^)]*)//g; s/ //g')" \
+	    bookworm $@.tmp \
 	    $(wildcard /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources)
 	mv $@.tmp $@
 

@@ -63,8 +63,8 @@ fi
 # `qemu -L`, which hangs threaded programs), in the same lanes as the native scripts. LeakSanitizer
 # cannot run under qemu, and these are not ASan builds. TESTS=arm64 (or armhf) selects a lane.
 declare -A cross_scripts=(
-    [arm64]="api mirror helm margo bundle auth tls_client crash"
-    [armhf]="api mirror bundle bigblob"
+    [arm64]="api mirror helm margo bundle auth tls_client crash deb"
+    [armhf]="api mirror bundle bigblob deb"
 )
 declare -A cross_binfmt=([arm64]=qemu-aarch64 [armhf]=qemu-arm)
 for arch in arm64 armhf; do
@@ -79,7 +79,10 @@ for arch in arm64 armhf; do
         [ -f "$t" ] || t=tests/cross/$s.sh # the checks only a cross lane runs
         [ -f "$t" ] || continue
         [ -n "${TESTS:-}" ] && ! echo "$t ($arch)" | grep -qE "$TESTS" && continue
-        jobs+=("$t ($arch)|BERTH=build/$arch/berth ASAN_OPTIONS=detect_leaks=0|$t")
+        extra=
+        # deb.sh installs that architecture's package (make test builds it and its root)
+        [ "$s" = deb ] && extra=" DEB=build/berth_$(sed -n 's/^#define BERTH_VERSION "\(.*\)"/\1/p' src/serve.h)_$arch.deb"
+        jobs+=("$t ($arch)|BERTH=build/$arch/berth ASAN_OPTIONS=detect_leaks=0$extra|$t")
     done
 done
 # ---- end of the other architectures
