@@ -653,7 +653,7 @@ static void mirror_fetch_one(const reg_mirror_ctx *c, const char *ref)
 
 static void mirror_fetch_sigs(http_req *r, const char *digest)
 {
-    reg_mirror_ctx c = {r->store, r->mirror, r->name, r->upstream_repo};
+    reg_mirror_ctx c = {r->store, r->mirror, r->name, r->upstream_repo, r->cfg};
     if (!strncmp(digest, "sha256:", 7)) {
         char tag[128];
         snprintf(tag, sizeof tag, "sha256-%s.sig", digest + 7);
