@@ -1,6 +1,12 @@
 /*
- * s3mode: the store with its blobs in S3-compatible object storage (storage.s3), so several
- * berth replicas sharing a bucket and a PostgreSQL database serve one registry.
+ * s3mode: the s3 blob backend (blob_s3_ops, store/internal.h): the store with its blobs in
+ * S3-compatible object storage (storage.s3), so several berth replicas sharing a bucket and a
+ * PostgreSQL database serve one registry. Every operation may wait on the network, so the
+ * backend reports STORE_CAP_BLOCKING and the server runs blob and session work off its event loop.
+ *
+ * Blobs are objects blobs/<algo>/<2 hex>/<hex>; gc and eviction move one to trash/<algo>-<hex>
+ * (a copy, then a delete) inside their metadata transaction and delete it after the commit; at
+ * start, a trashed object whose row survived is put back (recover).
  *
  * Upload sessions live in the bucket, so a chunked upload may continue on any replica:
  *   uploads/<uuid>/state       JSON: repo, digest algorithm, size, the hashing context (base64),
