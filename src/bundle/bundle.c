@@ -786,7 +786,8 @@ static int bundle_serve(const char *path, const char *addr, const char *cfg_path
         }
         cfg.read_only = true;
         cfg.delete_enabled = false;
-        cfg.database.enabled = false;     /* the bundle's metadata: a temporary SQLite file */
+        cfg.database.enabled = false; /* the bundle's metadata: a temporary SQLite file */
+        cfg.s3.enabled = false; /* its blobs: the layout backend (the bundle, then the files) */
         cfg.margo_validation = MARGO_OFF; /* verified content, kept as it is; checks that read
                                              an archive cannot read it inside the tar */
         log_set_level((log_level)cfg.log_level);

@@ -2,7 +2,9 @@
  * blobs: GET/HEAD (with RFC 9110 single byte ranges, served by sendfile from the blob file) and
  * DELETE of a repository's link to a blob. With storage.s3 a GET answers 307 to a presigned URL
  * (storage.redirect, registry:2's default), or streams the object through berth in ranged reads
- * of REMOTE_BLOCK bytes, one block ahead of the client (see remote_ctx).
+ * of REMOTE_BLOCK bytes, one block ahead of the client (see remote_ctx). When the store says
+ * its engines block (STORE_CAP_BLOCKING: S3, PostgreSQL), a GET runs on the worker pool, so a
+ * slow bucket stalls only the requests that wait for it, never the event loop.
  */
 #include "registry/httpparse.h"
 #include "registry/registry.h"
@@ -199,6 +201,8 @@ static int reply_remote(http_req *r, store_blob *b, int status, uint64_t off, ui
 
 static int blob_get_end(http_req *r)
 {
+    /* blobs in a bucket (or metadata in PostgreSQL): opening one waits on the network */
+    if (!r->on_worker && (store_caps(r->store) & STORE_CAP_BLOCKING)) return HTTP_OFFLOAD;
     int rc = reg_blob_serve(r);
     if (rc == -BERR_BLOB_UNKNOWN && r->mirror) return reg_mirror_blob_miss(r);
     /* a hit; a request parked on a fill (r->ctx) was counted as a miss when it started it */

@@ -24,6 +24,7 @@ typedef struct {
 
 static int get_end(http_req *r)
 {
+    if (!r->on_worker && (store_caps(r->store) & STORE_CAP_BLOCKING)) return HTTP_OFFLOAD;
     if (r->mirror) return reg_mirror_manifest_get(r);
     store_manifest m;
     int rc = store_manifest_get(r->store, r->name, r->ref, &m);

@@ -184,6 +184,8 @@ static int patch_begin(http_req *r)
 
 static int patch_end(http_req *r)
 {
+    /* saving a session in a bucket (its tail and state objects) waits on the network */
+    if (!r->on_worker && (store_caps(r->store) & STORE_CAP_BLOCKING)) return HTTP_OFFLOAD;
     up_ctx *c = r->ctx;
     uint64_t size = store_upload_size(c->u);
     /* save and unlock before answering, so the client's next request finds the session free */
@@ -220,6 +222,7 @@ static int put_end(http_req *r)
 
 static int status_end(http_req *r)
 {
+    if (!r->on_worker && (store_caps(r->store) & STORE_CAP_BLOCKING)) return HTTP_OFFLOAD;
     up_ctx *c = ctx_of(r);
     if (!c) return berr_set(BERR_INTERNAL, "out of memory");
     int rc = up_open(r, c);

@@ -79,50 +79,17 @@ static int orphan_obj(void *arg, const char *digest, int64_t mtime)
     if (mtime >= w->cutoff ||
         w->s->meta->ops->blob_lookup(w->s->meta, NULL, digest, NULL) != -BERR_BLOB_UNKNOWN)
         return 0;
-    char k[512];
-    blobfs_key(digest, k, sizeof k);
-    gc_orphan(w->s, w->o, digest, k);
+    char where[4096];
+    w->s->fs.ops->where(&w->s->fs, digest, where, sizeof where);
+    gc_orphan(w->s, w->o, digest, where);
     return 0;
 }
 
 /* Orphan files: in blobs/ but unknown to the metadata and older than the cutoff. */
 static void gc_orphans(store *s, store_gc_opts *o, int64_t cutoff)
 {
-    if (s->fs.s3) {
-        orphan_walk w = {s, o, cutoff};
-        blobfs_each(&s->fs, false, orphan_obj, &w);
-        return;
-    }
-    static const char *const algos[] = {"sha256", "sha512"};
-    for (size_t a = 0; a < 2; a++) {
-        char top[4096];
-        snprintf(top, sizeof top, "%s/blobs/%s", s->root, algos[a]);
-        DIR *d1 = opendir(top);
-        if (!d1) continue;
-        struct dirent *e1;
-        while ((e1 = readdir(d1))) {
-            if (e1->d_name[0] == '.') continue;
-            char sub[4400];
-            snprintf(sub, sizeof sub, "%s/%s", top, e1->d_name);
-            DIR *d2 = opendir(sub);
-            if (!d2) continue;
-            struct dirent *e2;
-            while ((e2 = readdir(d2))) {
-                if (e2->d_name[0] == '.') continue;
-                char digest[DIGEST_STR_MAX + 300], path[4800];
-                snprintf(digest, sizeof digest, "%s:%s", algos[a], e2->d_name);
-                snprintf(path, sizeof path, "%s/%s", sub, e2->d_name);
-                struct stat st;
-                if (stat(path, &st) < 0 || (int64_t)st.st_mtime * 1000 >= cutoff) continue;
-                if (digest_parse(digest, NULL) < 0 ||
-                    s->meta->ops->blob_lookup(s->meta, NULL, digest, NULL) != -BERR_BLOB_UNKNOWN)
-                    continue;
-                gc_orphan(s, o, digest, path);
-            }
-            closedir(d2);
-        }
-        closedir(d1);
-    }
+    orphan_walk w = {s, o, cutoff};
+    blobfs_each(&s->fs, false, orphan_obj, &w);
 }
 
 int store_gc(store *s, store_gc_opts *o)

@@ -95,40 +95,109 @@ int store_meta_sqlite_open(store_meta **out, const char *path);
 /* PostgreSQL (store/meta_pg.c): loads libpq, connects and migrates the schema. */
 int store_meta_pg_open(store_meta **out, const config_database *db);
 
-/* blobfs: the files (or, with storage.s3, the objects) */
+/* ---- blob backends ----
+ * Where blob bytes live is decided once, at store_open, by choosing a blob_backend_ops table:
+ *   files   <root>/blobs/ on the local filesystem (store/blobfs.c)
+ *   s3      objects in a bucket, upload sessions in the bucket too (store/s3mode.c)
+ *   layout  read-only: blobs read in place from an OCI layout or a bundle archive (`bundle
+ *           serve`), anything else (blobs the plan wrote) from files (store/blobfs.c)
+ * store.c, gc.c, evict.c and fsck.c call only these operations (directly or through the
+ * blobfs_* helpers below), never a backend by name. Every backend keeps the store's invariants:
+ * a blob key or file holds verified bytes whole or is absent; it only appears by place/commit
+ * and only leaves by trash (inside a metadata transaction) then trash_purge (after it). */
 typedef struct s3 s3;
+typedef struct blobfs blobfs;
+/* Receives blob bytes; a negative return stops the read. */
+typedef int (*blob_sink)(void *arg, const char *data, size_t len);
 typedef struct {
+    const char *name;
+    unsigned caps; /* STORE_CAP_* the backend brings (store_caps adds the metadata's) */
+    /* ---- lifecycle ---- */
+    int (*init)(store *s, const config *cfg); /* connects (s->fs set up but for the backend's) */
+    void (*close)(blobfs *b);
+    /* under the metadata write lock at open: finishes or undoes gc removals cut by a crash */
+    int (*recover)(store *s);
+    int (*check_writable)(store *s); /* a probe write: 0 when writable */
+    /* ---- open, read, serve ---- */
+    /* A recorded blob of size bytes: a descriptor (fd, offset), or with serve and a remote
+     * backend only its identity (out->remote set; read it with read or send the client to url). */
+    int (*open)(store *s, const char *digest, uint64_t size, bool serve, store_blob *out);
+    int (*read)(const blobfs *b, const char *digest, uint64_t off, uint64_t len, blob_sink sink,
+                void *arg);
+    int (*url)(store *s, const char *digest, char *url, size_t len); /* NULL: no redirects */
+    /* ---- stat, hash, list ---- */
+    /* size of a stored blob (size may be NULL); -BERR_BLOB_UNKNOWN when absent */
+    int (*stat)(const blobfs *b, const char *digest, uint64_t *size);
+    /* hashes a stored blob with algo (got, its size); where names the file or object read */
+    int (*hash)(const blobfs *b, const char *digest, digest_algo algo, char *got, uint64_t *size,
+                char *where, size_t wlen);
+    /* the file or key a blob is stored at (for messages) */
+    void (*where)(const blobfs *b, const char *digest, char *out, size_t len);
+    /* every stored blob (trash false) or trashed one (true) with its age, ms; cb returns 0 to
+     * go on */
+    int (*each)(const blobfs *b, bool trash,
+                int (*cb)(void *arg, const char *digest, int64_t mtime), void *arg);
+    /* ---- place, trash ---- */
+    /* a small verified blob from memory, outside the metadata lock (an orphan until its row) */
+    int (*place_mem)(store *s, const void *data, size_t len, const char *digest);
+    /* inside a metadata transaction: out of sight (kept in trash until trash_purge) */
+    int (*trash)(const blobfs *b, const char *digest);
+    int (*trash_purge)(const blobfs *b, const char *digest);
+    /* ---- upload sessions (uuid checked by store.c) ---- */
+    int (*upload_create)(store *s, const char *repo, digest_algo algo, const char *uuid);
+    int (*upload_open)(store *s, const char *repo, const char *uuid, store_upload **out);
+    int (*upload_write)(store_upload *u, const void *data, size_t len);
+    int (*upload_reader)(store_upload *u);
+    int (*upload_spool)(store_upload *u);
+    bool (*upload_growing)(const store_upload *u);
+    int (*upload_save)(store_upload *u);
+    void (*upload_rollback)(store_upload *u);
+    /* verifies the bytes against digest and puts the blob in place before its commit, outside
+     * the metadata lock (placed: it was absent and is now there); a mismatch ends the session
+     * with -BERR_DIGEST_INVALID */
+    int (*upload_verify_place)(store_upload *u, const char *digest, bool *placed);
+    /* inside the commit's transaction: the blob is there, or is put there again */
+    int (*upload_commit_place)(store_upload *u, const char *digest, bool placed);
+    void (*upload_remove)(store_upload *u); /* ends the session: its data goes */
+    void (*upload_close)(store_upload *u);
+    int (*upload_purge)(store *s, int64_t max_age);
+} blob_backend_ops;
+
+extern const blob_backend_ops blob_files_ops;  /* store/blobfs.c */
+extern const blob_backend_ops blob_layout_ops; /* store/blobfs.c */
+extern const blob_backend_ops blob_s3_ops;     /* store/s3mode.c */
+
+struct blobfs {
+    const blob_backend_ops *ops;
     char *root;
-    const store_blob_source *ext; /* blobs kept elsewhere (bundle serve), or NULL */
-    s3 *s3;                       /* storage.s3: blobs in a bucket, or NULL */
-} blobfs;
+    const store_blob_source *ext; /* the layout backend's source (bundle serve), or NULL */
+    s3 *s3;                       /* the s3 backend's bucket, or NULL */
+};
 
 /* the object key of a blob in S3 mode: blobs/<algo>/<2 hex>/<hex> */
 void blobfs_key(const char *digest, char *out, size_t outlen);
-/* size of a stored blob's file or object; -BERR_BLOB_UNKNOWN when absent */
-int blobfs_size(const blobfs *b, const char *digest, uint64_t *size);
-/* hashes a stored blob with algo (got, its size); where names the file or object read */
-int blobfs_hash(const blobfs *b, const char *digest, digest_algo algo, char *got, uint64_t *size,
-                char *where, size_t wlen);
-/* S3 mode: every blob object (trash false) or trashed one (true) with its age, ms */
-int blobfs_each(const blobfs *b, bool trash,
-                int (*cb)(void *arg, const char *digest, int64_t mtime), void *arg);
-/* S3 mode: puts a trashed blob back */
-int blobfs_restore(const blobfs *b, const char *digest);
-
 /* <root>/blobs/<algo>/<2 hex>/<hex> */
 void blobfs_path(const blobfs *b, const char *digest, char *out, size_t outlen);
-/* Moves a verified file into place (fsyncs the directory); keeps an existing copy. */
-int blobfs_place(const blobfs *b, const char *src, const char *digest);
-/* Moves a verified file into place before its commit, outside the metadata lock (the fsyncs
- * then run in parallel with other commits): *placed says whether it did; when the blob already
- * exists, src stays and the commit's place step resolves it. A placed file without a row is an
- * orphan that gc removes only once it is older than the grace period. */
-int blobfs_preplace(const blobfs *b, const char *src, const char *digest, bool *placed);
+/* The backend's operations for the store's maintenance (gc.c, evict.c, fsck.c). */
+int blobfs_size(const blobfs *b, const char *digest, uint64_t *size);
+int blobfs_hash(const blobfs *b, const char *digest, digest_algo algo, char *got, uint64_t *size,
+                char *where, size_t wlen);
+int blobfs_each(const blobfs *b, bool trash,
+                int (*cb)(void *arg, const char *digest, int64_t mtime), void *arg);
 bool blobfs_exists(const blobfs *b, const char *digest);
-/* Moves a blob to <root>/trash/ (inside a gc transaction) and removes it (after commit). */
 int blobfs_trash(const blobfs *b, const char *digest);
 int blobfs_trash_purge(const blobfs *b, const char *digest);
+/* files: moves a verified file into place (fsyncs the directory); keeps an existing copy. */
+int blobfs_place(const blobfs *b, const char *src, const char *digest);
+/* files: moves a verified file into place before its commit, outside the metadata lock (the
+ * fsyncs then run in parallel with other commits): *placed says whether it did; when the blob
+ * already exists, src stays and the commit's place step resolves it. A placed file without a
+ * row is an orphan that gc removes only once it is older than the grace period. */
+int blobfs_preplace(const blobfs *b, const char *src, const char *digest, bool *placed);
+/* An I/O failure: -BERR_STORAGE_FULL when the disk (or quota) is full, else -BERR_IO. */
+int blobfs_storage_err(const char *what, int e);
+/* storage.quota: refuses bytes that would take the store past it. */
+int store_quota_check(store *s, uint64_t more);
 int fsync_dir(const char *dir);
 int mkdir_p(const char *path);
 
@@ -169,33 +238,12 @@ struct store {
     char *root;
     blobfs fs;
     store_meta *meta;
+    bool meta_remote;     /* PostgreSQL: every metadata call is a network round trip */
     int64_t quota;        /* storage.quota (0: none) */
     _Atomic int64_t used; /* bytes of blobs, refreshed by store_refresh_usage, raised by commits */
     size_t chunk;         /* S3 mode: multipart part size */
     bool redirect;        /* S3 mode: blob GETs may answer with a presigned URL */
     long redirect_expiry; /* seconds */
 };
-
-/* S3 mode (store/s3mode.c): the store functions of store.c call these when s->fs.s3 is set. */
-int s3m_open(store *s, const config *cfg);
-int s3m_recover_trash(store *s);
-int s3m_check_writable(store *s);
-int s3m_blob_fetch(store *s, const char *digest, uint64_t size, store_blob *out);
-int s3m_upload_create(store *s, const char *repo, digest_algo algo, const char *uuid);
-int s3m_upload_open(store *s, const char *repo, const char *uuid, store_upload **out);
-int s3m_upload_write(store_upload *u, const void *data, size_t len);
-int s3m_upload_reader(store_upload *u);
-int s3m_upload_spool(store_upload *u);
-int s3m_upload_save(store_upload *u);
-void s3m_upload_rollback(store_upload *u);
-/* verifies and puts the blob object in place (placed: it was absent and is now there) */
-int s3m_upload_verify_place(store_upload *u, const char *digest, bool *placed);
-/* inside the commit's transaction: the object is there, or is put there again */
-int s3m_upload_commit_place(store_upload *u, const char *digest);
-/* ends the session: its objects, multipart upload and lease */
-void s3m_upload_remove(store_upload *u);
-void s3m_upload_close(store_upload *u);
-int s3m_upload_purge(store *s, int64_t max_age);
-int s3m_blob_place_mem(store *s, const void *data, size_t len, const char *digest);
 
 #endif

@@ -1,6 +1,12 @@
 /*
- * s3mode: the store with its blobs in S3-compatible object storage (storage.s3), so several
- * berth replicas sharing a bucket and a PostgreSQL database serve one registry.
+ * s3mode: the s3 blob backend (blob_s3_ops, store/internal.h): the store with its blobs in
+ * S3-compatible object storage (storage.s3), so several berth replicas sharing a bucket and a
+ * PostgreSQL database serve one registry. Every operation may wait on the network, so the
+ * backend reports STORE_CAP_BLOCKING and the server runs blob and session work off its event loop.
+ *
+ * Blobs are objects blobs/<algo>/<2 hex>/<hex>; gc and eviction move one to trash/<algo>-<hex>
+ * (a copy, then a delete) inside their metadata transaction and delete it after the commit; at
+ * start, a trashed object whose row survived is put back (recover).
  *
  * Upload sessions live in the bucket, so a chunked upload may continue on any replica:
  *   uploads/<uuid>/state       JSON: repo, digest algorithm, size, the hashing context (base64),
@@ -46,7 +52,151 @@
 #define LEASE_TTL_MS (30 * 1000) /* a killed replica holds a session this long */
 #define LEASE_RENEW_MS (10 * 1000)
 
-int s3m_open(store *s, const config *cfg)
+/* ---- blobs: objects under blobs/, trashed under trash/ ---- */
+
+static void trash_key(const char *digest, char *out, size_t outlen)
+{
+    const char *colon = strchr(digest, ':');
+    snprintf(out, outlen, "trash/%.*s-%s", (int)(colon - digest), digest, colon + 1);
+}
+
+static int s3b_stat(const blobfs *b, const char *digest, uint64_t *size)
+{
+    char k[512];
+    blobfs_key(digest, k, sizeof k);
+    return s3_head(b->s3, k, size);
+}
+
+static void s3b_where(const blobfs *b, const char *digest, char *out, size_t len)
+{
+    (void)b;
+    blobfs_key(digest, out, len);
+}
+
+static int s3b_trash(const blobfs *b, const char *digest)
+{
+    char k[512], t[512];
+    uint64_t size;
+    blobfs_key(digest, k, sizeof k);
+    trash_key(digest, t, sizeof t);
+    int rc = s3_head(b->s3, k, &size);
+    if (rc == -BERR_BLOB_UNKNOWN) return 0;
+    if (rc == 0) rc = s3_copy(b->s3, k, t, size);
+    return rc < 0 ? rc : s3_delete(b->s3, k);
+}
+
+static int s3b_trash_purge(const blobfs *b, const char *digest)
+{
+    char t[512];
+    trash_key(digest, t, sizeof t);
+    return s3_delete(b->s3, t);
+}
+
+typedef struct {
+    digest_ctx ctx;
+    uint64_t n;
+} hash_sink_arg;
+
+static int hash_sink(void *arg, const char *data, size_t len)
+{
+    hash_sink_arg *h = arg;
+    digest_update(&h->ctx, data, len);
+    h->n += len;
+    return 0;
+}
+
+static int s3b_hash(const blobfs *b, const char *digest, digest_algo algo, char *got,
+                    uint64_t *size, char *where, size_t wlen)
+{
+    blobfs_key(digest, where, wlen);
+    hash_sink_arg h = {.n = 0};
+    digest_init(&h.ctx, algo);
+    int rc = s3_get(b->s3, where, 0, 0, hash_sink, &h);
+    if (rc < 0) return rc;
+    digest_final(&h.ctx, got);
+    *size = h.n;
+    return 0;
+}
+
+typedef struct {
+    const blobfs *b;
+    int (*cb)(void *arg, const char *digest, int64_t mtime);
+    void *arg;
+    bool trash;
+} walk_arg;
+
+static int walk_obj(void *arg, const char *key, uint64_t size, int64_t mtime)
+{
+    (void)size;
+    walk_arg *w = arg;
+    char digest[DIGEST_STR_MAX + 16];
+    if (w->trash) { /* trash/<algo>-<hex> */
+        snprintf(digest, sizeof digest, "%s", key + 6);
+        char *dash = strchr(digest, '-');
+        if (!dash) return 0;
+        *dash = ':';
+    } else { /* blobs/<algo>/<2 hex>/<hex> */
+        const char *a = key + 6, *s1 = strchr(a, '/'), *hex = s1 ? strrchr(s1, '/') : NULL;
+        if (!s1 || !hex) return 0;
+        snprintf(digest, sizeof digest, "%.*s:%s", (int)(s1 - a), a, hex + 1);
+    }
+    if (digest_parse(digest, NULL) < 0) return 0;
+    return w->cb(w->arg, digest, mtime * 1000);
+}
+
+static int s3b_each(const blobfs *b, bool trash,
+                    int (*cb)(void *arg, const char *digest, int64_t mtime), void *arg)
+{
+    walk_arg w = {b, cb, arg, trash};
+    return s3_list(b->s3, trash ? "trash/" : "blobs/", walk_obj, &w);
+}
+
+static int s3b_restore(const blobfs *b, const char *digest)
+{
+    char k[512], t[512];
+    uint64_t size;
+    blobfs_key(digest, k, sizeof k);
+    trash_key(digest, t, sizeof t);
+    int rc = s3_head(b->s3, t, &size);
+    if (rc == 0) rc = s3_copy(b->s3, t, k, size);
+    return rc < 0 ? rc : s3_delete(b->s3, t);
+}
+
+static int s3b_read(const blobfs *b, const char *digest, uint64_t off, uint64_t len, blob_sink sink,
+                    void *arg)
+{
+    char k[512];
+    blobfs_key(digest, k, sizeof k);
+    return s3_get(b->s3, k, off, len, sink, arg);
+}
+
+static int s3b_url(store *s, const char *digest, char *url, size_t len)
+{
+    char k[512];
+    blobfs_key(digest, k, sizeof k);
+    return s3_presign(s->fs.s3, k, s->redirect_expiry, url, len);
+}
+
+/* Serving: only the identity (the bytes stay in the bucket: read or url); otherwise a copy in
+ * an unlinked local file for callers that need a descriptor. */
+static int s3m_blob_fetch(store *s, const char *digest, uint64_t size, store_blob *out);
+static void s3m_upload_remove(store_upload *u);
+static int s3b_open(store *s, const char *digest, uint64_t size, bool serve, store_blob *out)
+{
+    if (!serve) return s3m_blob_fetch(s, digest, size, out);
+    out->remote = s;
+    out->size = size;
+    snprintf(out->digest, sizeof out->digest, "%s", digest);
+    return 0;
+}
+
+static void s3b_close(blobfs *b)
+{
+    s3_close(b->s3);
+    b->s3 = NULL;
+}
+
+static int s3m_open(store *s, const config *cfg)
 {
     int rc = s3_open(&s->fs.s3, &cfg->s3);
     if (rc < 0) return rc;
@@ -67,18 +217,18 @@ static int restore_trashed(void *arg, const char *digest, int64_t mtime)
     store *s = arg;
     if (s->meta->ops->blob_lookup(s->meta, NULL, digest, NULL) == 0) {
         log_warn("msg=\"recovery: restoring blob from interrupted gc\" digest=%s", digest);
-        return blobfs_restore(&s->fs, digest) < 0 ? 0 : 0;
+        return s3b_restore(&s->fs, digest) < 0 ? 0 : 0;
     }
-    blobfs_trash_purge(&s->fs, digest);
+    s3b_trash_purge(&s->fs, digest);
     return 0;
 }
 
-int s3m_recover_trash(store *s)
+static int s3m_recover_trash(store *s)
 {
-    return blobfs_each(&s->fs, true, restore_trashed, s);
+    return s3b_each(&s->fs, true, restore_trashed, s);
 }
 
-int s3m_check_writable(store *s)
+static int s3m_check_writable(store *s)
 {
     char k[128], host[64] = "";
     gethostname(host, sizeof host - 1);
@@ -103,7 +253,7 @@ static int fd_sink(void *arg, const char *data, size_t len)
     return 0;
 }
 
-int s3m_blob_fetch(store *s, const char *digest, uint64_t size, store_blob *out)
+static int s3m_blob_fetch(store *s, const char *digest, uint64_t size, store_blob *out)
 {
     char dir[4096], k[512];
     snprintf(dir, sizeof dir, "%s/tmp", s->root);
@@ -184,7 +334,7 @@ static int state_put(store_upload *u)
     return rc;
 }
 
-int s3m_upload_create(store *s, const char *repo, digest_algo algo, const char *uuid)
+static int s3m_upload_create(store *s, const char *repo, digest_algo algo, const char *uuid)
 {
     store_upload u = {.s = s, .algo = algo};
     snprintf(u.uuid, sizeof u.uuid, "%s", uuid);
@@ -248,7 +398,7 @@ static int state_load(store_upload *u)
     return 0;
 }
 
-int s3m_upload_open(store *s, const char *repo, const char *uuid, store_upload **out)
+static int s3m_upload_open(store *s, const char *repo, const char *uuid, store_upload **out)
 {
     store_upload *u = calloc(1, sizeof *u);
     if (!u) return berr_set(BERR_INTERNAL, "out of memory");
@@ -382,7 +532,7 @@ static int flush_part(store_upload *u, size_t n, bool async)
     return part_wait(u);
 }
 
-int s3m_upload_write(store_upload *u, const void *data, size_t len)
+static int s3m_upload_write(store_upload *u, const void *data, size_t len)
 {
     if (u->completed)
         return berr_set(BERR_INTERNAL, "upload %s: written after it was read", u->uuid);
@@ -441,7 +591,7 @@ static int complete_mpu(store_upload *u)
     return 0;
 }
 
-int s3m_upload_spool(store_upload *u)
+static int s3m_upload_spool(store_upload *u)
 {
     if (u->spool >= 0) return 0;
     char dir[4096];
@@ -451,7 +601,7 @@ int s3m_upload_spool(store_upload *u)
     return 0;
 }
 
-int s3m_upload_reader(store_upload *u)
+static int s3m_upload_reader(store_upload *u)
 {
     if (u->spool >= 0) { /* a reader of its own, at its own offsets */
         char p[64];
@@ -487,7 +637,7 @@ int s3m_upload_reader(store_upload *u)
     return fd;
 }
 
-int s3m_upload_save(store_upload *u)
+static int s3m_upload_save(store_upload *u)
 {
     int prc = part_wait(u);
     if (prc < 0) return prc;
@@ -518,7 +668,7 @@ int s3m_upload_save(store_upload *u)
     return 0;
 }
 
-void s3m_upload_rollback(store_upload *u)
+static void s3m_upload_rollback(store_upload *u)
 {
     /* nothing of this request was saved: the state in the bucket is the session as opened */
     u->dead = true;
@@ -534,7 +684,7 @@ static int place_object(store_upload *u, const char *key)
     return s3_copy(u->s->fs.s3, k, key, u->size);
 }
 
-int s3m_upload_verify_place(store_upload *u, const char *digest, bool *placed)
+static int s3m_upload_verify_place(store_upload *u, const char *digest, bool *placed)
 {
     *placed = false;
     digest_algo want;
@@ -562,8 +712,9 @@ int s3m_upload_verify_place(store_upload *u, const char *digest, bool *placed)
     return rc;
 }
 
-int s3m_upload_commit_place(store_upload *u, const char *digest)
+static int s3m_upload_commit_place(store_upload *u, const char *digest, bool placed)
 {
+    (void)placed; /* checked again either way: a gc may have removed it since */
     char key[512];
     blobfs_key(digest, key, sizeof key);
     if (s3_head(u->s->fs.s3, key, NULL) == 0) return 0;
@@ -571,7 +722,7 @@ int s3m_upload_commit_place(store_upload *u, const char *digest)
     return place_object(u, key);
 }
 
-void s3m_upload_remove(store_upload *u)
+static void s3m_upload_remove(store_upload *u)
 {
     part_wait(u);
     char k[128];
@@ -588,7 +739,7 @@ void s3m_upload_remove(store_upload *u)
     u->dead = true;
 }
 
-void s3m_upload_close(store_upload *u)
+static void s3m_upload_close(store_upload *u)
 {
     part_wait(u);
     if (u->spool >= 0) close(u->spool);
@@ -619,7 +770,7 @@ static int purge_obj(void *arg, const char *key, uint64_t size, int64_t mtime)
     return store_list_add(&w->stale, uuid);
 }
 
-int s3m_upload_purge(store *s, int64_t max_age)
+static int s3m_upload_purge(store *s, int64_t max_age)
 {
     purge_walk w = {s, store_now() - max_age * 1000, {0}};
     int rc = s3_list(s->fs.s3, "uploads/", purge_obj, &w);
@@ -650,10 +801,47 @@ int s3m_upload_purge(store *s, int64_t max_age)
     return rc < 0 ? rc : n;
 }
 
-int s3m_blob_place_mem(store *s, const void *data, size_t len, const char *digest)
+static int s3m_blob_place_mem(store *s, const void *data, size_t len, const char *digest)
 {
     char key[512];
     blobfs_key(digest, key, sizeof key);
     if (s3_head(s->fs.s3, key, NULL) == 0) return 0;
     return s3_put(s->fs.s3, key, data, len);
 }
+
+static bool s3m_upload_growing(const store_upload *u)
+{
+    return u->spool >= 0; /* readable while written only when spooled */
+}
+
+const blob_backend_ops blob_s3_ops = {
+    .name = "s3",
+    .caps = STORE_CAP_BLOCKING | STORE_CAP_REDIRECT,
+    .init = s3m_open,
+    .close = s3b_close,
+    .recover = s3m_recover_trash,
+    .check_writable = s3m_check_writable,
+    .open = s3b_open,
+    .read = s3b_read,
+    .url = s3b_url,
+    .stat = s3b_stat,
+    .hash = s3b_hash,
+    .where = s3b_where,
+    .each = s3b_each,
+    .place_mem = s3m_blob_place_mem,
+    .trash = s3b_trash,
+    .trash_purge = s3b_trash_purge,
+    .upload_create = s3m_upload_create,
+    .upload_open = s3m_upload_open,
+    .upload_write = s3m_upload_write,
+    .upload_reader = s3m_upload_reader,
+    .upload_spool = s3m_upload_spool,
+    .upload_growing = s3m_upload_growing,
+    .upload_save = s3m_upload_save,
+    .upload_rollback = s3m_upload_rollback,
+    .upload_verify_place = s3m_upload_verify_place,
+    .upload_commit_place = s3m_upload_commit_place,
+    .upload_remove = s3m_upload_remove,
+    .upload_close = s3m_upload_close,
+    .upload_purge = s3m_upload_purge,
+};

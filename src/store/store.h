@@ -140,6 +140,17 @@ int store_lease_drop(store *s, const char *key, const char *owner);
 /* One query to the metadata engine: 0 when it answers (PostgreSQL may be down). */
 int store_check_metadata(store *s);
 
+/* What the store's engines can do, for the server to consult (store_caps):
+ *  BLOCKING  reading or writing a blob, a manifest or an upload session may wait on the network
+ *            (blobs in S3, metadata in PostgreSQL): handlers run that work on the worker pool,
+ *            never on the event loop, so one slow bucket or database does not stall every client
+ *  SENDFILE  an opened blob is a local descriptor (store_blob.fd), sent with sendfile
+ *  REDIRECT  blob GETs may send the client to a presigned URL (store_blob_url) */
+#define STORE_CAP_BLOCKING 0x1u
+#define STORE_CAP_SENDFILE 0x2u
+#define STORE_CAP_REDIRECT 0x4u
+unsigned store_caps(const store *s);
+
 /* Blobs kept outside blobs/ (a bundle served in place): open gives a new descriptor (when fd is
  * not NULL) and the offset of the blob's bytes in it; 0, or negative when the source lacks it. */
 typedef struct {
