@@ -984,7 +984,6 @@ static void report_unserved(cnode *root)
     static const struct {
         const char *path, *what;
     } unserved[] = {
-        {"notifications", "notifications.endpoints: no webhook events are sent"},
         {"redis", "not used: berth keeps its caches in its own metadata"},
         {"reporting", "no error reports are sent"},
         {"http.secret", "not needed: upload state lives in berth's metadata"},
@@ -1076,7 +1075,8 @@ static int config_extract(cnode *root, config *cfg)
         (rc = set_str(root, "database.dbname", &cfg->database.dbname)) < 0 ||
         (rc = set_str(root, "database.sslmode", &cfg->database.sslmode)) < 0 ||
         (rc = set_int(root, "database.pool.maxopen", &cfg->database.maxopen)) < 0 ||
-        (rc = load_s3(root, cfg)) < 0 || (rc = load_validation(root, cfg)) < 0)
+        (rc = load_s3(root, cfg)) < 0 || (rc = load_validation(root, cfg)) < 0 ||
+        (rc = config_load_notify(root, cfg)) < 0)
         return rc;
     if (cfg->database.port < 1 || cfg->database.port > 65535)
         return berr_set(BERR_CONFIG, "database.port: %d is not a port", cfg->database.port);
@@ -1256,6 +1256,7 @@ void config_free(config *cfg)
     for (size_t i = 0; i < cfg->validation.ndeny; i++)
         regfree(&cfg->validation.deny[i]);
     free(cfg->validation.deny);
+    config_notify_free(&cfg->notify);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -1338,4 +1339,122 @@ void config_print_keys(void)
         "                                           the PostgreSQL connection (port 5432)\n"
         "  database.pool.maxopen                    connections per berth process (8)\n",
         stdout);
+}
+
+/* ---- notifications (src/notify/): one self-contained block of the loader ---- */
+
+void config_notify_free(config_notify *n)
+{
+    for (size_t i = 0; i < n->nendpoints; i++) {
+        config_notify_endpoint *e = &n->endpoints[i];
+        free(e->name);
+        free(e->url);
+        for (size_t j = 0; j < e->nheaders; j++) {
+            free(e->headers[j].name);
+            free(e->headers[j].value);
+        }
+        free(e->headers);
+        strs_free(e->ignore_mediatypes, e->nignore_mediatypes);
+        strs_free(e->ignore_actions, e->nignore_actions);
+    }
+    free(n->endpoints);
+    memset(n, 0, sizeof *n);
+}
+
+/* headers: {Name: [v1, v2]} (a scalar value is accepted too), one config_header per value. */
+static int notify_headers(cnode *h, const char *what, config_notify_endpoint *e)
+{
+    if (!h) return 0;
+    if (h->kind != CN_MAP) return berr_set(BERR_CONFIG, "%s.headers: expected a mapping", what);
+    for (size_t i = 0; i < h->nkids; i++) {
+        cnode *k = h->kids[i];
+        k->used = true;
+        size_t nv = k->kind == CN_SEQ ? k->nkids : 1;
+        for (size_t j = 0; j < nv; j++) {
+            cnode *v = k->kind == CN_SEQ ? k->kids[j] : k;
+            if (v->kind != CN_SCALAR || strpbrk(k->key, "\r\n:") || strpbrk(v->value, "\r\n"))
+                return berr_set(BERR_CONFIG, "%s.headers.%s: expected strings without newlines",
+                                what, k->key);
+            e->headers = realloc(e->headers, (e->nheaders + 1) * sizeof *e->headers);
+            if (!e->headers) abort();
+            e->headers[e->nheaders].name = strdup(k->key);
+            e->headers[e->nheaders++].value = strdup(v->value);
+        }
+    }
+    return 0;
+}
+
+/* One endpoint of notifications.endpoints (e: its mapping). */
+static int notify_endpoint(cnode *e, size_t i, config_notify_endpoint *ep)
+{
+    char what[64];
+    snprintf(what, sizeof what, "notifications.endpoints[%zu]", i);
+    if (e->kind != CN_MAP) return berr_set(BERR_CONFIG, "%s: expected a mapping", what);
+    e->used = true;
+    ep->timeout_ms = 1000;
+    ep->threshold = 10;
+    ep->backoff_ms = 1000;
+    ep->queue_limit = 100000;
+    ep->batch = 50;
+    const char *v;
+    int rc;
+    if ((rc = set_str(e, "name", &ep->name)) < 0 || (rc = set_str(e, "url", &ep->url)) < 0 ||
+        (rc = set_bool(e, "disabled", &ep->disabled)) < 0 ||
+        (rc = set_int(e, "threshold", &ep->threshold)) < 0 ||
+        (rc = set_int(e, "batch", &ep->batch)) < 0 ||
+        (rc = notify_headers(cn_path(e, "headers"), what, ep)) < 0 ||
+        (rc = str_list(cn_path(e, "ignoredmediatypes"), "ignoredmediatypes", &ep->ignore_mediatypes,
+                       &ep->nignore_mediatypes)) < 0 ||
+        (rc = str_list(cn_path(e, "ignore.mediatypes"), "ignore.mediatypes", &ep->ignore_mediatypes,
+                       &ep->nignore_mediatypes)) < 0 ||
+        (rc = str_list(cn_path(e, "ignore.actions"), "ignore.actions", &ep->ignore_actions,
+                       &ep->nignore_actions)) < 0)
+        return rc;
+    if ((rc = get_str(e, "timeout", &v)) < 0 ||
+        (v && (rc = config_parse_duration_ms(v, &ep->timeout_ms)) < 0))
+        return berr_set(BERR_CONFIG, "%s.timeout: invalid duration", what);
+    if ((rc = get_str(e, "backoff", &v)) < 0 ||
+        (v && (rc = config_parse_duration_ms(v, &ep->backoff_ms)) < 0))
+        return berr_set(BERR_CONFIG, "%s.backoff: invalid duration", what);
+    if ((rc = get_str(e, "queuelimit", &v)) < 0) return rc;
+    if (v) {
+        char *end;
+        long long x = strtoll(v, &end, 10);
+        if (*end || x < 1)
+            return berr_set(BERR_CONFIG, "%s.queuelimit: expected a count above 0", what);
+        ep->queue_limit = x;
+    }
+    if (!ep->name) return berr_set(BERR_CONFIG, "%s.name is required", what);
+    if (!ep->url || (strncmp(ep->url, "http://", 7) && strncmp(ep->url, "https://", 8)))
+        return berr_set(BERR_CONFIG, "%s.url: an http:// or https:// URL is required", what);
+    if (ep->timeout_ms < 1) ep->timeout_ms = 1000;
+    if (ep->backoff_ms < 1) ep->backoff_ms = 1000;
+    if (ep->threshold < 1) ep->threshold = 1;
+    if (ep->batch < 1) ep->batch = 1;
+    return 0;
+}
+
+/* notifications: registry:2's endpoints (name, url, headers, timeout, threshold, backoff,
+ * ignoredmediatypes, ignore.mediatypes, ignore.actions, disabled) and events.includereferences,
+ * plus berth's queuelimit and batch per endpoint. Endpoint names must be unique: an endpoint's
+ * delivery cursor is kept under its name. */
+int config_load_notify(cnode *root, config *cfg)
+{
+    config_notify *n = &cfg->notify;
+    int rc = set_bool(root, "notifications.events.includereferences", &n->include_references);
+    cnode *l = cn_path(root, "notifications.endpoints");
+    if (rc < 0 || !l) return rc;
+    if (l->kind != CN_SEQ) return berr_set(BERR_CONFIG, "notifications.endpoints: expected a list");
+    for (size_t i = 0; i < l->nkids; i++) {
+        n->endpoints = realloc(n->endpoints, (n->nendpoints + 1) * sizeof *n->endpoints);
+        if (!n->endpoints) abort();
+        config_notify_endpoint *ep = &n->endpoints[n->nendpoints++];
+        memset(ep, 0, sizeof *ep);
+        if ((rc = notify_endpoint(l->kids[i], i, ep)) < 0) return rc;
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(n->endpoints[j].name, ep->name))
+                return berr_set(BERR_CONFIG, "notifications.endpoints: the name '%s' is used twice",
+                                ep->name);
+    }
+    return 0;
 }

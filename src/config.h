@@ -126,6 +126,30 @@ typedef struct {
     size_t ndeny;
 } config_validation;
 
+/* notifications: registry:2's webhook endpoints (src/notify/, docs/notifications.md). */
+typedef struct {
+    char *name;
+    char *url;
+    config_header *headers; /* headers: {Name: [values]} sent with every POST */
+    size_t nheaders;
+    int64_t timeout_ms; /* timeout: one POST (default 1s) */
+    int threshold;      /* threshold: failures in a row before the endpoint is logged as down */
+    int64_t backoff_ms; /* backoff: wait after a failure (doubling up to 32x while down) */
+    char **ignore_mediatypes; /* ignoredmediatypes and ignore.mediatypes */
+    size_t nignore_mediatypes;
+    char **ignore_actions; /* ignore.actions */
+    size_t nignore_actions;
+    bool disabled;
+    int64_t queue_limit; /* berth: queuelimit, undelivered events kept (oldest dropped past it) */
+    int batch;           /* berth: batch, events per POST at most (default 50) */
+} config_notify_endpoint;
+
+typedef struct {
+    config_notify_endpoint *endpoints;
+    size_t nendpoints;
+    bool include_references; /* events.includereferences */
+} config_notify;
+
 typedef struct {
     char *path; /* the file loaded, or NULL for defaults only */
     int log_level;
@@ -180,6 +204,7 @@ typedef struct {
     config_database database;
     config_s3 s3;
     config_validation validation;
+    config_notify notify; /* notifications */
 } config;
 
 /* Loads defaults, then the file (when path is non-NULL), then REGISTRY_* env overrides.
@@ -187,6 +212,11 @@ typedef struct {
  * failure cfg holds nothing to free. */
 int config_load(config *cfg, const char *path);
 void config_free(config *cfg);
+/* notifications: its own block of the loader (registered with the others); free with
+ * config_notify_free. */
+struct cnode;
+int config_load_notify(struct cnode *root, config *cfg);
+void config_notify_free(config_notify *n);
 /* Parses a Go-style duration ("90s", "10m", "1h30m", "168h", bare seconds) into seconds. */
 int config_parse_duration(const char *s, int64_t *out);
 /* The same in milliseconds ("500ms", "1.5s"). */
