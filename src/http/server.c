@@ -13,6 +13,7 @@
  */
 #include "auth/auth.h"
 #include "http/bigsend.h"
+#include "notify/notify.h"
 #include "http/http.h"
 #include "util/err.h"
 #include "util/file.h"
@@ -442,6 +443,7 @@ static void admit(http_req *r)
     if (rc < 0) {
         fail(r, rc);
     } else if (r->h) {
+        notify_request_context(r); /* notifications: the request behind the events it makes */
         rc = r->h->begin ? r->h->begin(r) : 0;
         r->started = true;
         if (rc < 0) fail(r, rc);
@@ -503,6 +505,7 @@ static void *worker(void *arg)
             admit(r);
         } else {
             r->on_worker = true;
+            notify_request_context(r); /* notifications: the request behind its events */
             int rc = r->h->end(r);
             if (rc == HTTP_PARKED) continue; /* r belongs to whoever requeues it now */
             if (rc < 0) fail(r, rc);
@@ -602,6 +605,7 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
     }
     if (r->offloaded) return queue(r); /* resumed by the worker that ran end() */
     if (!r->failed && r->h && r->h->end) {
+        if (!r->h->offload) notify_request_context(r); /* notifications: see admit() */
         int rc = r->h->offload ? HTTP_OFFLOAD : r->h->end(r);
         if (rc == HTTP_OFFLOAD) {
             r->offloaded = true;

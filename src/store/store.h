@@ -297,7 +297,6 @@ int store_gc(store *s, store_gc_opts *opts);
 /* Re-hashes every blob and checks every reference; prints each problem; returns the count. */
 int store_fsck(store *s, long *problems);
 
-
 /* ---- event notifications (src/notify/, docs/notifications.md) ----
  * When notifications endpoints are configured, every change below writes its event row in the
  * transaction of the change itself (a push, mount, delete, mirror fill, chart upload or delete,

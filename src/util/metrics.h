@@ -22,10 +22,13 @@ typedef enum {
     METRIC_SIGNIN_FAILURES,  /* refused sign-ins (wrong password, unknown user, bad token) */
     METRIC_SIGNIN_THROTTLED, /* sign-ins refused by the per-address back-off */
     METRIC_GC_RUNS,
-    METRIC_GC_BYTES,      /* bytes of blobs gc removed */
-    METRIC_EVICTIONS,     /* mirrored manifests evicted for space or age */
-    METRIC_EVICTED_BYTES, /* and the bytes their blobs freed */
-    METRIC_HELM_REBUILDS, /* index.yaml views built */
+    METRIC_GC_BYTES,       /* bytes of blobs gc removed */
+    METRIC_EVICTIONS,      /* mirrored manifests evicted for space or age */
+    METRIC_EVICTED_BYTES,  /* and the bytes their blobs freed */
+    METRIC_HELM_REBUILDS,  /* index.yaml views built */
+    METRIC_NOTIFY_SENT,    /* events a notifications endpoint acknowledged (2xx) */
+    METRIC_NOTIFY_FAILED,  /* events in POSTs that failed (sent again later) */
+    METRIC_NOTIFY_DROPPED, /* undelivered events dropped past an endpoint's queuelimit */
     METRIC__COUNT
 } metric_id;
 
@@ -47,13 +50,14 @@ void metrics_upstream(const char *name, uint64_t bytes, bool ok);
 
 /* Gauges read when scraped: each returns its current value. */
 typedef enum {
-    GAUGE_IN_FLIGHT,     /* requests being served */
-    GAUGE_QUEUE,         /* steps waiting for a worker thread */
-    GAUGE_UPLOADS,       /* requests receiving a body */
-    GAUGE_STORE_BYTES,   /* bytes of stored blobs */
-    GAUGE_CACHE_BYTES,   /* of which mirrored content */
-    GAUGE_CACHE_MAX,     /* cache.maxsize (0: none) */
-    GAUGE_UPSTREAMS_DOWN /* upstreams marked down */
+    GAUGE_IN_FLIGHT,      /* requests being served */
+    GAUGE_QUEUE,          /* steps waiting for a worker thread */
+    GAUGE_UPLOADS,        /* requests receiving a body */
+    GAUGE_STORE_BYTES,    /* bytes of stored blobs */
+    GAUGE_CACHE_BYTES,    /* of which mirrored content */
+    GAUGE_CACHE_MAX,      /* cache.maxsize (0: none) */
+    GAUGE_UPSTREAMS_DOWN, /* upstreams marked down */
+    GAUGE_NOTIFY_PENDING  /* events not yet delivered, summed over endpoints */
 } gauge_id;
 void metrics_gauge(gauge_id id, int64_t (*read)(void));
 
