@@ -237,6 +237,45 @@ rx_wait $((want + 2 + CHART_EVENTS)) 200 && t_ok "every pending event arrives af
 sleep 0.5
 check_delivery "every event arrived, in order per repository, none invented, duplicates identical"
 
+# 7. berth's own actions: a mirror fill and an eviction (an upstream docker-registry)
+registry_start "$T_TMP/up" || t_fail "the upstream registry did not start"
+UP=$BERTH_URL
+d=$T_TMP/up-img && mkdir -p "$d"
+pl_make_config "$d/cfg" up
+pl_rand_blob "$d/layer" 100 2000
+UPDIG=$(pl_push_image "$REG_URL" org/img v1 "$d" "$d/cfg" "$d/layer") || t_fail "push to the upstream"
+C=$T_TMP/c
+C_PORT=$(t_port)
+mkdir -p "$C"
+cat >"$C/config.yml" <<YML
+version: 0.1
+log: {level: info}
+mirrors:
+  ghcr.io:
+    urls: [$REG_URL]
+cache:
+  maxsize: 1
+notifications:
+  endpoints:
+    - name: rx
+      url: http://127.0.0.1:$RX_PORT/events
+      backoff: 100ms
+      ignore:
+        actions: [pull]
+YML
+bstart "$C" "$C_PORT" || t_fail "berth C did not start"
+out=$(pl_verify "$BERTH_URL" ghcr.io/org/img v1 "$UPDIG") && t_ok "pull through the mirror" || t_fail "mirror pull: $out"
+want=$(printf '%s\n' "evict $UPDIG" "fill $UPDIG" "fill sha256:$(t_sha256 "$d/cfg")" \
+    "fill sha256:$(t_sha256 "$d/layer")" | sort | paste -sd'|')
+for i in $(seq 1 150); do
+    got=$(jq -r 'select(.event.target.repository == "ghcr.io/org/img") | "\(.event.action) \(.event.target.digest)"' "$RX/events" | sort -u | paste -sd'|')
+    [ "$got" = "$want" ] && break
+    sleep 0.1
+done
+t_eq "a mirror fill and its eviction arrive as fill and evict events" "$want" "$got"
+kill "$BERTH_PID" 2>/dev/null
+BERTH_URL=$UP
+
 # 6. the queue bound: past queuelimit the oldest undelivered events are dropped, with a log line
 B=$T_TMP/b
 B_PORT=$(t_port)
