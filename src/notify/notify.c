@@ -154,7 +154,7 @@ static json_t *event_json(const notify *n, const store_event *e)
     const char *parts[] = {"request", "actor", "source"};
     for (int i = 0; o && i < 3; i++) {
         json_t *p = json_object_get(ctx, parts[i]);
-        json_object_set(o, parts[i], p ? p : json_object());
+        json_object_set_new(o, parts[i], p ? json_incref(p) : json_object());
     }
     json_decref(ctx);
     return o;

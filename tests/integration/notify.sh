@@ -125,7 +125,8 @@ YML
 : >"$T_TMP/expected"
 rx_start ok
 bstart "$A" "$A_PORT" || { t_fail "berth did not start"; t_finish; }
-grep -q 'notifications' "$A/berth.log" && ! grep -q 'unknown.*notifications\|notifications.*no webhook' "$A/berth.log" &&
+for i in $(seq 1 50); do grep -q 'notifications: delivering' "$A/berth.log" && break; sleep 0.1; done
+grep -q 'notifications: delivering.* endpoint=rx' "$A/berth.log" && ! grep -q 'key=notifications' "$A/berth.log" &&
     t_ok "the notifications section is read" || t_fail "the notifications section is not read: $(grep notif "$A/berth.log")"
 
 # 1. push, pull, mount, delete: registry:2's envelope and fields
