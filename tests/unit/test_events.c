@@ -2,7 +2,8 @@
  * boundary, on SQLite: an event row commits exactly when the change it reports commits (every
  * statement of each write is failed in turn with meta_sql_fail_at: no failure leaves an event,
  * the success leaves exactly its events); events carry the thread's request context; nothing is
- * written while notifications are off; cursors only move forward; the backlog bound names the
+ * written while notifications are off; berth's own actions are named (margo.push, chart.upload,
+ * chart.delete, fill, evict, bundle.import); cursors only move forward; the backlog bound names the
  * right seq; pruning removes only acknowledged rows. */
 #include "unit.h"
 #include "store/internal.h"
@@ -166,6 +167,40 @@ int main(void)
     CHECK(l.n == 8 && !strcmp(l.items[7].action, "bundle.import"));
     store_event_list_free(&l);
 
+    /* berth's own actions: a margo package, a chart, a mirror fill and its eviction */
+    store_manifest_put_req mq = {.repo = "e/margo",
+                                 .digest = dg('a'),
+                                 .media_type = "application/vnd.oci.image.manifest.v1+json",
+                                 .artifact_type = "application/vnd.margo.app.v1+json",
+                                 .content = man,
+                                 .size = sizeof man - 1};
+    CHECK(o->manifest_put(m, &mq) == 0);
+    store_manifest_put_req cq = mq;
+    cq.repo = "e/chart";
+    cq.digest = dg('b');
+    cq.artifact_type = NULL;
+    cq.chart_tag = "0.1.0";
+    cq.chart_entry = "{}";
+    cq.chart_yaml = "name: c";
+    CHECK(o->manifest_put(m, &cq) == 0);
+    store_manifest_put_req fq = mq;
+    fq.repo = "ghcr.io/x";
+    fq.digest = dg('c');
+    fq.artifact_type = NULL;
+    fq.mirrored = true;
+    CHECK(o->manifest_put(m, &fq) == 0);
+    CHECK(o->blob_commit(m, "ghcr.io/x", dg('4'), 40, place_ok, NULL) == 0);
+    store_list freed = {0};
+    CHECK(o->mirror_evict(m, "ghcr.io/x", dg('c'), &freed) == 0);
+    store_list_free(&freed);
+    CHECK(o->manifest_delete(m, "e/chart", dg('b')) == 0);
+    l = all_after(m, 0);
+    const char *want[] = {"margo.push", "chart.upload", "fill", "fill", "evict", "chart.delete"};
+    CHECK(l.n == 14);
+    for (size_t i = 0; l.n == 14 && i < 6; i++)
+        CHECK_STR(l.items[8 + i].action, want[i]);
+    store_event_list_free(&l);
+
     /* cursors: a new endpoint starts at 0 and only moves forward */
     int64_t cur = -1;
     CHECK(o->event_cursor(m, "rx", &cur) == 0 && cur == 0);
@@ -174,25 +209,25 @@ int main(void)
     CHECK(o->event_cursor_set(m, "rx", s3) == 0);
     CHECK(o->event_cursor(m, "rx", &cur) == 0 && cur == s5);
 
-    /* the backlog after s3: 5 events; keeping 2 drops through the 3rd of them */
+    /* the backlog after s3: 11 events; keeping 2 drops through the 9th of them */
     int64_t count = 0, drop_to = 0;
     CHECK(o->events_backlog(m, s3, 2, &count, &drop_to) == 0);
-    CHECK(count == 5);
+    CHECK(count == 11);
     l = all_after(m, s3);
-    CHECK(l.n == 5 && drop_to == l.items[2].seq);
+    CHECK(l.n == 11 && drop_to == l.items[8].seq);
     store_event_list_free(&l);
-    CHECK(o->events_backlog(m, s3, 10, &count, &drop_to) == 0 && drop_to == s3);
+    CHECK(o->events_backlog(m, s3, 20, &count, &drop_to) == 0 && drop_to == s3);
 
     /* pruning removes what every endpoint has, and nothing after it */
     CHECK(o->events_prune(m, s5) == 0);
     l = all_after(m, 0);
-    CHECK(l.n == 3 && l.items[0].seq > s5);
+    CHECK(l.n == 9 && l.items[0].seq > s5);
     store_event_list_free(&l);
 
     /* seq only grows: a new event after pruning gets a higher seq than any before */
     CHECK(o->event_pull(m, "e/other", dg('2'), "application/octet-stream", 20, NULL) == 0);
     l = all_after(m, 0);
-    CHECK(l.n == 4 && l.items[3].seq > l.items[2].seq);
+    CHECK(l.n == 10 && l.items[9].seq > l.items[8].seq);
     store_event_list_free(&l);
 
     o->close(m);
