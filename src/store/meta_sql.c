@@ -746,9 +746,14 @@ static int sql_blob_link_listed(store_meta *base, const char *repo, const char *
 
 static int sql_blob_unlink(store_meta *base, const char *repo, const char *digest)
 {
+    TAKE_CONN(base);
     int64_t changes = 0;
-    int rc = write_one((sql_meta *)base, Q_LINK_DEL, ARGS(v_text(repo), v_text(digest)), &changes);
+    rc = begin(m, c);
+    if (rc == 0) rc = exec_q(m, c, Q_LINK_DEL, ARGS(v_text(repo), v_text(digest)), &changes);
     if (rc == 0 && changes == 0) rc = berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
+    if (rc == 0) rc = ev_write(m, c, "delete", repo, digest, EV_BLOB_MT, -1, NULL, NULL, NULL);
+    rc = finish(m, c, rc);
+    conn_give(m, c);
     return rc;
 }
 

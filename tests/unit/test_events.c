@@ -194,11 +194,16 @@ int main(void)
     CHECK(o->mirror_evict(m, "ghcr.io/x", dg('c'), &freed) == 0);
     store_list_free(&freed);
     CHECK(o->manifest_delete(m, "e/chart", dg('b')) == 0);
+    /* a blob delete (its link to the repository) */
+    CHECK(o->blob_unlink(m, "ghcr.io/x", dg('4')) == 0);
+    CHECK(o->blob_unlink(m, "ghcr.io/x", dg('4')) < 0);
     l = all_after(m, 0);
-    const char *want[] = {"margo.push", "chart.upload", "fill", "fill", "evict", "chart.delete"};
-    CHECK(l.n == 14);
-    for (size_t i = 0; l.n == 14 && i < 6; i++)
+    const char *want[] = {"margo.push", "chart.upload", "fill",  "fill",
+                          "evict",      "chart.delete", "delete"};
+    CHECK(l.n == 15);
+    for (size_t i = 0; l.n == 15 && i < 7; i++)
         CHECK_STR(l.items[8 + i].action, want[i]);
+    if (l.n == 15) CHECK_STR(l.items[14].digest ?: "", dg('4'));
     store_event_list_free(&l);
 
     /* cursors: a new endpoint starts at 0 and only moves forward */
@@ -209,25 +214,25 @@ int main(void)
     CHECK(o->event_cursor_set(m, "rx", s3) == 0);
     CHECK(o->event_cursor(m, "rx", &cur) == 0 && cur == s5);
 
-    /* the backlog after s3: 11 events; keeping 2 drops through the 9th of them */
+    /* the backlog after s3: 12 events; keeping 2 drops through the 10th of them */
     int64_t count = 0, drop_to = 0;
     CHECK(o->events_backlog(m, s3, 2, &count, &drop_to) == 0);
-    CHECK(count == 11);
+    CHECK(count == 12);
     l = all_after(m, s3);
-    CHECK(l.n == 11 && drop_to == l.items[8].seq);
+    CHECK(l.n == 12 && drop_to == l.items[9].seq);
     store_event_list_free(&l);
     CHECK(o->events_backlog(m, s3, 20, &count, &drop_to) == 0 && drop_to == s3);
 
     /* pruning removes what every endpoint has, and nothing after it */
     CHECK(o->events_prune(m, s5) == 0);
     l = all_after(m, 0);
-    CHECK(l.n == 9 && l.items[0].seq > s5);
+    CHECK(l.n == 10 && l.items[0].seq > s5);
     store_event_list_free(&l);
 
     /* seq only grows: a new event after pruning gets a higher seq than any before */
     CHECK(o->event_pull(m, "e/other", dg('2'), "application/octet-stream", 20, NULL) == 0);
     l = all_after(m, 0);
-    CHECK(l.n == 10 && l.items[9].seq > l.items[8].seq);
+    CHECK(l.n == 11 && l.items[10].seq > l.items[9].seq);
     store_event_list_free(&l);
 
     o->close(m);
