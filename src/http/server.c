@@ -13,8 +13,8 @@
  */
 #include "auth/auth.h"
 #include "http/bigsend.h"
-#include "notify/notify.h"
 #include "http/http.h"
+#include "notify/notify.h"
 #include "util/err.h"
 #include "util/file.h"
 #include "util/log.h"

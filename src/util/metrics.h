@@ -22,13 +22,15 @@ typedef enum {
     METRIC_SIGNIN_FAILURES,  /* refused sign-ins (wrong password, unknown user, bad token) */
     METRIC_SIGNIN_THROTTLED, /* sign-ins refused by the per-address back-off */
     METRIC_GC_RUNS,
-    METRIC_GC_BYTES,       /* bytes of blobs gc removed */
-    METRIC_EVICTIONS,      /* mirrored manifests evicted for space or age */
-    METRIC_EVICTED_BYTES,  /* and the bytes their blobs freed */
-    METRIC_HELM_REBUILDS,  /* index.yaml views built */
-    METRIC_NOTIFY_SENT,    /* events a notifications endpoint acknowledged (2xx) */
-    METRIC_NOTIFY_FAILED,  /* events in POSTs that failed (sent again later) */
-    METRIC_NOTIFY_DROPPED, /* undelivered events dropped past an endpoint's queuelimit */
+    METRIC_GC_BYTES,      /* bytes of blobs gc removed */
+    METRIC_EVICTIONS,     /* mirrored manifests evicted for space or age */
+    METRIC_EVICTED_BYTES, /* and the bytes their blobs freed */
+    METRIC_HELM_REBUILDS, /* index.yaml views built */
+    /* notifications: events an endpoint acknowledged (2xx), events in POSTs that failed (sent
+     * again later), undelivered events dropped past an endpoint's queuelimit */
+    METRIC_NOTIFY_SENT,
+    METRIC_NOTIFY_FAILED,
+    METRIC_NOTIFY_DROPPED,
     METRIC__COUNT
 } metric_id;
 
@@ -57,7 +59,8 @@ typedef enum {
     GAUGE_CACHE_BYTES,    /* of which mirrored content */
     GAUGE_CACHE_MAX,      /* cache.maxsize (0: none) */
     GAUGE_UPSTREAMS_DOWN, /* upstreams marked down */
-    GAUGE_NOTIFY_PENDING  /* events not yet delivered, summed over endpoints */
+    /* notifications: events not yet delivered, summed over endpoints */
+    GAUGE_NOTIFY_PENDING
 } gauge_id;
 void metrics_gauge(gauge_id id, int64_t (*read)(void));
 
