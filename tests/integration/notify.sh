@@ -7,6 +7,7 @@
 # original's id; a hung endpoint does not hold pushes; the queue bound drops the oldest and says so.
 . "$(dirname "$0")/../lib.sh"
 . "$T_ROOT/tests/fixtures/pushlib.sh"
+t_need_tools jq python3 curl docker-registry
 
 PY=$(python3 -c 'import sys; print(sys.executable)')
 RX=$T_TMP/rx
@@ -363,7 +364,7 @@ done
 echo "$m" | grep -q '^berth_notifications_dropped_total 5$' && t_ok "the dropped-events metric counts the 5 dropped past queuelimit 4" ||
     t_fail "metric: $(echo "$m" | grep notifications)"
 dropped=$(grep 'msg="notifications: endpoint queue over its limit, oldest undelivered events dropped" endpoint=bounded queuelimit=4 dropped=' "$B/berth.log" |
-    sed 's/.* dropped=\([0-9]*\).*/\1/' | paste -sd+ | bc)
+    sed 's/.* dropped=\([0-9]*\).*/\1/' | awk '{s += $1} END {print s + 0}')
 t_eq "the log lines name the dropped events" 5 "${dropped:-0}"
 echo "$m" | grep -q '^berth_notifications_pending 4$' && t_ok "the pending gauge shows the bounded queue" ||
     t_fail "pending: $(echo "$m" | grep notifications_pending)"
