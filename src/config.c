@@ -1360,7 +1360,138 @@ static int margo_parse(const char *v)
                                     : -1;
 }
 
+/* ---- notifications (src/notify/): a list of endpoints, each read with notify_endpoint_keys ----
+ */
+
+/* headers: {Name: [v1, v2]} (a scalar value is accepted too), one config_header per value. */
+static int notify_headers(cnode *node, void *base, const config_key *k)
+{
+    config_notify_endpoint *e = base;
+    cnode *h = cn_path(node, k->path);
+    if (!h) return 0;
+    if (h->kind != CN_MAP)
+        return berr_set(BERR_CONFIG, "notifications.endpoints[].headers: expected a mapping");
+    for (size_t i = 0; i < h->nkids; i++) {
+        cnode *kn = h->kids[i];
+        kn->used = true;
+        size_t nv = kn->kind == CN_SEQ ? kn->nkids : 1;
+        for (size_t j = 0; j < nv; j++) {
+            cnode *v = kn->kind == CN_SEQ ? kn->kids[j] : kn;
+            if (v->kind != CN_SCALAR || strpbrk(kn->key, "\r\n:") || strpbrk(v->value, "\r\n"))
+                return berr_set(BERR_CONFIG,
+                                "notifications.endpoints[].headers.%s: expected strings without "
+                                "newlines",
+                                kn->key);
+            e->headers = realloc(e->headers, (e->nheaders + 1) * sizeof *e->headers);
+            if (!e->headers) abort();
+            e->headers[e->nheaders].name = strdup(kn->key);
+            e->headers[e->nheaders++].value = strdup(v->value);
+        }
+    }
+    return 0;
+}
+
+static void notify_headers_free(void *base, const config_key *k)
+{
+    (void)k;
+    config_notify_endpoint *e = base;
+    for (size_t j = 0; j < e->nheaders; j++) {
+        free(e->headers[j].name);
+        free(e->headers[j].value);
+    }
+    free(e->headers);
+    e->headers = NULL;
+    e->nheaders = 0;
+}
+
+/* clang-format off */
+#define NKEY(p, t, field, d, h) \
+    {.path = p, .type = t, .off = offsetof(config_notify_endpoint, field), .def = d, .help = h}
+#define NLIST(p, field, nfield, h) \
+    {.path = p, .type = CK_LIST, .off = offsetof(config_notify_endpoint, field), \
+     .noff = offsetof(config_notify_endpoint, nfield), .choices = "strings", .help = h}
+/* clang-format on */
+/* registry:2's endpoint keys, plus berth's queuelimit and batch */
+static const config_key notify_endpoint_keys[] = {
+    NKEY("name", CK_STR, name, NULL, "the endpoint's name (unique: its delivery position)"),
+    NKEY("url", CK_STR, url, NULL, "where events are POSTed (http:// or https://)"),
+    NKEY("disabled", CK_BOOL, disabled, "false", "send it nothing"),
+    BLOCK("headers", notify_headers, notify_headers_free, NULL, "map",
+          "headers sent with every POST {Name: [value]}"),
+    NKEY("timeout", CK_MSEC, timeout_ms, "1s", "one POST"),
+    NKEY("threshold", CK_INT, threshold, "10", "failures in a row before it is logged as down"),
+    NKEY("backoff", CK_MSEC, backoff_ms, "1s", "wait after a failure (doubling, up to 32x)"),
+    NLIST("ignoredmediatypes", ignore_mediatypes, nignore_mediatypes,
+          "target media types not sent"),
+    NLIST("ignore.mediatypes", ignore_mediatypes, nignore_mediatypes,
+          "target media types not sent (registry:2's newer spelling)"),
+    NLIST("ignore.actions", ignore_actions, nignore_actions, "actions not sent"),
+    NKEY("queuelimit", CK_SIZE, queue_limit, "100000",
+         "undelivered events kept; past it the oldest are dropped (berth key)"),
+    NKEY("batch", CK_INT, batch, "50", "events per POST at most (berth key)"),
+    {0}};
+
+void config_notify_free(config_notify *n)
+{
+    for (size_t i = 0; i < n->nendpoints; i++)
+        table_free(notify_endpoint_keys, &n->endpoints[i]);
+    free(n->endpoints);
+    n->endpoints = NULL;
+    n->nendpoints = 0;
+}
+
+static int notify_endpoint(cnode *e, size_t i, config_notify_endpoint *ep)
+{
+    char what[64];
+    snprintf(what, sizeof what, "notifications.endpoints[%zu]", i);
+    if (e->kind != CN_MAP) return berr_set(BERR_CONFIG, "%s: expected a mapping", what);
+    e->used = true;
+    table_defaults(notify_endpoint_keys, ep);
+    int rc = table_apply(e, ep, notify_endpoint_keys);
+    if (rc < 0) return rc;
+    if (!ep->name) return berr_set(BERR_CONFIG, "%s.name is required", what);
+    if (!ep->url || (strncmp(ep->url, "http://", 7) && strncmp(ep->url, "https://", 8)))
+        return berr_set(BERR_CONFIG, "%s.url: an http:// or https:// URL is required", what);
+    if (ep->queue_limit < 1)
+        return berr_set(BERR_CONFIG, "%s.queuelimit: expected a count above 0", what);
+    if (ep->timeout_ms < 1) ep->timeout_ms = 1000;
+    if (ep->backoff_ms < 1) ep->backoff_ms = 1000;
+    if (ep->threshold < 1) ep->threshold = 1;
+    if (ep->batch < 1) ep->batch = 1;
+    return 0;
+}
+
+/* notifications.endpoints: registry:2's list of webhook endpoints. Endpoint names must be
+ * unique: an endpoint's delivery position is kept under its name. */
+static int load_notify_endpoints(cnode *root, void *base, const config_key *k)
+{
+    config_notify *n = &((config *)base)->notify;
+    cnode *l = cn_path(root, k->path);
+    if (!l) return 0;
+    if (l->kind != CN_SEQ) return berr_set(BERR_CONFIG, "notifications.endpoints: expected a list");
+    for (size_t i = 0; i < l->nkids; i++) {
+        n->endpoints = realloc(n->endpoints, (n->nendpoints + 1) * sizeof *n->endpoints);
+        if (!n->endpoints) abort();
+        config_notify_endpoint *ep = &n->endpoints[n->nendpoints++];
+        memset(ep, 0, sizeof *ep);
+        int rc = notify_endpoint(l->kids[i], i, ep);
+        if (rc < 0) return rc;
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(n->endpoints[j].name, ep->name))
+                return berr_set(BERR_CONFIG, "notifications.endpoints: the name '%s' is used twice",
+                                ep->name);
+    }
+    return 0;
+}
+
+static void free_notify_endpoints(void *base, const config_key *k)
+{
+    (void)k;
+    config_notify_free(&((config *)base)->notify);
+}
+
 static int load_trust(cnode *root, config *cfg); /* below, with the trust section */
+
 static void free_trust(config *cfg);
 
 /* Every key of the file, in the order they are read (and their errors reported). */
@@ -1497,6 +1628,17 @@ static const config_key config_keys[] = {
             "regexps a layer URL must match none of"),
     ENUM("margo.validation", margo_validation, "reject", margo_parse, "reject, warn or off",
          "margo packages and compose archives"),
+    KEY("notifications.events.includereferences", CK_BOOL, notify.include_references, "false",
+        "manifest events carry the references (layers, children) of the manifest"),
+    {.path = "notifications.endpoints",
+     .type = CK_BLOCK,
+     .off = CK_NOFIELD,
+     .block = load_notify_endpoints,
+     .release = free_notify_endpoints,
+     .sub = notify_endpoint_keys,
+     .sub_prefix = "notifications.endpoints[].",
+     .shows = "list",
+     .help = "webhook endpoints events are POSTed to (docs/notifications.md)"},
     SECTION("trust", load_trust, free_trust,
             "signature keys, Notary trust stores and policies (docs/trust.md)"),
     {0}};
@@ -1508,7 +1650,6 @@ static void report_unserved(cnode *root)
     static const struct {
         const char *path, *what;
     } unserved[] = {
-        {"notifications", "notifications.endpoints: no webhook events are sent"},
         {"redis", "not used: berth keeps its caches in its own metadata"},
         {"reporting", "no error reports are sent"},
         {"http.secret", "not needed: upload state lives in berth's metadata"},

@@ -160,6 +160,29 @@ typedef struct {
     config_trust_policy *policies; /* first match decides */
     size_t npolicies;
 } config_trust;
+/* notifications: registry:2's webhook endpoints (src/notify/, docs/notifications.md). */
+typedef struct {
+    char *name;
+    char *url;
+    config_header *headers; /* headers: {Name: [values]} sent with every POST */
+    size_t nheaders;
+    int64_t timeout_ms; /* timeout: one POST (default 1s) */
+    int threshold;      /* threshold: failures in a row before the endpoint is logged as down */
+    int64_t backoff_ms; /* backoff: wait after a failure (doubling up to 32x while down) */
+    char **ignore_mediatypes; /* ignoredmediatypes and ignore.mediatypes */
+    size_t nignore_mediatypes;
+    char **ignore_actions; /* ignore.actions */
+    size_t nignore_actions;
+    bool disabled;
+    int64_t queue_limit; /* berth: queuelimit, undelivered events kept (oldest dropped past it) */
+    int batch;           /* berth: batch, events per POST at most (default 50) */
+} config_notify_endpoint;
+
+typedef struct {
+    config_notify_endpoint *endpoints;
+    size_t nendpoints;
+    bool include_references; /* events.includereferences */
+} config_notify;
 
 typedef struct {
     char *path; /* the file loaded, or NULL for defaults only */
@@ -216,6 +239,7 @@ typedef struct {
     config_s3 s3;
     config_validation validation;
     config_trust trust; /* berth: trust */
+    config_notify notify; /* notifications */
 } config;
 
 /* Loads defaults, then the file (when path is non-NULL), then REGISTRY_* env overrides.
@@ -223,6 +247,8 @@ typedef struct {
  * failure cfg holds nothing to free. */
 int config_load(config *cfg, const char *path);
 void config_free(config *cfg);
+/* Frees notifications.endpoints (config_free does; for a config_notify built elsewhere). */
+void config_notify_free(config_notify *n);
 /* Parses a Go-style duration ("90s", "10m", "1h30m", "168h", bare seconds) into seconds. */
 int config_parse_duration(const char *s, int64_t *out);
 /* The same in milliseconds ("500ms", "1.5s"). */

@@ -12,6 +12,7 @@
 #include "auth/auth.h"
 #include "helm/helm.h"
 #include "http/http.h"
+#include "notify/notify.h"
 #include "registry/registry.h"
 #include "ui/ui.h"
 #include "util/err.h"
@@ -248,6 +249,7 @@ int serve_run(config *cfg, store *st)
     metrics_store = st;
     metrics_cfg = cfg;
     register_gauges();
+    notify *nt = notify_start(cfg, st); /* notifications: one delivery thread per endpoint */
     if (http_debug_start(&dbg, cfg) < 0) {
         log_error("msg=\"cannot start the debug listener\" err=\"%s\"", berr_msg());
         http_server_stop(srv, 0);
@@ -270,6 +272,7 @@ int serve_run(config *cfg, store *st)
     pthread_cond_signal(&m.cv);
     pthread_mutex_unlock(&m.mu);
     pthread_join(mt, NULL);
+    notify_stop(nt);
     pthread_cond_destroy(&m.cv);
     pthread_mutex_destroy(&m.mu);
     helm_views_free();

@@ -550,6 +550,8 @@ static int to_store(void *arg, bblob *x, tar_reader *tr, int fd)
 static int commit_plan(store *st, const config *cfg, const plan *p)
 {
     int rc = 0;
+    /* notifications: what this import stores is reported as action "bundle.import" */
+    store_event_context(&(store_event_ctx){.action = "bundle.import", .actor = "bundle import"});
     for (size_t i = 0; rc == 0 && i < p->n; i++) {
         const step *s = &p->v[i];
         /* linked first: the push-time checks (margo, Helm) read the layers through the repo */
@@ -575,6 +577,7 @@ static int commit_plan(store *st, const config *cfg, const plan *p)
         snprintf(prefix, sizeof prefix, "%s: ", s->repo);
         if (rc < 0) rc = berr_rewrap((berr)-rc, prefix);
     }
+    store_event_context(NULL);
     return rc;
 }
 

@@ -15,6 +15,7 @@
 #include "http/bigsend.h"
 #include "http/http.h"
 #include "ui/ui.h"
+#include "notify/notify.h"
 #include "util/err.h"
 #include "util/file.h"
 #include "util/log.h"
@@ -443,6 +444,7 @@ static void admit(http_req *r)
     if (rc < 0) {
         fail(r, rc);
     } else if (r->h) {
+        notify_request_context(r); /* notifications: the request behind the events it makes */
         rc = r->h->begin ? r->h->begin(r) : 0;
         r->started = true;
         if (rc < 0) fail(r, rc);
@@ -504,6 +506,7 @@ static void *worker(void *arg)
             admit(r);
         } else {
             r->on_worker = true;
+            notify_request_context(r); /* notifications: the request behind its events */
             int rc = r->h->end(r);
             if (rc == HTTP_PARKED) continue; /* r belongs to whoever requeues it now */
             if (rc < 0) fail(r, rc);
@@ -603,6 +606,7 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
     }
     if (r->offloaded) return queue(r); /* resumed by the worker that ran end() */
     if (!r->failed && r->h && r->h->end) {
+        if (!r->h->offload) notify_request_context(r); /* notifications: see admit() */
         int rc = r->h->offload ? HTTP_OFFLOAD : r->h->end(r);
         if (rc == HTTP_OFFLOAD) {
             r->offloaded = true;

@@ -238,6 +238,8 @@ int reg_blob_serve(http_req *r)
     }
     const char *ct = b.media_type ? b.media_type : "application/octet-stream";
     rc = reg_blob_reply(r, &b, status, off, len, ct);
+    if (rc == 0 && r->method == M_GET && status == 200) /* notifications: a pull event */
+        store_event_pull(r->store, r->name, r->ref, "application/octet-stream", len, NULL);
     if (rc == 0) {
         http_add_header(r, "Docker-Content-Digest", r->ref);
         http_add_header(r, "Accept-Ranges", "bytes");

@@ -36,7 +36,12 @@ static int get_end(http_req *r)
     if (rc == 0) {
         http_add_header(r, "Docker-Content-Digest", m.digest);
         http_add_headerf(r, "ETag", "\"%s\"", m.digest);
-        if (r->method == M_GET) ui_pull_note(r->name, r->ref); /* the web view's last pull */
+        if (r->method == M_GET) {
+            ui_pull_note(r->name, r->ref); /* the web view's last pull */
+            /* notifications: a pull event, when an endpoint wants pulls */
+            store_event_pull(r->store, r->name, m.digest, m.media_type, m.size,
+                             ref_is_digest(r->ref) ? NULL : r->ref);
+        }
     }
     store_manifest_free(&m);
     return rc;

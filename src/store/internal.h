@@ -84,11 +84,25 @@ typedef struct {
     int (*lease_take)(store_meta *m, const char *key, const char *owner, int64_t until,
                       int64_t now);
     int (*lease_drop)(store_meta *m, const char *key, const char *owner);
+    /* event notifications (store.h): a pull's event in its own transaction, and delivery */
+    int (*event_pull)(store_meta *m, const char *repo, const char *digest, const char *media_type,
+                      uint64_t size, const char *tag);
+    int (*events_read)(store_meta *m, int64_t after, int limit, store_event_list *out);
+    int (*event_cursor)(store_meta *m, const char *endpoint, int64_t *seq);
+    int (*event_cursor_set)(store_meta *m, const char *endpoint, int64_t seq);
+    int (*events_backlog)(store_meta *m, int64_t after, int64_t keep, int64_t *count,
+                          int64_t *drop_to);
+    int (*events_prune)(store_meta *m, int64_t upto);
 } store_meta_ops;
 
 struct store_meta {
     const store_meta_ops *ops;
 };
+
+/* Event notifications (store/meta_sql.c): turns event writing on or off for this process from
+ * cfg->notify (store_open calls it); store_events_pulls: whether an endpoint wants pulls. */
+void store_events_configure(const config *cfg);
+bool store_events_pulls(void);
 
 /* SQLite (store/meta_sqlite.c): opens or creates the file and migrates the schema. */
 int store_meta_sqlite_open(store_meta **out, const char *path);

@@ -23,11 +23,14 @@
 #include "util/log.h"
 #include "util/ref.h"
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 /* "every row": the bound of lists that have no page size */
 #define NO_LIMIT INT64_MAX
@@ -84,6 +87,16 @@ enum {
     Q_CHECK5,
     Q_LEASE_TAKE,
     Q_LEASE_DROP,
+    Q_EVENT_ADD,
+    Q_REPO_MIRRORED,
+    Q_CHART_EXISTS,
+    Q_EVENTS_READ,
+    Q_CURSOR_GET,
+    Q_CURSOR_ADD,
+    Q_CURSOR_SET,
+    Q_EVENTS_COUNT,
+    Q_EVENTS_NTH,
+    Q_EVENTS_PRUNE,
     Q__COUNT
 };
 _Static_assert(Q__COUNT <= SQLDRV_STMTS, "more statements than a connection holds");
@@ -245,6 +258,23 @@ static const stmt_def q_def[Q__COUNT] = {
                              "until = excluded.until "
                              "WHERE leases.until < $4 OR leases.owner = excluded.owner"},
     [Q_LEASE_DROP] = {.sql = "DELETE FROM leases WHERE key = $1 AND owner = $2"},
+    [Q_EVENT_ADD] = {.sql = "INSERT INTO events(uuid, created, action, repo, digest, media_type, "
+                            "size, tag, context, refs) "
+                            "VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"},
+    [Q_REPO_MIRRORED] = {.sql = "SELECT 1 FROM repos WHERE name = $1 AND mirrored = 1"},
+    [Q_CHART_EXISTS] = {.sql = "SELECT 1 FROM charts WHERE repo = $1 AND digest = $2"},
+    [Q_EVENTS_READ] = {.sql =
+                           "SELECT seq, uuid, created, action, repo, digest, media_type, size, "
+                           "tag, context, refs FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"},
+    [Q_CURSOR_GET] = {.sql = "SELECT seq FROM event_cursors WHERE endpoint = $1"},
+    [Q_CURSOR_ADD] = {.sql = "INSERT INTO event_cursors(endpoint, seq) VALUES($1, 0) "
+                             "ON CONFLICT DO NOTHING"},
+    /* a cursor only moves forward */
+    [Q_CURSOR_SET] = {.sql = "UPDATE event_cursors SET seq = $2 WHERE endpoint = $1 AND seq < $2"},
+    [Q_EVENTS_COUNT] = {.sql = "SELECT count(*) FROM events WHERE seq > $1"},
+    [Q_EVENTS_NTH] = {.sql =
+                          "SELECT seq FROM events WHERE seq > $1 ORDER BY seq LIMIT 1 OFFSET $2"},
+    [Q_EVENTS_PRUNE] = {.sql = "DELETE FROM events WHERE seq <= $1"},
 };
 
 typedef struct {
@@ -446,6 +476,179 @@ static int write_one(sql_meta *m, int q, const sqlv *args, int n, int64_t *chang
     return rc;
 }
 
+/* ---- event notifications: the rows src/notify/ delivers ----
+ * An event row is written by the transaction of the change it reports (or, for a pull, by its
+ * own), only while this process has notifications configured (ev_on). Its context (request,
+ * actor, source) is the calling thread's store_event_ctx, copied at each handler step. */
+
+static atomic_bool ev_on, ev_pulls;
+static bool ev_refs;
+static char ev_source[300], ev_instance[40];
+
+static _Thread_local struct {
+    bool set;
+    char actor[128], request_id[64], addr[80], host[256], method[16], useragent[256], action[32];
+} tl_ev;
+
+static void ev_copy(char *dst, size_t len, const char *src)
+{
+    snprintf(dst, len, "%s", src ? src : "");
+}
+
+void store_event_context(const store_event_ctx *ctx)
+{
+    tl_ev.set = ctx != NULL;
+    if (!ctx || !atomic_load(&ev_on)) return;
+    ev_copy(tl_ev.actor, sizeof tl_ev.actor, ctx->actor);
+    ev_copy(tl_ev.request_id, sizeof tl_ev.request_id, ctx->request_id);
+    ev_copy(tl_ev.addr, sizeof tl_ev.addr, ctx->addr);
+    ev_copy(tl_ev.host, sizeof tl_ev.host, ctx->host);
+    ev_copy(tl_ev.method, sizeof tl_ev.method, ctx->method);
+    ev_copy(tl_ev.useragent, sizeof tl_ev.useragent, ctx->useragent);
+    ev_copy(tl_ev.action, sizeof tl_ev.action, ctx->action);
+}
+
+/* A random (version 4) UUID: an event's id, stable once written. */
+static void ev_uuid(char out[37])
+{
+    unsigned char b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
+        /* getrandom never fails for 16 bytes once the pool is ready; fall back to the clock */
+        uint64_t t = (uint64_t)store_now() ^ ((uint64_t)(uintptr_t)out << 20);
+        for (int i = 0; i < 16; i++)
+            b[i] = (unsigned char)(t >> (i % 8 * 8)) ^ (unsigned char)(i * 37);
+    }
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
+}
+
+void store_events_enable(bool on, bool pulls, bool refs, const char *source_addr,
+                         const char *instance)
+{
+    ev_refs = refs;
+    ev_copy(ev_source, sizeof ev_source, source_addr);
+    ev_copy(ev_instance, sizeof ev_instance, instance);
+    atomic_store(&ev_pulls, on && pulls);
+    atomic_store(&ev_on, on);
+}
+
+bool store_events_on(void)
+{
+    return atomic_load(&ev_on);
+}
+
+bool store_events_pulls(void)
+{
+    return atomic_load(&ev_pulls);
+}
+
+void store_events_configure(const config *cfg)
+{
+    const config_notify *n = &cfg->notify;
+    bool on = false, pulls = false;
+    for (size_t i = 0; i < n->nendpoints; i++) {
+        const config_notify_endpoint *e = &n->endpoints[i];
+        if (e->disabled) continue;
+        on = true;
+        bool ignores = false;
+        for (size_t j = 0; j < e->nignore_actions; j++)
+            ignores |= !strcmp(e->ignore_actions[j], "pull");
+        pulls |= !ignores;
+    }
+    /* source.addr: registry:2's host name and port of this instance */
+    char host[256] = "localhost", src[300];
+    gethostname(host, sizeof host - 1);
+    const char *colon = cfg->addr ? strrchr(cfg->addr, ':') : NULL;
+    snprintf(src, sizeof src, "%s%s", host, colon ? colon : ":5000");
+    char instance[37];
+    ev_uuid(instance);
+    store_events_enable(on, pulls, n->include_references, src, instance);
+}
+
+/* The event's request, actor and source (and a mount's source repository), as JSON. */
+static char *ev_context(const char *from)
+{
+    json_t *o = json_object();
+    if (!o) return NULL;
+    if (tl_ev.set) {
+        json_object_set_new(o, "request",
+                            json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", tl_ev.request_id, "addr",
+                                      tl_ev.addr, "host", tl_ev.host, "method", tl_ev.method,
+                                      "useragent", tl_ev.useragent));
+        json_object_set_new(
+            o, "actor", tl_ev.actor[0] ? json_pack("{s:s}", "name", tl_ev.actor) : json_object());
+    }
+    json_object_set_new(o, "source",
+                        json_pack("{s:s, s:s}", "addr", ev_source, "instanceID", ev_instance));
+    if (from) json_object_set_new(o, "fromRepository", json_string(from));
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+/* events.includereferences: a manifest's config and layers, an index's manifests, as
+ * descriptors (mediaType, size, digest); NULL when off or none. */
+static char *ev_refs_json(const char *content, size_t size)
+{
+    if (!ev_refs || !content) return NULL;
+    json_t *doc = json_loadb(content, size, 0, NULL);
+    if (!doc) return NULL;
+    json_t *out = json_array();
+    json_t *cfg = json_object_get(doc, "config");
+    if (json_is_object(cfg)) json_array_append(out, cfg);
+    const char *lists[] = {"layers", "manifests"};
+    for (int k = 0; k < 2; k++) {
+        json_t *l = json_object_get(doc, lists[k]), *d;
+        size_t i;
+        json_array_foreach(l, i, d)
+        {
+            json_t *r = json_object();
+            const char *keys[] = {"mediaType", "size", "digest"};
+            for (int j = 0; j < 3; j++)
+                if (json_object_get(d, keys[j]))
+                    json_object_set(r, keys[j], json_object_get(d, keys[j]));
+            json_array_append_new(out, r);
+        }
+    }
+    char *s = json_array_size(out) ? json_dumps(out, JSON_COMPACT) : NULL;
+    json_decref(out);
+    json_decref(doc);
+    return s;
+}
+
+/* Writes one event on c (inside the caller's transaction); 0 when events are off. A thread's
+ * process-wide action (bundle import) names the pushes it makes. */
+static int ev_write(sql_meta *m, sqldrv_conn *c, const char *action, const char *repo,
+                    const char *digest, const char *media_type, int64_t size, const char *tag,
+                    const char *from, const char *refs)
+{
+    if (!atomic_load(&ev_on)) return 0;
+    if (tl_ev.set && tl_ev.action[0] && !strcmp(action, "push")) action = tl_ev.action;
+    char uuid[37];
+    ev_uuid(uuid);
+    char *ctx = ev_context(from);
+    if (!ctx) return berr_set(BERR_INTERNAL, "out of memory");
+    int rc = exec_q(m, c, Q_EVENT_ADD,
+                    ARGS(v_text(uuid), v_int(store_now()), v_text(action), v_text(repo),
+                         v_text(digest), v_text(media_type), size >= 0 ? v_int(size) : v_text(NULL),
+                         v_text(tag), v_text(ctx), v_text(refs)),
+                    NULL);
+    free(ctx);
+    return rc;
+}
+
+/* Whether repo is a mirror's (its changes are fills): 1, 0, or an error. */
+static int ev_repo_mirrored(sql_meta *m, sqldrv_conn *c, const char *repo)
+{
+    if (!atomic_load(&ev_on)) return 0;
+    return exists_q(m, c, Q_REPO_MIRRORED, ARGS(v_text(repo)), "repository lookup");
+}
+
+#define EV_BLOB_MT "application/octet-stream"
+
 /* ---- blobs ---- */
 
 /* Looks a blob up (linked to repo, or the row itself when repo is NULL) on c. Returns 0, or
@@ -500,6 +703,11 @@ static int sql_blob_commit(store_meta *base, const char *repo, const char *diges
     if (rc == 0) rc = place(arg);
     if (rc == 0) rc = blob_upsert(m, c, digest, size, now);
     if (rc == 0) rc = link_blob(m, c, repo, digest, now);
+    int mirrored = rc == 0 ? ev_repo_mirrored(m, c, repo) : 0;
+    if (mirrored < 0) rc = mirrored;
+    if (rc == 0)
+        rc = ev_write(m, c, mirrored ? "fill" : "push", repo, digest, EV_BLOB_MT, (int64_t)size,
+                      NULL, NULL, NULL);
     rc = finish(m, c, rc);
     conn_give(m, c);
     return rc;
@@ -509,8 +717,12 @@ static int sql_blob_link(store_meta *base, const char *repo, const char *from, c
 {
     TAKE_CONN(base);
     rc = begin(m, c);
-    if (rc == 0) rc = blob_find(m, c, from, digest, NULL, BERR_BLOB_UNKNOWN);
+    uint64_t size = 0;
+    if (rc == 0) rc = blob_find(m, c, from, digest, &size, BERR_BLOB_UNKNOWN);
     if (rc == 0) rc = link_blob(m, c, repo, digest, store_now());
+    /* a cross-repository mount; a mirror linking its own content reports nothing */
+    if (rc == 0 && from && strcmp(from, repo))
+        rc = ev_write(m, c, "mount", repo, digest, EV_BLOB_MT, (int64_t)size, NULL, from, NULL);
     rc = finish(m, c, rc);
     conn_give(m, c);
     return rc;
@@ -534,9 +746,14 @@ static int sql_blob_link_listed(store_meta *base, const char *repo, const char *
 
 static int sql_blob_unlink(store_meta *base, const char *repo, const char *digest)
 {
+    TAKE_CONN(base);
     int64_t changes = 0;
-    int rc = write_one((sql_meta *)base, Q_LINK_DEL, ARGS(v_text(repo), v_text(digest)), &changes);
+    rc = begin(m, c);
+    if (rc == 0) rc = exec_q(m, c, Q_LINK_DEL, ARGS(v_text(repo), v_text(digest)), &changes);
     if (rc == 0 && changes == 0) rc = berr_set(BERR_BLOB_UNKNOWN, "blob unknown to registry");
+    if (rc == 0) rc = ev_write(m, c, "delete", repo, digest, EV_BLOB_MT, -1, NULL, NULL, NULL);
+    rc = finish(m, c, rc);
+    conn_give(m, c);
     return rc;
 }
 
@@ -640,6 +857,25 @@ static int manifest_write(sql_meta *m, sqldrv_conn *c, const store_manifest_put_
     return rc;
 }
 
+/* A manifest PUT's events: one per tag it sets (or one without a tag). */
+static int ev_manifest(sql_meta *m, sqldrv_conn *c, const store_manifest_put_req *q)
+{
+    if (!atomic_load(&ev_on)) return 0;
+    const char *action =
+        q->mirrored    ? "fill"
+        : q->chart_tag ? "chart.upload"
+        : q->artifact_type && !strncmp(q->artifact_type, "application/vnd.margo.", 22)
+            ? "margo.push"
+            : "push";
+    char *refs = ev_refs_json(q->content, q->size);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < (q->ntags ? q->ntags : 1); i++)
+        rc = ev_write(m, c, action, q->repo, q->digest, q->media_type, (int64_t)q->size,
+                      q->ntags ? q->tags[i] : NULL, NULL, refs);
+    free(refs);
+    return rc;
+}
+
 static int sql_manifest_put(store_meta *base, const store_manifest_put_req *q)
 {
     TAKE_CONN(base);
@@ -647,6 +883,7 @@ static int sql_manifest_put(store_meta *base, const store_manifest_put_req *q)
     rc = begin(m, c);
     if (rc == 0) rc = manifest_checks(m, c, q, now);
     if (rc == 0) rc = manifest_write(m, c, q, now);
+    if (rc == 0) rc = ev_manifest(m, c, q);
     rc = finish(m, c, rc);
     conn_give(m, c);
     return rc;
@@ -670,9 +907,17 @@ static int sql_manifest_delete(store_meta *base, const char *repo, const char *d
     TAKE_CONN(base);
     int64_t changes = 0;
     rc = begin(m, c);
+    int chart = 0;
+    if (rc == 0 && atomic_load(&ev_on))
+        rc = chart =
+            exists_q(m, c, Q_CHART_EXISTS, ARGS(v_text(repo), v_text(digest)), "chart lookup");
+    if (rc > 0) rc = 0;
     if (rc == 0) rc = manifest_remove(m, c, Q_MAN_DEL, repo, digest, &changes);
     if (rc == 0 && changes == 0)
         rc = berr_set(BERR_MANIFEST_UNKNOWN, "manifest unknown to registry");
+    if (rc == 0)
+        rc = ev_write(m, c, chart ? "chart.delete" : "delete", repo, digest, NULL, -1, NULL, NULL,
+                      NULL);
     rc = finish(m, c, rc);
     conn_give(m, c);
     return rc;
@@ -686,9 +931,14 @@ static int sql_tag_checked(store_meta *base, const char *repo, const char *tag)
 
 static int sql_tag_delete(store_meta *base, const char *repo, const char *tag)
 {
+    TAKE_CONN(base);
     int64_t changes = 0;
-    int rc = write_one((sql_meta *)base, Q_TAG_DEL, ARGS(v_text(repo), v_text(tag)), &changes);
+    rc = begin(m, c);
+    if (rc == 0) rc = exec_q(m, c, Q_TAG_DEL, ARGS(v_text(repo), v_text(tag)), &changes);
     if (rc == 0 && changes == 0) rc = berr_set(BERR_MANIFEST_UNKNOWN, "tag unknown to registry");
+    if (rc == 0) rc = ev_write(m, c, "delete", repo, NULL, NULL, -1, tag, NULL, NULL);
+    rc = finish(m, c, rc);
+    conn_give(m, c);
     return rc;
 }
 
@@ -907,7 +1157,10 @@ static int sql_mirror_evict(store_meta *base, const char *repo, const char *dige
 {
     TAKE_CONN(base);
     rc = begin(m, c);
-    if (rc == 0) rc = manifest_remove(m, c, Q_MIRROR_MAN_DEL, repo, digest, NULL);
+    int64_t changes = 0;
+    if (rc == 0) rc = manifest_remove(m, c, Q_MIRROR_MAN_DEL, repo, digest, &changes);
+    if (rc == 0 && changes > 0)
+        rc = ev_write(m, c, "evict", repo, digest, NULL, -1, NULL, NULL, NULL);
     rc = finish(m, c, rc);
     if (rc == 0) rc = collect(m, c, Q_MIRROR_FREED, NULL, 0, NO_LIMIT, freed);
     conn_give(m, c);
@@ -1071,6 +1324,108 @@ static int sql_lease_drop(store_meta *base, const char *key, const char *owner)
     return write_one((sql_meta *)base, Q_LEASE_DROP, ARGS(v_text(key), v_text(owner)), NULL);
 }
 
+/* ---- event notifications: pulls and delivery ---- */
+
+static int sql_event_pull(store_meta *base, const char *repo, const char *digest,
+                          const char *media_type, uint64_t size, const char *tag)
+{
+    TAKE_CONN(base);
+    rc = begin(m, c);
+    if (rc == 0)
+        rc = ev_write(m, c, "pull", repo, digest, media_type, (int64_t)size, tag, NULL, NULL);
+    rc = finish(m, c, rc);
+    conn_give(m, c);
+    return rc;
+}
+
+static int sql_events_read(store_meta *base, int64_t after, int limit, store_event_list *out)
+{
+    TAKE_CONN(base);
+    sqldrv_rows r;
+    rc = query_q(m, c, Q_EVENTS_READ, ARGS(v_int(after), v_int(limit)), &r, "events");
+    if (rc == 0) {
+        while ((rc = m->drv->next(&r)) == 1) {
+            store_event *items = realloc(out->items, (out->n + 1) * sizeof *items);
+            if (!items) {
+                rc = berr_set(BERR_INTERNAL, "out of memory");
+                break;
+            }
+            out->items = items;
+            store_event *e = &out->items[out->n++];
+            memset(e, 0, sizeof *e);
+            e->seq = m->drv->col_int(&r, 0);
+            e->uuid = col_dup(m, &r, 1);
+            e->created = m->drv->col_int(&r, 2);
+            e->action = col_dup(m, &r, 3);
+            e->repo = col_dup(m, &r, 4);
+            e->digest = col_dup(m, &r, 5);
+            e->media_type = col_dup(m, &r, 6);
+            size_t len;
+            e->size = m->drv->col_text(&r, 7, &len) ? m->drv->col_int(&r, 7) : -1;
+            e->tag = col_dup(m, &r, 8);
+            e->context = col_dup(m, &r, 9);
+            e->refs = col_dup(m, &r, 10);
+            if (!e->uuid || !e->action || !e->repo) {
+                rc = berr_set(BERR_INTERNAL, "out of memory");
+                break;
+            }
+        }
+        m->drv->rows_close(&r);
+    }
+    conn_give(m, c);
+    return rc;
+}
+
+/* One integer of q's first row into *v (dflt when there is no row). */
+static int int_q(sql_meta *m, sqldrv_conn *c, int q, const sqlv *args, int n, int64_t dflt,
+                 int64_t *v)
+{
+    sqldrv_rows r;
+    int rc = query_q(m, c, q, args, n, &r, "events");
+    if (rc < 0) return rc;
+    rc = m->drv->next(&r);
+    *v = rc == 1 ? m->drv->col_int(&r, 0) : dflt;
+    m->drv->rows_close(&r);
+    return rc < 0 ? rc : 0;
+}
+
+static int sql_event_cursor(store_meta *base, const char *endpoint, int64_t *seq)
+{
+    TAKE_CONN(base);
+    rc = int_q(m, c, Q_CURSOR_GET, ARGS(v_text(endpoint)), -1, seq);
+    if (rc == 0 && *seq < 0) {
+        rc = begin(m, c);
+        if (rc == 0) rc = exec_q(m, c, Q_CURSOR_ADD, ARGS(v_text(endpoint)), NULL);
+        rc = finish(m, c, rc);
+        if (rc == 0) rc = int_q(m, c, Q_CURSOR_GET, ARGS(v_text(endpoint)), 0, seq);
+    }
+    conn_give(m, c);
+    return rc;
+}
+
+static int sql_event_cursor_set(store_meta *base, const char *endpoint, int64_t seq)
+{
+    return write_one((sql_meta *)base, Q_CURSOR_SET, ARGS(v_text(endpoint), v_int(seq)), NULL);
+}
+
+static int sql_events_backlog(store_meta *base, int64_t after, int64_t keep, int64_t *count,
+                              int64_t *drop_to)
+{
+    TAKE_CONN(base);
+    rc = int_q(m, c, Q_EVENTS_COUNT, ARGS(v_int(after)), 0, count);
+    *drop_to = after;
+    if (rc == 0 && *count > keep)
+        rc =
+            int_q(m, c, Q_EVENTS_NTH, ARGS(v_int(after), v_int(*count - keep - 1)), after, drop_to);
+    conn_give(m, c);
+    return rc;
+}
+
+static int sql_events_prune(store_meta *base, int64_t upto)
+{
+    return write_one((sql_meta *)base, Q_EVENTS_PRUNE, ARGS(v_int(upto)), NULL);
+}
+
 /* ---- lifecycle ---- */
 
 static void sql_close(store_meta *base)
@@ -1119,6 +1474,12 @@ static const store_meta_ops sql_ops = {
     .charts_changes = sql_charts_changes,
     .lease_take = sql_lease_take,
     .lease_drop = sql_lease_drop,
+    .event_pull = sql_event_pull,
+    .events_read = sql_events_read,
+    .event_cursor = sql_event_cursor,
+    .event_cursor_set = sql_event_cursor_set,
+    .events_backlog = sql_events_backlog,
+    .events_prune = sql_events_prune,
 };
 
 int meta_sql_open(store_meta **out, const sqldrv *drv, sqldrv_db *db, sql_dialect dialect, int pool)

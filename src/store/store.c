@@ -123,6 +123,7 @@ int store_open(store **out, const config *cfg)
     recover_tmp(s, cfg->database.enabled);
     s->quota = cfg->quota;
     if (s->quota > 0) store_refresh_usage(s);
+    store_events_configure(cfg); /* notifications: whether changes write events */
     *out = s;
     return 0;
 }
@@ -590,4 +591,58 @@ void store_referrer_list_free(store_referrer_list *l)
     }
     free(l->items);
     memset(l, 0, sizeof *l);
+}
+
+/* ---- event notifications (store.h; written by store/meta_sql.c, delivered by src/notify/) ---- */
+
+void store_event_pull(store *s, const char *repo, const char *digest, const char *media_type,
+                      uint64_t size, const char *tag)
+{
+    if (!store_events_pulls()) return;
+    if (s->meta->ops->event_pull(s->meta, repo, digest, media_type, size, tag) < 0)
+        log_warn("msg=\"notifications: pull event not recorded\" repo=%s digest=%s err=\"%s\"",
+                 repo, digest, berr_msg());
+}
+
+void store_event_list_free(store_event_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        store_event *e = &l->items[i];
+        free(e->uuid);
+        free(e->action);
+        free(e->repo);
+        free(e->digest);
+        free(e->media_type);
+        free(e->tag);
+        free(e->context);
+        free(e->refs);
+    }
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+int store_events_read(store *s, int64_t after, int limit, store_event_list *out)
+{
+    return s->meta->ops->events_read(s->meta, after, limit, out);
+}
+
+int store_event_cursor(store *s, const char *endpoint, int64_t *seq)
+{
+    return s->meta->ops->event_cursor(s->meta, endpoint, seq);
+}
+
+int store_event_cursor_set(store *s, const char *endpoint, int64_t seq)
+{
+    return s->meta->ops->event_cursor_set(s->meta, endpoint, seq);
+}
+
+int store_events_backlog(store *s, int64_t after, int64_t keep, int64_t *count, int64_t *drop_to)
+{
+    return s->meta->ops->events_backlog(s->meta, after, keep, count, drop_to);
+}
+
+int store_events_prune(store *s, int64_t upto)
+{
+    return s->meta->ops->events_prune(s->meta, upto);
 }

@@ -308,4 +308,52 @@ int store_gc(store *s, store_gc_opts *opts);
 /* Re-hashes every blob and checks every reference; prints each problem; returns the count. */
 int store_fsck(store *s, long *problems);
 
+/* ---- event notifications (src/notify/, docs/notifications.md) ----
+ * When notifications endpoints are configured, every change below writes its event row in the
+ * transaction of the change itself (a push, mount, delete, mirror fill, chart upload or delete,
+ * margo package push, bundle import, eviction), so an event exists exactly when its change
+ * committed; a pull writes its own row (store_event_pull). src/notify/ delivers the rows. */
+
+/* Whom and what this thread's store calls act for, copied into every event they write: set by the
+ * HTTP server before each handler step, by a command for its own work; NULL clears it. action,
+ * when set, names the whole process instead of the API call ("bundle.import"). */
+typedef struct {
+    const char *actor, *request_id, *addr, *host, *method, *useragent, *action;
+} store_event_ctx;
+void store_event_context(const store_event_ctx *ctx);
+
+/* Turns event writing on for this process: changes write events; pulls too when `pulls`;
+ * pushed manifests carry their references when `refs`. source_addr and instance fill every
+ * event's source. Set once, before the store is used. */
+void store_events_enable(bool on, bool pulls, bool refs, const char *source_addr,
+                         const char *instance);
+bool store_events_on(void);
+/* A pull answered (a manifest or blob GET): one event row, when pulls are wanted; failures are
+ * logged, never returned (the pull itself succeeded). tag may be NULL. */
+void store_event_pull(store *s, const char *repo, const char *digest, const char *media_type,
+                      uint64_t size, const char *tag);
+
+/* One stored event, for delivery. */
+typedef struct {
+    int64_t seq, created, size;
+    char *uuid, *action, *repo, *digest, *media_type, *tag;
+    char *context; /* JSON: {"request":{...},"actor":{...},"source":{...}[,"fromRepository"]} */
+    char *refs;    /* JSON array of descriptors, or NULL */
+} store_event;
+typedef struct {
+    store_event *items;
+    size_t n;
+} store_event_list;
+void store_event_list_free(store_event_list *l);
+/* At most limit events after seq `after`, oldest first. */
+int store_events_read(store *s, int64_t after, int limit, store_event_list *out);
+/* An endpoint's cursor: the last seq it acknowledged (a new endpoint starts at 0). */
+int store_event_cursor(store *s, const char *endpoint, int64_t *seq);
+int store_event_cursor_set(store *s, const char *endpoint, int64_t seq);
+/* Events after `after`: how many (*count), and when more than keep, the seq up to which the
+ * oldest must go for keep to remain (*drop_to; else `after`). */
+int store_events_backlog(store *s, int64_t after, int64_t keep, int64_t *count, int64_t *drop_to);
+/* Removes the events up to seq (every endpoint has them). */
+int store_events_prune(store *s, int64_t upto);
+
 #endif

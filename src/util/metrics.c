@@ -24,6 +24,12 @@ static const char *const metric_names[METRIC__COUNT][2] = {
     [METRIC_EVICTIONS] = {"berth_cache_evictions_total", "mirrored manifests evicted"},
     [METRIC_EVICTED_BYTES] = {"berth_cache_evicted_bytes_total", "bytes freed by evictions"},
     [METRIC_HELM_REBUILDS] = {"berth_helm_index_builds_total", "index.yaml views built"},
+    [METRIC_NOTIFY_SENT] = {"berth_notifications_sent_total",
+                            "events notification endpoints acknowledged"},
+    [METRIC_NOTIFY_FAILED] = {"berth_notifications_failed_total",
+                              "events in notification POSTs that failed (sent again)"},
+    [METRIC_NOTIFY_DROPPED] = {"berth_notifications_dropped_total",
+                               "undelivered events dropped past an endpoint's queuelimit"},
 };
 static atomic_uint_least64_t counters[METRIC__COUNT];
 
@@ -159,6 +165,7 @@ static const char *const gauge_names[][2] = {
     [GAUGE_CACHE_BYTES] = {"berth_cache_bytes", "bytes of mirrored content"},
     [GAUGE_CACHE_MAX] = {"berth_cache_max_bytes", "cache.maxsize (0: no limit)"},
     [GAUGE_UPSTREAMS_DOWN] = {"berth_upstreams_down", "upstreams marked down"},
+    [GAUGE_NOTIFY_PENDING] = {"berth_notifications_pending", "events not yet delivered"},
 };
 #define NGAUGES (sizeof gauge_names / sizeof *gauge_names)
 static int64_t (*_Atomic gauges[NGAUGES])(void);

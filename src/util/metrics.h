@@ -26,6 +26,11 @@ typedef enum {
     METRIC_EVICTIONS,     /* mirrored manifests evicted for space or age */
     METRIC_EVICTED_BYTES, /* and the bytes their blobs freed */
     METRIC_HELM_REBUILDS, /* index.yaml views built */
+    /* notifications: events an endpoint acknowledged (2xx), events in POSTs that failed (sent
+     * again later), undelivered events dropped past an endpoint's queuelimit */
+    METRIC_NOTIFY_SENT,
+    METRIC_NOTIFY_FAILED,
+    METRIC_NOTIFY_DROPPED,
     METRIC__COUNT
 } metric_id;
 
@@ -52,13 +57,15 @@ void metrics_mirror_read(const char *name, metrics_mirror_counts *out);
 
 /* Gauges read when scraped: each returns its current value. */
 typedef enum {
-    GAUGE_IN_FLIGHT,     /* requests being served */
-    GAUGE_QUEUE,         /* steps waiting for a worker thread */
-    GAUGE_UPLOADS,       /* requests receiving a body */
-    GAUGE_STORE_BYTES,   /* bytes of stored blobs */
-    GAUGE_CACHE_BYTES,   /* of which mirrored content */
-    GAUGE_CACHE_MAX,     /* cache.maxsize (0: none) */
-    GAUGE_UPSTREAMS_DOWN /* upstreams marked down */
+    GAUGE_IN_FLIGHT,      /* requests being served */
+    GAUGE_QUEUE,          /* steps waiting for a worker thread */
+    GAUGE_UPLOADS,        /* requests receiving a body */
+    GAUGE_STORE_BYTES,    /* bytes of stored blobs */
+    GAUGE_CACHE_BYTES,    /* of which mirrored content */
+    GAUGE_CACHE_MAX,      /* cache.maxsize (0: none) */
+    GAUGE_UPSTREAMS_DOWN, /* upstreams marked down */
+    /* notifications: events not yet delivered, summed over endpoints */
+    GAUGE_NOTIFY_PENDING
 } gauge_id;
 void metrics_gauge(gauge_id id, int64_t (*read)(void));
 

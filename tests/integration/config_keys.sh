@@ -33,7 +33,7 @@ for line in open(sys.argv[1]):
         continue
     cells = [c.strip() for c in line.strip().strip('|').split(' | ')]
     for k in re.findall(r'`([^`]+)`', cells[0]):
-        if re.fullmatch(r'[a-z][a-z0-9_]*(\.([a-z0-9_]+|<name>))*', k):
+        if re.fullmatch(r'[a-z][a-z0-9_]*(\.([a-z0-9_]+(\[\])?|<name>))*', k):
             print(k + '\t' + (cells[1] if len(cells) > 1 else ''))
 PY
 
@@ -49,7 +49,7 @@ compared=0
 while IFS=$'\t' read -r key def; do
     # only rows naming one key with one plain default: `168h`
     [[ $def =~ ^\`([^\`]+)\`$ ]] || continue
-    [ "$(grep -c "^$key	" "$T_TMP/docs")" -eq 1 ] || continue
+    [ "$(awk -F'\t' -v k="$key" '$1 == k' "$T_TMP/docs" | wc -l)" -eq 1 ] || continue
     want=${BASH_REMATCH[1]// /}
     got=$(awk -v k="$key" '$1 == k {print $3}' "$T_TMP/keys")
     [ -n "$got" ] || continue
@@ -67,7 +67,7 @@ import json, sys
 doc = {}
 for line in open(sys.argv[1]):
     key, typ, default = line.split()
-    if typ in ('section', 'map', 'list', 'any') or default in ('-', 'auto') or '<name>' in key \
+    if typ in ('section', 'map', 'list', 'any') or default in ('-', 'auto') or '<name>' in key or '[]' in key \
             or key.startswith('storage.s3.'):
         continue
     node = doc

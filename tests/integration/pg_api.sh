@@ -66,9 +66,9 @@ YML
 pg_createdb mig1
 cfg_for "$W/mig.yml" "$W/migdata" mig1
 t_check "berth migrate creates the schema" "$BERTH" migrate -c "$W/mig.yml"
-t_eq "schema_version: migrations 1 and 2" "1,2" "$(pg_psql mig1 "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version")"
+t_eq "schema_version: migrations 1 to 3" "1,2,3" "$(pg_psql mig1 "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version")"
 t_check "berth migrate again is a no-op" "$BERTH" migrate -c "$W/mig.yml"
-t_eq "schema_version still one row per migration" "2" "$(pg_psql mig1 "SELECT count(*) FROM schema_version")"
+t_eq "schema_version still one row per migration" "3" "$(pg_psql mig1 "SELECT count(*) FROM schema_version")"
 pg_createdb mig2
 cfg_for "$W/mig2.yml" "$W/migdata2" mig2
 pids=()
@@ -79,7 +79,7 @@ done
 mig_ok=0
 for p in "${pids[@]}"; do wait "$p" && mig_ok=$((mig_ok + 1)); done
 t_eq "four concurrent migrates all succeed" 4 "$mig_ok"
-t_eq "... and migrate once (one row per migration)" "2" "$(pg_psql mig2 "SELECT count(*) FROM schema_version")"
+t_eq "... and migrate once (one row per migration)" "3" "$(pg_psql mig2 "SELECT count(*) FROM schema_version")"
 t_eq "... one process did the migrating" 1 "$(grep -l 'schema migrated' "$W"/mig2.*.out | wc -l)"
 t_eq "chart-log triggers installed" 3 "$(pg_psql mig2 "SELECT count(*) FROM pg_trigger WHERE tgname IN ('charts_changed', 'charts_tag_changed', 'charts_manifest_del')")"
 

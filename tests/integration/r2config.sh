@@ -3,7 +3,7 @@
 # for the behaviour it asks for, not only that berth starts: proxy with and without upstream
 # auth, token auth, TLS, headers, readonly, validation of layer URLs, http.host without a scheme,
 # json logs with fields and the old `loglevel` spelling; and the start-up warnings (an unreadable
-# htpasswd file, notifications not served, http.debug served, the mirror cache's default bound).
+# htpasswd file, notifications and http.debug served, the mirror cache's default bound).
 . "$(dirname "$0")/../lib.sh"
 t_need_tools skopeo jq openssl htpasswd docker-registry python3
 MT_OCI=application/vnd.oci.image.manifest.v1+json
@@ -292,6 +292,7 @@ t_check "... and Prometheus metrics at /metrics" \
 berth_stop
 t_check "warning: an unreadable htpasswd file is said at start" grep -q "auth.htpasswd.path cannot be read.*no-such-htpasswd" "$T_TMP/w/berth.log"
 t_check "http.debug is not named as unserved" bash -c "! grep -q 'not acted on.*key=http.debug' '$T_TMP/w/berth.log'"
-t_check "warning: notifications named as not served" grep -q 'not acted on.*key=notifications' "$T_TMP/w/berth.log"
+t_check "notifications are served (not named as unserved)" bash -c "! grep -q 'not acted on.*key=notifications' '$T_TMP/w/berth.log'"
+t_check "... its endpoint gets a delivery thread" grep -q 'notifications: delivering.* endpoint=alistener' "$T_TMP/w/berth.log"
 t_check "warning: cache.maxsize 0 said as unbounded" grep -q 'cache.maxsize is 0' "$T_TMP/w/berth.log"
 t_finish

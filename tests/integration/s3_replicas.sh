@@ -169,7 +169,7 @@ if [ "$up" != 3 ]; then
     t_finish
 fi
 t_ok "three replicas serve /v2/ ($BERTH, storage: $S3R_BACKEND)"
-t_eq "... over one database (schema migrated once)" 2 "$(pg_psql "$S3R_DB" "SELECT count(*) FROM schema_version")"
+t_eq "... over one database (schema migrated once)" 3 "$(pg_psql "$S3R_DB" "SELECT count(*) FROM schema_version")"
 
 # ---- helpers ----------------------------------------------------------------------------------
 s3mode() { [ "$S3R_BACKEND" != fs ]; }
