@@ -264,25 +264,35 @@ static int files_open(store *s, const char *digest, uint64_t size, bool serve, s
     return 0;
 }
 
-static int files_read(const blobfs *b, const char *digest, uint64_t off, uint64_t len,
-                      blob_sink sink, void *arg)
+/* len bytes at base + off of fd to sink, in 64 KiB reads; what names the blob in errors */
+static int fd_read_range(int fd, uint64_t base, uint64_t off, uint64_t len, blob_sink sink,
+                         void *arg, const char *what)
 {
-    char path[4096], buf[65536];
-    blobfs_path(b, digest, path, sizeof path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return berr_set(BERR_BLOB_UNKNOWN, "%s: %s", path, strerror(errno));
+    char buf[65536];
     int rc = 0;
     while (rc == 0 && len > 0) {
-        ssize_t n = pread(fd, buf, len < sizeof buf ? (size_t)len : sizeof buf, (off_t)off);
+        ssize_t n =
+            pread(fd, buf, len < sizeof buf ? (size_t)len : sizeof buf, (off_t)(base + off));
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
-            rc = berr_set(BERR_IO, "read %s: %s", path, n < 0 ? strerror(errno) : "short file");
+            rc = berr_set(BERR_IO, "read %s: %s", what, n < 0 ? strerror(errno) : "short file");
             break;
         }
         if (sink(arg, buf, (size_t)n) < 0) rc = berr_set(BERR_IO, "blob read stopped");
         off += (uint64_t)n;
         len -= (uint64_t)n;
     }
+    return rc;
+}
+
+static int files_read(const blobfs *b, const char *digest, uint64_t off, uint64_t len,
+                      blob_sink sink, void *arg)
+{
+    char path[4096];
+    blobfs_path(b, digest, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return berr_set(BERR_BLOB_UNKNOWN, "%s: %s", path, strerror(errno));
+    int rc = fd_read_range(fd, 0, off, len, sink, arg, path);
     close(fd);
     return rc;
 }
@@ -716,34 +726,25 @@ static int files_upload_purge(store *s, int64_t max_age)
     return n;
 }
 
+/* what the files backend and the layout in front of it share: everything but reading */
+#define FILES_SHARED_OPS                                                                           \
+    .recover = files_recover, .check_writable = files_check_writable, .url = NULL,                 \
+    .hash = files_hash, .where = files_where, .each = files_each, .place_mem = files_place_mem,    \
+    .trash = files_trash, .trash_purge = files_trash_purge, .upload_create = files_upload_create,  \
+    .upload_open = files_upload_open, .upload_write = files_upload_write,                          \
+    .upload_reader = files_upload_reader, .upload_spool = files_upload_spool,                      \
+    .upload_growing = files_upload_growing, .upload_save = files_upload_save,                      \
+    .upload_rollback = files_upload_rollback, .upload_verify_place = files_upload_verify_place,    \
+    .upload_commit_place = files_upload_commit_place, .upload_remove = files_upload_remove,        \
+    .upload_close = files_upload_close, .upload_purge = files_upload_purge
+
 const blob_backend_ops blob_files_ops = {
     .name = "files",
     .caps = STORE_CAP_SENDFILE,
-    .recover = files_recover,
-    .check_writable = files_check_writable,
     .open = files_open,
     .read = files_read,
-    .url = NULL,
     .stat = files_stat,
-    .hash = files_hash,
-    .where = files_where,
-    .each = files_each,
-    .place_mem = files_place_mem,
-    .trash = files_trash,
-    .trash_purge = files_trash_purge,
-    .upload_create = files_upload_create,
-    .upload_open = files_upload_open,
-    .upload_write = files_upload_write,
-    .upload_reader = files_upload_reader,
-    .upload_spool = files_upload_spool,
-    .upload_growing = files_upload_growing,
-    .upload_save = files_upload_save,
-    .upload_rollback = files_upload_rollback,
-    .upload_verify_place = files_upload_verify_place,
-    .upload_commit_place = files_upload_commit_place,
-    .upload_remove = files_upload_remove,
-    .upload_close = files_upload_close,
-    .upload_purge = files_upload_purge,
+    FILES_SHARED_OPS,
 };
 
 /* ---- layout: a read-only blob source in front of the files ---- */
@@ -773,20 +774,7 @@ static int layout_read(const blobfs *b, const char *digest, uint64_t off, uint64
     uint64_t base = 0;
     if (b->ext->open(b->ext->arg, digest, &fd, &base) < 0)
         return files_read(b, digest, off, len, sink, arg);
-    char buf[65536];
-    int rc = 0;
-    while (rc == 0 && len > 0) {
-        ssize_t n =
-            pread(fd, buf, len < sizeof buf ? (size_t)len : sizeof buf, (off_t)(base + off));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            rc = berr_set(BERR_IO, "blob source %s: %s", digest, n < 0 ? strerror(errno) : "short");
-            break;
-        }
-        if (sink(arg, buf, (size_t)n) < 0) rc = berr_set(BERR_IO, "blob read stopped");
-        off += (uint64_t)n;
-        len -= (uint64_t)n;
-    }
+    int rc = fd_read_range(fd, base, off, len, sink, arg, digest);
     close(fd);
     return rc;
 }
@@ -794,29 +782,8 @@ static int layout_read(const blobfs *b, const char *digest, uint64_t off, uint64
 const blob_backend_ops blob_layout_ops = {
     .name = "layout",
     .caps = STORE_CAP_SENDFILE,
-    .recover = files_recover,
-    .check_writable = files_check_writable,
     .open = layout_open,
     .read = layout_read,
-    .url = NULL,
     .stat = layout_stat,
-    .hash = files_hash,
-    .where = files_where,
-    .each = files_each,
-    .place_mem = files_place_mem,
-    .trash = files_trash,
-    .trash_purge = files_trash_purge,
-    .upload_create = files_upload_create,
-    .upload_open = files_upload_open,
-    .upload_write = files_upload_write,
-    .upload_reader = files_upload_reader,
-    .upload_spool = files_upload_spool,
-    .upload_growing = files_upload_growing,
-    .upload_save = files_upload_save,
-    .upload_rollback = files_upload_rollback,
-    .upload_verify_place = files_upload_verify_place,
-    .upload_commit_place = files_upload_commit_place,
-    .upload_remove = files_upload_remove,
-    .upload_close = files_upload_close,
-    .upload_purge = files_upload_purge,
+    FILES_SHARED_OPS,
 };
