@@ -27,9 +27,10 @@ CFLAGS  += -std=c17 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Wall -Wextra -Werror -
 LDLIBS  += -Wl,--wrap=sendfile64
 ifneq ($(filter x86_64-% aarch64-%,$(TARGET)),)
 CFLAGS  += -DBERTH_LAZYLIBS=1
-# (libcbor, for Notary COSE signatures: Debian ships no static archive of it)
+# libcbor (Notary COSE signatures; Debian ships no static archive of it) is loaded as GnuTLS is,
+# when first needed (src/util/cborlazy.h)
 LDLIBS  += -Wl,-Bstatic $(shell $(PKG_CONFIG) --libs $(filter-out gnutls libcbor,$(PKGS))) -lcrypt \
-	   -Wl,-Bdynamic $(shell $(PKG_CONFIG) --libs libcbor) -lpthread -ldl
+	   -Wl,-Bdynamic -lpthread -ldl
 else
 LDLIBS  += $(PKG_LIBS) -lcrypt -lm -lpthread -ldl
 endif

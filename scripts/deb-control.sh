@@ -34,7 +34,7 @@ Section: net
 Priority: optional
 Installed-Size: $size
 Depends: $depends, passwd
-Recommends: libgnutls30, libcurl3-gnutls, libarchive13, ca-certificates
+Recommends: libgnutls30, libcurl3-gnutls, libarchive13, libcbor0.8, ca-certificates
 Suggests: libpq5
 ${built_using:+Built-Using: $built_using
 }Homepage: https://localhost/berth
@@ -47,6 +47,7 @@ Description: small OCI registry, mirror and Helm repository for edge sites
  Libraries berth loads only when a feature is used (hence Recommends, which
  dpkg-shlibdeps cannot see): libgnutls30 for HTTPS (http.tls) and TLS
  upstreams; libcurl3-gnutls for mirrors, sync and the app/bundle clients;
- libarchive13 for Helm chart uploads; ca-certificates to verify upstreams.
+ libarchive13 for Helm chart uploads; libcbor0.8 for Notary Project COSE
+ signatures (trust:); ca-certificates to verify upstreams.
  libpq5 (Suggests) only with database.enabled (PostgreSQL metadata).
 CONTROL

@@ -5,8 +5,8 @@
 # build/deb/<arch>/root (the stripped binary, config.yml), then an image index over them tagged
 # VERSION (each image is also tagged VERSION-ARCH). The libraries are collected explicitly, not
 # from ldd (which, the binary linking only libc, lists only libc): the files of the Debian
-# packages berth needs at run time and dlopens (libc6, libgnutls30, libcurl3-gnutls, libarchive13)
-# and their dependency closure, read from dpkg for that architecture. Beside them: the CA
+# packages berth needs at run time and dlopens (libc6, libgnutls30, libcurl3-gnutls, libarchive13,
+# libcbor0.8) and their dependency closure, read from dpkg for that architecture. Beside them: the CA
 # certificates, a passwd/group with the berth user (uid 999), /var/lib/berth as a volume, /tmp.
 # The image runs as berth, `serve -c /etc/berth/config.yml`, port 5000.
 #
@@ -18,7 +18,7 @@ set -euo pipefail
 layout=$1 version=$2
 shift 2
 [ $# -gt 0 ] || { echo "usage: image.sh LAYOUT VERSION ARCH..." >&2; exit 2; }
-root_pkgs="libc6 libgnutls30 libcurl3-gnutls libarchive13"
+root_pkgs="libc6 libgnutls30 libcurl3-gnutls libarchive13 libcbor0.8"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -25,6 +25,7 @@
 #include "trust/verify.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/cborlazy.h"
 #include "util/tlslazy.h"
 
 #include <cbor.h>
@@ -413,6 +414,7 @@ out:
 
 static const char *parse_cose(const char *blob, size_t len, envelope *e)
 {
+    if (cborlazy_load() < 0) return berr_msg(); /* "cannot load libcbor: ..." */
     struct cbor_load_result lr;
     /* COSE_Sign1's tag 18 is the one byte 0xd2, which libcbor 0.8 (Debian 12) refuses as
      * malformed (it rejects one-byte tags 6 to 20): the tag is taken here, the array by libcbor */

@@ -1,11 +1,10 @@
 /*
- * tlslazy: see tlslazy.h. Each GnuTLS function berth or libmicrohttpd calls is a one-instruction
- * trampoline (`jmp *ptr`) written in assembly, so it needs no prototype and forwards any
- * arguments untouched; the pointer starts on a handler that names the function and aborts.
- * A function missing from TLSLAZY_FUNCS fails the link (undefined reference), never the run.
+ * tlslazy: see tlslazy.h. Each GnuTLS function berth or libmicrohttpd calls is a trampoline
+ * (util/lazylib.h); a function missing from TLSLAZY_FUNCS fails the link, never the run.
  */
 #include "util/tlslazy.h"
 #include "util/err.h"
+#include "util/lazylib.h"
 
 #if defined(BERTH_LAZYLIBS) && BERTH_LAZYLIBS
 
@@ -85,37 +84,13 @@
     X(gnutls_x509_trust_list_add_trust_file)                                                       \
     X(gnutls_x509_trust_list_deinit)                                                               \
     X(gnutls_x509_trust_list_init)                                                                 \
-    X(gnutls_x509_trust_list_verify_crt2)                                                                     \
+    X(gnutls_x509_trust_list_verify_crt2)                                                          \
     /* trust keys (trust/cosign.c) */                                                              \
     X(gnutls_pubkey_import)
 
-static void unloaded(const char *name)
-{
-    fprintf(stderr, "berth: internal error: %s called before GnuTLS was loaded\n", name);
-    abort();
-}
-
-/* the pointers (hidden: the trampolines reach them PC-relative), each first on its handler */
-#define MISSING(n)                                                                                 \
-    static void miss_##n(void)                                                                     \
-    {                                                                                              \
-        unloaded(#n);                                                                              \
-    }                                                                                              \
-    __attribute__((visibility("hidden"))) void (*tlslazy_p_##n)(void) = miss_##n;
-TLSLAZY_FUNCS(MISSING)
-
-#if defined(__x86_64__)
-#define TRAMPOLINE(n)                                                                              \
-    __asm__(".text\n.globl " #n "\n.type " #n ",@function\n.p2align 4\n" #n                        \
-            ":\n\tjmp *tlslazy_p_" #n "(%rip)\n.size " #n ",.-" #n "\n");
-#elif defined(__aarch64__)
-#define TRAMPOLINE(n)                                                                              \
-    __asm__(".text\n.globl " #n "\n.type " #n ",%function\n.p2align 4\n" #n                        \
-            ":\n\tadrp x16, tlslazy_p_" #n "\n\tldr x16, [x16, :lo12:tlslazy_p_" #n                \
-            "]\n\tbr x16\n.size " #n ",.-" #n "\n");
-#else
-#error "BERTH_LAZYLIBS needs a trampoline for this architecture (the Makefile links GnuTLS instead)"
-#endif
+#define POINTER(n) LAZYLIB_POINTER(tlslazy, "GnuTLS", n)
+TLSLAZY_FUNCS(POINTER)
+#define TRAMPOLINE(n) LAZYLIB_TRAMPOLINE(tlslazy, n)
 TLSLAZY_FUNCS(TRAMPOLINE)
 
 /* GnuTLS's allocators are variables; these are its defaults (malloc, free) */
@@ -140,13 +115,7 @@ static void load(void)
         snprintf(load_error, sizeof load_error, "cannot load GnuTLS: %s", dlerror());
         return;
     }
-    void *p;
-#define RESOLVE(n)                                                                                 \
-    if (!(p = dlsym(lib, #n))) {                                                                   \
-        snprintf(load_error, sizeof load_error, "GnuTLS lacks %s", #n);                            \
-        return;                                                                                    \
-    }                                                                                              \
-    *(void **)&tlslazy_p_##n = p;
+#define RESOLVE(n) LAZYLIB_RESOLVE(tlslazy, lib, n, load_error, sizeof load_error, "GnuTLS")
     TLSLAZY_FUNCS(RESOLVE)
 }
 

@@ -30,7 +30,7 @@ for a in amd64 arm64; do
     t_check "$a: /var/lib/berth is a volume" jq -e '.config.Volumes["/var/lib/berth"]' <<<"$cfg"
     mkdir -p "$T_TMP/u-$a"
     umoci raw unpack --rootless --image "$IMAGE:$ver-$a" "$T_TMP/u-$a" >/dev/null 2>&1
-    for lib in libgnutls.so.30 libcurl-gnutls.so.4 libarchive.so.13; do
+    for lib in libgnutls.so.30 libcurl-gnutls.so.4 libarchive.so.13 libcbor.so.0.8; do
         t_check "$a: $lib, which berth dlopens, is in the image" \
             bash -c "ls '$T_TMP/u-$a'/usr/lib/*-linux-gnu/$lib"
     done

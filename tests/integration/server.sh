@@ -46,6 +46,7 @@ t_eq "GET /health answers 200 when writable" 200 "$(curl -s -o /dev/null -w '%{h
 # plain HTTP maps no TLS library (src/util/tlslazy.h), and no libm unless ASan's runtime needs it
 case "$(t_bin_arch)" in amd64 | arm64)
     t_check "plain HTTP: GnuTLS is not loaded" bash -c "! grep -q libgnutls /proc/$BERTH_PID/maps"
+    t_check "no Notary COSE signature read: libcbor is not loaded" bash -c "! grep -q libcbor /proc/$BERTH_PID/maps"
     ldd "$BERTH" | grep -q libasan ||
         t_check "plain HTTP: libm is not loaded" bash -c "! grep -q '/libm[.-]' /proc/$BERTH_PID/maps"
     ;;

@@ -1,10 +1,13 @@
-/* Unit tests for src/util/tlslazy.c and src/util/mlazy.c: GnuTLS is not mapped until
- * tlslazy_load(), then its functions answer through the trampolines; SQLite's SQL math functions
- * answer through mlazy's forwarders. (That libm stays unmapped until then is checked on the
+/* Unit tests for src/util/tlslazy.c, cborlazy.c and mlazy.c: GnuTLS (libcbor) is not mapped
+ * until tlslazy_load() (cborlazy_load()), then its functions answer through the trampolines;
+ * SQLite's SQL math functions answer through mlazy's forwarders. (That libm stays unmapped until then is checked on the
  * release binary by tests/integration/server.sh: this ASan build maps libm for ASan itself.) */
 #include "unit.h"
 #include "util/err.h"
+#include "util/cborlazy.h"
 #include "util/tlslazy.h"
+
+#include <cbor.h>
 
 #include <gnutls/gnutls.h>
 #include <sqlite3.h>
@@ -39,7 +42,19 @@ int main(void)
 {
 #if defined(BERTH_LAZYLIBS) && BERTH_LAZYLIBS
     CHECK(!mapped("libgnutls"));
+    CHECK(!mapped("libcbor"));
 #endif
+    /* libcbor (Notary COSE envelopes) the same way */
+    CHECK(cborlazy_load() == 0);
+    CHECK(mapped("libcbor"));
+    {
+        unsigned char enc[] = {0x82, 0x01, 0x42, 'h', 'i'}; /* [1, h'6869'] */
+        struct cbor_load_result lr;
+        cbor_item_t *it = cbor_load(enc, sizeof enc, &lr);
+        CHECK(it && lr.error.code == CBOR_ERR_NONE && cbor_isa_array(it) &&
+              cbor_array_size(it) == 2);
+        if (it) cbor_decref(&it);
+    }
     CHECK(tlslazy_load() == 0);
     CHECK(tlslazy_load() == 0); /* once */
     CHECK(mapped("libgnutls"));
