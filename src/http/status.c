@@ -57,19 +57,19 @@ static int health_end(http_req *r)
     return http_reply_owned(r, status, "application/json", body, strlen(body));
 }
 
-static const http_handler root_h = {.end = root_end};
-static const http_handler health_h = {.end = health_end};
+const http_handler status_root_h = {.end = root_end};
+const http_handler status_health_h = {.end = health_end};
 
-bool status_route(http_req *r)
+static int status_match(http_req *r, int *endpoint)
 {
-    const http_handler *h;
     if (!strcmp(r->path, "/"))
-        h = &root_h;
+        *endpoint = STATUS_ROOT;
     else if (!strcmp(r->path, "/health") || !strcmp(r->path, "/debug/health") ||
              !strcmp(r->path, "/healthz"))
-        h = &health_h;
+        *endpoint = STATUS_HEALTH;
     else
-        return false;
-    r->h = (r->method == M_GET || r->method == M_HEAD) ? h : NULL;
-    return true;
+        return 0;
+    return 1;
 }
+
+const http_router status_router = {.name = "status", .match = status_match};
