@@ -557,17 +557,22 @@ static void upload_cleanup(http_req *r)
 
 /* ---- upstream mirrors ---- */
 
+/* The router matched an upstream: r->name is its name. */
 static int mirror_index_end(http_req *r)
 {
+    const config_mirror *up = helm_upstream_find(r->cfg, r->name);
+    if (!up) return berr_set(BERR_NOT_FOUND, "no such chart repository");
     char repo[512];
-    helm_repo_name(r->cfg, "", ((const config_mirror *)r->aux)->name, repo, sizeof repo);
+    helm_repo_name(r->cfg, "", up->name, repo, sizeof repo);
     int rc = auth_require(r, repo, CONFIG_PULL);
-    return rc < 0 ? rc : helm_mirror_index(r, r->aux);
+    return rc < 0 ? rc : helm_mirror_index(r, up);
 }
 
 static int mirror_file_end(http_req *r)
 {
-    return helm_mirror_chart(r, r->aux, r->ref);
+    const config_mirror *up = helm_upstream_find(r->cfg, r->name);
+    if (!up) return berr_set(BERR_NOT_FOUND, "no such chart repository");
+    return helm_mirror_chart(r, up, r->ref);
 }
 
 const http_handler helm_index_h = {.end = index_end, .offload = true};
@@ -597,8 +602,8 @@ static bool join(char **comps, int from, int n, char *out, size_t outlen)
     return true;
 }
 
-/* The endpoint of r->path (helm.depth components name the area); r->name, r->ref and, for an
- * upstream chart repository, r->aux filled. */
+/* The endpoint of r->path (helm.depth components name the area, or the upstream chart
+ * repository); r->name and r->ref filled. */
 static int helm_match(http_req *r, int *endpoint)
 {
     const config_helm *hc = &r->cfg->helm;
@@ -637,12 +642,10 @@ static int helm_match(http_req *r, int *endpoint)
         const config_mirror *up = helm_upstream_find(r->cfg, comps[0]);
         if (up && n == 2 && !strcmp(comps[1], "index.yaml")) {
             matched = true;
-            r->aux = up;
             snprintf(r->name, sizeof r->name, "%s", up->name);
             *endpoint = HELM_UP_INDEX;
         } else if (up && n == 3 && !strcmp(comps[1], "charts")) {
             matched = true;
-            r->aux = up;
             snprintf(r->name, sizeof r->name, "%s", up->name);
             snprintf(r->ref, sizeof r->ref, "%s", comps[2]);
             *endpoint = HELM_UP_FILE;

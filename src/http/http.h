@@ -91,7 +91,6 @@ struct http_req {
     long retry_after;     /* seconds, sent with a 429 */
     bool bigsend;         /* http_reply_fd registered the response with bigsend (bigsend.h) */
     int bigsend_file, bigsend_sock;
-    const void *aux;  /* router's extra result (helm/: the upstream chart repository) */
     bool failed;      /* a response (usually an error) is set; the rest of the body is discarded */
     http_server *srv; /* the server the request came to (for http_req_requeue) */
 };
