@@ -313,6 +313,7 @@ int serve_run(config *cfg, store *st)
     sigset_t set;
     signal_set(&set);
     http_server *srv;
+    status_set_upstreams_down(reg_mirror_health);
     if (http_server_start(&srv, cfg, st, &serve_site) < 0) {
         log_error("msg=\"cannot start server\" err=\"%s\"", berr_msg());
         return -1;

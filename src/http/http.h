@@ -230,6 +230,10 @@ int64_t limits_bodies(void);
 /* /health's body (malloc'd JSON) and status: 200 while storage and metadata answer (naming any
  * upstream marked down), else 503 with the reason (status.c; also the debug listener's). */
 char *status_health_json(int *status);
+/* Where status_health_json learns the upstreams marked down (a JSON array, or NULL when none):
+ * set by serve.c to registry/'s reg_mirror_health before the server starts. */
+struct json_t;
+void status_set_upstreams_down(struct json_t *(*down)(void));
 /* "host:port", ":port", "[v6]:port" -> sockaddr (a literal needs no resolver). */
 struct sockaddr_storage;
 int http_parse_addr(const char *addr, struct sockaddr_storage *ss, unsigned *len);

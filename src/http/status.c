@@ -7,7 +7,6 @@
  * "upstreams_down" while the answer stays 200: berth still serves, cached content included.
  */
 #include "http/http.h"
-#include "registry/registry.h"
 #include "util/err.h"
 
 #include <jansson.h>
@@ -20,9 +19,17 @@ static int root_end(http_req *r)
     return http_reply(r, 200, "application/json", body, sizeof body - 1);
 }
 
+static json_t *(*_Atomic upstreams_down)(void);
+
+void status_set_upstreams_down(json_t *(*down)(void))
+{
+    upstreams_down = down;
+}
+
 char *status_health_json(int *status)
 {
-    json_t *down = reg_mirror_health(), *j;
+    json_t *(*down_fn)(void) = upstreams_down;
+    json_t *down = down_fn ? down_fn() : NULL, *j;
     *status = 200;
     if (http_server_healthy() && !down) {
         j = json_pack("{s:b}", "healthy", 1);
