@@ -7,6 +7,9 @@
  * Before serving it says what the configuration leaves unsafe or inert: an htpasswd file that
  * cannot be read (everyone needing sign-in is refused), and the mirror cache's bound, which
  * defaults to a share of the store's file system when cache.maxsize is not set.
+ *
+ * The route table below is every endpoint berth serves and who may call it, in one place: the
+ * server checks that access through the auth hooks before any handler runs.
  */
 #include "serve.h"
 #include "auth/auth.h"
@@ -28,6 +31,90 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
+
+/* ---- the route table ----
+ * access: HTTP_PUBLIC anyone; HTTP_SIGNED_IN callers who signed in; HTTP_KNOWN callers who signed
+ * in or anyone when some anonymous access is configured (the handler filters or checks each
+ * item); HTTP_REPO the action on the path's repository. A path matched with a method not listed
+ * is a 405; in read-only mode only GET and HEAD lines exist. */
+/* clang-format off */
+/* access (and flags) of a line */
+#define PUBLIC      HTTP_PUBLIC, 0, 0               /* anyone */
+#define SIGNED      HTTP_SIGNED_IN, 0, 0            /* callers who signed in */
+#define KNOWN       HTTP_KNOWN, 0, 0                /* signed in, or anyone when anonymous access exists */
+#define KNOWN_IFDEL HTTP_KNOWN, 0, HTTP_IF_DELETE   /* the same, and only with storage.delete.enabled */
+#define PULL        HTTP_REPO, CONFIG_PULL, 0       /* pull on <name> */
+#define PUSH        HTTP_REPO, CONFIG_PUSH, 0       /* push on <name> */
+#define DELETE      HTTP_REPO, CONFIG_DELETE, 0     /* delete on <name> */
+/* the router and its endpoint */
+#define STATUS(ep)  &status_router, STATUS_##ep
+#define OCI(ep)     &registry_router, REG_##ep
+#define HELM(ep)    &helm_router, HELM_##ep
+#define UI(ep)      &ui_router, UI_##ep
+/* "/health" also answers /healthz and /debug/health */
+static const http_route serve_routes[] = {
+    /* path                           endpoint        methods      handler                 access */
+    {"/",                             STATUS(ROOT),   HTTP_GET,    &status_root_h,         PUBLIC},
+    {"/health",                       STATUS(HEALTH), HTTP_GET,    &status_health_h,       PUBLIC},
+    /* OCI distribution API: <name> is the repository whose access is checked */
+    {"/v2/",                          OCI(VERSION),   HTTP_GET,    &reg_version_h,         SIGNED},
+    {"/v2/_catalog",                  OCI(CATALOG),   HTTP_GET,    &reg_catalog_h,         KNOWN},
+    {"/v2/<name>/tags/list",          OCI(TAGS),      HTTP_GET,    &reg_tags_h,            PULL},
+    {"/v2/<name>/manifests/<ref>",    OCI(MANIFEST),  HTTP_GET,    &reg_manifest_get_h,    PULL},
+    {"/v2/<name>/manifests/<ref>",    OCI(MANIFEST),  HTTP_PUT,    &reg_manifest_put_h,    PUSH},
+    {"/v2/<name>/manifests/<ref>",    OCI(MANIFEST),  HTTP_DELETE, &reg_manifest_delete_h, DELETE},
+    {"/v2/<name>/blobs/<digest>",     OCI(BLOB),      HTTP_GET,    &reg_blob_get_h,        PULL},
+    {"/v2/<name>/blobs/<digest>",     OCI(BLOB),      HTTP_DELETE, &reg_blob_delete_h,     DELETE},
+    {"/v2/<name>/blobs/uploads/",     OCI(UPLOADS),   HTTP_POST,   &reg_upload_post_h,     PUSH},
+    {"/v2/<name>/blobs/uploads/<id>", OCI(UPLOAD),    HTTP_GET,    &reg_upload_get_h,      PULL},
+    {"/v2/<name>/blobs/uploads/<id>", OCI(UPLOAD),    HTTP_PATCH,  &reg_upload_patch_h,    PUSH},
+    {"/v2/<name>/blobs/uploads/<id>", OCI(UPLOAD),    HTTP_PUT,    &reg_upload_put_h,      PUSH},
+    {"/v2/<name>/blobs/uploads/<id>", OCI(UPLOAD),    HTTP_DELETE, &reg_upload_delete_h,   DELETE},
+    {"/v2/<name>/referrers/<digest>", OCI(REFERRERS), HTTP_GET,    &reg_referrers_h,       PULL},
+    /* Helm chart repository (ChartMuseum API): the handlers check each chart against its
+     * repository (listings filtered, a hidden chart answered 404) */
+    {"/<area>/index.yaml",            HELM(INDEX),    HTTP_GET,    &helm_index_h,          KNOWN},
+    {"/<area>/charts/<file>",         HELM(FILE),     HTTP_GET,    &helm_file_h,           KNOWN},
+    {"/api/<area>/charts",            HELM(CHARTS),   HTTP_GET,    &helm_list_h,           KNOWN},
+    {"/api/<area>/charts",            HELM(CHARTS),   HTTP_POST,   &helm_upload_h,         KNOWN},
+    {"/api/<area>/prov",              HELM(PROV),     HTTP_POST,   &helm_prov_h,           KNOWN},
+    {"/api/<area>/charts/<n>",        HELM(CHART),    HTTP_GET,    &helm_chart_h,          KNOWN},
+    {"/api/<area>/charts/<n>/<v>",    HELM(VERSION),  HTTP_GET,    &helm_version_h,        KNOWN},
+    {"/api/<area>/charts/<n>/<v>",    HELM(VERSION),  HTTP_DELETE, &helm_delete_h,         KNOWN_IFDEL},
+    {"/<upstream>/index.yaml",        HELM(UP_INDEX), HTTP_GET,    &helm_up_index_h,       KNOWN},
+    {"/<upstream>/charts/<file>",     HELM(UP_FILE),  HTTP_GET,    &helm_up_file_h,        KNOWN},
+    /* the web view (docs/ui.md): each repository is checked for pull as the page is built */
+    {"/ui",                           UI(ROOT),       HTTP_GET,    &ui_redirect_h,         KNOWN},
+    {"/ui/",                          UI(PAGE),       HTTP_GET,    &ui_page_h,             KNOWN},
+    {"/ui/signin",                    UI(SIGNIN),     HTTP_GET,    &ui_signin_h,           KNOWN},
+    {"/ui/status.json",               UI(JSON),       HTTP_GET,    &ui_json_h,             KNOWN},
+};
+/* clang-format on */
+#undef PUBLIC
+#undef SIGNED
+#undef KNOWN
+#undef PULL
+#undef PUSH
+#undef DELETE
+#undef KNOWN_IFDEL
+#undef STATUS
+#undef OCI
+#undef HELM
+#undef UI
+
+/* Routers, in the order they are tried: the OCI API first (its paths start with /v2), then
+ * the fixed status paths, the web view, then Helm's (when helm.enabled). */
+static const http_router *const serve_routers[] = {&registry_router, &status_router, &ui_router,
+                                                   &helm_router};
+
+static const http_site serve_site = {
+    .routers = serve_routers,
+    .nrouters = sizeof serve_routers / sizeof serve_routers[0],
+    .routes = serve_routes,
+    .nroutes = sizeof serve_routes / sizeof serve_routes[0],
+    .auth = &auth_hooks,
+    .on_step = notify_request_context,
+};
 
 /* Mirrored content may fill this share (percent) of the store's file system when cache.maxsize
  * is not set: an unchanged mirror config never fills the disk. */
@@ -237,7 +324,8 @@ int serve_run(config *cfg, store *st)
     sigset_t set;
     signal_set(&set);
     http_server *srv;
-    if (http_server_start(&srv, cfg, st) < 0) {
+    status_set_upstreams_down(reg_mirror_health);
+    if (http_server_start(&srv, cfg, st, &serve_site) < 0) {
         log_error("msg=\"cannot start server\" err=\"%s\"", berr_msg());
         return -1;
     }

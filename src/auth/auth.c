@@ -143,25 +143,22 @@ static bool cache_hit(const uint8_t *key)
     return hit;
 }
 
-/* Checks user:pass against the file; true when they match. */
-static bool verify(const config *cfg, const char *user, const char *pass)
+/* Checks user:pass against the file with bcrypt (key: their cache_key, already looked up and
+ * missed); true when they match, and then remembered. */
+static bool verify(const config *cfg, const char *user, const char *pass, const uint8_t *key)
 {
-    uint8_t key[SHA256_DIGEST_SIZE];
-    cache_key(user, pass, key);
     pthread_mutex_lock(&ht.mu);
     ht_refresh(cfg->auth.htpasswd);
     uint64_t version = ht.version;
-    bool hit = cache_hit(key);
     char *hash = NULL;
     bool known = false;
-    for (size_t i = 0; !hit && !hash && i < ht.n; i++)
+    for (size_t i = 0; !hash && i < ht.n; i++)
         if (!strcmp(ht.e[i].user, user)) {
             hash = strdup(ht.e[i].hash);
             known = true;
         }
-    if (!hit && !hash) hash = strdup(ht.dummy[0] ? ht.dummy : "$2y$05$berthberthberthberthbe");
+    if (!hash) hash = strdup(ht.dummy[0] ? ht.dummy : "$2y$05$berthberthberthberthbe");
     pthread_mutex_unlock(&ht.mu);
-    if (hit) return true;
     if (!hash) return false;
     struct crypt_data *cd = calloc(1, sizeof *cd);
     bool ok = false;
@@ -176,7 +173,7 @@ static bool verify(const config *cfg, const char *user, const char *pass)
         pthread_mutex_lock(&ht.mu);
         if (ht.version == version) {
             size_t s = ht.next_slot++ % CACHE_SLOTS;
-            memcpy(ht.cache[s].key, key, sizeof key);
+            memcpy(ht.cache[s].key, key, SHA256_DIGEST_SIZE);
             ht.cache[s].version = version;
             ht.cache[s].used = true;
         }
@@ -194,7 +191,30 @@ void auth_free_cache(void)
     pthread_mutex_unlock(&ht.mu);
 }
 
-void auth_challenge(const http_req *r, char *out, size_t len)
+/* Who a request is, decided once per request by identify (and identify_slow): r->auth, allocated
+ * only when auth is on and the request carries credentials. A Basic sign-in whose password must
+ * be checked keeps the parsed password here, from identify to identify_slow, wiped right after. */
+typedef struct {
+    bool signed_in;  /* the caller proved who it is */
+    char user[256];  /* its name (a token's subject) */
+    json_t *access;  /* a bearer token's access claim, when signed in by one */
+    char pass[1024]; /* a Basic password waiting for its bcrypt check */
+    uint8_t key[SHA256_DIGEST_SIZE];
+} auth_req;
+
+bool auth_signed_in(const http_req *r)
+{
+    const auth_req *s = r->auth;
+    return s && s->signed_in;
+}
+
+const char *auth_user(const http_req *r)
+{
+    const auth_req *s = r->auth;
+    return s && s->signed_in ? s->user : NULL;
+}
+
+static void auth_challenge(const http_req *r, char *out, size_t len)
 {
     const config_auth *a = &r->cfg->auth;
     if (!a->token) {
@@ -215,10 +235,14 @@ void auth_challenge(const http_req *r, char *out, size_t len)
         snprintf(out, len, "Bearer realm=\"%s\",service=\"%s\"", a->token_realm, a->token_service);
 }
 
-void auth_request_done(http_req *r)
+static void auth_done(http_req *r)
 {
-    if (r->token_access) json_decref(r->token_access);
-    r->token_access = NULL;
+    auth_req *s = r->auth;
+    if (!s) return;
+    if (s->access) json_decref(s->access);
+    explicit_bzero(s->pass, sizeof s->pass);
+    free(s);
+    r->auth = NULL;
 }
 
 /* ---- policies ---- */
@@ -272,12 +296,13 @@ bool auth_allowed(const http_req *r, const char *repo, unsigned action)
 {
     const config_auth *a = &r->cfg->auth;
     if (!a->enabled) return true;
+    const auth_req *s = r->auth;
     unsigned got;
-    if (r->token_access) { /* a token's access claim decides (capped in mirror space) */
-        got = auth_token_actions(r->token_access, repo);
+    if (s && s->access) { /* a token's access claim decides (capped in mirror space) */
+        got = auth_token_actions(s->access, repo);
         if (r->mirror) got &= a->mirror;
     } else {
-        got = allowed_actions(a, r->signed_in ? r->user : NULL, repo, r->mirror != NULL);
+        got = allowed_actions(a, auth_user(r), repo, r->mirror != NULL);
     }
     return (got & action) == action;
 }
@@ -288,9 +313,10 @@ int auth_require(http_req *r, const char *repo, unsigned action)
     const char *what = action == CONFIG_PULL ? "pull" : action == CONFIG_PUSH ? "push" : "delete";
     /* with tokens, a missing scope is a 401 whose challenge names it, so the client fetches a
      * token for it (the token spec's insufficient_scope) */
-    if (!r->signed_in || r->token_access)
+    const auth_req *s = r->auth;
+    if (!auth_signed_in(r) || s->access)
         return berr_set(BERR_UNAUTHORIZED, "authentication required to %s %s", what, repo);
-    return berr_set(BERR_DENIED, "%s may not %s %s", r->user, what, repo);
+    return berr_set(BERR_DENIED, "%s may not %s %s", s->user, what, repo);
 }
 
 /* ---- requests ---- */
@@ -320,100 +346,117 @@ static int parse_basic(const char *h, char *user, size_t ul, char *pass, size_t 
     return 0;
 }
 
-int auth_request(http_req *r)
+/* Who is asking, from the Authorization header, parsed once: a bearer token is verified here; a
+ * Basic sign-in remembered from before is known at once, else its password is kept for
+ * identify_slow (HTTP_AUTH_SLOW). No credentials: anonymous. */
+static int identify(http_req *r)
 {
     const config_auth *a = &r->cfg->auth;
     if (!a->enabled) return 0;
     const char *h = http_header(r, "Authorization");
-    if (h && a->token) {
+    if (!h) return 0;
+    auth_req *s = calloc(1, sizeof *s);
+    if (!s) return berr_set(BERR_INTERNAL, "out of memory");
+    r->auth = s;
+    if (a->token) {
         if (strncasecmp(h, "Bearer ", 7) != 0)
             return berr_set(BERR_UNAUTHORIZED, "a bearer token from %s is required",
                             a->token_realm);
-        json_t *access;
-        int rc = auth_token_verify(r->cfg, h + 7, r->user, sizeof r->user, &access);
+        int rc = auth_token_verify(r->cfg, h + 7, s->user, sizeof s->user, &s->access);
         if (rc < 0) {
+            s->access = NULL;
             metrics_inc(METRIC_SIGNIN_FAILURES);
             log_warn("msg=\"token refused\" reason=\"%s\"", berr_msg());
             return rc;
         }
-        r->token_access = access;
-        r->signed_in = true;
-    } else if (h) {
-        char user[256], pass[1024];
-        if (parse_basic(h, user, sizeof user, pass, sizeof pass) < 0)
-            return berr_set(BERR_UNAUTHORIZED, "unsupported or malformed Authorization header");
-        long wait = limits_signin_wait(r);
-        if (wait > 0) {
-            metrics_inc(METRIC_SIGNIN_THROTTLED);
-            memset(pass, 0, sizeof pass);
-            r->retry_after = wait;
-            return berr_set(BERR_TOOMANYREQUESTS,
-                            "too many failed sign-ins from this address: retry in %ld s", wait);
-        }
-        bool ok = verify(r->cfg, user, pass);
-        memset(pass, 0, sizeof pass);
-        if (!ok) {
-            limits_signin_failed(r);
-            char logged[220];
-            log_warn("msg=\"sign-in refused\" user=\"%s\"", log_value(user, logged, sizeof logged));
-            return berr_set(BERR_UNAUTHORIZED, "invalid username or password");
-        }
-        snprintf(r->user, sizeof r->user, "%s", user);
-        r->signed_in = true;
-    }
-    if (!r->h) return 0; /* no handler (405): nothing to protect */
-    bool oci = !strncmp(r->path, "/v2", 3) && !r->plain_errors;
-    if (!oci && !r->plain_errors) return 0; /* /, /health: public, for load balancers */
-    /* the API root, the catalog and the Helm API: callers that signed in, or anyone when some
-     * anonymous access is configured; listings are filtered and items checked one by one */
-    if (!strcmp(r->path, "/v2/") || !strcmp(r->path, "/v2")) {
-        /* always a challenge for an unsigned caller: clients learn here how to sign in (and a
-         * client without credentials goes on anonymously) */
-        if (!r->signed_in) return berr_set(BERR_UNAUTHORIZED, "authentication required");
+        s->signed_in = true;
         return 0;
     }
-    if (r->plain_errors || !r->name[0]) {
-        bool anon = a->anonymous != 0;
-        for (size_t i = 0; !anon && i < a->nrules; i++)
-            anon = listed(a->rules[i].users, a->rules[i].nusers, "anonymous");
-        if (!r->signed_in && !anon) return berr_set(BERR_UNAUTHORIZED, "authentication required");
-        return 0;
+    if (parse_basic(h, s->user, sizeof s->user, s->pass, sizeof s->pass) < 0)
+        return berr_set(BERR_UNAUTHORIZED, "unsupported or malformed Authorization header");
+    long wait = limits_signin_wait(r);
+    if (wait > 0) {
+        metrics_inc(METRIC_SIGNIN_THROTTLED);
+        explicit_bzero(s->pass, sizeof s->pass);
+        r->retry_after = wait;
+        return berr_set(BERR_TOOMANYREQUESTS,
+                        "too many failed sign-ins from this address: retry in %ld s", wait);
     }
-    unsigned action = (r->method == M_GET || r->method == M_HEAD) ? CONFIG_PULL
-                      : r->method == M_DELETE                     ? CONFIG_DELETE
-                                                                  : CONFIG_PUSH;
-    return auth_require(r, r->name, action);
+    cache_key(s->user, s->pass, s->key);
+    pthread_mutex_lock(&ht.mu);
+    ht_refresh(a->htpasswd);
+    bool hit = cache_hit(s->key);
+    pthread_mutex_unlock(&ht.mu);
+    if (!hit) return HTTP_AUTH_SLOW;
+    explicit_bzero(s->pass, sizeof s->pass);
+    s->signed_in = true;
+    return 0;
 }
 
-bool auth_slow(http_req *r)
+/* The password check identify left (bcrypt: milliseconds by design), on a worker thread. */
+static int identify_slow(http_req *r)
+{
+    auth_req *s = r->auth;
+    bool ok = verify(r->cfg, s->user, s->pass, s->key);
+    explicit_bzero(s->pass, sizeof s->pass);
+    if (!ok) {
+        limits_signin_failed(r);
+        char logged[220];
+        log_warn("msg=\"sign-in refused\" user=\"%s\"", log_value(s->user, logged, sizeof logged));
+        return berr_set(BERR_UNAUTHORIZED, "invalid username or password");
+    }
+    s->signed_in = true;
+    return 0;
+}
+
+/* Whether anonymous callers have some access (the default or a rule naming them). */
+static bool anonymous_somewhere(const config_auth *a)
+{
+    bool anon = a->anonymous != 0;
+    for (size_t i = 0; !anon && i < a->nrules; i++)
+        anon = listed(a->rules[i].users, a->rules[i].nusers, "anonymous");
+    return anon;
+}
+
+/* A route's access rule (http.h), for the caller identify found. */
+static int check(http_req *r, http_access access, unsigned action)
 {
     const config_auth *a = &r->cfg->auth;
-    if (!a->enabled || a->token) return false;
-    const char *h = http_header(r, "Authorization");
-    char user[256], pass[1024];
-    if (!h || parse_basic(h, user, sizeof user, pass, sizeof pass) < 0) return false;
-    if (limits_signin_wait(r) > 0) {
-        memset(pass, 0, sizeof pass);
-        return false; /* refused at once */
+    if (!a->enabled) return 0;
+    switch (access) {
+    case HTTP_PUBLIC:
+        return 0;
+    case HTTP_SIGNED_IN:
+        /* always a challenge for an unsigned caller: clients learn here how to sign in (and a
+         * client without credentials goes on anonymously) */
+        return auth_signed_in(r) ? 0 : berr_set(BERR_UNAUTHORIZED, "authentication required");
+    case HTTP_KNOWN:
+        if (!auth_signed_in(r) && !anonymous_somewhere(a))
+            return berr_set(BERR_UNAUTHORIZED, "authentication required");
+        return 0;
+    case HTTP_REPO:
+        return auth_require(r, r->name, action);
     }
-    uint8_t key[SHA256_DIGEST_SIZE];
-    cache_key(user, pass, key);
-    memset(pass, 0, sizeof pass);
-    pthread_mutex_lock(&ht.mu);
-    ht_refresh(r->cfg->auth.htpasswd);
-    bool hit = cache_hit(key);
-    pthread_mutex_unlock(&ht.mu);
-    return !hit;
+    return berr_set(BERR_INTERNAL, "unknown access rule");
 }
+
+const http_auth_hooks auth_hooks = {
+    .identify = identify,
+    .identify_slow = identify_slow,
+    .check = check,
+    .challenge = auth_challenge,
+    .done = auth_done,
+};
 
 bool auth_may_push_somewhere(const http_req *r)
 {
     const config_auth *a = &r->cfg->auth;
     if (!a->enabled) return true;
-    if (r->token_access) {
+    const auth_req *s = r->auth;
+    if (s && s->access) {
         json_t *e;
         size_t i;
-        json_array_foreach((json_t *)r->token_access, i, e)
+        json_array_foreach(s->access, i, e)
         {
             json_t *acts = json_object_get(e, "actions"), *v;
             size_t j;
@@ -425,7 +468,7 @@ bool auth_may_push_somewhere(const http_req *r)
         }
         return false;
     }
-    const char *user = r->signed_in ? r->user : NULL;
+    const char *user = auth_user(r);
     if (user && listed(a->admins, a->nadmins, user)) return true;
     if ((user ? a->authenticated : a->anonymous) & CONFIG_PUSH) return true;
     for (size_t i = 0; i < a->nrules; i++) {

@@ -9,26 +9,20 @@
 
 #include "http/http.h"
 
-/* Signs the request in (from its Authorization header) and checks what its route needs: an OCI
- * route its repository and the method's action; other routes only that the caller is known or
- * anonymous access is on (their handlers ask auth_allowed per item). 0, or -BERR_UNAUTHORIZED
- * (the response then carries the challenge) / -BERR_DENIED. No-op when auth is off. */
-int auth_request(http_req *r);
+/* The hooks the server calls (http.h): identify (once per request, from the Authorization
+ * header; a password check is left to identify_slow, on a worker), check (a route's access),
+ * challenge, done. With auth off every request passes. */
+extern const http_auth_hooks auth_hooks;
+/* Whether the caller signed in, and its name (NULL when anonymous). */
+bool auth_signed_in(const http_req *r);
+const char *auth_user(const http_req *r);
 /* May the request's identity do action (CONFIG_PULL...) on repo? (true when auth is off) */
 bool auth_allowed(const http_req *r, const char *repo, unsigned action);
 /* The same, as an error for a handler to return: -BERR_UNAUTHORIZED or -BERR_DENIED. */
 int auth_require(http_req *r, const char *repo, unsigned action);
-/* The challenge for a 401 (WWW-Authenticate value): Basic, or Bearer with the scope the request
- * needs. */
-void auth_challenge(const http_req *r, char *out, size_t len);
-/* Whether auth_request will check a password with bcrypt (a Basic sign-in not remembered from
- * before): the server then runs it on a worker thread, off the event loop. */
-bool auth_slow(http_req *r);
 /* Whether the caller may push to at least one repository (checked before a body whose target
  * repository is only known from its content, a Helm chart upload, is read at all). */
 bool auth_may_push_somewhere(const http_req *r);
-/* Releases what auth_request attached to the request. */
-void auth_request_done(http_req *r);
 void auth_free_cache(void);
 
 /* token.c: verifies a JWT (signature against rootcertbundle, iss, aud, exp, nbf); fills sub and

@@ -19,6 +19,7 @@
 #include "util/err.h"
 #include "util/log.h"
 
+#include <microhttpd.h> /* the multipart form parser */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +60,7 @@ static void view_release(void *v)
 
 typedef struct {
     helm_view *v;
-    struct MHD_IoVec *iov;
+    http_iovec *iov;
 } filtered;
 
 static void filtered_release(void *p)
@@ -98,10 +99,10 @@ static int index_end(http_req *r)
         for (size_t i = 0; i < v->ncharts; i++)
             if (chart_visible(r, v->charts[i])) f->iov[n++] = v->iov[i + 1];
         static const char none[] = "apiVersion: v1\nentries: {}\n";
-        f->iov[0] = n > 1 ? v->iov[0] : (struct MHD_IoVec){none, sizeof none - 1};
+        f->iov[0] = n > 1 ? v->iov[0] : (http_iovec){none, sizeof none - 1};
         f->iov[n++] = v->iov[v->niov - 1];
         for (unsigned i = 0; i < n; i++)
-            len += f->iov[i].iov_len;
+            len += f->iov[i].len;
         return http_reply_iov(r, 200, "application/x-yaml", f->iov, n, len, filtered_release, f);
     }
     /* the view's bytes are sent as they are; the response holds a reference until sent */
@@ -124,7 +125,7 @@ int helm_serve_layer(http_req *r, const char *repo, const char *digest, const ch
  * unless anonymous callers could pull a chart of that file name, whose absence is then a 404. */
 static int hidden_file(http_req *r, const char *base)
 {
-    if (!r->cfg->auth.enabled || r->signed_in)
+    if (!r->cfg->auth.enabled || auth_signed_in(r))
         return berr_set(BERR_NOT_FOUND, "%.200s not found", base);
     helm_file_chart c[HELM_FILE_CHARTS];
     size_t n = helm_file_charts(base, c, HELM_FILE_CHARTS);
@@ -341,8 +342,9 @@ static int upload_begin(http_req *r, bool prov_only)
     /* the chart's repository is only known from its content: a caller who may push nowhere is
      * refused before one byte of the body is read or parsed */
     if (!auth_may_push_somewhere(r))
-        return r->signed_in ? berr_set(BERR_DENIED, "%s may not push charts", r->user)
-                            : berr_set(BERR_UNAUTHORIZED, "authentication required to push charts");
+        return auth_signed_in(r)
+                   ? berr_set(BERR_DENIED, "%s may not push charts", auth_user(r))
+                   : berr_set(BERR_UNAUTHORIZED, "authentication required to push charts");
     const char *cl = http_header(r, "Content-Length");
     int64_t limit = prov_only ? (int64_t)PROV_MAX * 2 : r->cfg->helm.max_upload + 65536;
     if (cl && strtoll(cl, NULL, 10) > limit)
@@ -557,42 +559,41 @@ static void upload_cleanup(http_req *r)
 
 /* ---- upstream mirrors ---- */
 
+/* The router matched an upstream: r->name is its name. */
 static int mirror_index_end(http_req *r)
 {
+    const config_mirror *up = helm_upstream_find(r->cfg, r->name);
+    if (!up) return berr_set(BERR_NOT_FOUND, "no such chart repository");
     char repo[512];
-    helm_repo_name(r->cfg, "", ((const config_mirror *)r->aux)->name, repo, sizeof repo);
+    helm_repo_name(r->cfg, "", up->name, repo, sizeof repo);
     int rc = auth_require(r, repo, CONFIG_PULL);
-    return rc < 0 ? rc : helm_mirror_index(r, r->aux);
+    return rc < 0 ? rc : helm_mirror_index(r, up);
 }
 
 static int mirror_file_end(http_req *r)
 {
-    return helm_mirror_chart(r, r->aux, r->ref);
+    const config_mirror *up = helm_upstream_find(r->cfg, r->name);
+    if (!up) return berr_set(BERR_NOT_FOUND, "no such chart repository");
+    return helm_mirror_chart(r, up, r->ref);
 }
 
-static const http_handler index_h = {.end = index_end, .offload = true};
-static const http_handler file_h = {.end = file_end, .offload = true};
-static const http_handler list_h = {.end = list_end, .offload = true};
-static const http_handler chart_h = {.end = chart_end, .offload = true};
-static const http_handler version_h = {.end = version_end, .offload = true};
-static const http_handler delete_h = {.end = delete_end, .offload = true};
-static const http_handler upload_h = {chart_upload_begin, upload_data, upload_end, upload_cleanup,
-                                      true};
-static const http_handler prov_h = {prov_upload_begin, upload_data, upload_end, upload_cleanup,
+const http_handler helm_index_h = {.end = index_end, .offload = true};
+const http_handler helm_file_h = {.end = file_end, .offload = true};
+const http_handler helm_list_h = {.end = list_end, .offload = true};
+const http_handler helm_chart_h = {.end = chart_end, .offload = true};
+const http_handler helm_version_h = {.end = version_end, .offload = true};
+const http_handler helm_delete_h = {.end = delete_end, .offload = true};
+const http_handler helm_upload_h = {chart_upload_begin, upload_data, upload_end, upload_cleanup,
                                     true};
-static const http_handler mirror_index_h = {
+const http_handler helm_prov_h = {prov_upload_begin, upload_data, upload_end, upload_cleanup, true};
+const http_handler helm_up_index_h = {
     .end = mirror_index_end, .cleanup = helm_mirror_cleanup, .offload = true};
-static const http_handler mirror_file_h = {
+const http_handler helm_up_file_h = {
     .end = mirror_file_end, .cleanup = helm_mirror_cleanup, .offload = true};
 
 /* ---- routing ---- */
 
-static bool is_get(http_req *r)
-{
-    return r->method == M_GET || r->method == M_HEAD;
-}
-
-static bool join(http_req *r, char **comps, int from, int n, char *out, size_t outlen)
+static bool join(char **comps, int from, int n, char *out, size_t outlen)
 {
     size_t len = 0;
     out[0] = '\0';
@@ -602,84 +603,74 @@ static bool join(http_req *r, char **comps, int from, int n, char *out, size_t o
         if (w < 0 || (size_t)w >= outlen - len) return false;
         len += (size_t)w;
     }
-    (void)r;
     return true;
 }
 
-bool helm_route(http_req *r)
+/* The endpoint of r->path (helm.depth components name the area, or the upstream chart
+ * repository); r->name and r->ref filled. */
+static int helm_match(http_req *r, int *endpoint)
 {
     const config_helm *hc = &r->cfg->helm;
-    if (!hc->enabled || r->path[0] != '/' || r->raw_escaped) return false;
+    if (!hc->enabled || r->path[0] != '/' || r->raw_escaped) return 0;
     char path[1024];
-    if (strlen(r->path) >= sizeof path) return false;
+    if (strlen(r->path) >= sizeof path) return 0;
     snprintf(path, sizeof path, "%s", r->path + 1);
     char *comps[MAX_COMPS];
     int n = 0;
     for (char *save = NULL, *t = strtok_r(path, "/", &save); t; t = strtok_r(NULL, "/", &save)) {
-        if (n == MAX_COMPS) return false;
+        if (n == MAX_COMPS) return 0;
         comps[n++] = t;
     }
-    if (n == 0) return false;
+    if (n == 0) return 0;
     int d = hc->depth;
-    const http_handler *h = NULL;
     bool matched = false;
     if (!strcmp(comps[0], "api") && n >= 2 + d) {
-        if (!join(r, comps, 1, d, r->name, sizeof r->name)) return false;
+        if (!join(comps, 1, d, r->name, sizeof r->name)) return 0;
         int k = 1 + d; /* "charts" or "prov" */
         int rest = n - k - 1;
         if (!strcmp(comps[k], "prov") && rest == 0) {
             matched = true;
-            h = r->method == M_POST ? &prov_h : NULL;
+            *endpoint = HELM_PROV;
         } else if (!strcmp(comps[k], "charts") && rest >= 0 && rest <= 2) {
             matched = true;
-            if (rest >= 1 && !helm_name_valid(comps[k + 1])) return false;
-            if (rest == 0)
-                h = r->method == M_POST ? &upload_h : is_get(r) ? &list_h : NULL;
-            else if (rest == 1)
-                h = is_get(r) ? &chart_h : NULL;
-            else
-                h = is_get(r)                                         ? &version_h
-                    : r->method == M_DELETE && r->cfg->delete_enabled ? &delete_h
-                                                                      : NULL;
+            if (rest >= 1 && !helm_name_valid(comps[k + 1])) return 0;
+            *endpoint = rest == 0 ? HELM_CHARTS : rest == 1 ? HELM_CHART : HELM_VERSION;
             if (rest == 1) snprintf(r->ref, sizeof r->ref, "%s", comps[k + 1]);
             if (rest == 2) {
-                if (strlen(comps[k + 2]) > HELM_VERSION_MAX) return false;
+                if (strlen(comps[k + 2]) > HELM_VERSION_MAX) return 0;
                 snprintf(r->ref, sizeof r->ref, "%s/%s", comps[k + 1], comps[k + 2]);
             }
         }
-        if (r->cfg->read_only && !is_get(r)) h = NULL; /* storage.maintenance.readonly */
     }
     if (!matched && n >= 2) {
         const config_mirror *up = helm_upstream_find(r->cfg, comps[0]);
         if (up && n == 2 && !strcmp(comps[1], "index.yaml")) {
             matched = true;
-            r->aux = up;
             snprintf(r->name, sizeof r->name, "%s", up->name);
-            h = is_get(r) ? &mirror_index_h : NULL;
+            *endpoint = HELM_UP_INDEX;
         } else if (up && n == 3 && !strcmp(comps[1], "charts")) {
             matched = true;
-            r->aux = up;
             snprintf(r->name, sizeof r->name, "%s", up->name);
             snprintf(r->ref, sizeof r->ref, "%s", comps[2]);
-            h = is_get(r) ? &mirror_file_h : NULL;
+            *endpoint = HELM_UP_FILE;
         }
     }
     if (!matched && n == d + 1 && !strcmp(comps[d], "index.yaml")) {
-        if (!join(r, comps, 0, d, r->name, sizeof r->name)) return false;
+        if (!join(comps, 0, d, r->name, sizeof r->name)) return 0;
         matched = true;
-        h = is_get(r) ? &index_h : NULL;
+        *endpoint = HELM_INDEX;
     }
     if (!matched && n == d + 2 && !strcmp(comps[d], "charts")) {
-        if (!join(r, comps, 0, d, r->name, sizeof r->name)) return false;
+        if (!join(comps, 0, d, r->name, sizeof r->name)) return 0;
         matched = true;
         snprintf(r->ref, sizeof r->ref, "%s", comps[d + 1]);
-        h = is_get(r) ? &file_h : NULL;
+        *endpoint = HELM_FILE;
     }
     if (!matched) {
         r->name[0] = r->ref[0] = '\0';
-        return false;
+        return 0;
     }
-    r->plain_errors = true;
-    r->h = h;
-    return true;
+    return 1;
 }
+
+const http_router helm_router = {.name = "helm", .match = helm_match, .plain_errors = true};

@@ -138,7 +138,7 @@ typedef struct helm_view {
     size_t ncharts;
     /* index.yaml: a header, each chart's block, a footer (sent as they are, with writev) */
     char head[64], foot[128];
-    struct MHD_IoVec *iov;
+    http_iovec *iov;
     unsigned int niov;
     size_t yaml_len;
     int refs;
@@ -158,6 +158,21 @@ void helm_views_free(void);
 void helm_views_warm(store *s, const config *cfg);
 
 /* ---- api.c ---- */
+/* The ChartMuseum-style paths (helm.depth components name the area, "" at depth 0); the route
+ * table (serve.c) maps each endpoint and method to its handler and access. */
+enum {
+    HELM_PROV,     /* /api/<area>/prov */
+    HELM_CHARTS,   /* /api/<area>/charts */
+    HELM_CHART,    /* /api/<area>/charts/<name> */
+    HELM_VERSION,  /* /api/<area>/charts/<name>/<version> */
+    HELM_UP_INDEX, /* /<upstream>/index.yaml */
+    HELM_UP_FILE,  /* /<upstream>/charts/<file> */
+    HELM_INDEX,    /* /<area>/index.yaml */
+    HELM_FILE,     /* /<area>/charts/<file> */
+};
+extern const http_router helm_router;
+extern const http_handler helm_index_h, helm_file_h, helm_list_h, helm_chart_h, helm_version_h,
+    helm_delete_h, helm_upload_h, helm_prov_h, helm_up_index_h, helm_up_file_h;
 /* Answers with a blob of repo (sendfile) as content type ct. */
 int helm_serve_layer(http_req *r, const char *repo, const char *digest, const char *ct);
 

@@ -176,13 +176,13 @@ static int render(helm_view *v)
     char now[64];
     helm_now_rfc3339(now, sizeof now);
     snprintf(v->foot, sizeof v->foot, "generated: \"%s\"\nserverInfo: {}\n", now);
-    v->iov[v->niov++] = (struct MHD_IoVec){v->head, strlen(v->head)};
+    v->iov[v->niov++] = (http_iovec){v->head, strlen(v->head)};
     for (size_t i = 0; i < v->ncharts; i++)
-        v->iov[v->niov++] = (struct MHD_IoVec){v->charts[i]->yaml, v->charts[i]->yaml_len};
-    v->iov[v->niov++] = (struct MHD_IoVec){v->foot, strlen(v->foot)};
+        v->iov[v->niov++] = (http_iovec){v->charts[i]->yaml, v->charts[i]->yaml_len};
+    v->iov[v->niov++] = (http_iovec){v->foot, strlen(v->foot)};
     v->yaml_len = 0;
     for (unsigned int i = 0; i < v->niov; i++)
-        v->yaml_len += v->iov[i].iov_len;
+        v->yaml_len += v->iov[i].len;
     return 0;
 }
 

@@ -297,12 +297,13 @@ static bool index_due(up_state *st)
 
 static int serve_index(http_req *r)
 {
-    up_state *st = state_of(r->aux);
+    const config_mirror *up = helm_upstream_find(r->cfg, r->name); /* routed by its name */
+    up_state *st = up ? state_of(up) : NULL;
     snap *s = st ? snap_get(st) : NULL;
     if (!s)
         return berr_set(BERR_UNAVAILABLE,
                         "upstream chart repository %s unavailable and no copy of its index is kept",
-                        ((const config_mirror *)r->aux)->name);
+                        r->name);
     int rc = http_reply(r, 200, "application/x-yaml", s->yaml, s->yaml_len);
     snap_put(s);
     return rc;
@@ -514,7 +515,8 @@ static int fetch_chart(fill *fl, void *arg)
 static int serve_stored(http_req *r)
 {
     char repo[512], digest[DIGEST_STR_MAX];
-    if (!stored_chart(r->store, r->cfg, r->aux, r->ref, repo, sizeof repo, digest))
+    const config_mirror *up = helm_upstream_find(r->cfg, r->name);
+    if (!up || !stored_chart(r->store, r->cfg, up, r->ref, repo, sizeof repo, digest))
         return berr_set(BERR_INTERNAL, "chart %.200s stored but not found", r->ref);
     return helm_serve_layer(r, repo, digest, "application/x-tar");
 }

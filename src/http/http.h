@@ -9,6 +9,15 @@
  * Error convention: a handler step returns 0 or a negative berr; on error the layer answers with
  * the OCI error JSON ({"errors":[{"code","message","detail"}]}) and the code's status, unless the
  * handler already chose a response.
+ *
+ * This layer knows nothing above it: serve.c hands http_server_start a site, i.e. the routers
+ * (which parse a path into an endpoint number and the repository name and reference), one route
+ * table (endpoint x methods -> handler, and who may call it) and the auth hooks. Access is
+ * checked here, once, from the route's declaration, before the handler's begin() runs; handlers
+ * only filter listings or check items whose repository is known from content. Routers and
+ * handlers return errors; only this layer answers them. Only the files that speak HTTP itself
+ * (server.c, debug.c, bigsend.c, and handlers that stream or parse forms) include
+ * <microhttpd.h>; this header does not.
  */
 #ifndef BERTH_HTTP_H
 #define BERTH_HTTP_H
@@ -16,13 +25,17 @@
 #include "config.h"
 #include "store/store.h"
 
-#include <microhttpd.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
+
+struct MHD_Connection;
+struct MHD_Response;
 
 typedef struct http_req http_req;
 typedef struct http_server http_server;
+typedef struct http_route http_route;
 
 typedef struct {
     int (*begin)(http_req *r);                             /* headers received */
@@ -54,8 +67,9 @@ struct http_req {
     /* routing results (registry/): repository name and the part after the keyword */
     char name[256];
     char ref[256];
-    const http_handler *h;
-    void *ctx; /* handler's per-request state */
+    const http_route *route; /* its line in the route table (NULL: 405) */
+    const http_handler *h;   /* route->h */
+    void *ctx;               /* handler's per-request state */
     struct MHD_Response *resp;
     int status;
     uint64_t body_bytes, resp_bytes;
@@ -72,14 +86,11 @@ struct http_req {
     char upstream_repo[256];
     bool raw_escaped;     /* the raw path held percent-escapes other than %3A */
     bool plain_errors;    /* errors as {"error":"..."} (the Helm/ChartMuseum API), not OCI JSON */
-    bool signed_in;       /* auth/: the caller proved who it is */
-    void *token_access;   /* auth/: a bearer token's access claim (json_t), when signed in by one */
+    void *auth;           /* the auth hooks' per-request state (who signed in), or NULL */
     bool holds_body_slot; /* limits.c: counted among the concurrent request bodies */
     long retry_after;     /* seconds, sent with a 429 */
     bool bigsend;         /* http_reply_fd registered the response with bigsend (bigsend.h) */
     int bigsend_file, bigsend_sock;
-    char user[128];
-    const void *aux;  /* router's extra result (helm/: the upstream chart repository) */
     bool failed;      /* a response (usually an error) is set; the rest of the body is discarded */
     http_server *srv; /* the server the request came to (for http_req_requeue) */
 };
@@ -87,7 +98,83 @@ struct http_req {
 /* Queues a request parked by HTTP_PARKED for its end() to run again on a worker. */
 void http_req_requeue(http_req *r);
 
-int http_server_start(http_server **out, const config *cfg, store *st);
+/* ---- routes ---- */
+
+/* Who may call an endpoint. The server asks the auth hooks once per request, after routing and
+ * before begin(); with auth off every request passes. */
+typedef enum {
+    HTTP_PUBLIC,    /* anyone, even with auth on (/, /health: load balancers) */
+    HTTP_SIGNED_IN, /* callers who signed in; others get the challenge (the API root, where
+                     * clients learn how to sign in) */
+    HTTP_KNOWN,     /* callers who signed in, or anyone when some anonymous access is configured;
+                     * the handler filters its listing or checks each item (catalog, Helm) */
+    HTTP_REPO,      /* the route's action (pull, push or delete) on the routed repository */
+} http_access;
+
+/* Method sets of a route (GET also answers HEAD). */
+#define HTTP_GET ((1u << M_GET) | (1u << M_HEAD))
+#define HTTP_PUT (1u << M_PUT)
+#define HTTP_POST (1u << M_POST)
+#define HTTP_PATCH (1u << M_PATCH)
+#define HTTP_DELETE (1u << M_DELETE)
+
+/* Route flags. In read-only mode (storage.maintenance.readonly) only GET and HEAD routes exist. */
+#define HTTP_IF_DELETE 1u /* exists only with storage.delete.enabled */
+
+typedef struct http_router http_router;
+
+/* One line of the route table: an endpoint of a router, the methods, the handler and its access.
+ * A path a router matches with a method no line has is answered 405. */
+struct http_route {
+    const char *path; /* what the router matches, for the reader ("/v2/<name>/tags/list") */
+    const http_router *router; /* the router that matches it */
+    int endpoint;              /* the router's endpoint number */
+    unsigned methods;          /* HTTP_GET, HTTP_PUT... */
+    const http_handler *h;
+    http_access access;
+    unsigned action; /* HTTP_REPO: CONFIG_PULL, CONFIG_PUSH or CONFIG_DELETE */
+    unsigned flags;  /* HTTP_IF_DELETE */
+};
+
+/* Parses a path. match returns 1 with *endpoint set (and r->name, r->ref when the path holds
+ * them), 0 when the path is not its, or a negative berr (an invalid name: answered as is).
+ * prepare, when set, runs once the route is found, before the access check: it validates the
+ * reference for the route and may resolve r->name (mirror routing); 0 or a negative berr. */
+struct http_router {
+    const char *name;
+    int (*match)(http_req *r, int *endpoint);
+    int (*prepare)(http_req *r, const http_route *rt);
+    bool plain_errors; /* errors as {"error":"..."} */
+};
+
+/* The auth hooks. identify decides who is asking, once, from the request's headers, on the event
+ * loop: 0 (signed in, or anonymous), HTTP_AUTH_SLOW when a password must be checked (costly by
+ * design: identify_slow then finishes on a worker thread), or a negative berr (refused). check
+ * is the route's access rule; challenge the WWW-Authenticate value for a 401; done releases the
+ * per-request state (r->auth). */
+#define HTTP_AUTH_SLOW 1
+typedef struct {
+    int (*identify)(http_req *r);
+    int (*identify_slow)(http_req *r);
+    int (*check)(http_req *r, http_access access, unsigned action);
+    void (*challenge)(const http_req *r, char *out, size_t len);
+    void (*done)(http_req *r);
+} http_auth_hooks;
+
+/* What a server serves: routers tried in order, the route table, the auth hooks (may be NULL:
+ * no access control). All must outlive the server. */
+typedef struct {
+    const http_router *const *routers;
+    size_t nrouters;
+    const http_route *routes;
+    size_t nroutes;
+    const http_auth_hooks *auth;
+    /* called on the thread about to run a handler step (begin, or end on the loop or a worker),
+     * before it: per-thread request context for what the step writes (notifications) */
+    void (*on_step)(http_req *r);
+} http_site;
+
+int http_server_start(http_server **out, const config *cfg, store *st, const http_site *site);
 /* Stops accepting, waits up to grace_s for in-flight requests, then stops. */
 void http_server_stop(http_server *srv, int grace_s);
 /* Storage health as seen by the periodic check (true when writable). */
@@ -108,17 +195,23 @@ size_t http_query_all(http_req *r, const char *name, const char **out, size_t ma
 /* ---- responses (each replaces a previous one) ---- */
 /* Body copied; ct may be NULL. */
 int http_reply(http_req *r, int status, const char *ct, const char *body, size_t len);
+/* One piece of a gathered body (the layout of libmicrohttpd's struct MHD_IoVec). */
+typedef struct {
+    const void *base;
+    size_t len;
+} http_iovec;
 /* Body gathered from n pieces (sent with writev, never copied); release(cls) when done. */
-int http_reply_iov(http_req *r, int status, const char *ct, const struct MHD_IoVec *iov,
-                   unsigned int n, uint64_t len, void (*release)(void *), void *cls);
+int http_reply_iov(http_req *r, int status, const char *ct, const http_iovec *iov, unsigned int n,
+                   uint64_t len, void (*release)(void *), void *cls);
 /* Body owned by the response afterwards (freed with free()). */
 int http_reply_owned(http_req *r, int status, const char *ct, char *body, size_t len);
 /* len bytes of fd from off (sendfile); the fd belongs to the response afterwards. */
 int http_reply_fd(http_req *r, int status, int fd, uint64_t off, uint64_t len);
-/* size bytes produced by reader (libmicrohttpd's content reader callback); free_cb(cls) when
- * the response is done. */
-int http_reply_stream(http_req *r, int status, uint64_t size, MHD_ContentReaderCallback reader,
-                      void *cls, MHD_ContentReaderFreeCallback free_cb);
+/* size bytes produced by reader (libmicrohttpd's content reader callback: bytes written, or its
+ * MHD_CONTENT_READER_END_* values); free_cb(cls) when the response is done. */
+typedef ssize_t (*http_reader)(void *cls, uint64_t pos, char *buf, size_t max);
+int http_reply_stream(http_req *r, int status, uint64_t size, http_reader reader, void *cls,
+                      void (*free_cb)(void *cls));
 /* The OCI error JSON for a negative berr (detail from berr_msg()). */
 int http_reply_error(http_req *r, int rc);
 void http_add_header(http_req *r, const char *name, const char *value);
@@ -140,6 +233,10 @@ int64_t limits_bodies(void);
 /* /health's body (malloc'd JSON) and status: 200 while storage and metadata answer (naming any
  * upstream marked down), else 503 with the reason (status.c; also the debug listener's). */
 char *status_health_json(int *status);
+/* Where status_health_json learns the upstreams marked down (a JSON array, or NULL when none):
+ * set by serve.c to registry/'s reg_mirror_health before the server starts. */
+struct json_t;
+void status_set_upstreams_down(struct json_t *(*down)(void));
 /* "host:port", ":port", "[v6]:port" -> sockaddr (a literal needs no resolver). */
 struct sockaddr_storage;
 int http_parse_addr(const char *addr, struct sockaddr_storage *ss, unsigned *len);
@@ -152,9 +249,9 @@ typedef struct http_debug http_debug;
 int http_debug_start(http_debug **out, const config *cfg);
 void http_debug_stop(http_debug *d);
 
-/* Routers: fill r->h (and name/ref); return false when the path is not theirs. */
-bool registry_route(http_req *r);
-bool status_route(http_req *r);
-bool helm_route(http_req *r);
+/* status.c: "/" and the health paths (endpoints STATUS_ROOT, STATUS_HEALTH). */
+enum { STATUS_ROOT, STATUS_HEALTH };
+extern const http_router status_router;
+extern const http_handler status_root_h, status_health_h;
 
 #endif

@@ -11,11 +11,8 @@
  * An error found before a large body arrives is answered at once (the connection then closes)
  * rather than reading gigabytes to discard them.
  */
-#include "auth/auth.h"
 #include "http/bigsend.h"
 #include "http/http.h"
-#include "ui/ui.h"
-#include "notify/notify.h"
 #include "util/err.h"
 #include "util/file.h"
 #include "util/log.h"
@@ -25,7 +22,10 @@
 #include <gnutls/gnutls.h>
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
+#include <microhttpd.h>
+#include <stddef.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -47,6 +47,7 @@ struct http_server {
     struct MHD_Daemon *d;
     const config *cfg;
     store *st;
+    http_site site;
     char *tls_key, *tls_cert, *tls_trust;
     atomic_int inflight;
     /* worker pool: a FIFO of suspended requests whose end() is to run; workers are started
@@ -261,10 +262,16 @@ int http_reply(http_req *r, int status, const char *ct, const char *body, size_t
     return 0;
 }
 
-int http_reply_iov(http_req *r, int status, const char *ct, const struct MHD_IoVec *iov,
-                   unsigned int n, uint64_t len, void (*release)(void *), void *cls)
+static_assert(sizeof(http_iovec) == sizeof(struct MHD_IoVec) &&
+                  offsetof(http_iovec, base) == offsetof(struct MHD_IoVec, iov_base) &&
+                  offsetof(http_iovec, len) == offsetof(struct MHD_IoVec, iov_len),
+              "http_iovec has the layout of struct MHD_IoVec");
+
+int http_reply_iov(http_req *r, int status, const char *ct, const http_iovec *iov, unsigned int n,
+                   uint64_t len, void (*release)(void *), void *cls)
 {
-    struct MHD_Response *resp = MHD_create_response_from_iovec(iov, n, release, cls);
+    struct MHD_Response *resp =
+        MHD_create_response_from_iovec((const struct MHD_IoVec *)iov, n, release, cls);
     if (!resp) {
         release(cls);
         return berr_set(BERR_INTERNAL, "cannot create response");
@@ -303,8 +310,8 @@ int http_reply_fd(http_req *r, int status, int fd, uint64_t off, uint64_t len)
     return 0;
 }
 
-int http_reply_stream(http_req *r, int status, uint64_t size, MHD_ContentReaderCallback reader,
-                      void *cls, MHD_ContentReaderFreeCallback free_cb)
+int http_reply_stream(http_req *r, int status, uint64_t size, http_reader reader, void *cls,
+                      void (*free_cb)(void *cls))
 {
     struct MHD_Response *resp =
         MHD_create_response_from_callback(size, 256 * 1024, reader, cls, free_cb);
@@ -349,8 +356,9 @@ int http_reply_error(http_req *r, int rc)
     }
     char esc[1200], body[1500];
     json_escape(esc, sizeof esc, msg);
-    char challenge[1200];
-    auth_challenge(r, challenge, sizeof challenge);
+    char challenge[1200] = "";
+    const http_auth_hooks *auth = r->srv ? r->srv->site.auth : NULL;
+    if (code == BERR_UNAUTHORIZED && auth) auth->challenge(r, challenge, sizeof challenge);
     if (r->plain_errors) {
         int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", esc);
         int ret = http_reply(r, status, "application/json", body, (size_t)n);
@@ -436,21 +444,63 @@ int64_t http_server_queue_depth(void)
     return n;
 }
 
-/* Signs the request in, checks its access, then runs the handler's begin(): on the event loop,
- * or on a worker when auth_slow says the sign-in costs a password check. */
-static void admit(http_req *r)
+/* The route table's line for a router's endpoint and the request's method, or NULL (405). */
+static const http_route *route_find(const http_req *r, const http_router *rt, int endpoint)
 {
-    int rc = auth_request(r);
+    const http_site *site = &r->srv->site;
+    unsigned m = 1u << r->method;
+    if (r->cfg->read_only && r->method != M_GET && r->method != M_HEAD) return NULL;
+    for (size_t i = 0; i < site->nroutes; i++) {
+        const http_route *e = &site->routes[i];
+        if (e->router == rt && e->endpoint == endpoint && (e->methods & m) &&
+            (!(e->flags & HTTP_IF_DELETE) || r->cfg->delete_enabled))
+            return e;
+    }
+    return NULL;
+}
+
+/* Routes the request: r->route and r->h set (both NULL: 405), or a negative berr (404 for a
+ * path no router knows). */
+static int route(http_req *r)
+{
+    const http_site *site = &r->srv->site;
+    for (size_t i = 0; i < site->nrouters; i++) {
+        const http_router *rt = site->routers[i];
+        int endpoint = -1;
+        int rc = rt->match(r, &endpoint);
+        if (rc == 0) continue;
+        r->plain_errors = rt->plain_errors;
+        if (rc < 0) return rc;
+        r->route = route_find(r, rt, endpoint);
+        r->h = r->route ? r->route->h : NULL;
+        return r->route && rt->prepare ? rt->prepare(r, r->route) : 0;
+    }
+    return berr_set(BERR_NOT_FOUND, "no such endpoint");
+}
+
+/* With the sign-in's verdict (identify's, or identify_slow's on a worker): checks the route's
+ * access, then runs the handler's begin(). */
+static void admit(http_req *r, int verdict)
+{
+    const http_auth_hooks *auth = r->srv->site.auth;
+    int rc = verdict;
+    if (rc >= 0 && r->route && auth) rc = auth->check(r, r->route->access, r->route->action);
     if (rc < 0) {
         fail(r, rc);
     } else if (r->h) {
-        notify_request_context(r); /* notifications: the request behind the events it makes */
+        if (r->srv->site.on_step) r->srv->site.on_step(r);
         rc = r->h->begin ? r->h->begin(r) : 0;
         r->started = true;
         if (rc < 0) fail(r, rc);
     } else {
         fail(r, berr_set(BERR_METHOD, "method not allowed"));
     }
+}
+
+/* Whether the request's end() runs on a worker (it may block). One place, per request. */
+static bool end_on_worker(const http_req *r)
+{
+    return r->h->offload;
 }
 
 static void offload(http_server *srv, http_req *r)
@@ -503,10 +553,10 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&srv->mu);
         berr_clear();
         if (r->admitting) {
-            admit(r);
+            admit(r, srv->site.auth->identify_slow(r));
         } else {
             r->on_worker = true;
-            notify_request_context(r); /* notifications: the request behind its events */
+            if (srv->site.on_step) srv->site.on_step(r);
             int rc = r->h->end(r);
             if (rc == HTTP_PARKED) continue; /* r belongs to whoever requeues it now */
             if (rc < 0) fail(r, rc);
@@ -571,17 +621,21 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
             fail(r, arc);
         else if (srv->tls_trust && (arc = client_cert_check(conn)) < 0)
             fail(r, arc);
-        else if (!registry_route(r) && !status_route(r) && !helm_route(r) && !ui_route(r))
-            fail(r, berr_set(BERR_NOT_FOUND, "no such endpoint"));
-        else if (!r->failed && auth_slow(r)) {
-            /* a password to check with bcrypt (milliseconds by design): on a worker, so the
-             * event loop never waits on it; the connection resumes with the verdict */
-            r->admitting = true;
-            MHD_suspend_connection(conn);
-            offload(srv, r);
-            return MHD_YES;
-        } else if (!r->failed)
-            admit(r);
+        else if ((arc = route(r)) < 0)
+            fail(r, arc);
+        else {
+            const http_auth_hooks *auth = srv->site.auth;
+            int verdict = auth ? auth->identify(r) : 0;
+            if (verdict == HTTP_AUTH_SLOW) {
+                /* a password to check (milliseconds by design): on a worker, so the event loop
+                 * never waits on it; the connection resumes with the verdict */
+                r->admitting = true;
+                MHD_suspend_connection(conn);
+                offload(srv, r);
+                return MHD_YES;
+            }
+            admit(r, verdict);
+        }
         if (r->failed && body_remaining(r) > discard_limit(r)) return queue(r);
         return MHD_YES;
     }
@@ -606,8 +660,9 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
     }
     if (r->offloaded) return queue(r); /* resumed by the worker that ran end() */
     if (!r->failed && r->h && r->h->end) {
-        if (!r->h->offload) notify_request_context(r); /* notifications: see admit() */
-        int rc = r->h->offload ? HTTP_OFFLOAD : r->h->end(r);
+        bool worker = end_on_worker(r);
+        if (!worker && srv->site.on_step) srv->site.on_step(r);
+        int rc = worker ? HTTP_OFFLOAD : r->h->end(r);
         if (rc == HTTP_OFFLOAD) {
             r->offloaded = true;
             MHD_suspend_connection(conn);
@@ -647,7 +702,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (srv->cfg->header_timeout_ms > 0) watch_set(conn, mono_ms());
     if (r->h && r->h->cleanup) r->h->cleanup(r);
     limits_done(r);
-    auth_request_done(r);
+    if (srv->site.auth) srv->site.auth->done(r);
     if (r->bigsend) bigsend_forget(r->bigsend_file, r->bigsend_sock);
     if (r->resp) MHD_destroy_response(r->resp);
     struct timespec end;
@@ -747,13 +802,14 @@ static void stop_workers(http_server *srv)
     pthread_cond_destroy(&srv->cv);
 }
 
-int http_server_start(http_server **out, const config *cfg, store *st)
+int http_server_start(http_server **out, const config *cfg, store *st, const http_site *site)
 {
     http_server *srv = calloc(1, sizeof *srv);
     current = srv;
     if (!srv) return berr_set(BERR_INTERNAL, "out of memory");
     srv->cfg = cfg;
     srv->st = st;
+    srv->site = *site;
     struct sockaddr_storage ss;
     unsigned sslen;
     int rc = http_parse_addr(cfg->addr, &ss, &sslen);

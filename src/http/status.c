@@ -7,7 +7,6 @@
  * "upstreams_down" while the answer stays 200: berth still serves, cached content included.
  */
 #include "http/http.h"
-#include "registry/registry.h"
 #include "util/err.h"
 
 #include <jansson.h>
@@ -20,9 +19,17 @@ static int root_end(http_req *r)
     return http_reply(r, 200, "application/json", body, sizeof body - 1);
 }
 
+static json_t *(*_Atomic upstreams_down)(void);
+
+void status_set_upstreams_down(json_t *(*down)(void))
+{
+    upstreams_down = down;
+}
+
 char *status_health_json(int *status)
 {
-    json_t *down = reg_mirror_health(), *j;
+    json_t *(*down_fn)(void) = upstreams_down;
+    json_t *down = down_fn ? down_fn() : NULL, *j;
     *status = 200;
     if (http_server_healthy() && !down) {
         j = json_pack("{s:b}", "healthy", 1);
@@ -57,19 +64,19 @@ static int health_end(http_req *r)
     return http_reply_owned(r, status, "application/json", body, strlen(body));
 }
 
-static const http_handler root_h = {.end = root_end};
-static const http_handler health_h = {.end = health_end};
+const http_handler status_root_h = {.end = root_end};
+const http_handler status_health_h = {.end = health_end};
 
-bool status_route(http_req *r)
+static int status_match(http_req *r, int *endpoint)
 {
-    const http_handler *h;
     if (!strcmp(r->path, "/"))
-        h = &root_h;
+        *endpoint = STATUS_ROOT;
     else if (!strcmp(r->path, "/health") || !strcmp(r->path, "/debug/health") ||
              !strcmp(r->path, "/healthz"))
-        h = &health_h;
+        *endpoint = STATUS_HEALTH;
     else
-        return false;
-    r->h = (r->method == M_GET || r->method == M_HEAD) ? h : NULL;
-    return true;
+        return 0;
+    return 1;
 }
+
+const http_router status_router = {.name = "status", .match = status_match};

@@ -14,6 +14,7 @@
  */
 #include "notify/notify.h"
 #include "http/http.h"
+#include "auth/auth.h"
 #include "util/curlx.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -420,7 +421,7 @@ void notify_request_context(http_req *r)
     snprintf(id, sizeof id, "%08x-%04x-4%03x-8%03x-%012llx", (unsigned)(y >> 32),
              (unsigned)(y >> 16) & 0xffff, (unsigned)(x >> 20) & 0xfff, (unsigned)(x >> 8) & 0xfff,
              (unsigned long long)((x ^ (y << 7)) & 0xffffffffffffull));
-    store_event_ctx ctx = {.actor = r->signed_in ? r->user : NULL,
+    store_event_ctx ctx = {.actor = auth_signed_in(r) ? auth_user(r) : NULL,
                            .request_id = id,
                            .addr = addr,
                            .host = http_header(r, "Host"),

@@ -14,6 +14,7 @@
 #include "util/log.h"
 #include "util/metrics.h"
 
+#include <microhttpd.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -29,6 +29,7 @@
 #include "util/ref.h"
 
 #include <fnmatch.h>
+#include <microhttpd.h> /* streaming fills: suspend/resume and the content reader */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>

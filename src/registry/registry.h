@@ -10,6 +10,20 @@
 
 #include <jansson.h>
 
+/* routes.c: the OCI paths, matched from the right; the route table (serve.c) maps each endpoint
+ * and method to its handler and access. */
+enum {
+    REG_VERSION,   /* /v2/ */
+    REG_CATALOG,   /* /v2/_catalog */
+    REG_TAGS,      /* /v2/<name>/tags/list */
+    REG_UPLOADS,   /* /v2/<name>/blobs/uploads/ */
+    REG_UPLOAD,    /* /v2/<name>/blobs/uploads/<uuid> */
+    REG_BLOB,      /* /v2/<name>/blobs/<digest> */
+    REG_MANIFEST,  /* /v2/<name>/manifests/<reference> */
+    REG_REFERRERS, /* /v2/<name>/referrers/<digest> */
+};
+extern const http_router registry_router;
+
 extern const http_handler reg_version_h;
 extern const http_handler reg_blob_get_h, reg_blob_delete_h;
 extern const http_handler reg_upload_post_h, reg_upload_patch_h, reg_upload_put_h, reg_upload_get_h,

@@ -22,28 +22,6 @@ static bool set_name(http_req *r, const char *name, size_t len)
     return ref_name_valid(r->name);
 }
 
-static const http_handler *pick(http_req *r, const http_handler *get, const http_handler *put,
-                                const http_handler *post, const http_handler *patch,
-                                const http_handler *del)
-{
-    if (r->cfg->read_only && r->method != M_GET && r->method != M_HEAD) return NULL;
-    switch (r->method) {
-    case M_GET:
-    case M_HEAD:
-        return get;
-    case M_PUT:
-        return put;
-    case M_POST:
-        return post;
-    case M_PATCH:
-        return patch;
-    case M_DELETE:
-        return del;
-    default:
-        return NULL;
-    }
-}
-
 /* Finds "/<kw>/" as the component right before the last one, or "/<kw>" at the end. */
 static const char *kw_before_last(const char *rest, const char *kw, const char **last)
 {
@@ -57,99 +35,90 @@ static const char *kw_before_last(const char *rest, const char *kw, const char *
     return kwpos - 1; /* the slash ending the name */
 }
 
-bool registry_route(http_req *r)
+/* The endpoint of r->path; r->name and r->ref filled. An invalid name or an over-long reference
+ * is an error whatever the method. */
+static int reg_match(http_req *r, int *endpoint)
 {
     const char *p = r->path;
-    if (strncmp(p, "/v2", 3) != 0) return false;
+    if (strncmp(p, "/v2", 3) != 0) return 0;
     if (!strcmp(p, "/v2") || !strcmp(p, "/v2/")) {
-        r->h = pick(r, &reg_version_h, NULL, NULL, NULL, NULL);
-        return true;
+        *endpoint = REG_VERSION;
+        return 1;
     }
-    if (p[3] != '/') return false;
+    if (p[3] != '/') return 0;
     if (r->raw_escaped) goto bad_name;
     const char *rest = p + 4;
     if (!strcmp(rest, "_catalog")) {
-        r->h = pick(r, &reg_catalog_h, NULL, NULL, NULL, NULL);
-        return true;
+        *endpoint = REG_CATALOG;
+        return 1;
     }
     size_t len = strlen(rest);
     const char *last = NULL, *end;
-    const http_handler *h = NULL;
-    bool is_ref_digest = false, ref_is_tag_or_digest = false, ref_is_uuid = false;
     /* /v2/<name>/tags/list */
     if (len > 10 && !strcmp(rest + len - 10, "/tags/list")) {
         end = rest + len - 10;
         if (!set_name(r, rest, (size_t)(end - rest))) goto bad_name;
-        r->h = pick(r, &reg_tags_h, NULL, NULL, NULL, NULL);
-        int rc = r->h ? reg_mirror_route(r) : 0;
-        if (rc < 0) {
-            r->failed = true;
-            http_reply_error(r, rc);
-        }
-        return true;
+        *endpoint = REG_TAGS;
+        return 1;
     }
     /* /v2/<name>/blobs/uploads/ (also without the trailing slash) and .../uploads/<uuid> */
     if (len > 14 && !strcmp(rest + len - 14, "/blobs/uploads")) {
         end = rest + len - 14;
         last = rest + len;
-        if (!set_name(r, rest, (size_t)(end - rest))) goto bad_name;
-        h = pick(r, NULL, NULL, &reg_upload_post_h, NULL, NULL);
+        *endpoint = REG_UPLOADS;
     } else if ((end = kw_before_last(rest, "uploads", &last)) && end - rest > 6 &&
                !memcmp(end - 6, "/blobs", 6)) {
         end -= 6;
-        if (!set_name(r, rest, (size_t)(end - rest))) goto bad_name;
-        if (!*last) {
-            h = pick(r, NULL, NULL, &reg_upload_post_h, NULL, NULL);
-        } else {
-            h = pick(r, &reg_upload_get_h, &reg_upload_put_h, NULL, &reg_upload_patch_h,
-                     &reg_upload_delete_h);
-            ref_is_uuid = true;
-        }
+        *endpoint = *last ? REG_UPLOAD : REG_UPLOADS;
     } else if ((end = kw_before_last(rest, "blobs", &last))) {
-        h = pick(r, &reg_blob_get_h, NULL, NULL, NULL, &reg_blob_delete_h);
-        is_ref_digest = true;
+        *endpoint = REG_BLOB;
     } else if ((end = kw_before_last(rest, "manifests", &last))) {
-        h = pick(r, &reg_manifest_get_h, &reg_manifest_put_h, NULL, NULL, &reg_manifest_delete_h);
-        ref_is_tag_or_digest = true;
+        *endpoint = REG_MANIFEST;
     } else if ((end = kw_before_last(rest, "referrers", &last))) {
-        h = pick(r, &reg_referrers_h, NULL, NULL, NULL, NULL);
-        is_ref_digest = true;
+        *endpoint = REG_REFERRERS;
     } else {
-        return false;
+        return 0;
     }
-    if (!r->name[0] && !set_name(r, rest, (size_t)(end - rest))) goto bad_name;
-    if (strlen(last) >= sizeof r->ref) {
-        r->failed = true;
-        http_reply_error(r, berr_set(BERR_NAME_INVALID, "reference too long"));
-        return true;
-    }
+    if (!set_name(r, rest, (size_t)(end - rest))) goto bad_name;
+    if (strlen(last) >= sizeof r->ref) return berr_set(BERR_NAME_INVALID, "reference too long");
     snprintf(r->ref, sizeof r->ref, "%s", last);
-    r->h = h;
-    if (!h) return true; /* method not allowed */
+    return 1;
+bad_name:
+    return berr_set(BERR_NAME_INVALID, "invalid repository name");
+}
+
+/* Once the method's route is found: the reference checked for its endpoint, then mirror
+ * routing (which may turn r->name into the mirror's local name before access is checked). */
+static int reg_prepare(http_req *r, const http_route *rt)
+{
     int rc = 0;
-    if (is_ref_digest) {
+    switch (rt->endpoint) {
+    case REG_VERSION:
+    case REG_CATALOG:
+        return 0;
+    case REG_BLOB:
+    case REG_REFERRERS:
         rc = digest_parse(r->ref, NULL);
-    } else if (ref_is_tag_or_digest) {
+        break;
+    case REG_MANIFEST:
         if (ref_is_digest(r->ref))
             rc = digest_parse(r->ref, NULL);
         else if (!ref_tag_valid(r->ref)) /* no such manifest can exist: reads answer 404 */
             rc = r->method == M_GET || r->method == M_HEAD
                      ? berr_set(BERR_MANIFEST_UNKNOWN, "manifest unknown (invalid reference)")
                      : berr_set(BERR_MANIFEST_INVALID, "invalid tag");
-    } else if (ref_is_uuid && !*r->ref) {
-        rc = berr_set(BERR_BLOB_UPLOAD_UNKNOWN, "upload unknown");
+        break;
+    case REG_UPLOAD:
+        if (!*r->ref) rc = berr_set(BERR_BLOB_UPLOAD_UNKNOWN, "upload unknown");
+        break;
+    default:
+        break;
     }
-    if (rc == 0) rc = reg_mirror_route(r);
-    if (rc < 0) {
-        r->failed = true;
-        http_reply_error(r, rc);
-    }
-    return true;
-bad_name:
-    r->failed = true;
-    http_reply_error(r, berr_set(BERR_NAME_INVALID, "invalid repository name"));
-    return true;
+    return rc < 0 ? rc : reg_mirror_route(r);
 }
+
+const http_router registry_router = {
+    .name = "registry", .match = reg_match, .prepare = reg_prepare};
 
 void reg_location(http_req *r, const char *fmt, ...)
 {

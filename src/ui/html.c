@@ -444,7 +444,7 @@ static int reply(http_req *r, bool json)
         if (text) strbuf_addf(&b, "%s\n", text);
         free(text);
     } else {
-        render(&b, s, r->signed_in ? r->user : NULL);
+        render(&b, s, auth_signed_in(r) ? auth_user(r) : NULL);
     }
     json_decref(s);
     if (b.oom || !b.buf) {
@@ -476,7 +476,7 @@ static int json_end(http_req *r)
  * page itself answers anonymous callers when some anonymous access is configured). */
 static int signin_end(http_req *r)
 {
-    if (r->cfg->auth.enabled && !r->signed_in)
+    if (r->cfg->auth.enabled && !auth_signed_in(r))
         return berr_set(BERR_UNAUTHORIZED, "sign in to see what you may pull");
     return reply(r, false);
 }
@@ -488,25 +488,24 @@ static int redirect_end(http_req *r)
     return rc;
 }
 
-static const http_handler page_h = {.end = page_end, .offload = true};
-static const http_handler json_h = {.end = json_end, .offload = true};
-static const http_handler signin_h = {.end = signin_end, .offload = true};
-static const http_handler redirect_h = {.end = redirect_end};
+const http_handler ui_page_h = {.end = page_end, .offload = true};
+const http_handler ui_json_h = {.end = json_end, .offload = true};
+const http_handler ui_signin_h = {.end = signin_end, .offload = true};
+const http_handler ui_redirect_h = {.end = redirect_end};
 
-bool ui_route(http_req *r)
+static int ui_match(http_req *r, int *endpoint)
 {
-    const http_handler *h;
     if (!strcmp(r->path, "/ui"))
-        h = &redirect_h;
+        *endpoint = UI_ROOT;
     else if (!strcmp(r->path, "/ui/") || !strcmp(r->path, "/ui/index.html"))
-        h = &page_h;
+        *endpoint = UI_PAGE;
     else if (!strcmp(r->path, "/ui/signin"))
-        h = &signin_h;
+        *endpoint = UI_SIGNIN;
     else if (!strcmp(r->path, "/ui/status.json"))
-        h = &json_h;
+        *endpoint = UI_JSON;
     else
-        return false;
-    r->plain_errors = true; /* auth: signed in, or some anonymous access configured */
-    r->h = (r->method == M_GET || r->method == M_HEAD) ? h : NULL;
-    return true;
+        return 0;
+    return 1;
 }
+
+const http_router ui_router = {.name = "ui", .match = ui_match, .plain_errors = true};

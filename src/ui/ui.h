@@ -22,8 +22,11 @@
 #include <jansson.h>
 #include <stdbool.h>
 
-/* Router for /ui/ (GET and HEAD only). */
-bool ui_route(http_req *r);
+/* Router for /ui (a redirect), /ui/ (the page), /ui/signin and /ui/status.json; serve.c's route
+ * table gives them GET and HEAD and their access (signed in, or some anonymous access). */
+enum { UI_ROOT, UI_PAGE, UI_SIGNIN, UI_JSON };
+extern const http_router ui_router;
+extern const http_handler ui_page_h, ui_json_h, ui_signin_h, ui_redirect_h;
 
 /* Which repositories the viewer may see (NULL: all, for `berth status`). */
 typedef bool (*ui_visible_fn)(void *arg, const char *repo);

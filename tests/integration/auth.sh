@@ -36,6 +36,9 @@ access:
 mirrors:
   $UPH:
     urls: [$REG_URL]
+helm:
+  upstreams: # nothing listens there: access is decided before any fetch
+    stable: {url: "http://127.0.0.1:$(t_port)/stable", timeout: {connect: 1s, transfer: 2s}}
 YML
 berth_start "$T_TMP" || { t_fail "berth starts"; t_finish; }
 U=$BERTH_URL
@@ -158,50 +161,124 @@ t_eq "Helm delete as bob (no delete): 403" 403 "$(code_as bob -X DELETE "$U/api/
 t_eq "Helm delete as alice: 200" 200 "$(code_as alice -X DELETE "$U/api/charts/web/1.0.0")"
 t_eq "chart download as carol: 200" 200 "$(code_as carol "$U/charts/web-1.1.0.tgz")"
 
-# ---- every other route, one table: user x route x repository -> status ----
-# reads (tags, blob GET/HEAD, referrers, chart file and API) need pull on the repository; a
-# mount needs push on the target (team/*) and pull on its source (else a plain upload session,
-# 202, as for an unknown digest); refused: 401 anonymous, 403 signed in (Helm: 404, like a
-# missing chart, except an anonymous chart download, which asks for credentials: 401)
+# ---- the route table: every line of src/serve.c's table, probed as each user ----
+# The table below is serve.c's (path, methods, access; checked to be the same), with one probe or
+# more per line and the status each user gets: anonymous, carol (default pull), bob (dev: pull
+# and push on team/*), alice (admin). Refused: 401 anonymous, 403 signed in. KNOWN lines filter or
+# check each item: Helm hides a chart the caller may not pull (404) except from an anonymous chart
+# download, which asks for credentials (401). A mount needs push on the target (team/*) and pull
+# on its source (else a plain upload session, 202, as for an unknown digest). Upload sessions and
+# the deleted blob do not exist: a caller let through gets 404, so access alone decides the rest;
+# likewise the Helm upstream, where nothing listens: a caller let through gets 503.
 curl -s -u alice:alice-pw -H "$PL_ACCEPT" "$U/v2/secret/app/manifests/v1" >"$T_TMP/manifest.json.secret"
 for r in team secret; do
     eval "L_$r=$(jq -r '.layers[0].digest' "$T_TMP/manifest.json.$r")"
     eval "M_$r=sha256:$(t_sha256 "$T_TMP/manifest.json.$r")"
 done
-declare -A route=(
-    [anonymous:tags:team]=401 [carol:tags:team]=200 [bob:tags:team]=200 [alice:tags:team]=200
-    [anonymous:tags:secret]=401 [carol:tags:secret]=403 [bob:tags:secret]=403 [alice:tags:secret]=200
-    [anonymous:blob:team]=401 [carol:blob:team]=200 [bob:blob:team]=200 [alice:blob:team]=200
-    [anonymous:blob:secret]=401 [carol:blob:secret]=403 [bob:blob:secret]=403 [alice:blob:secret]=200
-    [anonymous:bhead:team]=401 [carol:bhead:team]=200 [bob:bhead:team]=200 [alice:bhead:team]=200
-    [anonymous:bhead:secret]=401 [carol:bhead:secret]=403 [bob:bhead:secret]=403 [alice:bhead:secret]=200
-    [anonymous:referrers:team]=401 [carol:referrers:team]=200 [bob:referrers:team]=200 [alice:referrers:team]=200
-    [anonymous:referrers:secret]=401 [carol:referrers:secret]=403 [bob:referrers:secret]=403 [alice:referrers:secret]=200
-    [anonymous:mount:team]=401 [carol:mount:team]=403 [bob:mount:team]=201 [alice:mount:team]=201
-    [anonymous:mount:secret]=401 [carol:mount:secret]=403 [bob:mount:secret]=202 [alice:mount:secret]=201
-    [anonymous:chartfile:charts]=401 [carol:chartfile:charts]=200 [bob:chartfile:charts]=200 [alice:chartfile:charts]=200
-    [anonymous:chartapi:charts]=404 [carol:chartapi:charts]=200 [bob:chartapi:charts]=200 [alice:chartapi:charts]=200
-    [anonymous:catalog:-]=200 [carol:catalog:-]=200 [bob:catalog:-]=200 [alice:catalog:-]=200
-)
+NOPE=sha256:$(printf '%064d' 0)
+UUID=0b1c2d3e-0000-4000-8000-000000000000
+ROUTES='
+# path                          method access  probe       repo    anon carol bob alice
+/                               GET    PUBLIC  root        -       200  200   200 200
+/health                         GET    PUBLIC  health      -       200  200   200 200
+/v2/                            GET    SIGNED  version     -       401  200   200 200
+/v2/_catalog                    GET    KNOWN   catalog     -       200  200   200 200
+/v2/<name>/tags/list            GET    PULL    tags        team    401  200   200 200
+/v2/<name>/tags/list            GET    PULL    tags        secret  401  403   403 200
+/v2/<name>/manifests/<ref>      GET    PULL    manifest    team    401  200   200 200
+/v2/<name>/manifests/<ref>      GET    PULL    manifest    secret  401  403   403 200
+/v2/<name>/manifests/<ref>      PUT    PUSH    mput        team    401  403   201 201
+/v2/<name>/manifests/<ref>      DELETE DELETE  mdelete     other   401  403   403 202
+/v2/<name>/blobs/<digest>       GET    PULL    blob        team    401  200   200 200
+/v2/<name>/blobs/<digest>       GET    PULL    blob        secret  401  403   403 200
+/v2/<name>/blobs/<digest>       GET    PULL    bhead       team    401  200   200 200
+/v2/<name>/blobs/<digest>       GET    PULL    bhead       secret  401  403   403 200
+/v2/<name>/blobs/<digest>       DELETE DELETE  bdelete     team    401  403   403 404
+/v2/<name>/blobs/uploads/       POST   PUSH    mount       team    401  403   201 201
+/v2/<name>/blobs/uploads/       POST   PUSH    mount       secret  401  403   202 201
+/v2/<name>/blobs/uploads/<id>   GET    PULL    uget        team    401  404   404 404
+/v2/<name>/blobs/uploads/<id>   PATCH  PUSH    upatch      team    401  403   404 404
+/v2/<name>/blobs/uploads/<id>   PUT    PUSH    uput        team    401  403   404 404
+/v2/<name>/blobs/uploads/<id>   DELETE DELETE  udelete     team    401  403   403 404
+/v2/<name>/referrers/<digest>   GET    PULL    referrers   team    401  200   200 200
+/v2/<name>/referrers/<digest>   GET    PULL    referrers   secret  401  403   403 200
+/<area>/index.yaml              GET    KNOWN   index       charts  200  200   200 200
+/<area>/charts/<file>           GET    KNOWN   chartfile   charts  401  200   200 200
+/api/<area>/charts              GET    KNOWN   chartlist   charts  200  200   200 200
+/api/<area>/charts              POST   KNOWN   chartpost   charts  401  403   400 400
+/api/<area>/prov                POST   KNOWN   provpost    charts  401  403   400 400
+/api/<area>/charts/<n>          GET    KNOWN   chart       charts  404  200   200 200
+/api/<area>/charts/<n>/<v>      GET    KNOWN   chartapi    charts  404  200   200 200
+/api/<area>/charts/<n>/<v>      DELETE KNOWN_IFDEL chartdel charts 404  403   403 200
+/<upstream>/index.yaml          GET    KNOWN   upindex     -       401  503   503 503
+/<upstream>/charts/<file>       GET    KNOWN   upchart     -       401  503   503 503
+/ui                             GET    KNOWN   uiroot      -       301  301   301 301
+/ui/                            GET    KNOWN   uipage      -       200  200   200 200
+/ui/signin                      GET    KNOWN   uisignin    -       401  200   200 200
+/ui/status.json                 GET    KNOWN   uijson      -       200  200   200 200
+'
+# serve.c's table as path/method/access lines (methods HTTP_GET...)
+table_of_serve_c() {
+    sed -n '/^static const http_route serve_routes/,/^};/p' "$T_ROOT/src/serve.c" |
+        sed -n 's/^ *{\("[^"]*"\), *[A-Z]*([A-Z_]*), *HTTP_\([A-Z]*\), *&[a-z_]*, *\([A-Z_]*\)}.*/\1 \2 \3/p' |
+        tr -d '"' | sort -u
+}
+t_eq "the table here is serve.c's route table (path, method, access)" \
+    "$(table_of_serve_c)" "$(grep -v '^#' <<<"$ROUTES" | awk 'NF {print $1, $2, $3}' | sort -u)"
+probe() { # probe USER WHAT REPO: the status USER gets
+    local user=$1 what=$2 r=$3 L M
+    eval "L=\${L_$r:-}; M=\${M_$r:-}"
+    case $what in
+    root) code_as "$user" "$U/" ;;
+    health) code_as "$user" "$U/health" ;;
+    version) code_as "$user" "$U/v2/" ;;
+    catalog) code_as "$user" "$U/v2/_catalog" ;;
+    tags) code_as "$user" "$U/v2/$r/app/tags/list" ;;
+    manifest) code_as "$user" -H "$PL_ACCEPT" "$U/v2/$r/app/manifests/v1" ;;
+    mput) code_as "$user" -X PUT -H "Content-Type: $MT_OCI_MANIFEST" \
+        --data-binary @"$T_TMP/manifest.json.team" "$U/v2/team/app/manifests/put-$user" ;;
+    mdelete) delete "$user" "$r/app" "$r" ;;
+    blob) code_as "$user" "$U/v2/$r/app/blobs/$L" ;;
+    bhead) code_as "$user" -I "$U/v2/$r/app/blobs/$L" ;;
+    bdelete) code_as "$user" -X DELETE "$U/v2/$r/app/blobs/$NOPE" ;;
+    mount) code_as "$user" -X POST "$U/v2/team/m-$user-$n/blobs/uploads/?mount=$L&from=$r/app" ;;
+    uget) code_as "$user" "$U/v2/$r/app/blobs/uploads/$UUID" ;;
+    upatch) code_as "$user" -X PATCH --data-binary x "$U/v2/$r/app/blobs/uploads/$UUID" ;;
+    uput) code_as "$user" -X PUT "$U/v2/$r/app/blobs/uploads/$UUID?digest=$NOPE" ;;
+    udelete) code_as "$user" -X DELETE "$U/v2/$r/app/blobs/uploads/$UUID" ;;
+    referrers) code_as "$user" "$U/v2/$r/app/referrers/$M" ;;
+    index) code_as "$user" "$U/index.yaml" ;;
+    chartfile) code_as "$user" "$U/charts/web-1.1.0.tgz" ;;
+    chartlist) code_as "$user" "$U/api/charts" ;;
+    chartpost) code_as "$user" --data-binary 'not a chart' "$U/api/charts" ;;
+    provpost) code_as "$user" --data-binary 'not a provenance file' "$U/api/prov" ;;
+    chart) code_as "$user" "$U/api/charts/web" ;;
+    chartapi) code_as "$user" "$U/api/charts/web/1.1.0" ;;
+    chartdel) code_as "$user" -X DELETE "$U/api/charts/web/1.1.0" ;; # alice last: it goes
+    upindex) code_as "$user" "$U/stable/index.yaml" ;;
+    upchart) code_as "$user" "$U/stable/charts/web-1.1.0.tgz" ;;
+    uiroot) code_as "$user" "$U/ui" ;;
+    uipage) code_as "$user" "$U/ui/" ;;
+    uisignin) code_as "$user" "$U/ui/signin" ;;
+    uijson) code_as "$user" "$U/ui/status.json" ;;
+    esac
+}
 bad=""
 n=0
-for key in $(printf '%s\n' "${!route[@]}" | sort); do
-    IFS=: read -r user what r <<<"$key"
-    eval "L=\${L_$r:-}; M=\${M_$r:-}"
-    n=$((n + 1))
-    case $what in
-    tags) got=$(code_as "$user" "$U/v2/$r/app/tags/list") ;;
-    blob) got=$(code_as "$user" "$U/v2/$r/app/blobs/$L") ;;
-    bhead) got=$(code_as "$user" -I "$U/v2/$r/app/blobs/$L") ;;
-    referrers) got=$(code_as "$user" "$U/v2/$r/app/referrers/$M") ;;
-    mount) got=$(code_as "$user" -X POST "$U/v2/team/m-$user-$n/blobs/uploads/?mount=$L&from=$r/app") ;;
-    chartfile) got=$(code_as "$user" "$U/charts/web-1.1.0.tgz") ;;
-    chartapi) got=$(code_as "$user" "$U/api/charts/web/1.1.0") ;;
-    catalog) got=$(code_as "$user" "$U/v2/_catalog") ;;
-    esac
-    [ "$got" = "${route[$key]}" ] || bad+=" $key=$got(want ${route[$key]})"
-done
-t_eq "route matrix: $n cells (4 users x tags, blobs, HEAD, referrers, mounts, chart files and API, catalog)" "" "$bad"
+lines=0
+while read -r path method access what r codes; do
+    [ -z "$path" ] || [ "${path:0:1}" = "#" ] && continue
+    lines=$((lines + 1))
+    read -r -a want_codes <<<"$codes"
+    i=0
+    for user in anonymous carol bob alice; do
+        n=$((n + 1))
+        got=$(probe "$user" "$what" "$r")
+        [ "$got" = "${want_codes[$i]}" ] || bad+=" $user:$method:$path:$r=$got(want ${want_codes[$i]})"
+        i=$((i + 1))
+    done
+done <<<"$ROUTES"
+t_eq "route matrix: $n cells (4 users x $lines probes of the table's lines)" "" "$bad"
 
 # ---- mirror space: pull (and fill) allowed, push refused even where rules would allow it ----
 t_eq "mirror fill (first pull through berth) as carol: 200" 200 \
