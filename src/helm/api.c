@@ -583,9 +583,16 @@ const http_handler helm_list_h = {.end = list_end, .offload = true};
 const http_handler helm_chart_h = {.end = chart_end, .offload = true};
 const http_handler helm_version_h = {.end = version_end, .offload = true};
 const http_handler helm_delete_h = {.end = delete_end, .offload = true};
-const http_handler helm_upload_h = {chart_upload_begin, upload_data, upload_end, upload_cleanup,
-                                    true};
-const http_handler helm_prov_h = {prov_upload_begin, upload_data, upload_end, upload_cleanup, true};
+const http_handler helm_upload_h = {.begin = chart_upload_begin,
+                                    .data = upload_data,
+                                    .end = upload_end,
+                                    .cleanup = upload_cleanup,
+                                    .offload = true};
+const http_handler helm_prov_h = {.begin = prov_upload_begin,
+                                  .data = upload_data,
+                                  .end = upload_end,
+                                  .cleanup = upload_cleanup,
+                                  .offload = true};
 const http_handler helm_up_index_h = {
     .end = mirror_index_end, .cleanup = helm_mirror_cleanup, .offload = true};
 const http_handler helm_up_file_h = {

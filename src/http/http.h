@@ -43,6 +43,9 @@ typedef struct {
     int (*end)(http_req *r);                               /* body complete: respond */
     void (*cleanup)(http_req *r);                          /* always called last (may be NULL) */
     bool offload; /* end() may block (fsync, metadata writes): run it on a worker thread */
+    /* end() only reads the store: run on a worker when the store's engines block (S3 blobs,
+     * PostgreSQL metadata: STORE_CAP_BLOCKING), on the event loop when they do not (files) */
+    bool store_io;
 } http_handler;
 
 /* An end() may return HTTP_OFFLOAD to be called again on a worker thread (r->on_worker set),

@@ -500,7 +500,7 @@ static void admit(http_req *r, int verdict)
 /* Whether the request's end() runs on a worker (it may block). One place, per request. */
 static bool end_on_worker(const http_req *r)
 {
-    return r->h->offload;
+    return r->h->offload || (r->h->store_io && (store_caps(r->store) & STORE_CAP_BLOCKING));
 }
 
 static void offload(http_server *srv, http_req *r)

@@ -201,8 +201,6 @@ static int reply_remote(http_req *r, store_blob *b, int status, uint64_t off, ui
 
 static int blob_get_end(http_req *r)
 {
-    /* blobs in a bucket (or metadata in PostgreSQL): opening one waits on the network */
-    if (!r->on_worker && (store_caps(r->store) & STORE_CAP_BLOCKING)) return HTTP_OFFLOAD;
     int rc = reg_blob_serve(r);
     if (rc == -BERR_BLOB_UNKNOWN && r->mirror) return reg_mirror_blob_miss(r);
     /* a hit; a request parked on a fill (r->ctx) was counted as a miss when it started it */
@@ -280,5 +278,7 @@ static int blob_delete_end(http_req *r)
     return rc;
 }
 
-const http_handler reg_blob_get_h = {.end = blob_get_end, .cleanup = reg_mirror_blob_cleanup};
+/* store_io: with blobs in a bucket (or metadata in PostgreSQL) opening one waits on the network */
+const http_handler reg_blob_get_h = {
+    .end = blob_get_end, .cleanup = reg_mirror_blob_cleanup, .store_io = true};
 const http_handler reg_blob_delete_h = {.end = blob_delete_end, .offload = true};

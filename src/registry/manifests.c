@@ -24,7 +24,6 @@ typedef struct {
 
 static int get_end(http_req *r)
 {
-    if (!r->on_worker && (store_caps(r->store) & STORE_CAP_BLOCKING)) return HTTP_OFFLOAD;
     if (r->mirror) return reg_mirror_manifest_get(r);
     store_manifest m;
     int rc = store_manifest_get(r->store, r->name, r->ref, &m);
@@ -141,6 +140,8 @@ static int delete_end(http_req *r)
     return http_reply(r, 202, NULL, NULL, 0);
 }
 
-const http_handler reg_manifest_get_h = {.end = get_end, .cleanup = reg_mirror_manifest_cleanup};
-const http_handler reg_manifest_put_h = {put_begin, put_data, put_end, put_cleanup, true};
+const http_handler reg_manifest_get_h = {
+    .end = get_end, .cleanup = reg_mirror_manifest_cleanup, .store_io = true};
+const http_handler reg_manifest_put_h = {
+    .begin = put_begin, .data = put_data, .end = put_end, .cleanup = put_cleanup, .offload = true};
 const http_handler reg_manifest_delete_h = {.end = delete_end, .offload = true};

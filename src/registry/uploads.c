@@ -184,8 +184,6 @@ static int patch_begin(http_req *r)
 
 static int patch_end(http_req *r)
 {
-    /* saving a session in a bucket (its tail and state objects) waits on the network */
-    if (!r->on_worker && (store_caps(r->store) & STORE_CAP_BLOCKING)) return HTTP_OFFLOAD;
     up_ctx *c = r->ctx;
     uint64_t size = store_upload_size(c->u);
     /* save and unlock before answering, so the client's next request finds the session free */
@@ -222,7 +220,6 @@ static int put_end(http_req *r)
 
 static int status_end(http_req *r)
 {
-    if (!r->on_worker && (store_caps(r->store) & STORE_CAP_BLOCKING)) return HTTP_OFFLOAD;
     up_ctx *c = ctx_of(r);
     if (!c) return berr_set(BERR_INTERNAL, "out of memory");
     int rc = up_open(r, c);
@@ -246,8 +243,16 @@ static int delete_end(http_req *r)
     return http_reply(r, 204, NULL, NULL, 0);
 }
 
-const http_handler reg_upload_post_h = {post_begin, up_data, post_end, up_cleanup, true};
-const http_handler reg_upload_patch_h = {patch_begin, up_data, patch_end, up_cleanup, false};
-const http_handler reg_upload_put_h = {put_begin, up_data, put_end, up_cleanup, true};
-const http_handler reg_upload_get_h = {NULL, NULL, status_end, up_cleanup, false};
-const http_handler reg_upload_delete_h = {NULL, NULL, delete_end, up_cleanup, true};
+const http_handler reg_upload_post_h = {
+    .begin = post_begin, .data = up_data, .end = post_end, .cleanup = up_cleanup, .offload = true};
+/* store_io: saving a session in a bucket (its tail and state objects) waits on the network */
+const http_handler reg_upload_patch_h = {.begin = patch_begin,
+                                         .data = up_data,
+                                         .end = patch_end,
+                                         .cleanup = up_cleanup,
+                                         .store_io = true};
+const http_handler reg_upload_put_h = {
+    .begin = put_begin, .data = up_data, .end = put_end, .cleanup = up_cleanup, .offload = true};
+const http_handler reg_upload_get_h = {.end = status_end, .cleanup = up_cleanup, .store_io = true};
+const http_handler reg_upload_delete_h = {
+    .begin = NULL, .data = NULL, .end = delete_end, .cleanup = up_cleanup, .offload = true};
