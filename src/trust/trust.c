@@ -25,6 +25,7 @@
 #include "util/digest.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 #include <fnmatch.h>
 #include <jansson.h>
@@ -54,6 +55,12 @@ typedef struct {
     trust_key **keys;
     trust_store **stores;
     trust_material m;
+} rmaterial;
+
+typedef struct {
+    rmaterial sig;  /* what signs the content */
+    rmaterial *att; /* per attestation of the policy: what signs that referrer */
+    size_t natt;
 } rpolicy;
 
 static pthread_mutex_t load_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -68,9 +75,14 @@ static rpolicy *rpols;
 
 static void unload(void)
 {
-    for (size_t i = 0; loaded_cfg && i < loaded_cfg->trust.npolicies; i++) {
-        free(rpols[i].keys);
-        free(rpols[i].stores);
+    for (size_t i = 0; rpols && loaded_cfg && i < loaded_cfg->trust.npolicies; i++) {
+        free(rpols[i].sig.keys);
+        free(rpols[i].sig.stores);
+        for (size_t k = 0; k < rpols[i].natt; k++) {
+            free(rpols[i].att[k].keys);
+            free(rpols[i].att[k].stores);
+        }
+        free(rpols[i].att);
     }
     free(rpols);
     rpols = NULL;
@@ -84,6 +96,31 @@ static void unload(void)
     free(stores);
     stores = NULL;
     nstores = 0;
+}
+
+/* Points m at the loaded keys and stores a policy (or one of its attestations) names. */
+static void material_bind(rmaterial *r, char *const *kn, size_t nk, char *const *sn, size_t ns,
+                          char *const *ids, size_t nids, const config_trust_policy *p)
+{
+    r->keys = calloc(nk + 1, sizeof *r->keys);
+    r->stores = calloc(ns + 1, sizeof *r->stores);
+    if (!r->keys || !r->stores) abort();
+    for (size_t k = 0; k < nk; k++)
+        for (size_t j = 0; j < nkeys; j++)
+            if (!strcmp(keys[j].name, kn[k])) r->keys[r->m.nkeys++] = &keys[j];
+    for (size_t k = 0; k < ns; k++)
+        for (size_t j = 0; j < nstores; j++) {
+            char tn[600];
+            snprintf(tn, sizeof tn, "%s:%s", stores[j].type, stores[j].name);
+            if (!strcmp(tn, sn[k])) r->stores[r->m.nstores++] = &stores[j];
+        }
+    r->m.keys = (trust_key *const *)r->keys;
+    r->m.stores = (trust_store *const *)r->stores;
+    r->m.identities = (const char *const *)ids;
+    r->m.nidentities = nids;
+    r->m.level = (trust_level)p->level;
+    for (int o = 0; o < 3; o++)
+        r->m.override[o] = (unsigned char)p->override[o];
 }
 
 static int load_all(const config *cfg)
@@ -119,23 +156,15 @@ static int load_all(const config *cfg)
     for (size_t i = 0; rc == 0 && i < t->npolicies; i++) {
         const config_trust_policy *p = &t->policies[i];
         rpolicy *r = &rpols[i];
-        r->keys = calloc(p->nkeys + 1, sizeof *r->keys);
-        r->stores = calloc(p->nstores + 1, sizeof *r->stores);
-        if (!r->keys || !r->stores) abort();
-        for (size_t k = 0; k < p->nkeys; k++)
-            for (size_t j = 0; j < nkeys; j++)
-                if (!strcmp(keys[j].name, p->keys[k])) r->keys[r->m.nkeys++] = &keys[j];
-        for (size_t k = 0; k < p->nstores; k++)
-            for (size_t j = 0; j < nstores; j++) {
-                char tn[600];
-                snprintf(tn, sizeof tn, "%s:%s", stores[j].type, stores[j].name);
-                if (!strcmp(tn, p->stores[k])) r->stores[r->m.nstores++] = &stores[j];
-            }
-        r->m.keys = (trust_key *const *)r->keys;
-        r->m.stores = (trust_store *const *)r->stores;
-        r->m.identities = (const char *const *)p->identities;
-        r->m.nidentities = p->nidentities;
-        r->m.level = (trust_level)p->level;
+        material_bind(&r->sig, p->keys, p->nkeys, p->stores, p->nstores, p->identities,
+                      p->nidentities, p);
+        r->att = calloc(p->nattest + 1, sizeof *r->att);
+        if (!r->att) abort();
+        for (size_t k = 0; k < p->nattest; k++, r->natt++) {
+            const config_trust_attestation *a = &p->attest[k];
+            material_bind(&r->att[k], a->keys, a->nkeys, a->stores, a->nstores, a->identities,
+                          a->nidentities, p);
+        }
     }
     return rc;
 }
@@ -302,7 +331,7 @@ static bool about_other(const char *content, size_t len)
 
 /* Verifies one signature artifact: 1 accepted (signer set), 0 refused (reason appended). */
 static int verify_one(char kind, const char *where, const char *sig_digest, const char *content,
-                      size_t len, const rpolicy *rp, const trust_source *src, const char *repo,
+                      size_t len, const rmaterial *rp, const trust_source *src, const char *repo,
                       const char *digest, const char *mt, size_t size, trust_verdict *v,
                       trust_log_fn log, void *log_arg)
 {
@@ -353,7 +382,7 @@ static int verify_one(char kind, const char *where, const char *sig_digest, cons
 }
 
 /* Every signature of digest in repo: 1 when one is accepted. */
-static int check_sigs(const rpolicy *rp, const trust_source *src, const char *repo,
+static int check_sigs(const rmaterial *rp, const trust_source *src, const char *repo,
                       const char *digest, const char *mt, size_t size, trust_verdict *v,
                       trust_log_fn log, void *log_arg)
 {
@@ -407,6 +436,86 @@ static int check_sigs(const rpolicy *rp, const trust_source *src, const char *re
     return ok;
 }
 
+/* A manifest's artifactType (or its config's media type) into out ("" when none); whether it
+ * has a subject. */
+static bool artifact_type_of(const char *content, size_t len, char *out, size_t cap)
+{
+    out[0] = 0;
+    json_t *j = content ? json_loadb(content, len, 0, NULL) : NULL;
+    const char *at = json_string_value(json_object_get(j, "artifactType"));
+    if (!at) at = json_string_value(json_object_get(json_object_get(j, "config"), "mediaType"));
+    if (at) snprintf(out, cap, "%s", at);
+    bool subject = json_is_object(json_object_get(j, "subject"));
+    json_decref(j);
+    return subject;
+}
+
+/* Attestation a of a policy: digest must have a referrer of a->artifact_type that is itself
+ * signed under am (a cosign .sig tag of the referrer, or a Sigstore-bundle or Notary referrer of
+ * it). 1 when one is, 0 (v->reason says why), or a negative berr. */
+static int check_attest(const config_trust_attestation *a, const rmaterial *am,
+                        const trust_source *src, const char *repo, const char *digest,
+                        trust_verdict *v, trust_log_fn log, void *log_arg)
+{
+    char(*refs)[72] = NULL;
+    size_t nrefs = 0, found = 0;
+    int ok = 0, rc = src->referrers(src->arg, repo, digest, &refs, &nrefs);
+    if (rc < 0 && rc != -BERR_NAME_UNKNOWN) return rc;
+    char line[1400];
+    for (size_t i = 0; !ok && i < nrefs; i++) {
+        char *c = NULL, sd[DIGEST_STR_MAX], smt[256], at[256];
+        size_t cl = 0;
+        if (src->get(src->arg, repo, refs[i], &c, &cl, sd, smt) < 0) continue;
+        artifact_type_of(c, cl, at, sizeof at);
+        if (strcmp(at, a->artifact_type) != 0) {
+            free(c);
+            continue;
+        }
+        found++;
+        snprintf(line, sizeof line, "attestation %.100s (referrer %.80s):", at, refs[i]);
+        if (log) log(log_arg, line);
+        trust_verdict av;
+        memset(&av, 0, sizeof av);
+        rc = check_sigs(am, src, repo, sd, smt, cl, &av, log, log_arg);
+        free(c);
+        if (rc < 0) {
+            free(refs);
+            return rc;
+        }
+        if (rc == 1) {
+            ok = 1;
+            size_t o = strlen(v->signer);
+            snprintf(v->signer + o, sizeof v->signer - o, "; attestation %.60s by %.100s", at,
+                     av.signer);
+        } else {
+            snprintf(line, sizeof line, "attestation %.100s %.80s is not accepted: %.900s", at,
+                     refs[i], av.reason);
+            addf(v->reason, sizeof v->reason, line);
+        }
+    }
+    free(refs);
+    if (!found) {
+        snprintf(line, sizeof line,
+                 "%.80s has no attestation of type %.100s (a signed referrer of that type is "
+                 "required: quarantined until one is pushed)",
+                 digest, a->artifact_type);
+        addf(v->reason, sizeof v->reason, line);
+        if (log) log(log_arg, line);
+    }
+    return ok;
+}
+
+/* A signature the policy accepts, and every attestation it requires. */
+static int full_check(const config_trust_policy *p, const rpolicy *rp, const trust_source *src,
+                      const char *repo, const char *digest, const char *mt, size_t size,
+                      trust_verdict *v, trust_log_fn log, void *log_arg)
+{
+    int rc = check_sigs(&rp->sig, src, repo, digest, mt, size, v, log, log_arg);
+    for (size_t k = 0; rc == 1 && k < rp->natt; k++)
+        rc = check_attest(&p->attest[k], &rp->att[k], src, repo, digest, v, log, log_arg);
+    return rc;
+}
+
 /* Remembers the children of an accepted index as accepted (an index's signature covers them). */
 static void cache_children(long pol, const char *content, size_t len, const char *signer)
 {
@@ -451,7 +560,21 @@ int trust_check(const config *cfg, const trust_source *src, const char *repo, co
         return 0;
     }
     const rpolicy *rp = &rpols[pi];
-    rc = check_sigs(rp, src, repo, digest, media_type, len, v, log, log_arg);
+    /* an attestation the policy requires (a scanner's report) is served when its own signature
+     * is accepted: it needs no attestation of itself */
+    char at[256];
+    if (artifact_type_of(content, len, at, sizeof at))
+        for (size_t k = 0; k < rp->natt; k++) {
+            if (strcmp(at, p->attest[k].artifact_type) != 0) continue;
+            rc = check_sigs(&rp->att[k], src, repo, digest, media_type, len, v, log, log_arg);
+            if (rc < 0) return rc;
+            if (rc == 1) {
+                v->accepted = true;
+                cache_put(pi, digest, v->signer);
+            }
+            return 0;
+        }
+    rc = full_check(p, rp, src, repo, digest, media_type, len, v, log, log_arg);
     if (rc < 0) return rc;
     /* an index of the repository that lists it, and is accepted, vouches for it */
     char(*par)[72] = NULL;
@@ -473,7 +596,7 @@ int trust_check(const config *cfg, const trust_source *src, const char *repo, co
         if (src->get(src->arg, repo, par[i], &c, &cl, d, mt) < 0) continue;
         trust_verdict pv;
         memset(&pv, 0, sizeof pv);
-        int prc = check_sigs(rp, src, repo, par[i], mt, cl, &pv, log, log_arg);
+        int prc = full_check(p, rp, src, repo, par[i], mt, cl, &pv, log, log_arg);
         if (prc == 1) {
             cache_put(pi, par[i], pv.signer);
             cache_children(pi, c, cl, pv.signer);
@@ -651,7 +774,18 @@ static void mirror_fetch_one(const reg_mirror_ctx *c, const char *ref)
     store_manifest_free(&m);
 }
 
-static void mirror_fetch_sigs(http_req *r, const char *digest)
+/* Whether at is an attestation type policy pi requires. */
+static bool attest_type(const config *cfg, long pi, const char *at)
+{
+    const config_trust_policy *p = &cfg->trust.policies[pi];
+    for (size_t k = 0; at && k < p->nattest; k++)
+        if (!strcmp(at, p->attest[k].artifact_type)) return true;
+    return false;
+}
+
+/* The upstream's signatures of digest, and the attestations policy pi requires (with their own
+ * signatures: depth 1). */
+static void mirror_fetch_sigs(http_req *r, long pi, const char *digest, int depth)
 {
     reg_mirror_ctx c = {r->store, r->mirror, r->name, r->upstream_repo, r->cfg};
     if (!strncmp(digest, "sha256:", 7)) {
@@ -675,8 +809,12 @@ static void mirror_fetch_sigs(http_req *r, const char *digest)
         json_array_foreach(json_object_get(j, "manifests"), i, d)
         {
             const char *dg = json_string_value(json_object_get(d, "digest"));
-            if (dg && sig_artifact_type(json_string_value(json_object_get(d, "artifactType"))))
+            const char *at = json_string_value(json_object_get(d, "artifactType"));
+            if (dg && sig_artifact_type(at)) mirror_fetch_one(&c, dg);
+            if (dg && depth == 0 && attest_type(r->cfg, pi, at)) {
                 mirror_fetch_one(&c, dg);
+                mirror_fetch_sigs(r, pi, dg, 1);
+            }
         }
         json_decref(j);
         break;
@@ -695,7 +833,7 @@ int trust_serve_check(http_req *r, const char *digest, const char *media_type, c
         cache_put(pi, digest, "(a signature or attestation)");
         return 0;
     }
-    if (r->mirror) mirror_fetch_sigs(r, digest);
+    if (r->mirror) mirror_fetch_sigs(r, pi, digest, 0);
     trust_source src;
     trust_store_source(r->store, &src);
     trust_verdict v;
@@ -708,8 +846,11 @@ int trust_serve_check(http_req *r, const char *digest, const char *media_type, c
                  v.policy, r->name, digest, v.reason);
         return 0;
     }
-    log_info("msg=\"trust: denied\" policy=\"%s\" repo=%s digest=%s reason=\"%s\"", v.policy,
-             r->name, digest, v.reason);
+    /* a denial: logged and counted (pull, or fill in mirror space); the notify module's denial
+     * event belongs here too */
+    log_info("msg=\"trust: denied\" policy=\"%s\" where=%s repo=%s digest=%s reason=\"%s\"",
+             v.policy, r->mirror ? "fill" : "pull", r->name, digest, v.reason);
+    metrics_trust_denial(v.policy, r->mirror ? "fill" : "pull");
     if (r->mirror) store_manifest_delete(r->store, r->name, digest); /* not kept either */
     return berr_set(BERR_DENIED, "trust policy '%s' denies %s@%s: %s", v.policy, r->name, digest,
                     v.reason);
