@@ -16,7 +16,9 @@
  *   subject matches a trustedIdentity) is enforced by strict and permissive, logged by audit;
  *   authentic timestamp (every certificate of the chain valid at `now` for notary.x509, at the
  *   authentic signing time for notary.x509.signingAuthority) and expiry (io.cncf.notary.expiry)
- *   are enforced by strict only, logged otherwise. skip verifies nothing.
+ *   are enforced by strict only, logged otherwise; signatureVerification.override
+ *   (trust_material.override) sets authenticity, authentic timestamp or expiry to enforced or
+ *   logged whatever the level. skip verifies nothing.
  * - RFC 3161 timestamp countersignatures (io.cncf.notary.timestamp) are not read: a notary.x509
  *   signature is then judged as the specification judges one without a timestamp (its chain
  *   must be valid now). Revocation is not checked (offline). Verification plugins are refused.

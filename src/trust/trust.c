@@ -6,7 +6,13 @@
  *    is served as before, at the cost of one pattern match per GET;
  *  - a manifest is accepted only when a verifier (cosign.c, and the Sigstore-bundle and Notary
  *    verifiers when built in) accepts one of its signatures under the policy's keys and trust
- *    stores, or when an index of the same repository that lists it is accepted;
+ *    stores, or when an index of the same repository that lists it is accepted; and, when the
+ *    policy lists attestations, when that manifest (or index) also has, for each, a referrer of
+ *    the attestation's artifactType that is itself signed under the attestation's material. An
+ *    attestation referrer is served when its own signature is accepted (it needs no attestation
+ *    of itself);
+ *  - every enforcing denial is logged and counted (berth_trust_denials_total, by policy and
+ *    where: pull, fill, import);
  *  - only acceptances are remembered, per (policy, subject digest), in a fixed-size table: a
  *    warm pull of a signed manifest costs one hash lookup, and a manifest denied now is checked
  *    again on its next pull, so a signature pushed later releases it. Content is
