@@ -56,7 +56,8 @@ mkdir -p "$P"
         openssl ca -batch -config ca.cnf -cert inter.pem -keyfile inter.key -in old.csr -out old.pem \
             -preserveDN -startdate 20200101000000Z -enddate 20210101000000Z -extfile leaf.ext -notext 2>/dev/null || exit 1
 ) || t_fail "openssl makes the test PKI"
-t_check "the expired leaf is expired (openssl says so)" sh -c "! openssl x509 -in '$P/old.pem' -noout -checkend 0 >/dev/null"
+# (a precondition, not a check of berth)
+openssl x509 -in "$P/old.pem" -noout -checkend 0 >/dev/null && t_fail "openssl made an expired leaf"
 $CS keygen "$W/sk" --type ecdsa && $CS keygen "$W/scan" --type ecdsa && $CS keygen "$W/rogue" --type ecdsa ||
     t_fail "cosign-style keys"
 
@@ -148,19 +149,31 @@ served() { # served REPO REF DIGEST
     echo "got: $r"
     return 1
 }
+# released REPO REF DIGEST BEFORE: denied (403) before the signature was pushed (BEFORE, the
+# status then), served with the right bytes after
+released() {
+    [ "$4" = 403 ] || {
+        echo "before the signature: $4, not 403"
+        return 1
+    }
+    served "$1" "$2" "$3"
+}
+status() { get "$1" "$2" | cut -d' ' -f1; }
 
 # ---- 1. Notary JWS and COSE, good chains: served; berth verify names the signer ----------------
 D1=$(push signed/jws v1)
 t_check "an unsigned image in policy 'notary' is denied" denied_with signed/jws v1 "trust policy 'notary'"
+S1=$(status signed/jws v1)
 nsign signed/jws "$D1" jws jws signer signer inter root || t_fail "notation-style JWS signature pushed"
-t_check "a JWS signature by a trusted chain and identity: served" served signed/jws v1 "$D1"
+t_check "a JWS signature by a trusted chain and identity: denied before, served after" released signed/jws v1 "$D1" "$S1"
 "$BERTH" verify signed/jws:v1 -c "$W/cli.yml" >"$W/v1.out" 2>&1
 t_eq "berth verify exits 0 and names the signer and the Notary signature" "0 1" \
     "$? $(grep -c "policy 'notary' (enforce): accepted: signed by .*CN=berth signer.* (Notary signature, referrer" "$W/v1.out")"
 
 D2=$(push signed/cose v1)
+S2=$(status signed/cose v1)
 nsign signed/cose "$D2" cose cose rsasigner rsasigner inter root || t_fail "notation-style COSE signature pushed"
-t_check "a COSE signature (RSA-PSS leaf) by a trusted chain: served" served signed/cose v1 "$D2"
+t_check "a COSE signature (RSA-PSS leaf) by a trusted chain: denied before, served after" released signed/cose v1 "$D2" "$S2"
 
 # ---- 2. each refusal, with its reason named in the DENIED message -----------------------------
 D3=$(push signed/wrongca v1)
@@ -190,8 +203,9 @@ t_eq "berth verify of the tampered one exits 1 and lists the refused Notary sign
 
 # signatureVerification override (the Notary form): authenticTimestamp logged, not enforced
 D8=$(push legacy/app v1)
+S8=$(status legacy/app v1)
 nsign legacy/app "$D8" legacy jws old old inter root
-t_check "with override authenticTimestamp: log, the expired leaf's signature is accepted" served legacy/app v1 "$D8"
+t_check "with override authenticTimestamp: log, the expired leaf's signature releases the image" released legacy/app v1 "$D8" "$S8"
 t_check "and the expiry is logged" grep -q "expired certificate.*logged only" "$T_TMP/berth/berth.log"
 
 # ---- 3. a cosign v3 Sigstore bundle referrer -----------------------------------------------
@@ -200,9 +214,10 @@ MF9=$W/img-bundled_app-v1/manifest.json
 $SS --key "$W/rogue/cosign.key" --digest "$D9" --size "$(stat -c %s "$MF9")" --out "$W/sb-rogue" >/dev/null &&
     push_dir bundled/app "$W/sb-rogue" || t_fail "a Sigstore bundle by another key pushed"
 t_check "a Sigstore bundle by a key the policy does not name: denied, 'wrong key'" denied_with bundled/app v1 "wrong key"
+S9=$(status bundled/app v1)
 $SS --key "$W/sk/cosign.key" --digest "$D9" --size "$(stat -c %s "$MF9")" --out "$W/sb" >/dev/null &&
     push_dir bundled/app "$W/sb" || t_fail "a Sigstore bundle pushed"
-t_check "a Sigstore bundle (DSSE, in-toto statement) by the policy's key: served" served bundled/app v1 "$D9"
+t_check "a Sigstore bundle (DSSE, in-toto statement) by the policy's key: denied before, served after" released bundled/app v1 "$D9" "$S9"
 "$BERTH" verify bundled/app:v1 -c "$W/cli.yml" >"$W/v9.out" 2>&1
 t_eq "berth verify names the key and the Sigstore bundle" "0 1" \
     "$? $(grep -c "policy 'bundles' (enforce): accepted: signed by bundlekey (Sigstore bundle signature" "$W/v9.out")"
@@ -230,13 +245,34 @@ R1=$(report unsigned)
 t_check "an unsigned report: still denied, the report is not accepted" denied_with scanned/app v1 "attestation application/vnd.example.scan-report.v1+json"
 $CS sign "$BERTH_URL" scanned/app "$R1" --key "$W/rogue/cosign.key" >/dev/null
 t_check "a report signed by a key other than the scanner's: still denied" denied_with scanned/app v1 "does not verify with key 'scanner'"
+SA=$(status scanned/app v1)
+SR1=$(status scanned/app "$R1")
 R2=$(report clean)
 $CS sign "$BERTH_URL" scanned/app "$R2" --key "$W/scan/cosign.key" >/dev/null || t_fail "the scanner signs its report"
-t_check "the scanner's signed report releases the image" served scanned/app v1 "$DA"
-t_check "the report itself is served (its own signature is accepted)" served scanned/app "$R2" "$R2"
+t_check "the scanner's signed report releases the image" released scanned/app v1 "$DA" "$SA"
+t_check "a report is served only when its own signature is accepted (the rogue-signed one: 403)" \
+    released scanned/app "$R2" "$R2" "$SR1"
 "$BERTH" verify scanned/app:v1 -c "$W/cli.yml" >"$W/va.out" 2>&1
 t_eq "berth verify names the attestation and who signed it" "0 1" \
     "$? $(grep -c "accepted: .*attestation application/vnd.example.scan-report.v1+json by key 'scanner'" "$W/va.out")"
+
+# ---- config mistakes in the new fields are refused by name ----------------------------------
+badcfg() { # badcfg NAME POLICY-LINE EXPECTED
+    printf 'version: 0.1\ntrust:\n  keys: {k: %s}\n  stores: {acme: {type: ca, paths: [%s]}}\n  policies:\n    - %s\n' \
+        "$W/sk/cosign.pub" "$P/root.pem" "$2" >"$W/bad-$1.yml"
+    "$BERTH" verify signed/x:v1 -c "$W/bad-$1.yml" >"$W/bad-$1.out" 2>&1
+    t_eq "config: $1 is refused by name (exit 2)" "2 1" "$? $(grep -cF "$3" "$W/bad-$1.out")"
+}
+badcfg "an override of an unknown check" \
+    '{name: p, registryScopes: ["a/*"], trustStores: ["ca:acme"], signatureVerification: {level: strict, override: {integrity: log}}}' \
+    "override.integrity"
+badcfg "an override of a skip level" \
+    '{name: p, registryScopes: ["a/*"], trustStores: ["ca:acme"], signatureVerification: {level: skip, override: {expiry: log}}}' \
+    "a skip level cannot be overridden"
+badcfg "an attestation without artifactType" \
+    '{name: p, repositories: ["a/*"], keys: [k], attestations: [{keys: [k]}]}' "attestations[0]: names no artifactType"
+badcfg "an attestation naming an unknown key" \
+    '{name: p, repositories: ["a/*"], keys: [k], attestations: [{artifactType: x/y, keys: [nokey]}]}' "'nokey' is not in trust.keys"
 
 # ---- 5. denials are counted ------------------------------------------------------------------
 curl -s "http://127.0.0.1:$DP/metrics" >"$W/metrics.out"
