@@ -26,6 +26,7 @@
 #include "trust/trust.h"
 #include "http/http.h"
 #include "proxy/upstream.h"
+#include "registry/ingest.h"
 #include "registry/registry.h"
 #include "store/store.h"
 #include "util/digest.h"
@@ -175,8 +176,12 @@ static int load_all(const config *cfg)
     return rc;
 }
 
+static void hook_register(void);
+static pthread_once_t hook_once;
+
 int trust_load(const config *cfg)
 {
+    if (cfg->trust.npolicies) pthread_once(&hook_once, hook_register);
     pthread_mutex_lock(&load_mu);
     if (loaded_cfg != cfg) {
         unload();
@@ -791,18 +796,17 @@ static bool attest_type(const config *cfg, long pi, const char *at)
 
 /* The upstream's signatures of digest, and the attestations policy pi requires (with their own
  * signatures: depth 1). */
-static void mirror_fetch_sigs(http_req *r, long pi, const char *digest, int depth)
+static void mirror_fetch_sigs(const reg_mirror_ctx *c, long pi, const char *digest, int depth)
 {
-    reg_mirror_ctx c = {r->store, r->mirror, r->name, r->upstream_repo, r->cfg};
     if (!strncmp(digest, "sha256:", 7)) {
         char tag[128];
         snprintf(tag, sizeof tag, "sha256-%s.sig", digest + 7);
-        mirror_fetch_one(&c, tag);
+        mirror_fetch_one(c, tag);
     }
-    const config_mirror *mi = r->mirror;
+    const config_mirror *mi = c->mirror;
     for (size_t u = 0; u < mi->nurls; u++) {
         char url[2600];
-        snprintf(url, sizeof url, "%s/v2/%s/referrers/%s", mi->urls[u], r->upstream_repo, digest);
+        snprintf(url, sizeof url, "%s/v2/%s/referrers/%s", mi->urls[u], c->upstream_repo, digest);
         upstream_resp resp;
         int rc = upstream_send(mi, "GET", url, NULL, NULL, 0,
                                "application/vnd.oci.image.index.v1+json", NULL, NULL, &resp);
@@ -816,10 +820,10 @@ static void mirror_fetch_sigs(http_req *r, long pi, const char *digest, int dept
         {
             const char *dg = json_string_value(json_object_get(d, "digest"));
             const char *at = json_string_value(json_object_get(d, "artifactType"));
-            if (dg && sig_artifact_type(at)) mirror_fetch_one(&c, dg);
-            if (dg && depth == 0 && attest_type(r->cfg, pi, at)) {
-                mirror_fetch_one(&c, dg);
-                mirror_fetch_sigs(r, pi, dg, 1);
+            if (dg && sig_artifact_type(at)) mirror_fetch_one(c, dg);
+            if (dg && depth == 0 && attest_type(c->cfg, pi, at)) {
+                mirror_fetch_sigs(c, pi, dg, 1); /* its signatures first: it is checked too */
+                mirror_fetch_one(c, dg);
             }
         }
         json_decref(j);
@@ -839,7 +843,10 @@ int trust_serve_check(http_req *r, const char *digest, const char *media_type, c
         cache_put(pi, digest, "(a signature or attestation)");
         return 0;
     }
-    if (r->mirror) mirror_fetch_sigs(r, pi, digest, 0);
+    if (r->mirror) {
+        reg_mirror_ctx mc = {r->store, r->mirror, r->name, r->upstream_repo, r->cfg};
+        mirror_fetch_sigs(&mc, pi, digest, 0);
+    }
     trust_source src;
     trust_store_source(r->store, &src);
     trust_verdict v;
@@ -860,4 +867,47 @@ int trust_serve_check(http_req *r, const char *digest, const char *media_type, c
     if (r->mirror) store_manifest_delete(r->store, r->name, digest); /* not kept either */
     return berr_set(BERR_DENIED, "trust policy '%s' denies %s@%s: %s", v.policy, r->name, digest,
                     v.reason);
+}
+
+/* ---- mirror fills: the ingest policy hook ----
+ * A manifest filled from an upstream (INGEST_MIRROR: the server's fills and their checks) in
+ * scope of a policy is checked before it is committed: the upstream's signatures (and required
+ * attestations) are fetched first, and what fails an enforcing policy is never stored. The
+ * serving gate above stays for what was cached before the policy covered it. */
+static int trust_ingest_hook(ingest_ctx *c, void *arg)
+{
+    (void)arg;
+    const ingest_req *in = c->in;
+    const config *cfg = c->cfg;
+    if (in->source != INGEST_MIRROR || !in->blob_arg || !cfg->trust.npolicies) return 0;
+    long pi = policy_index(cfg, in->repo);
+    if (pi < 0 || cache_get(pi, in->digest, NULL, 0) || about_other(in->content, in->len)) return 0;
+    /* mirror.c's fills pass their reg_mirror_ctx as the blob callback's argument */
+    const reg_mirror_ctx *mc = in->blob_arg;
+    mirror_fetch_sigs(mc, pi, in->digest, 0);
+    trust_source src;
+    trust_store_source(c->st, &src);
+    trust_verdict v;
+    const char *mt = c->put->media_type ? c->put->media_type : "";
+    int rc = trust_check(cfg, &src, in->repo, in->digest, mt, in->content, in->len, &v, NULL, NULL);
+    if (rc < 0) return rc;
+    if (v.accepted) return 0;
+    if (v.warn) {
+        log_warn("msg=\"trust: keeping content its policy does not accept (mode warn)\" "
+                 "policy=\"%s\" repo=%s digest=%s reason=\"%s\"",
+                 v.policy, in->repo, in->digest, v.reason);
+        return 0;
+    }
+    /* a denial: logged and counted; the notify module's denial event belongs here too */
+    log_info("msg=\"trust: denied\" policy=\"%s\" where=fill repo=%s digest=%s reason=\"%s\"",
+             v.policy, in->repo, in->digest, v.reason);
+    metrics_trust_denial(v.policy, "fill");
+    return berr_set(BERR_DENIED, "trust policy '%s' denies %s@%s: %s", v.policy, in->repo,
+                    in->digest, v.reason);
+}
+
+static pthread_once_t hook_once = PTHREAD_ONCE_INIT;
+static void hook_register(void)
+{
+    ingest_hook_add(INGEST_POLICY, 0, "trust", trust_ingest_hook, NULL);
 }
