@@ -12,7 +12,7 @@
  *    attestation referrer is served when its own signature is accepted (it needs no attestation
  *    of itself);
  *  - every enforcing denial is logged and counted (berth_trust_denials_total, by policy and
- *    where: pull, fill, import);
+ *    where: pull, fill, import; a tag pushed unsigned is stored, held, and counted as push);
  *  - only acceptances are remembered, per (policy, subject digest), in a fixed-size table: a
  *    warm pull of a signed manifest costs one hash lookup, and a manifest denied now is checked
  *    again on its next pull, so a signature pushed later releases it. Content is
@@ -906,8 +906,34 @@ static int trust_ingest_hook(ingest_ctx *c, void *arg)
                     in->digest, v.reason);
 }
 
+/* A tag pushed in scope of an enforcing policy is stored (pushes are never refused) but held
+ * until signed: that is counted and logged once, at the push (where "push"). Manifests pushed by
+ * digest (an index's children, signatures) are not: they are released with what tags them. */
+static int trust_push_hook(ingest_ctx *c, void *arg)
+{
+    (void)arg;
+    const ingest_req *in = c->in;
+    const config *cfg = c->cfg;
+    if (in->source != INGEST_PUSH || !in->ntags || !cfg->trust.npolicies) return 0;
+    long pi = policy_index(cfg, in->repo);
+    if (pi < 0 || cfg->trust.policies[pi].warn || cache_get(pi, in->digest, NULL, 0)) return 0;
+    trust_source src;
+    trust_store_source(c->st, &src);
+    trust_verdict v;
+    const char *mt = c->put->media_type ? c->put->media_type : "";
+    int rc = trust_check(cfg, &src, in->repo, in->digest, mt, in->content, in->len, &v, NULL, NULL);
+    if (rc < 0 || v.accepted) return 0;
+    /* a denial (of serving, until signed); the notify module's denial event belongs here too */
+    log_info("msg=\"trust: pushed, held until its policy accepts it\" policy=\"%s\" where=push "
+             "repo=%s tag=%s digest=%s reason=\"%s\"",
+             v.policy, in->repo, in->tags[0], in->digest, v.reason);
+    metrics_trust_denial(v.policy, "push");
+    return 0;
+}
+
 static pthread_once_t hook_once = PTHREAD_ONCE_INIT;
 static void hook_register(void)
 {
     ingest_hook_add(INGEST_POLICY, 0, "trust", trust_ingest_hook, NULL);
+    ingest_hook_add(INGEST_COMMITTED, 0, "trust-push", trust_push_hook, NULL);
 }

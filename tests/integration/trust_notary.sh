@@ -280,5 +280,8 @@ t_check "berth_trust_denials_total counts pull denials by policy" \
     grep -qE '^berth_trust_denials_total\{policy="notary",where="pull"\} [1-9]' "$W/metrics.out"
 t_check "and the attestation policy's denials" \
     grep -qE '^berth_trust_denials_total\{policy="scanned",where="pull"\} [1-9]' "$W/metrics.out"
+t_check "tags pushed unsigned in scope are counted as held at the push (where push)" \
+    grep -qE '^berth_trust_denials_total\{policy="notary",where="push"\} [1-9]' "$W/metrics.out"
+t_check "and logged with the tag" grep -q 'trust: pushed, held until its policy accepts it" policy="notary" where=push repo=signed/jws tag=v1' "$T_TMP/berth/berth.log"
 
 t_finish
