@@ -1695,9 +1695,129 @@ static void trust_config_free(config_trust *t)
         strs_free(p->keys, p->nkeys);
         strs_free(p->stores, p->nstores);
         strs_free(p->identities, p->nidentities);
+        for (size_t k = 0; k < p->nattest; k++) {
+            config_trust_attestation *a = &p->attest[k];
+            free(a->artifact_type);
+            strs_free(a->keys, a->nkeys);
+            strs_free(a->stores, a->nstores);
+            strs_free(a->identities, a->nidentities);
+        }
+        free(p->attest);
     }
     free(t->policies);
     memset(t, 0, sizeof *t);
+}
+
+/* keys and "<type>:<name>" trust stores that a policy (or one of its attestations) names must
+ * be configured */
+static int trust_names_check(const char *what, const config_trust *t, char **keys, size_t nkeys,
+                             char **stores, size_t nstores)
+{
+    for (size_t i = 0; i < nkeys; i++) {
+        bool found = false;
+        for (size_t j = 0; j < t->nkeys && !found; j++)
+            found = !strcmp(t->keys[j].name, keys[i]);
+        if (!found)
+            return berr_set(BERR_CONFIG, "%s.keys: '%s' is not in trust.keys", what, keys[i]);
+    }
+    for (size_t i = 0; i < nstores; i++) {
+        const char *colon = strchr(stores[i], ':');
+        bool found = false;
+        for (size_t j = 0; colon && j < t->nstores && !found; j++)
+            found = !strcmp(t->stores[j].name, colon + 1) &&
+                    strlen(t->stores[j].type) == (size_t)(colon - stores[i]) &&
+                    !strncmp(t->stores[j].type, stores[i], (size_t)(colon - stores[i]));
+        if (!found)
+            return berr_set(BERR_CONFIG,
+                            "%s.trustStores: '%s' is not a <type>:<name> of trust.stores", what,
+                            stores[i]);
+    }
+    return 0;
+}
+
+/* signatureVerification: a level, or the Notary Project's {level, override: {authenticity,
+ * authenticTimestamp, expiry: enforce|log, revocation: enforce|log|skip}} */
+static int trust_level_load(cnode *k, const char *kw, config_trust_policy *p)
+{
+    static const char *const lv[] = {"strict", "permissive", "audit", "skip"};
+    cnode *l = k->kind == CN_SCALAR ? k : cn_get(k, "level");
+    if (!l || l->kind != CN_SCALAR)
+        return berr_set(BERR_CONFIG, "%s: expected a level or {level, override}", kw);
+    l->used = true;
+    p->level = -1;
+    for (int i = 0; i < 4; i++)
+        if (!strcasecmp(l->value, lv[i])) p->level = i;
+    if (p->level < 0)
+        return berr_set(BERR_CONFIG, "%s: '%s' is not strict, permissive, audit or skip", kw,
+                        l->value);
+    if (k->kind != CN_MAP) return 0;
+    for (size_t i = 0; i < k->nkids; i++) {
+        cnode *c = k->kids[i];
+        c->used = true;
+        if (!strcasecmp(c->key, "level")) continue;
+        if (strcasecmp(c->key, "override") || c->kind != CN_MAP)
+            return berr_set(BERR_CONFIG, "%s.%s: unknown or malformed key", kw, c->key);
+        if (p->level == 3)
+            return berr_set(BERR_CONFIG, "%s: a skip level cannot be overridden", kw);
+        static const char *const ov[] = {"authenticity", "authenticTimestamp", "expiry"};
+        for (size_t j = 0; j < c->nkids; j++) {
+            cnode *o = c->kids[j];
+            o->used = true;
+            int which = -1;
+            for (int w = 0; w < 3; w++)
+                if (!strcasecmp(o->key, ov[w])) which = w;
+            bool rev = !strcasecmp(o->key, "revocation"); /* not checked offline: accepted */
+            const char *v = o->kind == CN_SCALAR ? o->value : "";
+            if ((which < 0 && !rev) || (strcasecmp(v, "log") && strcasecmp(v, "enforce") &&
+                                        !(rev && !strcasecmp(v, "skip"))))
+                return berr_set(BERR_CONFIG,
+                                "%s.override.%s: '%s' is not a known check set to "
+                                "enforce or log",
+                                kw, o->key, v);
+            if (which >= 0) p->override[which] = !strcasecmp(v, "log") ? 1 : 2;
+        }
+    }
+    return 0;
+}
+
+/* attestations: [{artifactType, keys, trustStores, trustedIdentities}] */
+static int trust_attest_load(cnode *k, const char *kw, const config_trust *t,
+                             config_trust_policy *p)
+{
+    if (k->kind != CN_SEQ) return berr_set(BERR_CONFIG, "%s: expected a list", kw);
+    p->attest = calloc(k->nkids + 1, sizeof *p->attest);
+    if (!p->attest) abort();
+    for (size_t i = 0; i < k->nkids; i++) {
+        cnode *an = k->kids[i];
+        config_trust_attestation *a = &p->attest[p->nattest++];
+        char what[200];
+        snprintf(what, sizeof what, "%s[%zu]", kw, i);
+        if (an->kind != CN_MAP) return berr_set(BERR_CONFIG, "%s: expected a map", what);
+        for (size_t j = 0; j < an->nkids; j++) {
+            cnode *c = an->kids[j];
+            c->used = true;
+            char cw[300];
+            snprintf(cw, sizeof cw, "%s.%s", what, c->key);
+            int rc = 0;
+            if (!strcasecmp(c->key, "artifactType") && c->kind == CN_SCALAR && !a->artifact_type)
+                a->artifact_type = strdup(c->value);
+            else if (!strcasecmp(c->key, "keys"))
+                rc = str_list(c, cw, NULL, &a->keys, &a->nkeys);
+            else if (!strcasecmp(c->key, "trustStores"))
+                rc = str_list(c, cw, NULL, &a->stores, &a->nstores);
+            else if (!strcasecmp(c->key, "trustedIdentities"))
+                rc = str_list(c, cw, NULL, &a->identities, &a->nidentities);
+            else
+                rc = berr_set(BERR_CONFIG, "%s: unknown or malformed key", cw);
+            if (rc < 0) return rc;
+        }
+        if (!a->artifact_type) return berr_set(BERR_CONFIG, "%s: names no artifactType", what);
+        if (!a->nkeys && !a->nstores)
+            return berr_set(BERR_CONFIG, "%s: names no keys and no trustStores", what);
+        int rc = trust_names_check(what, t, a->keys, a->nkeys, a->stores, a->nstores);
+        if (rc < 0) return rc;
+    }
+    return 0;
 }
 
 static int trust_policy_load(cnode *pn, size_t idx, const config_trust *t, config_trust_policy *p)
@@ -1716,7 +1836,7 @@ static int trust_policy_load(cnode *pn, size_t idx, const config_trust *t, confi
         if (!strcasecmp(k->key, "name") && scalar) {
             free(p->name);
             p->name = strdup(k->value);
-        } else if (!strcasecmp(k->key, "repositories")) {
+        } else if (!strcasecmp(k->key, "repositories") || !strcasecmp(k->key, "registryScopes")) {
             rc = str_list(k, kw, NULL, &p->repos, &p->nrepos);
         } else if (!strcasecmp(k->key, "mode") && scalar) {
             if (!strcasecmp(k->value, "warn"))
@@ -1729,14 +1849,10 @@ static int trust_policy_load(cnode *pn, size_t idx, const config_trust *t, confi
             rc = str_list(k, kw, NULL, &p->stores, &p->nstores);
         } else if (!strcasecmp(k->key, "trustedIdentities")) {
             rc = str_list(k, kw, NULL, &p->identities, &p->nidentities);
-        } else if (!strcasecmp(k->key, "signatureVerification") && scalar) {
-            static const char *const lv[] = {"strict", "permissive", "audit", "skip"};
-            p->level = -1;
-            for (int l = 0; l < 4; l++)
-                if (!strcasecmp(k->value, lv[l])) p->level = l;
-            if (p->level < 0)
-                rc = berr_set(BERR_CONFIG, "%s: '%s' is not strict, permissive, audit or skip", kw,
-                              k->value);
+        } else if (!strcasecmp(k->key, "signatureVerification")) {
+            rc = trust_level_load(k, kw, p);
+        } else if (!strcasecmp(k->key, "attestations")) {
+            rc = trust_attest_load(k, kw, t, p);
         } else {
             rc = berr_set(BERR_CONFIG, "%s: unknown or malformed key", kw);
         }
@@ -1745,26 +1861,7 @@ static int trust_policy_load(cnode *pn, size_t idx, const config_trust *t, confi
     if (!p->nrepos) return berr_set(BERR_CONFIG, "%s: repositories: at least one pattern", what);
     if (!p->nkeys && !p->nstores)
         return berr_set(BERR_CONFIG, "%s: names no keys and no trustStores", what);
-    for (size_t i = 0; i < p->nkeys; i++) {
-        bool found = false;
-        for (size_t j = 0; j < t->nkeys && !found; j++)
-            found = !strcmp(t->keys[j].name, p->keys[i]);
-        if (!found)
-            return berr_set(BERR_CONFIG, "%s.keys: '%s' is not in trust.keys", what, p->keys[i]);
-    }
-    for (size_t i = 0; i < p->nstores; i++) {
-        const char *colon = strchr(p->stores[i], ':');
-        bool found = false;
-        for (size_t j = 0; colon && j < t->nstores && !found; j++)
-            found = !strcmp(t->stores[j].name, colon + 1) &&
-                    strlen(t->stores[j].type) == (size_t)(colon - p->stores[i]) &&
-                    !strncmp(t->stores[j].type, p->stores[i], (size_t)(colon - p->stores[i]));
-        if (!found)
-            return berr_set(BERR_CONFIG,
-                            "%s.trustStores: '%s' is not a <type>:<name> of trust.stores", what,
-                            p->stores[i]);
-    }
-    return 0;
+    return trust_names_check(what, t, p->keys, p->nkeys, p->stores, p->nstores);
 }
 
 /* trust: its own block (keys: {name: path}, stores: {name: {type, paths}}, policies: [...]). */

@@ -140,6 +140,15 @@ typedef struct {
     size_t npaths;
 } config_trust_store;
 typedef struct {
+    char *artifact_type; /* trust.policies[].attestations[].artifactType: a referrer of this type */
+    char **keys;         /* ... signed (cosign, Sigstore bundle) by one of these trust.keys */
+    size_t nkeys;
+    char **stores; /* ... or (Notary) chaining to these trustStores */
+    size_t nstores;
+    char **identities; /* with these trustedIdentities */
+    size_t nidentities;
+} config_trust_attestation;
+typedef struct {
     char *name;   /* trust.policies[].name */
     char **repos; /* repositories: fnmatch patterns ('*' also matches '/'), mirror space too */
     size_t nrepos;
@@ -151,6 +160,11 @@ typedef struct {
     char **identities; /* trustedIdentities */
     size_t nidentities;
     int level; /* signatureVerification: trust_level (0 strict .. 3 skip) */
+    /* signatureVerification.override: authenticity, authenticTimestamp, expiry: 0 the level's
+     * default, 1 log, 2 enforce (trust_material.override) */
+    int override[3];
+    config_trust_attestation *attest; /* attestations: all are required besides a signature */
+    size_t nattest;
 } config_trust_policy;
 typedef struct {
     config_trust_key *keys;

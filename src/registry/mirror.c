@@ -515,7 +515,7 @@ static int store_upstream_manifest(const reg_mirror_ctx *c, const char *ref, ups
                     .ntags = by_digest ? 0 : 1,
                     .mirrored = true,
                     .blob_ensure = fill_blob_for_check,
-                    .blob_arg = (void *)c};
+                    .blob_arg = (void *)c}; /* trust's INGEST_POLICY hook reads c too */
     ingest_result res;
     int rc = ingest_manifest(c->st, c->cfg, &q, &res);
     if (rc == 0) {

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "trust/trust.h"
 #include "util/err.h"
+#include "util/metrics.h"
 #include "util/file.h"
 
 #include <jansson.h>
@@ -152,9 +153,13 @@ int trust_bundle_check(const config *cfg, const void *bundle_, const void *plan_
         if (out)
             fprintf(out, "%s: policy '%s' (%s): NOT MET: %s\n", name, v.policy,
                     v.warn ? "warn" : "enforce", v.reason);
-        if (!v.warn)
+        if (!v.warn) {
+            /* a denial: counted (an import; `berth bundle verify` prints instead). The notify
+             * module's denial event belongs here too. */
+            if (!out) metrics_trust_denial(v.policy, "import");
             rc =
                 berr_set(BERR_DENIED, "trust policy '%s' refuses %s: %s", v.policy, name, v.reason);
+        }
     }
     return rc;
 }

@@ -16,7 +16,9 @@
  *   subject matches a trustedIdentity) is enforced by strict and permissive, logged by audit;
  *   authentic timestamp (every certificate of the chain valid at `now` for notary.x509, at the
  *   authentic signing time for notary.x509.signingAuthority) and expiry (io.cncf.notary.expiry)
- *   are enforced by strict only, logged otherwise. skip verifies nothing.
+ *   are enforced by strict only, logged otherwise; signatureVerification.override
+ *   (trust_material.override) sets authenticity, authentic timestamp or expiry to enforced or
+ *   logged whatever the level. skip verifies nothing.
  * - RFC 3161 timestamp countersignatures (io.cncf.notary.timestamp) are not read: a notary.x509
  *   signature is then judged as the specification judges one without a timestamp (its chain
  *   must be valid now). Revocation is not checked (offline). Verification plugins are refused.
@@ -850,6 +852,7 @@ static int verify_envelope(const trust_sig *s, const trust_material *m, const en
     crt_subject(crt[0], subj, sizeof subj);
     /* authenticity: strict and permissive; the chain's requirements, its trust, the identity */
     bool authentic = m->level == TRUST_LEVEL_STRICT || m->level == TRUST_LEVEL_PERMISSIVE;
+    if (m->override[0]) authentic = m->override[0] == 2;
     bool sa = !strcmp(e->scheme, "notary.x509.signingAuthority");
     char req[400];
     if ((why = crt_requirements(crt, n, buf, sizeof buf))) {
@@ -881,11 +884,13 @@ static int verify_envelope(const trust_sig *s, const trust_material *m, const en
         }
     }
     /* expiry and authentic timestamp: strict only */
-    bool strict = m->level == TRUST_LEVEL_STRICT;
+    bool strict = m->level == TRUST_LEVEL_STRICT, ts_enforced = strict, exp_enforced = strict;
+    if (m->override[1]) ts_enforced = m->override[1] == 2;
+    if (m->override[2]) exp_enforced = m->override[2] == 2;
     if (e->expiry && s->now >= e->expiry) {
         snprintf(buf, sizeof buf, "signature expiry passed: the signature expired %lld s ago",
                  (long long)(s->now - e->expiry));
-        if (enforced(s, m, strict, buf)) {
+        if (enforced(s, m, exp_enforced, buf)) {
             rc = fail(res, "%s", buf);
             goto out;
         }
@@ -899,7 +904,7 @@ static int verify_envelope(const trust_sig *s, const trust_material *m, const en
         crt_subject(crt[i], cs, sizeof cs);
         snprintf(buf, sizeof buf, "expired certificate: %s is %s at %s", cs,
                  at < from ? "not yet valid" : "expired", sa ? "the signing time" : "this time");
-        if (enforced(s, m, strict, buf)) {
+        if (enforced(s, m, ts_enforced, buf)) {
             rc = fail(res, "%s", buf);
             goto out;
         }

@@ -6,7 +6,13 @@
  *    is served as before, at the cost of one pattern match per GET;
  *  - a manifest is accepted only when a verifier (cosign.c, and the Sigstore-bundle and Notary
  *    verifiers when built in) accepts one of its signatures under the policy's keys and trust
- *    stores, or when an index of the same repository that lists it is accepted;
+ *    stores, or when an index of the same repository that lists it is accepted; and, when the
+ *    policy lists attestations, when that manifest (or index) also has, for each, a referrer of
+ *    the attestation's artifactType that is itself signed under the attestation's material. An
+ *    attestation referrer is served when its own signature is accepted (it needs no attestation
+ *    of itself);
+ *  - every enforcing denial is logged and counted (berth_trust_denials_total, by policy and
+ *    where: pull, fill, import; a tag pushed unsigned is stored, held, and counted as push);
  *  - only acceptances are remembered, per (policy, subject digest), in a fixed-size table: a
  *    warm pull of a signed manifest costs one hash lookup, and a manifest denied now is checked
  *    again on its next pull, so a signature pushed later releases it. Content is
@@ -20,11 +26,13 @@
 #include "trust/trust.h"
 #include "http/http.h"
 #include "proxy/upstream.h"
+#include "registry/ingest.h"
 #include "registry/registry.h"
 #include "store/store.h"
 #include "util/digest.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 #include <fnmatch.h>
 #include <jansson.h>
@@ -54,6 +62,12 @@ typedef struct {
     trust_key **keys;
     trust_store **stores;
     trust_material m;
+} rmaterial;
+
+typedef struct {
+    rmaterial sig;  /* what signs the content */
+    rmaterial *att; /* per attestation of the policy: what signs that referrer */
+    size_t natt;
 } rpolicy;
 
 static pthread_mutex_t load_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -68,9 +82,14 @@ static rpolicy *rpols;
 
 static void unload(void)
 {
-    for (size_t i = 0; loaded_cfg && i < loaded_cfg->trust.npolicies; i++) {
-        free(rpols[i].keys);
-        free(rpols[i].stores);
+    for (size_t i = 0; rpols && loaded_cfg && i < loaded_cfg->trust.npolicies; i++) {
+        free(rpols[i].sig.keys);
+        free(rpols[i].sig.stores);
+        for (size_t k = 0; k < rpols[i].natt; k++) {
+            free(rpols[i].att[k].keys);
+            free(rpols[i].att[k].stores);
+        }
+        free(rpols[i].att);
     }
     free(rpols);
     rpols = NULL;
@@ -84,6 +103,31 @@ static void unload(void)
     free(stores);
     stores = NULL;
     nstores = 0;
+}
+
+/* Points m at the loaded keys and stores a policy (or one of its attestations) names. */
+static void material_bind(rmaterial *r, char *const *kn, size_t nk, char *const *sn, size_t ns,
+                          char *const *ids, size_t nids, const config_trust_policy *p)
+{
+    r->keys = calloc(nk + 1, sizeof *r->keys);
+    r->stores = calloc(ns + 1, sizeof *r->stores);
+    if (!r->keys || !r->stores) abort();
+    for (size_t k = 0; k < nk; k++)
+        for (size_t j = 0; j < nkeys; j++)
+            if (!strcmp(keys[j].name, kn[k])) r->keys[r->m.nkeys++] = &keys[j];
+    for (size_t k = 0; k < ns; k++)
+        for (size_t j = 0; j < nstores; j++) {
+            char tn[600];
+            snprintf(tn, sizeof tn, "%s:%s", stores[j].type, stores[j].name);
+            if (!strcmp(tn, sn[k])) r->stores[r->m.nstores++] = &stores[j];
+        }
+    r->m.keys = (trust_key *const *)r->keys;
+    r->m.stores = (trust_store *const *)r->stores;
+    r->m.identities = (const char *const *)ids;
+    r->m.nidentities = nids;
+    r->m.level = (trust_level)p->level;
+    for (int o = 0; o < 3; o++)
+        r->m.override[o] = (unsigned char)p->override[o];
 }
 
 static int load_all(const config *cfg)
@@ -119,29 +163,25 @@ static int load_all(const config *cfg)
     for (size_t i = 0; rc == 0 && i < t->npolicies; i++) {
         const config_trust_policy *p = &t->policies[i];
         rpolicy *r = &rpols[i];
-        r->keys = calloc(p->nkeys + 1, sizeof *r->keys);
-        r->stores = calloc(p->nstores + 1, sizeof *r->stores);
-        if (!r->keys || !r->stores) abort();
-        for (size_t k = 0; k < p->nkeys; k++)
-            for (size_t j = 0; j < nkeys; j++)
-                if (!strcmp(keys[j].name, p->keys[k])) r->keys[r->m.nkeys++] = &keys[j];
-        for (size_t k = 0; k < p->nstores; k++)
-            for (size_t j = 0; j < nstores; j++) {
-                char tn[600];
-                snprintf(tn, sizeof tn, "%s:%s", stores[j].type, stores[j].name);
-                if (!strcmp(tn, p->stores[k])) r->stores[r->m.nstores++] = &stores[j];
-            }
-        r->m.keys = (trust_key *const *)r->keys;
-        r->m.stores = (trust_store *const *)r->stores;
-        r->m.identities = (const char *const *)p->identities;
-        r->m.nidentities = p->nidentities;
-        r->m.level = (trust_level)p->level;
+        material_bind(&r->sig, p->keys, p->nkeys, p->stores, p->nstores, p->identities,
+                      p->nidentities, p);
+        r->att = calloc(p->nattest + 1, sizeof *r->att);
+        if (!r->att) abort();
+        for (size_t k = 0; k < p->nattest; k++, r->natt++) {
+            const config_trust_attestation *a = &p->attest[k];
+            material_bind(&r->att[k], a->keys, a->nkeys, a->stores, a->nstores, a->identities,
+                          a->nidentities, p);
+        }
     }
     return rc;
 }
 
+static void hook_register(void);
+static pthread_once_t hook_once;
+
 int trust_load(const config *cfg)
 {
+    if (cfg->trust.npolicies) pthread_once(&hook_once, hook_register);
     pthread_mutex_lock(&load_mu);
     if (loaded_cfg != cfg) {
         unload();
@@ -302,7 +342,7 @@ static bool about_other(const char *content, size_t len)
 
 /* Verifies one signature artifact: 1 accepted (signer set), 0 refused (reason appended). */
 static int verify_one(char kind, const char *where, const char *sig_digest, const char *content,
-                      size_t len, const rpolicy *rp, const trust_source *src, const char *repo,
+                      size_t len, const rmaterial *rp, const trust_source *src, const char *repo,
                       const char *digest, const char *mt, size_t size, trust_verdict *v,
                       trust_log_fn log, void *log_arg)
 {
@@ -353,7 +393,7 @@ static int verify_one(char kind, const char *where, const char *sig_digest, cons
 }
 
 /* Every signature of digest in repo: 1 when one is accepted. */
-static int check_sigs(const rpolicy *rp, const trust_source *src, const char *repo,
+static int check_sigs(const rmaterial *rp, const trust_source *src, const char *repo,
                       const char *digest, const char *mt, size_t size, trust_verdict *v,
                       trust_log_fn log, void *log_arg)
 {
@@ -407,6 +447,86 @@ static int check_sigs(const rpolicy *rp, const trust_source *src, const char *re
     return ok;
 }
 
+/* A manifest's artifactType (or its config's media type) into out ("" when none); whether it
+ * has a subject. */
+static bool artifact_type_of(const char *content, size_t len, char *out, size_t cap)
+{
+    out[0] = 0;
+    json_t *j = content ? json_loadb(content, len, 0, NULL) : NULL;
+    const char *at = json_string_value(json_object_get(j, "artifactType"));
+    if (!at) at = json_string_value(json_object_get(json_object_get(j, "config"), "mediaType"));
+    if (at) snprintf(out, cap, "%s", at);
+    bool subject = json_is_object(json_object_get(j, "subject"));
+    json_decref(j);
+    return subject;
+}
+
+/* Attestation a of a policy: digest must have a referrer of a->artifact_type that is itself
+ * signed under am (a cosign .sig tag of the referrer, or a Sigstore-bundle or Notary referrer of
+ * it). 1 when one is, 0 (v->reason says why), or a negative berr. */
+static int check_attest(const config_trust_attestation *a, const rmaterial *am,
+                        const trust_source *src, const char *repo, const char *digest,
+                        trust_verdict *v, trust_log_fn log, void *log_arg)
+{
+    char(*refs)[72] = NULL;
+    size_t nrefs = 0, found = 0;
+    int ok = 0, rc = src->referrers(src->arg, repo, digest, &refs, &nrefs);
+    if (rc < 0 && rc != -BERR_NAME_UNKNOWN) return rc;
+    char line[1400];
+    for (size_t i = 0; !ok && i < nrefs; i++) {
+        char *c = NULL, sd[DIGEST_STR_MAX], smt[256], at[256];
+        size_t cl = 0;
+        if (src->get(src->arg, repo, refs[i], &c, &cl, sd, smt) < 0) continue;
+        artifact_type_of(c, cl, at, sizeof at);
+        if (strcmp(at, a->artifact_type) != 0) {
+            free(c);
+            continue;
+        }
+        found++;
+        snprintf(line, sizeof line, "attestation %.100s (referrer %.80s):", at, refs[i]);
+        if (log) log(log_arg, line);
+        trust_verdict av;
+        memset(&av, 0, sizeof av);
+        rc = check_sigs(am, src, repo, sd, smt, cl, &av, log, log_arg);
+        free(c);
+        if (rc < 0) {
+            free(refs);
+            return rc;
+        }
+        if (rc == 1) {
+            ok = 1;
+            size_t o = strlen(v->signer);
+            snprintf(v->signer + o, sizeof v->signer - o, "; attestation %.60s by %.100s", at,
+                     av.signer);
+        } else {
+            snprintf(line, sizeof line, "attestation %.100s %.80s is not accepted: %.900s", at,
+                     refs[i], av.reason);
+            addf(v->reason, sizeof v->reason, line);
+        }
+    }
+    free(refs);
+    if (!found) {
+        snprintf(line, sizeof line,
+                 "%.80s has no attestation of type %.100s (a signed referrer of that type is "
+                 "required: quarantined until one is pushed)",
+                 digest, a->artifact_type);
+        addf(v->reason, sizeof v->reason, line);
+        if (log) log(log_arg, line);
+    }
+    return ok;
+}
+
+/* A signature the policy accepts, and every attestation it requires. */
+static int full_check(const config_trust_policy *p, const rpolicy *rp, const trust_source *src,
+                      const char *repo, const char *digest, const char *mt, size_t size,
+                      trust_verdict *v, trust_log_fn log, void *log_arg)
+{
+    int rc = check_sigs(&rp->sig, src, repo, digest, mt, size, v, log, log_arg);
+    for (size_t k = 0; rc == 1 && k < rp->natt; k++)
+        rc = check_attest(&p->attest[k], &rp->att[k], src, repo, digest, v, log, log_arg);
+    return rc;
+}
+
 /* Remembers the children of an accepted index as accepted (an index's signature covers them). */
 static void cache_children(long pol, const char *content, size_t len, const char *signer)
 {
@@ -451,7 +571,21 @@ int trust_check(const config *cfg, const trust_source *src, const char *repo, co
         return 0;
     }
     const rpolicy *rp = &rpols[pi];
-    rc = check_sigs(rp, src, repo, digest, media_type, len, v, log, log_arg);
+    /* an attestation the policy requires (a scanner's report) is served when its own signature
+     * is accepted: it needs no attestation of itself */
+    char at[256];
+    if (artifact_type_of(content, len, at, sizeof at))
+        for (size_t k = 0; k < rp->natt; k++) {
+            if (strcmp(at, p->attest[k].artifact_type) != 0) continue;
+            rc = check_sigs(&rp->att[k], src, repo, digest, media_type, len, v, log, log_arg);
+            if (rc < 0) return rc;
+            if (rc == 1) {
+                v->accepted = true;
+                cache_put(pi, digest, v->signer);
+            }
+            return 0;
+        }
+    rc = full_check(p, rp, src, repo, digest, media_type, len, v, log, log_arg);
     if (rc < 0) return rc;
     /* an index of the repository that lists it, and is accepted, vouches for it */
     char(*par)[72] = NULL;
@@ -473,7 +607,7 @@ int trust_check(const config *cfg, const trust_source *src, const char *repo, co
         if (src->get(src->arg, repo, par[i], &c, &cl, d, mt) < 0) continue;
         trust_verdict pv;
         memset(&pv, 0, sizeof pv);
-        int prc = check_sigs(rp, src, repo, par[i], mt, cl, &pv, log, log_arg);
+        int prc = full_check(p, rp, src, repo, par[i], mt, cl, &pv, log, log_arg);
         if (prc == 1) {
             cache_put(pi, par[i], pv.signer);
             cache_children(pi, c, cl, pv.signer);
@@ -651,18 +785,28 @@ static void mirror_fetch_one(const reg_mirror_ctx *c, const char *ref)
     store_manifest_free(&m);
 }
 
-static void mirror_fetch_sigs(http_req *r, const char *digest)
+/* Whether at is an attestation type policy pi requires. */
+static bool attest_type(const config *cfg, long pi, const char *at)
 {
-    reg_mirror_ctx c = {r->store, r->mirror, r->name, r->upstream_repo, r->cfg};
+    const config_trust_policy *p = &cfg->trust.policies[pi];
+    for (size_t k = 0; at && k < p->nattest; k++)
+        if (!strcmp(at, p->attest[k].artifact_type)) return true;
+    return false;
+}
+
+/* The upstream's signatures of digest, and the attestations policy pi requires (with their own
+ * signatures: depth 1). */
+static void mirror_fetch_sigs(const reg_mirror_ctx *c, long pi, const char *digest, int depth)
+{
     if (!strncmp(digest, "sha256:", 7)) {
         char tag[128];
         snprintf(tag, sizeof tag, "sha256-%s.sig", digest + 7);
-        mirror_fetch_one(&c, tag);
+        mirror_fetch_one(c, tag);
     }
-    const config_mirror *mi = r->mirror;
+    const config_mirror *mi = c->mirror;
     for (size_t u = 0; u < mi->nurls; u++) {
         char url[2600];
-        snprintf(url, sizeof url, "%s/v2/%s/referrers/%s", mi->urls[u], r->upstream_repo, digest);
+        snprintf(url, sizeof url, "%s/v2/%s/referrers/%s", mi->urls[u], c->upstream_repo, digest);
         upstream_resp resp;
         int rc = upstream_send(mi, "GET", url, NULL, NULL, 0,
                                "application/vnd.oci.image.index.v1+json", NULL, NULL, &resp);
@@ -675,8 +819,12 @@ static void mirror_fetch_sigs(http_req *r, const char *digest)
         json_array_foreach(json_object_get(j, "manifests"), i, d)
         {
             const char *dg = json_string_value(json_object_get(d, "digest"));
-            if (dg && sig_artifact_type(json_string_value(json_object_get(d, "artifactType"))))
-                mirror_fetch_one(&c, dg);
+            const char *at = json_string_value(json_object_get(d, "artifactType"));
+            if (dg && sig_artifact_type(at)) mirror_fetch_one(c, dg);
+            if (dg && depth == 0 && attest_type(c->cfg, pi, at)) {
+                mirror_fetch_sigs(c, pi, dg, 1); /* its signatures first: it is checked too */
+                mirror_fetch_one(c, dg);
+            }
         }
         json_decref(j);
         break;
@@ -695,7 +843,10 @@ int trust_serve_check(http_req *r, const char *digest, const char *media_type, c
         cache_put(pi, digest, "(a signature or attestation)");
         return 0;
     }
-    if (r->mirror) mirror_fetch_sigs(r, digest);
+    if (r->mirror) {
+        reg_mirror_ctx mc = {r->store, r->mirror, r->name, r->upstream_repo, r->cfg};
+        mirror_fetch_sigs(&mc, pi, digest, 0);
+    }
     trust_source src;
     trust_store_source(r->store, &src);
     trust_verdict v;
@@ -708,9 +859,81 @@ int trust_serve_check(http_req *r, const char *digest, const char *media_type, c
                  v.policy, r->name, digest, v.reason);
         return 0;
     }
-    log_info("msg=\"trust: denied\" policy=\"%s\" repo=%s digest=%s reason=\"%s\"", v.policy,
-             r->name, digest, v.reason);
+    /* a denial: logged and counted (pull, or fill in mirror space); the notify module's denial
+     * event belongs here too */
+    log_info("msg=\"trust: denied\" policy=\"%s\" where=%s repo=%s digest=%s reason=\"%s\"",
+             v.policy, r->mirror ? "fill" : "pull", r->name, digest, v.reason);
+    metrics_trust_denial(v.policy, r->mirror ? "fill" : "pull");
     if (r->mirror) store_manifest_delete(r->store, r->name, digest); /* not kept either */
     return berr_set(BERR_DENIED, "trust policy '%s' denies %s@%s: %s", v.policy, r->name, digest,
                     v.reason);
+}
+
+/* ---- mirror fills: the ingest policy hook ----
+ * A manifest filled from an upstream (INGEST_MIRROR: the server's fills and their checks) in
+ * scope of a policy is checked before it is committed: the upstream's signatures (and required
+ * attestations) are fetched first, and what fails an enforcing policy is never stored. The
+ * serving gate above stays for what was cached before the policy covered it. */
+static int trust_ingest_hook(ingest_ctx *c, void *arg)
+{
+    (void)arg;
+    const ingest_req *in = c->in;
+    const config *cfg = c->cfg;
+    if (in->source != INGEST_MIRROR || !in->blob_arg || !cfg->trust.npolicies) return 0;
+    long pi = policy_index(cfg, in->repo);
+    if (pi < 0 || cache_get(pi, in->digest, NULL, 0) || about_other(in->content, in->len)) return 0;
+    /* mirror.c's fills pass their reg_mirror_ctx as the blob callback's argument */
+    const reg_mirror_ctx *mc = in->blob_arg;
+    mirror_fetch_sigs(mc, pi, in->digest, 0);
+    trust_source src;
+    trust_store_source(c->st, &src);
+    trust_verdict v;
+    const char *mt = c->put->media_type ? c->put->media_type : "";
+    int rc = trust_check(cfg, &src, in->repo, in->digest, mt, in->content, in->len, &v, NULL, NULL);
+    if (rc < 0) return rc;
+    if (v.accepted) return 0;
+    if (v.warn) {
+        log_warn("msg=\"trust: keeping content its policy does not accept (mode warn)\" "
+                 "policy=\"%s\" repo=%s digest=%s reason=\"%s\"",
+                 v.policy, in->repo, in->digest, v.reason);
+        return 0;
+    }
+    /* a denial: logged and counted; the notify module's denial event belongs here too */
+    log_info("msg=\"trust: denied\" policy=\"%s\" where=fill repo=%s digest=%s reason=\"%s\"",
+             v.policy, in->repo, in->digest, v.reason);
+    metrics_trust_denial(v.policy, "fill");
+    return berr_set(BERR_DENIED, "trust policy '%s' denies %s@%s: %s", v.policy, in->repo,
+                    in->digest, v.reason);
+}
+
+/* A tag pushed in scope of an enforcing policy is stored (pushes are never refused) but held
+ * until signed: that is counted and logged once, at the push (where "push"). Manifests pushed by
+ * digest (an index's children, signatures) are not: they are released with what tags them. */
+static int trust_push_hook(ingest_ctx *c, void *arg)
+{
+    (void)arg;
+    const ingest_req *in = c->in;
+    const config *cfg = c->cfg;
+    if (in->source != INGEST_PUSH || !in->ntags || !cfg->trust.npolicies) return 0;
+    long pi = policy_index(cfg, in->repo);
+    if (pi < 0 || cfg->trust.policies[pi].warn || cache_get(pi, in->digest, NULL, 0)) return 0;
+    trust_source src;
+    trust_store_source(c->st, &src);
+    trust_verdict v;
+    const char *mt = c->put->media_type ? c->put->media_type : "";
+    int rc = trust_check(cfg, &src, in->repo, in->digest, mt, in->content, in->len, &v, NULL, NULL);
+    if (rc < 0 || v.accepted) return 0;
+    /* a denial (of serving, until signed); the notify module's denial event belongs here too */
+    log_info("msg=\"trust: pushed, held until its policy accepts it\" policy=\"%s\" where=push "
+             "repo=%s tag=%s digest=%s reason=\"%s\"",
+             v.policy, in->repo, in->tags[0], in->digest, v.reason);
+    metrics_trust_denial(v.policy, "push");
+    return 0;
+}
+
+static pthread_once_t hook_once = PTHREAD_ONCE_INIT;
+static void hook_register(void)
+{
+    ingest_hook_add(INGEST_POLICY, 0, "trust", trust_ingest_hook, NULL);
+    ingest_hook_add(INGEST_COMMITTED, 0, "trust-push", trust_push_hook, NULL);
 }

@@ -66,12 +66,15 @@ typedef struct {
                                       or "*" */
     size_t nidentities;
     trust_level level;
+    /* signatureVerification.override of authenticity, authentic timestamp and expiry: 0 as the
+     * level says, 1 logged, 2 enforced */
+    unsigned char override[3];
 } trust_material;
 
 typedef struct {
-    char signer[256];  /* on success: the key name, or the signing certificate's subject */
-    char reason[512];  /* on failure: why (wrong key, other digest, expired, untrusted CA,
-                          tampered payload, untrusted identity, unsupported envelope) */
+    char signer[256]; /* on success: the key name, or the signing certificate's subject */
+    char reason[512]; /* on failure: why (wrong key, other digest, expired, untrusted CA,
+                         tampered payload, untrusted identity, unsupported envelope) */
 } trust_result;
 
 /* Each returns 1 when the signature is valid for the subject under the material, 0 when it is

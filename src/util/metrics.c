@@ -177,6 +177,40 @@ void metrics_gauge(gauge_id id, int64_t (*read)(void))
 
 /* ---- exposition ---- */
 
+/* ---- trust denials, by (policy, where) ---- */
+
+typedef struct {
+    char policy[128], where[16];
+    atomic_uint_least64_t n;
+} trust_counts;
+static trust_counts trusts[METRICS_TRUST + 1]; /* the last: policy "other" */
+static atomic_int ntrusts;
+static pthread_mutex_t trusts_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void metrics_trust_denial(const char *policy, const char *where)
+{
+    trust_counts *t = NULL;
+    int n = atomic_load(&ntrusts);
+    for (int i = 0; i < n && !t; i++)
+        if (!strcmp(trusts[i].policy, policy) && !strcmp(trusts[i].where, where)) t = &trusts[i];
+    if (!t) {
+        pthread_mutex_lock(&trusts_mu);
+        n = atomic_load(&ntrusts);
+        for (int i = 0; i < n && !t; i++)
+            if (!strcmp(trusts[i].policy, policy) && !strcmp(trusts[i].where, where))
+                t = &trusts[i];
+        if (!t && n < METRICS_TRUST) {
+            t = &trusts[n];
+            snprintf(t->policy, sizeof t->policy, "%s", policy);
+            snprintf(t->where, sizeof t->where, "%s", where);
+            atomic_store(&ntrusts, n + 1); /* published after the names are written */
+        }
+        pthread_mutex_unlock(&trusts_mu);
+    }
+    if (!t) t = &trusts[METRICS_TRUST];
+    atomic_fetch_add_explicit(&t->n, 1, memory_order_relaxed);
+}
+
 static uint64_t get(atomic_uint_least64_t *a)
 {
     return atomic_load_explicit(a, memory_order_relaxed);
@@ -271,6 +305,22 @@ void metrics_render(strbuf *b)
     render_mirror(b, "berth_upstream_last_success_timestamp_seconds",
                   "when each upstream last answered a fetch", offsetof(mirror_counts, last_ok_s),
                   "gauge", "");
+    help(b, "berth_trust_denials_total", "counter",
+         "manifests a trust policy refused, by policy and where: pull, fill, import, push");
+    int nt = atomic_load(&ntrusts);
+    for (int i = 0; i < nt; i++) /* policy names are config keys: quotes and backslashes escaped */
+    {
+        strbuf_addf(b, "berth_trust_denials_total{policy=\"");
+        for (const char *c = trusts[i].policy; *c; c++) {
+            if (*c == '"' || *c == '\\') strbuf_add(b, "\\", 1);
+            if (*c != '\n') strbuf_add(b, c, 1);
+        }
+        strbuf_addf(b, "\",where=\"%s\"} %llu\n", trusts[i].where,
+                    (unsigned long long)get(&trusts[i].n));
+    }
+    if (get(&trusts[METRICS_TRUST].n))
+        strbuf_addf(b, "berth_trust_denials_total{policy=\"other\",where=\"any\"} %llu\n",
+                    (unsigned long long)get(&trusts[METRICS_TRUST].n));
 }
 
 void metrics_reset(void)
@@ -283,4 +333,8 @@ void metrics_reset(void)
     memset(mirrors, 0, sizeof mirrors);
     atomic_store(&nmirrors, 0);
     pthread_mutex_unlock(&mirrors_mu);
+    pthread_mutex_lock(&trusts_mu);
+    memset(trusts, 0, sizeof trusts);
+    atomic_store(&ntrusts, 0);
+    pthread_mutex_unlock(&trusts_mu);
 }

@@ -55,6 +55,11 @@ typedef struct {
 } metrics_mirror_counts;
 void metrics_mirror_read(const char *name, metrics_mirror_counts *out);
 
+/* A trust policy's denial (src/trust/): where is "pull", "fill", "import" or "push". At most
+ * METRICS_TRUST (policy, where) pairs are tracked; the rest count under policy "other". */
+#define METRICS_TRUST 64
+void metrics_trust_denial(const char *policy, const char *where);
+
 /* Gauges read when scraped: each returns its current value. */
 typedef enum {
     GAUGE_IN_FLIGHT,      /* requests being served */

@@ -412,6 +412,19 @@ static void test_notary(const char *fmt)
     expect(trust_verify_notary, NAME("tamper"), &audit, now, 0, "tampered payload");
     expect(trust_verify_notary, NAME("other"), &audit, now, 0, "other digest");
     expect(trust_verify_notary, NAME("tamper"), &skip, now, 1, "skip");
+    /* signatureVerification.override: each check set apart from its level (1 log, 2 enforce) */
+    trust_material ov = strict;
+    ov.override[2] = 1; /* strict, expiry logged */
+    expect(trust_verify_notary, NAME("expiry"), &ov, now, 1, "CN=berth signer");
+    expect(trust_verify_notary, NAME("short"), &ov, now + 3 * 86400, 0, "expired certificate");
+    ov.override[1] = 1; /* and the authentic timestamp */
+    expect(trust_verify_notary, NAME("short"), &ov, now + 3 * 86400, 1, "CN=berth signer");
+    trust_material ova = audit;
+    ova.override[0] = 2; /* audit, authenticity enforced */
+    expect(trust_verify_notary, NAME("evil"), &ova, now, 0, "untrusted CA");
+    trust_material ovp = perm;
+    ovp.override[2] = 2; /* permissive, expiry enforced */
+    expect(trust_verify_notary, NAME("expiry"), &ovp, now, 0, "signature expiry passed");
     test_mangled(trust_verify_notary, NAME("good"), &strict);
     /* a Sigstore verifier does not take a Notary signature */
     expect(trust_verify_sigstore, NAME("good"), &strict, now, 0, "unsupported envelope");
