@@ -84,9 +84,10 @@ typedef struct {
     int (*lease_take)(store_meta *m, const char *key, const char *owner, int64_t until,
                       int64_t now);
     int (*lease_drop)(store_meta *m, const char *key, const char *owner);
-    /* event notifications (store.h): a pull's event in its own transaction, and delivery */
-    int (*event_pull)(store_meta *m, const char *repo, const char *digest, const char *media_type,
-                      uint64_t size, const char *tag);
+    /* event notifications (store.h): an event that reports no change (a pull, a trust denial)
+     * in its own transaction, and delivery */
+    int (*event_note)(store_meta *m, const char *action, const char *repo, const char *digest,
+                      const char *media_type, uint64_t size, const char *tag);
     int (*events_read)(store_meta *m, int64_t after, int limit, store_event_list *out);
     int (*event_cursor)(store_meta *m, const char *endpoint, int64_t *seq);
     int (*event_cursor_set)(store_meta *m, const char *endpoint, int64_t seq);

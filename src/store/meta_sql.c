@@ -1326,13 +1326,14 @@ static int sql_lease_drop(store_meta *base, const char *key, const char *owner)
 
 /* ---- event notifications: pulls and delivery ---- */
 
-static int sql_event_pull(store_meta *base, const char *repo, const char *digest,
-                          const char *media_type, uint64_t size, const char *tag)
+static int sql_event_note(store_meta *base, const char *action, const char *repo,
+                          const char *digest, const char *media_type, uint64_t size,
+                          const char *tag)
 {
     TAKE_CONN(base);
     rc = begin(m, c);
     if (rc == 0)
-        rc = ev_write(m, c, "pull", repo, digest, media_type, (int64_t)size, tag, NULL, NULL);
+        rc = ev_write(m, c, action, repo, digest, media_type, (int64_t)size, tag, NULL, NULL);
     rc = finish(m, c, rc);
     conn_give(m, c);
     return rc;
@@ -1474,7 +1475,7 @@ static const store_meta_ops sql_ops = {
     .charts_changes = sql_charts_changes,
     .lease_take = sql_lease_take,
     .lease_drop = sql_lease_drop,
-    .event_pull = sql_event_pull,
+    .event_note = sql_event_note,
     .events_read = sql_events_read,
     .event_cursor = sql_event_cursor,
     .event_cursor_set = sql_event_cursor_set,

@@ -599,9 +599,17 @@ void store_event_pull(store *s, const char *repo, const char *digest, const char
                       uint64_t size, const char *tag)
 {
     if (!store_events_pulls()) return;
-    if (s->meta->ops->event_pull(s->meta, repo, digest, media_type, size, tag) < 0)
-        log_warn("msg=\"notifications: pull event not recorded\" repo=%s digest=%s err=\"%s\"",
-                 repo, digest, berr_msg());
+    store_event_note(s, "pull", repo, digest, media_type, size, tag);
+}
+
+void store_event_note(store *s, const char *action, const char *repo, const char *digest,
+                      const char *media_type, uint64_t size, const char *tag)
+{
+    if (!store_events_on()) return;
+    if (s->meta->ops->event_note(s->meta, action, repo, digest, media_type, size, tag) < 0)
+        log_warn("msg=\"notifications: event not recorded\" action=%s repo=%s digest=%s "
+                 "err=\"%s\"",
+                 action, repo, digest, berr_msg());
 }
 
 void store_event_list_free(store_event_list *l)

@@ -332,6 +332,10 @@ bool store_events_on(void);
  * logged, never returned (the pull itself succeeded). tag may be NULL. */
 void store_event_pull(store *s, const char *repo, const char *digest, const char *media_type,
                       uint64_t size, const char *tag);
+/* An event that reports no change of the store (a trust denial: "trust.deny.pull"...), in its
+ * own transaction, when events are on; failures are logged. tag and media_type may be NULL. */
+void store_event_note(store *s, const char *action, const char *repo, const char *digest,
+                      const char *media_type, uint64_t size, const char *tag);
 
 /* One stored event, for delivery. */
 typedef struct {

@@ -154,8 +154,8 @@ int trust_bundle_check(const config *cfg, const void *bundle_, const void *plan_
             fprintf(out, "%s: policy '%s' (%s): NOT MET: %s\n", name, v.policy,
                     v.warn ? "warn" : "enforce", v.reason);
         if (!v.warn) {
-            /* a denial: counted (an import; `berth bundle verify` prints instead). The notify
-             * module's denial event belongs here too. */
+            /* a denial: counted (an import; `berth bundle verify` prints instead). No store is
+             * open yet (nothing is written), so no event: the log and the exit status say it */
             if (!out) metrics_trust_denial(v.policy, "import");
             rc =
                 berr_set(BERR_DENIED, "trust policy '%s' refuses %s: %s", v.policy, name, v.reason);

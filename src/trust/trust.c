@@ -831,6 +831,21 @@ static void mirror_fetch_sigs(const reg_mirror_ctx *c, long pi, const char *dige
     }
 }
 
+/* A denial reported: a log line, the metric (where: pull, fill or push) and, when notifications
+ * are on, an event "trust.deny.<where>" ("trust.hold" for a push: stored, held until signed). */
+static void deny_report(store *st, const trust_verdict *v, const char *where, const char *repo,
+                        const char *digest, const char *media_type, size_t len, const char *tag)
+{
+    bool push = !strcmp(where, "push");
+    log_info("msg=\"%s\" policy=\"%s\" where=%s repo=%s%s%s digest=%s reason=\"%s\"",
+             push ? "trust: pushed, held until its policy accepts it" : "trust: denied", v->policy,
+             where, repo, tag ? " tag=" : "", tag ? tag : "", digest, v->reason);
+    metrics_trust_denial(v->policy, where);
+    char action[32];
+    snprintf(action, sizeof action, push ? "trust.hold" : "trust.deny.%s", where);
+    store_event_note(st, action, repo, digest, media_type, len, tag);
+}
+
 int trust_serve_check(http_req *r, const char *digest, const char *media_type, const char *content,
                       size_t len)
 {
@@ -859,11 +874,8 @@ int trust_serve_check(http_req *r, const char *digest, const char *media_type, c
                  v.policy, r->name, digest, v.reason);
         return 0;
     }
-    /* a denial: logged and counted (pull, or fill in mirror space); the notify module's denial
-     * event belongs here too */
-    log_info("msg=\"trust: denied\" policy=\"%s\" where=%s repo=%s digest=%s reason=\"%s\"",
-             v.policy, r->mirror ? "fill" : "pull", r->name, digest, v.reason);
-    metrics_trust_denial(v.policy, r->mirror ? "fill" : "pull");
+    /* a denial (pull, or fill in mirror space) */
+    deny_report(r->store, &v, r->mirror ? "fill" : "pull", r->name, digest, media_type, len, NULL);
     if (r->mirror) store_manifest_delete(r->store, r->name, digest); /* not kept either */
     return berr_set(BERR_DENIED, "trust policy '%s' denies %s@%s: %s", v.policy, r->name, digest,
                     v.reason);
@@ -898,10 +910,7 @@ static int trust_ingest_hook(ingest_ctx *c, void *arg)
                  v.policy, in->repo, in->digest, v.reason);
         return 0;
     }
-    /* a denial: logged and counted; the notify module's denial event belongs here too */
-    log_info("msg=\"trust: denied\" policy=\"%s\" where=fill repo=%s digest=%s reason=\"%s\"",
-             v.policy, in->repo, in->digest, v.reason);
-    metrics_trust_denial(v.policy, "fill");
+    deny_report(c->st, &v, "fill", in->repo, in->digest, mt, in->len, NULL);
     return berr_set(BERR_DENIED, "trust policy '%s' denies %s@%s: %s", v.policy, in->repo,
                     in->digest, v.reason);
 }
@@ -923,11 +932,7 @@ static int trust_push_hook(ingest_ctx *c, void *arg)
     const char *mt = c->put->media_type ? c->put->media_type : "";
     int rc = trust_check(cfg, &src, in->repo, in->digest, mt, in->content, in->len, &v, NULL, NULL);
     if (rc < 0 || v.accepted) return 0;
-    /* a denial (of serving, until signed); the notify module's denial event belongs here too */
-    log_info("msg=\"trust: pushed, held until its policy accepts it\" policy=\"%s\" where=push "
-             "repo=%s tag=%s digest=%s reason=\"%s\"",
-             v.policy, in->repo, in->tags[0], in->digest, v.reason);
-    metrics_trust_denial(v.policy, "push");
+    deny_report(c->st, &v, "push", in->repo, in->digest, mt, in->len, in->tags[0]); /* held */
     return 0;
 }
 

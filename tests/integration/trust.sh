@@ -45,6 +45,12 @@ $SIGN sign "$REG_URL" library/signed "$D_UPS" --key "$W/good/cosign.key" \
 mkdir -p "$T_TMP/berth"
 CFG=$T_TMP/berth/config.yml
 DP=$(t_port)
+# a notifications endpoint (tests/fixtures/receiver.py records what it acknowledges): denials are
+# reported as events
+RXP=$(t_port)
+echo ok >"$W/rx.mode"
+python3 "$T_ROOT/tests/fixtures/receiver.py" "$RXP" "$W/rx.events" "$W/rx.mode" 2>/dev/null &
+T_PIDS+=("$!")
 cat >"$CFG" <<YML
 version: 0.1
 http:
@@ -54,6 +60,9 @@ http:
 storage:
   delete:
     enabled: true
+notifications:
+  endpoints:
+    - {name: rx, url: "http://127.0.0.1:$RXP/events", backoff: 100ms}
 mirrors:
   docker.io:
     urls: [$REG_URL]
@@ -268,6 +277,20 @@ t_check "metrics: pull denials are counted by policy (where pull)" \
     grep -qE '^berth_trust_denials_total\{policy="apps",where="pull"\} [1-9]' "$W/metrics.out"
 t_check "log: the denial names the policy and where" \
     grep -q 'trust: denied" policy="hub" where=fill repo=docker.io/library/unsigned' "$T_TMP/berth/berth.log"
+
+# denials as notification events: a pull denied, a fill refused, a tag pushed unsigned (held)
+for _ in $(seq 1 50); do
+    grep -q '"trust.deny.fill"' "$W/rx.events" 2>/dev/null && break
+    sleep 0.2
+done
+evs() { jq -r --arg a "$1" 'select(.event.action == $a) | .event.target.repository' "$W/rx.events" 2>/dev/null | sort -u | tr '\n' ' '; }
+t_check "events: a denied pull is reported (trust.deny.pull, apps/...)" bash -c "[[ '$(evs trust.deny.pull)' == *apps/* ]]"
+t_check "events: the refused fill is reported (trust.deny.fill, docker.io/library/unsigned)" \
+    bash -c "[[ '$(evs trust.deny.fill)' == *docker.io/library/unsigned* ]]"
+t_check "events: a tag pushed unsigned into an enforcing scope is reported as held (trust.hold)" \
+    bash -c "[[ '$(evs trust.hold)' == *apps/* ]]"
+t_eq "events: a signed pull reports no denial (docker.io/library/signed)" "" \
+    "$(jq -r 'select(.event.action | startswith("trust.")) | .event.target.repository' "$W/rx.events" | grep -x docker.io/library/signed)"
 
 # ---- 10. containerd and podman pull through the enforcing mirror ---------------------------
 if command -v containerd >/dev/null && command -v ctr >/dev/null; then
