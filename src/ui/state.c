@@ -199,16 +199,23 @@ json_t *ui_runtime(const config *cfg)
                 down_ms = json_integer_value(json_object_get(d, "down_ms"));
             }
         }
+        /* the last failed exchange (proxy/upstream.c), kept after the upstream is back */
+        upstream_state us;
+        upstream_state_read(m->name, &us);
+        bool down = err != NULL;
+        if (us.last_error[0]) err = us.last_error;
         json_t *urls = json_array();
         for (size_t u = 0; u < m->nurls; u++)
             json_array_append_new(urls, json_string(m->urls[u]));
         json_array_append_new(
-            ups,
-            json_pack("{s:s,s:s,s:o,s:s,s:s?,s:I,s:I,s:I,s:I,s:I,s:I}", "mirror", m->name, "local",
-                      m->local ? m->local : "", "urls", urls, "state", err ? "down" : "up",
-                      "last_error", err, "down_ms", down_ms, "hits", (json_int_t)c.hits, "misses",
-                      (json_int_t)c.misses, "errors", (json_int_t)c.errors, "fetched_bytes",
-                      (json_int_t)c.bytes, "last_success", (json_int_t)c.last_ok_s * 1000));
+            ups, json_pack("{s:s,s:s,s:o,s:s,s:s?,s:s?,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "mirror",
+                           m->name, "local", m->local ? m->local : "", "urls", urls, "state",
+                           down ? "down" : "up", "last_error", err, "last_error_kind",
+                           us.last_error_kind[0] ? us.last_error_kind : NULL, "last_error_at",
+                           (json_int_t)us.last_error_ms, "down_ms", down_ms, "hits",
+                           (json_int_t)c.hits, "misses", (json_int_t)c.misses, "errors",
+                           (json_int_t)us.errors, "fetched_bytes", (json_int_t)c.bytes,
+                           "last_success", (json_int_t)c.last_ok_s * 1000));
     }
     json_decref(down);
     return json_pack("{s:I,s:I,s:I,s:I,s:o}", "as_of", (json_int_t)store_now(), "cache_limit",

@@ -94,9 +94,16 @@ void metrics_add(metric_id id, uint64_t n)
 
 /* ---- mirrors ---- */
 
+/* berth_upstream_errors_total's kinds: the failed exchanges (proxy/upstream.c), then failed
+ * fills (metrics_upstream) */
+static const char *const error_kinds[] = {"connect", "timeout", "tls", "http", "other", "fill"};
+#define NERRKINDS (sizeof error_kinds / sizeof *error_kinds)
+#define KIND_FILL (NERRKINDS - 1)
+
 typedef struct {
     char name[128];
     atomic_uint_least64_t hits, misses, bytes, errors, last_ok_s;
+    atomic_uint_least64_t errors_by[NERRKINDS];
 } mirror_counts;
 static mirror_counts mirrors[METRICS_MIRRORS + 1]; /* the last: "other" */
 static atomic_int nmirrors;
@@ -131,12 +138,23 @@ void metrics_upstream(const char *name, uint64_t bytes, bool ok)
 {
     mirror_counts *m = mirror_of(name);
     atomic_fetch_add_explicit(&m->bytes, bytes, memory_order_relaxed);
-    if (!ok) atomic_fetch_add_explicit(&m->errors, 1, memory_order_relaxed);
+    if (!ok) {
+        atomic_fetch_add_explicit(&m->errors, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->errors_by[KIND_FILL], 1, memory_order_relaxed);
+    }
     if (ok) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         atomic_store_explicit(&m->last_ok_s, (uint64_t)ts.tv_sec, memory_order_relaxed);
     }
+}
+
+void metrics_upstream_error(const char *name, const char *kind)
+{
+    size_t k = KIND_FILL - 1; /* "other" */
+    for (size_t i = 0; i < KIND_FILL; i++)
+        if (!strcmp(kind, error_kinds[i])) k = i;
+    atomic_fetch_add_explicit(&mirror_of(name)->errors_by[k], 1, memory_order_relaxed);
 }
 
 void metrics_mirror_read(const char *name, metrics_mirror_counts *out)
@@ -266,8 +284,18 @@ void metrics_render(strbuf *b)
     }
     render_mirror(b, "berth_upstream_fetched_bytes_total", "bytes fetched from each upstream",
                   offsetof(mirror_counts, bytes), "counter", "");
-    render_mirror(b, "berth_upstream_errors_total", "failed upstream fetches",
-                  offsetof(mirror_counts, errors), "counter", "");
+    help(b, "berth_upstream_errors_total", "counter",
+         "failed exchanges with each upstream by kind (connect, timeout, tls, http, other), and "
+         "failed blob fills (fill)");
+    for (int i = 0; i <= n; i++) {
+        mirror_counts *m = i < n ? &mirrors[i] : &mirrors[METRICS_MIRRORS];
+        for (size_t k = 0; k < NERRKINDS; k++) {
+            uint64_t v = get(&m->errors_by[k]);
+            if (i == n && !v) continue; /* "other" only when used */
+            strbuf_addf(b, "berth_upstream_errors_total{mirror=\"%s\",kind=\"%s\"} %llu\n",
+                        i < n ? m->name : "other", error_kinds[k], (unsigned long long)v);
+        }
+    }
     render_mirror(b, "berth_upstream_last_success_timestamp_seconds",
                   "when each upstream last answered a fetch", offsetof(mirror_counts, last_ok_s),
                   "gauge", "");

@@ -49,6 +49,10 @@ void metrics_request(const char *path, const char *method, int status, double se
 #define METRICS_MIRRORS 32
 void metrics_mirror(const char *name, bool hit);
 void metrics_upstream(const char *name, uint64_t bytes, bool ok);
+/* An exchange with a mirror's upstream failed (proxy/upstream.c): kind is "connect", "timeout",
+ * "tls", "http" or "other" (berth_upstream_errors_total{mirror,kind}; a blob fill that failed,
+ * metrics_upstream(name, 0, false), counts under kind "fill"). */
+void metrics_upstream_error(const char *name, const char *kind);
 /* A mirror's counts so far (all zero when it has none): for the web view (src/ui/). */
 typedef struct {
     uint64_t hits, misses, bytes, errors, last_ok_s;
