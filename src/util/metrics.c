@@ -32,6 +32,12 @@ static const char *const metric_names[METRIC__COUNT][2] = {
                                "undelivered events dropped past an endpoint's queuelimit"},
 };
 static atomic_uint_least64_t counters[METRIC__COUNT];
+static uint64_t (*_Atomic sources[METRIC__COUNT])(void);
+
+void metrics_counter_source(metric_id id, uint64_t (*read)(void))
+{
+    atomic_store(&sources[id], read);
+}
 
 /* ---- requests ---- */
 
@@ -48,8 +54,8 @@ static const double bounds[] = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10
 #define NBOUNDS (sizeof bounds / sizeof *bounds)
 
 static atomic_uint_least64_t requests[NKINDS][NMETHODS][NCODES];
-static atomic_uint_least64_t hist[NKINDS][NBOUNDS + 1]; /* the last: +Inf */
-static atomic_uint_least64_t hist_sum_us[NKINDS];
+static atomic_uint_least64_t hist[NKINDS][NCODES][NBOUNDS + 1]; /* the last: +Inf */
+static atomic_uint_least64_t hist_sum_us[NKINDS][NCODES];
 
 static size_t kind_of(const char *path)
 {
@@ -83,8 +89,8 @@ void metrics_request(const char *path, const char *method, int status, double se
     size_t b = 0;
     while (b < NBOUNDS && seconds > bounds[b])
         b++;
-    atomic_fetch_add_explicit(&hist[k][b], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&hist_sum_us[k], (uint64_t)(seconds * 1e6), memory_order_relaxed);
+    atomic_fetch_add_explicit(&hist[k][c][b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hist_sum_us[k][c], (uint64_t)(seconds * 1e6), memory_order_relaxed);
 }
 
 void metrics_add(metric_id id, uint64_t n)
@@ -236,32 +242,39 @@ void metrics_render(strbuf *b)
                     kinds[k], methods[m], codes[c] ? code : "other", (unsigned long long)v);
             }
     help(b, "registry_http_request_duration_seconds", "histogram",
-         "request durations by route kind");
-    for (size_t k = 0; k < NKINDS; k++) {
-        uint64_t cum = 0;
-        for (size_t i = 0; i <= NBOUNDS; i++) {
-            cum += get(&hist[k][i]);
-            if (i < NBOUNDS)
-                strbuf_addf(
-                    b,
-                    "registry_http_request_duration_seconds_bucket{handler=\"%s\",le=\"%g\"} "
-                    "%llu\n",
-                    kinds[k], bounds[i], (unsigned long long)cum);
-            else
-                strbuf_addf(
-                    b,
-                    "registry_http_request_duration_seconds_bucket{handler=\"%s\",le=\"+Inf\"} "
-                    "%llu\n",
-                    kinds[k], (unsigned long long)cum);
+         "request durations by route kind and status");
+    for (size_t k = 0; k < NKINDS; k++)
+        for (size_t c = 0; c < NCODES; c++) {
+            uint64_t n = 0;
+            for (size_t i = 0; i <= NBOUNDS; i++)
+                n += get(&hist[k][c][i]);
+            if (!n) continue; /* a (kind, status) never answered */
+            char code[16];
+            snprintf(code, sizeof code, "%d", codes[c]);
+            const char *cs = codes[c] ? code : "other";
+            uint64_t cum = 0;
+            for (size_t i = 0; i <= NBOUNDS; i++) {
+                cum += get(&hist[k][c][i]);
+                char le[16];
+                snprintf(le, sizeof le, "%g", bounds[i < NBOUNDS ? i : 0]);
+                strbuf_addf(b,
+                            "registry_http_request_duration_seconds_bucket{handler=\"%s\","
+                            "code=\"%s\",le=\"%s\"} %llu\n",
+                            kinds[k], cs, i < NBOUNDS ? le : "+Inf", (unsigned long long)cum);
+            }
+            strbuf_addf(
+                b, "registry_http_request_duration_seconds_sum{handler=\"%s\",code=\"%s\"} %.6f\n",
+                kinds[k], cs, (double)get(&hist_sum_us[k][c]) / 1e6);
+            strbuf_addf(b,
+                        "registry_http_request_duration_seconds_count{handler=\"%s\",code=\"%s\"} "
+                        "%llu\n",
+                        kinds[k], cs, (unsigned long long)cum);
         }
-        strbuf_addf(b, "registry_http_request_duration_seconds_sum{handler=\"%s\"} %.6f\n",
-                    kinds[k], (double)get(&hist_sum_us[k]) / 1e6);
-        strbuf_addf(b, "registry_http_request_duration_seconds_count{handler=\"%s\"} %llu\n",
-                    kinds[k], (unsigned long long)cum);
-    }
     for (int i = 0; i < METRIC__COUNT; i++) {
         help(b, metric_names[i][0], "counter", metric_names[i][1]);
-        strbuf_addf(b, "%s %llu\n", metric_names[i][0], (unsigned long long)get(&counters[i]));
+        uint64_t (*src)(void) = atomic_load(&sources[i]);
+        strbuf_addf(b, "%s %llu\n", metric_names[i][0],
+                    (unsigned long long)(src ? src() : get(&counters[i])));
     }
     for (size_t i = 0; i < NGAUGES; i++) {
         int64_t (*read)(void) = atomic_load(&gauges[i]);

@@ -40,7 +40,12 @@ static inline void metrics_inc(metric_id id)
     metrics_add(id, 1);
 }
 
-/* One finished request: its route kind (metrics_route_kind), method, status, seconds. */
+/* A counter whose value another process adds to (gc runs by `berth gc`): when a source is set,
+ * the counter's value is what read() returns (which must count this process's events too). */
+void metrics_counter_source(metric_id id, uint64_t (*read)(void));
+
+/* One finished request: its route kind (metrics_route_kind), method, status, seconds; the
+ * duration histogram is kept by route kind and status. */
 void metrics_request(const char *path, const char *method, int status, double seconds);
 
 /* A mirror's answer: hit (served from the store) or miss (asked its upstream); an upstream
