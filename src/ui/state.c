@@ -164,6 +164,14 @@ static uint64_t gc_bytes(void)
     return gc_total("reclaimed_total");
 }
 
+/* berth_store_blobs (beside berth_store_bytes): registered here, with the store, at start */
+static int64_t blob_count(void)
+{
+    uint64_t n = 0;
+    if (gc_store) store_blob_count(gc_store, &n);
+    return (int64_t)n;
+}
+
 void ui_state_fsck(store *st, long blobs, long manifests, long problems, int rc)
 {
     record(st, "fsck.json",
@@ -358,6 +366,7 @@ void ui_start(const config *cfg, store *st)
     gc_store = st;
     metrics_counter_source(METRIC_GC_RUNS, gc_runs);
     metrics_counter_source(METRIC_GC_BYTES, gc_bytes);
+    metrics_gauge(GAUGE_STORE_BLOBS, blob_count);
 }
 
 void ui_stop(void)

@@ -190,6 +190,7 @@ static const char *const gauge_names[][2] = {
     [GAUGE_CACHE_MAX] = {"berth_cache_max_bytes", "cache.maxsize (0: no limit)"},
     [GAUGE_UPSTREAMS_DOWN] = {"berth_upstreams_down", "upstreams marked down"},
     [GAUGE_NOTIFY_PENDING] = {"berth_notifications_pending", "events not yet delivered"},
+    [GAUGE_STORE_BLOBS] = {"berth_store_blobs", "blobs stored"},
 };
 #define NGAUGES (sizeof gauge_names / sizeof *gauge_names)
 static int64_t (*_Atomic gauges[NGAUGES])(void);

@@ -74,7 +74,8 @@ typedef enum {
     GAUGE_CACHE_MAX,      /* cache.maxsize (0: none) */
     GAUGE_UPSTREAMS_DOWN, /* upstreams marked down */
     /* notifications: events not yet delivered, summed over endpoints */
-    GAUGE_NOTIFY_PENDING
+    GAUGE_NOTIFY_PENDING,
+    GAUGE_STORE_BLOBS /* blobs stored */
 } gauge_id;
 void metrics_gauge(gauge_id id, int64_t (*read)(void));
 

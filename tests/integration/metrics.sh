@@ -84,6 +84,8 @@ t_check "the exposition parses with Prometheus' client parser" \
 t_eq "content type is Prometheus text 0.0.4" "text/plain; version=0.0.4; charset=utf-8" \
     "$(curl -s -o /dev/null -w '%{content_type}' "$D/metrics")"
 
+b0=$(value berth_store_blobs)
+t_eq "an empty store holds no blobs" 0 "$b0"
 # ---- traffic ----
 PL_CURL=(curl -s -u alice:alice-pw)
 pl_rand_blob "$W/player" 5000 6000
@@ -117,6 +119,8 @@ t_eq "bytes fetched from docker.io: the layer's size" "$(stat -c %s "$W/ulayer")
     "$(value berth_upstream_fetched_bytes_total '{"mirror":"docker.io"}')"
 t_check "request bytes counted (the push, at least the layer)" \
     test "$(value berth_http_request_bytes_total)" -ge "$(stat -c %s "$W/player")"
+b1=$(value berth_store_blobs)
+t_check "the blob count grew by the pushed config and layer and the fetched layer ($b1)" test "${b1:-0}" -ge 3
 t_check "the store's size is reported (at least the layer)" \
     test "$(value berth_store_bytes)" -ge "$(stat -c %s "$W/ulayer")"
 t_check "the mirror cache's size is reported (the fetched layer)" \
@@ -183,6 +187,7 @@ scrape
 t_eq "a gc run by berth gc (another process) counts in the server's berth_gc_runs_total" 1 "$(value berth_gc_runs_total)"
 t_check "... with the bytes it reclaimed (at least the deleted image's layer)" \
     test "$(value berth_gc_reclaimed_bytes_total)" -ge "$(stat -c %s "$W/player")"
+t_check "... and the blob count fell ($b1 before, $(value berth_store_blobs) after)" test "$(value berth_store_blobs)" -lt "$b1"
 
 # ---- health.file (registry:2): unhealthy while the file exists ----
 touch "$W/out-of-rotation"
