@@ -12,6 +12,7 @@ W=$T_TMP/w
 mkdir -p "$W/p" "$W/u"
 HT=$T_TMP/htpasswd
 htpasswd -cbB "$HT" alice alice-pw 2>/dev/null
+htpasswd -bB -C 12 "$HT" slow slow-pw 2>/dev/null # a costly password check: one runs on a worker
 registry_start "$T_TMP/up" || { t_fail "upstream registry starts"; t_finish; }
 pl_make_config "$W/ucfg.json" up
 pl_rand_blob "$W/ulayer" 3000 4000
@@ -151,6 +152,24 @@ t_eq "an upload receiving its body counts in berth_uploads_in_progress" 1 "$up"
 wait "$slow"
 scrape
 t_eq "... and not once it ended" 0 "$(value berth_uploads_in_progress)"
+# the worker queue: more costly sign-ins at once than the pool's 8 workers wait in its queue
+pids=()
+for _ in $(seq 1 10); do
+    curl -s -o /dev/null -u slow:slow-pw "$U/v2/" &
+    pids+=("$!")
+done
+qmax=0
+for _ in $(seq 1 30); do
+    scrape
+    q=$(value berth_worker_queue_depth)
+    [ "${q:-0}" -gt "$qmax" ] && qmax=$q
+    [ "$qmax" -gt 0 ] && break
+    sleep 0.05
+done
+t_check "sign-ins waiting for a worker count in berth_worker_queue_depth ($qmax)" test "$qmax" -ge 1
+wait "${pids[@]}"
+scrape
+t_eq "... and the queue is empty once they are answered" 0 "$(value berth_worker_queue_depth)"
 # Helm index builds: a view is built when the charts changed, not on every GET
 curl -s -o /dev/null -u alice:alice-pw "$U/index.yaml"
 scrape
