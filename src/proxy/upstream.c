@@ -8,6 +8,7 @@
 #include "util/curlx.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 #include <ctype.h>
 #include <jansson.h>
@@ -94,6 +95,88 @@ static void token_put(const char *key, const char *value, long ttl)
     pthread_mutex_unlock(&tok_mu);
 }
 
+/* ---- each upstream's last failure (upstream.h) ---- */
+
+#define STATES_MAX 64
+typedef struct {
+    char name[128];
+    upstream_state s;
+} state_rec;
+static state_rec states[STATES_MAX];
+static size_t nstates;
+static pthread_mutex_t state_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* "scheme://host[:port]" of url, for the error text (never a path, query or credentials). */
+static void url_base(const char *url, char *out, size_t len)
+{
+    const char *p = strstr(url, "://");
+    const char *host = p ? p + 3 : url;
+    const char *at = strchr(host, '@'), *end = host + strcspn(host, "/?#");
+    if (at && at < end) host = at + 1;
+    snprintf(out, len, "%.*s%.*s", p ? (int)(p + 3 - url) : 0, url, (int)(end - host), host);
+}
+
+/* Records how one exchange (after its auth retry) with m's upstream at url ended: rc and cc are
+ * perform's result and libcurl's code, os_errno the socket's error. */
+static void note(const config_mirror *m, const char *url, int rc, CURLcode cc, long os_errno,
+                 long status)
+{
+    const char *kind = NULL;
+    char why[200];
+    if (rc == 0 &&
+        (status >= 500 || status == 429 || status == 401 || status == 403 || status == 0)) {
+        kind = "http";
+        snprintf(why, sizeof why, "HTTP %ld", status);
+    } else if (rc < 0 && rc != -BERR_IO) {
+        if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
+            cc == CURLE_COULDNT_RESOLVE_PROXY) {
+            kind = "connect";
+            snprintf(why, sizeof why, "connection failed: %s",
+                     os_errno ? strerror((int)os_errno) : curl_easy_strerror(cc));
+        } else if (cc == CURLE_OPERATION_TIMEDOUT) {
+            kind = "timeout";
+            snprintf(why, sizeof why, "timed out: no answer in time");
+        } else if (cc == CURLE_SSL_CONNECT_ERROR || cc == CURLE_PEER_FAILED_VERIFICATION ||
+                   cc == CURLE_SSL_CERTPROBLEM || cc == CURLE_SSL_CACERT_BADFILE) {
+            kind = "tls";
+            snprintf(why, sizeof why, "TLS: %s", curl_easy_strerror(cc));
+        } else if (cc != CURLE_OK) {
+            kind = "other";
+            snprintf(why, sizeof why, "%s", curl_easy_strerror(cc));
+        }
+    }
+    if (!kind) return;
+    metrics_upstream_error(m->name, kind);
+    char base[600];
+    url_base(url, base, sizeof base);
+    pthread_mutex_lock(&state_mu);
+    state_rec *r = NULL;
+    for (size_t i = 0; i < nstates && !r; i++)
+        if (!strcmp(states[i].name, m->name)) r = &states[i];
+    if (!r && nstates < STATES_MAX) {
+        r = &states[nstates++];
+        snprintf(r->name, sizeof r->name, "%s", m->name);
+    }
+    if (r) {
+        r->s.errors++;
+        snprintf(r->s.last_error, sizeof r->s.last_error, "%s (%s)", why, base);
+        snprintf(r->s.last_error_kind, sizeof r->s.last_error_kind, "%s", kind);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        r->s.last_error_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    }
+    pthread_mutex_unlock(&state_mu);
+}
+
+void upstream_state_read(const char *mirror, upstream_state *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&state_mu);
+    for (size_t i = 0; i < nstates; i++)
+        if (!strcmp(states[i].name, mirror)) *out = states[i].s;
+    pthread_mutex_unlock(&state_mu);
+}
+
 /* ---- challenge parsing: scheme k="v", k=v, ... ---- */
 
 bool upstream_parse_challenge(const char *h, upstream_challenge *c)
@@ -160,6 +243,8 @@ typedef struct {
     void *source_arg;
     long limit_ms; /* > 0: the whole exchange within this (a cached tag's check, a probe) */
     uint64_t from; /* > 0: Range: bytes=from- (a fill resumed after a cut) */
+    CURLcode cc;   /* the last exchange's libcurl result, and its socket error */
+    long os_errno;
 } xfer;
 
 static size_t on_read(char *buf, size_t size, size_t n, void *p)
@@ -312,6 +397,9 @@ static int perform(const config_mirror *m, const char *url, bool head, const cha
     CURLcode cc = curl_easy_perform(c);
     curl_slist_free_all(hdrs);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->out->status);
+    x->cc = cc;
+    x->os_errno = 0;
+    if (cc != CURLE_OK) curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &x->os_errno);
     if (x->sink_failed) return berr_set(BERR_IO, "storing upstream data failed");
     if (cc != CURLE_OK) {
         /* a 4xx/5xx whose body we stopped reading is still an answer */
@@ -428,6 +516,7 @@ static int request(const config_mirror *m, const char *repo, const char *path, b
             free(retry);
         }
         free(auth);
+        note(m, url, rc, x.cc, x.os_errno, out->status);
         if (rc == 0 && out->status < 500) return 0;
         if (x.delivered > 0) break; /* bytes already went to the sink: no second source */
         if (rc == -BERR_IO) return rc;
@@ -483,6 +572,9 @@ int upstream_ping(const config_mirror *m, long limit_ms, upstream_resp *out)
         snprintf(url, sizeof url, "%s/v2/", m->urls[i]);
         xfer x = {.out = out, .limit = ERRBODY_MAX, .limit_ms = limit_ms};
         rc = perform(m, url, false, "application/json", NULL, &x, false);
+        /* a probe asks without credentials: a 401 or 403 is an answer */
+        note(m, url, rc, x.cc, x.os_errno,
+             out->status == 401 || out->status == 403 ? 200 : out->status);
         if (rc == 0 && out->status > 0 && out->status < 500) return 0;
         if (rc == 0)
             rc = berr_set(BERR_UNAVAILABLE, "upstream %s answered %ld", m->name, out->status);
@@ -498,6 +590,7 @@ int upstream_get_url(const config_mirror *m, const char *url, upstream_sink sink
     char *auth = basic_auth(m);
     int rc = perform(m, url, false, NULL, auth, &x, sink != NULL);
     free(auth);
+    note(m, url, rc, x.cc, x.os_errno, out->status);
     return rc;
 }
 

@@ -72,6 +72,22 @@ int upstream_send_stream(const config_mirror *m, const char *method, const char 
                          upstream_resp *out);
 void upstream_resp_free(upstream_resp *r);
 
+/* ---- each upstream's last failure (for the web view, `berth status` and the metrics) ----
+ * Every exchange of a mirror with its upstream (a manifest, blob, tags or chart fetch, a probe)
+ * that fails is recorded under the mirror's name, after its auth retry: a refused or unreachable
+ * connection ("connect"), no answer in time ("timeout"), a TLS failure ("tls"), an answer of 5xx,
+ * 429, 401 or 403 ("http"), anything else ("other"). Each is counted in the metric
+ * berth_upstream_errors_total{mirror,kind}; the last one's kind, text and time are kept. Not
+ * recorded: a 404 (an answer), and failures to store what arrived (not the upstream's). */
+typedef struct {
+    uint64_t errors;          /* failed exchanges since the server started */
+    char last_error[320];     /* the last failure ("" when none), e.g. "connection refused: ..." */
+    char last_error_kind[16]; /* its kind */
+    int64_t last_error_ms;    /* and when (ms since the epoch) */
+} upstream_state;
+/* The state of the upstream of the mirror named mirror (all zero when none failed). */
+void upstream_state_read(const char *mirror, upstream_state *out);
+
 /* Parses a WWW-Authenticate value into scheme and realm/service/scope (exposed for tests). */
 typedef struct {
     char scheme[16];

@@ -476,6 +476,9 @@ static int serve_manifest(http_req *r, store_manifest *m)
     if (rc == 0) {
         http_add_header(r, "Docker-Content-Digest", m->digest);
         http_add_headerf(r, "ETag", "\"%s\"", m->digest);
+        if (r->method == M_GET) /* notifications: a pull event, from the cache or after a fill */
+            store_event_pull(r->store, r->name, m->digest, m->media_type, m->size,
+                             ref_is_digest(r->ref) ? NULL : r->ref);
     }
     store_manifest_free(m);
     return rc;

@@ -56,6 +56,8 @@ typedef struct {
     int (*touch)(store_meta *m, const store_access *a, size_t n);
     int (*mirror_usage)(store_meta *m, uint64_t *bytes);
     int (*usage)(store_meta *m, uint64_t *bytes); /* all blobs */
+    /* how many blobs */
+    int (*blob_count)(store_meta *m, uint64_t *n);
     /* "repo@digest", least recently used first; before > 0: only those last used (or stored,
      * when never used) before it, ms */
     int (*mirror_lru)(store_meta *m, size_t max, int64_t before, store_list *out);

@@ -76,6 +76,7 @@ enum {
     Q_MIRROR_BLOB_DEL,
     Q_USAGE,
     Q_MIRROR_USAGE,
+    Q_BLOB_COUNT, /* the metrics' berth_store_blobs */
     Q_MIRROR_LRU,
     Q_EACH_BLOB,
     Q_EACH_MANIFEST,
@@ -215,6 +216,7 @@ static const stmt_def q_def[Q__COUNT] = {
                                "DELETE FROM blobs AS b WHERE b.digest = $1 AND " UNREFERENCED_BLOB
                                "AND " MIRROR_ONLY_BLOB},
     [Q_USAGE] = {.sql = "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs"},
+    [Q_BLOB_COUNT] = {.sql = "SELECT CAST(COUNT(*) AS BIGINT) FROM blobs"},
     [Q_MIRROR_USAGE] = {.sql = "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM blobs b "
                                "WHERE " MIRROR_ONLY_BLOB},
     [Q_MIRROR_LRU] = {.sql = "SELECT m.repo || '@' || m.digest FROM manifests m JOIN repos r "
@@ -1140,6 +1142,11 @@ static int sql_mirror_usage(store_meta *base, uint64_t *bytes)
     return sum_bytes(base, Q_MIRROR_USAGE, bytes);
 }
 
+static int sql_blob_count(store_meta *base, uint64_t *n)
+{
+    return sum_bytes(base, Q_BLOB_COUNT, n);
+}
+
 static int sql_mirror_lru(store_meta *base, size_t max, int64_t before, store_list *out)
 {
     TAKE_CONN(base);
@@ -1463,6 +1470,7 @@ static const store_meta_ops sql_ops = {
     .repo_mark_mirror = sql_repo_mark_mirror,
     .touch = sql_touch,
     .mirror_usage = sql_mirror_usage,
+    .blob_count = sql_blob_count,
     .usage = sql_usage,
     .mirror_lru = sql_mirror_lru,
     .mirror_evict = sql_mirror_evict,

@@ -152,6 +152,11 @@ int store_usage(store *s, uint64_t *all, uint64_t *mirrored)
     return rc;
 }
 
+int store_blob_count(store *s, uint64_t *n)
+{
+    return s->meta->ops->blob_count(s->meta, n);
+}
+
 int store_quota_check(store *s, uint64_t more)
 {
     if (s->quota > 0 && s->used + (int64_t)more > s->quota)

@@ -130,6 +130,8 @@ const char *store_root(const store *s);
 int store_refresh_usage(store *s);
 /* Bytes of stored blobs, all and those only mirrored content uses (one metadata query each). */
 int store_usage(store *s, uint64_t *all, uint64_t *mirrored);
+/* How many blobs the store holds (the metrics' berth_store_blobs). */
+int store_blob_count(store *s, uint64_t *n);
 /* Writes, syncs and removes a probe file: 0 when storage is writable. */
 int store_check_writable(store *s);
 /* A lease shared by every process on this metadata (SQLite file or PostgreSQL database): 0 when

@@ -81,6 +81,10 @@ static void print_text(FILE *f, json_t *s)
         fprintf(f, "  %-24s %-4s errors %" PRId64, str(x, "mirror"), str(x, "state"),
                 (int64_t)num(x, "errors"));
         if (*str(x, "last_error")) fprintf(f, "  last error: %s", str(x, "last_error"));
+        if (num(x, "last_error_at") > 0) {
+            ui_fmt_time(t, sizeof t, num(x, "last_error_at"));
+            fprintf(f, " (%s, %s)", str(x, "last_error_kind"), t);
+        }
         fputc('\n', f);
     }
     json_t *pins = json_object_get(s, "pins");

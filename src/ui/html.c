@@ -316,6 +316,13 @@ static void render_cache(strbuf *b, json_t *s)
             strbuf_addf(b, "</td><td><span class=%s>%s</span></td><td>", up ? "up" : "down",
                         up ? "up" : "down");
             esc(b, str(u, "last_error"));
+            if (num(u, "last_error_at") > 0) { /* when, and its kind */
+                char t[64];
+                ui_fmt_time(t, sizeof t, num(u, "last_error_at"));
+                strbuf_addf(b, "<br><small class=error-at>");
+                esc(b, str(u, "last_error_kind"));
+                strbuf_addf(b, ", %s</small>", t);
+            }
             strbuf_addf(b, "</td>");
             time_cell(b, num(u, "last_success"));
             strbuf_addf(b, "<td class=num>%lld</td>", (long long)num(u, "errors"));

@@ -124,12 +124,52 @@ static void record(store *st, const char *name, json_t *j)
 void ui_state_gc(store *st, const store_gc_opts *o, int rc)
 {
     if (o->dry_run) return;
+    /* the totals of every gc that succeeded, whichever process ran it: the server's
+     * berth_gc_runs_total and berth_gc_reclaimed_bytes_total (gc_total) */
+    json_t *prev = ui_state_read(st, "gc.json");
+    json_int_t runs = json_integer_value(json_object_get(prev, "runs_total"));
+    json_int_t bytes = json_integer_value(json_object_get(prev, "reclaimed_total"));
+    json_decref(prev);
+    if (rc == 0) {
+        runs++;
+        bytes += (json_int_t)o->bytes_removed;
+    }
     record(st, "gc.json",
-           json_pack("{s:I,s:b,s:I,s:I,s:I,s:I,s:s}", "finished", (json_int_t)store_now(), "ok",
-                     rc == 0, "manifests_removed", (json_int_t)o->manifests_removed,
+           json_pack("{s:I,s:b,s:I,s:I,s:I,s:I,s:s,s:I,s:I}", "finished", (json_int_t)store_now(),
+                     "ok", rc == 0, "manifests_removed", (json_int_t)o->manifests_removed,
                      "blobs_removed", (json_int_t)o->blobs_removed, "bytes_removed",
                      (json_int_t)o->bytes_removed, "files_removed", (json_int_t)o->files_removed,
-                     "error", rc < 0 ? berr_msg() : ""));
+                     "error", rc < 0 ? berr_msg() : "", "runs_total", runs, "reclaimed_total",
+                     bytes));
+}
+
+/* The server's gc counters, read from gc.json when scraped (gc runs in `berth gc`). */
+static store *gc_store;
+
+static uint64_t gc_total(const char *key)
+{
+    json_t *j = gc_store ? ui_state_read(gc_store, "gc.json") : NULL;
+    json_int_t v = json_integer_value(json_object_get(j, key));
+    json_decref(j);
+    return v > 0 ? (uint64_t)v : 0;
+}
+
+static uint64_t gc_runs(void)
+{
+    return gc_total("runs_total");
+}
+
+static uint64_t gc_bytes(void)
+{
+    return gc_total("reclaimed_total");
+}
+
+/* berth_store_blobs (beside berth_store_bytes): registered here, with the store, at start */
+static int64_t blob_count(void)
+{
+    uint64_t n = 0;
+    if (gc_store) store_blob_count(gc_store, &n);
+    return (int64_t)n;
 }
 
 void ui_state_fsck(store *st, long blobs, long manifests, long problems, int rc)
@@ -199,16 +239,23 @@ json_t *ui_runtime(const config *cfg)
                 down_ms = json_integer_value(json_object_get(d, "down_ms"));
             }
         }
+        /* the last failed exchange (proxy/upstream.c), kept after the upstream is back */
+        upstream_state us;
+        upstream_state_read(m->name, &us);
+        bool down = err != NULL;
+        if (us.last_error[0]) err = us.last_error;
         json_t *urls = json_array();
         for (size_t u = 0; u < m->nurls; u++)
             json_array_append_new(urls, json_string(m->urls[u]));
         json_array_append_new(
-            ups,
-            json_pack("{s:s,s:s,s:o,s:s,s:s?,s:I,s:I,s:I,s:I,s:I,s:I}", "mirror", m->name, "local",
-                      m->local ? m->local : "", "urls", urls, "state", err ? "down" : "up",
-                      "last_error", err, "down_ms", down_ms, "hits", (json_int_t)c.hits, "misses",
-                      (json_int_t)c.misses, "errors", (json_int_t)c.errors, "fetched_bytes",
-                      (json_int_t)c.bytes, "last_success", (json_int_t)c.last_ok_s * 1000));
+            ups, json_pack("{s:s,s:s,s:o,s:s,s:s?,s:s?,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "mirror",
+                           m->name, "local", m->local ? m->local : "", "urls", urls, "state",
+                           down ? "down" : "up", "last_error", err, "last_error_kind",
+                           us.last_error_kind[0] ? us.last_error_kind : NULL, "last_error_at",
+                           (json_int_t)us.last_error_ms, "down_ms", down_ms, "hits",
+                           (json_int_t)c.hits, "misses", (json_int_t)c.misses, "errors",
+                           (json_int_t)us.errors, "fetched_bytes", (json_int_t)c.bytes,
+                           "last_success", (json_int_t)c.last_ok_s * 1000));
     }
     json_decref(down);
     return json_pack("{s:I,s:I,s:I,s:I,s:o}", "as_of", (json_int_t)store_now(), "cache_limit",
@@ -316,6 +363,10 @@ void ui_start(const config *cfg, store *st)
         writer.running = pthread_create(&writer.t, NULL, writer_main, NULL) == 0;
     }
     pthread_mutex_unlock(&writer.mu);
+    gc_store = st;
+    metrics_counter_source(METRIC_GC_RUNS, gc_runs);
+    metrics_counter_source(METRIC_GC_BYTES, gc_bytes);
+    metrics_gauge(GAUGE_STORE_BLOBS, blob_count);
 }
 
 void ui_stop(void)
@@ -327,5 +378,6 @@ void ui_stop(void)
     pthread_mutex_unlock(&writer.mu);
     if (!running) return;
     pthread_join(writer.t, NULL); /* its last round wrote what was pending */
+    gc_store = NULL;
     writer.running = false;
 }

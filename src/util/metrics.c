@@ -32,6 +32,12 @@ static const char *const metric_names[METRIC__COUNT][2] = {
                                "undelivered events dropped past an endpoint's queuelimit"},
 };
 static atomic_uint_least64_t counters[METRIC__COUNT];
+static uint64_t (*_Atomic sources[METRIC__COUNT])(void);
+
+void metrics_counter_source(metric_id id, uint64_t (*read)(void))
+{
+    atomic_store(&sources[id], read);
+}
 
 /* ---- requests ---- */
 
@@ -48,8 +54,8 @@ static const double bounds[] = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10
 #define NBOUNDS (sizeof bounds / sizeof *bounds)
 
 static atomic_uint_least64_t requests[NKINDS][NMETHODS][NCODES];
-static atomic_uint_least64_t hist[NKINDS][NBOUNDS + 1]; /* the last: +Inf */
-static atomic_uint_least64_t hist_sum_us[NKINDS];
+static atomic_uint_least64_t hist[NKINDS][NCODES][NBOUNDS + 1]; /* the last: +Inf */
+static atomic_uint_least64_t hist_sum_us[NKINDS][NCODES];
 
 static size_t kind_of(const char *path)
 {
@@ -83,8 +89,8 @@ void metrics_request(const char *path, const char *method, int status, double se
     size_t b = 0;
     while (b < NBOUNDS && seconds > bounds[b])
         b++;
-    atomic_fetch_add_explicit(&hist[k][b], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&hist_sum_us[k], (uint64_t)(seconds * 1e6), memory_order_relaxed);
+    atomic_fetch_add_explicit(&hist[k][c][b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hist_sum_us[k][c], (uint64_t)(seconds * 1e6), memory_order_relaxed);
 }
 
 void metrics_add(metric_id id, uint64_t n)
@@ -94,9 +100,16 @@ void metrics_add(metric_id id, uint64_t n)
 
 /* ---- mirrors ---- */
 
+/* berth_upstream_errors_total's kinds: the failed exchanges (proxy/upstream.c), then failed
+ * fills (metrics_upstream) */
+static const char *const error_kinds[] = {"connect", "timeout", "tls", "http", "other", "fill"};
+#define NERRKINDS (sizeof error_kinds / sizeof *error_kinds)
+#define KIND_FILL (NERRKINDS - 1)
+
 typedef struct {
     char name[128];
     atomic_uint_least64_t hits, misses, bytes, errors, last_ok_s;
+    atomic_uint_least64_t errors_by[NERRKINDS];
 } mirror_counts;
 static mirror_counts mirrors[METRICS_MIRRORS + 1]; /* the last: "other" */
 static atomic_int nmirrors;
@@ -131,12 +144,23 @@ void metrics_upstream(const char *name, uint64_t bytes, bool ok)
 {
     mirror_counts *m = mirror_of(name);
     atomic_fetch_add_explicit(&m->bytes, bytes, memory_order_relaxed);
-    if (!ok) atomic_fetch_add_explicit(&m->errors, 1, memory_order_relaxed);
+    if (!ok) {
+        atomic_fetch_add_explicit(&m->errors, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->errors_by[KIND_FILL], 1, memory_order_relaxed);
+    }
     if (ok) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         atomic_store_explicit(&m->last_ok_s, (uint64_t)ts.tv_sec, memory_order_relaxed);
     }
+}
+
+void metrics_upstream_error(const char *name, const char *kind)
+{
+    size_t k = KIND_FILL - 1; /* "other" */
+    for (size_t i = 0; i < KIND_FILL; i++)
+        if (!strcmp(kind, error_kinds[i])) k = i;
+    atomic_fetch_add_explicit(&mirror_of(name)->errors_by[k], 1, memory_order_relaxed);
 }
 
 void metrics_mirror_read(const char *name, metrics_mirror_counts *out)
@@ -166,6 +190,7 @@ static const char *const gauge_names[][2] = {
     [GAUGE_CACHE_MAX] = {"berth_cache_max_bytes", "cache.maxsize (0: no limit)"},
     [GAUGE_UPSTREAMS_DOWN] = {"berth_upstreams_down", "upstreams marked down"},
     [GAUGE_NOTIFY_PENDING] = {"berth_notifications_pending", "events not yet delivered"},
+    [GAUGE_STORE_BLOBS] = {"berth_store_blobs", "blobs stored"},
 };
 #define NGAUGES (sizeof gauge_names / sizeof *gauge_names)
 static int64_t (*_Atomic gauges[NGAUGES])(void);
@@ -252,32 +277,39 @@ void metrics_render(strbuf *b)
                     kinds[k], methods[m], codes[c] ? code : "other", (unsigned long long)v);
             }
     help(b, "registry_http_request_duration_seconds", "histogram",
-         "request durations by route kind");
-    for (size_t k = 0; k < NKINDS; k++) {
-        uint64_t cum = 0;
-        for (size_t i = 0; i <= NBOUNDS; i++) {
-            cum += get(&hist[k][i]);
-            if (i < NBOUNDS)
-                strbuf_addf(
-                    b,
-                    "registry_http_request_duration_seconds_bucket{handler=\"%s\",le=\"%g\"} "
-                    "%llu\n",
-                    kinds[k], bounds[i], (unsigned long long)cum);
-            else
-                strbuf_addf(
-                    b,
-                    "registry_http_request_duration_seconds_bucket{handler=\"%s\",le=\"+Inf\"} "
-                    "%llu\n",
-                    kinds[k], (unsigned long long)cum);
+         "request durations by route kind and status");
+    for (size_t k = 0; k < NKINDS; k++)
+        for (size_t c = 0; c < NCODES; c++) {
+            uint64_t n = 0;
+            for (size_t i = 0; i <= NBOUNDS; i++)
+                n += get(&hist[k][c][i]);
+            if (!n) continue; /* a (kind, status) never answered */
+            char code[16];
+            snprintf(code, sizeof code, "%d", codes[c]);
+            const char *cs = codes[c] ? code : "other";
+            uint64_t cum = 0;
+            for (size_t i = 0; i <= NBOUNDS; i++) {
+                cum += get(&hist[k][c][i]);
+                char le[16];
+                snprintf(le, sizeof le, "%g", bounds[i < NBOUNDS ? i : 0]);
+                strbuf_addf(b,
+                            "registry_http_request_duration_seconds_bucket{handler=\"%s\","
+                            "code=\"%s\",le=\"%s\"} %llu\n",
+                            kinds[k], cs, i < NBOUNDS ? le : "+Inf", (unsigned long long)cum);
+            }
+            strbuf_addf(
+                b, "registry_http_request_duration_seconds_sum{handler=\"%s\",code=\"%s\"} %.6f\n",
+                kinds[k], cs, (double)get(&hist_sum_us[k][c]) / 1e6);
+            strbuf_addf(b,
+                        "registry_http_request_duration_seconds_count{handler=\"%s\",code=\"%s\"} "
+                        "%llu\n",
+                        kinds[k], cs, (unsigned long long)cum);
         }
-        strbuf_addf(b, "registry_http_request_duration_seconds_sum{handler=\"%s\"} %.6f\n",
-                    kinds[k], (double)get(&hist_sum_us[k]) / 1e6);
-        strbuf_addf(b, "registry_http_request_duration_seconds_count{handler=\"%s\"} %llu\n",
-                    kinds[k], (unsigned long long)cum);
-    }
     for (int i = 0; i < METRIC__COUNT; i++) {
         help(b, metric_names[i][0], "counter", metric_names[i][1]);
-        strbuf_addf(b, "%s %llu\n", metric_names[i][0], (unsigned long long)get(&counters[i]));
+        uint64_t (*src)(void) = atomic_load(&sources[i]);
+        strbuf_addf(b, "%s %llu\n", metric_names[i][0],
+                    (unsigned long long)(src ? src() : get(&counters[i])));
     }
     for (size_t i = 0; i < NGAUGES; i++) {
         int64_t (*read)(void) = atomic_load(&gauges[i]);
@@ -300,8 +332,18 @@ void metrics_render(strbuf *b)
     }
     render_mirror(b, "berth_upstream_fetched_bytes_total", "bytes fetched from each upstream",
                   offsetof(mirror_counts, bytes), "counter", "");
-    render_mirror(b, "berth_upstream_errors_total", "failed upstream fetches",
-                  offsetof(mirror_counts, errors), "counter", "");
+    help(b, "berth_upstream_errors_total", "counter",
+         "failed exchanges with each upstream by kind (connect, timeout, tls, http, other), and "
+         "failed blob fills (fill)");
+    for (int i = 0; i <= n; i++) {
+        mirror_counts *m = i < n ? &mirrors[i] : &mirrors[METRICS_MIRRORS];
+        for (size_t k = 0; k < NERRKINDS; k++) {
+            uint64_t v = get(&m->errors_by[k]);
+            if (i == n && !v) continue; /* "other" only when used */
+            strbuf_addf(b, "berth_upstream_errors_total{mirror=\"%s\",kind=\"%s\"} %llu\n",
+                        i < n ? m->name : "other", error_kinds[k], (unsigned long long)v);
+        }
+    }
     render_mirror(b, "berth_upstream_last_success_timestamp_seconds",
                   "when each upstream last answered a fetch", offsetof(mirror_counts, last_ok_s),
                   "gauge", "");

@@ -40,7 +40,12 @@ static inline void metrics_inc(metric_id id)
     metrics_add(id, 1);
 }
 
-/* One finished request: its route kind (metrics_route_kind), method, status, seconds. */
+/* A counter whose value another process adds to (gc runs by `berth gc`): when a source is set,
+ * the counter's value is what read() returns (which must count this process's events too). */
+void metrics_counter_source(metric_id id, uint64_t (*read)(void));
+
+/* One finished request: its route kind (metrics_route_kind), method, status, seconds; the
+ * duration histogram is kept by route kind and status. */
 void metrics_request(const char *path, const char *method, int status, double seconds);
 
 /* A mirror's answer: hit (served from the store) or miss (asked its upstream); an upstream
@@ -49,6 +54,10 @@ void metrics_request(const char *path, const char *method, int status, double se
 #define METRICS_MIRRORS 32
 void metrics_mirror(const char *name, bool hit);
 void metrics_upstream(const char *name, uint64_t bytes, bool ok);
+/* An exchange with a mirror's upstream failed (proxy/upstream.c): kind is "connect", "timeout",
+ * "tls", "http" or "other" (berth_upstream_errors_total{mirror,kind}; a blob fill that failed,
+ * metrics_upstream(name, 0, false), counts under kind "fill"). */
+void metrics_upstream_error(const char *name, const char *kind);
 /* A mirror's counts so far (all zero when it has none): for the web view (src/ui/). */
 typedef struct {
     uint64_t hits, misses, bytes, errors, last_ok_s;
@@ -70,7 +79,8 @@ typedef enum {
     GAUGE_CACHE_MAX,      /* cache.maxsize (0: none) */
     GAUGE_UPSTREAMS_DOWN, /* upstreams marked down */
     /* notifications: events not yet delivered, summed over endpoints */
-    GAUGE_NOTIFY_PENDING
+    GAUGE_NOTIFY_PENDING,
+    GAUGE_STORE_BLOBS /* blobs stored */
 } gauge_id;
 void metrics_gauge(gauge_id id, int64_t (*read)(void));
 

@@ -86,7 +86,8 @@ for line in open(sys.argv[1]):
 got = {}
 for ev in order:
     # pulls, charts (part 1b) and the mirror's fill and evict (part 7) are checked on their own
-    if ev["action"] == "pull" or ev["action"].startswith("chart.") or ev["target"]["repository"].startswith("ghcr.io/"):
+    # (and part 9's margo package and bundle import)
+    if ev["action"] in ("pull", "margo.push", "bundle.import") or ev["action"].startswith("chart.") or ev["target"]["repository"].startswith(("ghcr.io/", "ext/")):
         continue
     got.setdefault(ev["target"]["repository"], []).append("%s %s" % (ev["action"], ev["target"].get("digest")))
 want = {}
@@ -276,6 +277,100 @@ for i in $(seq 1 150); do
     sleep 0.1
 done
 t_eq "a mirror fill and its eviction arrive as fill and evict events" "$want" "$got"
+kill "$BERTH_PID" 2>/dev/null
+BERTH_URL=$UP
+
+# 9. a mirror's pulls (from the cache and after a fill), a margo package push and a bundle import
+d=$T_TMP/up-img2 && mkdir -p "$d"
+pl_make_config "$d/cfg" up2
+pl_rand_blob "$d/layer" 100 2000
+UPDIG2=$(pl_push_image "$REG_URL" org/img2 v1 "$d" "$d/cfg" "$d/layer") || t_fail "push img2 to the upstream"
+D9=$T_TMP/d9
+D9_PORT=$(t_port)
+mkdir -p "$D9"
+cat >"$D9/config.yml" <<YML
+version: 0.1
+mirrors:
+  ghcr.io:
+    urls: [$REG_URL]
+notifications:
+  endpoints:
+    - name: rx
+      url: http://127.0.0.1:$RX_PORT/events
+      backoff: 100ms
+YML
+bstart "$D9" "$D9_PORT" || t_fail "berth D9 did not start"
+for i in 1 2; do # the first fills the manifest from the upstream, the second is served from the cache
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "$PL_ACCEPT" "$BERTH_URL/v2/ghcr.io/org/img2/manifests/v1")
+    t_eq "mirror manifest GET $i answers 200" 200 "$code"
+done
+curl -s -o /dev/null -I -H "$PL_ACCEPT" "$BERTH_URL/v2/ghcr.io/org/img2/manifests/v1" # a HEAD: no pull
+mirror_events() { jq -r 'select(.event.target.repository == "ghcr.io/org/img2" and .event.target.digest == "'"$UPDIG2"'") | "\(.event.id) \(.event.action) \(.event.target.tag)"' "$RX/events" | sort -u | cut -d' ' -f2- | sort | paste -sd'|'; }
+for i in $(seq 1 100); do [ "$(mirror_events)" = "fill v1|pull v1|pull v1" ] && break; sleep 0.1; done
+sleep 0.5 # an extra event would have arrived by now
+t_eq "a mirror pull that filled and one from the cache: one pull event each, one fill" "fill v1|pull v1|pull v1" "$(mirror_events)"
+
+# margo.push: one of margo's own example packages (tests/fixtures/margo/), pushed as margo.sh does
+FX=$T_ROOT/tests/fixtures/margo
+out=$(python3 "$T_ROOT/tests/fixtures/mkmargo.py" desc-files "$BERTH_URL" ext/margo "$FX/valid/spec-003-helm_only.yaml")
+t_eq "the margo package push answers 201" 201 "${out%% *}"
+MREPO=ext/margo/spec-003-helm-only # mkmargo names it after the file, _ as -
+MTAG=$(curl -s "$BERTH_URL/v2/$MREPO/tags/list" | jq -r '.tags[0]')
+MDIG9=$(curl -s -I -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$BERTH_URL/v2/$MREPO/manifests/$MTAG" |
+    tr -d '\r' | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: //p')
+# bundle.import: a bundle of A's crash:t1, imported into D9's store beside the running server
+BDIG=$(cat "$T_TMP/img.crash.t1/digest")
+"$BERTH" bundle create -o "$T_TMP/b9.tar" "http://127.0.0.1:$A_PORT/crash:t1" >"$T_TMP/b9.out" 2>&1 ||
+    t_fail "bundle create" "$(tail -2 "$T_TMP/b9.out")"
+REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$D9/data "$BERTH" bundle import "$T_TMP/b9.tar" -c "$D9/config.yml" \
+    >>"$T_TMP/b9.out" 2>&1 || t_fail "bundle import" "$(tail -2 "$T_TMP/b9.out")"
+for i in $(seq 1 100); do
+    [ "$(jq -r 'select(.event.action == "bundle.import" or .event.action == "margo.push") | .event.id' "$RX/events" | sort -u | wc -l)" -ge 4 ] && break
+    sleep 0.1
+done
+sleep 0.5
+out=$("$PY" - "$RX/events" "$MREPO" "$MTAG" "$MDIG9" "$BDIG" "sha256:$(t_sha256 "$T_TMP/img.crash.t1/cfg")" \
+    "sha256:$(t_sha256 "$T_TMP/img.crash.t1/layer")" "$D9_PORT" <<'PYEOF'
+import json, re, sys
+path, mrepo, mtag, mdig, bdig, bcfg, blayer, port = sys.argv[1:]
+evs = {}
+for l in open(path):
+    e = json.loads(l)["event"]
+    evs.setdefault(e["id"], e)
+evs = list(evs.values())
+err = []
+def envelope(e, port=port):
+    for k in ("id", "timestamp", "action", "target", "request", "actor", "source"):
+        if k not in e: err.append("%s event without %s" % (e.get("action"), k))
+    if not re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", e.get("timestamp", "")): err.append("timestamp %s" % e.get("timestamp"))
+    if not e.get("source", {}).get("instanceID") or not e.get("source", {}).get("addr", "").endswith(":" + port if port else ""): err.append("source %s" % e.get("source"))
+    t = e.get("target", {})
+    if not t.get("size") or t.get("size") != t.get("length"): err.append("size/length %s" % t)
+mp = [e for e in evs if e["action"] == "margo.push"]
+if len(mp) != 1: err.append("%d margo.push events, want 1" % len(mp))
+for e in mp:
+    envelope(e)
+    t = e["target"]
+    want = {"repository": mrepo, "tag": mtag, "digest": mdig, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "url": "http://127.0.0.1:%s/v2/%s/manifests/%s" % (port, mrepo, mdig)}
+    for k, v in want.items():
+        if t.get(k) != v: err.append("margo.push target.%s %s, want %s" % (k, t.get(k), v))
+    if e["request"].get("method") != "PUT" or not e["request"].get("addr", "").startswith("127.0.0.1:"): err.append("margo.push request %s" % e["request"])
+if [e for e in evs if e["action"] == "push" and e["target"].get("digest") == mdig]: err.append("the margo manifest also reported as push")
+bi = [e for e in evs if e["action"] == "bundle.import"]
+got = sorted("%s %s %s" % (e["target"]["repository"], e["target"]["digest"], e["target"].get("tag")) for e in bi)
+want = sorted(["crash %s t1" % bdig, "crash %s None" % bcfg, "crash %s None" % blayer])
+if got != want: err.append("bundle.import events %s, want %s" % (got, want))
+for e in bi:
+    envelope(e, "")  # the import process has no listener: its source.addr is the host's
+    if e.get("actor") != {"name": "bundle import"}: err.append("bundle.import actor %s" % e.get("actor"))
+    mt = "application/octet-stream" if e["target"]["digest"] != bdig else "application/vnd.oci.image.manifest.v1+json"
+    if e["target"].get("mediaType") != mt: err.append("bundle.import mediaType %s" % e["target"].get("mediaType"))
+print("; ".join(err[:6]))
+sys.exit(1 if err else 0)
+PYEOF
+) && t_ok "margo.push and bundle.import events: one each per manifest (and blob), with registry:2's envelope" ||
+    t_fail "margo.push / bundle.import: $out"
 kill "$BERTH_PID" 2>/dev/null
 BERTH_URL=$UP
 

@@ -23,6 +23,23 @@ htpasswd -cbB "$HT" admin admin-pw 2>/dev/null
 registry_start "$T_TMP/up" || { t_fail "upstream registry starts"; t_finish; }
 UPH=${REG_URL#http://}
 DEAD=$(t_port) # nothing listens there: the upstream that is down
+# two more upstreams that fail: one accepts and never answers, one answers 503
+HANG=$(t_port) E503=$(t_port)
+for spec in "$HANG hang" "$E503 503"; do
+    python3 - $spec <<'PY' &
+import http.server, socketserver, sys, time
+port, mode = int(sys.argv[1]), sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if mode == "hang": time.sleep(3600)
+        self.send_response(503); self.send_header("Content-Length", "0"); self.end_headers()
+    do_HEAD = do_GET
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
+S(("127.0.0.1", port), H).serve_forever()
+PY
+    T_PIDS+=("$!")
+done
 cat >"$T_TMP/config.yml" <<YML
 version: 0.1
 storage:
@@ -39,6 +56,11 @@ mirrors:
     urls: [$REG_URL]
   127.0.0.1:$DEAD:
     urls: [http://127.0.0.1:$DEAD]
+  127.0.0.1:$HANG:
+    urls: [http://127.0.0.1:$HANG]
+    timeout: {connect: 1s, transfer: 1s}
+  127.0.0.1:$E503:
+    urls: [http://127.0.0.1:$E503]
 cache:
   maxsize: 100MiB
   pin: ["*/pinned/*"]
@@ -103,8 +125,16 @@ for l in $(jq -r '.config.digest, .layers[].digest' "$T_TMP/upm.json"); do
     curl -s -o /dev/null "${A[@]}" "$U/v2/team/pinned/tool/blobs/$l?ns=$UPH"
     curl -s -o /dev/null "${A[@]}" "$U/v2/team/pinned/tool/blobs/$l?ns=$UPH"
 done
+# once more, after both fills ended (a GET made while its fill runs joins it: a miss)
+for l in $(jq -r '.config.digest, .layers[].digest' "$T_TMP/upm.json"); do
+    curl -s -o /dev/null "${A[@]}" "$U/v2/team/pinned/tool/blobs/$l?ns=$UPH"
+done
 code=$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" "$U/v2/lib/x/manifests/1?ns=127.0.0.1:$DEAD")
 t_eq "a pull through the dead upstream fails" 503 "$code"
+for p in $HANG $E503; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" "$U/v2/lib/x/manifests/1?ns=127.0.0.1:$p")
+    t_eq "a pull through the upstream on port $p (hangs, or answers 503) fails" 503 "$code"
+done
 # pulls: public/web:1.0 by tag (the last pull the page shows)
 curl -s -o /dev/null "${A[@]}" -H "Accept: $MT_OCI_MANIFEST" "$U/v2/public/web/manifests/1.0"
 pull_after=$(date +%s)
@@ -182,6 +212,15 @@ t_check "hit ratio with hits and misses [$r]" \
     bash -c '[ "$2" -ge 1 ] && [ "$3" -ge 1 ] && [[ "$1" == "Hit ratio "*"%"*" $2 hits, $3 misses"* ]]' _ "$r" "$hits" "$misses"
 r=$(row "$D" "data-mirror=\"127.0.0.1:$DEAD\"")
 t_check "the dead upstream is down, with its error [$r]" bash -c '[[ "$1" == *" down "*[a-zA-Z]* ]] && [[ "$1" != *" up "* ]]' _ "$r"
+errs=$(jq -r --arg m "127.0.0.1:$DEAD" '.upstreams[] | select(.mirror==$m) | .errors' <<<"$J")
+t_check "the dead upstream's last error is on the page: the refused connection, its URL, kind, time; errors counted ($errs) [$r]" \
+    bash -c '[[ "$1" == *"connection failed: Connection refused (http://127.0.0.1:$2) connect, "*UTC* ]] && [ "$3" -ge 1 ]' _ "$r" "$DEAD" "$errs"
+r=$(row "$D" "data-mirror=\"127.0.0.1:$HANG\"")
+t_check "the upstream that never answers: down, timed out [$r]" \
+    bash -c '[[ "$1" == *" down timed out: no answer in time (http://127.0.0.1:$2) timeout, "*UTC* ]]' _ "$r" "$HANG"
+r=$(row "$D" "data-mirror=\"127.0.0.1:$E503\"")
+t_check "the upstream that answers 503: down, HTTP 503 [$r]" \
+    bash -c '[[ "$1" == *" down HTTP 503 (http://127.0.0.1:$2) http, "*UTC* ]]' _ "$r" "$E503"
 r=$(row "$D" "data-mirror=\"$UPH\"")
 t_check "the live upstream is up, fetched bytes, a last success [$r]" bash -c '[[ "$1" == *" up "*UTC* ]]' _ "$r"
 t_check "pinned content: the mirrored repository matching cache.pin" \
@@ -260,11 +299,15 @@ curl -s "${A[@]}" "$U/ui/status.json" | jq -S "$proj" >"$T_TMP/page.json"
 REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$T_TMP/data "$BERTH" status -c "$T_TMP/config.yml" --json \
     >"$T_TMP/status.raw" 2>"$T_TMP/status.err"
 jq -S "$proj" "$T_TMP/status.raw" >"$T_TMP/status.json" 2>/dev/null
-t_check "the summary compared is not empty (8 repositories, 3 charts, 1 app, 2 upstreams)" \
-    bash -c "test -s '$T_TMP/status.json' && jq -e '(.repos|length)==8 and (.charts|length)==3 and (.apps|length)==1 and (.up|length)==2' '$T_TMP/status.json'"
+t_check "the summary compared is not empty (8 repositories, 3 charts, 1 app, 4 upstreams)" \
+    bash -c "test -s '$T_TMP/status.json' && jq -e '(.repos|length)==8 and (.charts|length)==3 and (.apps|length)==1 and (.up|length)==4' '$T_TMP/status.json'"
 t_check "berth status --json gives the page's numbers" \
     bash -c "test -s '$T_TMP/page.json' && diff '$T_TMP/page.json' '$T_TMP/status.json'"
 REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$T_TMP/data "$BERTH" status -c "$T_TMP/config.yml" >"$T_TMP/status.txt" 2>&1
 t_check "berth status prints the summary for a terminal" \
     bash -c "grep -q 'public/web' '$T_TMP/status.txt' && grep -q \"^  127.0.0.1:$DEAD *down\" '$T_TMP/status.txt' && grep -q '^Last fsck: .* 0 problems' '$T_TMP/status.txt'"
+t_check "berth status names each failing upstream's last error and its kind" \
+    bash -c "grep -q \"^  127.0.0.1:$DEAD *down *errors [1-9].*last error: connection failed: Connection refused (http://127.0.0.1:$DEAD) (connect, \" '$T_TMP/status.txt' &&
+        grep -q \"^  127.0.0.1:$HANG *down .*last error: timed out: no answer in time (http://127.0.0.1:$HANG) (timeout, \" '$T_TMP/status.txt' &&
+        grep -q \"^  127.0.0.1:$E503 *down .*last error: HTTP 503 (http://127.0.0.1:$E503) (http, \" '$T_TMP/status.txt'" 
 t_finish
