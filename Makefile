@@ -102,9 +102,11 @@ run: all
 	mkdir -p data
 	build/berth serve $(if $(CONFIG),-c $(CONFIG),)
 
+# (the packages are all installed first, so the builds below, two at a time, never run apt-get:
+# the cross builds, the packages and the foreign roots, mostly qemu-user, overlap the compiles)
 test:
 	@scripts/deps.sh test $(TEST_ARCHES)
-	@$(MAKE) --no-print-directory build/berth build/asan/berth $(UNIT) $(TEST_EXTRA)
+	@$(MAKE) --no-print-directory -j2 build/berth build/asan/berth $(UNIT) $(TEST_EXTRA)
 	@tests/run.sh
 
 bench:
