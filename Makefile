@@ -102,11 +102,14 @@ run: all
 	mkdir -p data
 	build/berth serve $(if $(CONFIG),-c $(CONFIG),)
 
-# (the packages are all installed first, so the builds below, two at a time, never run apt-get:
-# the cross builds, the packages and the foreign roots, mostly qemu-user, overlap the compiles)
+# The packages are all installed first, so no step below runs apt-get. Compiles (native, ASan,
+# cross) go two at a time; the packages and the image one after another (each calls `make deb`);
+# the package roots (mmdebstrap, mostly qemu-user for a foreign one) two at a time.
 test:
 	@scripts/deps.sh test $(TEST_ARCHES)
-	@$(MAKE) --no-print-directory -j2 build/berth build/asan/berth $(UNIT) $(TEST_EXTRA)
+	@$(MAKE) --no-print-directory -j2 build/berth build/asan/berth $(UNIT) $(TEST_BUILDS)
+	@$(MAKE) --no-print-directory $(TEST_PKGS)
+	@$(MAKE) --no-print-directory -j2 $(TEST_ROOTS)
 	@tests/run.sh
 
 bench:
@@ -146,8 +149,9 @@ cross: $(CROSS_ARCHES:%=build/%/berth)
 # what `make test` builds beside the native binaries: the cross builds (tests/run.sh runs each
 # under qemu-user when it exists), the package and the root tests/integration/deb.sh installs it into,
 # for this machine's architecture and each of TEST_ARCHES (tests/run.sh runs deb.sh once for each)
-TEST_EXTRA = $(TEST_ARCHES:%=build/%/berth) deb debroot $(TEST_ARCHES:%=deb-%) \
-	$(TEST_ARCHES:%=build/deb/root-%.tar) image
+TEST_BUILDS = $(TEST_ARCHES:%=build/%/berth)
+TEST_PKGS   = deb $(TEST_ARCHES:%=deb-%) image
+TEST_ROOTS  = build/deb/root-$(ARCH).tar $(TEST_ARCHES:%=build/deb/root-%.tar)
 .PHONY: $(CROSS_ARCHES:%=deb-%)
 $(CROSS_ARCHES:%=deb-%): deb-%: build/%/berth
 	@$(MAKE) --no-print-directory deb ARCH=$*
