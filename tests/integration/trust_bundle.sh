@@ -15,6 +15,7 @@ t_need_tools jq curl skopeo python3
 
 SIGN="python3 $T_ROOT/tests/fixtures/cosign_sign.py"
 MK="python3 $T_ROOT/tests/fixtures/mkimage.py"
+APP="python3 $T_ROOT/tests/fixtures/mkapp.py"
 SK=(skopeo --insecure-policy)
 ACCEPT='application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json'
 W=$T_TMP/work
@@ -34,7 +35,7 @@ trust:
     release: $W/good/cosign.pub
   policies:
     - name: apps
-      repositories: ["apps/*"]
+      repositories: ["apps/*", "docker.io/apps/*"]
       mode: enforce
       keys: [release]
 YML
@@ -134,5 +135,32 @@ D_U=$(push_index other/u 64 amd64,arm64) || t_fail "push other/u"
 "$BERTH" bundle create -c "$T_TMP/src/config.yml" --platform linux/arm64 -o "$W/u.tar" other/u:v1 >"$W/u.out" 2>&1
 t_eq "an unsigned index narrowed to arm64 is replaced by its arm64 manifest" "$(child 64 arm64 "$D_U")" \
     "$(entry "$W/u.tar" other/u:v1)"
+
+# ---- 5. a margo application's closure for one platform carries what verifies -------------------
+# its compose file runs the two images above by original name, docker.io/apps/..., where the
+# source store keeps them (signed as above)
+for r in rec:61 whole:62; do
+    "${SK[@]}" copy -q --all --dest-tls-verify=false "oci:$W/${r#*:}:v1" "docker://${SRC#http://}/docker.io/apps/${r%:*}:v1" ||
+        t_fail "push docker.io/apps/${r%:*}"
+done
+for d in "$D_REC" "$A_REC" "$(child 61 amd64 "$D_REC")"; do sign docker.io/apps/rec "$d"; done
+sign docker.io/apps/whole "$D_WH"
+mkdir -p "$W/compose"
+$APP compose "$W/compose" --image docker.io/apps/rec:v1 --image docker.io/apps/whole:v1
+"$BERTH" compose push "$W/compose" "$SRC/pkgs/compose:1.0.0" >"$W/cp.out" 2>&1 || t_fail "compose push"
+$APP package "$W/pkg" --compose oci://pkgs/compose@1.0.0
+"$BERTH" app push "$W/pkg" "$SRC/pkgs/hello:1.0.0" >"$W/ap.out" 2>&1 || t_fail "app push"
+"$BERTH" bundle create --closure -c "$T_TMP/src/config.yml" --platform linux/arm64 -o "$W/app.tar" \
+    pkgs/hello:1.0.0 >"$W/app.out" 2>&1
+t_eq "closure for arm64: the per-platform signed image is its arm64 manifest, the other stays whole" \
+    "$A_REC $D_WH" "$(entry "$W/app.tar" docker.io/apps/rec:v1) $(entry "$W/app.tar" docker.io/apps/whole:v1)"
+"$BERTH" bundle import "$W/app.tar" -c "$T_TMP/dst/config.yml" >"$W/ai.out" 2>&1
+t_eq "the application's bundle imports under enforce" 0 "$?"
+t_eq "and its images pull from the importing berth" "200 200" \
+    "$(code "$DST" docker.io/apps/rec v1) $(code "$DST" docker.io/apps/whole "$A_WH")"
+strip "$W/app.tar" "$W/app-nosig.tar" "docker.io/apps/whole:sha256-${D_WH#sha256:}.sig"
+"$BERTH" bundle import "$W/app-nosig.tar" -c "$T_TMP/no2/config.yml" >"$W/ai2.out" 2>&1
+t_eq "without one of its signatures it is refused" "1 1" \
+    "$? $(grep -c "trust policy 'apps' refuses docker.io/apps/whole" "$W/ai2.out")"
 
 t_finish
