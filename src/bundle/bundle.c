@@ -294,19 +294,23 @@ static int copy_cosign_sig(creator *c, rc_ref *r, const char *digest)
     if (strncmp(digest, "sha256:", 7) != 0) return 0;
     char tag[128];
     snprintf(tag, sizeof tag, "sha256-%s.sig", digest + 7);
+    char name[800];
+    snprintf(name, sizeof name, "%s:%s", r->name, tag);
+    size_t i;
+    json_t *e;
+    json_array_foreach(c->entries, i, e)
+    {
+        const char *n =
+            json_string_value(json_object_get(json_object_get(e, "annotations"), ANN_REF));
+        if (n && !strcmp(n, name)) return 0; /* carried already, with its entry */
+    }
     rc_manifest mf;
     if (rc_get_manifest(r, tag, &mf) < 0) {
         berr_clear();
         return 0;
     }
-    if (json_object_get(c->seen, mf.digest)) { /* carried already, with its entry */
-        rc_manifest_free(&mf);
-        return 0;
-    }
     int rc = copy_manifest(c, r, mf.digest, mf.body, mf.len, 1);
     if (rc == 0) {
-        char name[800];
-        snprintf(name, sizeof name, "%s:%s", r->name, tag);
         add_entry(c, mf.media_type, mf.digest, mf.len, NULL, json_pack("{s:s}", ANN_REF, name));
     }
     rc_manifest_free(&mf);
