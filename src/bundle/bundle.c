@@ -133,6 +133,7 @@ static void add_entry(creator *c, const char *mt, const char *digest, size_t siz
 
 static int copy_manifest(creator *c, rc_ref *r, const char *digest, const char *body, size_t len,
                          int depth);
+static int copy_cosign_sig(creator *c, rc_ref *r, const char *digest);
 
 /* The referrers of digest in r's repository, each with everything it references. */
 static int copy_referrers(creator *c, rc_ref *r, const char *digest, int depth)
@@ -181,6 +182,8 @@ static int copy_manifest(creator *c, rc_ref *r, const char *digest, const char *
         if ((rc = rc_get_manifest(r, cd, &mf)) < 0) break;
         rc = copy_manifest(c, r, cd, mf.body, mf.len, depth + 1);
         rc_manifest_free(&mf);
+        /* trust: a platform's own signature (cosign sign --recursive) travels with it too */
+        if (rc == 0) rc = copy_cosign_sig(c, r, cd);
         if (rc < 0) break;
     }
     json_t *cfg = json_object_get(m, "config");
@@ -196,8 +199,46 @@ static int copy_manifest(creator *c, rc_ref *r, const char *digest, const char *
     return rc;
 }
 
+/* trust: whether digest (in r's repository) has a signature of its own: cosign's tag
+ * sha256-<hex>.sig, or a signature referrer (cosign's OCI 1.1 mode, a Sigstore bundle, a Notary
+ * Project signature). What cannot be read counts as unsigned. */
+static bool has_signature(rc_ref *r, const char *digest)
+{
+    bool found = false;
+    if (!strncmp(digest, "sha256:", 7)) {
+        char tag[128];
+        snprintf(tag, sizeof tag, "sha256-%s.sig", digest + 7);
+        rc_manifest mf;
+        if (rc_get_manifest(r, tag, &mf) == 0) {
+            found = true;
+            rc_manifest_free(&mf);
+        }
+    }
+    json_t *list = NULL;
+    if (!found && rc_referrers(r, digest, &list) == 0) {
+        size_t i;
+        json_t *d;
+        json_array_foreach(list, i, d)
+        {
+            const char *at = json_string_value(json_object_get(d, "artifactType"));
+            if (at && (!strncmp(at, "application/vnd.dev.sigstore.bundle", 35) ||
+                       !strcmp(at, "application/vnd.cncf.notary.signature") ||
+                       !strncmp(at, "application/vnd.dev.cosign", 26)))
+                found = true;
+        }
+    }
+    json_decref(list);
+    berr_clear();
+    return found;
+}
+
 /* An index reduced to the manifests of the platforms asked for: the one manifest when only one
- * matches, else a new index of the same media type listing the matches. */
+ * matches, else a new index of the same media type listing the matches.
+ * trust: a narrowed index is content nobody signed, so a signature of the original index cannot
+ * vouch for it (the signature is over the index's digest; a store keeps no index whose children
+ * are missing). So an index that is signed itself stays whole unless exactly one platform is
+ * kept and that platform's manifest carries its own signature (cosign sign --recursive): what
+ * the bundle carries is then always verifiable with the signatures it carries. */
 static int narrow(rc_ref *r, const char *platforms, rc_manifest *mf)
 {
     json_t *m = json_loadb(mf->body, mf->len, 0, NULL), *keep = json_array();
@@ -211,6 +252,16 @@ static int narrow(rc_ref *r, const char *platforms, rc_manifest *mf)
         rc = berr_set(BERR_IO, "%s: no manifest for platform %s", r->name, platforms);
     } else if (json_array_size(keep) == json_array_size(json_object_get(m, "manifests"))) {
         /* all of them: the index as it is */
+    } else if (has_signature(r, mf->digest) &&
+               !(json_array_size(keep) == 1 &&
+                 has_signature(
+                     r, json_string_value(json_object_get(json_array_get(keep, 0), "digest"))))) {
+        fprintf(stderr,
+                "note: %s: index %s is signed as a whole and %s: carried with all its "
+                "platforms, so that its signature verifies\n",
+                r->name, mf->digest,
+                json_array_size(keep) == 1 ? "the platform's manifest asked for is not signed"
+                                           : "a new index of several platforms would not be");
     } else if (json_array_size(keep) == 1) {
         const char *cd = json_string_value(json_object_get(json_array_get(keep, 0), "digest"));
         rc_manifest child;
@@ -243,12 +294,23 @@ static int copy_cosign_sig(creator *c, rc_ref *r, const char *digest)
     if (strncmp(digest, "sha256:", 7) != 0) return 0;
     char tag[128];
     snprintf(tag, sizeof tag, "sha256-%s.sig", digest + 7);
+    char name[800];
+    snprintf(name, sizeof name, "%s:%s", r->name, tag);
+    size_t i;
+    json_t *e;
+    json_array_foreach(c->entries, i, e)
+    {
+        const char *n =
+            json_string_value(json_object_get(json_object_get(e, "annotations"), ANN_REF));
+        if (n && !strcmp(n, name)) return 0; /* carried already, with its entry */
+    }
     rc_manifest mf;
-    if (rc_get_manifest(r, tag, &mf) < 0) return 0;
+    if (rc_get_manifest(r, tag, &mf) < 0) {
+        berr_clear();
+        return 0;
+    }
     int rc = copy_manifest(c, r, mf.digest, mf.body, mf.len, 1);
     if (rc == 0) {
-        char name[800];
-        snprintf(name, sizeof name, "%s:%s", r->name, tag);
         add_entry(c, mf.media_type, mf.digest, mf.len, NULL, json_pack("{s:s}", ANN_REF, name));
     }
     rc_manifest_free(&mf);
@@ -267,7 +329,9 @@ static int create_ref(creator *c, const char *ref, const rc_opts *o, const char 
     snprintf(orig, sizeof orig, "%s", mf.digest);
     if (platforms && is_index(mf.media_type)) rc = narrow(&r, platforms, &mf);
     if (rc == 0) rc = copy_manifest(c, &r, mf.digest, mf.body, mf.len, 0);
-    if (rc == 0) rc = copy_cosign_sig(c, &r, orig); /* trust: the signature travels along */
+    /* trust: the signature of what is carried travels along (a narrowed index's signature,
+     * whose subject is not carried, does not: see narrow) */
+    if (rc == 0) rc = copy_cosign_sig(c, &r, mf.digest);
     if (rc == 0) {
         char name[800];
         const char *tag = r.ref[0] ? r.ref : "latest";
