@@ -129,7 +129,7 @@ t_eq "... no lease is left once the successor committed" 0 "$(leases)"
 for b in 1 2 3; do
     [ "$b" = "$dead" ] && continue
     t_eq "berth $b serves the chart from the store" "$big" \
-        "$(curl -s "${URLS[$((b - 1))]}/stable/charts/big-1.0.0.tgz" | sha256sum | cut -d' ' -f1)"
+        "$(curl -s -m 20 "${URLS[$((b - 1))]}/stable/charts/big-1.0.0.tgz" | sha256sum | cut -d' ' -f1)"
 done
 t_eq "... without asking the upstream again" 2 "$(fetches big-1.0.0.tgz)"
 for b in 1 2 3; do
