@@ -9,7 +9,7 @@
 #     SIGKILLed mid-transfer: its lease lapses, one of the two others takes it over and fetches
 #     the chart (the upstream sees exactly two GETs: the dead one's and its successor's), every
 #     client of the survivors gets the exact bytes, no client of the dead one takes a wrong body as
-#     whole, and no lease is left.
+#     whole, no lease is left, and fsck is clean.
 . "$(dirname "$0")/../lib.sh"
 . "$T_ROOT/tests/pg.sh"
 
@@ -138,4 +138,6 @@ for b in 1 2 3; do
     wait "${PIDS[$((b - 1))]}"
     t_eq "berth $b exits cleanly" 0 $?
 done
+t_check "fsck is clean after the kill" env REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY="$T_TMP/b1/data" \
+    "$BERTH" fsck -c "$T_TMP/b1/config.yml"
 t_finish
