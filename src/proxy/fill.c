@@ -223,6 +223,7 @@ static void *lease_renew(void *arg)
 int fill_lease(fill *f, const char *lease_key, int64_t deadline, int (*present)(void *arg),
                void *arg)
 {
+    if (f->leased) return 0; /* one lease (and one renewer) per fill */
     char host[64] = "";
     gethostname(host, sizeof host - 1);
     snprintf(f->lease_key, sizeof f->lease_key, "%s", lease_key);
