@@ -19,14 +19,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef enum { FILL_STARTING, FILL_STREAMING, FILL_DONE, FILL_FAILED } fill_state;
 
 /* readers are woken in steps, not per write: each wake costs a resume and a send */
 #define WAKE_STEP (1u << 20)
-/* how long a fill's lease lasts unless renewed (the fill renews it while bytes arrive) */
-#define FILL_LEASE_MS 30000
+/* How long a fill's lease lasts unless renewed. The holder renews it every third of that on a
+ * thread of its own for as long as the fill runs, whether or not bytes arrive (a slow or stalled
+ * upstream keeps its one fetch); a holder that dies (SIGKILL, a lost machine) stops renewing, and
+ * another berth takes the lease over within FILL_LEASE_MS. */
+#define FILL_LEASE_MS 6000
 
 typedef struct waiter {
     struct MHD_Connection *conn;
@@ -54,7 +58,9 @@ struct fill {
     bool verified;  /* all size bytes are there and known good: readers may finish */
     bool leased;
     char lease_key[800], lease_owner[160];
-    int64_t lease_renewed;
+    pthread_t renewer; /* renews the lease while leased (joined when the fill ends) */
+    bool lease_end;    /* tells the renewer to stop (under fill_mu) */
+    pthread_cond_t lease_cv;
     uint64_t skip; /* bytes of a whole-content answer to a resume that are already written */
     store_upload *u;
     upstream_resp resp;
@@ -168,10 +174,6 @@ int fill_sink(void *arg, const char *data, size_t len)
         f->parked = NULL;
     }
     f->written = written;
-    if (f->leased && store_now() - f->lease_renewed > FILL_LEASE_MS / 3) {
-        f->lease_renewed = store_now(); /* a long transfer keeps its lease */
-        store_lease_take(f->st, f->lease_key, f->lease_owner, FILL_LEASE_MS);
-    }
     if (f->written - f->woken >= WAKE_STEP) {
         f->woken = f->written;
         wake_readers(f);
@@ -193,9 +195,35 @@ void fill_verified(fill *f)
     pthread_mutex_unlock(&fill_mu);
 }
 
+/* The lease holder's renewer: takes the lease again every FILL_LEASE_MS / 3 until the fill ends. */
+static void *lease_renew(void *arg)
+{
+    fill *f = arg;
+    pthread_mutex_lock(&fill_mu);
+    while (!f->lease_end) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ns = ts.tv_nsec + (int64_t)(FILL_LEASE_MS / 3) * 1000000;
+        ts.tv_sec += (time_t)(ns / 1000000000);
+        ts.tv_nsec = (long)(ns % 1000000000);
+        pthread_cond_timedwait(&f->lease_cv, &fill_mu, &ts);
+        if (f->lease_end) break;
+        pthread_mutex_unlock(&fill_mu);
+        if (store_lease_take(f->st, f->lease_key, f->lease_owner, FILL_LEASE_MS) < 0) {
+            log_warn("msg=\"cannot renew a fill's lease\" upstream=%s key=\"%s\" err=\"%s\"",
+                     f->name, f->key, berr_msg());
+            berr_clear();
+        }
+        pthread_mutex_lock(&fill_mu);
+    }
+    pthread_mutex_unlock(&fill_mu);
+    return NULL;
+}
+
 int fill_lease(fill *f, const char *lease_key, int64_t deadline, int (*present)(void *arg),
                void *arg)
 {
+    if (f->leased) return 0; /* one lease (and one renewer) per fill */
     char host[64] = "";
     gethostname(host, sizeof host - 1);
     snprintf(f->lease_key, sizeof f->lease_key, "%s", lease_key);
@@ -209,8 +237,13 @@ int fill_lease(fill *f, const char *lease_key, int64_t deadline, int (*present)(
             return 1;
         }
         if (lrc == 0) {
+            pthread_cond_init(&f->lease_cv, NULL);
+            if (pthread_create(&f->renewer, NULL, lease_renew, f) != 0) {
+                pthread_cond_destroy(&f->lease_cv); /* no renewer: the lease may lapse */
+                log_warn("msg=\"cannot start a fill's lease renewer\" key=\"%s\"", f->key);
+                return 0;
+            }
             f->leased = true;
-            f->lease_renewed = store_now();
             return 0;
         }
         if (lrc != -BERR_CONFLICT) return 0; /* the metadata cannot say: fetch anyway */
@@ -229,7 +262,15 @@ static void *fill_main(void *arg)
     snprintf(msg, sizeof msg, "%s", berr_msg());
     if (rc < 0 && rc != -BERR_BLOB_UNKNOWN && rc != -BERR_NOT_FOUND && f->metrics)
         metrics_upstream(f->name, 0, false);
-    if (f->leased) store_lease_drop(f->st, f->lease_key, f->lease_owner);
+    if (f->leased) {
+        pthread_mutex_lock(&fill_mu);
+        f->lease_end = true;
+        pthread_cond_signal(&f->lease_cv);
+        pthread_mutex_unlock(&fill_mu);
+        pthread_join(f->renewer, NULL);
+        pthread_cond_destroy(&f->lease_cv);
+        store_lease_drop(f->st, f->lease_key, f->lease_owner);
+    }
     if (f->u) store_upload_close(f->u);
     if (f->ops.free) f->ops.free(f->arg);
     pthread_mutex_lock(&fill_mu);

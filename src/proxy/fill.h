@@ -11,7 +11,7 @@
  * fill declares the content good (fill_verified: digest matched, content checked) or the fill is
  * done; a fill that fails cuts every reader's connection, so no client ever sees a clean end of
  * wrong bytes. Berths sharing one metadata database take a lease per key (fill_lease), so one of
- * them fetches and the others serve what it commits.
+ * them fetches and the others serve what it commits (or take over if it dies).
  *
  * The owner supplies what differs (fill_ops.run: which upstream request, which checks, how the
  * content is committed); the engine owns threads, coalescing, streaming, parking and leases.
@@ -71,7 +71,8 @@ void fill_verified(fill *f);
 /* Takes the lease lease_key for this fill across berths sharing the metadata: 0 when held (or
  * the metadata cannot say: fetch anyway), 1 when present(arg) says another berth committed the
  * content meanwhile, -BERR_UNAVAILABLE when the holder did not finish before deadline (ms). The
- * lease is renewed while bytes arrive and dropped when the fill ends. */
+ * lease is renewed on a thread of its own while the fill runs and dropped when it ends; a dead
+ * holder's lease lapses within seconds (FILL_LEASE_MS) and another berth takes it over. */
 int fill_lease(fill *f, const char *lease_key, int64_t deadline, int (*present)(void *arg),
                void *arg);
 
