@@ -497,10 +497,45 @@ static void admit(http_req *r, int verdict)
     }
 }
 
-/* Whether the request's end() runs on a worker (it may block). One place, per request. */
+/* Whether the request's body is written by workers (data() may block on the store). */
+static bool data_on_worker(const http_req *r)
+{
+    return r->h->body_io && (store_caps(r->store) & STORE_CAP_BLOCKING);
+}
+
+/* Whether the request's end() runs on a worker (it may block). One place, per request. A body
+ * still spooled is written first, on the same worker. */
 static bool end_on_worker(const http_req *r)
 {
-    return r->h->offload || (r->h->store_io && (store_caps(r->store) & STORE_CAP_BLOCKING));
+    return r->h->offload || r->spooled > 0 ||
+           (r->h->store_io && (store_caps(r->store) & STORE_CAP_BLOCKING));
+}
+
+/* On a worker, the connection suspended: hands the spooled body to data(), in arrival order
+ * (the loop appends nothing while a worker drains); 0 or data()'s error. */
+static int drain(http_req *r)
+{
+    size_t n = r->spooled;
+    r->spooled = 0;
+    return n > 0 && !r->failed ? r->h->data(r, r->spool, n) : 0;
+}
+
+/* On the event loop: appends a piece of body to the spool; true when it is full (to drain). */
+static bool spool_add(http_req *r, const char *data, size_t n)
+{
+    if (r->spooled + n > r->spool_cap) {
+        size_t cap = r->spooled + n > HTTP_SPOOL ? r->spooled + n : HTTP_SPOOL;
+        char *s = realloc(r->spool, cap);
+        if (!s) {
+            fail(r, berr_set(BERR_INTERNAL, "out of memory"));
+            return false;
+        }
+        r->spool = s;
+        r->spool_cap = cap;
+    }
+    memcpy(r->spool + r->spooled, data, n);
+    r->spooled += n;
+    return r->spooled >= HTTP_SPOOL;
 }
 
 static void offload(http_server *srv, http_req *r)
@@ -554,10 +589,16 @@ static void *worker(void *arg)
         berr_clear();
         if (r->admitting) {
             admit(r, srv->site.auth->identify_slow(r));
+        } else if (r->draining) { /* a full spool: the loop reads on once it is written */
+            if (srv->site.on_step) srv->site.on_step(r);
+            int rc = drain(r);
+            if (rc < 0) fail(r, rc);
+            r->draining = false;
         } else {
             r->on_worker = true;
             if (srv->site.on_step) srv->site.on_step(r);
-            int rc = r->h->end(r);
+            int rc = drain(r); /* the body's rest (body_io), before end() */
+            if (rc == 0) rc = r->h->end(r);
             if (rc == HTTP_PARKED) continue; /* r belongs to whoever requeues it now */
             if (rc < 0) fail(r, rc);
         }
@@ -650,7 +691,15 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
         size_t n = *upload_data_size;
         *upload_data_size = 0;
         r->body_bytes += n;
-        if (!r->failed && r->h && r->h->data) {
+        if (!r->failed && r->h && r->h->data && data_on_worker(r)) {
+            /* the store blocks: the loop only gathers; a worker writes each full spool while
+             * the connection is suspended, so no more is read until it is written */
+            if (spool_add(r, upload_data, n)) {
+                r->draining = true;
+                MHD_suspend_connection(conn);
+                offload(srv, r);
+            }
+        } else if (!r->failed && r->h && r->h->data) {
             int rc = r->h->data(r, upload_data, n);
             /* libmicrohttpd accepts a response only before or after the body: an error found
              * mid-body is answered once the rest has been read and discarded */
@@ -723,6 +772,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                 (unsigned long long)(r->method == M_HEAD ? 0 : r->resp_bytes), ms,
                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=true");
     free(r->path);
+    free(r->spool);
     free(r);
     atomic_fetch_sub(&srv->inflight, 1);
 }

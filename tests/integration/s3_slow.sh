@@ -9,6 +9,12 @@
 #   - meanwhile /v2/, a manifest GET and a catalog request are answered, and the blob GET is
 #     still waiting (the bucket has not answered yet): nothing here is timed, only ordered;
 #   - released, the blob GET completes with the right bytes.
+# Then an upload's body (issue 18, item 3's last gap): the relay holds only the bucket's answers to
+# multipart part uploads; a PATCH of several parts starts and its first part waits on the bucket
+# (the relay says so). While the body streams in, its later parts would wait for that one: the
+# server writes the body on a worker, so /v2/, a manifest GET and the catalog are still answered
+# and the PATCH is still in flight. Released, the PATCH and the PUT complete and the blob's digest
+# is right.
 . "$(dirname "$0")/../lib.sh"
 . "$T_ROOT/tests/rgw.sh"
 . "$T_ROOT/tests/fixtures/pushlib.sh"
@@ -36,6 +42,7 @@ storage:
     bucket: $RGW_BUCKET
     rootdirectory: /slow
     secure: false
+    chunksize: 5242880
 health: {storagedriver: {enabled: false}}
 YML
 mkdir -p "$T_TMP/b"
@@ -75,6 +82,41 @@ rm -f "$HOLD"
 wait "$GET_PID"
 t_eq "released, the blob GET completes" 200 "$(cat "$T_TMP/code")"
 t_eq "... with the blob's bytes" "$L" "sha256:$(t_sha256 "$T_TMP/got")"
+
+# a large PATCH whose part uploads wait on the bucket
+head -c $((16 * 1024 * 1024 + 12345)) /dev/urandom >"$T_TMP/big"
+B=sha256:$(t_sha256 "$T_TMP/big")
+curl -s -D "$T_TMP/post.h" -o /dev/null -X POST "$U/v2/slow/app/blobs/uploads/"
+loc=$(pl_loc "$T_TMP/post.h" "$U")
+t_check "an upload session opens" [ -n "$loc" ]
+rm -f "$HELD"
+printf 'partNumber=' >"$HOLD"
+curl -s --max-time 120 -D "$T_TMP/patch.h" -o /dev/null -w '%{http_code}' -X PATCH \
+    -H 'Content-Type: application/octet-stream' --data-binary @"$T_TMP/big" "$loc" \
+    >"$T_TMP/patch.code" &
+PATCH_PID=$!
+for _ in $(seq 1 300); do
+    [ -e "$HELD" ] && break
+    sleep 0.1
+done
+t_check "the PATCH's part upload waits on the held bucket" [ -e "$HELD" ]
+code=$(curl -s --max-time 15 -o /dev/null -w '%{http_code}' "$U/v2/")
+t_eq "/v2/ answers while a PATCH's body waits on the bucket" 200 "$code"
+got=$(curl -s --max-time 15 -H "$PL_ACCEPT" -o "$T_TMP/m2" -w '%{http_code}' "$U/v2/slow/app/manifests/v1")
+t_eq "a manifest GET answers meanwhile" 200 "$got"
+cat_out=$(curl -s --max-time 15 "$U/v2/_catalog")
+t_check "the catalog answers meanwhile" grep -q slow/app <<<"$cat_out"
+t_check "... and the PATCH is still in flight (its part not answered)" kill -0 "$PATCH_PID"
+rm -f "$HOLD"
+wait "$PATCH_PID"
+t_eq "released, the PATCH completes" 202 "$(cat "$T_TMP/patch.code")"
+t_eq "... with every byte in the session" "0-$((16 * 1024 * 1024 + 12344))" \
+    "$(pl_header "$T_TMP/patch.h" range)"
+loc=$(pl_loc "$T_TMP/patch.h" "$U")
+code=$(curl -s --max-time 60 -o /dev/null -w '%{http_code}' -X PUT "$loc$(pl_sep "$loc")digest=$B")
+t_eq "the upload commits with its digest verified" 201 "$code"
+curl -s --max-time 60 -o "$T_TMP/big.got" "$U/v2/slow/app/blobs/$B"
+t_eq "... and the blob reads back with its digest" "$B" "sha256:$(t_sha256 "$T_TMP/big.got")"
 
 berth_stop
 rgw_stop
