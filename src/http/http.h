@@ -49,7 +49,8 @@ typedef struct {
     bool store_io;
     /* data() writes the body to the store (uploads): when the store blocks, the event loop only
      * gathers the body in a bounded spool (HTTP_SPOOL) and a worker writes each full spool while
-     * the connection is suspended (it reads no more meanwhile), then the rest before end() */
+     * the connection is suspended (it reads no more meanwhile), then the rest before end();
+     * begin() (opening the session) then runs on a worker too */
     bool body_io;
 } http_handler;
 
@@ -90,7 +91,9 @@ struct http_req {
     bool initialized; /* first access-handler call done */
     bool offloaded;   /* end() handed to a worker; the connection is suspended until it is done */
     bool on_worker;   /* end() is running on a worker thread */
-    bool admitting;   /* sign-in and begin() run on a worker (a password check) */
+    bool admitting;   /* sign-in and begin() run on a worker (a password check, or the begin()
+                       * of a body_io handler with a blocking store: opening a session) */
+    int verdict;      /* identify's, for admit() on a worker when it was not HTTP_AUTH_SLOW */
     bool draining;    /* a worker is writing the spool (body_io); the connection is suspended */
     char *spool;      /* body_io: body gathered on the event loop, not yet written (spooled) */
     size_t spooled, spool_cap;

@@ -588,7 +588,7 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&srv->mu);
         berr_clear();
         if (r->admitting) {
-            admit(r, srv->site.auth->identify_slow(r));
+            admit(r, r->verdict == HTTP_AUTH_SLOW ? srv->site.auth->identify_slow(r) : r->verdict);
         } else if (r->draining) { /* a full spool: the loop reads on once it is written */
             if (srv->site.on_step) srv->site.on_step(r);
             int rc = drain(r);
@@ -667,10 +667,12 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
         else {
             const http_auth_hooks *auth = srv->site.auth;
             int verdict = auth ? auth->identify(r) : 0;
-            if (verdict == HTTP_AUTH_SLOW) {
-                /* a password to check (milliseconds by design): on a worker, so the event loop
-                 * never waits on it; the connection resumes with the verdict */
+            if (verdict == HTTP_AUTH_SLOW || (verdict == 0 && r->h && data_on_worker(r))) {
+                /* a password to check (milliseconds by design), or a session to open in a store
+                 * that blocks: on a worker, so the event loop never waits on it; the connection
+                 * resumes with the verdict */
                 r->admitting = true;
+                r->verdict = verdict;
                 MHD_suspend_connection(conn);
                 offload(srv, r);
                 return MHD_YES;

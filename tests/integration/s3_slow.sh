@@ -9,9 +9,10 @@
 #   - meanwhile /v2/, a manifest GET and a catalog request are answered, and the blob GET is
 #     still waiting (the bucket has not answered yet): nothing here is timed, only ordered;
 #   - released, the blob GET completes with the right bytes.
-# Then an upload's body (issue 18, item 3's last gap): the relay holds only the bucket's answers to
-# multipart part uploads; a PATCH of several parts starts and its first part waits on the bucket
-# (the relay says so). While the body streams in, its later parts would wait for that one: the
+# Then an upload (issue 18, item 3's last gap): the relay holds the whole bucket while a PATCH of
+# several parts opens its session (/v2/ is answered meanwhile), then only the answers to multipart
+# part uploads: the session opens, the body streams and its first part waits on the bucket (the
+# relay says so). While the body streams in, its later parts would wait for that one: the
 # server writes the body on a worker, so /v2/, a manifest GET and the catalog are still answered
 # and the PATCH is still in flight. Released, the PATCH and the PUT complete and the blob's digest
 # is right.
@@ -89,12 +90,24 @@ B=sha256:$(t_sha256 "$T_TMP/big")
 curl -s -D "$T_TMP/post.h" -o /dev/null -X POST "$U/v2/slow/app/blobs/uploads/"
 loc=$(pl_loc "$T_TMP/post.h" "$U")
 t_check "an upload session opens" [ -n "$loc" ]
+# the whole bucket held: the PATCH's session (its state object) is read on a worker
 rm -f "$HELD"
-printf 'partNumber=' >"$HOLD"
+touch "$HOLD"
 curl -s --max-time 120 -D "$T_TMP/patch.h" -o /dev/null -w '%{http_code}' -X PATCH \
     -H 'Content-Type: application/octet-stream' --data-binary @"$T_TMP/big" "$loc" \
     >"$T_TMP/patch.code" &
 PATCH_PID=$!
+for _ in $(seq 1 200); do
+    [ -e "$HELD" ] && break
+    sleep 0.1
+done
+t_check "the PATCH's session opening waits on the held bucket" [ -e "$HELD" ]
+code=$(curl -s --max-time 15 -o /dev/null -w '%{http_code}' "$U/v2/")
+t_eq "/v2/ answers while a PATCH's session opening waits on the bucket" 200 "$code"
+# then only part uploads are held: the session opens, the body flows, its first part waits
+rm -f "$HELD"
+printf 'partNumber=' >"$HOLD.new"
+mv "$HOLD.new" "$HOLD"
 for _ in $(seq 1 300); do
     [ -e "$HELD" ] && break
     sleep 0.1
