@@ -2,7 +2,10 @@
  * server: libmicrohttpd driven by an epoll event loop (one thread by default, `http.threads`
  * for more), plus a small pool of worker threads for the steps that may block (committing an
  * upload, writing metadata): such a step suspends its connection, runs on a worker, and resumes
- * it with the response ready, so a slow fsync never stalls other clients. Compared on one core
+ * it with the response ready, so a slow fsync never stalls other clients. When the store blocks,
+ * an upload's body (body_io) is only copied into a bounded spool on the loop; a worker writes
+ * each full spool while the connection is suspended, so the loop reads nothing meanwhile and
+ * the bytes reach the store in order, from one thread at a time. Compared on one core
  * (noisy runs) with thread-per-connection mode, the loop served as many or more small requests
  * (a thread per connection pays a context switch per request). libmicrohttpd sends only 128 KiB
  * per sendfile call in this mode; bigsend.c widens the calls for file responses to 2 MiB.
