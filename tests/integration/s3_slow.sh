@@ -131,6 +131,17 @@ t_eq "the upload commits with its digest verified" 201 "$code"
 curl -s --max-time 60 -o "$T_TMP/big.got" "$U/v2/slow/app/blobs/$B"
 t_eq "... and the blob reads back with its digest" "$B" "sha256:$(t_sha256 "$T_TMP/big.got")"
 
+# an error found while a worker writes the body is answered with the OCI error JSON: a chunked
+# body (no Content-Length to check up front) longer than its Content-Range
+curl -s -D "$T_TMP/post2.h" -o /dev/null -X POST "$U/v2/slow/app/blobs/uploads/"
+loc=$(pl_loc "$T_TMP/post2.h" "$U")
+head -c $((2 * 1024 * 1024)) /dev/urandom >"$T_TMP/two"
+code=$(curl -s --max-time 60 -o "$T_TMP/err.json" -w '%{http_code}' -X PATCH \
+    -H 'Transfer-Encoding: chunked' -H 'Content-Range: 0-99' \
+    -H 'Content-Type: application/octet-stream' --data-binary @"$T_TMP/two" "$loc")
+t_eq "a body longer than its Content-Range is refused (416)" 416 "$code"
+t_check "... with the OCI error JSON" grep -Eq '"code": ?"BLOB_UPLOAD_INVALID"' "$T_TMP/err.json"
+
 berth_stop
 rgw_stop
 t_finish
