@@ -2,9 +2,10 @@
  * http: the libmicrohttpd glue. A request is routed once its headers are in, then fed to its
  * handler in three steps (begin with headers, data for each piece of the body as it streams,
  * end when the body is complete), and answered with one response built by the helpers below.
- * Bodies are never buffered by this layer: uploads stream straight to the store. begin() and
- * data() run on the event loop and must not wait; an end() that may (fsync, metadata writes)
- * is marked `offload` and runs on a worker thread while its connection is suspended.
+ * Bodies stream to the store: begin() and data() run on the event loop and must not wait; an
+ * end() that may (fsync, metadata writes) is marked `offload` and runs on a worker thread while
+ * its connection is suspended. When the store blocks (STORE_CAP_BLOCKING), a `body_io` handler's
+ * body is gathered in a bounded spool on the loop and written by a worker (data() there).
  *
  * Error convention: a handler step returns 0 or a negative berr; on error the layer answers with
  * the OCI error JSON ({"errors":[{"code","message","detail"}]}) and the code's status, unless the
@@ -46,7 +47,16 @@ typedef struct {
     /* end() only reads the store: run on a worker when the store's engines block (S3 blobs,
      * PostgreSQL metadata: STORE_CAP_BLOCKING), on the event loop when they do not (files) */
     bool store_io;
+    /* data() writes the body to the store (uploads): when the store blocks, the event loop only
+     * gathers the body in a bounded spool (HTTP_SPOOL) and a worker writes each full spool while
+     * the connection is suspended (it reads no more meanwhile), then the rest before end();
+     * begin() (opening the session) then runs on a worker too */
+    bool body_io;
 } http_handler;
+
+/* The most body a body_io request gathers before a worker writes it (with one read of the
+ * connection on top: the spool may pass it by less than the connection's buffer). */
+#define HTTP_SPOOL (1024 * 1024)
 
 /* An end() may return HTTP_OFFLOAD to be called again on a worker thread (r->on_worker set),
  * when it finds it must wait after all (an upstream fetch on a cache miss). */
@@ -77,11 +87,16 @@ struct http_req {
     int status;
     uint64_t body_bytes, resp_bytes;
     struct timespec start;
-    bool started;       /* handler begin() ran */
-    bool initialized;   /* first access-handler call done */
-    bool offloaded;     /* end() handed to a worker; the connection is suspended until it is done */
-    bool on_worker;     /* end() is running on a worker thread */
-    bool admitting;     /* sign-in and begin() run on a worker (a password check) */
+    bool started;     /* handler begin() ran */
+    bool initialized; /* first access-handler call done */
+    bool offloaded;   /* end() handed to a worker; the connection is suspended until it is done */
+    bool on_worker;   /* end() is running on a worker thread */
+    bool admitting;   /* sign-in and begin() run on a worker (a password check, or the begin()
+                       * of a body_io handler with a blocking store: opening a session) */
+    int verdict;      /* identify's, for admit() on a worker when it was not HTTP_AUTH_SLOW */
+    bool draining;    /* a worker is writing the spool (body_io); the connection is suspended */
+    char *spool;      /* body_io: body gathered on the event loop, not yet written (spooled) */
+    size_t spooled, spool_cap;
     uint8_t client[16]; /* the client's address (IPv4 in the first 4 bytes), for limits.c */
     /* mirror routing (registry/mirror.c): the upstream and its repository name, when the
      * request is for cached upstream content; name then holds the local (store) name */

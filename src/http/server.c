@@ -2,7 +2,10 @@
  * server: libmicrohttpd driven by an epoll event loop (one thread by default, `http.threads`
  * for more), plus a small pool of worker threads for the steps that may block (committing an
  * upload, writing metadata): such a step suspends its connection, runs on a worker, and resumes
- * it with the response ready, so a slow fsync never stalls other clients. Compared on one core
+ * it with the response ready, so a slow fsync never stalls other clients. When the store blocks,
+ * an upload's body (body_io) is only copied into a bounded spool on the loop; a worker writes
+ * each full spool while the connection is suspended, so the loop reads nothing meanwhile and
+ * the bytes reach the store in order, from one thread at a time. Compared on one core
  * (noisy runs) with thread-per-connection mode, the loop served as many or more small requests
  * (a thread per connection pays a context switch per request). libmicrohttpd sends only 128 KiB
  * per sendfile call in this mode; bigsend.c widens the calls for file responses to 2 MiB.
@@ -497,10 +500,45 @@ static void admit(http_req *r, int verdict)
     }
 }
 
-/* Whether the request's end() runs on a worker (it may block). One place, per request. */
+/* Whether the request's body is written by workers (data() may block on the store). */
+static bool data_on_worker(const http_req *r)
+{
+    return r->h->body_io && (store_caps(r->store) & STORE_CAP_BLOCKING);
+}
+
+/* Whether the request's end() runs on a worker (it may block). One place, per request. A body
+ * still spooled is written first, on the same worker. */
 static bool end_on_worker(const http_req *r)
 {
-    return r->h->offload || (r->h->store_io && (store_caps(r->store) & STORE_CAP_BLOCKING));
+    return r->h->offload || r->spooled > 0 ||
+           (r->h->store_io && (store_caps(r->store) & STORE_CAP_BLOCKING));
+}
+
+/* On a worker, the connection suspended: hands the spooled body to data(), in arrival order
+ * (the loop appends nothing while a worker drains); 0 or data()'s error. */
+static int drain(http_req *r)
+{
+    size_t n = r->spooled;
+    r->spooled = 0;
+    return n > 0 && !r->failed ? r->h->data(r, r->spool, n) : 0;
+}
+
+/* On the event loop: appends a piece of body to the spool; true when it is full (to drain). */
+static bool spool_add(http_req *r, const char *data, size_t n)
+{
+    if (r->spooled + n > r->spool_cap) {
+        size_t cap = r->spooled + n > HTTP_SPOOL ? r->spooled + n : HTTP_SPOOL;
+        char *s = realloc(r->spool, cap);
+        if (!s) {
+            fail(r, berr_set(BERR_INTERNAL, "out of memory"));
+            return false;
+        }
+        r->spool = s;
+        r->spool_cap = cap;
+    }
+    memcpy(r->spool + r->spooled, data, n);
+    r->spooled += n;
+    return r->spooled >= HTTP_SPOOL;
 }
 
 static void offload(http_server *srv, http_req *r)
@@ -553,11 +591,17 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&srv->mu);
         berr_clear();
         if (r->admitting) {
-            admit(r, srv->site.auth->identify_slow(r));
+            admit(r, r->verdict == HTTP_AUTH_SLOW ? srv->site.auth->identify_slow(r) : r->verdict);
+        } else if (r->draining) { /* a full spool: the loop reads on once it is written */
+            if (srv->site.on_step) srv->site.on_step(r);
+            int rc = drain(r);
+            if (rc < 0) fail(r, rc);
+            r->draining = false;
         } else {
             r->on_worker = true;
             if (srv->site.on_step) srv->site.on_step(r);
-            int rc = r->h->end(r);
+            int rc = drain(r); /* the body's rest (body_io), before end() */
+            if (rc == 0) rc = r->h->end(r);
             if (rc == HTTP_PARKED) continue; /* r belongs to whoever requeues it now */
             if (rc < 0) fail(r, rc);
         }
@@ -626,10 +670,12 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
         else {
             const http_auth_hooks *auth = srv->site.auth;
             int verdict = auth ? auth->identify(r) : 0;
-            if (verdict == HTTP_AUTH_SLOW) {
-                /* a password to check (milliseconds by design): on a worker, so the event loop
-                 * never waits on it; the connection resumes with the verdict */
+            if (verdict == HTTP_AUTH_SLOW || (verdict == 0 && r->h && data_on_worker(r))) {
+                /* a password to check (milliseconds by design), or a session to open in a store
+                 * that blocks: on a worker, so the event loop never waits on it; the connection
+                 * resumes with the verdict */
                 r->admitting = true;
+                r->verdict = verdict;
                 MHD_suspend_connection(conn);
                 offload(srv, r);
                 return MHD_YES;
@@ -650,7 +696,15 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *conn, const char *u
         size_t n = *upload_data_size;
         *upload_data_size = 0;
         r->body_bytes += n;
-        if (!r->failed && r->h && r->h->data) {
+        if (!r->failed && r->h && r->h->data && data_on_worker(r)) {
+            /* the store blocks: the loop only gathers; a worker writes each full spool while
+             * the connection is suspended, so no more is read until it is written */
+            if (spool_add(r, upload_data, n)) {
+                r->draining = true;
+                MHD_suspend_connection(conn);
+                offload(srv, r);
+            }
+        } else if (!r->failed && r->h && r->h->data) {
             int rc = r->h->data(r, upload_data, n);
             /* libmicrohttpd accepts a response only before or after the body: an error found
              * mid-body is answered once the rest has been read and discarded */
@@ -723,6 +777,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                 (unsigned long long)(r->method == M_HEAD ? 0 : r->resp_bytes), ms,
                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=true");
     free(r->path);
+    free(r->spool);
     free(r);
     atomic_fetch_sub(&srv->inflight, 1);
 }

@@ -243,16 +243,27 @@ static int delete_end(http_req *r)
     return http_reply(r, 204, NULL, NULL, 0);
 }
 
-const http_handler reg_upload_post_h = {
-    .begin = post_begin, .data = up_data, .end = post_end, .cleanup = up_cleanup, .offload = true};
-/* store_io: saving a session in a bucket (its tail and state objects) waits on the network */
+/* body_io: writing the body to a bucket uploads multipart parts (and waits for the one before),
+ * so with a blocking store the server has workers write it; store_io: saving a session in a
+ * bucket (its tail and state objects) waits on the network */
+const http_handler reg_upload_post_h = {.begin = post_begin,
+                                        .data = up_data,
+                                        .end = post_end,
+                                        .cleanup = up_cleanup,
+                                        .offload = true,
+                                        .body_io = true};
 const http_handler reg_upload_patch_h = {.begin = patch_begin,
                                          .data = up_data,
                                          .end = patch_end,
                                          .cleanup = up_cleanup,
-                                         .store_io = true};
-const http_handler reg_upload_put_h = {
-    .begin = put_begin, .data = up_data, .end = put_end, .cleanup = up_cleanup, .offload = true};
+                                         .store_io = true,
+                                         .body_io = true};
+const http_handler reg_upload_put_h = {.begin = put_begin,
+                                       .data = up_data,
+                                       .end = put_end,
+                                       .cleanup = up_cleanup,
+                                       .offload = true,
+                                       .body_io = true};
 const http_handler reg_upload_get_h = {.end = status_end, .cleanup = up_cleanup, .store_io = true};
 const http_handler reg_upload_delete_h = {
     .begin = NULL, .data = NULL, .end = delete_end, .cleanup = up_cleanup, .offload = true};

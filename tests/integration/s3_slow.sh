@@ -9,6 +9,13 @@
 #   - meanwhile /v2/, a manifest GET and a catalog request are answered, and the blob GET is
 #     still waiting (the bucket has not answered yet): nothing here is timed, only ordered;
 #   - released, the blob GET completes with the right bytes.
+# Then an upload (issue 18, item 3's last gap): the relay holds the whole bucket while a PATCH of
+# several parts opens its session (/v2/ is answered meanwhile), then only the answers to multipart
+# part uploads: the session opens, the body streams and its first part waits on the bucket (the
+# relay says so). While the body streams in, its later parts would wait for that one: the
+# server writes the body on a worker, so /v2/, a manifest GET and the catalog are still answered
+# and the PATCH is still in flight. Released, the PATCH and the PUT complete and the blob's digest
+# is right.
 . "$(dirname "$0")/../lib.sh"
 . "$T_ROOT/tests/rgw.sh"
 . "$T_ROOT/tests/fixtures/pushlib.sh"
@@ -36,6 +43,7 @@ storage:
     bucket: $RGW_BUCKET
     rootdirectory: /slow
     secure: false
+    chunksize: 5242880
 health: {storagedriver: {enabled: false}}
 YML
 mkdir -p "$T_TMP/b"
@@ -75,6 +83,64 @@ rm -f "$HOLD"
 wait "$GET_PID"
 t_eq "released, the blob GET completes" 200 "$(cat "$T_TMP/code")"
 t_eq "... with the blob's bytes" "$L" "sha256:$(t_sha256 "$T_TMP/got")"
+
+# a large PATCH whose part uploads wait on the bucket
+head -c $((16 * 1024 * 1024 + 12345)) /dev/urandom >"$T_TMP/big"
+B=sha256:$(t_sha256 "$T_TMP/big")
+curl -s -D "$T_TMP/post.h" -o /dev/null -X POST "$U/v2/slow/app/blobs/uploads/"
+loc=$(pl_loc "$T_TMP/post.h" "$U")
+t_check "an upload session opens" [ -n "$loc" ]
+# the whole bucket held: the PATCH's session (its state object) is read on a worker
+rm -f "$HELD"
+touch "$HOLD"
+curl -s --max-time 120 -D "$T_TMP/patch.h" -o /dev/null -w '%{http_code}' -X PATCH \
+    -H 'Content-Type: application/octet-stream' --data-binary @"$T_TMP/big" "$loc" \
+    >"$T_TMP/patch.code" &
+PATCH_PID=$!
+for _ in $(seq 1 200); do
+    [ -e "$HELD" ] && break
+    sleep 0.1
+done
+t_check "the PATCH's session opening waits on the held bucket" [ -e "$HELD" ]
+code=$(curl -s --max-time 15 -o /dev/null -w '%{http_code}' "$U/v2/")
+t_eq "/v2/ answers while a PATCH's session opening waits on the bucket" 200 "$code"
+# then only part uploads are held: the session opens, the body flows, its first part waits
+rm -f "$HELD"
+printf 'partNumber=' >"$HOLD.new"
+mv "$HOLD.new" "$HOLD"
+for _ in $(seq 1 300); do
+    [ -e "$HELD" ] && break
+    sleep 0.1
+done
+t_check "the PATCH's part upload waits on the held bucket" [ -e "$HELD" ]
+code=$(curl -s --max-time 15 -o /dev/null -w '%{http_code}' "$U/v2/")
+t_eq "/v2/ answers while a PATCH's body waits on the bucket" 200 "$code"
+got=$(curl -s --max-time 15 -H "$PL_ACCEPT" -o "$T_TMP/m2" -w '%{http_code}' "$U/v2/slow/app/manifests/v1")
+t_eq "a manifest GET answers meanwhile" 200 "$got"
+cat_out=$(curl -s --max-time 15 "$U/v2/_catalog")
+t_check "the catalog answers meanwhile" grep -q slow/app <<<"$cat_out"
+t_check "... and the PATCH is still in flight (its part not answered)" kill -0 "$PATCH_PID"
+rm -f "$HOLD"
+wait "$PATCH_PID"
+t_eq "released, the PATCH completes" 202 "$(cat "$T_TMP/patch.code")"
+t_eq "... with every byte in the session" "0-$((16 * 1024 * 1024 + 12344))" \
+    "$(pl_header "$T_TMP/patch.h" range)"
+loc=$(pl_loc "$T_TMP/patch.h" "$U")
+code=$(curl -s --max-time 60 -o /dev/null -w '%{http_code}' -X PUT "$loc$(pl_sep "$loc")digest=$B")
+t_eq "the upload commits with its digest verified" 201 "$code"
+curl -s --max-time 60 -o "$T_TMP/big.got" "$U/v2/slow/app/blobs/$B"
+t_eq "... and the blob reads back with its digest" "$B" "sha256:$(t_sha256 "$T_TMP/big.got")"
+
+# an error found while a worker writes the body is answered with the OCI error JSON: a chunked
+# body (no Content-Length to check up front) longer than its Content-Range
+curl -s -D "$T_TMP/post2.h" -o /dev/null -X POST "$U/v2/slow/app/blobs/uploads/"
+loc=$(pl_loc "$T_TMP/post2.h" "$U")
+head -c $((2 * 1024 * 1024)) /dev/urandom >"$T_TMP/two"
+code=$(curl -s --max-time 60 -o "$T_TMP/err.json" -w '%{http_code}' -X PATCH \
+    -H 'Transfer-Encoding: chunked' -H 'Content-Range: 0-99' \
+    -H 'Content-Type: application/octet-stream' --data-binary @"$T_TMP/two" "$loc")
+t_eq "a body longer than its Content-Range is refused (416)" 416 "$code"
+t_check "... with the OCI error JSON" grep -Eq '"code": ?"BLOB_UPLOAD_INVALID"' "$T_TMP/err.json"
 
 berth_stop
 rgw_stop
