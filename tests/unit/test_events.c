@@ -141,7 +141,7 @@ int main(void)
     CHECK(o->blob_link(m, "e/other", "e/app", dg('2')) == 0);
     CHECK(o->tag_delete(m, "e/app", "latest") == 0);
     CHECK(o->manifest_delete(m, "e/app", dg('f')) == 0);
-    CHECK(o->event_pull(m, "e/other", dg('2'), "application/octet-stream", 20, NULL) == 0);
+    CHECK(o->event_note(m, "pull", "e/other", dg('2'), "application/octet-stream", 20, NULL) == 0);
     /* a failed change writes nothing */
     CHECK(o->tag_delete(m, "e/app", "nope") < 0);
     l = all_after(m, 0);
@@ -230,7 +230,7 @@ int main(void)
     store_event_list_free(&l);
 
     /* seq only grows: a new event after pruning gets a higher seq than any before */
-    CHECK(o->event_pull(m, "e/other", dg('2'), "application/octet-stream", 20, NULL) == 0);
+    CHECK(o->event_note(m, "pull", "e/other", dg('2'), "application/octet-stream", 20, NULL) == 0);
     l = all_after(m, 0);
     CHECK(l.n == 11 && l.items[10].seq > l.items[9].seq);
     store_event_list_free(&l);
