@@ -442,6 +442,7 @@ static bool may_pull(void *arg, const char *repo)
 
 static int reply(http_req *r, bool json)
 {
+    ui_shown();                 /* from now on the writer keeps the state files current */
     ui_flush(r->store, r->cfg); /* `berth status` then reads what this page shows */
     json_t *s = ui_collect(r->store, r->cfg, may_pull, r, true);
     if (!s) return berr_rewrap(BERR_INTERNAL, "web view: ");

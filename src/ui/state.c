@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,8 +51,11 @@ static uint64_t hash(const char *s)
     return h;
 }
 
+static void writer_ensure(void);
+
 void ui_pull_note(const char *repo, const char *ref)
 {
+    writer_ensure();
     char key[520];
     if (snprintf(key, sizeof key, "%s\t%s", repo, ref) >= (int)sizeof key) return;
     int64_t now = store_now();
@@ -353,20 +357,38 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* The writer starts with the server when it has mirrors (their upstream states and hit counts
+ * change with no pull), else at the first pull noted or page shown: an idle registry runs no
+ * thread for it (a thread's stack and a wake-up every few seconds, for nothing to write). */
+static atomic_bool writer_up; /* the request path's check: no lock once it runs */
+
+static void writer_ensure(void)
+{
+    if (atomic_load_explicit(&writer_up, memory_order_acquire)) return;
+    pthread_mutex_lock(&writer.mu);
+    if (!writer.running && writer.st && !writer.stop)
+        writer.running = pthread_create(&writer.t, NULL, writer_main, NULL) == 0;
+    if (writer.running) atomic_store_explicit(&writer_up, true, memory_order_release);
+    pthread_mutex_unlock(&writer.mu);
+}
+
 void ui_start(const config *cfg, store *st)
 {
     pthread_mutex_lock(&writer.mu);
-    if (!writer.running) {
-        writer.st = st;
-        writer.cfg = cfg;
-        writer.stop = false;
-        writer.running = pthread_create(&writer.t, NULL, writer_main, NULL) == 0;
-    }
+    writer.st = st;
+    writer.cfg = cfg;
+    writer.stop = false;
     pthread_mutex_unlock(&writer.mu);
+    if (cfg->nmirrors || cfg->proxy || cfg->helm.nupstreams) writer_ensure();
     gc_store = st;
     metrics_counter_source(METRIC_GC_RUNS, gc_runs);
     metrics_counter_source(METRIC_GC_BYTES, gc_bytes);
     metrics_gauge(GAUGE_STORE_BLOBS, blob_count);
+}
+
+void ui_shown(void)
+{
+    writer_ensure();
 }
 
 void ui_stop(void)

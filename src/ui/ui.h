@@ -44,8 +44,11 @@ int ui_status_cli(int argc, char **argv);
 /* ---- state.c ---- */
 /* Notes a pull of repo:ref (a tag or a digest) now; cheap, for the request path. */
 void ui_pull_note(const char *repo, const char *ref);
-/* The server's background writer of pulls.json and runtime.json (every few seconds). */
+/* The server's background writer of pulls.json and runtime.json (every few seconds): started
+ * by ui_start when the server has mirrors, else by the first pull noted or page shown (ui_shown).
+ */
 void ui_start(const config *cfg, store *st);
+void ui_shown(void);
 void ui_stop(void);
 /* Writes pending pulls and the runtime snapshot now (live: this process is the server). */
 void ui_flush(store *st, const config *cfg);
