@@ -22,20 +22,8 @@ pg_createdb lease
 
 W=$T_TMP/www
 mkdir -p "$W/stable"
-python3 - "$W/stable" <<'PY'
-import io, os, sys, tarfile, gzip
-def chart(out, name, version, pad):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for path, data in ((f"{name}/Chart.yaml", f"apiVersion: v2\nname: {name}\nversion: {version}\n".encode()),
-                           (f"{name}/files/pad.bin", os.urandom(pad))):
-            ti = tarfile.TarInfo(path)
-            ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data))
-    open(os.path.join(out, f"{name}-{version}.tgz"), "wb").write(gzip.compress(buf.getvalue(), mtime=0))
-chart(sys.argv[1], "small", "1.0.0", 1000)
-chart(sys.argv[1], "big", "1.0.0", 3 << 20)
-PY
+python3 "$T_ROOT/tests/fixtures/mkchart.py" good "$W/stable/small-1.0.0.tgz" small 1.0.0 --pad 1000 >/dev/null
+python3 "$T_ROOT/tests/fixtures/mkchart.py" good "$W/stable/big-1.0.0.tgz" big 1.0.0 --pad $((3 << 20)) >/dev/null
 UP_PORT=$(t_port)
 python3 "$T_ROOT/tests/fixtures/mkchart.py" index "$W/stable/index.yaml" "http://127.0.0.1:$UP_PORT/stable" \
     "$W/stable/small-1.0.0.tgz" "$W/stable/big-1.0.0.tgz"

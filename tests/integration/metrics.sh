@@ -23,18 +23,7 @@ UL="sha256:$(t_sha256 "$W/ulayer")"
 # upstreams that fail: nothing listens on DEAD; HANG accepts and never answers; E503 answers 503
 DEAD=$(t_port) HANG=$(t_port) E503=$(t_port)
 for spec in "$HANG hang" "$E503 503"; do
-    $PY - $spec <<'PY' &
-import http.server, socketserver, sys, time
-port, mode = int(sys.argv[1]), sys.argv[2]
-class H(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *a): pass
-    def do_GET(self):
-        if mode == "hang": time.sleep(3600)
-        self.send_response(503); self.send_header("Content-Length", "0"); self.end_headers()
-    do_HEAD = do_GET
-class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
-S(("127.0.0.1", port), H).serve_forever()
-PY
+    $PY "$T_ROOT/tests/fixtures/badupstream.py" $spec &
     T_PIDS+=("$!")
 done
 DP=$(t_port)

@@ -26,18 +26,7 @@ DEAD=$(t_port) # nothing listens there: the upstream that is down
 # two more upstreams that fail: one accepts and never answers, one answers 503
 HANG=$(t_port) E503=$(t_port)
 for spec in "$HANG hang" "$E503 503"; do
-    python3 - $spec <<'PY' &
-import http.server, socketserver, sys, time
-port, mode = int(sys.argv[1]), sys.argv[2]
-class H(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *a): pass
-    def do_GET(self):
-        if mode == "hang": time.sleep(3600)
-        self.send_response(503); self.send_header("Content-Length", "0"); self.end_headers()
-    do_HEAD = do_GET
-class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
-S(("127.0.0.1", port), H).serve_forever()
-PY
+    python3 "$T_ROOT/tests/fixtures/badupstream.py" $spec &
     T_PIDS+=("$!")
 done
 cat >"$T_TMP/config.yml" <<YML
