@@ -97,7 +97,8 @@ struct http_req {
     bool draining;    /* a worker is writing the spool (body_io); the connection is suspended */
     char *spool;      /* body_io: body gathered on the event loop, not yet written (spooled) */
     size_t spooled, spool_cap;
-    uint8_t client[16]; /* the client's address (IPv4 in the first 4 bytes), for limits.c */
+    uint8_t client[16];  /* the client's address (IPv4 in the first 4 bytes), for limits.c */
+    char client_str[56]; /* "ip:port" / "[ip6]:port", made on first use (http_client) */
     /* mirror routing (registry/mirror.c): the upstream and its repository name, when the
      * request is for cached upstream content; name then holds the local (store) name */
     const config_mirror *mirror;
@@ -204,6 +205,8 @@ void http_server_health_reason(char *out, size_t len);
 
 /* ---- request helpers ---- */
 const char *http_header(http_req *r, const char *name);
+/* The client's address as "ip:port" ("[ip6]:port"), or "" when unknown; formatted once. */
+const char *http_client(http_req *r);
 const char *http_query(http_req *r, const char *name);
 /* Whether the query holds the argument at all (with or without a value: "?force"). */
 bool http_query_has(http_req *r, const char *name);

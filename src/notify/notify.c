@@ -20,10 +20,7 @@
 #include "util/log.h"
 #include "util/metrics.h"
 
-#include <arpa/inet.h>
 #include <jansson.h>
-#include <microhttpd.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -398,21 +395,8 @@ void notify_stop(notify *n)
 void notify_request_context(http_req *r)
 {
     if (!store_events_on()) return;
-    char addr[80] = "", id[40];
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
-    if (sa && sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        char ip[INET_ADDRSTRLEN];
-        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
-        snprintf(addr, sizeof addr, "%s:%u", ip, ntohs(in->sin_port));
-    } else if (sa && sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in = (const struct sockaddr_in6 *)sa;
-        char ip[INET6_ADDRSTRLEN];
-        inet_ntop(AF_INET6, &in->sin6_addr, ip, sizeof ip);
-        snprintf(addr, sizeof addr, "[%s]:%u", ip, ntohs(in->sin6_port));
-    }
+    char id[40];
+    const char *addr = http_client(r);
     /* the request's id: the same for every step of one request (its start time and slot) */
     uint64_t x = (uint64_t)(uintptr_t)r ^ ((uint64_t)r->start.tv_sec << 32) ^
                  (uint64_t)r->start.tv_nsec,
