@@ -126,15 +126,35 @@ static void card(strbuf *b, const char *id, const char *label, const char *value
     strbuf_addf(b, "</b>%s</div>", label);
 }
 
+/* A cell holding s, escaped. */
+static void text_cell(strbuf *b, const char *s)
+{
+    strbuf_addf(b, "<td>");
+    esc(b, s);
+    strbuf_addf(b, "</td>");
+}
+
+/* Opens a listing: its section and heading, then the table's header row, or the empty note
+ * (and the section closed) when there are no rows: false. */
+static bool listing_start(strbuf *b, const char *id, const char *title, size_t rows,
+                          const char *empty, const char *header)
+{
+    strbuf_addf(b, "<section id=%s><h2>%s</h2>", id, title);
+    if (!rows) {
+        strbuf_addf(b, "<p class=empty>%s</p></section>", empty);
+        return false;
+    }
+    strbuf_addf(b, "<table>%s", header);
+    return true;
+}
+
 static void render_repos(strbuf *b, json_t *repos)
 {
-    strbuf_addf(b, "<section id=repositories><h2>Repositories and tags</h2>");
-    if (!json_array_size(repos)) {
-        strbuf_addf(b, "<p class=empty>No repositories.</p></section>");
+    if (!listing_start(b, "repositories", "Repositories and tags", json_array_size(repos),
+                       "No repositories.",
+                       "<tr><th>Repository</th><th>Tag</th><th>Kind</th><th>Platforms</th>"
+                       "<th>Size</th><th>Last pull</th><th>Digest</th></tr>"))
         return;
-    }
-    strbuf_addf(b, "<table><tr><th>Repository</th><th>Tag</th><th>Kind</th><th>Platforms</th>"
-                   "<th>Size</th><th>Last pull</th><th>Digest</th></tr>");
     size_t i, k;
     json_t *r, *t;
     json_array_foreach(repos, i, r)
@@ -191,41 +211,31 @@ static void render_repos(strbuf *b, json_t *repos)
 
 static void render_charts(strbuf *b, json_t *charts)
 {
-    strbuf_addf(b, "<section id=charts><h2>Helm charts</h2>");
-    if (!json_array_size(charts)) {
-        strbuf_addf(b, "<p class=empty>No charts.</p></section>");
+    if (!listing_start(b, "charts", "Helm charts", json_array_size(charts), "No charts.",
+                       "<tr><th>Chart</th><th>Version</th><th>App version</th>"
+                       "<th>Repository</th><th>Description</th></tr>"))
         return;
-    }
-    strbuf_addf(b, "<table><tr><th>Chart</th><th>Version</th><th>App version</th>"
-                   "<th>Repository</th><th>Description</th></tr>");
+    static const char *const fields[] = {"name", "version", "app_version", "repository",
+                                         "description"};
     size_t i;
     json_t *c;
     json_array_foreach(charts, i, c)
     {
-        strbuf_addf(b, "<tr class=chart><td>");
-        esc(b, str(c, "name"));
-        strbuf_addf(b, "</td><td>");
-        esc(b, str(c, "version"));
-        strbuf_addf(b, "</td><td>");
-        esc(b, str(c, "app_version"));
-        strbuf_addf(b, "</td><td>");
-        esc(b, str(c, "repository"));
-        strbuf_addf(b, "</td><td>");
-        esc(b, str(c, "description"));
-        strbuf_addf(b, "</td></tr>");
+        strbuf_addf(b, "<tr class=chart>");
+        for (size_t f = 0; f < sizeof fields / sizeof *fields; f++)
+            text_cell(b, str(c, fields[f]));
+        strbuf_addf(b, "</tr>");
     }
     strbuf_addf(b, "</table></section>");
 }
 
 static void render_apps(strbuf *b, json_t *apps)
 {
-    strbuf_addf(b, "<section id=apps><h2>margo applications</h2>");
-    if (!json_array_size(apps)) {
-        strbuf_addf(b, "<p class=empty>No application packages.</p></section>");
+    if (!listing_start(b, "apps", "margo applications", json_array_size(apps),
+                       "No application packages.",
+                       "<tr><th></th><th>Application</th><th>Version</th>"
+                       "<th>Description</th><th>Package</th><th>Last pull</th></tr>"))
         return;
-    }
-    strbuf_addf(b, "<table><tr><th></th><th>Application</th><th>Version</th>"
-                   "<th>Description</th><th>Package</th><th>Last pull</th></tr>");
     size_t i;
     json_t *a;
     json_array_foreach(apps, i, a)
@@ -240,11 +250,10 @@ static void render_apps(strbuf *b, json_t *apps)
         esc(b, str(a, "name"));
         strbuf_addf(b, "</b><br><small>");
         esc(b, str(a, "id"));
-        strbuf_addf(b, "</small></td><td>");
-        esc(b, str(a, "version"));
-        strbuf_addf(b, "</td><td>");
-        esc(b, str(a, "description"));
-        strbuf_addf(b, "</td><td>");
+        strbuf_addf(b, "</small></td>");
+        text_cell(b, str(a, "version"));
+        text_cell(b, str(a, "description"));
+        strbuf_addf(b, "<td>");
         esc(b, str(a, "repository"));
         strbuf_add(b, ":", 1);
         esc(b, str(a, "tag"));
