@@ -80,6 +80,7 @@ typedef struct {
     int (*charts_gen)(store_meta *m, int64_t *latest, int64_t *oldest);
     /* repositories starting with prefix whose charts changed after sequence number since */
     int (*charts_changes)(store_meta *m, int64_t since, const char *prefix, store_list *out);
+    int (*manifest_parents)(store_meta *m, const char *repo, const char *digest, store_list *out);
     /* a named lease shared by every process on the metadata (a mirror fill): taken or renewed
      * (owner) until `until` when free, expired or already owner's; -BERR_CONFLICT when another
      * owner holds it */

@@ -63,6 +63,7 @@ enum {
     Q_CHARTS_REPO,
     Q_CHARTS_GEN,
     Q_CHARTS_CHANGES,
+    Q_MAN_PARENTS,
     Q_MAN_DEL,
     Q_MAN_TAGS_DEL,
     Q_MAN_REFS_DEL,
@@ -195,6 +196,9 @@ static const stmt_def q_def[Q__COUNT] = {
                 "WHERE c.repo = $1"},
     [Q_CHARTS_GEN] =
         {.sql = "SELECT coalesce(max(seq), 0), coalesce(min(seq), 0) FROM charts_changes"},
+    [Q_MAN_PARENTS] = {.sql = "SELECT DISTINCT r.digest FROM manifest_refs r WHERE r.child = $2 "
+                              "AND r.kind = 1 AND r.repo = $1 AND EXISTS (SELECT 1 FROM tags t "
+                              "WHERE t.repo = r.repo AND t.digest = r.digest) ORDER BY r.digest"},
     [Q_CHARTS_CHANGES] = {.sql = "SELECT DISTINCT repo FROM charts_changes WHERE seq > $1 "
                                  "AND substr(repo, 1, length($2)) = $2",
                           .pg = "SELECT DISTINCT repo FROM charts_changes WHERE seq > $1 "
@@ -1306,6 +1310,15 @@ static int sql_charts_gen(store_meta *base, int64_t *latest, int64_t *oldest)
     return rc;
 }
 
+static int sql_manifest_parents(store_meta *base, const char *repo, const char *digest,
+                                store_list *out)
+{
+    TAKE_CONN(base);
+    rc = collect(m, c, Q_MAN_PARENTS, ARGS(v_text(repo), v_text(digest)), NO_LIMIT, out);
+    conn_give(m, c);
+    return rc;
+}
+
 static int sql_charts_changes(store_meta *base, int64_t since, const char *prefix, store_list *out)
 {
     TAKE_CONN(base);
@@ -1481,6 +1494,7 @@ static const store_meta_ops sql_ops = {
     .charts = sql_charts,
     .charts_gen = sql_charts_gen,
     .charts_changes = sql_charts_changes,
+    .manifest_parents = sql_manifest_parents,
     .lease_take = sql_lease_take,
     .lease_drop = sql_lease_drop,
     .event_note = sql_event_note,

@@ -562,6 +562,14 @@ int store_charts_repo(store *s, const char *repo, store_chart_list *out)
     return rc;
 }
 
+int store_manifest_parents(store *s, const char *repo, const char *digest, store_list *out)
+{
+    memset(out, 0, sizeof *out);
+    int rc = s->meta->ops->manifest_parents(s->meta, repo, digest, out);
+    if (rc < 0) store_list_free(out);
+    return rc;
+}
+
 int store_charts_changes(store *s, int64_t since, const char *prefix, store_list *out)
 {
     memset(out, 0, sizeof *out);

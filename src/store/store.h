@@ -272,6 +272,9 @@ void store_chart_list_free(store_chart_list *l);
 int store_charts_gen(store *s, int64_t *latest, int64_t *oldest);
 /* Repositories starting with prefix whose charts changed after sequence number since. */
 int store_charts_changes(store *s, int64_t since, const char *prefix, store_list *out);
+/* The tagged manifests (indexes) of repo that list digest among their manifests, from the
+ * metadata's references (one indexed query, whatever the number of tags). */
+int store_manifest_parents(store *s, const char *repo, const char *digest, store_list *out);
 
 /* ---- mirror space (store/evict.c) ---- */
 typedef struct {

@@ -663,39 +663,18 @@ static int ss_referrers(void *arg, const char *repo, const char *digest, char (*
     return 0;
 }
 
-/* Tagged indexes of repo that list digest (at most the first 1000 tags are looked at). */
+/* Tagged indexes of repo that list digest: the store's references (store_manifest_parents). */
 static int ss_parents(void *arg, const char *repo, const char *digest, char (**out)[72], size_t *n)
 {
     store_list l;
     *out = NULL;
     *n = 0;
-    int rc = store_tags_list(arg, repo, NULL, 1000, &l);
+    int rc = store_manifest_parents(arg, repo, digest, &l);
     if (rc < 0) return rc == -BERR_NAME_UNKNOWN ? 0 : rc;
     *out = calloc(l.n + 1, sizeof **out);
     if (!*out) abort();
-    for (size_t i = 0; i < l.n; i++) {
-        size_t tl = strlen(l.items[i]);
-        if (tl > 4 && !strcmp(l.items[i] + tl - 4, ".sig")) continue;
-        store_manifest m;
-        if (store_manifest_get(arg, repo, l.items[i], &m) < 0) continue;
-        bool holds = false;
-        if (is_index(m.media_type)) {
-            json_t *j = json_loadb(m.content, m.size, 0, NULL);
-            size_t k;
-            json_t *d;
-            json_array_foreach(json_object_get(j, "manifests"), k, d)
-            {
-                const char *dg = json_string_value(json_object_get(d, "digest"));
-                if (dg && !strcmp(dg, digest)) holds = true;
-            }
-            json_decref(j);
-        }
-        bool dup = false;
-        for (size_t k = 0; holds && k < *n; k++)
-            dup = dup || !strcmp((*out)[k], m.digest);
-        if (holds && !dup) snprintf((*out)[(*n)++], 72, "%s", m.digest);
-        store_manifest_free(&m);
-    }
+    for (size_t i = 0; i < l.n; i++)
+        snprintf((*out)[(*n)++], 72, "%s", l.items[i]);
     store_list_free(&l);
     return 0;
 }

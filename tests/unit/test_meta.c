@@ -265,6 +265,19 @@ static void scenario(store_meta *m)
     store_manifest_put_req qb = image("a/app", dg('b'), m1_blobs, 1, NULL, 0);
     OK(o->manifest_put(m, &qb));
     OK(o->manifest_put(m, &qi));
+    /* its parents: the tagged index lists both children; nothing lists the index */
+    OK(o->manifest_parents(m, "a/app", dg('b'), &l));
+    CHECK(l.n == 1 && !strcmp(l.items[0], dg('i')));
+    store_list_free(&l);
+    memset(&l, 0, sizeof l);
+    OK(o->manifest_parents(m, "a/app", dg('i'), &l));
+    CHECK(l.n == 0);
+    store_list_free(&l);
+    memset(&l, 0, sizeof l);
+    OK(o->manifest_parents(m, "other/repo", dg('b'), &l));
+    CHECK(l.n == 0);
+    store_list_free(&l);
+    memset(&l, 0, sizeof l);
 
     /* ---- absent tags: checked in the transaction ---- */
     const char *ab_repos[] = {"x/none", "a/app"};
